@@ -1,0 +1,101 @@
+"""The `plantwatch` command."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from importlib import resources
+
+from plantwatch.plant.load import PlantError, load_plant
+
+
+def _up(args: argparse.Namespace) -> int:
+    from plantwatch.local.runtime import UpOptions, up
+
+    return up(UpOptions(
+        paths=args.file, simulate=args.simulate, duration=args.duration, summary_json=args.summary_json,
+        broker_url=args.broker, broker_kind=args.broker_kind, db=args.db, http_port=args.http_port,
+        status_every=args.status_every,
+    ))
+
+
+def _validate(args: argparse.Namespace) -> int:
+    try:
+        plant = load_plant(*args.file)
+    except PlantError as exc:
+        print(exc, file=sys.stderr)
+        return 1
+    print(f"valid: {len(plant.nodes)} SensorNodes, {len(plant.rules)} AlertRules, {len(plant.detectors)} DetectorModels")
+    return 0
+
+
+def _crds(args: argparse.Namespace) -> int:
+    files = sorted(f for f in resources.files("plantwatch").joinpath("crds").iterdir() if f.name.endswith(".yaml"))
+    sys.stdout.write("---\n".join(f.read_text() for f in files))
+    return 0
+
+
+def _serve_ingest(args: argparse.Namespace) -> int:
+    from plantwatch.ingest.service import serve
+
+    return serve(args.file, args.broker, args.db, args.http_port)
+
+
+def _operator(args: argparse.Namespace) -> int:
+    from plantwatch_operator.main import run
+
+    run(namespaces=args.namespace or None, liveness_port=args.liveness_port, peering=args.peering)
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="plantwatch", description="Monitor a factory's sensor nodes: one machine or Kubernetes.")
+    p.add_argument("--log-level", default="WARNING", help="Python log level (default WARNING)")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    up = sub.add_parser("up", help="run a plant on this machine (broker, pipeline, store, rules, alerts)")
+    up.add_argument("-f", "--file", action="append", required=True, help="plant YAML file or folder (repeatable)")
+    up.add_argument("--simulate", action="store_true", help="publish simulated readings from every SensorNode")
+    up.add_argument("--duration", type=float, help="stop after this many seconds (default: until Ctrl-C)")
+    up.add_argument("--summary-json", metavar="FILE", help="write a JSON summary of the run here")
+    up.add_argument("--broker", metavar="URL", help="use this MQTT broker (mqtt://host:port) instead of starting one")
+    up.add_argument("--broker-kind", choices=("auto", "mosquitto", "embedded"), default="auto",
+                    help="which broker to start when --broker is not given (auto: mosquitto when installed)")
+    up.add_argument("--db", metavar="FILE", help="SQLite file for the embedded store (default: a temporary file)")
+    up.add_argument("--http-port", type=int, default=9464, help="port of /metrics /healthz /readyz (0: any free port)")
+    up.add_argument("--status-every", type=float, default=5.0, help="seconds between console status lines")
+    up.set_defaults(func=_up)
+
+    val = sub.add_parser("validate", help="check plant YAML against the CRD schemas (as the API server would)")
+    val.add_argument("-f", "--file", action="append", required=True, help="plant YAML file or folder (repeatable)")
+    val.set_defaults(func=_validate)
+
+    crds = sub.add_parser("crds", help="print the CustomResourceDefinitions (pipe to kubectl apply -f -)")
+    crds.set_defaults(func=_crds)
+
+    serve = sub.add_parser("serve", help="run one data-plane service (what the operator's Deployments run)")
+    serve_sub = serve.add_subparsers(dest="service", required=True, metavar="SERVICE")
+    ingest = serve_sub.add_parser("ingest", help="the gateway: subscribe, validate, store, evaluate rules")
+    ingest.add_argument("-f", "--file", action="append", required=True, help="plant YAML file or folder")
+    ingest.add_argument("--broker", required=True, metavar="URL", help="MQTT broker, mqtt://host:port")
+    ingest.add_argument("--db", default="/var/lib/plantwatch/plant.db", help="SQLite file of the embedded store")
+    ingest.add_argument("--http-port", type=int, default=8080, help="port of /metrics /healthz /readyz")
+    ingest.set_defaults(func=_serve_ingest)
+
+    op = sub.add_parser("operator", help="run the Kubernetes operator (kopf)")
+    op.add_argument("-n", "--namespace", action="append", help="watch this namespace (repeatable; default: all)")
+    op.add_argument("--liveness-port", type=int, default=None, help="serve kopf's liveness probe on this port")
+    op.add_argument("--peering", default=None, help="kopf peering name (default: standalone, one replica)")
+    op.set_defaults(func=_operator)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

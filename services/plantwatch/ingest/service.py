@@ -1,0 +1,43 @@
+"""`plantwatch serve ingest`: the gateway process of the Kubernetes runtime.
+
+The operator mounts the plant (SensorNodes and AlertRules as YAML) from a ConfigMap
+and points the gateway at the plant's broker. Runs until SIGTERM, then drains.
+"""
+
+from __future__ import annotations
+
+import signal
+import sys
+import threading
+
+from plantwatch.alerts.router import AlertRouter
+from plantwatch.health import HealthServer
+from plantwatch.ingest.gateway import IngestService, Pipeline
+from plantwatch.mqtt.client import Publisher
+from plantwatch.plant.load import PlantError, load_plant
+from plantwatch.store.sqlite import SqliteStore
+
+
+def serve(paths: list[str], broker_url: str, db: str, http_port: int) -> int:
+    try:
+        plant = load_plant(*paths)
+    except PlantError as exc:
+        print(f"plantwatch serve ingest: {exc}", file=sys.stderr)
+        return 2
+    store = SqliteStore(db)
+    dlq = Publisher(broker_url, client_id="plantwatch-gateway-dlq")
+    dlq.start()
+    service = IngestService(Pipeline(plant, store, AlertRouter(plant), publish=dlq.publish), broker_url)
+    health = HealthServer(http_port, healthy=lambda: service.alive, ready=lambda: service.ready, host="0.0.0.0")
+    health.start()
+    service.start()
+    stop = threading.Event()
+    for s in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(s, lambda *_: stop.set())
+    while not stop.is_set() and service.alive:
+        stop.wait(1.0)
+    service.stop()
+    dlq.stop()
+    health.stop()
+    store.close()
+    return 1 if service.error else 0

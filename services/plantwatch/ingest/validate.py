@@ -1,0 +1,143 @@
+"""Validation: decoded samples + the SensorNode → accepted readings and reasoned rejections.
+
+Pure. Every rejection carries a stable reason code (the DLQ and the metrics are keyed
+by it) and a detail that says what was wrong and what is accepted. A message may be
+partly accepted: one sensor out of range does not cost the other sensors' readings.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+from plantwatch.ingest.codecs import DecodeError, Sample, decode, default_field, parse_timestamp
+from plantwatch.plant.model import SensorNode, device_id
+from plantwatch.readings import Reading
+
+REASONS = (
+    "malformed",
+    "missing_field",
+    "wrong_type",
+    "not_finite",
+    "out_of_range",
+    "bad_timestamp",
+    "timestamp_skew",
+    "oversized",
+    "unknown_node",
+    "device_mismatch",
+    "no_known_sensor",
+    "unsupported_format",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Rejection:
+    """Why (part of) a message was refused."""
+
+    reason: str
+    detail: str
+    field: str | None = None
+
+
+@dataclass(frozen=True)
+class Policy:
+    """How strict the gateway is about time."""
+
+    #: Readings stamped further in the future than this (clock drift) are refused.
+    max_future_s: float = 300.0
+    #: Readings older than this (a node replaying a huge backlog) are refused.
+    max_past_s: float = 7 * 86400.0
+
+
+@dataclass(frozen=True, slots=True)
+class SensorSpec:
+    name: str
+    type: str
+    unit: str
+    low: float
+    high: float
+
+
+@dataclass(frozen=True)
+class CompiledNode:
+    """A SensorNode prepared for the hot path: field → sensor lookups, numeric ranges."""
+
+    name: str
+    device_id: str
+    format: str
+    topic: str
+    max_bytes: int
+    sensors: dict[str, SensorSpec]
+
+    @classmethod
+    def of(cls, node: SensorNode) -> CompiledNode:
+        spec = node.spec
+        sensors = {}
+        for s in spec.sensors:
+            f = s.field or default_field(spec.payload.format, s.type, s.name)
+            low, high = (float(s.range.min), float(s.range.max)) if s.range else (-math.inf, math.inf)
+            sensors[f] = SensorSpec(s.name, s.type, s.unit or "", low, high)
+        return cls(node.meta.name, device_id(node), spec.payload.format, spec.payload.topic, spec.payload.max_bytes, sensors)
+
+
+def check_message(node: CompiledNode, payload: bytes, now: float, policy: Policy = Policy()) -> tuple[list[Reading], list[Rejection]]:
+    """Decode and validate one message of `node`: accepted readings, rejections."""
+    if len(payload) > node.max_bytes:
+        return [], [Rejection("oversized", f"{len(payload)} bytes; this node's payload.maxBytes is {node.max_bytes}")]
+    try:
+        samples = decode(node.format, payload)
+    except DecodeError as exc:
+        return [], [Rejection(exc.reason, exc.detail)]
+    readings: list[Reading] = []
+    rejections: list[Rejection] = []
+    for sample in samples:
+        _check_sample(node, sample, now, policy, readings, rejections)
+    return readings, rejections
+
+
+def _check_sample(node: CompiledNode, sample: Sample, now: float, policy: Policy,
+                  readings: list[Reading], rejections: list[Rejection]) -> None:
+    if sample.device_id is not None and sample.device_id != node.device_id:
+        rejections.append(Rejection("device_mismatch", f"payload says device_id {sample.device_id!r} but topic {node.topic!r} belongs to {node.device_id!r}"))
+        return
+    ts = now
+    if sample.ts is not None:
+        try:
+            ts = parse_timestamp(sample.ts)
+        except (ValueError, TypeError) as exc:
+            rejections.append(Rejection("bad_timestamp", f"timestamp {sample.ts!r}: {exc}; accepted: ISO-8601 (e.g. 2026-01-31T08:00:00Z) or epoch seconds", "timestamp"))
+            return
+        if ts - now > policy.max_future_s:
+            rejections.append(Rejection("timestamp_skew", f"timestamp is {ts - now:.0f}s in the future; accepted up to {policy.max_future_s:.0f}s (check the node's clock/NTP)", "timestamp"))
+            return
+        if now - ts > policy.max_past_s:
+            rejections.append(Rejection("timestamp_skew", f"timestamp is {now - ts:.0f}s in the past; accepted up to {policy.max_past_s:.0f}s", "timestamp"))
+            return
+    known = 0
+    for key, raw in sample.fields.items():
+        sensor = node.sensors.get(key)
+        if sensor is None:
+            continue
+        known += 1
+        value = _number(raw)
+        if value is None:
+            rejections.append(Rejection("wrong_type", f"{key}={raw!r} is not a number", key))
+        elif not math.isfinite(value):
+            rejections.append(Rejection("not_finite", f"{key}={raw!r}: NaN and infinities are not readings", key))
+        elif not sensor.low <= value <= sensor.high:
+            rejections.append(Rejection("out_of_range", f"{key}={value:g} is outside {sensor.name}'s physical range [{sensor.low:g}, {sensor.high:g}]", key))
+        else:
+            readings.append(Reading(node.name, sensor.name, sensor.type, value, ts, sensor.unit))
+    if known == 0:
+        rejections.append(Rejection("no_known_sensor", f"none of the fields {sorted(sample.fields)} is a sensor of {node.name}; expected one of {sorted(node.sensors)}"))
+
+
+def _number(raw: Any) -> float | None:
+    if isinstance(raw, bool):
+        return None
+    if isinstance(raw, (int, float)):
+        return float(raw)
+    if isinstance(raw, str) and raw.strip().lower() in ("nan", "inf", "-inf", "infinity", "-infinity"):
+        return float(raw)
+    return None

@@ -1,0 +1,13 @@
+"""Prometheus metrics of the data plane (one set per process)."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+MESSAGES = Counter("plantwatch_messages_total", "MQTT messages processed, by result.", ["result"])
+READINGS = Counter("plantwatch_readings_total", "Readings accepted and stored.")
+REJECTED = Counter("plantwatch_rejected_total", "Rejected values or messages, by reason code.", ["reason"])
+ALERTS = Counter("plantwatch_alert_events_total", "Alert transitions, by rule, state and severity.", ["rule", "state", "severity"])
+BATCH = Histogram("plantwatch_pipeline_batch_messages", "Messages per pipeline batch.", buckets=(1, 10, 100, 1000, 5000, 20000))
+QUEUE = Gauge("plantwatch_pipeline_queue_depth", "Messages received and not yet processed.")
+NODE_ONLINE = Gauge("plantwatch_node_online", "1 while the node reports within its heartbeat, else 0.", ["node"])

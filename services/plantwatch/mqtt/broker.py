@@ -1,0 +1,127 @@
+"""Start an MQTT broker for the local runtime: mosquitto when installed, else an embedded one.
+
+Both listen on 127.0.0.1 only. mosquitto is the real thing factories run; the
+embedded broker (amqtt) keeps `plantwatch up` working with nothing but pip.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import socket
+import subprocess
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for_port(port: int, timeout: float = 10.0, alive: Callable[[], bool] = lambda: True) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not alive():
+            raise RuntimeError("the broker exited during start-up")
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise TimeoutError(f"nothing listens on 127.0.0.1:{port} after {timeout}s")
+
+
+@dataclass
+class Broker:
+    """A running broker: where it listens and how to stop it."""
+
+    kind: str
+    port: int
+    _stop: Callable[[], None] = field(repr=False)
+
+    @property
+    def url(self) -> str:
+        return f"mqtt://127.0.0.1:{self.port}"
+
+    def stop(self) -> None:
+        self._stop()
+
+
+def start_mosquitto(port: int | None = None, workdir: str | Path | None = None) -> Broker:
+    """Run the mosquitto binary with a loopback-only, anonymous, in-memory config."""
+    binary = shutil.which("mosquitto") or ("/usr/sbin/mosquitto" if Path("/usr/sbin/mosquitto").exists() else None)
+    if binary is None:
+        raise FileNotFoundError("mosquitto is not installed (apt-get install mosquitto)")
+    port = port or free_port()
+    tmp = tempfile.TemporaryDirectory(prefix="plantwatch-mosquitto-", dir=workdir)
+    conf = Path(tmp.name) / "mosquitto.conf"
+    conf.write_text(
+        f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n"
+        "max_queued_messages 100000\nlog_dest stderr\nlog_type error\nlog_type warning\n"
+    )
+    log = open(Path(tmp.name) / "mosquitto.log", "wb")
+    proc = subprocess.Popen([binary, "-c", str(conf)], stdout=log, stderr=subprocess.STDOUT)
+
+    def stop() -> None:
+        proc.terminate()
+        try:
+            proc.wait(5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        log.close()
+        tmp.cleanup()
+
+    try:
+        wait_for_port(port, alive=lambda: proc.poll() is None)
+    except Exception:
+        stop()
+        raise
+    return Broker("mosquitto", port, stop)
+
+
+def start_embedded(port: int | None = None) -> Broker:
+    """Run an amqtt broker on its own event-loop thread."""
+    from amqtt.broker import Broker as AmqttBroker
+
+    port = port or free_port()
+    loop = asyncio.new_event_loop()
+    config = {
+        "listeners": {"default": {"type": "tcp", "bind": f"127.0.0.1:{port}"}},
+        "plugins": {"amqtt.plugins.authentication.AnonymousAuthPlugin": {"allow_anonymous": True}},
+    }
+    broker = AmqttBroker(config, loop=loop)
+    started = threading.Event()
+
+    def run() -> None:
+        asyncio.set_event_loop(loop)
+        loop.run_until_complete(broker.start())
+        started.set()
+        loop.run_forever()
+
+    thread = threading.Thread(target=run, name="embedded-broker", daemon=True)
+    thread.start()
+    if not started.wait(10):
+        raise TimeoutError("the embedded broker did not start within 10s")
+
+    def stop() -> None:
+        asyncio.run_coroutine_threadsafe(broker.shutdown(), loop).result(10)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(5)
+
+    return Broker("embedded", port, stop)
+
+
+def start_broker(kind: str = "auto", port: int | None = None) -> Broker:
+    """kind: `mosquitto`, `embedded`, or `auto` (mosquitto when installed)."""
+    if kind == "mosquitto" or (kind == "auto" and (shutil.which("mosquitto") or Path("/usr/sbin/mosquitto").exists())):
+        return start_mosquitto(port)
+    if kind in ("embedded", "auto"):
+        return start_embedded(port)
+    raise ValueError(f"broker kind {kind!r}; accepted: auto, mosquitto, embedded")

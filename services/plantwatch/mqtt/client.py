@@ -1,0 +1,97 @@
+"""The only paho-mqtt user: a subscriber that hands messages to a queue, and a publisher.
+
+paho's network thread does nothing but enqueue; the pipeline works on its own thread.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import uuid
+from dataclasses import dataclass
+from urllib.parse import urlparse
+
+import paho.mqtt.client as mqtt
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    host: str
+    port: int
+    username: str | None = None
+    password: str | None = None
+
+    @classmethod
+    def parse(cls, url: str) -> Endpoint:
+        u = urlparse(url if "://" in url else f"mqtt://{url}")
+        if u.scheme not in ("mqtt", "tcp"):
+            raise ValueError(f"broker URL {url!r}: scheme must be mqtt:// (e.g. mqtt://127.0.0.1:1883)")
+        return cls(u.hostname or "127.0.0.1", u.port or 1883, u.username, u.password)
+
+
+def _client(endpoint: Endpoint, client_id: str, clean: bool = True) -> mqtt.Client:
+    c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=clean)
+    if endpoint.username:
+        c.username_pw_set(endpoint.username, endpoint.password)
+    c.max_queued_messages_set(0)
+    c.max_inflight_messages_set(1000)
+    c.reconnect_delay_set(0.1, 5)
+    return c
+
+
+class Subscriber:
+    """Subscribes to topics with QoS 1 and puts (topic, payload) on `messages`."""
+
+    def __init__(self, url: str, topics: list[str], client_id: str | None = None, maxsize: int = 100_000):
+        self.messages: queue.Queue[tuple[str, bytes]] = queue.Queue(maxsize)
+        self._topics = topics
+        self._connected = threading.Event()
+        self._client = _client(Endpoint.parse(url), client_id or f"plantwatch-{uuid.uuid4().hex[:8]}")
+        self._client.on_connect = self._on_connect
+        self._client.on_message = self._on_message
+        self._endpoint = Endpoint.parse(url)
+
+    def _on_connect(self, client, userdata, flags, reason, properties) -> None:
+        if not reason.is_failure:
+            client.subscribe([(t, 1) for t in self._topics])
+            self._connected.set()
+
+    def _on_message(self, client, userdata, msg) -> None:
+        self.messages.put((msg.topic, msg.payload))
+
+    def start(self, timeout: float = 10.0) -> None:
+        self._client.connect(self._endpoint.host, self._endpoint.port, keepalive=30)
+        self._client.loop_start()
+        if not self._connected.wait(timeout):
+            raise TimeoutError(f"could not connect to the broker at {self._endpoint.host}:{self._endpoint.port}")
+
+    @property
+    def connected(self) -> bool:
+        return self._client.is_connected()
+
+    def stop(self) -> None:
+        self._client.disconnect()
+        self._client.loop_stop()
+
+
+class Publisher:
+    """Publishes on a background network thread; `publish` never blocks on the network."""
+
+    def __init__(self, url: str, client_id: str | None = None):
+        self._endpoint = Endpoint.parse(url)
+        self._client = _client(self._endpoint, client_id or f"plantwatch-pub-{uuid.uuid4().hex[:8]}")
+        self._last: mqtt.MQTTMessageInfo | None = None
+
+    def start(self) -> None:
+        self._client.connect(self._endpoint.host, self._endpoint.port, keepalive=30)
+        self._client.loop_start()
+
+    def publish(self, topic: str, payload: bytes, qos: int = 1) -> None:
+        self._last = self._client.publish(topic, payload, qos=qos)
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Wait until what was published has left (QoS 1: acknowledged), then disconnect."""
+        if self._last is not None and self._client.is_connected():
+            self._last.wait_for_publish(timeout)
+        self._client.disconnect()
+        self._client.loop_stop()

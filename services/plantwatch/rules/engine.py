@@ -1,0 +1,210 @@
+"""Alert rule evaluation per series: readings and clock ticks in, alert events out.
+
+Pure and single-threaded: the caller owns the clock (reading timestamps for value
+conditions, `tick(now)` for absence) and the I/O. One alert exists per rule and
+series (its fingerprint); it is pending while the condition holds for less than the
+rule's `for`, firing after, and resolved when the condition clears (past the
+hysteresis for thresholds). A firing threshold alert that moves between warning,
+critical and emergency emits a new firing event with the new severity.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from plantwatch.plant.load import Plant
+from plantwatch.plant.model import AlertRule, duration_seconds, selector_matches
+from plantwatch.readings import AlertEvent, Reading
+
+LEVELS = ("warning", "critical", "emergency")
+
+
+@dataclass(frozen=True)
+class CompiledRule:
+    """An AlertRule with numbers parsed, ready for the hot path."""
+
+    name: str
+    type: str
+    for_s: float
+    severity: str
+    summary: str
+    #: Threshold levels as (severity, value), least severe first.
+    levels: tuple[tuple[str, float], ...] = ()
+    above: bool = True
+    hysteresis: float = 0.0
+    absence_after_s: float = 0.0
+    max_per_minute: float = 0.0
+    score_above: float | None = None
+
+    @classmethod
+    def of(cls, rule: AlertRule, detector_thresholds: dict[str, float]) -> CompiledRule:
+        spec = rule.spec
+        cond = spec.condition
+        summary = spec.annotations.summary if spec.annotations and spec.annotations.summary else f"{rule.name} on {{node}}/{{sensor}}: {{value}} ({{level}})"
+        base = dict(name=rule.name, type=cond.type, for_s=duration_seconds(spec.for_), severity=spec.severity, summary=summary)
+        if cond.type == "Threshold":
+            t = cond.threshold
+            levels = tuple((lvl, float(getattr(t, lvl))) for lvl in LEVELS if getattr(t, lvl) is not None)
+            return cls(**base, levels=levels, above=t.direction == "Above", hysteresis=float(t.hysteresis))
+        if cond.type == "Absence":
+            return cls(**base, absence_after_s=duration_seconds(cond.absence.after))
+        if cond.type == "RateOfChange":
+            return cls(**base, max_per_minute=float(cond.rate_of_change.max_per_minute))
+        score = cond.anomaly_score
+        above = float(score.above) if score.above is not None else detector_thresholds.get(score.detector, 0.5)
+        return cls(**base, score_above=above)
+
+    def level(self, value: float, current: str | None) -> str | None:
+        """The most severe level the value is at; a level already firing holds until past the hysteresis."""
+        found = None
+        rank = LEVELS.index(current) if current in LEVELS else -1
+        for i, (name, threshold) in enumerate(self.levels):
+            if self.above:
+                reached = value >= threshold or (i <= rank and value > threshold - self.hysteresis)
+            else:
+                reached = value <= threshold or (i <= rank and value < threshold + self.hysteresis)
+            if reached:
+                found = name
+        return found
+
+
+@dataclass
+class _AlertState:
+    severity: str | None = None
+    pending_since: float | None = None
+    last_value: float | None = None
+    last_ts: float | None = None
+
+
+@dataclass
+class _Watch:
+    """An absence watch: a rule over one node (or one of its sensors)."""
+
+    rule: CompiledRule
+    node: str
+    sensor: str | None
+    last_seen: float
+    firing: bool = False
+
+
+class RuleEngine:
+    """Evaluates every AlertRule of a plant against the readings of its series."""
+
+    def __init__(self, plant: Plant, now: float):
+        self._plant = plant
+        thresholds = {d.name: float(d.spec.threshold) for d in plant.detectors if d.spec.threshold is not None}
+        self._compiled = {r.name: CompiledRule.of(r, thresholds) for r in plant.rules}
+        self._nodes = {n.name: n for n in plant.nodes}
+        self._series_rules: dict[tuple[str, str, str], list[CompiledRule]] = {}
+        self._states: dict[str, _AlertState] = {}
+        self._watches = self._absence_watches(now)
+        self._watches_by_node: dict[str, list[_Watch]] = {}
+        for w in self._watches:
+            self._watches_by_node.setdefault(w.node, []).append(w)
+
+    def _absence_watches(self, now: float) -> list[_Watch]:
+        watches = []
+        for rule in self._plant.rules:
+            if rule.spec.condition.type != "Absence":
+                continue
+            sel = rule.spec.selector
+            for node in self._plant.nodes:
+                if not selector_matches(sel.node_selector, node.meta.labels):
+                    continue
+                if sel.sensor is None and sel.sensor_type is None:
+                    watches.append(_Watch(self._compiled[rule.name], node.name, None, now))
+                    continue
+                for s in node.spec.sensors:
+                    if (sel.sensor is None or sel.sensor == s.name) and (sel.sensor_type is None or sel.sensor_type == s.type):
+                        watches.append(_Watch(self._compiled[rule.name], node.name, s.name, now))
+        return watches
+
+    def _rules_for(self, r: Reading) -> list[CompiledRule]:
+        key = (r.node, r.sensor, r.type)
+        rules = self._series_rules.get(key)
+        if rules is None:
+            node = self._nodes.get(r.node)
+            matched = self._plant.rules_for(node, r.sensor, r.type) if node else []
+            rules = [self._compiled[m.name] for m in matched if m.spec.condition.type != "Absence"]
+            self._series_rules[key] = rules
+        return rules
+
+    def on_reading(self, r: Reading) -> list[AlertEvent]:
+        """Evaluate one reading; return the alert transitions it causes."""
+        events: list[AlertEvent] = []
+        for w in self._watches_by_node.get(r.node, ()):
+            if w.sensor is None or w.sensor == r.sensor:
+                w.last_seen = max(w.last_seen, r.ts)
+                if w.firing:
+                    w.firing = False
+                    events.append(self._event(w.rule, r.node, w.sensor or "*", "resolved", w.rule.severity, r.value, r.ts))
+        for rule in self._rules_for(r):
+            fingerprint = f"{rule.name}/{r.node}/{r.sensor}"
+            state = self._states.get(fingerprint)
+            if state is None:
+                state = self._states[fingerprint] = _AlertState()
+            target = self._target(rule, state, r)
+            state.last_value, state.last_ts = r.value, r.ts
+            event = self._advance(rule, state, target, r)
+            if event:
+                events.append(event)
+        return events
+
+    def _target(self, rule: CompiledRule, state: _AlertState, r: Reading) -> str | None:
+        if rule.type == "Threshold":
+            return rule.level(r.value, state.severity)
+        if rule.type == "RateOfChange":
+            if state.last_ts is None or r.ts <= state.last_ts:
+                return state.severity
+            rate = abs(r.value - state.last_value) / (r.ts - state.last_ts) * 60.0
+            return rule.severity if rate > rule.max_per_minute else None
+        if rule.type == "AnomalyScore":
+            return rule.severity if r.value > rule.score_above else None
+        return None
+
+    def _advance(self, rule: CompiledRule, state: _AlertState, target: str | None, r: Reading) -> AlertEvent | None:
+        if target is None:
+            state.pending_since = None
+            if state.severity is not None:
+                previous, state.severity = state.severity, None
+                return self._event(rule, r.node, r.sensor, "resolved", previous, r.value, r.ts)
+            return None
+        if state.severity is not None:
+            if target != state.severity:
+                state.severity = target
+                return self._event(rule, r.node, r.sensor, "firing", target, r.value, r.ts)
+            return None
+        if state.pending_since is None:
+            state.pending_since = r.ts
+        if r.ts - state.pending_since >= rule.for_s:
+            state.severity = target
+            state.pending_since = None
+            return self._event(rule, r.node, r.sensor, "firing", target, r.value, r.ts)
+        return None
+
+    def tick(self, now: float) -> list[AlertEvent]:
+        """Advance the clock: absence watches whose node fell silent start firing."""
+        events = []
+        for w in self._watches:
+            silent = now - w.last_seen
+            if not w.firing and silent >= w.rule.absence_after_s:
+                w.firing = True
+                events.append(self._event(w.rule, w.node, w.sensor or "*", "firing", w.rule.severity, round(silent, 3), now))
+        return events
+
+    def silent_nodes(self) -> set[str]:
+        """Nodes that an absence rule currently reports as silent."""
+        return {w.node for w in self._watches if w.firing}
+
+    @staticmethod
+    def _event(rule: CompiledRule, node: str, sensor: str, state: str, severity: str, value: float | None, ts: float) -> AlertEvent:
+        shown = "" if value is None else f"{value:g}"
+        summary = rule.summary.format_map(_Default(node=node, sensor=sensor, value=shown, level=severity if state == "firing" else f"{severity} resolved"))
+        return AlertEvent(f"{rule.name}/{node}/{sensor}", rule.name, node, sensor, state, severity, value, ts, summary)
+
+
+class _Default(dict):
+    """format_map that leaves unknown placeholders as they are (annotations are user text)."""
+
+    def __missing__(self, key: str) -> str:
+        return "{" + key + "}"

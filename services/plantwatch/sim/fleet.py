@@ -1,0 +1,148 @@
+"""Simulated sensor nodes: every SensorNode of a plant publishes its own payload format.
+
+The scenario is deterministic (seeded) and compressed in time so a 30-second run shows
+the whole life of an alert:
+- the first line-1 temperature sensor overheats: it ramps from its baseline past the
+  warning and critical levels, holds, and cools down again (fires, escalates, resolves);
+- one node (the last in the plant) stops publishing after `silent_after_s`, so absence
+  rules fire;
+- every `bad_every_s` a malformed or invalid message is published (bad JSON, a value
+  outside the physical range, NaN, a wrong device id, an unknown topic), which the
+  gateway must dead-letter and count.
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+from dataclasses import dataclass
+
+from plantwatch.ingest.codecs import default_field, encode
+from plantwatch.mqtt.client import Publisher
+from plantwatch.plant.load import Plant
+from plantwatch.plant.model import SensorNode, device_id, duration_seconds
+
+#: Typical operating values by sensor type (a plant at rest), and their noise.
+BASELINES = {
+    "temperature": (45.0, 1.5),
+    "humidity": (45.0, 2.0),
+    "pressure": (1013.0, 3.0),
+    "vibration": (1.5, 0.3),
+    "current": (12.0, 1.0),
+    "voltage": (3.7, 0.05),
+    "noise": (65.0, 3.0),
+    "speed": (1450.0, 20.0),
+}
+
+
+@dataclass(frozen=True)
+class Scenario:
+    overheat_start_s: float = 5.0
+    overheat_ramp_s: float = 5.0
+    overheat_hold_s: float = 8.0
+    overheat_peak: float = 88.0
+    silent_after_s: float = 4.0
+    bad_every_s: float = 2.0
+
+
+def _baseline(node: SensorNode, sensor) -> tuple[float, float]:
+    mean, noise = BASELINES.get(sensor.type, (None, None))
+    if sensor.range is not None:
+        low, high = float(sensor.range.min), float(sensor.range.max)
+        if mean is None or not low <= mean <= high:
+            mean, noise = low + (high - low) * 0.3, (high - low) * 0.01
+    return (mean if mean is not None else 1.0), (noise if noise is not None else 0.1)
+
+
+class Fleet:
+    """Publishes every node's readings at its heartbeat interval until stopped."""
+
+    def __init__(self, plant: Plant, broker_url: str, scenario: Scenario = Scenario(), seed: int = 7):
+        self.plant = plant
+        self.scenario = scenario
+        self._rng = random.Random(seed)
+        self._publisher = Publisher(broker_url, client_id="plantwatch-sim")
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="simulator", daemon=True)
+        self.sent = 0
+        self.sent_bad = 0
+        self._overheat = next((n.name for n in plant.nodes for s in n.spec.sensors
+                               if s.type == "temperature" and n.meta.labels.get("plantwatch.io/line")), None)
+        self._silent = plant.nodes[-1].name if len(plant.nodes) > 1 else None
+
+    def start(self) -> None:
+        self._publisher.start()
+        self._t0 = time.time()
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(10)
+        self._publisher.stop()
+
+    def value(self, node: SensorNode, sensor, elapsed: float) -> float:
+        mean, noise = _baseline(node, sensor)
+        v = self._rng.gauss(mean, noise)
+        sc = self.scenario
+        if node.name == self._overheat and sensor.type == "temperature":
+            t = elapsed - sc.overheat_start_s
+            if 0 <= t < sc.overheat_ramp_s:
+                v += (sc.overheat_peak - mean) * t / sc.overheat_ramp_s
+            elif sc.overheat_ramp_s <= t < sc.overheat_ramp_s + sc.overheat_hold_s:
+                v = sc.overheat_peak + self._rng.gauss(0, 0.5)
+        if sensor.range is not None:
+            v = min(max(v, float(sensor.range.min)), float(sensor.range.max))
+        return round(v, 2)
+
+    def messages(self, node: SensorNode, elapsed: float, now: float) -> list[bytes]:
+        """The node's message(s) for one heartbeat: one per sensor for single-value formats."""
+        fmt = node.spec.payload.format
+        values = {s.field or default_field(fmt, s.type, s.name): self.value(node, s, elapsed) for s in node.spec.sensors}
+        if fmt == "sensor-event":
+            return [encode(fmt, device_id(node), now, {k: v}) for k, v in values.items()]
+        return [encode(fmt, device_id(node), now, values)]
+
+    def bad_message(self, now: float) -> tuple[str, bytes]:
+        """One of the ways real nodes get it wrong, in turn."""
+        node = self.plant.nodes[self.sent_bad % len(self.plant.nodes)]
+        kind = self.sent_bad % 5
+        topic = node.spec.payload.topic
+        fmt = node.spec.payload.format
+        s = node.spec.sensors[0]
+        f = s.field or default_field(fmt, s.type, s.name)
+        if kind == 0:
+            return topic, b'{"device_id": "' + device_id(node).encode() + b'", "temperature_c": 21.5,'
+        if kind == 1:
+            high = float(s.range.max) if s.range else 1e6
+            return topic, encode(fmt, device_id(node), now, {f: high * 10 + 1})
+        if kind == 2:
+            return topic, encode(fmt, device_id(node), now, {f: "NaN"})
+        if kind == 3 and fmt in ("esp32-json", "rpi-json", "influx-line"):
+            return topic, encode(fmt, "impostor-99", now, {f: 1.0})
+        prefix = topic.split("/", 1)[0]
+        return f"{prefix}/unregistered/node-x/data", b'{"device_id": "node-x", "timestamp": 0}'
+
+    def _run(self) -> None:
+        sc = self.scenario
+        intervals = {n.name: duration_seconds(n.spec.heartbeat.interval) for n in self.plant.nodes}
+        due = {n.name: self._t0 for n in self.plant.nodes}
+        next_bad = self._t0 + sc.bad_every_s
+        while not self._stop.is_set():
+            now = time.time()
+            elapsed = now - self._t0
+            for node in self.plant.nodes:
+                if now < due[node.name]:
+                    continue
+                due[node.name] = now + intervals[node.name]
+                if node.name == self._silent and elapsed >= sc.silent_after_s:
+                    continue
+                for payload in self.messages(node, elapsed, now):
+                    self._publisher.publish(node.spec.payload.topic, payload)
+                    self.sent += 1
+            if now >= next_bad:
+                topic, payload = self.bad_message(now)
+                self._publisher.publish(topic, payload)
+                self.sent_bad += 1
+                next_bad = now + sc.bad_every_s
+            self._stop.wait(0.05)

@@ -1,0 +1,104 @@
+"""The embedded store: readings, alert events and dead letters in one SQLite file.
+
+WAL mode, one writer, one transaction per batch. Readings are keyed by
+(node, sensor, ts), so a re-delivered message never stores a reading twice.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from pathlib import Path
+from typing import Iterable
+
+from plantwatch.readings import AlertEvent, Reading
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS readings (
+    node   TEXT NOT NULL,
+    sensor TEXT NOT NULL,
+    ts     REAL NOT NULL,
+    type   TEXT NOT NULL,
+    value  REAL NOT NULL,
+    unit   TEXT NOT NULL DEFAULT '',
+    PRIMARY KEY (node, sensor, ts)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS alert_events (
+    id          INTEGER PRIMARY KEY,
+    fingerprint TEXT NOT NULL,
+    rule        TEXT NOT NULL,
+    node        TEXT NOT NULL,
+    sensor      TEXT NOT NULL,
+    state       TEXT NOT NULL,
+    severity    TEXT NOT NULL,
+    value       REAL,
+    ts          REAL NOT NULL,
+    summary     TEXT NOT NULL,
+    UNIQUE (fingerprint, state, ts)
+);
+CREATE TABLE IF NOT EXISTS dead_letters (
+    id       INTEGER PRIMARY KEY,
+    received REAL NOT NULL,
+    topic    TEXT NOT NULL,
+    reason   TEXT NOT NULL,
+    detail   TEXT NOT NULL,
+    payload  BLOB NOT NULL
+);
+"""
+
+
+class SqliteStore:
+    """Thread-safe (one lock) SQLite store; callers batch their writes."""
+
+    def __init__(self, path: str | Path):
+        self.path = str(path)
+        if self.path != ":memory:":
+            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+        self._lock = threading.Lock()
+        with self._lock:
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            self._db.executescript(SCHEMA)
+
+    def write(self, readings: Iterable[Reading] = (), alerts: Iterable[AlertEvent] = (),
+              dead_letters: Iterable[tuple[float, str, str, str, bytes]] = ()) -> int:
+        """Write one batch in one transaction; return how many readings were new."""
+        with self._lock:
+            db = self._db
+            db.execute("BEGIN")
+            try:
+                before = db.total_changes
+                db.executemany(
+                    "INSERT OR IGNORE INTO readings (node, sensor, ts, type, value, unit) VALUES (?, ?, ?, ?, ?, ?)",
+                    ((r.node, r.sensor, r.ts, r.type, r.value, r.unit) for r in readings),
+                )
+                stored = db.total_changes - before
+                db.executemany(
+                    "INSERT OR IGNORE INTO alert_events (fingerprint, rule, node, sensor, state, severity, value, ts, summary)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    ((a.fingerprint, a.rule, a.node, a.sensor, a.state, a.severity, a.value, a.ts, a.summary) for a in alerts),
+                )
+                db.executemany(
+                    "INSERT INTO dead_letters (received, topic, reason, detail, payload) VALUES (?, ?, ?, ?, ?)",
+                    dead_letters,
+                )
+                db.execute("COMMIT")
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+        return stored
+
+    def count(self, table: str) -> int:
+        if table not in ("readings", "alert_events", "dead_letters"):
+            raise ValueError(f"unknown table {table!r}")
+        with self._lock:
+            return self._db.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
+
+    def query(self, sql: str, params: tuple = ()) -> list[tuple]:
+        with self._lock:
+            return self._db.execute(sql, params).fetchall()
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
