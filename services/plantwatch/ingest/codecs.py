@@ -9,7 +9,6 @@ real nodes publish.
 from __future__ import annotations
 
 import math
-import re
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Callable
@@ -117,7 +116,26 @@ def decode_change_feed(payload: bytes) -> list[Sample]:
     return [Sample(fields, doc["timestamp"], extra={"sensor_id": doc["sensor_id"]})]
 
 
-_LP_SPLIT = re.compile(r"(?<!\\) ")
+def _lp_split(text: str, sep: str) -> list[str]:
+    """Split on `sep` outside double quotes and not escaped with a backslash."""
+    parts, current, quoted, escaped = [], [], False, False
+    for ch in text:
+        if escaped:
+            current.append(ch)
+            escaped = False
+        elif ch == "\\":
+            current.append(ch)
+            escaped = True
+        elif ch == '"':
+            current.append(ch)
+            quoted = not quoted
+        elif ch == sep and not quoted:
+            parts.append("".join(current))
+            current = []
+        else:
+            current.append(ch)
+    parts.append("".join(current))
+    return parts
 
 
 def _lp_value(text: str) -> Any:
@@ -146,13 +164,13 @@ def decode_influx_line(payload: bytes) -> list[Sample]:
         line = line.strip()
         if not line or line.startswith("#"):
             continue
-        parts = _LP_SPLIT.split(line)
+        parts = [p for p in _lp_split(line, " ") if p]
         if len(parts) not in (2, 3):
             raise DecodeError("malformed", f"line {n}: expected 'measurement[,tags] fields [timestamp]'")
         _measurement, *tags = parts[0].split(",")
         tag_map = dict(t.split("=", 1) for t in tags if "=" in t)
         fields = {}
-        for item in re.split(r'(?<!\\),(?=(?:[^"]*"[^"]*")*[^"]*$)', parts[1]):
+        for item in _lp_split(parts[1], ","):
             if "=" not in item:
                 raise DecodeError("malformed", f"line {n}: field {item!r} has no '='")
             key, value = item.split("=", 1)

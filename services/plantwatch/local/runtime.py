@@ -100,6 +100,7 @@ def up(opts: UpOptions) -> int:
                 _status(pipeline, router, out)
                 next_status += opts.status_every
     finally:
+        ended = time.time()
         for s, handler in previous.items():
             signal.signal(s, handler)
         if fleet:
@@ -110,7 +111,7 @@ def up(opts: UpOptions) -> int:
         health.stop()
         if broker:
             broker.stop()
-    summary = _summary(plant, pipeline, router, store, fleet, broker, url, db, time.time() - started)
+    summary = _summary(plant, pipeline, router, store, fleet, broker, url, db, started, ended)
     store.close()
     if tmp:
         tmp.cleanup()
@@ -146,11 +147,11 @@ def _status(pipeline: Pipeline, router: AlertRouter, out: TextIO) -> None:
 
 
 def _summary(plant: Plant, pipeline: Pipeline, router: AlertRouter, store: SqliteStore, fleet: Fleet | None,
-             broker: Broker | None, url: str, db: str, elapsed: float) -> dict:
-    now = time.time()
-    online = pipeline.online(now)
+             broker: Broker | None, url: str, db: str, started: float, ended: float) -> dict:
+    """The run as numbers; node liveness is judged at the end of the run, not after shutdown."""
+    online = pipeline.online(ended)
     return {
-        "duration_s": round(elapsed, 1),
+        "duration_s": round(ended - started, 1),
         "broker": {"kind": broker.kind if broker else "external", "url": url},
         "store": {"kind": "sqlite", "path": db},
         "messages_received": pipeline.messages,

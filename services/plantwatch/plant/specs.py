@@ -491,7 +491,7 @@ class DetectorModelSpec:
     placement: DetectorModelPlacement | None
 
     #: autoscaling bounds for the inference Deployment's HorizontalPodAutoscaler.
-    autoscaling: DetectorModelAutoscaling | None
+    autoscaling: DetectorModelAutoscaling
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> DetectorModelSpec:
@@ -709,7 +709,7 @@ class SensorNodeSpec:
 
     #: heartbeat says how often the node reports; a node silent for `interval` ×
     #: `missedBeats` is Offline.
-    heartbeat: SensorNodeHeartbeat | None
+    heartbeat: SensorNodeHeartbeat
 
     #: sensors are the series this node reports, one entry per measured quantity.
     sensors: tuple[SensorNodeSensor, ...]

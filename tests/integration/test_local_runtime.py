@@ -1,0 +1,109 @@
+"""`plantwatch up` end to end on real brokers: mosquitto, and the embedded one."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import threading
+import time
+
+import orjson
+import paho.mqtt.client as mqtt
+import pytest
+
+from plantwatch.mqtt.broker import start_broker
+
+from tests.conftest import EXAMPLE_PLANT
+
+
+def run_up(tmp_path, *extra: str, duration: int = 20) -> tuple[dict, str]:
+    summary = tmp_path / "summary.json"
+    proc = subprocess.run(
+        [sys.executable, "-m", "plantwatch.cli", "up", "-f", str(EXAMPLE_PLANT), "--simulate",
+         "--duration", str(duration), "--summary-json", str(summary), "--http-port", "0",
+         "--db", str(tmp_path / "plant.db"), *extra],
+        capture_output=True, text=True, timeout=duration + 60,
+    )
+    assert proc.returncode == 0, proc.stderr
+    return json.loads(summary.read_text()), proc.stdout
+
+
+@pytest.mark.parametrize("kind", ["mosquitto", "embedded"])
+def test_simulated_plant_stores_alerts_and_rejects(tmp_path, kind):
+    summary, stdout = run_up(tmp_path, "--broker-kind", kind)
+    assert summary["broker"]["kind"] == kind
+    assert summary["readings_stored"] > 100
+    # the simulated overheating fires the threshold rule; the silent node fires the absence rule
+    assert summary["alerts_fired"] >= 2
+    assert "node-silent/coldroom-feed/*" in summary["alerts_firing"]
+    assert "ALERT CRITICAL  machine-overtemperature esp32-press-01/temperature" in stdout
+    # every kind of bad input the simulator sends is rejected with its own reason, and nothing else
+    assert summary["rejected"] == summary["simulated"]["sent_invalid"] == summary["dead_letters"]
+    assert {"malformed", "out_of_range", "not_finite", "device_mismatch", "unknown_node"} <= set(summary["rejected_by_reason"])
+    assert summary["nodes"]["coldroom-feed"]["online"] is False
+    assert summary["nodes"]["esp32-press-01"]["online"] is True
+    # nothing that was accepted is lost: every valid simulated message is in the store
+    assert summary["messages_received"] == summary["simulated"]["sent"] + summary["simulated"]["sent_invalid"]
+
+
+def test_dead_letters_carry_the_payload_and_reason(tmp_path):
+    broker = start_broker("mosquitto")
+    letters: list[dict] = []
+    sub = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2)
+    sub.on_message = lambda c, u, m: letters.append(orjson.loads(m.payload))
+    sub.connect("127.0.0.1", broker.port)
+    sub.subscribe("plantwatch/dead-letter/#", qos=1)
+    sub.loop_start()
+    try:
+        summary, _ = run_up(tmp_path, "--broker", broker.url, duration=12)
+        deadline = time.time() + 5
+        while len(letters) < summary["rejected"] and time.time() < deadline:
+            time.sleep(0.1)
+    finally:
+        sub.loop_stop()
+        broker.stop()
+    assert len(letters) == summary["rejected"] > 0
+    malformed = next(l for l in letters if l["reason"] == "malformed")
+    assert malformed["payload"].startswith('{"device_id"') and malformed["node"] == "esp32-press-01"
+    assert "not valid JSON" in malformed["rejections"][0]["detail"]
+    unknown = next(l for l in letters if l["reason"] == "unknown_node")
+    assert unknown["node"] is None and "unregistered" in unknown["topic"]
+
+
+def test_invalid_plant_exits_2_with_the_field(tmp_path):
+    (tmp_path / "node.yaml").write_text((EXAMPLE_PLANT / "nodes.yaml").read_text().replace("type: vibration", "type: wobble", 1))
+    proc = subprocess.run([sys.executable, "-m", "plantwatch.cli", "up", "-f", str(tmp_path), "--duration", "1"],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2
+    assert 'spec.sensors[1].type: Unsupported value: "wobble"' in proc.stderr
+
+
+def test_health_and_metrics_endpoints(tmp_path):
+    import urllib.request
+
+    from plantwatch.alerts.router import AlertRouter
+    from plantwatch.health import HealthServer
+    from plantwatch.ingest.gateway import IngestService, Pipeline
+    from plantwatch.plant.load import load_plant
+    from plantwatch.store.sqlite import SqliteStore
+
+    broker = start_broker("mosquitto")
+    plant = load_plant(EXAMPLE_PLANT)
+    service = IngestService(Pipeline(plant, SqliteStore(tmp_path / "p.db"), AlertRouter(plant)), broker.url)
+    health = HealthServer(0, healthy=lambda: service.alive, ready=lambda: service.ready)
+    health.start()
+    base = f"http://127.0.0.1:{health.port}"
+    try:
+        with pytest.raises(urllib.error.HTTPError) as err:
+            urllib.request.urlopen(base + "/readyz")
+        assert err.value.code == 503  # not subscribed yet
+        service.start()
+        assert urllib.request.urlopen(base + "/readyz").status == 200
+        assert urllib.request.urlopen(base + "/healthz").status == 200
+        text = urllib.request.urlopen(base + "/metrics").read().decode()
+        assert "plantwatch_messages_total" in text and "plantwatch_pipeline_queue_depth" in text
+    finally:
+        service.stop()
+        health.stop()
+        broker.stop()

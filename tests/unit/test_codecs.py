@@ -1,0 +1,93 @@
+"""Codecs and validation against the shared vectors (tests/vectors), plus edge cases."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+from plantwatch.ingest.codecs import DecodeError, decode, encode, parse_timestamp
+from plantwatch.ingest.validate import CompiledNode, Policy, check_message
+
+VECTORS = sorted((Path(__file__).parents[1] / "vectors").glob("*/*.json"))
+DEFAULT_NOW = 1767254400.0
+
+
+def test_there_are_vectors_for_every_decodable_format():
+    formats = {v.parent.name for v in VECTORS}
+    assert {"esp32-json", "rpi-json", "sensor-event", "change-feed", "influx-line"} <= formats
+
+
+@pytest.mark.parametrize("path", VECTORS, ids=lambda p: f"{p.parent.name}/{p.stem}")
+def test_vector(path: Path, plant):
+    vector = json.loads(path.read_text())
+    node = next(n for n in plant.nodes if n.name == vector["node"])
+    assert node.spec.payload.topic == vector["topic"], "vector topic must be the node's topic"
+    compiled = CompiledNode.of(node)
+    readings, rejections = check_message(compiled, vector["payload"].encode(), vector.get("now", DEFAULT_NOW))
+    got = [{"sensor": r.sensor, "value": r.value, "ts": r.ts} for r in readings]
+    assert got == [{**e, "value": float(e["value"])} for e in vector["expected"]["readings"]]
+    assert [r.reason for r in rejections] == vector["expected"].get("rejected", [])
+
+
+@pytest.mark.parametrize("payload, reason", [
+    (b"not json", "malformed"),
+    (b"[1, 2]", "malformed"),
+    (b'{"timestamp": "2026-01-01T08:00:00Z", "temperature_c": 1}', "missing_field"),
+    (b'{"device_id": "esp32-press-01", "timestamp": "yesterday", "temperature_c": 1}', "bad_timestamp"),
+    (b'{"device_id": "esp32-press-01", "timestamp": "2026-01-01T08:00:00Z", "temperature_c": "hot"}', "wrong_type"),
+    (b'{"device_id": "esp32-press-01", "timestamp": "2026-01-01T08:00:00Z", "temperature_c": true}', "wrong_type"),
+    (b'{"device_id": "esp32-press-01", "timestamp": "2026-01-01T08:00:00Z", "temperature_c": 1e400}', "malformed"),
+    (b'{"device_id": "esp32-press-01", "timestamp": "2026-01-01T08:00:00Z", "humidity": 3}', "no_known_sensor"),
+    (b'{"device_id": "esp32-press-99", "timestamp": "2026-01-01T08:00:00Z", "temperature_c": 1}', "device_mismatch"),
+    (b'{"device_id": "esp32-press-01", "timestamp": "2025-01-01T08:00:00Z", "temperature_c": 1}', "timestamp_skew"),
+])
+def test_esp32_rejections_name_the_reason(plant, payload, reason):
+    node = CompiledNode.of(next(n for n in plant.nodes if n.name == "esp32-press-01"))
+    readings, rejections = check_message(node, payload, DEFAULT_NOW)
+    assert readings == []
+    assert [r.reason for r in rejections] == [reason]
+    assert rejections[0].detail  # says what was wrong
+
+
+def test_oversized_payload_is_rejected_before_decoding(plant):
+    node = CompiledNode.of(next(n for n in plant.nodes if n.name == "esp32-press-01"))
+    readings, rejections = check_message(node, b"{" + b" " * 70000 + b"}", DEFAULT_NOW)
+    assert readings == [] and rejections[0].reason == "oversized"
+    assert "65536" in rejections[0].detail
+
+
+def test_encode_decode_round_trip_for_every_node(plant):
+    for node in plant.nodes:
+        compiled = CompiledNode.of(node)
+        field, sensor = next(iter(compiled.sensors.items()))
+        payload = encode(compiled.format, compiled.device_id, DEFAULT_NOW, {field: 7.0})
+        readings, rejections = check_message(compiled, payload, DEFAULT_NOW)
+        assert rejections == [], (node.name, rejections)
+        assert [(r.sensor, r.value, r.ts) for r in readings] == [(sensor.name, 7.0, DEFAULT_NOW)]
+
+
+def test_line_protocol_types_and_errors():
+    (s,) = decode("influx-line", b'm,device=a f=1.5,i=3i,b=t,s="x y" 1000000000')
+    assert s.fields == {"f": 1.5, "i": 3, "b": True, "s": "x y"} and s.ts == 1.0 and s.device_id == "a"
+    with pytest.raises(DecodeError) as err:
+        decode("influx-line", b"m f=abc")
+    assert err.value.reason == "malformed"
+
+
+def test_timestamps():
+    assert parse_timestamp("2026-01-01T08:00:00Z") == DEFAULT_NOW
+    assert parse_timestamp("2026-01-01T09:00:00+01:00") == DEFAULT_NOW
+    assert parse_timestamp(DEFAULT_NOW * 1000) == DEFAULT_NOW  # milliseconds
+    with pytest.raises(ValueError):
+        parse_timestamp(math.inf)
+
+
+def test_skew_policy_is_configurable(plant):
+    node = CompiledNode.of(next(n for n in plant.nodes if n.name == "esp32-press-01"))
+    payload = b'{"device_id": "esp32-press-01", "timestamp": "2026-01-01T08:10:00Z", "temperature_c": 1}'
+    assert check_message(node, payload, DEFAULT_NOW)[1][0].reason == "timestamp_skew"
+    readings, rejections = check_message(node, payload, DEFAULT_NOW, Policy(max_future_s=3600))
+    assert rejections == [] and len(readings) == 1
