@@ -42,6 +42,30 @@ def _serve_ingest(args: argparse.Namespace) -> int:
     return serve(args.file, args.broker, args.db, args.http_port)
 
 
+def _serve_inference(args: argparse.Namespace) -> int:
+    import signal
+    import threading
+
+    from plantwatch.inference.models import ModelError, load_model
+    from plantwatch.inference.server import InferenceServer
+
+    try:
+        model = load_model(args.model_name, args.model, args.provider, args.sha256, args.threads)
+    except ModelError as exc:
+        print(f"plantwatch serve inference: {exc.reason}: {exc}", file=sys.stderr)
+        return 2
+    if model.active_provider != model.requested_provider:
+        print(f"plantwatch serve inference: {args.provider} is not available here; serving on {model.active_provider}", file=sys.stderr)
+    server = InferenceServer({model.name: model}, args.http_port, host=args.host)
+    server.start()
+    stop = threading.Event()
+    for s in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(s, lambda *_: stop.set())
+    stop.wait()
+    server.stop()
+    return 0
+
+
 def _operator(args: argparse.Namespace) -> int:
     from plantwatch_operator.main import run
 
@@ -82,6 +106,16 @@ def parser() -> argparse.ArgumentParser:
     ingest.add_argument("--db", default="/var/lib/plantwatch/plant.db", help="SQLite file of the embedded store")
     ingest.add_argument("--http-port", type=int, default=8080, help="port of /metrics /healthz /readyz")
     ingest.set_defaults(func=_serve_ingest)
+
+    inf = serve_sub.add_parser("inference", help="serve a DetectorModel over the Open Inference Protocol (HTTP)")
+    inf.add_argument("--model-name", required=True, help="the DetectorModel's name (the URL's {name})")
+    inf.add_argument("--model", required=True, metavar="PATH", help="the ONNX file")
+    inf.add_argument("--provider", choices=("cpu", "cuda", "tensorrt"), default="cpu", help="execution provider (falls back to cpu)")
+    inf.add_argument("--sha256", help="refuse to serve a model with another checksum")
+    inf.add_argument("--threads", type=int, default=1, help="ONNX Runtime intra-op threads")
+    inf.add_argument("--host", default="0.0.0.0", help="address to listen on")
+    inf.add_argument("--http-port", type=int, default=8080, help="port of the OIP endpoints and /metrics")
+    inf.set_defaults(func=_serve_inference)
 
     op = sub.add_parser("operator", help="run the Kubernetes operator (kopf)")
     op.add_argument("-n", "--namespace", action="append", help="watch this namespace (repeatable; default: all)")

@@ -1,0 +1,69 @@
+# Plantwatch — the two commands a newcomer needs:
+#   make demo   run the sample plant on this machine (embedded default), live console output
+#   make test   install everything the tests need, build the tools, run every test
+# Everything installed or built lands in ignored folders (.venv/, .cache/).
+
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+CACHE := .cache
+DEBIAN_PACKAGES := mosquitto mosquitto-clients cmake ninja-build g++ libgtest-dev
+DEMO_SECONDS ?= 120
+
+.PHONY: demo test deps python-deps debian-deps tools generate check test-python test-firmware test-e2e bench clean
+
+demo: python-deps debian-deps
+	$(VENV)/bin/plantwatch up -f examples/plant --simulate --duration $(DEMO_SECONDS) --summary-json $(CACHE)/demo-summary.json
+	@echo "summary: $(CACHE)/demo-summary.json"
+
+test: deps
+	$(MAKE) -j2 --output-sync=target tools test-firmware
+	$(MAKE) check test-python
+
+deps: python-deps debian-deps
+
+# The virtual environment is rebuilt only when pyproject.toml changes.
+python-deps: $(CACHE)/venv.stamp
+$(CACHE)/venv.stamp: pyproject.toml
+	@mkdir -p $(CACHE)
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[test]'
+	touch $@
+
+# Debian packages of the real servers the tests talk to (root, as on CI machines).
+debian-deps: $(CACHE)/debian.stamp
+$(CACHE)/debian.stamp: Makefile
+	@mkdir -p $(CACHE)
+	@missing=$$(for p in $(DEBIAN_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian packages: $$missing"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	fi
+	touch $@
+
+# Real Kubernetes control plane, kwok and helm, built from the Go module proxy into .cache/bin.
+tools:
+	bash tools/build-go-tools.sh
+
+generate: python-deps
+	$(PY) tools/gen_specs.py
+
+# Drift checks: the generated spec classes must match crds/.
+check: python-deps
+	$(PY) tools/gen_specs.py --check
+
+test-firmware: debian-deps
+	cmake -S firmware -B $(CACHE)/firmware-build -G Ninja -DCMAKE_BUILD_TYPE=Debug >/dev/null
+	cmake --build $(CACHE)/firmware-build
+	ctest --test-dir $(CACHE)/firmware-build --output-on-failure
+
+test-python: python-deps
+	$(PY) -m pytest -q tests
+
+test-e2e: python-deps tools
+	$(PY) -m pytest -q tests/e2e
+
+clean:
+	rm -rf $(CACHE)/firmware-build $(CACHE)/venv.stamp
