@@ -48,11 +48,11 @@ tools:
 	bash tools/build-go-tools.sh
 
 generate: python-deps
-	$(PY) tools/gen_specs.py
+	$(PY) tools/generate.py
 
 # Drift checks: the generated spec classes must match crds/.
 check: python-deps
-	$(PY) tools/gen_specs.py --check
+	$(PY) tools/generate.py --check
 
 test-firmware: debian-deps
 	cmake -S firmware -B $(CACHE)/firmware-build -G Ninja -DCMAKE_BUILD_TYPE=Debug >/dev/null

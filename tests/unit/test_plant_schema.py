@@ -130,5 +130,5 @@ def test_every_crd_field_is_described():
 
 
 def test_generated_spec_classes_are_current():
-    result = subprocess.run([sys.executable, str(ROOT / "tools" / "gen_specs.py"), "--check"], capture_output=True, text=True)
+    result = subprocess.run([sys.executable, str(ROOT / "tools" / "generate.py"), "--check"], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
