@@ -1,44 +1,48 @@
-"""The HTTP endpoints every Plantwatch process serves: /metrics, /healthz, /readyz."""
+"""HTTP for every Plantwatch process: a small threaded server, and /metrics /healthz /readyz.
+
+`HttpServer` runs any `Handler` subclass on its own thread; `HealthServer` is the
+one every service serves for Prometheus and the kubelet's probes.
+"""
 
 from __future__ import annotations
 
+import json
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Callable
+from typing import Any, Callable
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 
-class HealthServer:
-    """`healthy`: the process works (liveness); `ready`: it can take traffic (readiness)."""
+class Handler(BaseHTTPRequestHandler):
+    """Replies with a body and its length (keep-alive friendly) and logs nothing per request."""
 
-    def __init__(self, port: int, healthy: Callable[[], bool], ready: Callable[[], bool], host: str = "127.0.0.1"):
-        checks = {"/healthz": healthy, "/readyz": ready}
+    protocol_version = "HTTP/1.1"
 
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
-                path = self.path.split("?", 1)[0]
-                if path == "/metrics":
-                    self._reply(200, generate_latest(), CONTENT_TYPE_LATEST)
-                elif path in checks:
-                    ok = checks[path]()
-                    self._reply(200 if ok else 503, b"ok\n" if ok else b"not ok\n", "text/plain")
-                else:
-                    self._reply(404, b"try /metrics, /healthz or /readyz\n", "text/plain")
+    def send(self, code: int, body: bytes, ctype: str) -> None:
+        self.send_response(code)
+        self.send_header("Content-Type", ctype)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
 
-            def _reply(self, code: int, body: bytes, ctype: str) -> None:
-                self.send_response(code)
-                self.send_header("Content-Type", ctype)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
+    def send_json(self, code: int, obj: Any) -> None:
+        self.send(code, json.dumps(obj).encode(), "application/json")
 
-            def log_message(self, *args) -> None:
-                pass
+    def send_metrics(self) -> None:
+        self.send(200, generate_latest(), CONTENT_TYPE_LATEST)
 
-        self._server = ThreadingHTTPServer((host, port), Handler)
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+class HttpServer:
+    """A ThreadingHTTPServer on a background thread; port 0 picks a free port."""
+
+    def __init__(self, handler: type[Handler], port: int, host: str = "127.0.0.1"):
+        self._server = ThreadingHTTPServer((host, port), handler)
         self.port = self._server.server_address[1]
-        self._thread = threading.Thread(target=self._server.serve_forever, name="health", daemon=True)
+        self._thread = threading.Thread(target=self._server.serve_forever, name=f"http-{self.port}", daemon=True)
 
     def start(self) -> None:
         self._thread.start()
@@ -46,3 +50,23 @@ class HealthServer:
     def stop(self) -> None:
         self._server.shutdown()
         self._server.server_close()
+
+
+class HealthServer(HttpServer):
+    """`healthy`: the process works (liveness); `ready`: it can take traffic (readiness)."""
+
+    def __init__(self, port: int, healthy: Callable[[], bool], ready: Callable[[], bool], host: str = "127.0.0.1"):
+        checks = {"/healthz": healthy, "/readyz": ready}
+
+        class HealthHandler(Handler):
+            def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
+                path = self.path.split("?", 1)[0]
+                if path == "/metrics":
+                    self.send_metrics()
+                elif path in checks:
+                    ok = checks[path]()
+                    self.send(200 if ok else 503, b"ok\n" if ok else b"not ok\n", "text/plain")
+                else:
+                    self.send(404, b"try /metrics, /healthz or /readyz\n", "text/plain")
+
+        super().__init__(HealthHandler, port, host)

@@ -8,13 +8,12 @@ for every request.
 from __future__ import annotations
 
 import json
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import numpy as np
-from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_latest
+from prometheus_client import Counter, Histogram
 
+from plantwatch.health import Handler, HttpServer
 from plantwatch.inference.models import OIP_TO_NUMPY, LoadedModel
 
 REQUESTS = Counter("plantwatch_inference_requests_total", "Inference requests, by model and result.", ["model", "result"])
@@ -68,68 +67,45 @@ def metadata(model: LoadedModel) -> dict:
                            "requested_provider": model.requested_provider}}
 
 
-class InferenceServer:
+class InferenceServer(HttpServer):
+    """Serves loaded models by name."""
+
     def __init__(self, models: dict[str, LoadedModel], port: int, host: str = "127.0.0.1"):
         self.models = models
-
         server = self
 
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def do_GET(self) -> None:  # noqa: N802
+        class InferenceHandler(Handler):
+            def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
                 parts = self.path.strip("/").split("/")
                 if self.path == "/metrics":
-                    return self._send(200, generate_latest(), CONTENT_TYPE_LATEST)
+                    return self.send_metrics()
                 if parts[:2] == ["v2", "health"] and len(parts) == 3 and parts[2] in ("live", "ready"):
-                    return self._json(200, {"live": True} if parts[2] == "live" else {"ready": bool(server.models)})
+                    return self.send_json(200, {"live": True} if parts[2] == "live" else {"ready": bool(server.models)})
                 if parts[:2] == ["v2", "models"] and len(parts) in (3, 4):
                     model = server.models.get(parts[2])
                     if model is None:
-                        return self._json(404, {"error": f"no model {parts[2]!r}; serving {sorted(server.models)}"})
+                        return self.send_json(404, {"error": f"no model {parts[2]!r}; serving {sorted(server.models)}"})
                     if len(parts) == 4 and parts[3] == "ready":
-                        return self._json(200, {"name": model.name, "ready": True})
-                    return self._json(200, metadata(model))
-                self._json(404, {"error": "not found; see /v2/health/live, /v2/models/{name}, /v2/models/{name}/infer"})
+                        return self.send_json(200, {"name": model.name, "ready": True})
+                    return self.send_json(200, metadata(model))
+                self.send_json(404, {"error": "not found; see /v2/health/live, /v2/models/{name}, /v2/models/{name}/infer"})
 
             def do_POST(self) -> None:  # noqa: N802
                 parts = self.path.strip("/").split("/")
                 if parts[:2] != ["v2", "models"] or len(parts) != 4 or parts[3] != "infer":
-                    return self._json(404, {"error": "POST /v2/models/{name}/infer"})
+                    return self.send_json(404, {"error": "POST /v2/models/{name}/infer"})
                 model = server.models.get(parts[2])
                 if model is None:
-                    return self._json(404, {"error": f"no model {parts[2]!r}; serving {sorted(server.models)}"})
+                    return self.send_json(404, {"error": f"no model {parts[2]!r}; serving {sorted(server.models)}"})
                 body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
                 started = time.perf_counter()
                 try:
                     reply = infer(model, json.loads(body))
                 except (InferenceError, json.JSONDecodeError) as exc:
                     REQUESTS.labels(model.name, "bad_request").inc()
-                    return self._json(400, {"error": str(exc)})
+                    return self.send_json(400, {"error": str(exc)})
                 LATENCY.labels(model.name).observe(time.perf_counter() - started)
                 REQUESTS.labels(model.name, "ok").inc()
-                self._json(200, reply)
+                self.send_json(200, reply)
 
-            def _json(self, code: int, obj: dict) -> None:
-                self._send(code, json.dumps(obj).encode(), "application/json")
-
-            def _send(self, code: int, body: bytes, ctype: str) -> None:
-                self.send_response(code)
-                self.send_header("Content-Type", ctype)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, *args) -> None:
-                pass
-
-        self._server = ThreadingHTTPServer((host, port), Handler)
-        self.port = self._server.server_address[1]
-        self._thread = threading.Thread(target=self._server.serve_forever, name="inference-http", daemon=True)
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
+        super().__init__(InferenceHandler, port, host)
