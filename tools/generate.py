@@ -51,7 +51,7 @@ def _opt(cls: Any, value: Any) -> Any:
 
 
 def snake(name: str) -> str:
-    s = re.sub(r"(?<!^)(?=[A-Z])", "_", name).lower()
+    s = re.sub(r"(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])", "_", name).lower()
     return s + "_" if keyword.iskeyword(s) else s
 
 

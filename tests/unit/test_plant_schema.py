@@ -129,6 +129,23 @@ def test_every_crd_field_is_described():
         walk(s.root, s.kind)
 
 
+def test_every_default_is_valid_against_its_own_schema():
+    """The API server refuses a CRD whose defaults break its own rules; find that here first."""
+    from plantwatch.plant.schema import _validate
+
+    def walk(schema, path):
+        if "default" in schema:
+            errors = []
+            _validate(schema, schema["default"], path, errors)
+            assert errors == [], errors
+        for name, sub in schema.get("properties", {}).items():
+            walk(sub, f"{path}.{name}")
+        if "items" in schema:
+            walk(schema["items"], path + "[]")
+    for s in crd_schemas().values():
+        walk(s.root, s.kind)
+
+
 def test_generated_spec_classes_are_current():
     result = subprocess.run([sys.executable, str(ROOT / "tools" / "generate.py"), "--check"], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr

@@ -453,14 +453,14 @@ class DetectorModelAutoscaling:
     max_replicas: int
 
     #: targetCPUUtilizationPercentage is the average CPU use the autoscaler aims for.
-    target_c_p_u_utilization_percentage: int
+    target_cpu_utilization_percentage: int
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> DetectorModelAutoscaling:
         return cls(
             min_replicas=d.get('minReplicas'),
             max_replicas=d.get('maxReplicas'),
-            target_c_p_u_utilization_percentage=d.get('targetCPUUtilizationPercentage'),
+            target_cpu_utilization_percentage=d.get('targetCPUUtilizationPercentage'),
         )
 
 

@@ -1,0 +1,1 @@
+"""The Plantwatch operator: reconciles SensorNodes, AlertRules and DetectorModels into workloads."""

@@ -1,0 +1,79 @@
+"""The operator's only door to the API server: apply, read, delete, patch status.
+
+Server-side apply with one field manager makes every write idempotent; 404 and 409
+are handled here once, not in every handler.
+"""
+
+from __future__ import annotations
+
+import threading
+from functools import cache
+from typing import Any
+
+from kubernetes import client, config
+from kubernetes.client.rest import ApiException
+from kubernetes.dynamic import DynamicClient
+
+from plantwatch_operator.render import GROUP, MANAGER, VERSION
+
+_lock = threading.Lock()
+
+
+@cache
+def api_client() -> client.ApiClient:
+    try:
+        config.load_incluster_config()
+    except config.ConfigException:
+        config.load_kube_config()
+    return client.ApiClient()
+
+
+@cache
+def dynamic() -> DynamicClient:
+    with _lock:
+        return DynamicClient(api_client())
+
+
+def apply(manifest: dict[str, Any]) -> dict[str, Any]:
+    """Server-side apply (create or update) as the operator's field manager."""
+    resource = dynamic().resources.get(api_version=manifest["apiVersion"], kind=manifest["kind"])
+    result = resource.server_side_apply(body=manifest, name=manifest["metadata"]["name"],
+                                        namespace=manifest["metadata"].get("namespace"),
+                                        field_manager=MANAGER, force_conflicts=True)
+    return result.to_dict()
+
+
+def get(api_version: str, kind: str, name: str, namespace: str) -> dict[str, Any] | None:
+    """The object, or None when it does not exist."""
+    resource = dynamic().resources.get(api_version=api_version, kind=kind)
+    try:
+        return resource.get(name=name, namespace=namespace).to_dict()
+    except ApiException as exc:
+        if exc.status == 404:
+            return None
+        raise
+
+
+def delete(api_version: str, kind: str, name: str, namespace: str) -> None:
+    resource = dynamic().resources.get(api_version=api_version, kind=kind)
+    try:
+        resource.delete(name=name, namespace=namespace)
+    except ApiException as exc:
+        if exc.status != 404:
+            raise
+
+
+def list_plant(namespace: str, plural: str) -> list[dict[str, Any]]:
+    """Every custom resource of one kind in a namespace."""
+    api = client.CustomObjectsApi(api_client())
+    return api.list_namespaced_custom_object(GROUP, VERSION, namespace, plural)["items"]
+
+
+def patch_status(plural: str, namespace: str, name: str, status: dict[str, Any]) -> None:
+    """Merge-patch the status subresource; a resource deleted meanwhile is not an error."""
+    api = client.CustomObjectsApi(api_client())
+    try:
+        api.patch_namespaced_custom_object_status(GROUP, VERSION, namespace, plural, name, {"status": status})
+    except ApiException as exc:
+        if exc.status != 404:
+            raise

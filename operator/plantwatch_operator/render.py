@@ -1,0 +1,230 @@
+"""Rendering: a namespace's plant resources → the Kubernetes objects that run it (pure).
+
+Values in, manifests out: no API calls, no clock. The handlers add nothing but owner
+references, so what is rendered here is exactly what the cluster gets, and golden
+files pin it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+import yaml
+
+from plantwatch.plant.model import DetectorModel
+from plantwatch_operator.config import Config
+
+GROUP = "plantwatch.io"
+VERSION = "v1alpha1"
+MANAGER = "plantwatch-operator"
+PLANT_CONFIGMAP = "plantwatch-plant"
+GATEWAY = "plantwatch-gateway"
+CONFIG_HASH = f"{GROUP}/config-hash"
+HTTP_PORT = 8080
+GPU_RESOURCE = "nvidia.com/gpu"
+ACCELERATOR_LABEL = f"{GROUP}/accelerator"
+
+
+def labels(component: str, instance: str) -> dict[str, str]:
+    """The app.kubernetes.io labels of everything the operator renders."""
+    return {
+        "app.kubernetes.io/name": "plantwatch",
+        "app.kubernetes.io/component": component,
+        "app.kubernetes.io/instance": instance,
+        "app.kubernetes.io/part-of": "plantwatch",
+        "app.kubernetes.io/managed-by": MANAGER,
+    }
+
+
+def selector(component: str, instance: str) -> dict[str, str]:
+    return {"app.kubernetes.io/component": component, "app.kubernetes.io/instance": instance}
+
+
+def plant_manifest(body: dict[str, Any]) -> dict[str, Any]:
+    """A custom resource as the gateway loads it: identity, labels and spec only."""
+    meta = body.get("metadata", {})
+    clean_meta = {"name": meta["name"]}
+    if meta.get("labels"):
+        clean_meta["labels"] = dict(sorted(meta["labels"].items()))
+    return {"apiVersion": body["apiVersion"], "kind": body["kind"], "metadata": clean_meta, "spec": body["spec"]}
+
+
+def plant_document(manifests: list[dict[str, Any]]) -> str:
+    """All plant resources as one multi-document YAML, in a stable order (so the hash is too)."""
+    order = {"SensorNode": 0, "AlertRule": 1, "DetectorModel": 2}
+    ordered = sorted(manifests, key=lambda m: (order[m["kind"]], m["metadata"]["name"]))
+    return yaml.safe_dump_all(ordered, sort_keys=True)
+
+
+def config_hash(document: str) -> str:
+    return hashlib.sha256(document.encode()).hexdigest()[:16]
+
+
+def _security_context() -> dict[str, Any]:
+    return {
+        "allowPrivilegeEscalation": False,
+        "readOnlyRootFilesystem": True,
+        "capabilities": {"drop": ["ALL"]},
+    }
+
+
+def _pod_security() -> dict[str, Any]:
+    return {"runAsNonRoot": True, "runAsUser": 10001, "runAsGroup": 10001, "fsGroup": 10001,
+            "seccompProfile": {"type": "RuntimeDefault"}}
+
+
+def _probes() -> dict[str, Any]:
+    return {
+        "livenessProbe": {"httpGet": {"path": "/healthz", "port": "http"}, "periodSeconds": 10, "failureThreshold": 3},
+        "readinessProbe": {"httpGet": {"path": "/readyz", "port": "http"}, "periodSeconds": 5},
+    }
+
+
+def render_ingestion(namespace: str, manifests: list[dict[str, Any]], config: Config) -> list[dict[str, Any]]:
+    """The plant's ingestion: its config (ConfigMap), the gateway Deployment and its Service."""
+    document = plant_document(manifests)
+    digest = config_hash(document)
+    lab = labels("gateway", namespace)
+    configmap = {
+        "apiVersion": "v1", "kind": "ConfigMap",
+        "metadata": {"name": PLANT_CONFIGMAP, "namespace": namespace, "labels": lab,
+                     "annotations": {CONFIG_HASH: digest}},
+        "data": {"plant.yaml": document},
+    }
+    deployment = {
+        "apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": GATEWAY, "namespace": namespace, "labels": lab},
+        "spec": {
+            # One replica: per-series rule state lives in the process (keyed routing arrives with scale-out).
+            "replicas": 1,
+            "strategy": {"type": "Recreate"},
+            "selector": {"matchLabels": selector("gateway", namespace)},
+            "template": {
+                "metadata": {"labels": lab, "annotations": {CONFIG_HASH: digest}},
+                "spec": {
+                    "securityContext": _pod_security(),
+                    "containers": [{
+                        "name": "gateway",
+                        "image": config.image,
+                        "args": ["serve", "ingest", "-f", "/etc/plantwatch", "--broker", config.broker_url,
+                                 "--db", "/var/lib/plantwatch/plant.db", "--http-port", str(HTTP_PORT)],
+                        "ports": [{"name": "http", "containerPort": HTTP_PORT}],
+                        "resources": {"requests": {"cpu": "100m", "memory": "128Mi"}, "limits": {"memory": "512Mi"}},
+                        "securityContext": _security_context(),
+                        "volumeMounts": [
+                            {"name": "plant", "mountPath": "/etc/plantwatch", "readOnly": True},
+                            {"name": "data", "mountPath": "/var/lib/plantwatch"},
+                        ],
+                        **_probes(),
+                    }],
+                    "volumes": [
+                        {"name": "plant", "configMap": {"name": PLANT_CONFIGMAP}},
+                        {"name": "data", "emptyDir": {}},
+                    ],
+                },
+            },
+        },
+    }
+    service = {
+        "apiVersion": "v1", "kind": "Service",
+        "metadata": {"name": GATEWAY, "namespace": namespace, "labels": lab},
+        "spec": {"selector": selector("gateway", namespace),
+                 "ports": [{"name": "http", "port": HTTP_PORT, "targetPort": "http"}]},
+    }
+    return [configmap, deployment, service]
+
+
+def detector_name(detector: str) -> str:
+    return f"plantwatch-detector-{detector}"
+
+
+def render_detector(detector: DetectorModel, config: Config) -> list[dict[str, Any]]:
+    """One DetectorModel's serving: Deployment, Service and HorizontalPodAutoscaler."""
+    spec = detector.spec
+    name = detector_name(detector.name)
+    namespace = detector.meta.namespace
+    lab = {**labels("inference", detector.name), f"{GROUP}/detector": detector.name}
+    args = ["serve", "inference", "--model-name", detector.name, "--provider", spec.execution_provider,
+            "--http-port", str(HTTP_PORT)]
+    volumes: list[dict[str, Any]] = []
+    mounts: list[dict[str, Any]] = []
+    source = spec.source
+    if source.config_map is not None:
+        volumes.append({"name": "model", "configMap": {"name": source.config_map.name,
+                                                        "items": [{"key": source.config_map.key, "path": "model.onnx"}]}})
+        mounts.append({"name": "model", "mountPath": "/models", "readOnly": True})
+        args += ["--model", "/models/model.onnx"]
+    elif source.pvc is not None:
+        volumes.append({"name": "model", "persistentVolumeClaim": {"claimName": source.pvc.claim_name, "readOnly": True}})
+        mounts.append({"name": "model", "mountPath": "/models", "readOnly": True})
+        args += ["--model", "/models/" + source.pvc.path.lstrip("/")]
+    else:
+        args += ["--model-url", source.url.url]
+    sha = source.url.sha256 if source.url is not None else source.sha256
+    if sha:
+        args += ["--sha256", sha]
+    resources: dict[str, Any] = {"requests": {"cpu": "250m", "memory": "256Mi"}, "limits": {"memory": "1Gi"}}
+    node_selector = dict(spec.placement.node_selector) if spec.placement else {}
+    tolerations = list(spec.placement.tolerations) if spec.placement else []
+    if spec.execution_provider in ("cuda", "tensorrt"):
+        resources["limits"][GPU_RESOURCE] = "1"
+        node_selector.setdefault(ACCELERATOR_LABEL, "nvidia")
+        tolerations.append({"key": GPU_RESOURCE, "operator": "Exists", "effect": "NoSchedule"})
+    pod_spec: dict[str, Any] = {
+        "securityContext": _pod_security(),
+        "containers": [{
+            "name": "inference",
+            "image": config.image,
+            "args": args,
+            "ports": [{"name": "http", "containerPort": HTTP_PORT}],
+            "resources": resources,
+            "securityContext": _security_context(),
+            "volumeMounts": mounts,
+            **_probes(),
+        }],
+        "volumes": volumes,
+    }
+    if node_selector:
+        pod_spec["nodeSelector"] = dict(sorted(node_selector.items()))
+    if tolerations:
+        pod_spec["tolerations"] = tolerations
+    auto = spec.autoscaling
+    deployment = {
+        "apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": name, "namespace": namespace, "labels": lab},
+        # No replicas: the HorizontalPodAutoscaler owns that field (server-side apply would fight it).
+        "spec": {
+            "selector": {"matchLabels": selector("inference", detector.name)},
+            "template": {"metadata": {"labels": lab}, "spec": pod_spec},
+        },
+    }
+    service = {
+        "apiVersion": "v1", "kind": "Service",
+        "metadata": {"name": name, "namespace": namespace, "labels": lab},
+        "spec": {"selector": selector("inference", detector.name),
+                 "ports": [{"name": "http", "port": HTTP_PORT, "targetPort": "http"}]},
+    }
+    hpa = {
+        "apiVersion": "autoscaling/v2", "kind": "HorizontalPodAutoscaler",
+        "metadata": {"name": name, "namespace": namespace, "labels": lab},
+        "spec": {
+            "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": name},
+            "minReplicas": auto.min_replicas,
+            "maxReplicas": auto.max_replicas,
+            "metrics": [{"type": "Resource", "resource": {"name": "cpu", "target": {
+                "type": "Utilization", "averageUtilization": auto.target_cpu_utilization_percentage}}}],
+        },
+    }
+    return [deployment, service, hpa]
+
+
+def owner_reference(body: dict[str, Any], controller: bool) -> dict[str, Any]:
+    meta = body["metadata"]
+    return {"apiVersion": body["apiVersion"], "kind": body["kind"], "name": meta["name"], "uid": meta["uid"],
+            "controller": controller, "blockOwnerDeletion": controller}
+
+
+def owned(manifest: dict[str, Any], owners: list[dict[str, Any]]) -> dict[str, Any]:
+    """The manifest with ownerReferences, so the garbage collector removes it with its owners."""
+    return {**manifest, "metadata": {**manifest["metadata"], "ownerReferences": owners}}

@@ -1,0 +1,218 @@
+"""The operator on a real control plane: the sample plant becomes workloads, status and events."""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+import yaml
+
+from tests.conftest import EXAMPLE_PLANT, ROOT
+from tests.e2e.conftest import wait_for
+
+PLANT_KINDS = ("sensornodes", "alertrules", "detectormodels")
+
+
+@pytest.fixture(scope="module")
+def crds(cluster) -> None:
+    cluster.kubectl("apply", "--server-side", "-f", str(ROOT / "crds"))
+    for f in sorted((ROOT / "crds").glob("*.yaml")):
+        name = yaml.safe_load(f.read_text())["metadata"]["name"]
+        cluster.kubectl("wait", "--for=condition=Established", f"crd/{name}", "--timeout=60s")
+
+
+@pytest.fixture(scope="module")
+def operator(cluster, crds, tmp_path_factory) -> Iterator[Path]:
+    """The operator as a real process, watching every namespace."""
+    log = tmp_path_factory.mktemp("operator") / "operator.log"
+    env = {**os.environ, "KUBECONFIG": cluster.kubeconfig, "PLANTWATCH_DETECTOR_CHECK_INTERVAL": "2"}
+    with open(log, "wb") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "plantwatch.cli", "--log-level", "INFO", "operator"],
+                                env=env, stdout=out, stderr=subprocess.STDOUT)
+    try:
+        proc.wait(3)
+        pytest.fail(f"the operator exited at start-up:\n{log.read_text()[-4000:]}")
+    except subprocess.TimeoutExpired:
+        pass
+    try:
+        yield log
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        if proc.returncode not in (0, -15):
+            print(log.read_text()[-4000:])
+
+
+def get(cluster, *args: str) -> dict | None:
+    result = cluster.kubectl("get", *args, "-o", "json", check=False)
+    return json.loads(result.stdout) if result.returncode == 0 else None
+
+
+def conditions(obj: dict | None) -> dict[str, dict]:
+    return {c["type"]: c for c in ((obj or {}).get("status") or {}).get("conditions", [])}
+
+
+def all_true(obj: dict | None, *types: str) -> bool:
+    """Every named condition is True and computed for the current generation."""
+    conds = conditions(obj)
+    gen = (obj or {}).get("metadata", {}).get("generation")
+    return all(t in conds and conds[t]["status"] == "True" and conds[t].get("observedGeneration") == gen for t in types) \
+        and obj["status"].get("observedGeneration") == gen
+
+
+@pytest.fixture
+def plant(cluster, operator, namespace) -> str:
+    cluster.kubectl("apply", "-n", namespace, "-f", str(EXAMPLE_PLANT))
+    return namespace
+
+
+def running_pods(cluster, namespace: str, selector: str) -> list[dict]:
+    pods = (get(cluster, "pods", "-n", namespace, "-l", selector) or {"items": []})["items"]
+    return [p for p in pods if p["status"].get("phase") == "Running" and not p["metadata"].get("deletionTimestamp")]
+
+
+def test_sample_plant_becomes_workloads_with_status(cluster, plant, operator):
+    ns = plant
+    deployment = wait_for(lambda: get(cluster, "deployment", "plantwatch-gateway", "-n", ns), "the gateway Deployment")
+    config = get(cluster, "configmap", "plantwatch-plant", "-n", ns)
+    docs = list(yaml.safe_load_all(config["data"]["plant.yaml"]))
+    assert sorted(d["metadata"]["name"] for d in docs if d["kind"] == "SensorNode") == sorted(
+        ["esp32-press-01", "rpi-line1-env", "boiler-gateway", "jetson-cell-01", "coldroom-feed"])
+    digest = config["metadata"]["annotations"]["plantwatch.io/config-hash"]
+    assert deployment["spec"]["template"]["metadata"]["annotations"]["plantwatch.io/config-hash"] == digest
+    args = deployment["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert args[:4] == ["serve", "ingest", "-f", "/etc/plantwatch"]
+    for kind in ("deployment", "service", "hpa"):
+        wait_for(lambda: get(cluster, kind, "plantwatch-detector-bearing-wear", "-n", ns), f"the detector's {kind}")
+    hpa = get(cluster, "hpa", "plantwatch-detector-bearing-wear", "-n", ns)
+    assert (hpa["spec"]["minReplicas"], hpa["spec"]["maxReplicas"]) == (1, 3)
+
+    wait_for(lambda: running_pods(cluster, ns, "app.kubernetes.io/component=gateway"), "a Running gateway pod")
+    wait_for(lambda: running_pods(cluster, ns, "app.kubernetes.io/component=inference"), "a Running inference pod")
+
+    for name in ("esp32-press-01", "rpi-line1-env", "boiler-gateway", "jetson-cell-01", "coldroom-feed"):
+        node = wait_for(lambda: (lambda o: o if all_true(o, "Ready") else None)(get(cluster, "sensornode", name, "-n", ns)),
+                        f"SensorNode {name} Ready")
+        assert conditions(node)["Online"]["status"] == "Unknown"
+    for name in ("machine-overtemperature", "vibration-high", "node-silent", "bearing-anomaly"):
+        wait_for(lambda: all_true(get(cluster, "alertrule", name, "-n", ns), "Accepted"), f"AlertRule {name} Accepted")
+    rule = get(cluster, "alertrule", "machine-overtemperature", "-n", ns)
+    assert rule["status"]["matchedSeries"] == 2  # line-1 temperature sensors: the press and the Pi's air
+    model = wait_for(lambda: (lambda o: o if all_true(o, "ModelValid", "Available") else None)(
+        get(cluster, "detectormodel", "bearing-wear", "-n", ns)), "DetectorModel ModelValid and Available")
+    assert model["status"]["replicas"] >= 1 and len(model["status"]["modelSha256"]) == 64
+
+    # what `kubectl get plantwatch` shows: the category and printer columns
+    table = cluster.kubectl("get", "plantwatch", "-n", ns).stdout
+    assert "esp32-press-01" in table and "machine-overtemperature" in table and "bearing-wear" in table
+    wait_for(lambda: "Rendered" in cluster.kubectl("get", "events", "-n", ns, "--field-selector",
+                                                    "involvedObject.kind=DetectorModel").stdout,
+             "the operator's Rendered event on the DetectorModel", timeout=30)
+
+
+def test_changing_a_sensor_node_rolls_the_gateway(cluster, plant):
+    ns = plant
+    wait_for(lambda: all_true(get(cluster, "sensornode", "esp32-press-01", "-n", ns), "Ready"), "the node Ready")
+    before = get(cluster, "deployment", "plantwatch-gateway", "-n", ns)["spec"]["template"]["metadata"]["annotations"]["plantwatch.io/config-hash"]
+    cluster.kubectl("patch", "sensornode", "esp32-press-01", "-n", ns, "--type=merge",
+                    "-p", json.dumps({"spec": {"heartbeat": {"interval": "5s"}}}))
+    node = get(cluster, "sensornode", "esp32-press-01", "-n", ns)
+    assert node["metadata"]["generation"] == 2
+
+    def rolled() -> str | None:
+        d = get(cluster, "deployment", "plantwatch-gateway", "-n", ns)
+        h = d["spec"]["template"]["metadata"]["annotations"]["plantwatch.io/config-hash"]
+        return h if h != before else None
+
+    after = wait_for(rolled, "a new config hash on the gateway's pod template")
+    wait_for(lambda: all_true(get(cluster, "sensornode", "esp32-press-01", "-n", ns), "Ready"), "Ready for generation 2")
+    replicasets = get(cluster, "replicasets", "-n", ns, "-l", "app.kubernetes.io/component=gateway")["items"]
+    hashes = {rs["spec"]["template"]["metadata"]["annotations"]["plantwatch.io/config-hash"] for rs in replicasets}
+    assert {before, after} <= hashes
+    assert "interval: 5s" in get(cluster, "configmap", "plantwatch-plant", "-n", ns)["data"]["plant.yaml"]
+
+
+def test_gpu_detector_runs_on_the_jetson_and_deleting_it_removes_its_children(cluster, operator, namespace):
+    detector = yaml.safe_load((EXAMPLE_PLANT / "detectors.yaml").read_text())
+    gpu = copy.deepcopy(detector)
+    gpu["metadata"]["name"] = "spindle-wear"
+    gpu["spec"]["executionProvider"] = "tensorrt"
+    cluster.kubectl("apply", "-n", namespace, "-f", str(EXAMPLE_PLANT / "bearing-wear-model.yaml"))
+    cluster.kubectl("apply", "-n", namespace, "-f", "-", input=yaml.safe_dump(gpu))
+    pods = wait_for(lambda: running_pods(cluster, namespace, "plantwatch.io/detector=spindle-wear"), "the GPU inference pod")
+    assert pods[0]["spec"]["nodeName"] == "jetson-01"
+    limits = pods[0]["spec"]["containers"][0]["resources"]["limits"]
+    assert limits["nvidia.com/gpu"] == "1"
+    wait_for(lambda: all_true(get(cluster, "detectormodel", "spindle-wear", "-n", namespace), "ModelValid", "Available"),
+             "the GPU detector Available")
+
+    cluster.kubectl("delete", "detectormodel", "spindle-wear", "-n", namespace)
+    for kind in ("deployment", "service", "hpa"):
+        wait_for(lambda: get(cluster, kind, "plantwatch-detector-spindle-wear", "-n", namespace) is None,
+                 f"the garbage collector to remove the detector's {kind}")
+
+
+def test_missing_model_sets_model_valid_false(cluster, operator, namespace):
+    detector = yaml.safe_load((EXAMPLE_PLANT / "detectors.yaml").read_text())
+    cluster.kubectl("apply", "-n", namespace, "-f", "-", input=yaml.safe_dump(detector))
+    model = wait_for(lambda: (lambda o: o if conditions(o).get("ModelValid", {}).get("status") == "False" else None)(
+        get(cluster, "detectormodel", "bearing-wear", "-n", namespace)), "ModelValid False")
+    assert conditions(model)["ModelValid"]["reason"] == "SourceNotFound"
+    cluster.kubectl("apply", "-n", namespace, "-f", str(EXAMPLE_PLANT / "bearing-wear-model.yaml"))
+    wait_for(lambda: conditions(get(cluster, "detectormodel", "bearing-wear", "-n", namespace)).get("ModelValid", {}).get("status") == "True",
+             "ModelValid True once the ConfigMap exists")
+
+
+def _apply_invalid(cluster, namespace: str, doc: dict) -> str:
+    result = cluster.kubectl("apply", "-n", namespace, "-f", "-", input=yaml.safe_dump(doc), check=False)
+    assert result.returncode != 0, f"the API server accepted an invalid {doc['kind']}"
+    return result.stderr
+
+
+def test_the_api_server_rejects_invalid_manifests_naming_the_field(cluster, crds, namespace):
+    node = list(yaml.safe_load_all((EXAMPLE_PLANT / "nodes.yaml").read_text()))[0]
+    node["spec"]["sensors"][0]["type"] = "smell"
+    err = _apply_invalid(cluster, namespace, node)
+    assert 'spec.sensors[0].type: Unsupported value: "smell"' in err
+
+    rule = list(yaml.safe_load_all((EXAMPLE_PLANT / "rules.yaml").read_text()))[0]
+    rule["spec"]["condition"]["threshold"]["warning"] = "90"
+    err = _apply_invalid(cluster, namespace, rule)
+    assert "spec.condition.threshold.warning" in err and "less severe than the critical level" in err
+
+    model = yaml.safe_load((EXAMPLE_PLANT / "detectors.yaml").read_text())
+    del model["spec"]["source"]
+    err = _apply_invalid(cluster, namespace, model)
+    assert "spec.source: Required value" in err
+
+
+def test_local_validation_agrees_with_the_api_server(cluster, crds, namespace):
+    """The same CRD files judge both runtimes: what `plantwatch validate` rejects, the API server rejects."""
+    from plantwatch.plant.model import ManifestError, parse_resource
+
+    node = list(yaml.safe_load_all((EXAMPLE_PLANT / "nodes.yaml").read_text()))[0]
+    cases = []
+    for mutate in (
+        lambda d: d["spec"]["sensors"][1].update(range={"min": "9", "max": "1"}),
+        lambda d: d["spec"]["payload"].update(topic="sensors/+/x"),
+        lambda d: d["spec"].update(maintenanceWindows=[{"name": "w", "start": "2026-02-01T00:00:00Z", "end": "2026-01-01T00:00:00Z"}]),
+        lambda d: d["spec"]["heartbeat"].update(missedBeats=0),
+    ):
+        doc = copy.deepcopy(node)
+        mutate(doc)
+        cases.append(doc)
+    for doc in cases:
+        with pytest.raises(ManifestError) as local:
+            parse_resource(doc)
+        remote = _apply_invalid(cluster, namespace, doc)
+        for error in local.value.errors:
+            assert error.path in remote, (error.path, remote)
