@@ -41,6 +41,13 @@ def selector(component: str, instance: str) -> dict[str, str]:
     return {"app.kubernetes.io/component": component, "app.kubernetes.io/instance": instance}
 
 
+class PlainDumper(yaml.SafeDumper):
+    """YAML without anchors and aliases: what people and the gateway read."""
+
+    def ignore_aliases(self, data: Any) -> bool:
+        return True
+
+
 def plant_manifest(body: dict[str, Any]) -> dict[str, Any]:
     """A custom resource as the gateway loads it: identity, labels and spec only."""
     meta = body.get("metadata", {})
@@ -54,7 +61,7 @@ def plant_document(manifests: list[dict[str, Any]]) -> str:
     """All plant resources as one multi-document YAML, in a stable order (so the hash is too)."""
     order = {"SensorNode": 0, "AlertRule": 1, "DetectorModel": 2}
     ordered = sorted(manifests, key=lambda m: (order[m["kind"]], m["metadata"]["name"]))
-    return yaml.safe_dump_all(ordered, sort_keys=True)
+    return yaml.dump_all(ordered, Dumper=PlainDumper, sort_keys=True)
 
 
 def config_hash(document: str) -> str:
@@ -74,10 +81,10 @@ def _pod_security() -> dict[str, Any]:
             "seccompProfile": {"type": "RuntimeDefault"}}
 
 
-def _probes() -> dict[str, Any]:
+def _probes(live: str, ready: str) -> dict[str, Any]:
     return {
-        "livenessProbe": {"httpGet": {"path": "/healthz", "port": "http"}, "periodSeconds": 10, "failureThreshold": 3},
-        "readinessProbe": {"httpGet": {"path": "/readyz", "port": "http"}, "periodSeconds": 5},
+        "livenessProbe": {"httpGet": {"path": live, "port": "http"}, "periodSeconds": 10, "failureThreshold": 3},
+        "readinessProbe": {"httpGet": {"path": ready, "port": "http"}, "periodSeconds": 5},
     }
 
 
@@ -116,7 +123,7 @@ def render_ingestion(namespace: str, manifests: list[dict[str, Any]], config: Co
                             {"name": "plant", "mountPath": "/etc/plantwatch", "readOnly": True},
                             {"name": "data", "mountPath": "/var/lib/plantwatch"},
                         ],
-                        **_probes(),
+                        **_probes("/healthz", "/readyz"),
                     }],
                     "volumes": [
                         {"name": "plant", "configMap": {"name": PLANT_CONFIGMAP}},
@@ -181,7 +188,7 @@ def render_detector(detector: DetectorModel, config: Config) -> list[dict[str, A
             "resources": resources,
             "securityContext": _security_context(),
             "volumeMounts": mounts,
-            **_probes(),
+            **_probes("/v2/health/live", "/v2/health/ready"),  # the Open Inference Protocol's own
         }],
         "volumes": volumes,
     }

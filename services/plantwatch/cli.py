@@ -46,11 +46,21 @@ def _serve_inference(args: argparse.Namespace) -> int:
     import signal
     import threading
 
-    from plantwatch.inference.models import ModelError, load_model
+    import tempfile
+    from pathlib import Path
+
+    from plantwatch.inference.models import ModelError, fetch_model, load_model
+
+    if (args.model is None) == (args.model_url is None) or (args.model_url and not args.sha256):
+        print("plantwatch serve inference: give --model PATH, or --model-url URL with --sha256", file=sys.stderr)
+        return 2
     from plantwatch.inference.server import InferenceServer
 
     try:
-        model = load_model(args.model_name, args.model, args.provider, args.sha256, args.threads)
+        path = args.model
+        if args.model_url:
+            path = fetch_model(args.model_url, args.sha256, Path(tempfile.mkdtemp(prefix="plantwatch-model-")) / "model.onnx")
+        model = load_model(args.model_name, path, args.provider, args.sha256, args.threads)
     except ModelError as exc:
         print(f"plantwatch serve inference: {exc.reason}: {exc}", file=sys.stderr)
         return 2
@@ -109,7 +119,8 @@ def parser() -> argparse.ArgumentParser:
 
     inf = serve_sub.add_parser("inference", help="serve a DetectorModel over the Open Inference Protocol (HTTP)")
     inf.add_argument("--model-name", required=True, help="the DetectorModel's name (the URL's {name})")
-    inf.add_argument("--model", required=True, metavar="PATH", help="the ONNX file")
+    inf.add_argument("--model", metavar="PATH", help="the ONNX file")
+    inf.add_argument("--model-url", metavar="URL", help="download the ONNX file (needs --sha256)")
     inf.add_argument("--provider", choices=("cpu", "cuda", "tensorrt"), default="cpu", help="execution provider (falls back to cpu)")
     inf.add_argument("--sha256", help="refuse to serve a model with another checksum")
     inf.add_argument("--threads", type=int, default=1, help="ONNX Runtime intra-op threads")

@@ -91,3 +91,25 @@ def test_gpu_provider_falls_back_to_cpu_and_says_so(model_file):
         assert model.active_provider == "cuda"
     else:
         assert (model.requested_provider, model.active_provider) == ("cuda", "cpu")
+
+
+def test_model_url_is_downloaded_and_checked(model_file, tmp_path):
+    import functools
+    import http.server
+    import threading
+
+    from plantwatch.inference.models import fetch_model
+
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(model_file.parent))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}/model.onnx"
+    try:
+        digest = sha256_of(model_file.read_bytes())
+        path = fetch_model(url, digest, tmp_path / "fetched.onnx")
+        assert load_model("m", path, expected_sha256=digest).sha256 == digest
+        with pytest.raises(ModelError) as err:
+            fetch_model(url, "1" * 64, tmp_path / "other.onnx")
+        assert err.value.reason == "ChecksumMismatch" and not (tmp_path / "other.onnx").exists()
+    finally:
+        server.shutdown()

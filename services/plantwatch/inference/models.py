@@ -54,6 +54,22 @@ def sha256_of(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+def fetch_model(url: str, expected_sha256: str, dest: Path, timeout: float = 60.0) -> Path:
+    """Download a model over HTTP(S); nothing is kept unless its sha256 matches."""
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response:
+            data = response.read()
+    except OSError as exc:
+        raise ModelError("SourceNotFound", f"cannot download {url}: {exc}") from None
+    digest = sha256_of(data)
+    if digest != expected_sha256:
+        raise ModelError("ChecksumMismatch", f"{url} has sha256 {digest}, the DetectorModel expects {expected_sha256}")
+    dest.write_bytes(data)
+    return dest
+
+
 def load_model(name: str, path: str | Path, provider: str = "cpu", expected_sha256: str | None = None,
                threads: int = 1) -> LoadedModel:
     """Load and check a model; raises ModelError with a reason a status condition can carry."""

@@ -1,0 +1,118 @@
+"""The operator's rendering is pure: pinned by golden files, and its rules checked directly.
+
+Regenerate the golden files after an intended change with UPDATE_GOLDEN=1.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+from pathlib import Path
+
+import pytest
+import yaml
+
+from plantwatch.plant.model import parse_resource
+from plantwatch_operator.conditions import set_condition
+from plantwatch_operator.config import Config
+from plantwatch_operator.render import PlainDumper, plant_manifest, render_detector, render_ingestion
+
+from tests.conftest import EXAMPLE_PLANT
+
+GOLDEN = Path(__file__).parent / "golden"
+CONFIG = Config(image="ghcr.io/plantwatch/plantwatch:test", broker_url="mqtt://broker:1883")
+
+
+def sample_docs() -> list[dict]:
+    docs = []
+    for f in sorted(EXAMPLE_PLANT.glob("*.yaml")):
+        docs += [d for d in yaml.safe_load_all(f.read_text()) if d and d["apiVersion"].startswith("plantwatch.io/")]
+    return docs
+
+
+def golden(name: str, objects: list[dict]) -> None:
+    text = yaml.dump_all(objects, Dumper=PlainDumper, sort_keys=True)
+    path = GOLDEN / name
+    if os.environ.get("UPDATE_GOLDEN"):
+        path.write_text(text)
+    assert path.exists(), f"{path} is missing: run with UPDATE_GOLDEN=1"
+    assert text == path.read_text(), f"rendering changed; if intended, UPDATE_GOLDEN=1 and review the diff of {path}"
+
+
+def test_ingestion_golden():
+    golden("ingestion.yaml", render_ingestion("plant-a", [plant_manifest(d) for d in sample_docs()], CONFIG))
+
+
+def test_detector_golden():
+    detector = next(d for d in sample_docs() if d["kind"] == "DetectorModel")
+    golden("detector.yaml", render_detector(parse_resource({**detector, "metadata": {**detector["metadata"], "namespace": "plant-a"}}), CONFIG))
+
+
+def config_hash(docs: list[dict]) -> str:
+    cm = render_ingestion("plant-a", [plant_manifest(d) for d in docs], CONFIG)[0]
+    return cm["metadata"]["annotations"]["plantwatch.io/config-hash"]
+
+
+def test_config_hash_follows_content_not_order():
+    docs = sample_docs()
+    assert config_hash(docs) == config_hash(list(reversed(docs)))
+    changed = copy.deepcopy(docs)
+    node = next(d for d in changed if d["kind"] == "SensorNode")
+    node["spec"]["heartbeat"]["interval"] = "7s"
+    assert config_hash(changed) != config_hash(docs)
+    status_only = copy.deepcopy(docs)
+    status_only[0]["status"] = {"conditions": []}
+    status_only[0]["metadata"]["resourceVersion"] = "42"
+    assert config_hash(status_only) == config_hash(docs)
+
+
+@pytest.mark.parametrize("provider", ["cuda", "tensorrt"])
+def test_gpu_detectors_request_a_gpu_on_the_jetson(provider):
+    doc = next(d for d in sample_docs() if d["kind"] == "DetectorModel")
+    doc = copy.deepcopy(doc)
+    doc["spec"]["executionProvider"] = provider
+    doc["spec"]["placement"] = {"nodeSelector": {"plantwatch.io/area": "hall-1"}}
+    deployment = render_detector(parse_resource(doc), CONFIG)[0]
+    pod = deployment["spec"]["template"]["spec"]
+    assert pod["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] == "1"
+    assert pod["nodeSelector"] == {"plantwatch.io/accelerator": "nvidia", "plantwatch.io/area": "hall-1"}
+    assert {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in pod["tolerations"]
+    assert "--provider" in pod["containers"][0]["args"] and provider in pod["containers"][0]["args"]
+
+
+def test_cpu_detector_has_no_gpu_and_hpa_owns_replicas():
+    doc = next(d for d in sample_docs() if d["kind"] == "DetectorModel")
+    deployment, _service, hpa = render_detector(parse_resource(doc), CONFIG)
+    assert "replicas" not in deployment["spec"]
+    assert "nvidia.com/gpu" not in deployment["spec"]["template"]["spec"]["containers"][0]["resources"]["limits"]
+    assert (hpa["spec"]["minReplicas"], hpa["spec"]["maxReplicas"]) == (1, 3)
+
+
+def test_url_source_is_downloaded_with_its_checksum():
+    doc = copy.deepcopy(next(d for d in sample_docs() if d["kind"] == "DetectorModel"))
+    doc["spec"]["source"] = {"url": {"url": "https://models.example/bearing.onnx", "sha256": "a" * 64}}
+    args = render_detector(parse_resource(doc), CONFIG)[0]["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert args[args.index("--model-url") + 1] == "https://models.example/bearing.onnx"
+    assert args[args.index("--sha256") + 1] == "a" * 64
+
+
+def test_workloads_are_restricted():
+    objs = render_ingestion("p", [plant_manifest(d) for d in sample_docs()], CONFIG)
+    objs += render_detector(parse_resource(next(d for d in sample_docs() if d["kind"] == "DetectorModel")), CONFIG)
+    for d in (o for o in objs if o["kind"] == "Deployment"):
+        pod = d["spec"]["template"]["spec"]
+        assert pod["securityContext"]["runAsNonRoot"] and pod["securityContext"]["seccompProfile"]["type"] == "RuntimeDefault"
+        for c in pod["containers"]:
+            assert c["securityContext"] == {"allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True,
+                                            "capabilities": {"drop": ["ALL"]}}
+            assert c["resources"]["requests"]["cpu"]
+
+
+def test_conditions_keep_transition_time_until_status_changes():
+    first = set_condition(None, "Ready", "True", "Rendered", "a", 1, "2026-01-01T00:00:00Z")
+    again = set_condition(first, "Ready", "True", "Rendered", "b", 2, "2026-01-01T00:05:00Z")
+    assert again[0]["lastTransitionTime"] == "2026-01-01T00:00:00Z" and again[0]["observedGeneration"] == 2
+    flipped = set_condition(again, "Ready", "False", "InvalidSpec", "c", 3, "2026-01-01T00:10:00Z")
+    assert flipped[0]["lastTransitionTime"] == "2026-01-01T00:10:00Z"
+    both = set_condition(flipped, "Online", "Unknown", "NoData", "d", 3, "2026-01-01T00:10:00Z")
+    assert [c["type"] for c in both] == ["Online", "Ready"]
