@@ -8,7 +8,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 CACHE := .cache
-DEBIAN_PACKAGES := mosquitto mosquitto-clients cmake ninja-build g++ libgtest-dev
+DEBIAN_PACKAGES := mosquitto mosquitto-clients cmake ninja-build g++ libgtest-dev nlohmann-json3-dev
 DEMO_SECONDS ?= 120
 
 .PHONY: demo test deps python-deps debian-deps tools generate check test-python test-firmware test-e2e bench clean
