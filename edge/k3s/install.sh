@@ -1,16 +1,18 @@
 #!/usr/bin/env sh
-# Install k3s on one edge device with its config from edge/k3s/nodes/<name>.yaml.
-#   on the Jetson:  ./install.sh jetson-01
-#   on each Pi:     K3S_URL=https://jetson-01:6443 K3S_TOKEN=<token from the Jetson> ./install.sh rpi-01
-# The Jetson's token is in /var/lib/rancher/k3s/server/node-token after its install.
+# Install k3s on one edge device (see README.md; needs root and internet on the device).
+#   on the Jetson:  ./install.sh server jetson-01
+#   on each Pi:     K3S_URL=https://jetson-01:6443 K3S_TOKEN=<token> ./install.sh agent rpi-01
+# The token is in /var/lib/rancher/k3s/server/node-token on the Jetson after its install.
+# k3s comes from the release channel of the Kubernetes minor version the e2e tests run.
 set -eu
-name=${1:?usage: install.sh <node-name>   (one of: $(ls "$(dirname "$0")/nodes" | sed 's/\.yaml$//' | tr '\n' ' '))}
-config="$(dirname "$0")/nodes/$name.yaml"
-[ -f "$config" ] || { echo "no k3s config for $name: $config" >&2; exit 1; }
-install -D -m 0600 "$config" /etc/rancher/k3s/config.yaml
-if [ -n "${K3S_URL:-}" ]; then
-  : "${K3S_TOKEN:?K3S_TOKEN is required to join an agent}"
-  curl -sfL https://get.k3s.io | K3S_URL="$K3S_URL" K3S_TOKEN="$K3S_TOKEN" sh -s - agent
-else
-  curl -sfL https://get.k3s.io | sh -s - server
-fi
+usage="usage: install.sh server|agent <node-name from nodes.yaml>"
+role=${1:?$usage}
+name=${2:?$usage}
+case $role in
+  server) ;;
+  agent) : "${K3S_URL:?an agent needs K3S_URL}" "${K3S_TOKEN:?an agent needs K3S_TOKEN}" ;;
+  *) echo "$usage" >&2; exit 2 ;;
+esac
+install -D -m 0600 "$(dirname "$0")/$role-config.yaml" /etc/rancher/k3s/config.yaml
+curl -sfL https://get.k3s.io |
+  INSTALL_K3S_CHANNEL="${INSTALL_K3S_CHANNEL:-v1.36}" sh -s - "$role" --node-name "$name"

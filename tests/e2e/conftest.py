@@ -37,6 +37,19 @@ def cluster() -> Iterator[ExistingCluster]:
         cp.stop()
 
 
+@pytest.fixture(scope="session")
+def edge_cluster(cluster: ExistingCluster) -> ExistingCluster:
+    """The cluster, when its nodes are the plant's edge (labelled as edge/k3s/nodes/*.yaml say).
+
+    Always true for the control plane started here; an existing cluster (kind, say) without
+    those labels cannot show edge placement, so the tests that need it say so and skip.
+    """
+    labelled = cluster.kubectl("get", "nodes", "-l", "plantwatch.io/hardware", "-o", "name").stdout.split()
+    if not labelled:
+        pytest.skip("no node labelled plantwatch.io/hardware: label the cluster's nodes as edge/k3s/nodes/*.yaml do")
+    return cluster
+
+
 @pytest.fixture
 def namespace(cluster: ExistingCluster) -> Iterator[str]:
     """A fresh namespace (with its default ServiceAccount), deleted afterwards."""

@@ -12,7 +12,8 @@ def get(cluster, *args: str) -> dict:
     return json.loads(cluster.kubectl("get", *args, "-o", "json").stdout)
 
 
-def test_edge_nodes_are_ready_with_their_labels(cluster):
+def test_edge_nodes_are_ready_with_their_labels(edge_cluster):
+    cluster = edge_cluster
     nodes = {n["metadata"]["name"]: n for n in get(cluster, "nodes")["items"]}
     for expected in edge_nodes():
         node = nodes[expected["metadata"]["name"]]
@@ -22,7 +23,8 @@ def test_edge_nodes_are_ready_with_their_labels(cluster):
     assert jetson["status"]["allocatable"]["nvidia.com/gpu"] == "1"
 
 
-def test_pods_run_on_the_pis_and_gpu_pods_on_the_jetson(cluster, namespace):
+def test_pods_run_on_the_pis_and_gpu_pods_on_the_jetson(edge_cluster, namespace):
+    cluster = edge_cluster
     cluster.kubectl("apply", "-n", namespace, "-f", "-", input=json.dumps({
         "apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "pi-work"},
         "spec": {"replicas": 3, "selector": {"matchLabels": {"app": "pi-work"}},

@@ -148,8 +148,8 @@ class IngestService:
         self._thread = threading.Thread(target=self._run, name="pipeline", daemon=True)
         self.error: BaseException | None = None
 
-    def start(self) -> None:
-        self.subscriber.start()
+    def start(self, connect_timeout: float | None = 10.0) -> None:
+        self.subscriber.start(connect_timeout)
         self._thread.start()
 
     @property

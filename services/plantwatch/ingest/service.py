@@ -26,11 +26,11 @@ def serve(paths: list[str], broker_url: str, db: str, http_port: int) -> int:
         return 2
     store = SqliteStore(db)
     dlq = Publisher(broker_url, client_id="plantwatch-gateway-dlq")
-    dlq.start()
+    dlq.start(timeout=None)
     service = IngestService(Pipeline(plant, store, AlertRouter(plant), publish=dlq.publish), broker_url)
     health = HealthServer(http_port, healthy=lambda: service.alive, ready=lambda: service.ready, host="0.0.0.0")
     health.start()
-    service.start()
+    service.start(connect_timeout=None)  # not ready until the broker answers; the kubelet waits
     stop = threading.Event()
     for s in (signal.SIGINT, signal.SIGTERM):
         signal.signal(s, lambda *_: stop.set())

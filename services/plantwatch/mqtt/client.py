@@ -59,11 +59,17 @@ class Subscriber:
     def _on_message(self, client, userdata, msg) -> None:
         self.messages.put((msg.topic, msg.payload))
 
-    def start(self, timeout: float = 10.0) -> None:
-        self._client.connect(self._endpoint.host, self._endpoint.port, keepalive=30)
+    def start(self, timeout: float | None = 10.0) -> None:
+        """Connect in the background (retrying until the broker answers); wait up to `timeout`.
+
+        timeout=None returns at once: a gateway pod may start before its broker, and
+        reports not-ready until it is connected.
+        """
+        self._client.connect_async(self._endpoint.host, self._endpoint.port, keepalive=30)
         self._client.loop_start()
-        if not self._connected.wait(timeout):
-            raise TimeoutError(f"could not connect to the broker at {self._endpoint.host}:{self._endpoint.port}")
+        if timeout is not None and not self._connected.wait(timeout):
+            self.stop()
+            raise TimeoutError(f"could not connect to the broker at {self._endpoint.host}:{self._endpoint.port} within {timeout:g}s")
 
     @property
     def connected(self) -> bool:
@@ -81,10 +87,19 @@ class Publisher:
         self._endpoint = Endpoint.parse(url)
         self._client = _client(self._endpoint, client_id or f"plantwatch-pub-{uuid.uuid4().hex[:8]}")
         self._last: mqtt.MQTTMessageInfo | None = None
+        self._connected = threading.Event()
+        self._client.on_connect = lambda c, u, f, reason, p: None if reason.is_failure else self._connected.set()
 
-    def start(self) -> None:
-        self._client.connect(self._endpoint.host, self._endpoint.port, keepalive=30)
+    def start(self, timeout: float | None = 10.0) -> None:
+        """Connect in the background (retrying); wait up to `timeout` (None: do not wait).
+
+        Messages published before the connection wait in paho's queue (QoS 1).
+        """
+        self._client.connect_async(self._endpoint.host, self._endpoint.port, keepalive=30)
         self._client.loop_start()
+        if timeout is not None and not self._connected.wait(timeout):
+            self._client.loop_stop()
+            raise TimeoutError(f"could not connect to the broker at {self._endpoint.host}:{self._endpoint.port} within {timeout:g}s")
 
     def publish(self, topic: str, payload: bytes, qos: int = 1) -> None:
         self._last = self._client.publish(topic, payload, qos=qos)
