@@ -1,36 +1,137 @@
 """A real Kubernetes control plane on 127.0.0.1, for the end-to-end tests.
 
-etcd, kube-apiserver, kube-controller-manager and kube-scheduler (built from
-k8s.io/kubernetes by `make tools`) plus kwok, which plays the kubelets of the plant's
-edge nodes. The fake nodes are made from the edge's own k3s configs
-(edge/k3s/nodes/*.yaml) and hardware figures (edge/k3s/hardware.yaml), so the
-placement the tests prove is the placement the real edge gets.
+etcd, kube-apiserver, kube-controller-manager and kube-scheduler, built from the pinned
+k8s.io/kubernetes by `make tools`, plus kwok, which plays the kubelets of the plant's edge
+nodes. The fake nodes are made from the edge's own description (edge/k3s/nodes.yaml), so
+the placement the tests prove is the placement the real edge gets. Every port is free-picked
+and all state lives in one temporary folder, so several can run side by side.
 
-    python tests/e2e/cluster.py up     # start one and keep it until Ctrl-C (prints KUBECONFIG)
+    python tests/e2e/cluster.py up     # start one, print its KUBECONFIG, keep it until Ctrl-C
 """
 
 from __future__ import annotations
 
+import argparse
+import ctypes
 import datetime
 import ipaddress
+import json
 import os
+import secrets
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass, field
+import urllib.request
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = ROOT / ".cache" / "bin"
-EDGE = ROOT / "edge" / "k3s"
+EDGE_NODES = ROOT / "edge" / "k3s" / "nodes.yaml"
 KWOK_STAGES = Path(__file__).resolve().parent / "kwok" / "stages.yaml"
+BINARIES = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok", "kubectl")
+KWOK_ANNOTATION = "kwok.x-k8s.io/node"
 
+
+class ClusterError(RuntimeError):
+    """The control plane could not start; the message says which part and shows its log."""
+
+
+# --- the edge, as fake nodes -------------------------------------------------------------
+
+def edge_devices() -> list[dict]:
+    """The devices of edge/k3s/nodes.yaml, the one description of the edge."""
+    return yaml.safe_load(EDGE_NODES.read_text())
+
+
+def k3s_labels(device: dict) -> dict[str, str]:
+    """The labels k3s gives the device through its config's `node-label`."""
+    return {"plantwatch.io/hardware": device["hardware"], **device.get("labels", {})}
+
+
+def fake_node(device: dict) -> dict:
+    """The Node a device's kubelet would register: k3s's labels plus the kubelet's own
+    (hostname, arch, os), its capacity, and the annotation that hands it to kwok."""
+    labels = {**k3s_labels(device), "kubernetes.io/hostname": device["name"],
+              "kubernetes.io/arch": device["arch"], "kubernetes.io/os": "linux"}
+    return {
+        "apiVersion": "v1", "kind": "Node",
+        "metadata": {"name": device["name"], "labels": labels, "annotations": {KWOK_ANNOTATION: "fake"}},
+        "status": {"capacity": device["capacity"], "allocatable": device["capacity"],
+                   "nodeInfo": {"architecture": device["arch"], "operatingSystem": "linux"}},
+    }
+
+
+def edge_nodes() -> list[dict]:
+    return [fake_node(d) for d in edge_devices()]
+
+
+# --- certificates and keys ---------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Pki:
+    ca_cert: Path
+    serving_cert: Path
+    serving_key: Path
+    service_account_key: Path
+    service_account_pub: Path
+
+
+def write_pki(directory: Path) -> Pki:
+    """A throwaway CA, the API server's serving certificate (valid for the names and the
+    service IP in-cluster clients use) and the service-account signing key pair."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    ca_key, key, sa_key = (ec.generate_private_key(ec.SECP256R1()) for _ in range(3))
+    ca = _certificate("plantwatch-e2e-ca", ca_key.public_key(), ca_key, issuer=None)
+    names = [x509.DNSName(n) for n in ("localhost", "kubernetes", "kubernetes.default", "kubernetes.default.svc")]
+    names += [x509.IPAddress(ipaddress.ip_address(a)) for a in ("127.0.0.1", "10.96.0.1")]
+    serving = _certificate("kube-apiserver", key.public_key(), ca_key, issuer=ca, names=names)
+
+    def private(k) -> bytes:
+        return k.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                               serialization.NoEncryption())
+
+    pki = Pki(*(directory / n for n in ("ca.crt", "apiserver.crt", "apiserver.key", "sa.key", "sa.pub")))
+    pki.ca_cert.write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+    pki.serving_cert.write_bytes(serving.public_bytes(serialization.Encoding.PEM))
+    pki.serving_key.write_bytes(private(key))
+    pki.service_account_key.write_bytes(private(sa_key))
+    pki.service_account_pub.write_bytes(sa_key.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo))
+    return pki
+
+
+def _certificate(common_name: str, public_key, signing_key, issuer, names=None):
+    """A one-day certificate: self-signed CA when `issuer` is None, else a leaf with `names`."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.x509.oid import NameOID
+
+    now = datetime.datetime.now(datetime.timezone.utc)
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
+    builder = (x509.CertificateBuilder().subject_name(subject).public_key(public_key)
+               .issuer_name(issuer.subject if issuer else subject)
+               .serial_number(x509.random_serial_number())
+               .not_valid_before(now - datetime.timedelta(minutes=5))
+               .not_valid_after(now + datetime.timedelta(days=1))
+               .add_extension(x509.BasicConstraints(ca=issuer is None, path_length=None), critical=True))
+    if names:
+        builder = builder.add_extension(x509.SubjectAlternativeName(names), critical=False)
+    return builder.sign(signing_key, hashes.SHA256())
+
+
+# --- processes ---------------------------------------------------------------------------
 
 def free_port() -> int:
     with socket.socket() as s:
@@ -38,37 +139,12 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def edge_nodes() -> list[dict]:
-    """Fake Node objects for every edge device described in edge/k3s."""
-    hardware = yaml.safe_load((EDGE / "hardware.yaml").read_text())
-    nodes = []
-    for path in sorted((EDGE / "nodes").glob("*.yaml")):
-        config = yaml.safe_load(path.read_text())
-        labels = dict(item.split("=", 1) for item in config.get("node-label", []))
-        kind = hardware[labels["plantwatch.io/hardware"]]
-        name = config["node-name"]
-        labels.update({"kubernetes.io/hostname": name, "kubernetes.io/arch": kind["arch"], "kubernetes.io/os": "linux",
-                       "type": "kwok"})
-        taints = [dict(zip(("key", "value", "effect"), _taint(t))) for t in config.get("node-taint", [])]
-        nodes.append({
-            "apiVersion": "v1",
-            "kind": "Node",
-            "metadata": {"name": name, "labels": labels, "annotations": {"kwok.x-k8s.io/node": "fake"}},
-            "spec": {"taints": taints} if taints else {},
-            "status": {"capacity": kind["capacity"], "allocatable": kind["capacity"],
-                       "nodeInfo": {"architecture": kind["arch"], "operatingSystem": "linux", "kubeletVersion": "fake"}},
-        })
-    return nodes
-
-
-def _taint(text: str) -> tuple[str, str, str]:
-    key, _, rest = text.partition("=")
-    value, _, effect = rest.partition(":")
-    return key, value, effect
-
-
-class ClusterError(RuntimeError):
-    pass
+def _die_with_parent() -> None:
+    """Runs in each child before exec: if the test process dies without stopping the
+    control plane (killed by a timeout, say), the kernel terminates the child too, so no
+    orphaned apiserver keeps eating the machine's two cores."""
+    PR_SET_PDEATHSIG = 1
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 @dataclass
@@ -84,16 +160,19 @@ class Component:
             return "(no log)"
 
 
-@dataclass
-class ExistingCluster:
-    """A cluster someone else runs (kind, k3s, ...), reached through a kubeconfig."""
+# --- clusters ----------------------------------------------------------------------------
 
-    kubeconfig: str
+class Cluster:
+    """Any cluster reachable through a kubeconfig (kind, k3s, ... or a ControlPlane)."""
+
+    def __init__(self, kubeconfig: str) -> None:
+        self.kubeconfig = kubeconfig
 
     def kubectl(self, *args: str, input: str | None = None, check: bool = True) -> subprocess.CompletedProcess:
+        """Runs kubectl against this cluster; with `check`, a failure raises with kubectl's stderr."""
         binary = BIN / "kubectl" if (BIN / "kubectl").exists() else shutil.which("kubectl")
         if binary is None:
-            raise ClusterError("kubectl not found: run `make tools` or install kubectl")
+            raise ClusterError("kubectl not found: run `make tools` or put kubectl on PATH")
         result = subprocess.run([str(binary), "--kubeconfig", self.kubeconfig, *args], input=input,
                                 capture_output=True, text=True, timeout=120)
         if check and result.returncode != 0:
@@ -101,224 +180,196 @@ class ExistingCluster:
         return result
 
 
-@dataclass
-class ControlPlane(ExistingCluster):
+class ControlPlane(Cluster):
     """Starts and stops the whole control plane; all state in one temporary folder."""
 
-    kubeconfig: str = ""
-    workdir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="plantwatch-k8s-")))
-    components: list[Component] = field(default_factory=list)
-    token: str = "plantwatch-e2e-admin-token"
+    def __init__(self) -> None:
+        super().__init__(kubeconfig="")
+        self.workdir: Path | None = None
+        self.components: list[Component] = []
+        self.startup_seconds: float | None = None
+        self._token = secrets.token_urlsafe(24)
+        self._api = ""
+        self._ca: Path | None = None
 
     def start(self, timeout: float = 120.0) -> None:
-        missing = [b for b in ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubectl", "kwok")
-                   if not (BIN / b).exists()]
+        """Starts every component and returns once the edge nodes are Ready and the
+        `default` ServiceAccount exists, i.e. once pods can be created and scheduled."""
+        missing = [b for b in BINARIES if not (BIN / b).exists()]
         if missing:
             raise ClusterError(f"missing {', '.join(missing)} in {BIN}: run `make tools`")
         started = time.monotonic()
+        self.workdir = Path(tempfile.mkdtemp(prefix="plantwatch-k8s-"))
         try:
-            pki = self._pki()
-            etcd_port = self._etcd()
-            api_port = self._apiserver(etcd_port, pki)
-            self._wait(lambda: self._get(f"https://127.0.0.1:{api_port}/readyz"), "kube-apiserver /readyz", timeout)
-            self._controller_manager(pki)
-            self._scheduler()
-            self._kwok()
-            self.kubectl("apply", "-f", "-", input=yaml.safe_dump_all(edge_nodes()))
-            self._wait(self._nodes_ready, "the fake edge nodes to be Ready", timeout)
-            self._wait(lambda: self.kubectl("get", "serviceaccount", "default", "-n", "default", check=False).returncode == 0,
+            pki = write_pki(self.workdir)
+            self._ca = pki.ca_cert
+            self._start_apiserver(self._start_etcd(), pki)
+            self._wait(lambda: self._api_get("/readyz") is not None, "kube-apiserver /readyz", timeout)
+            self._start_controller_manager(pki)
+            self._start_scheduler()
+            self._start_kwok()
+            self.kubectl("create", "-f", "-", input=yaml.safe_dump_all(edge_nodes()))
+            self._wait(self._edge_nodes_ready, "the edge nodes to be Ready", timeout)
+            self._wait(lambda: self._api_get("/api/v1/namespaces/default/serviceaccounts/default"),
                        "the default ServiceAccount", timeout)
         except BaseException:
             self.stop(keep_logs=True)
             raise
         self.startup_seconds = time.monotonic() - started
 
-    # --- components ---------------------------------------------------------------
-
-    def _spawn(self, name: str, *args: str) -> Component:
-        log = self.workdir / f"{name}.log"
-        proc = subprocess.Popen([str(BIN / name), *args], stdout=open(log, "wb"), stderr=subprocess.STDOUT,
-                                start_new_session=True)
-        component = Component(name, proc, log)
-        self.components.append(component)
-        return component
-
-    def _etcd(self) -> int:
-        client, peer = free_port(), free_port()
-        self._spawn(
-            "etcd", "--name", "e2e", "--data-dir", str(self.workdir / "etcd"),
-            "--listen-client-urls", f"http://127.0.0.1:{client}", "--advertise-client-urls", f"http://127.0.0.1:{client}",
-            "--listen-peer-urls", f"http://127.0.0.1:{peer}", "--initial-advertise-peer-urls", f"http://127.0.0.1:{peer}",
-            "--initial-cluster", f"e2e=http://127.0.0.1:{peer}",
-            "--unsafe-no-fsync",  # a throwaway test cluster: durability costs seconds on every write
-            "--log-level", "warn",
-        )
-        return client
-
-    def _apiserver(self, etcd_port: int, pki: dict[str, Path]) -> int:
-        port = free_port()
-        tokens = self.workdir / "tokens.csv"
-        tokens.write_text(f'{self.token},admin,admin,"system:masters"\n')
-        self._spawn(
-            "kube-apiserver",
-            f"--etcd-servers=http://127.0.0.1:{etcd_port}",
-            "--bind-address=127.0.0.1", "--advertise-address=127.0.0.1", f"--secure-port={port}",
-            f"--tls-cert-file={pki['apiserver.crt']}", f"--tls-private-key-file={pki['apiserver.key']}",
-            f"--client-ca-file={pki['ca.crt']}", f"--token-auth-file={tokens}",
-            "--service-account-issuer=https://kubernetes.default.svc",
-            f"--service-account-key-file={pki['sa.pub']}", f"--service-account-signing-key-file={pki['sa.key']}",
-            "--service-cluster-ip-range=10.96.0.0/16", "--authorization-mode=Node,RBAC",
-            "--allow-privileged=true", f"--cert-dir={self.workdir / 'certs'}",
-        )
-        self.api_port = port
-        self._write_kubeconfig(port, pki["ca.crt"])
-        return port
-
-    def _controller_manager(self, pki: dict[str, Path]) -> None:
-        self._spawn(
-            "kube-controller-manager", f"--kubeconfig={self.kubeconfig}",
-            f"--authentication-kubeconfig={self.kubeconfig}", f"--authorization-kubeconfig={self.kubeconfig}",
-            "--bind-address=127.0.0.1", f"--secure-port={free_port()}", "--leader-elect=false",
-            f"--service-account-private-key-file={pki['sa.key']}", f"--root-ca-file={pki['ca.crt']}",
-            "--use-service-account-credentials=true", "--controllers=*",
-            "--concurrent-deployment-syncs=10", "--concurrent-replicaset-syncs=10",
-        )
-
-    def _scheduler(self) -> None:
-        self._spawn(
-            "kube-scheduler", f"--kubeconfig={self.kubeconfig}",
-            f"--authentication-kubeconfig={self.kubeconfig}", f"--authorization-kubeconfig={self.kubeconfig}",
-            "--bind-address=127.0.0.1", f"--secure-port={free_port()}", "--leader-elect=false",
-        )
-
-    def _kwok(self) -> None:
-        self._spawn(
-            "kwok", f"--kubeconfig={self.kubeconfig}", f"--config={KWOK_STAGES}",
-            "--manage-all-nodes=false",
-            "--manage-nodes-with-annotation-selector=kwok.x-k8s.io/node=fake",
-            "--manage-nodes-with-label-selector=",
-            "--cidr=10.244.0.1/16", "--node-ip=10.244.0.1",
-            f"--server-address=127.0.0.1:{free_port()}",
-        )
-
-    # --- plumbing -----------------------------------------------------------------
-
-    def _pki(self) -> dict[str, Path]:
-        """A CA, the API server's serving certificate and the service-account key pair."""
-        from cryptography import x509
-        from cryptography.hazmat.primitives import hashes, serialization
-        from cryptography.hazmat.primitives.asymmetric import ec, rsa
-        from cryptography.x509.oid import NameOID
-
-        now = datetime.datetime.now(datetime.timezone.utc)
-        out: dict[str, Path] = {}
-
-        def write(name: str, data: bytes) -> None:
-            out[name] = self.workdir / name
-            out[name].write_bytes(data)
-
-        def pem_key(key) -> bytes:
-            return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
-
-        ca_key = ec.generate_private_key(ec.SECP256R1())
-        ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "plantwatch-e2e-ca")])
-        ca = (x509.CertificateBuilder().subject_name(ca_name).issuer_name(ca_name).public_key(ca_key.public_key())
-              .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(minutes=5))
-              .not_valid_after(now + datetime.timedelta(days=1))
-              .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-              .sign(ca_key, hashes.SHA256()))
-        key = ec.generate_private_key(ec.SECP256R1())
-        sans = [x509.DNSName(n) for n in ("localhost", "kubernetes", "kubernetes.default", "kubernetes.default.svc")]
-        sans += [x509.IPAddress(ipaddress.ip_address(a)) for a in ("127.0.0.1", "10.96.0.1")]
-        cert = (x509.CertificateBuilder().subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "kube-apiserver")]))
-                .issuer_name(ca_name).public_key(key.public_key()).serial_number(x509.random_serial_number())
-                .not_valid_before(now - datetime.timedelta(minutes=5)).not_valid_after(now + datetime.timedelta(days=1))
-                .add_extension(x509.SubjectAlternativeName(sans), critical=False)
-                .sign(ca_key, hashes.SHA256()))
-        sa = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-        write("ca.crt", ca.public_bytes(serialization.Encoding.PEM))
-        write("apiserver.crt", cert.public_bytes(serialization.Encoding.PEM))
-        write("apiserver.key", pem_key(key))
-        write("sa.key", pem_key(sa))
-        write("sa.pub", sa.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo))
-        return out
-
-    def _write_kubeconfig(self, port: int, ca: Path) -> None:
-        path = self.workdir / "kubeconfig"
-        path.write_text(yaml.safe_dump({
-            "apiVersion": "v1", "kind": "Config", "current-context": "e2e",
-            "clusters": [{"name": "e2e", "cluster": {"server": f"https://127.0.0.1:{port}", "certificate-authority": str(ca)}}],
-            "users": [{"name": "admin", "user": {"token": self.token}}],
-            "contexts": [{"name": "e2e", "context": {"cluster": "e2e", "user": "admin"}}],
-        }))
-        self.kubeconfig = str(path)
-
-    def _get(self, url: str) -> bool:
-        import ssl
-        import urllib.request
-
-        ctx = ssl.create_default_context(cafile=str(self.workdir / "ca.crt"))
-        req = urllib.request.Request(url, headers={"Authorization": f"Bearer {self.token}"})
-        try:
-            with urllib.request.urlopen(req, context=ctx, timeout=2) as r:
-                return r.status == 200
-        except OSError:
-            return False
-
-    def _nodes_ready(self) -> bool:
-        result = self.kubectl("get", "nodes", "-o", "yaml", check=False)
-        if result.returncode != 0:
-            return False
-        items = yaml.safe_load(result.stdout)["items"]
-        ready = [n for n in items if any(c["type"] == "Ready" and c["status"] == "True" for c in n.get("status", {}).get("conditions", []))]
-        return len(ready) == len(edge_nodes())
-
-    def _wait(self, check, what: str, timeout: float) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            dead = [c for c in self.components if c.proc.poll() is not None]
-            if dead:
-                c = dead[0]
-                raise ClusterError(f"{c.name} exited with {c.proc.returncode} while waiting for {what}; its log:\n{c.tail()}")
-            if check():
-                return
-            time.sleep(0.25)
-        logs = "\n\n".join(f"--- {c.name} ---\n{c.tail(15)}" for c in self.components)
-        raise ClusterError(f"timed out after {timeout:.0f}s waiting for {what}\n{logs}")
-
     def stop(self, keep_logs: bool = False) -> None:
-        for c in reversed(self.components):
+        """Terminates every component (killing those that linger), then removes the
+        temporary folder, or keeps it and says where when `keep_logs`."""
+        for c in self.components:
             if c.proc.poll() is None:
-                os.killpg(c.proc.pid, signal.SIGTERM)
-        for c in reversed(self.components):
+                c.proc.terminate()
+        for c in self.components:
             try:
                 c.proc.wait(10)
             except subprocess.TimeoutExpired:
-                os.killpg(c.proc.pid, signal.SIGKILL)
+                c.proc.kill()
                 c.proc.wait()
         self.components.clear()
+        if self.workdir is None:
+            return
         if keep_logs:
             print(f"control plane logs kept in {self.workdir}", file=sys.stderr)
         else:
             shutil.rmtree(self.workdir, ignore_errors=True)
+        self.workdir = None
+
+    # --- components ----------------------------------------------------------------------
+
+    def _spawn(self, name: str, *args: str) -> None:
+        log = self.workdir / f"{name}.log"
+        with open(log, "wb") as out:
+            proc = subprocess.Popen([str(BIN / name), *args], stdin=subprocess.DEVNULL, stdout=out,
+                                    stderr=subprocess.STDOUT, start_new_session=True,
+                                    preexec_fn=_die_with_parent)
+        self.components.append(Component(name, proc, log))
+
+    def _start_etcd(self) -> str:
+        client = f"http://127.0.0.1:{free_port()}"
+        peer = f"http://127.0.0.1:{free_port()}"
+        self._spawn(
+            "etcd", "--name=e2e", f"--data-dir={self.workdir / 'etcd'}",
+            f"--listen-client-urls={client}", f"--advertise-client-urls={client}",
+            f"--listen-peer-urls={peer}", f"--initial-advertise-peer-urls={peer}", f"--initial-cluster=e2e={peer}",
+            "--unsafe-no-fsync",  # throwaway data: an fsync per write would cost seconds per test
+            "--log-level=warn",
+        )
+        return client
+
+    def _start_apiserver(self, etcd: str, pki: Pki) -> None:
+        port = free_port()
+        tokens = self.workdir / "tokens.csv"
+        tokens.write_text(f'{self._token},admin,admin,"system:masters"\n')
+        self._spawn(
+            "kube-apiserver", f"--etcd-servers={etcd}",
+            "--bind-address=127.0.0.1", "--advertise-address=127.0.0.1", f"--secure-port={port}",
+            f"--tls-cert-file={pki.serving_cert}", f"--tls-private-key-file={pki.serving_key}",
+            f"--client-ca-file={pki.ca_cert}", f"--token-auth-file={tokens}",
+            "--authorization-mode=Node,RBAC",
+            "--service-account-issuer=https://kubernetes.default.svc",
+            f"--service-account-key-file={pki.service_account_pub}",
+            f"--service-account-signing-key-file={pki.service_account_key}",
+            "--service-cluster-ip-range=10.96.0.0/16",
+        )
+        self._api = f"https://127.0.0.1:{port}"
+        self._write_kubeconfig()
+
+    def _start_controller_manager(self, pki: Pki) -> None:
+        self._spawn(
+            "kube-controller-manager", *self._client_flags(),
+            f"--service-account-private-key-file={pki.service_account_key}", f"--root-ca-file={pki.ca_cert}",
+            "--use-service-account-credentials",  # each controller acts as its own ServiceAccount, as in kubeadm
+        )
+
+    def _start_scheduler(self) -> None:
+        self._spawn("kube-scheduler", *self._client_flags())
+
+    def _client_flags(self) -> list[str]:
+        """What the controller manager and the scheduler share: the admin kubeconfig (also to
+        check who calls their own endpoints), no leader election, a free port on 127.0.0.1."""
+        return [f"--kubeconfig={self.kubeconfig}", f"--authentication-kubeconfig={self.kubeconfig}",
+                f"--authorization-kubeconfig={self.kubeconfig}", "--leader-elect=false",
+                "--bind-address=127.0.0.1", f"--secure-port={free_port()}"]
+
+    def _start_kwok(self) -> None:
+        self._spawn(
+            "kwok", f"--kubeconfig={self.kubeconfig}", f"--config={KWOK_STAGES}",
+            # only the edge's fake nodes, never a real node of the cluster
+            "--manage-all-nodes=false", f"--manage-nodes-with-annotation-selector={KWOK_ANNOTATION}=fake",
+            # renew each node's Lease like a kubelet, so the node controller keeps them Ready
+            "--node-lease-duration-seconds=40",
+            "--node-ip=10.0.0.1", "--cidr=10.42.0.0/16",  # the nodes' InternalIP; pod IPs from k3s's default pod CIDR
+        )
+
+    # --- plumbing ------------------------------------------------------------------------
+
+    def _write_kubeconfig(self) -> None:
+        path = self.workdir / "kubeconfig"
+        path.write_text(yaml.safe_dump({
+            "apiVersion": "v1", "kind": "Config", "current-context": "plantwatch-e2e",
+            "clusters": [{"name": "plantwatch-e2e", "cluster": {"server": self._api, "certificate-authority": str(self._ca)}}],
+            "users": [{"name": "admin", "user": {"token": self._token}}],
+            "contexts": [{"name": "plantwatch-e2e", "context": {"cluster": "plantwatch-e2e", "user": "admin"}}],
+        }))
+        self.kubeconfig = str(path)
+
+    def _api_get(self, path: str) -> dict | str | None:
+        """GET on the API server as admin: the JSON body (or text), None on any failure.
+        Cheaper than a kubectl process per poll on a two-core machine."""
+        request = urllib.request.Request(self._api + path, headers={"Authorization": f"Bearer {self._token}"})
+        try:
+            with urllib.request.urlopen(request, context=ssl.create_default_context(cafile=str(self._ca)),
+                                        timeout=5) as response:
+                body = response.read().decode()
+        except OSError:
+            return None
+        return json.loads(body) if body.startswith("{") else body
+
+    def _edge_nodes_ready(self) -> bool:
+        nodes = self._api_get("/api/v1/nodes") or {"items": []}
+        ready = {n["metadata"]["name"] for n in nodes["items"]
+                 if any(c["type"] == "Ready" and c["status"] == "True" for c in n.get("status", {}).get("conditions", []))}
+        return ready >= {d["name"] for d in edge_devices()}
+
+    def _wait(self, check: Callable[[], object], what: str, timeout: float) -> None:
+        """Polls `check` until truthy. Fails at once when a component exits, with its log;
+        on timeout, with the end of every log."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for c in self.components:
+                if c.proc.poll() is not None:
+                    raise ClusterError(f"{c.name} exited with {c.proc.returncode} while waiting for {what}; "
+                                       f"the end of its log ({c.log}):\n{c.tail()}")
+            if check():
+                return
+            time.sleep(0.2)
+        logs = "\n\n".join(f"--- {c.name} ({c.log}) ---\n{c.tail(15)}" for c in self.components)
+        raise ClusterError(f"timed out after {timeout:.0f}s waiting for {what}\n{logs}")
 
 
-def main() -> int:
-    if sys.argv[1:] != ["up"]:
-        print(__doc__)
-        return 2
-    cp = ControlPlane()
-    cp.start()
-    print(f"control plane up in {cp.startup_seconds:.1f}s\nexport KUBECONFIG={cp.kubeconfig}", flush=True)
-    stop = [False]
-    signal.signal(signal.SIGTERM, lambda *_: stop.__setitem__(0, True))
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("command", choices=["up"])
+    parser.parse_args(argv)
+    signal.signal(signal.SIGTERM, signal.default_int_handler)  # stop cleanly on SIGTERM as on Ctrl-C
+    plane = ControlPlane()
     try:
-        while not stop[0]:
-            time.sleep(0.5)
+        plane.start()
+        print(f"control plane up in {plane.startup_seconds:.1f}s; Ctrl-C stops it\n"
+              f"export KUBECONFIG={plane.kubeconfig}", flush=True)
+        while True:
+            time.sleep(3600)
     except KeyboardInterrupt:
-        pass
-    cp.stop()
-    return 0
+        return 0
+    except ClusterError as e:
+        print(e, file=sys.stderr)
+        return 1
+    finally:
+        plane.stop()
 
 
 if __name__ == "__main__":

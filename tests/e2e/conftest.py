@@ -13,7 +13,7 @@ from typing import Iterator
 
 import pytest
 
-from tests.e2e.cluster import ControlPlane, ExistingCluster
+from tests.e2e.cluster import Cluster, ClusterError, ControlPlane
 
 
 def pytest_collection_modifyitems(items):
@@ -23,42 +23,36 @@ def pytest_collection_modifyitems(items):
 
 
 @pytest.fixture(scope="session")
-def cluster() -> Iterator[ExistingCluster]:
+def cluster(request: pytest.FixtureRequest) -> Iterator[Cluster]:
+    """One cluster for the whole session. A started control plane keeps its logs when a
+    test failed (the folder is printed)."""
     existing = os.environ.get("PLANTWATCH_E2E_KUBECONFIG")
     if existing:
-        yield ExistingCluster(existing)
+        yield Cluster(existing)
         return
-    cp = ControlPlane()
-    cp.start()
-    print(f"\ncontrol plane started in {cp.startup_seconds:.1f}s")
+    plane = ControlPlane()
+    error = None
     try:
-        yield cp
+        plane.start()
+    except ClusterError as e:
+        error = str(e)
+    if error:
+        pytest.fail(error, pytrace=False)
+    print(f"\ncontrol plane started in {plane.startup_seconds:.1f}s")
+    try:
+        yield plane
     finally:
-        cp.stop()
-
-
-@pytest.fixture(scope="session")
-def edge_cluster(cluster: ExistingCluster) -> ExistingCluster:
-    """The cluster, when its nodes are the plant's edge (labelled as edge/k3s/nodes/*.yaml say).
-
-    Always true for the control plane started here; an existing cluster (kind, say) without
-    those labels cannot show edge placement, so the tests that need it say so and skip.
-    """
-    labelled = cluster.kubectl("get", "nodes", "-l", "plantwatch.io/hardware", "-o", "name").stdout.split()
-    if not labelled:
-        pytest.skip("no node labelled plantwatch.io/hardware: label the cluster's nodes as edge/k3s/nodes/*.yaml do")
-    return cluster
+        plane.stop(keep_logs=request.session.testsfailed > 0)
 
 
 @pytest.fixture
-def namespace(cluster: ExistingCluster) -> Iterator[str]:
-    """A fresh namespace (with its default ServiceAccount), deleted afterwards."""
+def namespace(cluster: Cluster) -> Iterator[str]:
+    """A fresh namespace, usable once its default ServiceAccount exists; deleted afterwards
+    (without waiting for it to go)."""
     name = f"e2e-{uuid.uuid4().hex[:8]}"
     cluster.kubectl("create", "namespace", name)
-    deadline = time.monotonic() + 60
-    while cluster.kubectl("get", "serviceaccount", "default", "-n", name, check=False).returncode != 0:
-        assert time.monotonic() < deadline, f"namespace {name} got no default ServiceAccount"
-        time.sleep(0.25)
+    wait_for(lambda: cluster.kubectl("get", "serviceaccount", "default", "-n", name, check=False).returncode == 0,
+             f"the default ServiceAccount of namespace {name}", timeout=60)
     yield name
     cluster.kubectl("delete", "namespace", name, "--wait=false", check=False)
 

@@ -17,7 +17,7 @@ from plantwatch.mqtt.broker import start_broker
 from tests.conftest import EXAMPLE_PLANT
 
 
-def run_up(tmp_path, *extra: str, duration: int = 20) -> tuple[dict, str]:
+def run_up(tmp_path, *extra: str, duration: int = 24) -> tuple[dict, str]:
     summary = tmp_path / "summary.json"
     proc = subprocess.run(
         [sys.executable, "-m", "plantwatch.cli", "up", "-f", str(EXAMPLE_PLANT), "--simulate",
@@ -37,7 +37,9 @@ def test_simulated_plant_stores_alerts_and_rejects(tmp_path, kind):
     # the simulated overheating fires the threshold rule; the silent node fires the absence rule
     assert summary["alerts_fired"] >= 2
     assert "node-silent/coldroom-feed/*" in summary["alerts_firing"]
-    assert "ALERT CRITICAL  machine-overtemperature esp32-press-01/temperature" in stdout
+    # the overheating escalates warning -> critical (threshold levels with `for: 2s`)
+    warning = stdout.index("ALERT WARNING   machine-overtemperature esp32-press-01/temperature")
+    assert stdout.index("ALERT CRITICAL  machine-overtemperature esp32-press-01/temperature") > warning
     # every kind of bad input the simulator sends is rejected with its own reason, and nothing else
     assert summary["rejected"] == summary["simulated"]["sent_invalid"] == summary["dead_letters"]
     assert {"malformed", "out_of_range", "not_finite", "device_mismatch", "unknown_node"} <= set(summary["rejected_by_reason"])

@@ -1,27 +1,38 @@
-"""The edge description (edge/k3s) is consistent, and the e2e fake nodes come from it."""
+"""The edge is described once (edge/k3s/nodes.yaml): the k3s configs and the e2e fake nodes agree with it."""
 
 from __future__ import annotations
 
 import yaml
 
 from tests.conftest import ROOT
-from tests.e2e.cluster import edge_nodes
+from tests.e2e.cluster import edge_devices, edge_nodes, k3s_labels
+
+K3S = ROOT / "edge" / "k3s"
 
 
-def test_fake_nodes_are_the_k3s_nodes():
-    configs = {yaml.safe_load(p.read_text())["node-name"]: yaml.safe_load(p.read_text())
-               for p in (ROOT / "edge" / "k3s" / "nodes").glob("*.yaml")}
+def config_labels(role: str) -> dict[str, str]:
+    config = yaml.safe_load((K3S / f"{role}-config.yaml").read_text())
+    return dict(label.split("=", 1) for label in config["node-label"])
+
+
+def test_the_k3s_configs_label_each_device_as_described():
+    for device in edge_devices():
+        assert config_labels(device["role"]) == k3s_labels(device), device["name"]
+
+
+def test_the_jetson_is_the_only_server_and_the_only_gpu():
+    devices = {d["name"]: d for d in edge_devices()}
+    assert [n for n, d in devices.items() if d["role"] == "server"] == ["jetson-01"]
+    assert [n for n, d in devices.items() if "nvidia.com/gpu" in d["capacity"]] == ["jetson-01"]
+    assert {d["role"] for d in devices.values()} == {"server", "agent"}
+
+
+def test_the_fake_nodes_are_the_described_devices():
+    devices = {d["name"]: d for d in edge_devices()}
     nodes = {n["metadata"]["name"]: n for n in edge_nodes()}
-    assert nodes.keys() == configs.keys() == {"jetson-01", "rpi-01", "rpi-02", "rpi-03"}
-    for name, config in configs.items():
-        for label in config["node-label"]:
-            key, value = label.split("=", 1)
-            assert nodes[name]["metadata"]["labels"][key] == value
-    assert nodes["jetson-01"]["status"]["capacity"]["nvidia.com/gpu"] == "1"
-    assert "nvidia.com/gpu" not in nodes["rpi-01"]["status"]["capacity"]
-
-
-def test_only_the_jetson_is_a_server():
-    servers = [p.stem for p in (ROOT / "edge" / "k3s" / "nodes").glob("*.yaml")
-               if "disable" in yaml.safe_load(p.read_text())]
-    assert servers == ["jetson-01"]
+    assert nodes.keys() == devices.keys() == {"jetson-01", "rpi-01", "rpi-02", "rpi-03"}
+    for name, node in nodes.items():
+        device = devices[name]
+        assert k3s_labels(device).items() <= node["metadata"]["labels"].items()
+        assert node["metadata"]["labels"]["kubernetes.io/arch"] == device["arch"]
+        assert node["status"]["capacity"] == node["status"]["allocatable"] == device["capacity"]

@@ -25,7 +25,7 @@ from plantwatch.plant.model import SensorNode, device_id, duration_seconds
 
 #: Typical operating values by sensor type (a plant at rest), and their noise.
 BASELINES = {
-    "temperature": (45.0, 1.5),
+    "temperature": (45.0, 0.5),
     "humidity": (45.0, 2.0),
     "pressure": (1013.0, 3.0),
     "vibration": (1.5, 0.3),
@@ -39,8 +39,8 @@ BASELINES = {
 @dataclass(frozen=True)
 class Scenario:
     overheat_start_s: float = 5.0
-    overheat_ramp_s: float = 5.0
-    overheat_hold_s: float = 8.0
+    overheat_ramp_s: float = 15.0
+    overheat_hold_s: float = 6.0
     overheat_peak: float = 88.0
     silent_after_s: float = 4.0
     bad_every_s: float = 2.0

@@ -1,0 +1,22 @@
+// MQTT topics of a node: everything hangs off one prefix, sensors/<area>/<device>
+// (the SensorNode's spec.payload.topic is <prefix>/data, e.g. sensors/hall-1/esp32-press-01/data).
+#pragma once
+
+#include <string>
+
+namespace plantwatch {
+
+// True when `segment` can be one level of a topic the node publishes to: not empty,
+// no '/', and none of the wildcards '+' '#' that a publish topic must not contain.
+bool valid_topic_segment(const std::string& segment);
+
+// "sensors/<area>/<device_id>"; false (and `out` untouched) when either is not a valid segment.
+bool topic_prefix(const std::string& area, const std::string& device_id, std::string& out);
+
+// "<prefix>/data": the readings (the SensorNode's spec.payload.topic).
+std::string data_topic(const std::string& prefix);
+
+// "<prefix>/status": "online" (retained) after connecting, "offline" as the Last Will.
+std::string status_topic(const std::string& prefix);
+
+}  // namespace plantwatch
