@@ -98,7 +98,7 @@ TEST(Payload, EscapesTheDeviceId) {
   r.unix_time = 0;
   r[Field::TemperatureC] = {1.0f, true};
   EXPECT_EQ(build_payload("a\"b\\c\n", r),
-            R"({"device_id":"a\"b\\c\u000a","timestamp":"1970-01-01T00:00:00Z","temperature_c":1.00})");
+            R"({"device_id":"a\"b\\c\u000a","timestamp":"1970-01-01T00:00:00Z","temperature_c":1.00,"sensor_errors":3})");
 }
 
 TEST(Fields, NamesAreTheSensorNodeFields) {

@@ -16,7 +16,6 @@ import ctypes
 import datetime
 import ipaddress
 import json
-import os
 import secrets
 import shutil
 import signal
@@ -141,10 +140,11 @@ def free_port() -> int:
 
 def _die_with_parent() -> None:
     """Runs in each child before exec: if the test process dies without stopping the
-    control plane (killed by a timeout, say), the kernel terminates the child too, so no
-    orphaned apiserver keeps eating the machine's two cores."""
+    control plane (killed by a timeout, say), the kernel kills the child too, so no orphaned
+    apiserver keeps eating the machine's two cores. SIGKILL, because an apiserver whose
+    etcd is gone may never finish a graceful shutdown."""
     PR_SET_PDEATHSIG = 1
-    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
 @dataclass
@@ -153,7 +153,7 @@ class Component:
     proc: subprocess.Popen
     log: Path
 
-    def tail(self, lines: int = 40) -> str:
+    def tail(self, lines: int = 30) -> str:
         try:
             return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
         except OSError:
@@ -218,12 +218,11 @@ class ControlPlane(Cluster):
         self.startup_seconds = time.monotonic() - started
 
     def stop(self, keep_logs: bool = False) -> None:
-        """Terminates every component (killing those that linger), then removes the
-        temporary folder, or keeps it and says where when `keep_logs`."""
-        for c in self.components:
-            if c.proc.poll() is None:
-                c.proc.terminate()
-        for c in self.components:
+        """Terminates the components in the reverse order of their start, so that each one
+        still has what it depends on while it shuts down (the API server its etcd), and kills
+        any that lingers. Then removes the temporary folder, or keeps it and says where."""
+        for c in reversed(self.components):
+            c.proc.terminate()
             try:
                 c.proc.wait(10)
             except subprocess.TimeoutExpired:
@@ -343,11 +342,11 @@ class ControlPlane(Cluster):
             for c in self.components:
                 if c.proc.poll() is not None:
                     raise ClusterError(f"{c.name} exited with {c.proc.returncode} while waiting for {what}; "
-                                       f"the end of its log ({c.log}):\n{c.tail()}")
+                                       f"its log ({c.log}):\n{c.tail()}")
             if check():
                 return
             time.sleep(0.2)
-        logs = "\n\n".join(f"--- {c.name} ({c.log}) ---\n{c.tail(15)}" for c in self.components)
+        logs = "\n\n".join(f"--- {c.name} ({c.log}) ---\n{c.tail(10)}" for c in self.components)
         raise ClusterError(f"timed out after {timeout:.0f}s waiting for {what}\n{logs}")
 
 
