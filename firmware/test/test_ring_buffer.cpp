@@ -74,6 +74,18 @@ TEST(Replay, SendsOldestFirstAndKeepsWhatFailed) {
   EXPECT_TRUE(rb.empty());
 }
 
+TEST(Replay, StopsAfterTheLimitAndResumesInOrder) {
+  RingBuffer<int, 8> rb;
+  for (int i = 1; i <= 5; ++i) rb.push(i);
+  std::vector<int> sent;
+  auto send = [&](int x) { sent.push_back(x); return true; };
+  EXPECT_EQ(plantwatch::replay(rb, send, 2), 2u);
+  EXPECT_EQ(plantwatch::replay(rb, send, 2), 2u);
+  EXPECT_EQ(plantwatch::replay(rb, send, 2), 1u);
+  EXPECT_EQ(plantwatch::replay(rb, send, 2), 0u);
+  EXPECT_EQ(sent, (std::vector<int>{1, 2, 3, 4, 5}));
+}
+
 TEST(Replay, AnOutageLongerThanTheBufferKeepsTheNewestReadingsInOrder) {
   // What the node does: a reading a second into the backlog, published once the broker is back.
   RingBuffer<plantwatch::Reading, 4> backlog;

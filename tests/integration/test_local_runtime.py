@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+import sqlite3
 import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
 
 import orjson
 import paho.mqtt.client as mqtt
@@ -17,10 +19,11 @@ from plantwatch.mqtt.broker import start_broker
 from tests.conftest import EXAMPLE_PLANT
 
 
-def run_up(tmp_path, *extra: str, duration: int = 24) -> tuple[dict, str]:
+def run_up(tmp_path, *extra: str, duration: int = 24, plants=(EXAMPLE_PLANT,)) -> tuple[dict, str]:
     summary = tmp_path / "summary.json"
+    files = [arg for p in plants for arg in ("-f", str(p))]
     proc = subprocess.run(
-        [sys.executable, "-m", "plantwatch.cli", "up", "-f", str(EXAMPLE_PLANT), "--simulate",
+        [sys.executable, "-m", "plantwatch.cli", "up", *files, "--simulate",
          "--duration", str(duration), "--summary-json", str(summary), "--http-port", "0",
          "--db", str(tmp_path / "plant.db"), *extra],
         capture_output=True, text=True, timeout=duration + 60,
@@ -71,6 +74,16 @@ def test_dead_letters_carry_the_payload_and_reason(tmp_path):
     assert "not valid JSON" in malformed["rejections"][0]["detail"]
     unknown = next(l for l in letters if l["reason"] == "unknown_node")
     assert unknown["node"] is None and "unregistered" in unknown["topic"]
+
+
+def test_sparkplug_node_beside_the_sample_plant(tmp_path):
+    # the simulator silences the plant's last node; keep that the sample's coldroom-feed
+    summary, _ = run_up(tmp_path, duration=8, plants=(Path(__file__).parent / "plants", EXAMPLE_PLANT))
+    assert summary["nodes"]["cell-plc"]["online"] is True
+    assert "sequence_gap" not in summary["rejected_by_reason"]
+    readings = sqlite3.connect(tmp_path / "plant.db").execute(
+        "SELECT count(*) FROM readings WHERE node = 'cell-plc'").fetchone()[0]
+    assert readings >= 10  # two metrics a second, births included
 
 
 def test_invalid_plant_exits_2_with_the_field(tmp_path):

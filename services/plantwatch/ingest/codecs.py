@@ -16,7 +16,7 @@ from typing import Any, Callable
 import orjson
 
 FORMATS = ("esp32-json", "rpi-json", "sensor-event", "change-feed", "influx-line", "sparkplug-b")
-#: Formats this version's gateway decodes (sparkplug-b is declared in the CRD for the roadmap).
+#: Stateless formats: one message decodes on its own (sparkplug-b needs a session, see sparkplug.py).
 DECODABLE = ("esp32-json", "rpi-json", "sensor-event", "change-feed", "influx-line")
 
 
@@ -61,7 +61,7 @@ def default_field(fmt: str, sensor_type: str, sensor_name: str) -> str:
         return ESP32_FIELDS.get(sensor_type, sensor_name)
     if fmt in ("sensor-event", "change-feed"):
         return sensor_type
-    return sensor_name
+    return sensor_name  # influx-line field, Sparkplug metric name
 
 
 def _json_object(payload: bytes) -> dict[str, Any]:

@@ -20,7 +20,9 @@ import orjson
 
 from plantwatch import metrics
 from plantwatch.alerts.router import AlertRouter
-from plantwatch.ingest.validate import CompiledNode, Policy, Rejection, check_message
+from plantwatch.ingest import sparkplug
+from plantwatch.ingest.codecs import Sample
+from plantwatch.ingest.validate import CompiledNode, Policy, Rejection, check_message, check_sample
 from plantwatch.mqtt.client import Subscriber
 from plantwatch.plant.load import Plant
 from plantwatch.plant.model import duration_seconds
@@ -31,6 +33,32 @@ from plantwatch.store.sqlite import SqliteStore
 log = logging.getLogger(__name__)
 
 DEAD_LETTER_PREFIX = "plantwatch/dead-letter"
+#: At most one rebirth request per edge node in this many seconds (the births take a moment).
+REBIRTH_INTERVAL_S = 5.0
+
+
+def sparkplug_key(topic: str) -> tuple[str, str, str | None]:
+    """(group, edge node, device) of a Sparkplug SensorNode's data topic; ValueError if it is not one."""
+    try:
+        t = sparkplug.parse_topic(topic)
+    except sparkplug.SparkplugError as exc:
+        raise ValueError(exc.detail) from None
+    if t.message_type not in ("NDATA", "DDATA") or (t.message_type == "DDATA") != (t.device is not None):
+        raise ValueError(f"topic {topic!r}: a sparkplug-b node's topic is its data topic, "
+                         f"{sparkplug.NAMESPACE}/<group>/NDATA/<edge node> or .../DDATA/<edge node>/<device>")
+    return t.group, t.edge_node, t.device
+
+
+def check_plant(plant: Plant) -> list[str]:
+    """What the gateway cannot run in this plant (beyond the schema), as actionable messages."""
+    problems = []
+    for n in plant.nodes:
+        if n.spec.payload.format == "sparkplug-b":
+            try:
+                sparkplug_key(n.spec.payload.topic)
+            except ValueError as exc:
+                problems.append(f"SensorNode {n.name}: spec.payload.{exc}")
+    return problems
 
 
 def dead_letter(topic: str, payload: bytes, node: str | None, rejections: list[Rejection], now: float) -> bytes:
@@ -61,7 +89,11 @@ class Pipeline:
         self.router = router
         self.policy = policy
         self._publish = publish
-        self._nodes = {n.spec.payload.topic: CompiledNode.of(n) for n in plant.nodes}
+        compiled = [CompiledNode.of(n) for n in plant.nodes]
+        self._nodes = {c.topic: c for c in compiled if c.format != "sparkplug-b"}
+        self._sparkplug = {sparkplug_key(c.topic): c for c in compiled if c.format == "sparkplug-b"}
+        self._sessions: dict[tuple[str, str], sparkplug.EdgeNodeSession] = {}
+        self._rebirth_asked: dict[tuple[str, str], float] = {}
         self._silence = {n.name: duration_seconds(n.spec.heartbeat.interval) * n.spec.heartbeat.missed_beats for n in plant.nodes}
         self.engine = RuleEngine(plant, time.time() if now is None else now)
         self.last_seen: dict[str, float] = {}
@@ -77,21 +109,24 @@ class Pipeline:
         the plant's prefixes is a node misconfiguration worth a dead letter, not silence.
         Filters never overlap, so the broker delivers each message once.
         """
-        return sorted({t.split("/", 1)[0] + "/#" for t in self._nodes})
+        return sorted({c.topic.split("/", 1)[0] + "/#" for c in (*self._nodes.values(), *self._sparkplug.values())})
 
     def process(self, batch: list[tuple[str, bytes]], now: float) -> None:
         readings: list[Reading] = []
         alerts: list[AlertEvent] = []
         dead: list[tuple[float, str, str, str, bytes]] = []
-        letters: list[tuple[str, bytes]] = []
+        outbox: list[tuple[str, bytes]] = []  # dead letters and Sparkplug commands
         for topic, payload in batch:
             if topic.startswith(DEAD_LETTER_PREFIX):
                 continue  # our own dead letters, seen when a node topic shares their top level
-            node = self._nodes.get(topic)
-            if node is None:
-                accepted, rejections = [], [Rejection("unknown_node", f"no SensorNode publishes to topic {topic!r}")]
+            if topic.startswith(sparkplug.NAMESPACE + "/"):
+                node, accepted, rejections = self._sparkplug_message(topic, payload, now, outbox)
             else:
-                accepted, rejections = check_message(node, payload, now, self.policy)
+                node = self._nodes.get(topic)
+                if node is None:
+                    accepted, rejections = [], [Rejection("unknown_node", f"no SensorNode publishes to topic {topic!r}")]
+                else:
+                    accepted, rejections = check_message(node, payload, now, self.policy)
             for r in accepted:
                 alerts.extend(self.engine.on_reading(r))
                 if r.ts > self.last_seen.get(r.node, 0.0):
@@ -105,7 +140,7 @@ class Pipeline:
                     metrics.REJECTED.labels(rej.reason).inc()
                 detail = "; ".join(r.detail for r in rejections)
                 dead.append((now, topic, rejections[0].reason, detail, payload))
-                letters.append((f"{DEAD_LETTER_PREFIX}/{node.name if node else 'unknown'}",
+                outbox.append((f"{DEAD_LETTER_PREFIX}/{node.name if node else 'unknown'}",
                                 dead_letter(topic, payload, node.name if node else None, rejections, now)))
         self.messages += len(batch)
         stored = self.store.write(readings, alerts, dead)
@@ -114,8 +149,44 @@ class Pipeline:
         metrics.BATCH.observe(len(batch))
         self._route(alerts, now)
         if self._publish:
-            for topic, body in letters:
+            for topic, body in outbox:
                 self._publish(topic, body)
+
+    def _sparkplug_message(self, topic: str, payload: bytes, now: float, outbox: list[tuple[str, bytes]]
+                           ) -> tuple[CompiledNode | None, list[Reading], list[Rejection]]:
+        """Advance the edge node's session; request a rebirth (into `outbox`) when it lost messages."""
+        try:
+            t = sparkplug.parse_topic(topic)
+        except sparkplug.SparkplugError as exc:
+            return None, [], [Rejection(exc.reason, exc.detail)]
+        if t.message_type in ("NCMD", "DCMD", "STATE"):
+            return None, [], []  # commands and host state: ours or another host's, not readings
+        node = self._sparkplug.get((t.group, t.edge_node, t.device))
+        limit = node.max_bytes if node else 65536
+        if len(payload) > limit:
+            return node, [], [Rejection("oversized", f"{len(payload)} bytes; this node's payload.maxBytes is {limit}")]
+        try:
+            message = sparkplug.decode_payload(payload)
+        except sparkplug.SparkplugError as exc:
+            return node, [], [Rejection(exc.reason, exc.detail)]
+        session = self._sessions.setdefault((t.group, t.edge_node), sparkplug.EdgeNodeSession())
+        outcome = sparkplug.apply(session, t, message)
+        rejections = []
+        if outcome.rebirth:
+            key = (t.group, t.edge_node)
+            if now - self._rebirth_asked.get(key, -1e18) >= REBIRTH_INTERVAL_S:
+                self._rebirth_asked[key] = now
+                outbox.append(sparkplug.rebirth_request(t, int(now * 1000)))
+            rejections.append(Rejection("sequence_gap", f"{outcome.problem}; rebirth requested from {t.edge_node}"))
+        if not outcome.values:
+            return node, [], rejections
+        if node is None:
+            return None, [], [Rejection("unknown_node", f"no SensorNode is Sparkplug {t.group}/{t.edge_node}"
+                                                        + (f"/{t.device}" if t.device else ""))]
+        ts = outcome.timestamp_ms / 1000.0 if outcome.timestamp_ms is not None else None
+        readings: list[Reading] = []
+        check_sample(node, Sample(outcome.values, ts), now, self.policy, readings, rejections)
+        return node, readings, rejections
 
     def tick(self, now: float) -> None:
         """Clock-driven work: absence alerts, repeats, node online state."""

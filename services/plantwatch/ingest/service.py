@@ -12,7 +12,7 @@ import threading
 
 from plantwatch.alerts.router import AlertRouter
 from plantwatch.health import HealthServer
-from plantwatch.ingest.gateway import IngestService, Pipeline
+from plantwatch.ingest.gateway import IngestService, Pipeline, check_plant
 from plantwatch.mqtt.client import Publisher
 from plantwatch.plant.load import PlantError, load_plant
 from plantwatch.store.sqlite import SqliteStore
@@ -23,6 +23,10 @@ def serve(paths: list[str], broker_url: str, db: str, http_port: int) -> int:
         plant = load_plant(*paths)
     except PlantError as exc:
         print(f"plantwatch serve ingest: {exc}", file=sys.stderr)
+        return 2
+    problems = check_plant(plant)
+    if problems:
+        print("plantwatch serve ingest: " + "\n".join(problems), file=sys.stderr)
         return 2
     store = SqliteStore(db)
     dlq = Publisher(broker_url, client_id="plantwatch-gateway-dlq")

@@ -28,6 +28,7 @@ REASONS = (
     "device_mismatch",
     "no_known_sensor",
     "unsupported_format",
+    "sequence_gap",
 )
 
 
@@ -92,12 +93,13 @@ def check_message(node: CompiledNode, payload: bytes, now: float, policy: Policy
     readings: list[Reading] = []
     rejections: list[Rejection] = []
     for sample in samples:
-        _check_sample(node, sample, now, policy, readings, rejections)
+        check_sample(node, sample, now, policy, readings, rejections)
     return readings, rejections
 
 
-def _check_sample(node: CompiledNode, sample: Sample, now: float, policy: Policy,
-                  readings: list[Reading], rejections: list[Rejection]) -> None:
+def check_sample(node: CompiledNode, sample: Sample, now: float, policy: Policy,
+                 readings: list[Reading], rejections: list[Rejection]) -> None:
+    """Validate one decoded sample of `node`, appending to `readings` and `rejections`."""
     if sample.device_id is not None and sample.device_id != node.device_id:
         rejections.append(Rejection("device_mismatch", f"payload says device_id {sample.device_id!r} but topic {node.topic!r} belongs to {node.device_id!r}"))
         return

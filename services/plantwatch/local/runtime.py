@@ -19,8 +19,8 @@ from pathlib import Path
 from typing import TextIO
 
 from plantwatch.alerts.router import AlertRouter
-from plantwatch.ingest.codecs import DECODABLE, iso
-from plantwatch.ingest.gateway import IngestService, Pipeline
+from plantwatch.ingest.codecs import iso
+from plantwatch.ingest.gateway import IngestService, Pipeline, check_plant
 from plantwatch.health import HealthServer
 from plantwatch.mqtt.broker import Broker, start_broker
 from plantwatch.mqtt.client import Publisher
@@ -43,15 +43,6 @@ class UpOptions:
     out: TextIO = field(default=sys.stdout)
 
 
-def check_runnable(plant: Plant) -> list[str]:
-    """What the local runtime cannot do with this plant, as actionable messages."""
-    return [
-        f"SensorNode {n.name}: payload.format {n.spec.payload.format!r} is not decoded by this version's gateway "
-        f"(decodable: {', '.join(DECODABLE)})"
-        for n in plant.nodes if n.spec.payload.format not in DECODABLE
-    ]
-
-
 def up(opts: UpOptions) -> int:
     out = opts.out
     try:
@@ -59,7 +50,7 @@ def up(opts: UpOptions) -> int:
     except PlantError as exc:
         print(f"plantwatch up: {exc}", file=sys.stderr)
         return 2
-    problems = check_runnable(plant)
+    problems = check_plant(plant)
     if problems:
         print("plantwatch up: the plant cannot run locally:\n" + "\n".join(problems), file=sys.stderr)
         return 2

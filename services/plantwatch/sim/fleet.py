@@ -18,6 +18,7 @@ import threading
 import time
 from dataclasses import dataclass
 
+from plantwatch.ingest import sparkplug
 from plantwatch.ingest.codecs import default_field, encode
 from plantwatch.mqtt.client import Publisher
 from plantwatch.plant.load import Plant
@@ -67,6 +68,7 @@ class Fleet:
         self._thread = threading.Thread(target=self._run, name="simulator", daemon=True)
         self.sent = 0
         self.sent_bad = 0
+        self._seq: dict[str, int] = {}  # Sparkplug sequence numbers, per node
         self._overheat = next((n.name for n in plant.nodes for s in n.spec.sensors
                                if s.type == "temperature" and n.meta.labels.get("plantwatch.io/line")), None)
         self._silent = plant.nodes[-1].name if len(plant.nodes) > 1 else None
@@ -95,18 +97,48 @@ class Fleet:
             v = min(max(v, float(sensor.range.min)), float(sensor.range.max))
         return round(v, 2)
 
-    def messages(self, node: SensorNode, elapsed: float, now: float) -> list[bytes]:
-        """The node's message(s) for one heartbeat: one per sensor for single-value formats."""
+    def messages(self, node: SensorNode, elapsed: float, now: float) -> list[tuple[str, bytes]]:
+        """The node's (topic, message)s for one heartbeat: one per sensor for single-value formats."""
         fmt = node.spec.payload.format
+        topic = node.spec.payload.topic
         values = {s.field or default_field(fmt, s.type, s.name): self.value(node, s, elapsed) for s in node.spec.sensors}
+        if fmt == "sparkplug-b":
+            return self._sparkplug(node, values, now)
         if fmt == "sensor-event":
-            return [encode(fmt, device_id(node), now, {k: v}) for k, v in values.items()]
-        return [encode(fmt, device_id(node), now, values)]
+            return [(topic, encode(fmt, device_id(node), now, {k: v})) for k, v in values.items()]
+        return [(topic, encode(fmt, device_id(node), now, values))]
+
+    def _sparkplug(self, node: SensorNode, values: dict[str, float], now: float) -> list[tuple[str, bytes]]:
+        """Births (metric names with aliases) on the first heartbeat, then data by alias, seq +1 each."""
+        data = sparkplug.parse_topic(node.spec.payload.topic)
+        ms = int(now * 1000)
+        out = []
+
+        def send(kind: str, device: str | None, metrics: tuple[sparkplug.Metric, ...]) -> None:
+            seq = self._seq.get(node.name, -1) + 1
+            self._seq[node.name] = seq % 256
+            t = sparkplug.Topic(data.group, kind, data.edge_node, device)
+            out.append((sparkplug.topic(t), sparkplug.encode_payload(sparkplug.Payload(ms, seq % 256, metrics))))
+
+        aliases = {name: i + 1 for i, name in enumerate(values)}
+        if node.name not in self._seq:
+            send("NBIRTH", None, () if data.device else self._metrics(values, aliases, named=True))
+            if data.device:
+                send("DBIRTH", data.device, self._metrics(values, aliases, named=True))
+            return out
+        send(data.message_type, data.device, self._metrics(values, aliases, named=False))
+        return out
+
+    @staticmethod
+    def _metrics(values: dict[str, float], aliases: dict[str, int], named: bool) -> tuple[sparkplug.Metric, ...]:
+        return tuple(sparkplug.Metric(name if named else None, aliases[name], None, sparkplug.DOUBLE, v)
+                     for name, v in values.items())
 
     def bad_message(self, now: float) -> tuple[str, bytes]:
         """One of the ways real nodes get it wrong, in turn."""
-        node = self.plant.nodes[self.sent_bad % len(self.plant.nodes)]
-        kind = self.sent_bad % 5
+        candidates = [n for n in self.plant.nodes if n.spec.payload.format != "sparkplug-b"]
+        node = candidates[self.sent_bad % len(candidates)] if candidates else self.plant.nodes[0]
+        kind = self.sent_bad % 5 if candidates else 4
         topic = node.spec.payload.topic
         fmt = node.spec.payload.format
         s = node.spec.sensors[0]
@@ -137,8 +169,8 @@ class Fleet:
                 due[node.name] = now + intervals[node.name]
                 if node.name == self._silent and elapsed >= sc.silent_after_s:
                     continue
-                for payload in self.messages(node, elapsed, now):
-                    self._publisher.publish(node.spec.payload.topic, payload)
+                for topic, payload in self.messages(node, elapsed, now):
+                    self._publisher.publish(topic, payload)
                     self.sent += 1
             if now >= next_bad:
                 topic, payload = self.bad_message(now)

@@ -61,12 +61,13 @@ class RingBuffer {
 };
 
 // Sends buffered items oldest first with `send(item) -> bool`, removing each one only once
-// it was sent; stops at the first failure so the rest are retried later, still in order.
+// it was sent; stops at the first failure so the rest are retried later, still in order,
+// and after `limit` items so a long backlog drains across several passes of the main loop.
 // Returns how many were sent.
 template <typename T, std::size_t Capacity, typename Send>
-std::size_t replay(RingBuffer<T, Capacity>& buffer, Send&& send) {
+std::size_t replay(RingBuffer<T, Capacity>& buffer, Send&& send, std::size_t limit = SIZE_MAX) {
   std::size_t sent = 0;
-  while (!buffer.empty()) {
+  while (sent < limit && !buffer.empty()) {
     if (!send(buffer.front())) break;
     buffer.drop_front();
     ++sent;
