@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 from importlib import resources
 
+from plantwatch.logs import configure as configure_logging
 from plantwatch.plant.load import PlantError, load_plant
 
 
@@ -86,6 +86,8 @@ def _operator(args: argparse.Namespace) -> int:
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="plantwatch", description="Monitor a factory's sensor nodes: one machine or Kubernetes.")
     p.add_argument("--log-level", default="WARNING", help="Python log level (default WARNING)")
+    p.add_argument("--log-format", choices=("text", "json"), default="text",
+                   help="text for people, json (one object per line) for log shippers")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     up = sub.add_parser("up", help="run a plant on this machine (broker, pipeline, store, rules, alerts)")
@@ -138,7 +140,7 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging(args.log_level, args.log_format)
     return args.func(args)
 
 

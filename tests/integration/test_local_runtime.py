@@ -69,6 +69,7 @@ def test_dead_letters_carry_the_payload_and_reason(tmp_path):
         sub.loop_stop()
         broker.stop()
     assert len(letters) == summary["rejected"] > 0
+    assert len({l["correlation_id"] for l in letters}) == len(letters)
     malformed = next(l for l in letters if l["reason"] == "malformed")
     assert malformed["payload"].startswith('{"device_id"') and malformed["node"] == "esp32-press-01"
     assert "not valid JSON" in malformed["rejections"][0]["detail"]

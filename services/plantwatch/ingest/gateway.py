@@ -13,6 +13,7 @@ import logging
 import queue
 import threading
 import time
+import uuid
 from collections import Counter
 from typing import Callable
 
@@ -61,13 +62,15 @@ def check_plant(plant: Plant) -> list[str]:
     return problems
 
 
-def dead_letter(topic: str, payload: bytes, node: str | None, rejections: list[Rejection], now: float) -> bytes:
+def dead_letter(topic: str, payload: bytes, node: str | None, rejections: list[Rejection], now: float,
+                correlation_id: str) -> bytes:
     """The DLQ message: the original payload, verbatim, with every reason."""
     try:
         body, encoding = payload.decode("utf-8"), "utf-8"
     except UnicodeDecodeError:
         body, encoding = base64.b64encode(payload).decode(), "base64"
     return orjson.dumps({
+        "correlation_id": correlation_id,
         "reason": rejections[0].reason,
         "rejections": [{"reason": r.reason, "detail": r.detail, "field": r.field} for r in rejections],
         "topic": topic,
@@ -139,9 +142,13 @@ class Pipeline:
                     self.rejected[rej.reason] += 1
                     metrics.REJECTED.labels(rej.reason).inc()
                 detail = "; ".join(r.detail for r in rejections)
+                node_name = node.name if node else None
+                correlation_id = uuid.uuid4().hex[:16]
+                log.info("rejected: %s", detail, extra={"correlation_id": correlation_id, "node": node_name,
+                                                        "topic": topic, "reason": rejections[0].reason})
                 dead.append((now, topic, rejections[0].reason, detail, payload))
-                outbox.append((f"{DEAD_LETTER_PREFIX}/{node.name if node else 'unknown'}",
-                                dead_letter(topic, payload, node.name if node else None, rejections, now)))
+                outbox.append((f"{DEAD_LETTER_PREFIX}/{node_name or 'unknown'}",
+                               dead_letter(topic, payload, node_name, rejections, now, correlation_id)))
         self.messages += len(batch)
         stored = self.store.write(readings, alerts, dead)
         self.readings_stored += stored

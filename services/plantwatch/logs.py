@@ -1,0 +1,60 @@
+"""Logging: structured JSON lines (for log shippers) or text (for people), secrets masked."""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import sys
+from datetime import datetime, timezone
+
+_SECRET_KEYS = re.compile(r"(password|passwd|token|secret|api[_-]?key)", re.IGNORECASE)
+_URL_CREDENTIALS = re.compile(r"(?P<scheme>[a-z][a-z0-9+.-]*://)(?P<user>[^:/@\s]+):(?P<password>[^@/\s]+)@", re.IGNORECASE)
+_KEY_VALUE = re.compile(r"(?P<key>\b\w*(?:password|passwd|token|secret|api[_-]?key)\w*\b)(?P<sep>\s*[=:]\s*)(?P<value>[^\s,;]+)",
+                        re.IGNORECASE)
+#: LogRecord attributes that are not user-supplied `extra` fields.
+_STANDARD = set(vars(logging.makeLogRecord({}))) | {"message", "asctime"}
+
+
+def mask(text: str) -> str:
+    """Hide credentials in URLs (`mqtt://user:***@host`) and `password=...`-style pairs."""
+    text = _URL_CREDENTIALS.sub(lambda m: f"{m['scheme']}{m['user']}:***@", text)
+    return _KEY_VALUE.sub(lambda m: f"{m['key']}{m['sep']}***", text)
+
+
+def _mask_value(key: str, value: object) -> object:
+    if _SECRET_KEYS.search(key):
+        return "***"
+    return mask(value) if isinstance(value, str) else value
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: time, level, logger, message, and every `extra` field."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry = {
+            "time": datetime.fromtimestamp(record.created, timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "message": mask(record.getMessage()),
+        }
+        for key, value in vars(record).items():
+            if key not in _STANDARD and not key.startswith("_"):
+                entry[key] = _mask_value(key, value)
+        if record.exc_info:
+            entry["exception"] = mask(self.formatException(record.exc_info))
+        return json.dumps(entry, default=str)
+
+
+class TextFormatter(logging.Formatter):
+    def __init__(self) -> None:
+        super().__init__("%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+    def format(self, record: logging.LogRecord) -> str:
+        return mask(super().format(record))
+
+
+def configure(level: str = "WARNING", fmt: str = "text") -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
+    logging.basicConfig(level=level.upper(), handlers=[handler], force=True)

@@ -1,0 +1,30 @@
+"""Structured logs: one JSON object per line, extra fields kept, secrets never written."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+from plantwatch.logs import JsonFormatter, mask
+
+
+def record(msg: str, **extra) -> logging.LogRecord:
+    r = logging.makeLogRecord({"name": "plantwatch.ingest", "levelno": logging.WARNING, "levelname": "WARNING", "msg": msg})
+    for k, v in extra.items():
+        setattr(r, k, v)
+    return r
+
+
+def test_json_lines_carry_extra_fields_and_mask_secrets():
+    line = JsonFormatter().format(record("connecting to mqtt://gw:s3cret@broker:1883", correlation_id="c-42",
+                                         node="esp32-press-01", mqtt_password="hunter2"))
+    entry = json.loads(line)
+    assert entry["level"] == "warning" and entry["logger"] == "plantwatch.ingest"
+    assert entry["message"] == "connecting to mqtt://gw:***@broker:1883"
+    assert entry["correlation_id"] == "c-42" and entry["node"] == "esp32-press-01"
+    assert entry["mqtt_password"] == "***"
+    assert "s3cret" not in line and "hunter2" not in line
+
+
+def test_mask_key_value_pairs():
+    assert mask("password=abc token: xyz user=bob") == "password=*** token: *** user=bob"
