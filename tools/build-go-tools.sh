@@ -35,8 +35,6 @@ build() {
   echo "go tools: building $module (${binaries[$module]})"
   out=$(mktemp -d "$bin/.build-$module.XXXX")
   if ! (cd "$dir" && go build -trimpath -ldflags='-s -w' -o "$out/" ${packages[$module]}) >"$logs/$module.log" 2>&1; then
-    echo "go tools: building $module FAILED; log $logs/$module.log:" >&2
-    tail -30 "$logs/$module.log" >&2
     rm -rf "$out"
     return 1
   fi
@@ -48,10 +46,20 @@ build() {
   echo "go tools: built $module"
 }
 
-pids=()
+declare -A pids=()
 for module in cluster kwok helm; do
-  build "$module" & pids+=($!)
+  build "$module" & pids[$module]=$!
 done
-status=0
-for pid in "${pids[@]}"; do wait "$pid" || status=1; done
-exit $status
+# Failures are reported once all builds are done, so that their logs do not interleave.
+failed=()
+for module in "${!pids[@]}"; do
+  if ! wait "${pids[$module]}"; then
+    failed+=("$module")
+    echo "go tools: building $module FAILED; the end of $logs/$module.log:" >&2
+    tail -30 "$logs/$module.log" >&2
+  fi
+done
+if [ ${#failed[@]} -gt 0 ]; then
+  echo "go tools: FAILED to build: ${failed[*]}" >&2
+  exit 1
+fi

@@ -39,7 +39,7 @@ def _crds(args: argparse.Namespace) -> int:
 def _serve_ingest(args: argparse.Namespace) -> int:
     from plantwatch.ingest.service import serve
 
-    return serve(args.file, args.broker, args.db, args.http_port)
+    return serve(args.file, args.broker, args.db, args.http_port, args.client_id)
 
 
 def _serve_inference(args: argparse.Namespace) -> int:
@@ -117,6 +117,8 @@ def parser() -> argparse.ArgumentParser:
     ingest.add_argument("--broker", required=True, metavar="URL", help="MQTT broker, mqtt://host:port")
     ingest.add_argument("--db", default="/var/lib/plantwatch/plant.db", help="SQLite file of the embedded store")
     ingest.add_argument("--http-port", type=int, default=8080, help="port of /metrics /healthz /readyz")
+    ingest.add_argument("--client-id", default="plantwatch-gateway",
+                        help="MQTT client id of the persistent session (the broker keeps unacknowledged messages for it)")
     ingest.set_defaults(func=_serve_ingest)
 
     inf = serve_sub.add_parser("inference", help="serve a DetectorModel over the Open Inference Protocol (HTTP)")

@@ -45,6 +45,19 @@ def cluster(request: pytest.FixtureRequest) -> Iterator[Cluster]:
         plane.stop(keep_logs=request.session.testsfailed > 0)
 
 
+@pytest.fixture(scope="session")
+def edge_cluster(cluster: Cluster) -> Cluster:
+    """The cluster, when its nodes are the plant's edge (labelled as edge/k3s/nodes.yaml says).
+
+    Always so for the control plane started here; an existing cluster (kind, say) without
+    those labels cannot show edge placement, so the tests that need it say so and skip.
+    """
+    labelled = cluster.kubectl("get", "nodes", "-l", "plantwatch.io/hardware", "-o", "name").stdout.split()
+    if not labelled:
+        pytest.skip("no node labelled plantwatch.io/hardware: label the cluster's nodes as edge/k3s/nodes.yaml says")
+    return cluster
+
+
 @pytest.fixture
 def namespace(cluster: Cluster) -> Iterator[str]:
     """A fresh namespace, usable once its default ServiceAccount exists; deleted afterwards

@@ -18,7 +18,8 @@ def is_ready(obj: dict) -> bool:
     return any(c["type"] == "Ready" and c["status"] == "True" for c in obj["status"].get("conditions", []))
 
 
-def test_edge_nodes_are_ready_with_their_labels(cluster):
+def test_edge_nodes_are_ready_with_their_labels(edge_cluster):
+    cluster = edge_cluster
     nodes = {n["metadata"]["name"]: n for n in get(cluster, "nodes")["items"]}
     expected = {"jetson-01": JETSON, "rpi-01": PI, "rpi-02": PI, "rpi-03": PI}
     for name, labels in expected.items():
@@ -28,7 +29,8 @@ def test_edge_nodes_are_ready_with_their_labels(cluster):
     assert "nvidia.com/gpu" not in nodes["rpi-01"]["status"]["allocatable"]
 
 
-def test_a_deployment_runs_on_the_pis(cluster, namespace):
+def test_a_deployment_runs_on_the_pis(edge_cluster, namespace):
+    cluster = edge_cluster
     cluster.kubectl("apply", "-n", namespace, "-f", "-", input=json.dumps({
         "apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "pi-work"},
         "spec": {"replicas": 3, "selector": {"matchLabels": {"app": "pi-work"}},
@@ -42,7 +44,8 @@ def test_a_deployment_runs_on_the_pis(cluster, namespace):
     assert {p["spec"]["nodeName"] for p in pods} <= {"rpi-01", "rpi-02", "rpi-03"}
 
 
-def test_a_gpu_pod_lands_on_the_jetson(cluster, namespace):
+def test_a_gpu_pod_lands_on_the_jetson(edge_cluster, namespace):
+    cluster = edge_cluster
     cluster.kubectl("apply", "-n", namespace, "-f", "-", input=json.dumps({
         "apiVersion": "v1", "kind": "Pod", "metadata": {"name": "gpu-work"},
         "spec": {"containers": [{"name": "pause", "image": PAUSE,

@@ -172,7 +172,7 @@ def test_changing_a_sensor_node_rolls_the_gateway(cluster, plant):
 def test_gpu_detector_runs_on_the_jetson_and_deleting_it_removes_its_children(cluster, operator, namespace):
     gpu_nodes = get(cluster, "nodes", "-l", "plantwatch.io/accelerator=nvidia")["items"]
     if not gpu_nodes:
-        pytest.skip("this cluster has no node labelled plantwatch.io/accelerator=nvidia (edge/k3s/nodes/jetson-01.yaml)")
+        pytest.skip("this cluster has no node labelled plantwatch.io/accelerator=nvidia (see edge/k3s/nodes.yaml)")
     detector = yaml.safe_load((EXAMPLE_PLANT / "detectors.yaml").read_text())
     gpu = copy.deepcopy(detector)
     gpu["metadata"]["name"] = "spindle-wear"

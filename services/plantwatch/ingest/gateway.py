@@ -24,7 +24,7 @@ from plantwatch.alerts.router import AlertRouter
 from plantwatch.ingest import sparkplug
 from plantwatch.ingest.codecs import Sample
 from plantwatch.ingest.validate import CompiledNode, Policy, Rejection, check_message, check_sample
-from plantwatch.mqtt.client import Subscriber
+from plantwatch.mqtt.client import Message, Subscriber
 from plantwatch.plant.load import Plant
 from plantwatch.plant.model import duration_seconds
 from plantwatch.readings import AlertEvent, Reading
@@ -217,9 +217,10 @@ class Pipeline:
 class IngestService:
     """Runs a Pipeline on its own thread, fed by an MQTT subscription to every node topic."""
 
-    def __init__(self, pipeline: Pipeline, broker_url: str, max_batch: int = 5000, tick_s: float = 0.5):
+    def __init__(self, pipeline: Pipeline, broker_url: str, client_id: str | None = None,
+                 max_batch: int = 5000, tick_s: float = 0.5):
         self.pipeline = pipeline
-        self.subscriber = Subscriber(broker_url, pipeline.subscriptions)
+        self.subscriber = Subscriber(broker_url, pipeline.subscriptions, client_id)
         self._max_batch = max_batch
         self._tick_s = tick_s
         self._stop = threading.Event()
@@ -246,7 +247,8 @@ class IngestService:
                 batch = self._drain(q)
                 now = time.time()
                 if batch:
-                    self.pipeline.process(batch, now)
+                    self.pipeline.process([(m.topic, m.payload) for m in batch], now)
+                    self.subscriber.ack(batch)  # only now: the batch is committed to the store
                 if now >= next_tick:
                     self.pipeline.tick(now)
                     next_tick = now + self._tick_s
@@ -257,7 +259,7 @@ class IngestService:
             log.exception("pipeline stopped")
             self.error = exc
 
-    def _drain(self, q: queue.Queue[tuple[str, bytes]]) -> list[tuple[str, bytes]]:
+    def _drain(self, q: queue.Queue[Message]) -> list[Message]:
         try:
             batch = [q.get(timeout=0.1)]
         except queue.Empty:

@@ -53,17 +53,26 @@ class Broker:
         self._stop()
 
 
-def start_mosquitto(port: int | None = None, workdir: str | Path | None = None) -> Broker:
-    """Run the mosquitto binary with a loopback-only, anonymous, in-memory config."""
+def start_mosquitto(port: int | None = None, workdir: str | Path | None = None, data_dir: str | Path | None = None) -> Broker:
+    """Run the mosquitto binary with a loopback-only, anonymous config.
+
+    In memory by default; with `data_dir`, sessions and queued messages persist there,
+    so a broker restarted on the same folder keeps what subscribers have not yet taken.
+    """
     binary = shutil.which("mosquitto") or ("/usr/sbin/mosquitto" if Path("/usr/sbin/mosquitto").exists() else None)
     if binary is None:
         raise FileNotFoundError("mosquitto is not installed (apt-get install mosquitto)")
     port = port or free_port()
     tmp = tempfile.TemporaryDirectory(prefix="plantwatch-mosquitto-", dir=workdir)
     conf = Path(tmp.name) / "mosquitto.conf"
+    persistence = (f"persistence true\npersistence_location {Path(data_dir).resolve()}/\nautosave_interval 1\n"
+                   if data_dir else "persistence false\n")
     conf.write_text(
-        f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n"
-        "max_queued_messages 100000\nlog_dest stderr\nlog_type error\nlog_type warning\n"
+        f"listener {port} 127.0.0.1\nallow_anonymous true\n{persistence}"
+        # Room for a gateway's backlog while it restarts, and a wide window of unacknowledged
+        # messages: the gateway acknowledges a whole batch once it is stored.
+        "max_queued_messages 1000000\nmax_inflight_messages 10000\n"
+        "log_dest stderr\nlog_type error\nlog_type warning\n"
     )
     log = open(Path(tmp.name) / "mosquitto.log", "wb")
     proc = subprocess.Popen([binary, "-c", str(conf)], stdout=log, stderr=subprocess.STDOUT)

@@ -1,6 +1,10 @@
 """The only paho-mqtt user: a subscriber that hands messages to a queue, and a publisher.
 
 paho's network thread does nothing but enqueue; the pipeline works on its own thread.
+Delivery is at-least-once end to end: messages arrive with QoS 1 on a persistent
+session and are acknowledged only after the pipeline has persisted them (`ack`), so a
+gateway killed mid-stream gets the unacknowledged ones again from the broker; the store
+is keyed so that the redelivery stores nothing twice.
 """
 
 from __future__ import annotations
@@ -29,8 +33,8 @@ class Endpoint:
         return cls(u.hostname or "127.0.0.1", u.port or 1883, u.username, u.password)
 
 
-def _client(endpoint: Endpoint, client_id: str, clean: bool = True) -> mqtt.Client:
-    c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=clean)
+def _client(endpoint: Endpoint, client_id: str, clean: bool = True, manual_ack: bool = False) -> mqtt.Client:
+    c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=clean, manual_ack=manual_ack)
     if endpoint.username:
         c.username_pw_set(endpoint.username, endpoint.password)
     c.max_queued_messages_set(0)
@@ -39,14 +43,28 @@ def _client(endpoint: Endpoint, client_id: str, clean: bool = True) -> mqtt.Clie
     return c
 
 
+@dataclass(frozen=True, slots=True)
+class Message:
+    topic: str
+    payload: bytes
+    mid: int
+    qos: int
+
+
 class Subscriber:
-    """Subscribes to topics with QoS 1 and puts (topic, payload) on `messages`."""
+    """Subscribes to topics with QoS 1 and puts each Message on `messages`; `ack` after persisting.
+
+    With a `client_id` the session is persistent: the broker keeps what arrives while
+    the subscriber is away and redelivers what it never acknowledged. Without one the
+    session is clean (a throwaway id), for tools and tests.
+    """
 
     def __init__(self, url: str, topics: list[str], client_id: str | None = None, maxsize: int = 100_000):
-        self.messages: queue.Queue[tuple[str, bytes]] = queue.Queue(maxsize)
+        self.messages: queue.Queue[Message] = queue.Queue(maxsize)
         self._topics = topics
         self._connected = threading.Event()
-        self._client = _client(Endpoint.parse(url), client_id or f"plantwatch-{uuid.uuid4().hex[:8]}")
+        self._client = _client(Endpoint.parse(url), client_id or f"plantwatch-{uuid.uuid4().hex[:8]}",
+                               clean=client_id is None, manual_ack=True)
         self._client.on_connect = self._on_connect
         self._client.on_message = self._on_message
         self._endpoint = Endpoint.parse(url)
@@ -57,7 +75,13 @@ class Subscriber:
             self._connected.set()
 
     def _on_message(self, client, userdata, msg) -> None:
-        self.messages.put((msg.topic, msg.payload))
+        self.messages.put(Message(msg.topic, msg.payload, msg.mid, msg.qos))
+
+    def ack(self, messages: list[Message]) -> None:
+        """Acknowledge messages the pipeline has persisted (QoS 0 needs none)."""
+        for m in messages:
+            if m.qos > 0:
+                self._client.ack(m.mid, m.qos)
 
     def start(self, timeout: float | None = 10.0) -> None:
         """Connect in the background (retrying until the broker answers); wait up to `timeout`.
