@@ -112,6 +112,23 @@ def _fields(buf: bytes):
         yield number, wire, value
 
 
+#: The wire type each field number must have (Payload fields 1-3, Metric fields 1-16).
+_PAYLOAD_WIRE = {1: 0, 2: 2, 3: 0, 4: 2, 5: 2}
+_METRIC_WIRE = {1: 2, 2: 0, 3: 0, 4: 0, 5: 0, 6: 0, 7: 0, 8: 2, 9: 2, 10: 0, 11: 0, 12: 5, 13: 1, 14: 0, 15: 2, 16: 2,
+                17: 2, 18: 2, 19: 2}
+
+
+def _typed_fields(buf: bytes, wires: dict[int, int], what: str):
+    """Fields whose wire type matches the schema; a mismatch is a malformed message, not a crash."""
+    for number, wire, value in _fields(buf):
+        expected = wires.get(number)
+        if expected is None:
+            continue  # unknown fields are skipped, as protobuf readers do
+        if wire != expected:
+            raise SparkplugError("malformed", f"{what} field {number} has wire type {wire}, expected {expected}")
+        yield number, value
+
+
 def _signed(value: int, datatype: int | None) -> int:
     bits = {INT8: 32, INT16: 32, INT32: 32, INT64: 64}.get(datatype or 0)
     if bits and value >= 1 << (bits - 1):
@@ -122,7 +139,7 @@ def _signed(value: int, datatype: int | None) -> int:
 def _metric(buf: bytes) -> Metric:
     name = alias = ts = datatype = value = None
     is_null = False
-    for number, _wire, raw in _fields(buf):
+    for number, raw in _typed_fields(buf, _METRIC_WIRE, "metric"):
         if number == 1:
             name = raw.decode("utf-8", "replace")
         elif number == 2:
@@ -151,7 +168,7 @@ def _metric(buf: bytes) -> Metric:
 def decode_payload(buf: bytes) -> Payload:
     ts = seq = None
     metrics = []
-    for number, _wire, raw in _fields(buf):
+    for number, raw in _typed_fields(buf, _PAYLOAD_WIRE, "payload"):
         if number == 1:
             ts = raw
         elif number == 2:
