@@ -16,7 +16,7 @@ def _up(args: argparse.Namespace) -> int:
     return up(UpOptions(
         paths=args.file, simulate=args.simulate, duration=args.duration, summary_json=args.summary_json,
         broker_url=args.broker, broker_kind=args.broker_kind, db=args.db, http_port=args.http_port,
-        status_every=args.status_every,
+        status_every=args.status_every, window_s=args.window_seconds,
     ))
 
 
@@ -101,6 +101,7 @@ def parser() -> argparse.ArgumentParser:
     up.add_argument("--db", metavar="FILE", help="SQLite file for the embedded store (default: a temporary file)")
     up.add_argument("--http-port", type=int, default=9464, help="port of /metrics /healthz /readyz (0: any free port)")
     up.add_argument("--status-every", type=float, default=5.0, help="seconds between console status lines")
+    up.add_argument("--window-seconds", type=float, default=60.0, help="width of the tumbling-window summaries")
     up.set_defaults(func=_up)
 
     val = sub.add_parser("validate", help="check plant YAML against the CRD schemas (as the API server would)")

@@ -29,6 +29,7 @@ from plantwatch.plant.load import Plant
 from plantwatch.plant.model import duration_seconds
 from plantwatch.readings import AlertEvent, Reading
 from plantwatch.rules.engine import RuleEngine
+from plantwatch.rules.windows import window_start
 from plantwatch.store.sqlite import SqliteStore
 
 log = logging.getLogger(__name__)
@@ -86,7 +87,7 @@ class Pipeline:
 
     def __init__(self, plant: Plant, store: SqliteStore, router: AlertRouter,
                  publish: Callable[[str, bytes], None] | None = None, policy: Policy = Policy(),
-                 now: float | None = None):
+                 now: float | None = None, window_s: float = 60.0, window_grace_s: float = 5.0):
         self.plant = plant
         self.store = store
         self.router = router
@@ -100,6 +101,10 @@ class Pipeline:
         self._silence = {n.name: duration_seconds(n.spec.heartbeat.interval) * n.spec.heartbeat.missed_beats for n in plant.nodes}
         self.engine = RuleEngine(plant, time.time() if now is None else now)
         self.last_seen: dict[str, float] = {}
+        self.window_s = window_s
+        self._window_grace_s = window_grace_s
+        #: Windows that received readings since they were last summarized: (node, sensor, start).
+        self._dirty_windows: set[tuple[str, str, float]] = set()
         self.messages = 0
         self.readings_stored = 0
         self.rejected: Counter[str] = Counter()
@@ -132,6 +137,7 @@ class Pipeline:
                     accepted, rejections = check_message(node, payload, now, self.policy)
             for r in accepted:
                 alerts.extend(self.engine.on_reading(r))
+                self._dirty_windows.add((r.node, r.sensor, window_start(r.ts, self.window_s)))
                 if r.ts > self.last_seen.get(r.node, 0.0):
                     self.last_seen[r.node] = r.ts
             readings.extend(accepted)
@@ -196,7 +202,11 @@ class Pipeline:
         return node, readings, rejections
 
     def tick(self, now: float) -> None:
-        """Clock-driven work: absence alerts, repeats, node online state."""
+        """Clock-driven work: window summaries, absence alerts, repeats, node online state."""
+        closed = {w for w in self._dirty_windows if w[2] + self.window_s + self._window_grace_s <= now}
+        if closed:
+            self.store.summarize((node, sensor, start, self.window_s) for node, sensor, start in sorted(closed))
+            self._dirty_windows -= closed
         events = self.engine.tick(now)
         if events:
             self.store.write(alerts=events)
@@ -204,6 +214,11 @@ class Pipeline:
         self.router.repeat_due(now)
         for node, silence in self._silence.items():
             metrics.NODE_ONLINE.labels(node).set(1 if now - self.last_seen.get(node, -1e18) <= silence else 0)
+
+    def close_windows(self) -> None:
+        """Summarize every window that has readings, open or not (at shutdown)."""
+        self.store.summarize((node, sensor, start, self.window_s) for node, sensor, start in sorted(self._dirty_windows))
+        self._dirty_windows.clear()
 
     def online(self, now: float) -> dict[str, bool]:
         return {node: now - self.last_seen.get(node, -1e18) <= s for node, s in self._silence.items()}

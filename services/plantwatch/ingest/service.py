@@ -41,6 +41,7 @@ def serve(paths: list[str], broker_url: str, db: str, http_port: int, client_id:
     while not stop.is_set() and service.alive:
         stop.wait(1.0)
     service.stop()
+    service.pipeline.close_windows()
     dlq.stop()
     health.stop()
     store.close()

@@ -40,6 +40,7 @@ class UpOptions:
     db: str | None = None
     http_port: int = 9464
     status_every: float = 5.0
+    window_s: float = 60.0
     out: TextIO = field(default=sys.stdout)
 
 
@@ -67,7 +68,7 @@ def up(opts: UpOptions) -> int:
     router = AlertRouter(plant, out=out)
     dlq = Publisher(url, client_id="plantwatch-dlq")
     dlq.start()
-    pipeline = Pipeline(plant, store, router, publish=dlq.publish)
+    pipeline = Pipeline(plant, store, router, publish=dlq.publish, window_s=opts.window_s)
     service = IngestService(pipeline, url)
     service.start()
     health = HealthServer(opts.http_port, healthy=lambda: service.alive, ready=lambda: service.ready)
@@ -98,6 +99,7 @@ def up(opts: UpOptions) -> int:
             fleet.stop()
         _wait_caught_up(service, pipeline, expected=None if fleet is None else fleet.sent + fleet.sent_bad)
         service.stop()
+        pipeline.close_windows()
         dlq.stop()
         health.stop()
         if broker:
@@ -154,6 +156,7 @@ def _summary(plant: Plant, pipeline: Pipeline, router: AlertRouter, store: Sqlit
         "alerts_suppressed": router.suppressed,
         "alerts_firing": sorted(router.active),
         "dead_letters": store.count("dead_letters"),
+        "window_summaries": store.count("summaries"),
         "nodes": {
             n.name: {"online": online[n.name], "last_seen": iso(pipeline.last_seen[n.name]) if n.name in pipeline.last_seen else None}
             for n in plant.nodes

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Iterable
 
 from plantwatch.readings import AlertEvent, Reading
+from plantwatch.rules.windows import Summary, summarize
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS readings (
@@ -36,6 +37,18 @@ CREATE TABLE IF NOT EXISTS alert_events (
     summary     TEXT NOT NULL,
     UNIQUE (fingerprint, state, ts)
 );
+CREATE TABLE IF NOT EXISTS summaries (
+    node   TEXT NOT NULL,
+    sensor TEXT NOT NULL,
+    width  REAL NOT NULL,
+    start  REAL NOT NULL,
+    count  INTEGER NOT NULL,
+    min    REAL NOT NULL,
+    max    REAL NOT NULL,
+    mean   REAL NOT NULL,
+    p95    REAL NOT NULL,
+    PRIMARY KEY (node, sensor, width, start)
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS dead_letters (
     id       INTEGER PRIMARY KEY,
     received REAL NOT NULL,
@@ -89,8 +102,32 @@ class SqliteStore:
                 raise
         return stored
 
+    def summarize(self, windows: Iterable[tuple[str, str, float, float]]) -> list[Summary]:
+        """(Re)compute the summaries of (node, sensor, start, width) windows from the stored readings."""
+        with self._lock:
+            db = self._db
+            out = []
+            db.execute("BEGIN")
+            try:
+                for node, sensor, start, width in windows:
+                    values = [v for (v,) in db.execute(
+                        "SELECT value FROM readings WHERE node = ? AND sensor = ? AND ts >= ? AND ts < ?",
+                        (node, sensor, start, start + width))]
+                    summary = summarize(node, sensor, start, width, values)
+                    if summary is None:
+                        continue
+                    db.execute("INSERT OR REPLACE INTO summaries (node, sensor, width, start, count, min, max, mean, p95)"
+                               " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                               (node, sensor, width, start, summary.count, summary.min, summary.max, summary.mean, summary.p95))
+                    out.append(summary)
+                db.execute("COMMIT")
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+        return out
+
     def count(self, table: str) -> int:
-        if table not in ("readings", "alert_events", "dead_letters"):
+        if table not in ("readings", "alert_events", "dead_letters", "summaries"):
             raise ValueError(f"unknown table {table!r}")
         with self._lock:
             return self._db.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
