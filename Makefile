@@ -65,5 +65,9 @@ test-python: python-deps
 test-e2e: python-deps tools
 	$(PY) -m pytest -q tests/e2e
 
+# Benchmarks: ratios against a baseline measured in the same run (see bench/*.py).
+bench: python-deps debian-deps
+	$(PY) bench/ingest.py
+
 clean:
 	rm -rf $(CACHE)/firmware-build $(CACHE)/venv.stamp

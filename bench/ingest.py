@@ -1,0 +1,177 @@
+"""Ingest benchmark: our gateway against mosquitto_sub on the same stream, in one run.
+
+    python bench/ingest.py [--messages 50000] [--out bench/results/ingest.json]
+
+1. Drain rate. N seed ESP32 messages (flat JSON, four readings each)
+   are queued by a real mosquitto for a persistent session while its subscriber is
+   away; then the subscriber connects and the clock runs until it has everything.
+   Baseline: `mosquitto_sub` writing to /dev/null. Ours: the gateway end to end
+   (decode, validate, rules, embedded SQLite store, acknowledgement after commit).
+   `ratio_vs_mosquitto_sub` = our rate / mosquitto_sub's rate.
+2. Alert latency. A node publishes at a fixed rate (default 5,000 msg/s) from another
+   process, its vibration crossing the `vibration-high` levels on every message, so
+   every message is an alert transition; latency = when the alert was routed minus
+   the reading's timestamp (set by the publisher at send time). Reported p50/p99.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "services"))
+
+from plantwatch.alerts.router import AlertRouter  # noqa: E402
+from plantwatch.ingest.codecs import encode  # noqa: E402
+from plantwatch.ingest.gateway import IngestService, Pipeline  # noqa: E402
+from plantwatch.mqtt.broker import start_mosquitto  # noqa: E402
+from plantwatch.mqtt.client import Publisher  # noqa: E402
+from plantwatch.plant.load import load_plant  # noqa: E402
+from plantwatch.store.sqlite import SqliteStore  # noqa: E402
+
+TOPIC = "sensors/hall-1/esp32-press-01/data"
+PLANT = ROOT / "examples" / "plant"
+
+
+def seed_messages(n: int, t0: float) -> list[bytes]:
+    """The seed firmware's flat JSON, distinct timestamps, realistic values."""
+    return [encode("esp32-json", "esp32-press-01", t0 + i * 0.001,
+                   {"temperature_c": 45.0 + (i % 50) / 10, "vibration_g": 1.5, "current_a": 12.0, "battery_voltage": 3.7})
+            for i in range(n)]
+
+
+def queue_for(url: str, messages: list[bytes]) -> None:
+    pub = Publisher(url, client_id="bench-publisher")
+    pub.start()
+    for m in messages:
+        pub.publish(TOPIC, m)
+    pub.stop(timeout=120)
+
+
+def mosquitto_sub_rate(broker, messages: list[bytes]) -> float:
+    binary = shutil.which("mosquitto_sub")
+    if binary is None:
+        raise SystemExit("mosquitto_sub is missing: apt-get install mosquitto-clients (make deps)")
+    base = [binary, "-h", "127.0.0.1", "-p", str(broker.port), "-t", TOPIC, "-q", "1", "-c", "-i", "bench-mosquitto-sub"]
+    subprocess.run([*base, "-E"], check=True)  # register the persistent session, then leave
+    queue_for(broker.url, messages)
+    started = time.perf_counter()
+    subprocess.run([*base, "-C", str(len(messages))], check=True, stdout=subprocess.DEVNULL)
+    return len(messages) / (time.perf_counter() - started)
+
+
+def gateway_rate(broker, messages: list[bytes], workdir: Path) -> tuple[float, int]:
+    plant = load_plant(PLANT)
+    store = SqliteStore(workdir / "bench.db")
+    pipeline = Pipeline(plant, store, AlertRouter(plant, out=io.StringIO()))
+    first = IngestService(pipeline, broker.url, client_id="bench-gateway")
+    first.start()
+    first.stop()  # the session now exists and collects the stream
+    queue_for(broker.url, messages)
+    pipeline.messages = 0
+    service = IngestService(pipeline, broker.url, client_id="bench-gateway")
+    started = time.perf_counter()
+    service.start()
+    while pipeline.messages < len(messages):
+        if time.perf_counter() - started > 600:
+            raise SystemExit(f"the gateway processed only {pipeline.messages} of {len(messages)} in 600 s")
+        time.sleep(0.001)
+    elapsed = time.perf_counter() - started
+    service.stop()
+    stored = store.count("readings")
+    store.close()
+    return len(messages) / elapsed, stored
+
+
+PUBLISHER = r"""
+import sys, time
+sys.path.insert(0, sys.argv[1])
+from plantwatch.ingest.codecs import encode
+from plantwatch.mqtt.client import Publisher
+url, rate, seconds = sys.argv[2], float(sys.argv[3]), float(sys.argv[4])
+pub = Publisher(url, client_id="bench-latency-node")
+pub.start()
+start = time.time()
+i = 0
+while time.time() - start < seconds:
+    ahead = start + i / rate - time.time()
+    if ahead > 0:
+        time.sleep(ahead)  # paced by sleeping, not spinning: the gateway needs the other core
+    now = time.time()
+    pub.publish("sensors/hall-1/esp32-press-01/data",
+                encode("esp32-json", "esp32-press-01", now, {"vibration_g": 9.0 if i % 2 else 1.0}), qos=1)
+    i += 1
+pub.stop()
+print(i)
+"""
+
+
+def alert_latency(broker, rate: float, seconds: float, workdir: Path) -> dict:
+    plant = load_plant(PLANT)
+    latencies: list[float] = []
+    router = AlertRouter(plant, out=io.StringIO(), notify=lambda e, why: latencies.append(time.time() - e.ts))
+    pipeline = Pipeline(plant, SqliteStore(workdir / "latency.db"), router)
+    service = IngestService(pipeline, broker.url, client_id="bench-latency-gateway")
+    service.start()
+    sent = int(subprocess.run([sys.executable, "-c", PUBLISHER, str(ROOT / "services"), broker.url, str(rate), str(seconds)],
+                              check=True, capture_output=True, text=True).stdout)
+    deadline = time.time() + 30
+    while pipeline.messages < sent and time.time() < deadline:
+        time.sleep(0.01)
+    service.stop()
+    vibration = sorted(latencies)
+
+    def pct(q: float) -> float:
+        return round(vibration[min(len(vibration) - 1, int(q / 100 * len(vibration)))] * 1000, 2) if vibration else float("nan")
+
+    achieved = sent / seconds
+    return {"target_msg_per_s": rate, "achieved_msg_per_s": round(achieved), "messages": sent,
+            "processed": pipeline.messages, "alert_transitions": len(vibration),
+            "p50_ms": pct(50), "p99_ms": pct(99), "max_ms": pct(100)}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--messages", type=int, default=50_000)
+    parser.add_argument("--rate", type=float, default=5000.0, help="msg/s for the latency run")
+    parser.add_argument("--seconds", type=float, default=5.0, help="length of the latency run")
+    parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "ingest.json"))
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="plantwatch-bench-") as tmp:
+        work = Path(tmp)
+        messages = seed_messages(args.messages, time.time() - 3600)
+        broker = start_mosquitto(data_dir=None)
+        try:
+            baseline = mosquitto_sub_rate(broker, messages)
+            ours, stored = gateway_rate(broker, messages, work)
+            latency = alert_latency(broker, args.rate, args.seconds, work)
+        finally:
+            broker.stop()
+    result = {
+        "benchmark": "ingest",
+        "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()},
+        "stream": {"messages": args.messages, "format": "esp32-json (seed flat JSON, 4 readings each)", "qos": 1},
+        "mosquitto_sub_msg_per_s": round(baseline),
+        "embedded_store": {"msg_per_s": round(ours), "readings_stored": stored,
+                           "ratio_vs_mosquitto_sub": round(ours / baseline, 3), "target": 0.6},
+        "alert_latency": {**latency, "target_p99_ms": 20},
+    }
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps(result, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
