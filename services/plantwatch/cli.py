@@ -10,13 +10,28 @@ from plantwatch.logs import configure as configure_logging
 from plantwatch.plant.load import PlantError, load_plant
 
 
+def _policy(args: argparse.Namespace):
+    from plantwatch.ingest.validate import Policy
+
+    return Policy(max_future_s=args.max_future_seconds, unknown_node=args.unknown_nodes, unknown_sensor=args.unknown_sensors)
+
+
+def _add_policy(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--unknown-nodes", choices=("reject", "ignore"), default="reject",
+                   help="messages from no SensorNode on the plant's topics: dead-letter them (default) or ignore them")
+    p.add_argument("--unknown-sensors", choices=("ignore", "reject"), default="ignore",
+                   help="payload fields that are no sensor of the node: ignore (default) or dead-letter them")
+    p.add_argument("--max-future-seconds", type=float, default=300.0,
+                   help="refuse readings stamped further ahead of this machine's clock (default 300)")
+
+
 def _up(args: argparse.Namespace) -> int:
     from plantwatch.local.runtime import UpOptions, up
 
     return up(UpOptions(
         paths=args.file, simulate=args.simulate, duration=args.duration, summary_json=args.summary_json,
         broker_url=args.broker, broker_kind=args.broker_kind, db=args.db, http_port=args.http_port,
-        status_every=args.status_every, window_s=args.window_seconds,
+        status_every=args.status_every, window_s=args.window_seconds, policy=_policy(args),
     ))
 
 
@@ -39,7 +54,7 @@ def _crds(args: argparse.Namespace) -> int:
 def _serve_ingest(args: argparse.Namespace) -> int:
     from plantwatch.ingest.service import serve
 
-    return serve(args.file, args.broker, args.db, args.http_port, args.client_id)
+    return serve(args.file, args.broker, args.db, args.http_port, args.client_id, _policy(args))
 
 
 def _serve_inference(args: argparse.Namespace) -> int:
@@ -102,6 +117,7 @@ def parser() -> argparse.ArgumentParser:
     up.add_argument("--http-port", type=int, default=9464, help="port of /metrics /healthz /readyz (0: any free port)")
     up.add_argument("--status-every", type=float, default=5.0, help="seconds between console status lines")
     up.add_argument("--window-seconds", type=float, default=60.0, help="width of the tumbling-window summaries")
+    _add_policy(up)
     up.set_defaults(func=_up)
 
     val = sub.add_parser("validate", help="check plant YAML against the CRD schemas (as the API server would)")
@@ -120,6 +136,7 @@ def parser() -> argparse.ArgumentParser:
     ingest.add_argument("--http-port", type=int, default=8080, help="port of /metrics /healthz /readyz")
     ingest.add_argument("--client-id", default="plantwatch-gateway",
                         help="MQTT client id of the persistent session (the broker keeps unacknowledged messages for it)")
+    _add_policy(ingest)
     ingest.set_defaults(func=_serve_ingest)
 
     inf = serve_sub.add_parser("inference", help="serve a DetectorModel over the Open Inference Protocol (HTTP)")

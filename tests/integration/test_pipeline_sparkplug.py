@@ -74,3 +74,12 @@ def test_a_sparkplug_node_needs_its_data_topic():
     bad["spec"]["payload"]["topic"] = "spBv1.0/plant-a/NBIRTH/edge-7"
     (problem,) = check_plant(plant_from_documents([("node", bad)]))
     assert problem.startswith("SensorNode cell-plc: spec.payload.topic") and "NDATA" in problem
+
+
+def test_unknown_node_policy_ignore(plant, tmp_path):
+    from plantwatch.ingest.validate import Policy
+
+    p = Pipeline(plant, SqliteStore(tmp_path / "i.db"), AlertRouter(plant, out=io.StringIO()),
+                 policy=Policy(unknown_node="ignore"), now=NOW)
+    p.process([("sensors/nowhere/x/data", b"{}")], NOW)
+    assert sum(p.rejected.values()) == 0 and p.messages == 1

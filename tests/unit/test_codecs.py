@@ -91,3 +91,14 @@ def test_skew_policy_is_configurable(plant):
     assert check_message(node, payload, DEFAULT_NOW)[1][0].reason == "timestamp_skew"
     readings, rejections = check_message(node, payload, DEFAULT_NOW, Policy(max_future_s=3600))
     assert rejections == [] and len(readings) == 1
+
+
+def test_unknown_sensor_policy(plant):
+    node = CompiledNode.of(next(n for n in plant.nodes if n.name == "esp32-press-01"))
+    payload = b'{"device_id": "esp32-press-01", "timestamp": "2026-01-01T08:00:00Z", "temperature_c": 1, "rssi": -60}'
+    readings, rejections = check_message(node, payload, DEFAULT_NOW)
+    assert len(readings) == 1 and rejections == []  # default: diagnostics fields are ignored
+    readings, rejections = check_message(node, payload, DEFAULT_NOW, Policy(unknown_sensor="reject"))
+    assert len(readings) == 1 and [(r.reason, r.field) for r in rejections] == [("unknown_sensor", "rssi")]
+    with pytest.raises(ValueError, match="accepted: ignore, reject"):
+        Policy(unknown_sensor="maybe")

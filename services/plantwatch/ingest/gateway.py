@@ -132,7 +132,8 @@ class Pipeline:
             else:
                 node = self._nodes.get(topic)
                 if node is None:
-                    accepted, rejections = [], [Rejection("unknown_node", f"no SensorNode publishes to topic {topic!r}")]
+                    unknown = self.policy.unknown_node == "reject"
+                    accepted, rejections = [], [Rejection("unknown_node", f"no SensorNode publishes to topic {topic!r}")] if unknown else []
                 else:
                     accepted, rejections = check_message(node, payload, now, self.policy)
             for r in accepted:
@@ -194,8 +195,10 @@ class Pipeline:
         if not outcome.values:
             return node, [], rejections
         if node is None:
-            return None, [], [Rejection("unknown_node", f"no SensorNode is Sparkplug {t.group}/{t.edge_node}"
-                                                        + (f"/{t.device}" if t.device else ""))]
+            if self.policy.unknown_node == "ignore":
+                return None, [], rejections
+            return None, [], [*rejections, Rejection("unknown_node", f"no SensorNode is Sparkplug {t.group}/{t.edge_node}"
+                                                                      + (f"/{t.device}" if t.device else ""))]
         ts = outcome.timestamp_ms / 1000.0 if outcome.timestamp_ms is not None else None
         readings: list[Reading] = []
         check_sample(node, Sample(outcome.values, ts), now, self.policy, readings, rejections)

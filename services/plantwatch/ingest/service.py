@@ -13,12 +13,14 @@ import threading
 from plantwatch.alerts.router import AlertRouter
 from plantwatch.health import HealthServer
 from plantwatch.ingest.gateway import IngestService, Pipeline, check_plant
+from plantwatch.ingest.validate import Policy
 from plantwatch.mqtt.client import Publisher
 from plantwatch.plant.load import PlantError, load_plant
 from plantwatch.store.sqlite import SqliteStore
 
 
-def serve(paths: list[str], broker_url: str, db: str, http_port: int, client_id: str = "plantwatch-gateway") -> int:
+def serve(paths: list[str], broker_url: str, db: str, http_port: int, client_id: str = "plantwatch-gateway",
+          policy: Policy = Policy()) -> int:
     try:
         plant = load_plant(*paths)
     except PlantError as exc:
@@ -31,7 +33,8 @@ def serve(paths: list[str], broker_url: str, db: str, http_port: int, client_id:
     store = SqliteStore(db)
     dlq = Publisher(broker_url, client_id="plantwatch-gateway-dlq")
     dlq.start(timeout=None)
-    service = IngestService(Pipeline(plant, store, AlertRouter(plant), publish=dlq.publish), broker_url, client_id)
+    pipeline = Pipeline(plant, store, AlertRouter(plant), publish=dlq.publish, policy=policy)
+    service = IngestService(pipeline, broker_url, client_id)
     health = HealthServer(http_port, healthy=lambda: service.alive, ready=lambda: service.ready, host="0.0.0.0")
     health.start()
     service.start(connect_timeout=None)  # not ready until the broker answers; the kubelet waits

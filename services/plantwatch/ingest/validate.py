@@ -29,6 +29,7 @@ REASONS = (
     "no_known_sensor",
     "unsupported_format",
     "sequence_gap",
+    "unknown_sensor",
 )
 
 
@@ -43,12 +44,22 @@ class Rejection:
 
 @dataclass(frozen=True)
 class Policy:
-    """How strict the gateway is about time."""
+    """How strict the gateway is about time and about what the plant does not describe."""
 
     #: Readings stamped further in the future than this (clock drift) are refused.
     max_future_s: float = 300.0
     #: Readings older than this (a node replaying a huge backlog) are refused.
     max_past_s: float = 7 * 86400.0
+    #: Messages on the plant's topics from no SensorNode: `reject` (dead-letter them) or `ignore`.
+    unknown_node: str = "reject"
+    #: Payload fields that are no sensor of the node: `ignore` (a node may send diagnostics) or `reject`.
+    unknown_sensor: str = "ignore"
+
+    def __post_init__(self) -> None:
+        for name, value, accepted in (("unknown_node", self.unknown_node, ("reject", "ignore")),
+                                      ("unknown_sensor", self.unknown_sensor, ("ignore", "reject"))):
+            if value not in accepted:
+                raise ValueError(f"{name} policy {value!r}; accepted: {', '.join(accepted)}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,6 +131,8 @@ def check_sample(node: CompiledNode, sample: Sample, now: float, policy: Policy,
     for key, raw in sample.fields.items():
         sensor = node.sensors.get(key)
         if sensor is None:
+            if policy.unknown_sensor == "reject":
+                rejections.append(Rejection("unknown_sensor", f"{key} is no sensor of {node.name}; expected one of {sorted(node.sensors)}", key))
             continue
         known += 1
         value = _number(raw)

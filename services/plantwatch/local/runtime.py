@@ -21,6 +21,7 @@ from typing import TextIO
 from plantwatch.alerts.router import AlertRouter
 from plantwatch.ingest.codecs import iso
 from plantwatch.ingest.gateway import IngestService, Pipeline, check_plant
+from plantwatch.ingest.validate import Policy
 from plantwatch.health import HealthServer
 from plantwatch.mqtt.broker import Broker, start_broker
 from plantwatch.mqtt.client import Publisher
@@ -41,6 +42,7 @@ class UpOptions:
     http_port: int = 9464
     status_every: float = 5.0
     window_s: float = 60.0
+    policy: Policy = field(default_factory=Policy)
     out: TextIO = field(default=sys.stdout)
 
 
@@ -68,7 +70,7 @@ def up(opts: UpOptions) -> int:
     router = AlertRouter(plant, out=out)
     dlq = Publisher(url, client_id="plantwatch-dlq")
     dlq.start()
-    pipeline = Pipeline(plant, store, router, publish=dlq.publish, window_s=opts.window_s)
+    pipeline = Pipeline(plant, store, router, publish=dlq.publish, policy=opts.policy, window_s=opts.window_s)
     service = IngestService(pipeline, url)
     service.start()
     health = HealthServer(opts.http_port, healthy=lambda: service.alive, ready=lambda: service.ready)
