@@ -25,7 +25,7 @@ from plantwatch.ingest import sparkplug
 from plantwatch.ingest.codecs import Sample
 from plantwatch.ingest.validate import CompiledNode, Policy, Rejection, check_message, check_sample
 from plantwatch.mqtt.client import Message, Subscriber
-from plantwatch.plant.load import Plant
+from plantwatch.plant.load import Plant, PlantError, load_plant
 from plantwatch.plant.model import duration_seconds
 from plantwatch.readings import AlertEvent, Reading
 from plantwatch.rules.engine import RuleEngine
@@ -61,6 +61,15 @@ def check_plant(plant: Plant) -> list[str]:
             except ValueError as exc:
                 problems.append(f"SensorNode {n.name}: spec.payload.{exc}")
     return problems
+
+
+def load_gateway_plant(*paths: str) -> Plant:
+    """Load a plant and check what the gateway needs beyond the schema; PlantError lists every problem."""
+    plant = load_plant(*paths)
+    problems = check_plant(plant)
+    if problems:
+        raise PlantError(problems)
+    return plant
 
 
 def dead_letter(topic: str, payload: bytes, node: str | None, rejections: list[Rejection], now: float,

@@ -12,23 +12,19 @@ import threading
 
 from plantwatch.alerts.router import AlertRouter
 from plantwatch.health import HealthServer
-from plantwatch.ingest.gateway import IngestService, Pipeline, check_plant
+from plantwatch.ingest.gateway import IngestService, Pipeline, load_gateway_plant
 from plantwatch.ingest.validate import Policy
 from plantwatch.mqtt.client import Publisher
-from plantwatch.plant.load import PlantError, load_plant
+from plantwatch.plant.load import PlantError
 from plantwatch.store.sqlite import SqliteStore
 
 
 def serve(paths: list[str], broker_url: str, db: str, http_port: int, client_id: str = "plantwatch-gateway",
           policy: Policy = Policy()) -> int:
     try:
-        plant = load_plant(*paths)
+        plant = load_gateway_plant(*paths)
     except PlantError as exc:
         print(f"plantwatch serve ingest: {exc}", file=sys.stderr)
-        return 2
-    problems = check_plant(plant)
-    if problems:
-        print("plantwatch serve ingest: " + "\n".join(problems), file=sys.stderr)
         return 2
     store = SqliteStore(db)
     dlq = Publisher(broker_url, client_id="plantwatch-gateway-dlq")

@@ -20,12 +20,12 @@ from typing import TextIO
 
 from plantwatch.alerts.router import AlertRouter
 from plantwatch.ingest.codecs import iso
-from plantwatch.ingest.gateway import IngestService, Pipeline, check_plant
+from plantwatch.ingest.gateway import IngestService, Pipeline, load_gateway_plant
 from plantwatch.ingest.validate import Policy
 from plantwatch.health import HealthServer
 from plantwatch.mqtt.broker import Broker, start_broker
 from plantwatch.mqtt.client import Publisher
-from plantwatch.plant.load import Plant, PlantError, load_plant
+from plantwatch.plant.load import Plant, PlantError
 from plantwatch.sim.fleet import Fleet
 from plantwatch.store.sqlite import SqliteStore
 
@@ -49,13 +49,9 @@ class UpOptions:
 def up(opts: UpOptions) -> int:
     out = opts.out
     try:
-        plant = load_plant(*opts.paths)
+        plant = load_gateway_plant(*opts.paths)
     except PlantError as exc:
         print(f"plantwatch up: {exc}", file=sys.stderr)
-        return 2
-    problems = check_plant(plant)
-    if problems:
-        print("plantwatch up: the plant cannot run locally:\n" + "\n".join(problems), file=sys.stderr)
         return 2
     tmp = None
     db = opts.db
