@@ -35,12 +35,12 @@ def readings(db) -> tuple[int, int]:
         return 0, 0
 
 
-def queue_depth(port: int) -> float:
+def inflight(port: int) -> float:
     try:
         text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=1).read().decode()
     except (urllib.error.URLError, OSError):
         return 0.0
-    line = next((l for l in text.splitlines() if l.startswith("plantwatch_pipeline_queue_depth ")), None)
+    line = next((l for l in text.splitlines() if l.startswith("plantwatch_pipeline_inflight_messages ")), None)
     return float(line.split()[1]) if line else 0.0
 
 
@@ -119,7 +119,7 @@ def test_sigkill_mid_stream_loses_nothing_and_duplicates_nothing(tmp_path, broke
     sender = threading.Thread(target=publish, args=(broker.url, t0 + 100, live, 2000.0))
     sender.start()
     # the moment to kill: a backlog received and not yet stored, or the first batch committed
-    while queue_depth(gateway.port) < 500 and readings(db)[0] == 0:
+    while inflight(gateway.port) < 500 and readings(db)[0] == 0:
         time.sleep(0.002)
     gateway.kill()
     at_kill = readings(db)[0]

@@ -118,7 +118,7 @@ def test_health_and_metrics_endpoints(tmp_path):
         assert urllib.request.urlopen(base + "/readyz").status == 200
         assert urllib.request.urlopen(base + "/healthz").status == 200
         text = urllib.request.urlopen(base + "/metrics").read().decode()
-        assert "plantwatch_messages_total" in text and "plantwatch_pipeline_queue_depth" in text
+        assert "plantwatch_messages_total" in text and "plantwatch_pipeline_inflight_messages" in text
     finally:
         service.stop()
         health.stop()

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import base64
 import logging
-import queue
 import threading
 import time
 import uuid
@@ -24,7 +23,8 @@ from plantwatch.alerts.router import AlertRouter
 from plantwatch.ingest import sparkplug
 from plantwatch.ingest.codecs import Sample
 from plantwatch.ingest.validate import CompiledNode, Policy, Rejection, check_message, check_sample
-from plantwatch.mqtt.client import Message, Subscriber
+from plantwatch.mqtt import wire
+from plantwatch.mqtt.client import BatchSubscriber
 from plantwatch.plant.load import Plant, PlantError, load_plant
 from plantwatch.plant.model import duration_seconds
 from plantwatch.readings import AlertEvent, Reading
@@ -242,21 +242,23 @@ class Pipeline:
 
 
 class IngestService:
-    """Runs a Pipeline on its own thread, fed by an MQTT subscription to every node topic."""
+    """Runs a Pipeline on its own thread, fed in batches by a subscription to the plant's topics."""
 
-    def __init__(self, pipeline: Pipeline, broker_url: str, client_id: str | None = None,
-                 max_batch: int = 5000, tick_s: float = 0.5):
+    def __init__(self, pipeline: Pipeline, broker_url: str, client_id: str | None = None, tick_s: float = 0.5):
         self.pipeline = pipeline
-        self.subscriber = Subscriber(broker_url, pipeline.subscriptions, client_id)
-        self._max_batch = max_batch
+        self.subscriber = BatchSubscriber(broker_url, pipeline.subscriptions, client_id)
         self._tick_s = tick_s
+        self._next_tick = 0.0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="pipeline", daemon=True)
         self.error: BaseException | None = None
 
     def start(self, connect_timeout: float | None = 10.0) -> None:
-        self.subscriber.start(connect_timeout)
+        """Start receiving; wait until subscribed (None: do not wait, /readyz says when)."""
         self._thread.start()
+        if connect_timeout is not None and not self.subscriber.connected_once.wait(connect_timeout):
+            self.stop()
+            raise TimeoutError(f"could not subscribe at the broker within {connect_timeout:g}s")
 
     @property
     def alive(self) -> bool:
@@ -267,39 +269,25 @@ class IngestService:
         return self.alive and self.subscriber.connected
 
     def _run(self) -> None:
-        q = self.subscriber.messages
-        next_tick = 0.0
         try:
-            while True:
-                batch = self._drain(q)
-                now = time.time()
-                if batch:
-                    self.pipeline.process([(m.topic, m.payload) for m in batch], now)
-                    self.subscriber.ack(batch)  # only now: the batch is committed to the store
-                if now >= next_tick:
-                    self.pipeline.tick(now)
-                    next_tick = now + self._tick_s
-                metrics.QUEUE.set(q.qsize())
-                if not batch and self._stop.is_set():
-                    return
+            self.subscriber.run(self._handle, self._stop, self._idle)
         except BaseException as exc:  # recorded for /healthz and the exit code; the thread must not die silently
             log.exception("pipeline stopped")
             self.error = exc
 
-    def _drain(self, q: queue.Queue[Message]) -> list[Message]:
-        try:
-            batch = [q.get(timeout=0.1)]
-        except queue.Empty:
-            return []
-        while len(batch) < self._max_batch:
-            try:
-                batch.append(q.get_nowait())
-            except queue.Empty:
-                break
-        return batch
+    def _handle(self, batch: list[wire.Publish]) -> None:
+        metrics.INFLIGHT.set(len(batch))
+        self.pipeline.process([(m.topic, m.payload) for m in batch], time.time())
+        metrics.INFLIGHT.set(0)
 
-    def stop(self, drain_timeout: float = 10.0) -> None:
-        """Stop receiving, process what was received, then stop the thread."""
-        self.subscriber.stop()
+    def _idle(self) -> None:
+        now = time.time()
+        if now >= self._next_tick:
+            self.pipeline.tick(now)
+            self._next_tick = now + self._tick_s
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Stop after the batch in hand is stored and acknowledged; the broker keeps the rest."""
         self._stop.set()
-        self._thread.join(drain_timeout)
+        if self._thread.is_alive():
+            self._thread.join(timeout)

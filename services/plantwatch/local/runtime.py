@@ -117,15 +117,16 @@ def up(opts: UpOptions) -> int:
 
 
 def _wait_caught_up(service: IngestService, pipeline: Pipeline, expected: int | None, timeout: float = 10.0) -> None:
-    """Give in-flight messages time to arrive and be processed before stopping."""
+    """Give in-flight messages time to arrive and be processed: until `expected` are in, or none came for 0.5 s."""
     deadline = time.time() + timeout
+    seen, quiet_since = pipeline.messages, time.time()
     while time.time() < deadline and service.alive:
-        if expected is not None and pipeline.messages >= expected and service.subscriber.messages.empty():
+        if expected is not None and pipeline.messages >= expected:
             return
-        if expected is None and service.subscriber.messages.empty():
-            time.sleep(0.5)
-            if service.subscriber.messages.empty():
-                return
+        if pipeline.messages != seen:
+            seen, quiet_since = pipeline.messages, time.time()
+        elif expected is None and time.time() - quiet_since >= 0.5:
+            return
         time.sleep(0.05)
 
 

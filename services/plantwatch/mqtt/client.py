@@ -1,21 +1,27 @@
-"""The only paho-mqtt user: a subscriber that hands messages to a queue, and a publisher.
+"""MQTT clients: the gateway's batch subscriber (our own, see wire.py) and a publisher (paho).
 
-paho's network thread does nothing but enqueue; the pipeline works on its own thread.
 Delivery is at-least-once end to end: messages arrive with QoS 1 on a persistent
-session and are acknowledged only after the pipeline has persisted them (`ack`), so a
-gateway killed mid-stream gets the unacknowledged ones again from the broker; the store
-is keyed so that the redelivery stores nothing twice.
+session and are acknowledged only after the pipeline has persisted them, so a gateway
+killed mid-stream gets the unacknowledged ones again from the broker; the store is
+keyed so that the redelivery stores nothing twice.
 """
 
 from __future__ import annotations
 
-import queue
+import logging
+import socket
 import threading
+import time
 import uuid
 from dataclasses import dataclass
+from typing import Callable
 from urllib.parse import urlparse
 
 import paho.mqtt.client as mqtt
+
+from plantwatch.mqtt import wire
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -33,8 +39,8 @@ class Endpoint:
         return cls(u.hostname or "127.0.0.1", u.port or 1883, u.username, u.password)
 
 
-def _client(endpoint: Endpoint, client_id: str, clean: bool = True, manual_ack: bool = False) -> mqtt.Client:
-    c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=clean, manual_ack=manual_ack)
+def _client(endpoint: Endpoint, client_id: str) -> mqtt.Client:
+    c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id)
     if endpoint.username:
         c.username_pw_set(endpoint.username, endpoint.password)
     c.max_queued_messages_set(0)
@@ -43,65 +49,110 @@ def _client(endpoint: Endpoint, client_id: str, clean: bool = True, manual_ack: 
     return c
 
 
-@dataclass(frozen=True, slots=True)
-class Message:
-    topic: str
-    payload: bytes
-    mid: int
-    qos: int
+class BatchSubscriber:
+    """A QoS 1 subscriber that reads in bulk and acknowledges a batch after its handler returns.
 
-
-class Subscriber:
-    """Subscribes to topics with QoS 1 and puts each Message on `messages`; `ack` after persisting.
-
-    With a `client_id` the session is persistent: the broker keeps what arrives while
-    the subscriber is away and redelivers what it never acknowledged. Without one the
-    session is clean (a throwaway id), for tools and tests.
+    The receive loop runs on the caller's thread (the pipeline's): read everything the
+    socket has, parse every complete PUBLISH (mqtt.wire), hand the batch to `handle`,
+    then send all its PUBACKs in one write. No per-message callback, no queue, no second
+    thread contending for the interpreter. With a `client_id` the session is persistent,
+    so what was never acknowledged comes again after a crash or a reconnect.
     """
 
-    def __init__(self, url: str, topics: list[str], client_id: str | None = None, maxsize: int = 100_000):
-        self.messages: queue.Queue[Message] = queue.Queue(maxsize)
-        self._topics = topics
-        self._connected = threading.Event()
-        self._client = _client(Endpoint.parse(url), client_id or f"plantwatch-{uuid.uuid4().hex[:8]}",
-                               clean=client_id is None, manual_ack=True)
-        self._client.on_connect = self._on_connect
-        self._client.on_message = self._on_message
+    def __init__(self, url: str, topics: list[str], client_id: str | None = None, keepalive: int = 30,
+                 read_size: int = 1 << 20):
         self._endpoint = Endpoint.parse(url)
-
-    def _on_connect(self, client, userdata, flags, reason, properties) -> None:
-        if not reason.is_failure:
-            client.subscribe([(t, 1) for t in self._topics])
-            self._connected.set()
-
-    def _on_message(self, client, userdata, msg) -> None:
-        self.messages.put(Message(msg.topic, msg.payload, msg.mid, msg.qos))
-
-    def ack(self, messages: list[Message]) -> None:
-        """Acknowledge messages the pipeline has persisted (QoS 0 needs none)."""
-        for m in messages:
-            if m.qos > 0:
-                self._client.ack(m.mid, m.qos)
-
-    def start(self, timeout: float | None = 10.0) -> None:
-        """Connect in the background (retrying until the broker answers); wait up to `timeout`.
-
-        timeout=None returns at once: a gateway pod may start before its broker, and
-        reports not-ready until it is connected.
-        """
-        self._client.connect_async(self._endpoint.host, self._endpoint.port, keepalive=30)
-        self._client.loop_start()
-        if timeout is not None and not self._connected.wait(timeout):
-            self.stop()
-            raise TimeoutError(f"could not connect to the broker at {self._endpoint.host}:{self._endpoint.port} within {timeout:g}s")
+        self._topics = topics
+        self._client_id = client_id or f"plantwatch-{uuid.uuid4().hex[:8]}"
+        self._clean = client_id is None
+        self._keepalive = keepalive
+        self._read_size = read_size
+        self.connected_once = threading.Event()
+        self._connected = False
 
     @property
     def connected(self) -> bool:
-        return self._client.is_connected()
+        return self._connected
 
-    def stop(self) -> None:
-        self._client.disconnect()
-        self._client.loop_stop()
+    def run(self, handle: Callable[[list[wire.Publish]], None], stop: threading.Event,
+            idle: Callable[[], None] = lambda: None) -> None:
+        """Receive until `stop` is set, reconnecting (with backoff) whenever the broker goes away."""
+        delay = 0.1
+        while not stop.is_set():
+            try:
+                sock = self._connect()
+            except (OSError, wire.ProtocolError) as exc:
+                log.warning("broker %s:%s: %s; retrying in %.1fs", self._endpoint.host, self._endpoint.port, exc, delay)
+                idle()
+                stop.wait(delay)
+                delay = min(delay * 2, 5.0)
+                continue
+            delay = 0.1
+            try:
+                self._receive(sock, handle, stop, idle)
+            except (OSError, wire.ProtocolError) as exc:
+                log.warning("lost the broker: %s; reconnecting", exc)
+            finally:
+                self._connected = False
+                try:
+                    if stop.is_set():
+                        sock.sendall(wire.DISCONNECT_PACKET)
+                except OSError:
+                    pass
+                sock.close()
+
+    def _connect(self) -> socket.socket:
+        sock = socket.create_connection((self._endpoint.host, self._endpoint.port), timeout=10)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        sock.sendall(wire.connect(self._client_id, self._keepalive, self._clean, self._endpoint.username, self._endpoint.password))
+        # CONNACK is always 4 bytes; whatever follows it (a persistent session's queued
+        # messages may come in the same read) is kept for the receive loop.
+        buf = bytearray()
+        while len(buf) < 4:
+            data = sock.recv(4096)
+            if not data:
+                raise wire.ProtocolError("the broker closed the connection during CONNECT")
+            buf += data
+        if buf[0] != wire.CONNACK << 4 or buf[1] != 2:
+            raise wire.ProtocolError(f"expected CONNACK, got packet type {buf[0] >> 4}")
+        if buf[3]:
+            raise wire.ProtocolError(f"connection refused: {wire.CONNACK_ERRORS.get(buf[3], buf[3])}")
+        sock.sendall(wire.subscribe(1, self._topics))
+        self._pending = buf[4:]
+        return sock
+
+    def _receive(self, sock: socket.socket, handle, stop: threading.Event, idle) -> None:
+        buf = self._pending
+        topics: dict[bytes, str] = {}
+        sock.settimeout(0.1)
+        last_sent = time.monotonic()
+        while not stop.is_set():
+            try:
+                data = sock.recv(self._read_size)
+                if not data:
+                    raise OSError("the broker closed the connection")
+                buf += data
+            except socket.timeout:
+                pass
+            publishes, controls, used = wire.parse(buf, topics)
+            if used:
+                del buf[:used]
+            for c in controls:
+                if c.type == wire.SUBACK:
+                    if 0x80 in c.body[2:]:
+                        raise wire.ProtocolError(f"the broker refused the subscription to {self._topics}")
+                    self._connected = True
+                    self.connected_once.set()
+            if publishes:
+                handle(publishes)
+                acks = [p.packet_id for p in publishes if p.qos == 1]
+                if acks:
+                    sock.sendall(wire.puback(acks))
+                    last_sent = time.monotonic()
+            idle()
+            if time.monotonic() - last_sent > self._keepalive / 2:
+                sock.sendall(wire.PINGREQ_PACKET)
+                last_sent = time.monotonic()
 
 
 class Publisher:
