@@ -133,6 +133,8 @@ class Pipeline:
         alerts: list[AlertEvent] = []
         dead: list[tuple[float, str, str, str, bytes]] = []
         outbox: list[tuple[str, bytes]] = []  # dead letters and Sparkplug commands
+        results: Counter[str] = Counter()
+        engine, dirty, width, last_seen = self.engine, self._dirty_windows, self.window_s, self.last_seen
         for topic, payload in batch:
             if topic.startswith(DEAD_LETTER_PREFIX):
                 continue  # our own dead letters, seen when a node topic shares their top level
@@ -146,13 +148,16 @@ class Pipeline:
                 else:
                     accepted, rejections = check_message(node, payload, now, self.policy)
             for r in accepted:
-                alerts.extend(self.engine.on_reading(r))
-                self._dirty_windows.add((r.node, r.sensor, window_start(r.ts, self.window_s)))
-                if r.ts > self.last_seen.get(r.node, 0.0):
-                    self.last_seen[r.node] = r.ts
+                events = engine.on_reading(r)
+                if events:
+                    alerts.extend(events)
+                dirty.add((r.node, r.sensor, window_start(r.ts, width)))
+            if accepted:
+                newest = max(r.ts for r in accepted)
+                if newest > last_seen.get(accepted[0].node, 0.0):
+                    last_seen[accepted[0].node] = newest
             readings.extend(accepted)
-            result = "accepted" if not rejections else ("partial" if accepted else "rejected")
-            metrics.MESSAGES.labels(result).inc()
+            results["accepted" if not rejections else ("partial" if accepted else "rejected")] += 1
             if rejections:
                 for rej in rejections:
                     self.rejected[rej.reason] += 1
@@ -166,6 +171,8 @@ class Pipeline:
                 outbox.append((f"{DEAD_LETTER_PREFIX}/{node_name or 'unknown'}",
                                dead_letter(topic, payload, node_name, rejections, now, correlation_id)))
         self.messages += len(batch)
+        for result, count in results.items():  # a few metric updates per batch, not per message
+            metrics.MESSAGES.labels(result).inc(count)
         stored = self.store.write(readings, alerts, dead)
         self.readings_stored += stored
         metrics.READINGS.inc(stored)

@@ -134,11 +134,15 @@ class RuleEngine:
         events: list[AlertEvent] = []
         for w in self._watches_by_node.get(r.node, ()):
             if w.sensor is None or w.sensor == r.sensor:
-                w.last_seen = max(w.last_seen, r.ts)
+                if r.ts > w.last_seen:
+                    w.last_seen = r.ts
                 if w.firing:
                     w.firing = False
                     events.append(self._event(w.rule, r.node, w.sensor or "*", "resolved", w.rule.severity, r.value, r.ts))
-        for rule in self._rules_for(r):
+        rules = self._series_rules.get((r.node, r.sensor, r.type))
+        if rules is None:
+            rules = self._rules_for(r)
+        for rule in rules:
             fingerprint = f"{rule.name}/{r.node}/{r.sensor}"
             state = self._states.get(fingerprint)
             if state is None:
