@@ -11,3 +11,7 @@ ALERTS = Counter("plantwatch_alert_events_total", "Alert transitions, by rule, s
 BATCH = Histogram("plantwatch_pipeline_batch_messages", "Messages per pipeline batch.", buckets=(1, 10, 100, 1000, 5000, 20000))
 INFLIGHT = Gauge("plantwatch_pipeline_inflight_messages", "Messages received and not yet stored and acknowledged.")
 NODE_ONLINE = Gauge("plantwatch_node_online", "1 while the node reports within its heartbeat, else 0.", ["node"])
+STAGE = Histogram("plantwatch_stage_seconds_per_message", "Mean time per message of a pipeline stage, observed per batch.",
+                  ["stage"], buckets=(1e-6, 5e-6, 1e-5, 2.5e-5, 5e-5, 1e-4, 5e-4, 1e-3, 1e-2))
+STORE_WRITE = Histogram("plantwatch_store_write_seconds", "Time to write one batch to the store (one transaction).",
+                        buckets=(0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5))

@@ -119,6 +119,7 @@ def test_health_and_metrics_endpoints(tmp_path):
         assert urllib.request.urlopen(base + "/healthz").status == 200
         text = urllib.request.urlopen(base + "/metrics").read().decode()
         assert "plantwatch_messages_total" in text and "plantwatch_pipeline_inflight_messages" in text
+        assert "# HELP plantwatch_stage_seconds_per_message" in text and "plantwatch_store_write_seconds_bucket" in text
     finally:
         service.stop()
         health.stop()

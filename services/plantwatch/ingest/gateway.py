@@ -135,7 +135,10 @@ class Pipeline:
         outbox: list[tuple[str, bytes]] = []  # dead letters and Sparkplug commands
         results: Counter[str] = Counter()
         engine, dirty, width, last_seen = self.engine, self._dirty_windows, self.window_s, self.last_seen
+        clock = time.perf_counter
+        decode_s = rules_s = 0.0
         for topic, payload in batch:
+            t0 = clock()
             if topic.startswith(DEAD_LETTER_PREFIX):
                 continue  # our own dead letters, seen when a node topic shares their top level
             if topic.startswith(sparkplug.NAMESPACE + "/"):
@@ -147,6 +150,8 @@ class Pipeline:
                     accepted, rejections = [], [Rejection("unknown_node", f"no SensorNode publishes to topic {topic!r}")] if unknown else []
                 else:
                     accepted, rejections = check_message(node, payload, now, self.policy)
+            t1 = clock()
+            decode_s += t1 - t0
             for r in accepted:
                 events = engine.on_reading(r)
                 if events:
@@ -156,6 +161,7 @@ class Pipeline:
                 newest = max(r.ts for r in accepted)
                 if newest > last_seen.get(accepted[0].node, 0.0):
                     last_seen[accepted[0].node] = newest
+            rules_s += clock() - t1
             readings.extend(accepted)
             results["accepted" if not rejections else ("partial" if accepted else "rejected")] += 1
             if rejections:
@@ -173,7 +179,12 @@ class Pipeline:
         self.messages += len(batch)
         for result, count in results.items():  # a few metric updates per batch, not per message
             metrics.MESSAGES.labels(result).inc(count)
+        if batch:
+            metrics.STAGE.labels("decode_validate").observe(decode_s / len(batch))
+            metrics.STAGE.labels("rules").observe(rules_s / len(batch))
+        t_store = clock()
         stored = self.store.write(readings, alerts, dead)
+        metrics.STORE_WRITE.observe(clock() - t_store)
         self.readings_stored += stored
         metrics.READINGS.inc(stored)
         metrics.BATCH.observe(len(batch))
