@@ -15,7 +15,6 @@ from typing import Any, Callable
 
 import orjson
 
-FORMATS = ("esp32-json", "rpi-json", "sensor-event", "change-feed", "influx-line", "sparkplug-b")
 #: Stateless formats: one message decodes on its own (sparkplug-b needs a session, see sparkplug.py).
 DECODABLE = ("esp32-json", "rpi-json", "sensor-event", "change-feed", "influx-line")
 

@@ -13,7 +13,6 @@ from plantwatch.plant.model import (
     DetectorModel,
     ManifestError,
     SensorNode,
-    device_id,
     is_plantwatch,
     parse_resource,
     selector_matches,
@@ -29,12 +28,6 @@ class Plant:
     detectors: tuple[DetectorModel, ...] = ()
     #: Other Kubernetes objects in the folder (ConfigMaps holding models, Secrets...).
     others: tuple[dict[str, Any], ...] = ()
-
-    def node_by_topic(self) -> dict[str, SensorNode]:
-        return {n.spec.payload.topic: n for n in self.nodes}
-
-    def node_by_device_id(self) -> dict[str, SensorNode]:
-        return {device_id(n): n for n in self.nodes}
 
     def rules_for(self, node: SensorNode, sensor_name: str, sensor_type: str) -> list[AlertRule]:
         """Rules whose selector matches this node's series."""

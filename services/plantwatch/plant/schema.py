@@ -40,7 +40,6 @@ class CRDSchema:
     """The served schema of one custom resource kind."""
 
     kind: str
-    plural: str
     version: str
     root: dict[str, Any]
 
@@ -74,7 +73,6 @@ def crd_schemas() -> dict[str, CRDSchema]:
         version = next(v for v in crd["spec"]["versions"] if v.get("storage"))
         out[names["kind"]] = CRDSchema(
             kind=names["kind"],
-            plural=names["plural"],
             version=version["name"],
             root=version["schema"]["openAPIV3Schema"],
         )
