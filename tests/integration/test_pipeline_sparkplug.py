@@ -55,7 +55,9 @@ def test_sparkplug_session_to_readings_and_rebirth(tmp_path):
     assert ncmd[0] == "spBv1.0/plant-a/NCMD/edge-7"
     assert sp.decode_payload(ncmd[1]).metrics[0].name == sp.REBIRTH_METRIC
     p.process([msg("NBIRTH", 0, at=2), msg("DBIRTH", 1, sp.Metric("Press/Temperature", 1, None, sp.DOUBLE, 63.0), at=2)], NOW + 2)
-    assert p.readings_stored == 4
+    assert p.readings_stored == 4 and p.online(NOW + 2)["cell-plc"]
+    p.process([msg("NDEATH", 0, at=3)], NOW + 3)  # the edge node says goodbye (or its will does)
+    assert p.online(NOW + 3)["cell-plc"] is False
 
 
 def test_out_of_range_metric_is_rejected_and_unknown_edge_nodes_reported(tmp_path):

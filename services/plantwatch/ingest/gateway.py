@@ -212,6 +212,10 @@ class Pipeline:
             return node, [], [Rejection(exc.reason, exc.detail)]
         session = self._sessions.setdefault((t.group, t.edge_node), sparkplug.EdgeNodeSession())
         outcome = sparkplug.apply(session, t, message)
+        if outcome.offline:  # NDEATH takes the edge node's devices with it; DDEATH only its device
+            for (group, edge, device), dead in self._sparkplug.items():
+                if (group, edge) == (t.group, t.edge_node) and (t.device is None or device == t.device):
+                    self.last_seen.pop(dead.name, None)
         rejections = []
         if outcome.rebirth:
             key = (t.group, t.edge_node)
