@@ -16,7 +16,7 @@ import kopf
 
 from plantwatch.plant.model import ManifestError, parse_resource, selector_matches
 from plantwatch_operator import kube
-from plantwatch_operator.conditions import condition_status, now_rfc3339, set_condition
+from plantwatch_operator.conditions import now_rfc3339, set_condition
 from plantwatch_operator.config import Config
 from plantwatch_operator.render import (
     CONFIG_HASH,
@@ -121,24 +121,32 @@ def _report_node(body: dict[str, Any], parsed: Any, digest: str, now: str) -> No
     if isinstance(parsed, str):
         _report(body, "sensornodes", "Ready", "False", "InvalidSpec", parsed, now)
         return
-    conditions = body.get("status", {}).get("conditions")
-    if condition_status(conditions, "Online") is None:
-        conditions = set_condition(conditions, "Online", "Unknown", "NoData", "no data-plane report yet",
-                                   body["metadata"].get("generation"), now)
-    body = {**body, "status": {**body.get("status", {}), "conditions": conditions}}
-    _report(body, "sensornodes", "Ready", "True", "Rendered", f"in the gateway config {digest}", now)
+    # `Online` belongs to the gateway (field manager plantwatch-gateway); the operator only
+    # says Unknown until the gateway's first report takes the condition over.
+    online = next((c for c in body.get("status", {}).get("conditions", []) if c.get("type") == "Online"), None)
+    also = ("Online",) if online is None or online.get("reason") == "NoData" else ()
+    if also:
+        conditions = set_condition(body.get("status", {}).get("conditions"), "Online", "Unknown", "NoData",
+                                   "no data-plane report yet", body["metadata"].get("generation"), now)
+        body = {**body, "status": {**body.get("status", {}), "conditions": conditions}}
+    _report(body, "sensornodes", "Ready", "True", "Rendered", f"in the gateway config {digest}", now, also=also)
 
 
 def _report(body: dict[str, Any], plural: str, type_: str, status: str, reason: str, message: str, now: str,
-            **fields: Any) -> None:
-    """Write one condition (and extra status fields), only when something changed."""
+            also: tuple[str, ...] = (), **fields: Any) -> None:
+    """Apply the operator's condition `type_` (and `also`, and extra status fields), only when something changed.
+
+    Server-side apply on the status: the operator owns only the conditions it names, so
+    conditions other writers own (the gateway's Online) are left as they are.
+    """
     meta = body["metadata"]
     generation = meta.get("generation")
     old = body.get("status", {})
     conditions = set_condition(old.get("conditions"), type_, status, reason, message, generation, now)
     new = {"observedGeneration": generation, "conditions": conditions, **fields}
     if any(old.get(k) != v for k, v in new.items()):
-        kube.patch_status(plural, meta["namespace"], meta["name"], new)
+        owned = [c for c in conditions if c["type"] in (type_, *also)]
+        kube.apply_status(body, {**new, "conditions": owned})
 
 
 # --- detectors ------------------------------------------------------------------------
@@ -195,7 +203,7 @@ def report_detector(body: dict[str, Any], deployment: dict[str, Any] | None = No
     if digest:
         new["modelSha256"] = digest
     if any(old.get(k) != v for k, v in new.items()):
-        kube.patch_status("detectormodels", namespace, meta["name"], new)
+        kube.apply_status(body, new)
 
 
 def check_source(namespace: str, source: dict[str, Any]) -> tuple[str, str, str, str | None]:

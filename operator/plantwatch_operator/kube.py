@@ -6,32 +6,14 @@ are handled here once, not in every handler.
 
 from __future__ import annotations
 
-import threading
-from functools import cache
 from typing import Any
 
-from kubernetes import client, config
+from kubernetes import client
 from kubernetes.client.rest import ApiException
-from kubernetes.dynamic import DynamicClient
 
+from plantwatch import kube as shared
+from plantwatch.kube import api_client, dynamic
 from plantwatch_operator.render import GROUP, MANAGER, VERSION
-
-_lock = threading.Lock()
-
-
-@cache
-def api_client() -> client.ApiClient:
-    try:
-        config.load_incluster_config()
-    except config.ConfigException:
-        config.load_kube_config()
-    return client.ApiClient()
-
-
-@cache
-def dynamic() -> DynamicClient:
-    with _lock:
-        return DynamicClient(api_client())
 
 
 def apply(manifest: dict[str, Any]) -> dict[str, Any]:
@@ -69,11 +51,6 @@ def list_plant(namespace: str, plural: str) -> list[dict[str, Any]]:
     return api.list_namespaced_custom_object(GROUP, VERSION, namespace, plural)["items"]
 
 
-def patch_status(plural: str, namespace: str, name: str, status: dict[str, Any]) -> None:
-    """Merge-patch the status subresource; a resource deleted meanwhile is not an error."""
-    api = client.CustomObjectsApi(api_client())
-    try:
-        api.patch_namespaced_custom_object_status(GROUP, VERSION, namespace, plural, name, {"status": status})
-    except ApiException as exc:
-        if exc.status != 404:
-            raise
+def apply_status(body: dict[str, Any], status: dict[str, Any]) -> None:
+    """The operator's part of a resource's status (see plantwatch.kube.apply_status)."""
+    shared.apply_status(body, status, MANAGER)

@@ -110,12 +110,15 @@ def render_ingestion(namespace: str, manifests: list[dict[str, Any]], config: Co
             "template": {
                 "metadata": {"labels": lab, "annotations": {CONFIG_HASH: digest}},
                 "spec": {
+                    "serviceAccountName": GATEWAY,
                     "securityContext": _pod_security(),
                     "containers": [{
                         "name": "gateway",
                         "image": config.image,
                         "args": ["serve", "ingest", "-f", "/etc/plantwatch", "--broker", config.broker_url,
-                                 "--db", "/var/lib/plantwatch/plant.db", "--http-port", str(HTTP_PORT)],
+                                 "--db", "/var/lib/plantwatch/plant.db", "--http-port", str(HTTP_PORT),
+                                 "--report-status"],
+                        "env": [{"name": "POD_NAMESPACE", "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}}],
                         "ports": [{"name": "http", "containerPort": HTTP_PORT}],
                         "resources": {"requests": {"cpu": "100m", "memory": "128Mi"}, "limits": {"memory": "512Mi"}},
                         "securityContext": _security_context(),
@@ -139,7 +142,20 @@ def render_ingestion(namespace: str, manifests: list[dict[str, Any]], config: Co
         "spec": {"selector": selector("gateway", namespace),
                  "ports": [{"name": "http", "port": HTTP_PORT, "targetPort": "http"}]},
     }
-    return [configmap, deployment, service]
+    return [configmap, *gateway_identity(namespace, lab), deployment, service]
+
+
+def gateway_identity(namespace: str, lab: dict[str, str]) -> list[dict[str, Any]]:
+    """The gateway's ServiceAccount, allowed exactly one thing: to report its nodes' status."""
+    meta = {"name": GATEWAY, "namespace": namespace, "labels": lab}
+    return [
+        {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": meta},
+        {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role", "metadata": meta,
+         "rules": [{"apiGroups": [GROUP], "resources": ["sensornodes/status"], "verbs": ["get", "patch"]}]},
+        {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding", "metadata": meta,
+         "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": GATEWAY},
+         "subjects": [{"kind": "ServiceAccount", "name": GATEWAY, "namespace": namespace}]},
+    ]
 
 
 def detector_name(detector: str) -> str:

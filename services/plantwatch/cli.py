@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from importlib import resources
 
@@ -54,7 +55,12 @@ def _crds(args: argparse.Namespace) -> int:
 def _serve_ingest(args: argparse.Namespace) -> int:
     from plantwatch.ingest.service import serve
 
-    return serve(args.file, args.broker, args.db, args.http_port, args.client_id, _policy(args))
+    namespace = args.status_namespace or (os.environ.get("POD_NAMESPACE") if args.report_status else None)
+    if args.report_status and not namespace:
+        print("plantwatch serve ingest: --report-status needs --status-namespace or $POD_NAMESPACE", file=sys.stderr)
+        return 2
+    return serve(args.file, args.broker, args.db, args.http_port, args.client_id, _policy(args),
+                 namespace if args.report_status else None)
 
 
 def _serve_inference(args: argparse.Namespace) -> int:
@@ -136,6 +142,9 @@ def parser() -> argparse.ArgumentParser:
     ingest.add_argument("--http-port", type=int, default=8080, help="port of /metrics /healthz /readyz")
     ingest.add_argument("--client-id", default="plantwatch-gateway",
                         help="MQTT client id of the persistent session (the broker keeps unacknowledged messages for it)")
+    ingest.add_argument("--report-status", action="store_true",
+                        help="write each SensorNode's Online condition, lastSeen and rate to Kubernetes")
+    ingest.add_argument("--status-namespace", help="namespace of the SensorNodes (default: $POD_NAMESPACE)")
     _add_policy(ingest)
     ingest.set_defaults(func=_serve_ingest)
 

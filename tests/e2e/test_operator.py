@@ -247,3 +247,57 @@ def test_local_validation_agrees_with_the_api_server(cluster, crds, namespace):
         remote = _apply_invalid(cluster, namespace, doc)
         for error in local.value.errors:
             assert error.path in remote, (error.path, remote)
+
+
+def test_the_gateway_reports_online_beside_the_operators_ready(cluster, plant, tmp_path):
+    """A gateway (run here, against a local mosquitto) writes Online; the operator's Ready stays."""
+    import threading
+    import time
+
+    from plantwatch.ingest.codecs import encode
+    from plantwatch.mqtt.broker import free_port, start_mosquitto
+    from plantwatch.mqtt.client import Publisher
+
+    ns = plant
+    wait_for(lambda: all_true(get(cluster, "sensornode", "esp32-press-01", "-n", ns), "Ready"), "the node Ready")
+    broker = start_mosquitto()
+    env = {**os.environ, "KUBECONFIG": cluster.kubeconfig}
+    gateway = subprocess.Popen([sys.executable, "-m", "plantwatch.cli", "serve", "ingest", "-f", str(EXAMPLE_PLANT),
+                                "--broker", broker.url, "--db", str(tmp_path / "g.db"), "--http-port", str(free_port()),
+                                "--report-status", "--status-namespace", ns], env=env)
+    stop = threading.Event()
+
+    def press() -> None:
+        pub = Publisher(broker.url)
+        pub.start()
+        while not stop.is_set():
+            pub.publish("sensors/hall-1/esp32-press-01/data", encode("esp32-json", "esp32-press-01", time.time(), {"temperature_c": 45.0}))
+            stop.wait(0.5)
+        pub.stop()
+
+    sender = threading.Thread(target=press)
+    sender.start()
+    try:
+        def online(name: str, status: str):
+            node = get(cluster, "sensornode", name, "-n", ns)
+            return node if conditions(node).get("Online", {}).get("status") == status else None
+
+        node = wait_for(lambda: online("esp32-press-01", "True"), "esp32-press-01 Online=True from the gateway", timeout=60)
+        assert conditions(node)["Online"]["reason"] == "Reporting" and node["status"]["lastSeen"]
+        assert conditions(node)["Ready"]["status"] == "True"  # the operator's condition is untouched
+        quiet = wait_for(lambda: online("coldroom-feed", "False"), "a node that never published Online=False")
+        assert conditions(quiet)["Online"]["reason"] == "NeverSeen"
+        stop.set()
+        sender.join()
+        node = wait_for(lambda: online("esp32-press-01", "False"), "esp32-press-01 Offline after its heartbeat", timeout=60)
+        assert conditions(node)["Online"]["reason"] == "Silent"
+        # the operator reconciling the node again does not take Online back
+        cluster.kubectl("patch", "sensornode", "esp32-press-01", "-n", ns, "--type=merge",
+                        "-p", json.dumps({"spec": {"equipment": "press-1b"}}))
+        wait_for(lambda: all_true(get(cluster, "sensornode", "esp32-press-01", "-n", ns), "Ready"), "Ready for generation 2")
+        assert conditions(get(cluster, "sensornode", "esp32-press-01", "-n", ns))["Online"]["reason"] == "Silent"
+    finally:
+        stop.set()
+        gateway.terminate()
+        gateway.wait(20)
+        broker.stop()

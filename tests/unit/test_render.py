@@ -116,3 +116,12 @@ def test_conditions_keep_transition_time_until_status_changes():
     assert flipped[0]["lastTransitionTime"] == "2026-01-01T00:10:00Z"
     both = set_condition(flipped, "Online", "Unknown", "NoData", "d", 3, "2026-01-01T00:10:00Z")
     assert [c["type"] for c in both] == ["Online", "Ready"]
+
+
+def test_gateway_may_only_report_node_status():
+    objs = render_ingestion("p", [plant_manifest(d) for d in sample_docs()], CONFIG)
+    role = next(o for o in objs if o["kind"] == "Role")
+    assert role["rules"] == [{"apiGroups": ["plantwatch.io"], "resources": ["sensornodes/status"], "verbs": ["get", "patch"]}]
+    deployment = next(o for o in objs if o["kind"] == "Deployment")
+    assert deployment["spec"]["template"]["spec"]["serviceAccountName"] == "plantwatch-gateway"
+    assert "--report-status" in deployment["spec"]["template"]["spec"]["containers"][0]["args"]

@@ -107,7 +107,9 @@ class Pipeline:
         self._sparkplug = {sparkplug_key(c.topic): c for c in compiled if c.format == "sparkplug-b"}
         self._sessions: dict[tuple[str, str], sparkplug.EdgeNodeSession] = {}
         self._rebirth_asked: dict[tuple[str, str], float] = {}
-        self._silence = {n.name: duration_seconds(n.spec.heartbeat.interval) * n.spec.heartbeat.missed_beats for n in plant.nodes}
+        #: How long each node may be silent before it is Offline: heartbeat interval × missed beats.
+        self.silence = {n.name: duration_seconds(n.spec.heartbeat.interval) * n.spec.heartbeat.missed_beats for n in plant.nodes}
+        self.readings_by_node: Counter[str] = Counter()
         self.engine = RuleEngine(plant, time.time() if now is None else now)
         self.last_seen: dict[str, float] = {}
         self.window_s = window_s
@@ -158,6 +160,7 @@ class Pipeline:
                     alerts.extend(events)
                 dirty.add((r.node, r.sensor, window_start(r.ts, width)))
             if accepted:
+                self.readings_by_node[accepted[0].node] += len(accepted)
                 newest = max(r.ts for r in accepted)
                 if newest > last_seen.get(accepted[0].node, 0.0):
                     last_seen[accepted[0].node] = newest
@@ -246,7 +249,7 @@ class Pipeline:
             self.store.write(alerts=events)
             self._route(events, now)
         self.router.repeat_due(now)
-        for node, silence in self._silence.items():
+        for node, silence in self.silence.items():
             metrics.NODE_ONLINE.labels(node).set(1 if now - self.last_seen.get(node, -1e18) <= silence else 0)
 
     def close_windows(self) -> None:
@@ -255,7 +258,7 @@ class Pipeline:
         self._dirty_windows.clear()
 
     def online(self, now: float) -> dict[str, bool]:
-        return {node: now - self.last_seen.get(node, -1e18) <= s for node, s in self._silence.items()}
+        return {node: now - self.last_seen.get(node, -1e18) <= s for node, s in self.silence.items()}
 
     def _route(self, events: list[AlertEvent], now: float) -> None:
         for e in events:

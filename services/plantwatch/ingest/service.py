@@ -13,6 +13,7 @@ import threading
 from plantwatch.alerts.router import AlertRouter
 from plantwatch.health import HealthServer
 from plantwatch.ingest.gateway import IngestService, Pipeline, load_gateway_plant
+from plantwatch.ingest.node_status import NodeStatusReporter
 from plantwatch.ingest.validate import Policy
 from plantwatch.mqtt.client import Publisher
 from plantwatch.plant.load import PlantError
@@ -20,7 +21,8 @@ from plantwatch.store.sqlite import SqliteStore
 
 
 def serve(paths: list[str], broker_url: str, db: str, http_port: int, client_id: str = "plantwatch-gateway",
-          policy: Policy = Policy()) -> int:
+          policy: Policy = Policy(), status_namespace: str | None = None) -> int:
+    """Run the gateway until SIGTERM; with `status_namespace`, report SensorNode Online there."""
     try:
         plant = load_gateway_plant(*paths)
     except PlantError as exc:
@@ -34,11 +36,16 @@ def serve(paths: list[str], broker_url: str, db: str, http_port: int, client_id:
     health = HealthServer(http_port, healthy=lambda: service.alive, ready=lambda: service.ready, host="0.0.0.0")
     health.start()
     service.start(connect_timeout=None)  # not ready until the broker answers; the kubelet waits
+    reporter = NodeStatusReporter(pipeline, status_namespace) if status_namespace else None
+    if reporter:
+        reporter.start()
     stop = threading.Event()
     for s in (signal.SIGINT, signal.SIGTERM):
         signal.signal(s, lambda *_: stop.set())
     while not stop.is_set() and service.alive:
         stop.wait(1.0)
+    if reporter:
+        reporter.stop()
     service.stop()
     service.pipeline.close_windows()
     dlq.stop()

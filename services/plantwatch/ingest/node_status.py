@@ -1,0 +1,84 @@
+"""The gateway's report on each SensorNode: `Online`, `lastSeen`, `readingsPerMinute`.
+
+The operator owns `Ready`; the gateway, which sees the data, owns `Online` (field
+manager `plantwatch-gateway`, server-side apply on the status, so neither overwrites
+the other). Written when a node goes online or offline, and every `refresh_s` for the
+rate.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import Any
+
+from plantwatch.ingest.codecs import iso
+from plantwatch.plant.schema import GROUP
+
+log = logging.getLogger(__name__)
+MANAGER = "plantwatch-gateway"
+
+
+def online_condition(online: bool, last_seen: float | None, silence_s: float, previous: dict[str, Any] | None,
+                     now: float) -> dict[str, Any]:
+    """The Online condition (pure); lastTransitionTime moves only when the status flips."""
+    status = "True" if online else "False"
+    if online:
+        reason, message = "Reporting", f"readings arrive within the heartbeat ({silence_s:g}s)"
+    elif last_seen is None:
+        reason, message = "NeverSeen", "no reading from this node since the gateway started"
+    else:
+        reason, message = "Silent", f"no reading for {now - last_seen:.0f}s (heartbeat allows {silence_s:g}s)"
+    changed = previous is None or previous.get("status") != status
+    return {"type": "Online", "status": status, "reason": reason, "message": message,
+            "lastTransitionTime": iso(int(now)) if changed else previous["lastTransitionTime"]}
+
+
+class NodeStatusReporter:
+    """Applies each node's Online condition from the pipeline's view, on its own thread."""
+
+    def __init__(self, pipeline, namespace: str, interval_s: float = 5.0, refresh_s: float = 60.0):
+        self._pipeline = pipeline
+        self._namespace = namespace
+        self._interval_s = interval_s
+        self._refresh_s = refresh_s
+        self._reported: dict[str, tuple[dict[str, Any], float, int]] = {}  # node → (condition, when, readings then)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="node-status", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(10)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self._interval_s):
+            try:
+                self.report(time.time())
+            except Exception:  # the API server may be briefly away; the next round retries
+                log.exception("could not report node status")
+
+    def report(self, now: float) -> None:
+        from plantwatch.kube import apply_status
+
+        online = self._pipeline.online(now)
+        counts = self._pipeline.readings_by_node
+        for node, silence_s in self._pipeline.silence.items():
+            previous = self._reported.get(node)
+            last_seen = self._pipeline.last_seen.get(node)
+            condition = online_condition(online[node], last_seen, silence_s, previous[0] if previous else None, now)
+            flipped = previous is None or previous[0]["status"] != condition["status"]
+            if not flipped and now - previous[1] < self._refresh_s:
+                continue
+            status: dict[str, Any] = {"conditions": [condition]}
+            if last_seen is not None:
+                status["lastSeen"] = iso(int(last_seen))
+            if previous is not None and now > previous[1]:
+                status["readingsPerMinute"] = f"{(counts[node] - previous[2]) / (now - previous[1]) * 60:.1f}"
+            body = {"apiVersion": f"{GROUP}/v1alpha1", "kind": "SensorNode",
+                    "metadata": {"name": node, "namespace": self._namespace}}
+            apply_status(body, status, MANAGER)
+            self._reported[node] = (condition, now, counts[node])

@@ -1,0 +1,329 @@
+"""The InfluxDB store: readings, alert events and dead letters as line protocol, with an on-disk spool.
+
+Same `write()` interface as `SqliteStore`. Line protocol is formatted here by a pure
+function (`to_line_protocol`) and posted, gzip'd, in batches of thousands through
+influxdb-client's synchronous write API, so every batch is either acknowledged by the
+server or on disk when `write()` returns.
+
+Idempotence: a reading is the point `reading,node=..,sensor=..,type=..,unit=.. value=..`
+at its timestamp, and InfluxDB keeps one point per (series, timestamp) — the last write
+wins. So a reading written twice (a re-delivered MQTT message, a spooled batch replayed
+after a write whose acknowledgement was lost) is still one point, exactly as SQLite's
+(node, sensor, ts) key makes it one row.
+
+While InfluxDB is down (connection refused, timeout, 5xx, 429) batches go to a bounded
+spool directory, one fsync'd file per batch named by a monotonic sequence, and are
+replayed in that order before any new data once the server answers again. When the
+spool would exceed its byte limit, `write()` raises `SpoolFullError`: the caller does not
+acknowledge the messages, so the broker keeps them, instead of the store dropping data.
+Batches the server refuses as malformed (400, 413, 422) are never retried: they are
+moved to `<spool_dir>/rejected/`, logged and counted (`rejected_batches`).
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+import math
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Iterator
+
+import urllib3
+from influxdb_client import InfluxDBClient, WritePrecision
+from influxdb_client.client.write_api import SYNCHRONOUS
+from influxdb_client.rest import ApiException
+
+from plantwatch.readings import AlertEvent, Reading
+
+log = logging.getLogger(__name__)
+
+#: Statuses after which the same batch may succeed later: the server is down, overloaded or restarting.
+TRANSIENT_STATUSES = frozenset({429, 500, 502, 503, 504})
+#: Statuses that say the batch itself is wrong (bad syntax, too large, field type conflict): never retried.
+REJECTED_STATUSES = frozenset({400, 413, 422})
+
+_TAG_ESCAPES = str.maketrans({",": r"\,", "=": r"\=", " ": r"\ ", "\n": r"\n", "\r": r"\r", "\t": r"\t"})
+_STRING_ESCAPES = str.maketrans({'"': r"\"", "\\": r"\\"})
+
+DeadLetter = tuple[float, str, str, str, bytes]
+
+
+class SpoolFullError(RuntimeError):
+    """InfluxDB is unreachable and the spool has no room left for the batch in hand."""
+
+
+class InfluxWriteError(RuntimeError):
+    """InfluxDB refused a write for a reason that retrying cannot fix (bad token, unknown bucket, ...)."""
+
+
+@dataclass(frozen=True, slots=True)
+class SpoolDepth:
+    batches: int
+    bytes: int
+
+
+# --- line protocol (pure) ---------------------------------------------------------------------
+
+def ns(ts: float) -> int:
+    """Epoch seconds → nanoseconds, rounded to the microsecond.
+
+    A float epoch carries ~0.2 µs of noise (1700000000.123 * 1e9 is ...123000064), so
+    whole microseconds are the timestamp the device meant, and the same float always
+    maps to the same point.
+    """
+    return round(ts * 1_000_000) * 1000
+
+
+def _tag(value: str) -> str:
+    return value.translate(_TAG_ESCAPES)
+
+
+def _string(value: str) -> str:
+    return '"' + value.translate(_STRING_ESCAPES) + '"'
+
+
+def _float(value: float) -> str:
+    """A float field that stays a float: `21` is written `21.0` (not an integer field, which would conflict)."""
+    value = float(value)
+    if not math.isfinite(value):
+        raise ValueError(f"line protocol has no {value!r}; validation rejects non-finite readings before the store")
+    return repr(value)
+
+
+def _tags(pairs: Iterable[tuple[str, str]]) -> str:
+    """`,k=v` per non-empty value (line protocol has no empty tag values), keys in the sorted order InfluxDB wants."""
+    return "".join(f",{k}={_tag(v)}" for k, v in pairs if v)
+
+
+def reading_line(r: Reading) -> str:
+    tags = _tags((("node", r.node), ("sensor", r.sensor), ("type", r.type), ("unit", r.unit)))
+    return f"reading{tags} value={_float(r.value)} {ns(r.ts)}"
+
+
+def alert_line(a: AlertEvent) -> str:
+    tags = _tags((("node", a.node), ("rule", a.rule), ("sensor", a.sensor), ("severity", a.severity), ("state", a.state)))
+    fields = f"fingerprint={_string(a.fingerprint)},summary={_string(a.summary)}"
+    if a.value is not None:
+        fields += f",value={_float(a.value)}"
+    return f"alert_event{tags} {fields} {ns(a.ts)}"
+
+
+def dead_letter_lines(dead_letters: Iterable[DeadLetter]) -> Iterator[str]:
+    """Dead letters, payload in base64; the i-th of a batch at received + i ns, so that letters received together stay apart."""
+    for i, (received, topic, reason, detail, payload) in enumerate(dead_letters):
+        fields = (f"topic={_string(topic)},detail={_string(detail)},"
+                  f"payload={_string(base64.b64encode(payload).decode())}")
+        yield f"dead_letter{_tags((('reason', reason),))} {fields} {ns(received) + i}"
+
+
+def to_line_protocol(readings: Iterable[Reading]) -> bytes:
+    """Readings as line protocol: measurement `reading`, tags node/sensor/type/unit, field `value`, ns timestamps."""
+    return "\n".join(map(reading_line, readings)).encode()
+
+
+def alerts_line_protocol(alerts: Iterable[AlertEvent]) -> bytes:
+    """Alert events as line protocol: measurement `alert_event`, tags node/rule/sensor/severity/state."""
+    return "\n".join(map(alert_line, alerts)).encode()
+
+
+def chunks(items: Iterable, size: int) -> Iterator[list]:
+    batch = []
+    for item in items:
+        batch.append(item)
+        if len(batch) == size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+# --- spool ------------------------------------------------------------------------------------
+
+class Spool:
+    """Batches waiting for InfluxDB: one file per batch, `<sequence>.lp`, oldest first.
+
+    Each file is written to a temporary name, fsync'd, renamed and the directory fsync'd,
+    so a batch is either wholly in the spool or not at all after a crash.
+    """
+
+    SUFFIX = ".lp"
+
+    def __init__(self, directory: str | Path, max_bytes: int):
+        self.dir = Path(directory)
+        self.rejected_dir = self.dir / "rejected"
+        self.rejected_dir.mkdir(parents=True, exist_ok=True)
+        self.max_bytes = max_bytes
+        for tmp in self.dir.glob("*.tmp"):  # a batch whose write did not finish was never acknowledged
+            tmp.unlink()
+        self._files = sorted(self.dir.glob("*" + self.SUFFIX))
+        self._bytes = sum(p.stat().st_size for p in self._files)
+        last = max((int(p.stem) for p in (*self._files, *self.rejected_dir.glob("*" + self.SUFFIX))), default=0)
+        self._next = last + 1
+
+    def depth(self) -> SpoolDepth:
+        return SpoolDepth(len(self._files), self._bytes)
+
+    def __bool__(self) -> bool:
+        return bool(self._files)
+
+    def append(self, body: bytes) -> None:
+        if self._bytes + len(body) > self.max_bytes:
+            raise SpoolFullError(
+                f"InfluxDB is unreachable and the spool {self.dir} holds {len(self._files)} batches, {self._bytes} bytes; "
+                f"a batch of {len(body)} bytes would exceed spool_max_bytes={self.max_bytes}. Nothing was dropped: "
+                f"the batch is not acknowledged. Bring InfluxDB back or raise the limit.")
+        path = self._write(self.dir, body)
+        self._files.append(path)
+        self._bytes += len(body)
+
+    def oldest(self) -> tuple[Path, bytes]:
+        path = self._files[0]
+        return path, path.read_bytes()
+
+    def pop_oldest(self) -> None:
+        """Forget the oldest batch once InfluxDB has it."""
+        path = self._files.pop(0)
+        self._bytes -= path.stat().st_size
+        path.unlink()
+        _fsync_dir(self.dir)
+
+    def reject(self, body: bytes) -> Path:
+        """Keep a batch the server refused, for a person to look at; it is never replayed."""
+        return self._write(self.rejected_dir, body)
+
+    def reject_oldest(self) -> Path:
+        path = self._files[0]
+        target = self.rejected_dir / path.name
+        self._bytes -= path.stat().st_size
+        path.rename(target)
+        self._files.pop(0)
+        _fsync_dir(self.dir)
+        return target
+
+    def _write(self, directory: Path, body: bytes) -> Path:
+        path = directory / f"{self._next:020d}{self.SUFFIX}"
+        self._next += 1
+        tmp = path.with_suffix(".tmp")
+        with open(tmp, "wb") as f:
+            f.write(body)
+            f.flush()
+            os.fsync(f.fileno())
+        tmp.rename(path)
+        _fsync_dir(directory)
+        return path
+
+
+def _fsync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+# --- the store --------------------------------------------------------------------------------
+
+class InfluxStore:
+    """Writes batches to one InfluxDB bucket; spools them while it is down. One thread calls it."""
+
+    def __init__(self, url: str, token: str, org: str, bucket: str, spool_dir: str | Path, spool_max_bytes: int,
+                 batch_size: int = 5000, timeout_s: float = 10.0, retry_interval_s: float = 1.0):
+        self.url = url
+        self.bucket = bucket
+        self.org = org
+        self.batch_size = batch_size
+        #: After a transient failure, batches go straight to the spool for this long instead of
+        #: each waiting for its own connection error or timeout.
+        self.retry_interval_s = retry_interval_s
+        self.spool = Spool(spool_dir, spool_max_bytes)
+        self.rejected_batches = 0
+        self._client = InfluxDBClient(url, token=token, org=org, enable_gzip=True, timeout=int(timeout_s * 1000))
+        self._api = self._client.write_api(write_options=SYNCHRONOUS)
+        self._retry_at = 0.0
+
+    def write(self, readings: Iterable[Reading] = (), alerts: Iterable[AlertEvent] = (),
+              dead_letters: Iterable[DeadLetter] = ()) -> int:
+        """Write (or spool) one pipeline batch; return how many readings were accepted.
+
+        Accepted means acknowledged by InfluxDB or fsync'd in the spool. InfluxDB cannot
+        tell a new point from an overwritten one, so unlike `SqliteStore` a re-delivered
+        reading is counted again (and still stored once).
+        """
+        self.flush(force=False)
+        accepted = 0
+        for batch in chunks(readings, self.batch_size):
+            if self._send_or_spool(to_line_protocol(batch)):
+                accepted += len(batch)
+        for batch in chunks(alerts, self.batch_size):
+            self._send_or_spool(alerts_line_protocol(batch))
+        for batch in chunks(dead_letters, self.batch_size):
+            self._send_or_spool("\n".join(dead_letter_lines(batch)).encode())
+        return accepted
+
+    def flush(self, force: bool = True) -> bool:
+        """Replay the spool, oldest first, until it is empty or InfluxDB fails again; True when empty.
+
+        `force=False` (from `write`) waits out `retry_interval_s` after the last failure.
+        """
+        while self.spool and (force or time.monotonic() >= self._retry_at):
+            path, body = self.spool.oldest()
+            outcome = self._post(body)
+            if outcome == "down":
+                return False
+            if outcome == "rejected":
+                log.error("InfluxDB refused spooled batch %s; moved to %s", path.name, self.spool.reject_oldest())
+            else:
+                self.spool.pop_oldest()
+        return not self.spool
+
+    def spool_depth(self) -> SpoolDepth:
+        """Batches and bytes waiting in the spool (for the metrics)."""
+        return self.spool.depth()
+
+    def close(self) -> None:
+        self._api.close()
+        self._client.close()
+
+    def _send_or_spool(self, body: bytes) -> bool:
+        """True when InfluxDB has the batch or it is spooled; False when the server refused it as malformed."""
+        if self.spool or time.monotonic() < self._retry_at:
+            self.spool.append(body)  # behind older batches: order is kept
+            return True
+        outcome = self._post(body)
+        if outcome == "down":
+            self.spool.append(body)
+        elif outcome == "rejected":
+            log.error("InfluxDB refused a batch; kept in %s", self.spool.reject(body))
+        return outcome != "rejected"
+
+    def _post(self, body: bytes) -> str:
+        """"ok", "down" (retry later) or "rejected" (never retry); raises InfluxWriteError for other refusals."""
+        try:
+            self._api.write(self.bucket, self.org, body, write_precision=WritePrecision.NS)
+        except ApiException as exc:
+            if exc.status in TRANSIENT_STATUSES:
+                return self._down(f"HTTP {exc.status}")
+            message = f"InfluxDB at {self.url} refused a write to bucket {self.bucket!r}: HTTP {exc.status} {_body(exc)}"
+            if exc.status in REJECTED_STATUSES:
+                self.rejected_batches += 1
+                log.error("%s", message)
+                return "rejected"
+            raise InfluxWriteError(message) from None
+        except (urllib3.exceptions.HTTPError, OSError) as exc:
+            return self._down(type(exc).__name__)
+        self._retry_at = 0.0
+        return "ok"
+
+    def _down(self, why: str) -> str:
+        if self._retry_at == 0.0:
+            log.warning("InfluxDB at %s is unreachable (%s); spooling batches in %s", self.url, why, self.spool.dir)
+        self._retry_at = time.monotonic() + self.retry_interval_s
+        return "down"
+
+
+def _body(exc: ApiException) -> str:
+    body = exc.body.decode(errors="replace") if isinstance(exc.body, bytes) else str(exc.body or exc.reason)
+    return body.strip()
