@@ -18,6 +18,7 @@ from plantwatch.plant.model import ManifestError, parse_resource, selector_match
 from plantwatch_operator import kube
 from plantwatch_operator.conditions import now_rfc3339, set_condition
 from plantwatch_operator.config import Config
+from plantwatch_operator.metrics import reconciling
 from plantwatch_operator.render import (
     CONFIG_HASH,
     GROUP,
@@ -58,7 +59,7 @@ def plant_changed(namespace: str, **_: Any) -> None:
 
 def reconcile_plant(namespace: str) -> None:
     """Render and apply the namespace's ingestion, then report on every node and rule."""
-    with _namespace_locks[namespace]:
+    with _namespace_locks[namespace], reconciling("plant"):
         live = lambda items: [i for i in items if not i["metadata"].get("deletionTimestamp")]  # noqa: E731
         nodes = live(kube.list_plant(namespace, "sensornodes"))
         rules = live(kube.list_plant(namespace, "alertrules"))
@@ -155,9 +156,10 @@ def _report(body: dict[str, Any], plural: str, type_: str, status: str, reason: 
 @kopf.on.create(GROUP, VERSION, "detectormodels")
 @kopf.on.update(GROUP, VERSION, "detectormodels")
 def detector_changed(body: kopf.Body, namespace: str, **_: Any) -> None:
-    detector = parse_resource(dict(body), f"DetectorModel {body['metadata']['name']}")
-    for manifest in render_detector(detector, CONFIG):
-        kube.apply(owned(manifest, [owner_reference(dict(body), controller=True)]))
+    with reconciling("detector"):
+        detector = parse_resource(dict(body), f"DetectorModel {body['metadata']['name']}")
+        for manifest in render_detector(detector, CONFIG):
+            kube.apply(owned(manifest, [owner_reference(dict(body), controller=True)]))
     kopf.event(dict(body), type="Normal", reason="Rendered", message=f"serving objects {detector_name(detector.name)} applied")
     report_detector(dict(body))
     reconcile_plant(namespace)  # rules naming this detector may become Accepted

@@ -100,7 +100,8 @@ def _serve_inference(args: argparse.Namespace) -> int:
 def _operator(args: argparse.Namespace) -> int:
     from plantwatch_operator.main import run
 
-    run(namespaces=args.namespace or None, liveness_port=args.liveness_port, peering=args.peering)
+    run(namespaces=args.namespace or None, liveness_port=args.liveness_port, peering=args.peering,
+        metrics_port=args.metrics_port)
     return 0
 
 
@@ -163,6 +164,7 @@ def parser() -> argparse.ArgumentParser:
     op.add_argument("-n", "--namespace", action="append", help="watch this namespace (repeatable; default: all)")
     op.add_argument("--liveness-port", type=int, default=None, help="serve kopf's liveness probe on this port")
     op.add_argument("--peering", default=None, help="kopf peering name (default: standalone, one replica)")
+    op.add_argument("--metrics-port", type=int, default=None, help="serve Prometheus /metrics on this port")
     op.set_defaults(func=_operator)
     return p
 

@@ -7,6 +7,8 @@ import json
 import os
 import subprocess
 import sys
+import urllib.request
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
@@ -14,6 +16,7 @@ import pytest
 import yaml
 
 from tests.conftest import EXAMPLE_PLANT, ROOT
+from plantwatch.mqtt.broker import free_port
 from tests.e2e.conftest import wait_for
 
 PLANT_KINDS = ("sensornodes", "alertrules", "detectormodels")
@@ -35,15 +38,16 @@ def operator(cluster, crds, tmp_path_factory) -> Iterator[Path]:
            # On a real cluster the pods really run: give it an image it can pull (see README).
            "PLANTWATCH_IMAGE": os.environ.get("PLANTWATCH_E2E_IMAGE", "ghcr.io/plantwatch/plantwatch:0.1.0")}
     with open(log, "wb") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "plantwatch.cli", "--log-level", "INFO", "operator"],
-                                env=env, stdout=out, stderr=subprocess.STDOUT)
+        metrics_port = free_port()
+        proc = subprocess.Popen([sys.executable, "-m", "plantwatch.cli", "--log-level", "INFO", "operator",
+                                 "--metrics-port", str(metrics_port)], env=env, stdout=out, stderr=subprocess.STDOUT)
     try:
         proc.wait(3)
         pytest.fail(f"the operator exited at start-up:\n{log.read_text()[-4000:]}")
     except subprocess.TimeoutExpired:
         pass
     try:
-        yield log
+        yield OperatorProcess(log, metrics_port)
     finally:
         proc.terminate()
         try:
@@ -52,6 +56,15 @@ def operator(cluster, crds, tmp_path_factory) -> Iterator[Path]:
             proc.kill()
         if proc.returncode not in (0, -15):
             print(log.read_text()[-4000:])
+
+
+@dataclass
+class OperatorProcess:
+    log: Path
+    metrics_port: int
+
+    def metrics(self) -> str:
+        return urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=5).read().decode()
 
 
 def get(cluster, *args: str) -> dict | None:
@@ -142,6 +155,9 @@ def test_sample_plant_becomes_workloads_with_status(cluster, plant, operator):
     # what `kubectl get plantwatch` shows: the category and printer columns
     table = cluster.kubectl("get", "plantwatch", "-n", ns).stdout
     assert "esp32-press-01" in table and "machine-overtemperature" in table and "bearing-wear" in table
+    text = operator.metrics()
+    assert 'plantwatch_operator_reconciles_total{result="ok",target="plant"}' in text
+    assert 'plantwatch_operator_reconciles_total{result="ok",target="detector"}' in text
     wait_for(lambda: "Rendered" in cluster.kubectl("get", "events", "-n", ns, "--field-selector",
                                                     "involvedObject.kind=DetectorModel").stdout,
              "the operator's Rendered event on the DetectorModel", timeout=30)

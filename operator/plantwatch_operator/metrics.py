@@ -1,0 +1,29 @@
+"""The operator's Prometheus metrics: what it reconciled, how it went, how long it took."""
+
+from __future__ import annotations
+
+import time
+from contextlib import contextmanager
+from typing import Iterator
+
+from prometheus_client import Counter, Histogram
+
+RECONCILES = Counter("plantwatch_operator_reconciles_total", "Reconciliations, by what was reconciled and the result.",
+                     ["target", "result"])
+RECONCILE_SECONDS = Histogram("plantwatch_operator_reconcile_seconds", "Time to reconcile, by what was reconciled.",
+                              ["target"], buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10))
+
+
+@contextmanager
+def reconciling(target: str) -> Iterator[None]:
+    """Count and time one reconciliation of `target` (`plant` or `detector`)."""
+    started = time.perf_counter()
+    try:
+        yield
+    except BaseException:
+        RECONCILES.labels(target, "error").inc()
+        raise
+    else:
+        RECONCILES.labels(target, "ok").inc()
+    finally:
+        RECONCILE_SECONDS.labels(target).observe(time.perf_counter() - started)

@@ -1,0 +1,284 @@
+"""The InfluxDB store against a real influxd (built by tools/build-influxdb.sh into .cache/bin).
+
+Each server runs on a free 127.0.0.1 port with its data in a temporary directory and is
+set up (org, bucket, token) through the same HTTP API an operator would use.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import threading
+import time
+import urllib.error
+import urllib.request
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import orjson
+import pytest
+from influxdb_client import InfluxDBClient
+from influxdb_client.client.write_api import SYNCHRONOUS
+
+from plantwatch.readings import AlertEvent, Reading
+from plantwatch.store.influx import InfluxStore, SpoolDepth, SpoolFullError, ns
+
+ROOT = Path(__file__).resolve().parents[2]
+INFLUXD = ROOT / ".cache" / "bin" / "influxd"
+ORG, BUCKET, TOKEN = "plantwatch", "plant", "plantwatch-test-token"
+EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+T0 = 1_700_000_000.0
+
+pytestmark = pytest.mark.timeout(300)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Influxd:
+    """One influxd process; `kill()` (SIGKILL) and `start()` again keep its data directory and port."""
+
+    def __init__(self, data_dir: Path):
+        if not INFLUXD.exists():
+            pytest.fail(f"{INFLUXD} is missing: run tools/build-influxdb.sh")
+        self.data_dir = data_dir
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        args = [str(INFLUXD), f"--http-bind-address=127.0.0.1:{self.port}",
+                f"--bolt-path={self.data_dir / 'influxd.bolt'}", f"--engine-path={self.data_dir / 'engine'}",
+                f"--sqlite-path={self.data_dir / 'influxd.sqlite'}", "--reporting-disabled", "--log-level=error"]
+        self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=open(self.data_dir / "influxd.log", "ab"))
+        self._wait_healthy()
+        if not (self.data_dir / "setup-done").exists():
+            self._setup()
+
+    def _wait_healthy(self, timeout: float = 30.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                pytest.fail(f"influxd exited with {self.proc.returncode}: {(self.data_dir / 'influxd.log').read_text()[-2000:]}")
+            try:
+                with urllib.request.urlopen(self.url + "/health", timeout=1) as resp:
+                    if orjson.loads(resp.read())["status"] == "pass":
+                        return
+            except (OSError, urllib.error.URLError):
+                pass
+            time.sleep(0.05)
+        pytest.fail(f"influxd did not answer /health within {timeout:g}s")
+
+    def _setup(self) -> None:
+        body = orjson.dumps({"username": "plantwatch", "password": "plantwatch-password", "org": ORG,
+                             "bucket": BUCKET, "token": TOKEN})
+        req = urllib.request.Request(self.url + "/api/v2/setup", body, {"Content-Type": "application/json"})
+        urllib.request.urlopen(req, timeout=10).close()
+        (self.data_dir / "setup-done").touch()
+
+    def kill(self) -> None:
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait()
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+    def client(self) -> InfluxDBClient:
+        return InfluxDBClient(self.url, token=TOKEN, org=ORG, timeout=60_000)
+
+    def new_bucket(self, name: str) -> str:
+        with self.client() as c:
+            c.buckets_api().create_bucket(bucket_name=name, org=ORG)
+        return name
+
+
+@pytest.fixture(scope="module")
+def influxd(tmp_path_factory):
+    server = Influxd(tmp_path_factory.mktemp("influxd"))
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def bucket(influxd, request) -> str:
+    """A fresh bucket per test, so that tests never see each other's points."""
+    return influxd.new_bucket(request.node.name)
+
+
+@pytest.fixture
+def make_store(tmp_path):
+    stores = []
+
+    def make(server: Influxd, bucket: str, **kwargs) -> InfluxStore:
+        kwargs.setdefault("spool_max_bytes", 64 << 20)
+        store = InfluxStore(server.url, TOKEN, ORG, bucket, spool_dir=tmp_path / f"spool-{len(stores)}", **kwargs)
+        stores.append(store)
+        return store
+
+    yield make
+    for store in stores:
+        store.close()
+
+
+def query_readings(server: Influxd, bucket: str, node: str | None = None) -> list[Reading]:
+    """Every point of measurement `reading` (of one node), back as Readings, in time order."""
+    where = f' and r.node == "{node}"' if node else ""
+    flux = (f'from(bucket: "{bucket}") |> range(start: 0) '
+            f'|> filter(fn: (r) => r._measurement == "reading"{where}) |> group() |> sort(columns: ["_time"])')
+    with server.client() as c:
+        records = [rec for table in c.query_api().query(flux) for rec in table.records]
+    return [Reading(r["node"], r["sensor"], r["type"], r.get_value(), _seconds(r.get_time()), r.values.get("unit") or "")
+            for r in records]
+
+
+def _seconds(t: datetime) -> float:
+    """Back to the float the store was given: its timestamps are whole microseconds."""
+    us = (t - EPOCH) // timedelta(microseconds=1)
+    return us / 1_000_000
+
+
+def series(node: str, n: int, start: int = 0, sensor: str = "temp") -> list[Reading]:
+    return [Reading(node, sensor, "temperature", float(i), T0 + i / 1000, "C") for i in range(start, start + n)]
+
+
+def test_readings_are_queried_back_exactly(influxd, bucket, make_store):
+    readings = [Reading("press-1", "temp", "temperature", 21.5, T0, "C"),
+                Reading("press-1", "temp", "temperature", -0.1, T0 + 0.000001, "C"),
+                Reading("press-1", "vib", "vibration", 1e-300, T0 + 0.123456, "g"),
+                Reading("pump-a", "flow", "flow", 123456789.123456789, 1_700_000_123.456789, ""),
+                Reading("pump-a", "count", "count", 7, T0 + 2)]
+    store = make_store(influxd, bucket)
+    assert store.write(readings) == 5
+    got = query_readings(influxd, bucket)
+    assert sorted(got, key=lambda r: (r.ts, r.node)) == sorted(readings, key=lambda r: (r.ts, r.node))
+    assert {type(r.value) for r in got} == {float}
+
+
+def test_alert_events_and_dead_letters_are_stored(influxd, bucket, make_store):
+    store = make_store(influxd, bucket)
+    alert = AlertEvent("hot/press-1/temp", "hot", "press-1", "temp", "firing", "critical", 95.5, T0, 'temp "95.5" > 90')
+    store.write(alerts=[alert], dead_letters=[(T0, "plant/x", "malformed", "not JSON", b"\xff{"),
+                                              (T0, "plant/x", "malformed", "not JSON", b"{")])
+    with influxd.client() as c:
+        tables = c.query_api().query(f'from(bucket: "{bucket}") |> range(start: 0) |> group(columns: ["_measurement", "_field"])')
+    points = {(t.records[0].get_measurement(), t.records[0].get_field()): [r.get_value() for r in t.records] for t in tables}
+    assert points[("alert_event", "summary")] == ['temp "95.5" > 90']
+    assert points[("alert_event", "value")] == [95.5]
+    assert points[("dead_letter", "payload")] == ["/3s=", "ew=="]
+
+
+def test_twenty_thousand_readings_go_in_batches(influxd, bucket, make_store):
+    readings = series("bulk", 20_000)
+    store = make_store(influxd, bucket, batch_size=5000)
+    t = time.perf_counter()
+    assert store.write(readings) == 20_000
+    elapsed = time.perf_counter() - t
+    assert query_readings(influxd, bucket, "bulk") == readings
+    print(f"20,000 readings in {elapsed:.2f}s ({20_000 / elapsed:,.0f}/s)")
+
+
+def test_batches_are_batch_size_readings(tmp_path, make_store):
+    """Seen in the spool: with the server unreachable, 20,000 readings are four files of 5,000 lines."""
+    server = Influxd(tmp_path / "down")  # never started: connection refused
+    store = make_store(server, BUCKET, batch_size=5000)
+    assert store.write(series("bulk", 20_000)) == 20_000
+    files = sorted(store.spool.dir.glob("*.lp"))
+    assert [len(f.read_bytes().split(b"\n")) for f in files] == [5000] * 4
+
+
+def test_tag_values_with_spaces_commas_and_equals(influxd, bucket, make_store):
+    readings = [Reading("hall 1,line=2", "bearing temp", "a=b,c d", 1.0, T0, "deg C"),
+                Reading("n\\x", "s,=", "t", 2.0, T0, "m/s=2")]
+    make_store(influxd, bucket).write(readings)
+    assert sorted(query_readings(influxd, bucket), key=lambda r: r.value) == readings
+
+
+def test_writing_the_same_readings_again_makes_no_duplicates(influxd, bucket, make_store):
+    readings = series("dup", 1000)
+    store = make_store(influxd, bucket)
+    store.write(readings)
+    store.write(readings[500:] + readings[:500])
+    assert query_readings(influxd, bucket, "dup") == readings
+
+
+def test_malformed_batches_are_rejected_not_retried(influxd, bucket, make_store):
+    """A field type conflict (someone wrote `value` as a string) is a 4xx: kept aside, counted, never replayed."""
+    with influxd.client() as c:
+        c.write_api(write_options=SYNCHRONOUS).write(bucket, ORG, f'reading,node=x value="text" {ns(T0)}')
+    store = make_store(influxd, bucket)
+    assert store.write(series("x", 3)) == 0
+    assert store.rejected_batches == 1
+    assert len(list((store.spool.dir / "rejected").glob("*.lp"))) == 1
+    assert store.spool_depth() == SpoolDepth(0, 0)
+
+
+def test_spool_limit_raises_spool_full(tmp_path, make_store):
+    server = Influxd(tmp_path / "down")  # never started: connection refused
+    store = make_store(server, BUCKET, batch_size=100, spool_max_bytes=20_000, retry_interval_s=0)
+    store.write(series("n", 100))
+    depth = store.spool_depth()
+    assert depth.batches == 1
+    with pytest.raises(SpoolFullError, match="spool_max_bytes=20000"):
+        for i in range(1, 100):
+            store.write(series("n", 100, start=100 * i))
+    assert store.spool_depth().bytes <= 20_000
+
+
+def test_killed_server_every_reading_arrives_once_in_order(tmp_path, make_store):
+    """SIGKILL influxd while a writer streams; the writer spools; influxd restarts on the same data and port.
+
+    "In order" is checked through InfluxDB's last-write-wins: every write call also sets
+    one marker point to its call number, so the marker ends at the last call's number
+    only if the spooled batches were replayed in order, and before the newer data.
+    """
+    data = tmp_path / "influxd"
+    data.mkdir()
+    server = Influxd(data)
+    server.start()
+    try:
+        store = make_store(server, BUCKET, batch_size=250, retry_interval_s=0, timeout_s=2)
+        sent: list[Reading] = []
+        depths: list[int] = []
+        call = 0
+
+        def write_call() -> None:
+            nonlocal call
+            batch = series("kill", 1000, start=len(sent))
+            marker = Reading("kill", "marker", "sequence", float(call), T0 - 1)
+            store.write(batch + [marker])
+            sent.extend(batch)
+            call += 1
+
+        killer = threading.Timer(0.5, server.kill)
+        killer.start()
+        while server.proc.poll() is None:  # streaming when SIGKILL lands
+            write_call()
+        killer.join()
+        for _ in range(5):  # down: everything goes to the spool
+            write_call()
+            depths.append(store.spool_depth().batches)
+        assert depths == sorted(depths) and depths[0] > 0 and depths[-1] >= depths[0] + 4 * 5
+        server.start()
+        write_call()  # the server answers again: the spool first, then this call
+        assert store.spool_depth() == SpoolDepth(0, 0)
+
+        got = query_readings(server, BUCKET, "kill")
+        marker = [r for r in got if r.sensor == "marker"]
+        values = [r for r in got if r.sensor != "marker"]
+        assert len(values) == len(sent) and sum(r.value for r in values) == sum(r.value for r in sent)
+        assert values == sent
+        assert [m.value for m in marker] == [float(call - 1)]
+        print(f"{call} write calls, {len(sent)} readings, spool peaked at {max(depths)} batches")
+    finally:
+        server.stop()
