@@ -148,6 +148,20 @@ def _report(body: dict[str, Any], plural: str, type_: str, status: str, reason: 
     if any(old.get(k) != v for k, v in new.items()):
         owned = [c for c in conditions if c["type"] in (type_, *also)]
         kube.apply_status(body, {**new, "conditions": owned})
+        _announce(body, old.get("conditions"), conditions, (type_,))
+
+
+def _announce(body: dict[str, Any], before: list[dict[str, Any]] | None, after: list[dict[str, Any]],
+              types: tuple[str, ...]) -> None:
+    """An Event for each named condition whose status, reason or message changed (a new gateway
+    config, a rule refused, a model gone): what `kubectl describe` should tell a user."""
+    old = {c["type"]: c for c in before or []}
+    for c in after:
+        if c["type"] not in types:
+            continue
+        if any(old.get(c["type"], {}).get(k) != c[k] for k in ("status", "reason", "message")):
+            kopf.event(body, type="Normal" if c["status"] == "True" else "Warning", reason=c["reason"],
+                       message=f"{c['type']}={c['status']}: {c['message']}")
 
 
 # --- detectors ------------------------------------------------------------------------
@@ -206,6 +220,7 @@ def report_detector(body: dict[str, Any], deployment: dict[str, Any] | None = No
         new["modelSha256"] = digest
     if any(old.get(k) != v for k, v in new.items()):
         kube.apply_status(body, new)
+        _announce(body, old.get("conditions"), conditions, ("ModelValid",))
 
 
 def check_source(namespace: str, source: dict[str, Any]) -> tuple[str, str, str, str | None]:

@@ -17,9 +17,21 @@ import yaml
 
 from tests.conftest import EXAMPLE_PLANT, ROOT
 from plantwatch.mqtt.broker import free_port
-from tests.e2e.conftest import wait_for
+from tests.e2e.conftest import wait_for as poll
 
 PLANT_KINDS = ("sensornodes", "alertrules", "detectormodels")
+#: The running operator's log, so that every timeout shows what the operator was doing.
+_operator_log: list[Path] = []
+
+
+def wait_for(check, what: str, timeout: float = 90.0):
+    """Poll as conftest's wait_for does; a timeout also shows the operator's log tail."""
+    try:
+        return poll(check, what, timeout)
+    except pytest.fail.Exception as exc:
+        failure = str(exc)
+    tail = _operator_log[-1].read_text()[-4000:] if _operator_log else "(no operator running)"
+    pytest.fail(f"{failure}\n--- operator log (tail) ---\n{tail}", pytrace=False)
 
 
 @pytest.fixture(scope="module")
@@ -46,9 +58,11 @@ def operator(cluster, crds, tmp_path_factory) -> Iterator[Path]:
         pytest.fail(f"the operator exited at start-up:\n{log.read_text()[-4000:]}")
     except subprocess.TimeoutExpired:
         pass
+    _operator_log.append(log)
     try:
         yield OperatorProcess(log, metrics_port)
     finally:
+        _operator_log.remove(log)
         proc.terminate()
         try:
             proc.wait(15)
@@ -183,6 +197,33 @@ def test_changing_a_sensor_node_rolls_the_gateway(cluster, plant):
     hashes = {rs["spec"]["template"]["metadata"]["annotations"]["plantwatch.io/config-hash"] for rs in replicasets}
     assert {before, after} <= hashes
     assert "interval: 5s" in get(cluster, "configmap", "plantwatch-plant", "-n", ns)["data"]["plant.yaml"]
+    wait_for(lambda: after in cluster.kubectl("get", "events", "-n", ns, "--field-selector",
+                                              "involvedObject.name=esp32-press-01,reason=Rendered").stdout,
+             f"an Event on the node naming the new gateway config {after}", timeout=30)
+
+
+def test_a_rule_naming_a_missing_detector_is_not_accepted_until_it_exists(cluster, operator, namespace):
+    for f in ("nodes.yaml", "rules.yaml"):
+        cluster.kubectl("apply", "-n", namespace, "-f", str(EXAMPLE_PLANT / f))
+
+    def accepted(status: str) -> dict | None:
+        rule = get(cluster, "alertrule", "bearing-anomaly", "-n", namespace)
+        c = conditions(rule).get("Accepted", {})
+        gen = (rule or {}).get("metadata", {}).get("generation")
+        return rule if c.get("status") == status and c.get("observedGeneration") == gen else None
+
+    rule = wait_for(lambda: accepted("False"), "AlertRule bearing-anomaly Accepted=False")
+    assert conditions(rule)["Accepted"]["reason"] == "DetectorNotFound"
+    assert "bearing-wear" in conditions(rule)["Accepted"]["message"]
+    assert all_true(get(cluster, "alertrule", "machine-overtemperature", "-n", namespace), "Accepted")
+    wait_for(lambda: "DetectorNotFound" in cluster.kubectl("get", "events", "-n", namespace, "--field-selector",
+                                                           "involvedObject.name=bearing-anomaly,type=Warning").stdout,
+             "a Warning Event on the refused rule", timeout=30)
+    docs = [d for d in yaml.safe_load_all(get(cluster, "configmap", "plantwatch-plant", "-n", namespace)["data"]["plant.yaml"])]
+    assert "bearing-anomaly" not in {d["metadata"]["name"] for d in docs}  # the gateway never sees it
+
+    cluster.kubectl("apply", "-n", namespace, "-f", str(EXAMPLE_PLANT / "detectors.yaml"))
+    wait_for(lambda: accepted("True"), "AlertRule bearing-anomaly Accepted once its DetectorModel exists")
 
 
 def test_gpu_detector_runs_on_the_jetson_and_deleting_it_removes_its_children(cluster, operator, namespace):
