@@ -77,3 +77,15 @@ def test_values_schema_rejects_what_the_crd_rejects(tmp_path):
 def test_external_broker_is_required_without_the_bundled_one(tmp_path):
     result = helm("template", "x", str(CHART), "--set", "broker.enabled=false", check=False)
     assert result.returncode != 0 and "broker.url is required" in result.stderr
+
+
+def test_chart_rbac_matches_operator_deploy_rbac(tmp_path):
+    """One set of operator permissions: the chart's Role grants what operator/deploy/rbac.yaml grants, namespaced."""
+    out = helm("template", "line1", str(CHART), "-n", "plant-a").stdout
+    role = next(d for d in yaml.safe_load_all(out) if d and d["kind"] == "Role")
+    deploy = next(d for d in yaml.safe_load_all((ROOT / "operator" / "deploy" / "rbac.yaml").read_text()) if d["kind"] == "ClusterRole")
+    namespaced = [r for r in deploy["rules"] if r["apiGroups"] != ["apiextensions.k8s.io"]]
+
+    def grants(rules):
+        return {(g, res, v) for r in rules for g in r["apiGroups"] for res in r["resources"] for v in r["verbs"]}
+    assert grants(role["rules"]) == grants(namespaced)
