@@ -43,9 +43,11 @@ $(CACHE)/debian.stamp: Makefile
 	fi
 	touch $@
 
-# Real Kubernetes control plane, kwok and helm, built from the Go module proxy into .cache/bin.
+# Real Kubernetes control plane, kwok and helm (Go module proxy), and InfluxDB 2.x (Go + its
+# Rust libflux from crates.io), built into .cache/bin.
 tools:
 	bash tools/build-go-tools.sh
+	bash tools/build-influxdb.sh
 
 generate: python-deps
 	$(PY) tools/generate.py

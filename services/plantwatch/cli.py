@@ -59,8 +59,18 @@ def _serve_ingest(args: argparse.Namespace) -> int:
     if args.report_status and not namespace:
         print("plantwatch serve ingest: --report-status needs --status-namespace or $POD_NAMESPACE", file=sys.stderr)
         return 2
+    sinks = []
+    if args.influx_url:
+        from plantwatch.store.influx import InfluxStore
+
+        token = os.environ.get("INFLUXDB_TOKEN")
+        if not token:
+            print("plantwatch serve ingest: --influx-url needs the token in $INFLUXDB_TOKEN", file=sys.stderr)
+            return 2
+        sinks.append(InfluxStore(args.influx_url, token, args.influx_org, args.influx_bucket, args.influx_spool,
+                                 args.influx_spool_max_bytes))
     return serve(args.file, args.broker, args.db, args.http_port, args.client_id, _policy(args),
-                 namespace if args.report_status else None)
+                 namespace if args.report_status else None, sinks)
 
 
 def _serve_inference(args: argparse.Namespace) -> int:
@@ -143,6 +153,13 @@ def parser() -> argparse.ArgumentParser:
     ingest.add_argument("--http-port", type=int, default=8080, help="port of /metrics /healthz /readyz")
     ingest.add_argument("--client-id", default="plantwatch-gateway",
                         help="MQTT client id of the persistent session (the broker keeps unacknowledged messages for it)")
+    ingest.add_argument("--influx-url", help="also write to this InfluxDB 2.x (http://host:8086); token from $INFLUXDB_TOKEN")
+    ingest.add_argument("--influx-org", default="plantwatch", help="InfluxDB organization")
+    ingest.add_argument("--influx-bucket", default="plant", help="InfluxDB bucket")
+    ingest.add_argument("--influx-spool", default="/var/lib/plantwatch/influx-spool",
+                        help="where batches wait (on disk, in order) while InfluxDB is unreachable")
+    ingest.add_argument("--influx-spool-max-bytes", type=int, default=1 << 30,
+                        help="spool bound; when full, batches are not acknowledged (the broker keeps them)")
     ingest.add_argument("--report-status", action="store_true",
                         help="write each SensorNode's Online condition, lastSeen and rate to Kubernetes")
     ingest.add_argument("--status-namespace", help="namespace of the SensorNodes (default: $POD_NAMESPACE)")

@@ -15,3 +15,4 @@ STAGE = Histogram("plantwatch_stage_seconds_per_message", "Mean time per message
                   ["stage"], buckets=(1e-6, 5e-6, 1e-5, 2.5e-5, 5e-5, 1e-4, 5e-4, 1e-3, 1e-2))
 STORE_WRITE = Histogram("plantwatch_store_write_seconds", "Time to write one batch to the store (one transaction).",
                         buckets=(0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5))
+SPOOL = Gauge("plantwatch_store_spool", "What waits in a store's disk spool (InfluxDB down), in batches and bytes.", ["unit"])

@@ -6,7 +6,6 @@ set up (org, bucket, token) through the same HTTP API an operator would use.
 
 from __future__ import annotations
 
-import os
 import signal
 import socket
 import subprocess
@@ -23,7 +22,7 @@ from influxdb_client import InfluxDBClient
 from influxdb_client.client.write_api import SYNCHRONOUS
 
 from plantwatch.readings import AlertEvent, Reading
-from plantwatch.store.influx import InfluxStore, SpoolDepth, SpoolFullError, ns
+from plantwatch.store.influx import InfluxStore, SpoolDepth, SpoolFullError, ns, to_line_protocol
 
 ROOT = Path(__file__).resolve().parents[2]
 INFLUXD = ROOT / ".cache" / "bin" / "influxd"
@@ -55,7 +54,8 @@ class Influxd:
         args = [str(INFLUXD), f"--http-bind-address=127.0.0.1:{self.port}",
                 f"--bolt-path={self.data_dir / 'influxd.bolt'}", f"--engine-path={self.data_dir / 'engine'}",
                 f"--sqlite-path={self.data_dir / 'influxd.sqlite'}", "--reporting-disabled", "--log-level=error"]
-        self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=open(self.data_dir / "influxd.log", "ab"))
+        with open(self.data_dir / "influxd.log", "ab") as log:
+            self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=log)
         self._wait_healthy()
         if not (self.data_dir / "setup-done").exists():
             self._setup()
@@ -131,10 +131,11 @@ def make_store(tmp_path):
         store.close()
 
 
-def query_readings(server: Influxd, bucket: str, node: str | None = None) -> list[Reading]:
-    """Every point of measurement `reading` (of one node), back as Readings, in time order."""
-    where = f' and r.node == "{node}"' if node else ""
-    flux = (f'from(bucket: "{bucket}") |> range(start: 0) '
+def query_readings(server: Influxd, bucket: str, node: str | None = None, sensor: str | None = None,
+                   start: int = 0) -> list[Reading]:
+    """Every point of measurement `reading` (of one node, one sensor, from `start`), back as Readings, in time order."""
+    where = "".join(f' and r.{tag} == "{value}"' for tag, value in (("node", node), ("sensor", sensor)) if value)
+    flux = (f'from(bucket: "{bucket}") |> range(start: {start}) '
             f'|> filter(fn: (r) => r._measurement == "reading"{where}) |> group() |> sort(columns: ["_time"])')
     with server.client() as c:
         records = [rec for table in c.query_api().query(flux) for rec in table.records]
@@ -223,6 +224,29 @@ def test_malformed_batches_are_rejected_not_retried(influxd, bucket, make_store)
     assert store.spool_depth() == SpoolDepth(0, 0)
 
 
+def test_a_refused_spooled_batch_does_not_block_the_ones_behind_it(tmp_path, make_store):
+    data = tmp_path / "influxd"
+    data.mkdir()
+    server = Influxd(data)
+    store = make_store(server, BUCKET, retry_interval_s=0)
+    refused = series("x", 3)
+    # A month later: another shard, where `value` is still a float field.
+    later = [Reading("x", "temp", "temperature", float(i), T0 + 30 * 86400 + i, "C") for i in range(3)]
+    assert store.write(refused) == 3 and store.write(later) == 3  # down: both spooled
+    assert store.spool_depth().batches == 2
+    server.start()
+    try:
+        with server.client() as c:
+            c.write_api(write_options=SYNCHRONOUS).write(BUCKET, ORG, f'reading,node=x value="text" {ns(T0)}')
+        assert store.flush()
+        assert store.rejected_batches == 1
+        assert [p.read_bytes() for p in (store.spool.dir / "rejected").glob("*.lp")] == [to_line_protocol(refused)]
+        # From the later shard only: a read across shards where `value` has two types returns nothing.
+        assert query_readings(server, BUCKET, "x", "temp", start=int(later[0].ts)) == later
+    finally:
+        server.stop()
+
+
 def test_spool_limit_raises_spool_full(tmp_path, make_store):
     server = Influxd(tmp_path / "down")  # never started: connection refused
     store = make_store(server, BUCKET, batch_size=100, spool_max_bytes=20_000, retry_interval_s=0)
@@ -282,3 +306,26 @@ def test_killed_server_every_reading_arrives_once_in_order(tmp_path, make_store)
         print(f"{call} write calls, {len(sent)} readings, spool peaked at {max(depths)} batches")
     finally:
         server.stop()
+
+
+def test_the_gateway_pipeline_writes_to_influxdb_beside_sqlite(influxd, bucket, make_store, tmp_path):
+    import io
+
+    from plantwatch.alerts.router import AlertRouter
+    from plantwatch.ingest.codecs import encode
+    from plantwatch.ingest.gateway import Pipeline
+    from plantwatch.plant.load import load_plant
+    from plantwatch.store.sqlite import SqliteStore
+
+    from tests.conftest import EXAMPLE_PLANT
+
+    plant = load_plant(EXAMPLE_PLANT)
+    store = make_store(influxd, bucket)
+    now = time.time()
+    pipeline = Pipeline(plant, SqliteStore(tmp_path / "p.db"), AlertRouter(plant, out=io.StringIO()), sinks=[store], now=now)
+    pipeline.process([("sensors/hall-1/esp32-press-01/data",
+                       encode("esp32-json", "esp32-press-01", now - 10 + i, {"temperature_c": 40.0 + i, "vibration_g": 1.0}))
+                      for i in range(10)], now)
+    rows = query_readings(influxd, bucket, node="esp32-press-01", sensor="temperature")
+    assert sorted(r.value for r in rows) == [40.0 + i for i in range(10)]
+    assert pipeline.store.count("readings") == 20

@@ -14,7 +14,7 @@ import threading
 import time
 import uuid
 from collections import Counter
-from typing import Callable
+from typing import Any, Callable, Sequence
 
 import orjson
 
@@ -96,9 +96,13 @@ class Pipeline:
 
     def __init__(self, plant: Plant, store: SqliteStore, router: AlertRouter,
                  publish: Callable[[str, bytes], None] | None = None, policy: Policy = Policy(),
-                 now: float | None = None, window_s: float = 60.0, window_grace_s: float = 5.0):
+                 now: float | None = None, window_s: float = 60.0, window_grace_s: float = 5.0,
+                 sinks: Sequence[Any] = ()):
         self.plant = plant
         self.store = store
+        #: Further stores every batch is written to after the embedded one (InfluxDB): a sink
+        #: that cannot take a batch raises, and the batch is not acknowledged.
+        self.sinks = sinks
         self.router = router
         self.policy = policy
         self._publish = publish
@@ -187,6 +191,11 @@ class Pipeline:
             metrics.STAGE.labels("rules").observe(rules_s / len(batch))
         t_store = clock()
         stored = self.store.write(readings, alerts, dead)
+        for sink in self.sinks:
+            sink.write(readings, alerts, dead)
+            depth = sink.spool_depth()
+            metrics.SPOOL.labels("batches").set(depth.batches)
+            metrics.SPOOL.labels("bytes").set(depth.bytes)
         metrics.STORE_WRITE.observe(clock() - t_store)
         self.readings_stored += stored
         metrics.READINGS.inc(stored)
@@ -247,6 +256,8 @@ class Pipeline:
         events = self.engine.tick(now)
         if events:
             self.store.write(alerts=events)
+            for sink in self.sinks:
+                sink.write(alerts=events)
             self._route(events, now)
         self.router.repeat_due(now)
         for node, silence in self.silence.items():

@@ -9,6 +9,7 @@ from __future__ import annotations
 import signal
 import sys
 import threading
+from typing import Any, Sequence
 
 from plantwatch.alerts.router import AlertRouter
 from plantwatch.health import HealthServer
@@ -21,8 +22,11 @@ from plantwatch.store.sqlite import SqliteStore
 
 
 def serve(paths: list[str], broker_url: str, db: str, http_port: int, client_id: str = "plantwatch-gateway",
-          policy: Policy = Policy(), status_namespace: str | None = None) -> int:
-    """Run the gateway until SIGTERM; with `status_namespace`, report SensorNode Online there."""
+          policy: Policy = Policy(), status_namespace: str | None = None, sinks: Sequence[Any] = ()) -> int:
+    """Run the gateway until SIGTERM; with `status_namespace`, report SensorNode Online there.
+
+    `sinks` are further stores (InfluxDB) every batch goes to after the embedded store.
+    """
     try:
         plant = load_gateway_plant(*paths)
     except PlantError as exc:
@@ -31,7 +35,7 @@ def serve(paths: list[str], broker_url: str, db: str, http_port: int, client_id:
     store = SqliteStore(db)
     dlq = Publisher(broker_url, client_id="plantwatch-gateway-dlq")
     dlq.start(timeout=None)
-    pipeline = Pipeline(plant, store, AlertRouter(plant), publish=dlq.publish, policy=policy)
+    pipeline = Pipeline(plant, store, AlertRouter(plant), publish=dlq.publish, policy=policy, sinks=sinks)
     service = IngestService(pipeline, broker_url, client_id)
     health = HealthServer(http_port, healthy=lambda: service.alive, ready=lambda: service.ready, host="0.0.0.0")
     health.start()
@@ -48,6 +52,9 @@ def serve(paths: list[str], broker_url: str, db: str, http_port: int, client_id:
         reporter.stop()
     service.stop()
     service.pipeline.close_windows()
+    for sink in sinks:
+        sink.flush()
+        sink.close()
     dlq.stop()
     health.stop()
     store.close()

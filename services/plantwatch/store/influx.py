@@ -27,6 +27,7 @@ import logging
 import math
 import os
 import time
+from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Iterator
@@ -55,6 +56,10 @@ class SpoolFullError(RuntimeError):
     """InfluxDB is unreachable and the spool has no room left for the batch in hand."""
 
 
+class BatchRejected(Exception):
+    """InfluxDB refused a batch as malformed (400, 413, 422): retrying the same bytes cannot succeed."""
+
+
 class InfluxWriteError(RuntimeError):
     """InfluxDB refused a write for a reason that retrying cannot fix (bad token, unknown bucket, ...)."""
 
@@ -78,6 +83,12 @@ def ns(ts: float) -> int:
 
 
 def _tag(value: str) -> str:
+    """Escape a tag value as influxdb-client's Point does.
+
+    Line protocol has no escape for newline, CR or tab: they become the two characters `\\n`
+    etc. Node and sensor names (DNS labels) and types (an enum) cannot contain them, nor a
+    trailing backslash, which no escape can write; a unit is free text up to 32 characters.
+    """
     return value.translate(_TAG_ESCAPES)
 
 
@@ -158,7 +169,7 @@ class Spool:
         self.max_bytes = max_bytes
         for tmp in self.dir.glob("*.tmp"):  # a batch whose write did not finish was never acknowledged
             tmp.unlink()
-        self._files = sorted(self.dir.glob("*" + self.SUFFIX))
+        self._files = deque(sorted(self.dir.glob("*" + self.SUFFIX)))
         self._bytes = sum(p.stat().st_size for p in self._files)
         last = max((int(p.stem) for p in (*self._files, *self.rejected_dir.glob("*" + self.SUFFIX))), default=0)
         self._next = last + 1
@@ -185,9 +196,7 @@ class Spool:
 
     def pop_oldest(self) -> None:
         """Forget the oldest batch once InfluxDB has it."""
-        path = self._files.pop(0)
-        self._bytes -= path.stat().st_size
-        path.unlink()
+        self._take_oldest().unlink()
         _fsync_dir(self.dir)
 
     def reject(self, body: bytes) -> Path:
@@ -195,13 +204,15 @@ class Spool:
         return self._write(self.rejected_dir, body)
 
     def reject_oldest(self) -> Path:
-        path = self._files[0]
-        target = self.rejected_dir / path.name
-        self._bytes -= path.stat().st_size
-        path.rename(target)
-        self._files.pop(0)
+        target = self.rejected_dir / self._files[0].name
+        self._take_oldest().rename(target)
         _fsync_dir(self.dir)
         return target
+
+    def _take_oldest(self) -> Path:
+        path = self._files.popleft()
+        self._bytes -= path.stat().st_size
+        return path
 
     def _write(self, directory: Path, body: bytes) -> Path:
         path = directory / f"{self._next:020d}{self.SUFFIX}"
@@ -250,7 +261,8 @@ class InfluxStore:
 
         Accepted means acknowledged by InfluxDB or fsync'd in the spool. InfluxDB cannot
         tell a new point from an overwritten one, so unlike `SqliteStore` a re-delivered
-        reading is counted again (and still stored once).
+        reading is counted again (and still stored once). Raises `SpoolFullError` (batches of
+        this call may already be stored or spooled: re-delivering them is harmless).
         """
         self.flush(force=False)
         accepted = 0
@@ -270,11 +282,11 @@ class InfluxStore:
         """
         while self.spool and (force or time.monotonic() >= self._retry_at):
             path, body = self.spool.oldest()
-            outcome = self._post(body)
-            if outcome == "down":
-                return False
-            if outcome == "rejected":
-                log.error("InfluxDB refused spooled batch %s; moved to %s", path.name, self.spool.reject_oldest())
+            try:
+                if not self._post(body):
+                    return False
+            except BatchRejected as exc:
+                self._rejected(exc, self.spool.reject_oldest())
             else:
                 self.spool.pop_oldest()
         return not self.spool
@@ -289,39 +301,43 @@ class InfluxStore:
 
     def _send_or_spool(self, body: bytes) -> bool:
         """True when InfluxDB has the batch or it is spooled; False when the server refused it as malformed."""
-        if self.spool or time.monotonic() < self._retry_at:
+        if self.spool:
             self.spool.append(body)  # behind older batches: order is kept
             return True
-        outcome = self._post(body)
-        if outcome == "down":
-            self.spool.append(body)
-        elif outcome == "rejected":
-            log.error("InfluxDB refused a batch; kept in %s", self.spool.reject(body))
-        return outcome != "rejected"
+        try:
+            if not self._post(body):
+                self.spool.append(body)
+        except BatchRejected as exc:
+            self._rejected(exc, self.spool.reject(body))
+            return False
+        return True
 
-    def _post(self, body: bytes) -> str:
-        """"ok", "down" (retry later) or "rejected" (never retry); raises InfluxWriteError for other refusals."""
+    def _post(self, body: bytes) -> bool:
+        """True when InfluxDB has the batch, False when it is down (retry later).
+
+        Raises BatchRejected (never retry this batch) or InfluxWriteError (nothing will succeed until fixed).
+        """
         try:
             self._api.write(self.bucket, self.org, body, write_precision=WritePrecision.NS)
         except ApiException as exc:
             if exc.status in TRANSIENT_STATUSES:
                 return self._down(f"HTTP {exc.status}")
             message = f"InfluxDB at {self.url} refused a write to bucket {self.bucket!r}: HTTP {exc.status} {_body(exc)}"
-            if exc.status in REJECTED_STATUSES:
-                self.rejected_batches += 1
-                log.error("%s", message)
-                return "rejected"
-            raise InfluxWriteError(message) from None
+            raise (BatchRejected if exc.status in REJECTED_STATUSES else InfluxWriteError)(message) from None
         except (urllib3.exceptions.HTTPError, OSError) as exc:
             return self._down(type(exc).__name__)
         self._retry_at = 0.0
-        return "ok"
+        return True
 
-    def _down(self, why: str) -> str:
+    def _down(self, why: str) -> bool:
         if self._retry_at == 0.0:
             log.warning("InfluxDB at %s is unreachable (%s); spooling batches in %s", self.url, why, self.spool.dir)
         self._retry_at = time.monotonic() + self.retry_interval_s
-        return "down"
+        return False
+
+    def _rejected(self, exc: BatchRejected, kept: Path) -> None:
+        self.rejected_batches += 1
+        log.error("%s; the batch is kept in %s and not retried", exc, kept)
 
 
 def _body(exc: ApiException) -> str:
