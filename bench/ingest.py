@@ -70,16 +70,16 @@ def mosquitto_sub_rate(broker, messages: list[bytes]) -> float:
     return len(messages) / (time.perf_counter() - started)
 
 
-def gateway_rate(broker, messages: list[bytes], workdir: Path) -> tuple[float, int]:
+def gateway_rate(broker, messages: list[bytes], workdir: Path, sinks=(), client_id: str = "bench-gateway") -> tuple[float, int]:
     plant = load_plant(PLANT)
-    store = SqliteStore(workdir / "bench.db")
-    pipeline = Pipeline(plant, store, AlertRouter(plant, out=io.StringIO()))
-    first = IngestService(pipeline, broker.url, client_id="bench-gateway")
+    store = SqliteStore(workdir / f"{client_id}.db")
+    pipeline = Pipeline(plant, store, AlertRouter(plant, out=io.StringIO()), sinks=sinks)
+    first = IngestService(pipeline, broker.url, client_id=client_id)
     first.start()
     first.stop()  # the session now exists and collects the stream
     queue_for(broker.url, messages)
     pipeline.messages = 0
-    service = IngestService(pipeline, broker.url, client_id="bench-gateway")
+    service = IngestService(pipeline, broker.url, client_id=client_id)
     started = time.perf_counter()
     service.start()
     while pipeline.messages < len(messages):
@@ -91,6 +91,30 @@ def gateway_rate(broker, messages: list[bytes], workdir: Path) -> tuple[float, i
     stored = store.count("readings")
     store.close()
     return len(messages) / elapsed, stored
+
+
+def influx_rate(broker, messages: list[bytes], workdir: Path) -> dict:
+    """The same drain with every batch also written to a real InfluxDB 2.x (built by make tools)."""
+    from plantwatch.store.influx import InfluxStore
+    from plantwatch.store.influxd import BUCKET, INFLUXD, ORG, TOKEN, Influxd
+
+    if not INFLUXD.exists():
+        raise SystemExit(f"{INFLUXD} is missing: run make tools")
+    data = workdir / "influxd"
+    data.mkdir()
+    server = Influxd(data)
+    server.start()
+    try:
+        sink = InfluxStore(server.url, TOKEN, ORG, BUCKET, workdir / "spool", 1 << 30)
+        rate, stored = gateway_rate(broker, messages, workdir, sinks=[sink], client_id="bench-gateway-influx")
+        sink.close()
+        with server.client() as c:
+            tables = c.query_api().query(f'from(bucket: "{BUCKET}") |> range(start: 0) '
+                                         '|> filter(fn: (r) => r._measurement == "reading") |> group() |> count()')
+            points = sum(r.get_value() for t in tables for r in t.records)
+    finally:
+        server.stop()
+    return {"msg_per_s": round(rate), "readings_stored_sqlite": stored, "points_in_influxdb": points, "version": "2.7.12"}
 
 
 PUBLISHER = r"""
@@ -154,6 +178,7 @@ def main() -> int:
         try:
             baseline = mosquitto_sub_rate(broker, messages)
             ours, stored = gateway_rate(broker, messages, work)
+            influx = influx_rate(broker, messages, work)
             latency = alert_latency(broker, args.rate, args.seconds, work)
         finally:
             broker.stop()
@@ -165,6 +190,7 @@ def main() -> int:
         "mosquitto_sub_msg_per_s": round(baseline),
         "embedded_store": {"msg_per_s": round(ours), "readings_stored": stored,
                            "ratio_vs_mosquitto_sub": round(ours / baseline, 3), "target": 0.6},
+        "influxdb_store": {**influx, "ratio_vs_mosquitto_sub": round(influx["msg_per_s"] / baseline, 3), "target": 0.5},
         "alert_latency": {**latency, "target_p99_ms": 20},
     }
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)

@@ -6,104 +6,27 @@ set up (org, bucket, token) through the same HTTP API an operator would use.
 
 from __future__ import annotations
 
-import signal
-import socket
-import subprocess
 import threading
 import time
-import urllib.error
-import urllib.request
 from datetime import datetime, timedelta, timezone
-from pathlib import Path
 
-import orjson
 import pytest
-from influxdb_client import InfluxDBClient
 from influxdb_client.client.write_api import SYNCHRONOUS
 
 from plantwatch.readings import AlertEvent, Reading
 from plantwatch.store.influx import InfluxStore, SpoolDepth, SpoolFullError, ns, to_line_protocol
+from plantwatch.store.influxd import BUCKET, INFLUXD, ORG, TOKEN, Influxd
 
-ROOT = Path(__file__).resolve().parents[2]
-INFLUXD = ROOT / ".cache" / "bin" / "influxd"
-ORG, BUCKET, TOKEN = "plantwatch", "plant", "plantwatch-test-token"
 EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 T0 = 1_700_000_000.0
 
 pytestmark = pytest.mark.timeout(300)
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class Influxd:
-    """One influxd process; `kill()` (SIGKILL) and `start()` again keep its data directory and port."""
-
-    def __init__(self, data_dir: Path):
-        if not INFLUXD.exists():
-            pytest.fail(f"{INFLUXD} is missing: run tools/build-influxdb.sh")
-        self.data_dir = data_dir
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.proc: subprocess.Popen | None = None
-
-    def start(self) -> None:
-        args = [str(INFLUXD), f"--http-bind-address=127.0.0.1:{self.port}",
-                f"--bolt-path={self.data_dir / 'influxd.bolt'}", f"--engine-path={self.data_dir / 'engine'}",
-                f"--sqlite-path={self.data_dir / 'influxd.sqlite'}", "--reporting-disabled", "--log-level=error"]
-        with open(self.data_dir / "influxd.log", "ab") as log:
-            self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=log)
-        self._wait_healthy()
-        if not (self.data_dir / "setup-done").exists():
-            self._setup()
-
-    def _wait_healthy(self, timeout: float = 30.0) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                pytest.fail(f"influxd exited with {self.proc.returncode}: {(self.data_dir / 'influxd.log').read_text()[-2000:]}")
-            try:
-                with urllib.request.urlopen(self.url + "/health", timeout=1) as resp:
-                    if orjson.loads(resp.read())["status"] == "pass":
-                        return
-            except (OSError, urllib.error.URLError):
-                pass
-            time.sleep(0.05)
-        pytest.fail(f"influxd did not answer /health within {timeout:g}s")
-
-    def _setup(self) -> None:
-        body = orjson.dumps({"username": "plantwatch", "password": "plantwatch-password", "org": ORG,
-                             "bucket": BUCKET, "token": TOKEN})
-        req = urllib.request.Request(self.url + "/api/v2/setup", body, {"Content-Type": "application/json"})
-        urllib.request.urlopen(req, timeout=10).close()
-        (self.data_dir / "setup-done").touch()
-
-    def kill(self) -> None:
-        self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait()
-
-    def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.kill()
-
-    def client(self) -> InfluxDBClient:
-        return InfluxDBClient(self.url, token=TOKEN, org=ORG, timeout=60_000)
-
-    def new_bucket(self, name: str) -> str:
-        with self.client() as c:
-            c.buckets_api().create_bucket(bucket_name=name, org=ORG)
-        return name
-
-
 @pytest.fixture(scope="module")
 def influxd(tmp_path_factory):
+    if not INFLUXD.exists():
+        pytest.fail(f"{INFLUXD} is missing: run tools/build-influxdb.sh (make tools)")
     server = Influxd(tmp_path_factory.mktemp("influxd"))
     server.start()
     yield server
