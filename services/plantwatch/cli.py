@@ -7,6 +7,7 @@ import os
 import sys
 from importlib import resources
 
+from plantwatch.detect.cli import add_commands as add_detector_commands
 from plantwatch.logs import configure as configure_logging
 from plantwatch.plant.load import PlantError, load_plant
 
@@ -176,6 +177,8 @@ def parser() -> argparse.ArgumentParser:
     inf.add_argument("--host", default="0.0.0.0", help="address to listen on")
     inf.add_argument("--http-port", type=int, default=8080, help="port of the OIP endpoints and /metrics")
     inf.set_defaults(func=_serve_inference)
+
+    add_detector_commands(sub)
 
     op = sub.add_parser("operator", help="run the Kubernetes operator (kopf)")
     op.add_argument("-n", "--namespace", action="append", help="watch this namespace (repeatable; default: all)")

@@ -1,0 +1,103 @@
+"""A trained detector on disk (DIR/model.onnx + DIR/model-card.json) and the one scoring path.
+
+Scoring always goes through ONNX Runtime, loaded by `plantwatch.inference.models`
+exactly as `plantwatch serve inference` loads it (checksum checked against the
+card); features and the alarm rule are the shared numpy code, parameterised by
+the card. So `detector score`, the experiment and a client of the served model
+compute the same numbers.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from plantwatch.detect.alarms import ewma, hysteresis
+from plantwatch.detect.features import FeatureSpec, feature_names, window_features
+from plantwatch.detect.recipes import Fitted
+from plantwatch.inference.models import LoadedModel, load_model, sha256_of
+
+MODEL_FILE = "model.onnx"
+CARD_FILE = "model-card.json"
+
+
+def model_card(fitted: Fitted, channels: tuple[str, ...], train_rows: int, model_bytes: bytes, source: str = "") -> dict:
+    """Everything needed to reproduce the features and the alarm rule, and to check the model file."""
+    recipe = fitted.recipe
+    return {
+        "kind": "plantwatch-detector",
+        "version": 1,
+        "recipe": recipe.to_json(),
+        "channels": list(channels),
+        "features": {"names": feature_names(channels, recipe.features), "window": recipe.features.to_json()},
+        "model": {"file": MODEL_FILE, "sha256": sha256_of(model_bytes), "input": "features", "output": "score"},
+        "alarm": {"threshold": fitted.threshold, "ewma_span": recipe.span, "on_count": recipe.on_count,
+                  "off_count": recipe.off_count, "off_ratio": recipe.off_ratio},
+        "training": {"rows": train_rows, "source": source},
+        "validation": fitted.validation,
+    }
+
+
+def save(out: str | Path, fitted: Fitted, channels: tuple[str, ...], train_rows: int, source: str = "") -> dict:
+    """Write DIR/model.onnx and DIR/model-card.json; returns the card."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    data = fitted.to_onnx()
+    (out / MODEL_FILE).write_bytes(data)
+    card = model_card(fitted, channels, train_rows, data, source)
+    (out / CARD_FILE).write_text(json.dumps(card, indent=2) + "\n")
+    return card
+
+
+@dataclass(frozen=True)
+class Scores:
+    raw: np.ndarray
+    smoothed: np.ndarray
+    alarm: np.ndarray
+
+
+@dataclass(frozen=True)
+class Scorer:
+    """A loaded detector: card + ONNX Runtime session."""
+
+    card: dict
+    model: LoadedModel
+
+    @property
+    def channels(self) -> tuple[str, ...]:
+        return tuple(self.card["channels"])
+
+    def raw_scores(self, values: np.ndarray) -> np.ndarray:
+        features = window_features(values, FeatureSpec(**self.card["features"]["window"])).astype(np.float32)
+        return self.model.session.run(["score"], {"features": features})[0].astype(np.float64)
+
+    def score(self, values: np.ndarray) -> Scores:
+        """Score every row of [rows, channels] (in card order); earlier rows serve as the windows' history."""
+        raw = self.raw_scores(values)
+        alarm = self.card["alarm"]
+        smoothed = ewma(raw, alarm["ewma_span"])
+        return Scores(raw, smoothed, hysteresis(smoothed, alarm["threshold"], alarm["on_count"], alarm["off_count"],
+                                                alarm["off_ratio"]))
+
+
+def load(directory: str | Path) -> Scorer:
+    """Load a detector directory; the model's sha256 must match its card."""
+    directory = Path(directory)
+    try:
+        card = json.loads((directory / CARD_FILE).read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ValueError(f"{directory}: cannot read {CARD_FILE}: {exc}") from None
+    model = load_model(directory.name or "detector", directory / card["model"]["file"],
+                       expected_sha256=card["model"]["sha256"])
+    return Scorer(card, model)
+
+
+def columns_in_card_order(channels: tuple[str, ...], values: np.ndarray, wanted: tuple[str, ...], source: str = "") -> np.ndarray:
+    """Reorder a table's channels to the card's; every card channel must be present."""
+    missing = [c for c in wanted if c not in channels]
+    if missing:
+        raise ValueError(f"{source}: the model needs channels {missing}, the file has {list(channels)}")
+    return values[:, [channels.index(c) for c in wanted]]

@@ -1,0 +1,162 @@
+"""`plantwatch detector train|score|evaluate|simulate`: registered by `add_commands(subparsers)`.
+
+Also runnable on its own: `python -m plantwatch.detect.cli detector ...`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import functools
+import sys
+from pathlib import Path
+
+from plantwatch.detect import bundle, experiment
+from plantwatch.detect.data import labels_of, read_predictions, read_table, write_predictions
+from plantwatch.detect.evaluate import confusion, meets_target, pooled
+from plantwatch.detect.recipes import DEFAULT_RECIPE, RECIPES, fit_recipe
+
+
+def _user_errors(func):
+    """Bad input (unreadable CSV, missing channel, wrong checksum) is a message and exit status 2, not a traceback."""
+
+    @functools.wraps(func)
+    def run(args: argparse.Namespace) -> int:
+        try:
+            return func(args)
+        except (ValueError, OSError) as exc:
+            print(f"detector {args.detector_command}: {exc}", file=sys.stderr)
+            return 2
+
+    return run
+
+
+def _exclude(text: str | None) -> tuple[str, ...]:
+    return tuple(c.strip() for c in text.split(",") if c.strip()) if text else ()
+
+
+def _csv_files(items: list[str]) -> list[Path]:
+    """Files as given, folders as their *.csv (sorted)."""
+    paths: list[Path] = []
+    for item in items:
+        path = Path(item)
+        paths.extend(sorted(path.glob("*.csv")) if path.is_dir() else [path])
+    return paths
+
+
+def _train(args: argparse.Namespace) -> int:
+    table = read_table(args.csv, args.time_column, _exclude(args.exclude))
+    if len(table.values) < args.train_rows:
+        print(f"detector train: {args.csv} has {len(table.values)} rows, fewer than --train-rows {args.train_rows}", file=sys.stderr)
+        return 2
+    fitted = fit_recipe(RECIPES[args.recipe], table.values[: args.train_rows])
+    card = bundle.save(args.out, fitted, table.channels, args.train_rows, str(args.csv))
+    print(f"trained {args.recipe} on {args.train_rows} rows x {len(table.channels)} channels "
+          f"({', '.join(table.channels)}); threshold {card['alarm']['threshold']:.4g}; wrote {args.out}")
+    return 0
+
+
+def _score(args: argparse.Namespace) -> int:
+    scorer = bundle.load(args.model)
+    table = read_table(args.csv, args.time_column, _exclude(args.exclude))
+    values = bundle.columns_in_card_order(table.channels, table.values, scorer.channels, str(args.csv))
+    scores = scorer.score(values)
+    start = args.skip_rows
+    write_predictions(args.out, table.timestamps[start:], scores.smoothed[start:], scores.alarm[start:])
+    print(f"scored {len(values) - start} rows, {int(scores.alarm[start:].sum())} alarmed; wrote {args.out}")
+    return 0
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    paths = _csv_files(args.data)
+    if not paths:
+        print("detector evaluate: no CSV files in --data", file=sys.stderr)
+        return 2
+    if args.pred_dir:
+        per_file = {}
+        for path in paths:
+            table = read_table(path, args.time_column, _exclude(args.exclude))
+            labels = labels_of(table, args.label_column, path)[args.skip_rows:]
+            stamps, alarms = read_predictions(Path(args.pred_dir) / path.name)
+            if len(alarms) != len(labels) or (args.time_column and stamps != table.timestamps[args.skip_rows:]):
+                print(f"detector evaluate: {path.name}: predictions do not line up with rows {args.skip_rows}.. of the data", file=sys.stderr)
+                return 2
+            per_file[path.name] = confusion(labels, alarms)
+        counts = pooled(list(per_file.values()))
+        summary = {"files": len(per_file), **counts.summary()}
+    else:
+        result = experiment.run(paths, RECIPES[args.recipe], args.skip_rows, args.label_column, args.time_column,
+                                _exclude(args.exclude))
+        per_file = {Path(f.path).name: f.counts for f in result.files}
+        counts, summary = result.counts, result.summary()
+    summary["meets_target"] = meets_target(counts)
+    if args.per_file:
+        summary["per_file"] = {name: c.summary() for name, c in per_file.items()}
+    print(json.dumps(summary, indent=2))
+    return 0
+
+
+def _simulate(args: argparse.Namespace) -> int:
+    from plantwatch.detect.simulate import write_dataset
+
+    paths = write_dataset(Path(args.out), args.recordings, args.seed, args.train_rows)
+    print(f"wrote {len(paths)} recordings to {args.out}")
+    return 0
+
+
+def add_commands(subparsers) -> None:
+    """Register `detector train|score|evaluate|simulate` on the `plantwatch` command's subparsers."""
+    detector = subparsers.add_parser("detector", help="train, score and evaluate anomaly detectors on CSV recordings")
+    sub = detector.add_subparsers(dest="detector_command", required=True, metavar="ACTION")
+    recipe_help = f"detector recipe (default {DEFAULT_RECIPE}); one of {', '.join(RECIPES)}"
+
+    def table_args(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--time-column", metavar="NAME", help="time stamp column (not a channel; echoed in predictions)")
+        p.add_argument("--exclude", metavar="COL,COL", help="columns that are not channels (anomaly/changepoint/label always are)")
+
+    train = sub.add_parser("train", help="train on a CSV's first rows; writes DIR/model.onnx and DIR/model-card.json")
+    train.add_argument("--csv", required=True, help="recording (delimiter detected: ; , tab |)")
+    train.add_argument("--out", required=True, metavar="DIR", help="model directory to write")
+    train.add_argument("--train-rows", type=int, default=400, help="leading rows known to be normal (default 400)")
+    train.add_argument("--recipe", choices=sorted(RECIPES), default=DEFAULT_RECIPE, help=recipe_help)
+    table_args(train)
+    train.set_defaults(func=_user_errors(_train))
+
+    score = sub.add_parser("score", help="score a CSV through ONNX Runtime; writes timestamp,score,anomaly per row")
+    score.add_argument("--model", required=True, metavar="DIR", help="model directory from `detector train`")
+    score.add_argument("--csv", required=True, help="recording with the model's channels")
+    score.add_argument("--out", required=True, metavar="PRED.csv", help="predictions to write")
+    score.add_argument("--skip-rows", type=int, default=0,
+                       help="leave out the first N rows from the output (they still serve as window history)")
+    table_args(score)
+    score.set_defaults(func=_user_errors(_score))
+
+    evaluate = sub.add_parser("evaluate", help="pooled point-wise F1, false- and missed-alarm rates over labelled CSVs")
+    evaluate.add_argument("--data", nargs="+", required=True, metavar="CSV|DIR", help="labelled recordings (folders: their *.csv)")
+    evaluate.add_argument("--pred-dir", metavar="DIR",
+                          help="predictions named like the data files (from `detector score`); "
+                               "without it, each file trains on its first --skip-rows rows and scores the rest")
+    evaluate.add_argument("--skip-rows", type=int, default=400, help="training rows at the start of each file, not judged (default 400)")
+    evaluate.add_argument("--label-column", default="anomaly", help="0/1 label column (default anomaly)")
+    evaluate.add_argument("--recipe", choices=sorted(RECIPES), default=DEFAULT_RECIPE, help=recipe_help)
+    evaluate.add_argument("--per-file", action="store_true", help="also print each file's figures")
+    table_args(evaluate)
+    evaluate.set_defaults(func=_user_errors(_evaluate))
+
+    simulate = sub.add_parser("simulate", help="write labelled simulated recordings (pump skid with faults)")
+    simulate.add_argument("--out", required=True, metavar="DIR")
+    simulate.add_argument("--recordings", type=int, default=20)
+    simulate.add_argument("--seed", type=int, default=0)
+    simulate.add_argument("--train-rows", type=int, default=400, help="fault-free rows at the start of each recording")
+    simulate.set_defaults(func=_user_errors(_simulate))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="plantwatch")
+    add_commands(parser.add_subparsers(dest="command", required=True, metavar="COMMAND"))
+    args = parser.parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,345 @@
+"""Detector recipes: features -> robust scaling -> detector -> ONNX, with a threshold from training rows only.
+
+A recipe is everything needed to go from a recording's normal rows to a served
+model and an alarm rule: the feature windows, the detector, the smoothing and
+hysteresis, and how the threshold is picked. Each detector has a numpy
+reference (`score`) and an ONNX export that must agree with it; the ONNX graph
+takes the raw window features (`features [batch, n] float32`), scales and clips
+them, and returns `score [batch]` (higher = more anomalous, >= 0).
+
+The threshold comes from *out-of-fold* scores of the training rows: the rows are
+cut into contiguous folds and each fold is scored by a detector fitted on the
+others. In-sample scores of a 400-row fit are optimistic (most of all for
+covariance and nearest-neighbour detectors); out-of-fold ones show what unseen
+normal data scores, drift and operating-point changes included.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Protocol
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+from plantwatch.detect.alarms import choose_threshold, ewma, hysteresis
+from plantwatch.detect.features import CLIP, FeatureSpec, RobustScaler, fit_scaler, window_features
+
+OPSET = 18
+ML_OPSET = 3
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """One way to build a detector; every field lands in the model card."""
+
+    name: str
+    detector: str
+    features: FeatureSpec = field(default_factory=FeatureSpec)
+    span: float = 15.0
+    on_count: int = 5
+    off_count: int = 10
+    off_ratio: float = 0.8
+    quantile: float = 0.99
+    margin: float = 1.25
+    folds: int = 4
+    top_fraction: float = 0.25  # robust-z: mean of the largest quarter of squared z
+    neighbours: int = 5  # knn
+    drift_horizon: float = 3.0  # envelope
+    floor: float = 0.0  # the threshold is at least this (envelope scores are 0 on most normal rows)
+    out_of_fold: bool = True  # threshold from out-of-fold scores (else in-sample: the envelope's limits are already cross-validated)
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+
+class Detector(Protocol):
+    def score(self, z: np.ndarray) -> np.ndarray: ...
+
+    def graph(self) -> tuple[list, list, list]: ...
+
+
+def _const(name: str, value) -> onnx.TensorProto:
+    return numpy_helper.from_array(np.asarray(value, dtype=np.float32 if np.asarray(value).dtype.kind == "f" else np.int64), name)
+
+
+@dataclass(frozen=True)
+class RobustZ:
+    """Root mean of the largest `k` squared robust z-scores: many small deviations or a few large ones."""
+
+    k: int
+
+    def score(self, z: np.ndarray) -> np.ndarray:
+        top = -np.sort(-(z * z), axis=1)[:, : self.k]
+        return np.sqrt(top.mean(axis=1))
+
+    def graph(self):
+        nodes = [
+            helper.make_node("Mul", ["z", "z"], ["rz_z2"]),
+            helper.make_node("TopK", ["rz_z2", "rz_k"], ["rz_top", "rz_index"], axis=1),
+            helper.make_node("ReduceMean", ["rz_top", "rz_axes"], ["rz_mean"], keepdims=0),
+            helper.make_node("Sqrt", ["rz_mean"], ["score"]),
+        ]
+        return nodes, [_const("rz_k", [self.k]), _const("rz_axes", [1])], []
+
+
+@dataclass(frozen=True)
+class Envelope:
+    """Distance outside per-feature limits learned from the training rows, in robust-z units.
+
+    Inside the limits a feature contributes nothing, so several normal operating
+    points in training are all "normal" (a centred z-score would call the rarer
+    one anomalous). The score is the root mean of the `k` largest squared
+    excesses: one dead sensor is enough, and so are several small departures.
+    """
+
+    low: np.ndarray
+    high: np.ndarray
+    k: int
+
+    def score(self, z: np.ndarray) -> np.ndarray:
+        excess = np.maximum(z - self.high, 0.0) + np.maximum(self.low - z, 0.0)
+        top = -np.sort(-(excess * excess), axis=1)[:, : self.k]
+        return np.sqrt(top.mean(axis=1))
+
+    def graph(self):
+        nodes = [
+            helper.make_node("Sub", ["z", "ev_high"], ["ev_above_raw"]),
+            helper.make_node("Relu", ["ev_above_raw"], ["ev_above"]),
+            helper.make_node("Sub", ["ev_low", "z"], ["ev_below_raw"]),
+            helper.make_node("Relu", ["ev_below_raw"], ["ev_below"]),
+            helper.make_node("Add", ["ev_above", "ev_below"], ["ev_excess"]),
+            helper.make_node("Mul", ["ev_excess", "ev_excess"], ["ev_e2"]),
+            helper.make_node("TopK", ["ev_e2", "ev_k"], ["ev_top", "ev_index"], axis=1),
+            helper.make_node("ReduceMean", ["ev_top", "ev_axes"], ["ev_mean"], keepdims=0),
+            helper.make_node("Sqrt", ["ev_mean"], ["score"]),
+        ]
+        inits = [_const("ev_low", self.low.astype(np.float32)[None, :]), _const("ev_high", self.high.astype(np.float32)[None, :]),
+                 _const("ev_k", [self.k]), _const("ev_axes", [1])]
+        return nodes, inits, []
+
+
+def fit_envelope(z: np.ndarray, k: int, folds: int, drift_horizon: float, tail: float = 0.005) -> Envelope:
+    """Limits = training quantiles widened by how far held-out folds strayed beyond the other folds' limits.
+
+    A stationary feature strays by noise only; one that drifts (a motor warming
+    up) or that changed operating point strays a lot, and `drift_horizon` folds'
+    worth of that is allowed, because the scored rows go on for longer than a fold.
+    """
+    low, high = np.quantile(z, tail, axis=0), np.quantile(z, 1 - tail, axis=0)
+    stray = np.zeros(z.shape[1])
+    bounds = np.linspace(0, len(z), folds + 1).astype(int)
+    for start, end in zip(bounds[:-1], bounds[1:]):
+        rest, held = np.concatenate([z[:start], z[end:]]), z[start:end]
+        above = np.quantile(held, 1 - tail, axis=0) - np.quantile(rest, 1 - tail, axis=0)
+        below = np.quantile(rest, tail, axis=0) - np.quantile(held, tail, axis=0)
+        stray = np.maximum(stray, np.maximum(above, below))
+    allowance = drift_horizon * np.maximum(stray, 0.0)
+    return Envelope(low - allowance, high + allowance, k)
+
+
+@dataclass(frozen=True)
+class Mahalanobis:
+    """sqrt(d^2 / n) under a Ledoit-Wolf shrunk covariance: joint moves that training never showed.
+
+    Shrinkage matters: 400 autocorrelated rows cannot estimate a 40x40 covariance,
+    and the plain inverse turns tiny training variances into huge weights.
+    """
+
+    mean: np.ndarray
+    precision: np.ndarray
+
+    def score(self, z: np.ndarray) -> np.ndarray:
+        centered = z - self.mean
+        return np.sqrt(np.maximum(np.einsum("ij,jk,ik->i", centered, self.precision, centered), 0.0) / len(self.mean))
+
+    def graph(self):
+        nodes = [
+            helper.make_node("Sub", ["z", "mh_mean"], ["mh_c"]),
+            helper.make_node("MatMul", ["mh_c", "mh_precision"], ["mh_cp"]),
+            helper.make_node("Mul", ["mh_cp", "mh_c"], ["mh_terms"]),
+            helper.make_node("ReduceSum", ["mh_terms", "mh_axes"], ["mh_d2"], keepdims=0),
+            helper.make_node("Div", ["mh_d2", "mh_n"], ["mh_d2n"]),
+            helper.make_node("Relu", ["mh_d2n"], ["mh_pos"]),
+            helper.make_node("Sqrt", ["mh_pos"], ["score"]),
+        ]
+        inits = [_const("mh_mean", self.mean.astype(np.float32)), _const("mh_precision", self.precision.astype(np.float32)),
+                 _const("mh_axes", [1]), _const("mh_n", np.float32(len(self.mean)))]
+        return nodes, inits, []
+
+
+@dataclass(frozen=True)
+class NearestNeighbours:
+    """RMS distance (per feature) to the `k` nearest training rows: normal is what training looked like."""
+
+    reference: np.ndarray
+    k: int
+
+    def score(self, z: np.ndarray) -> np.ndarray:
+        d2 = (z * z).sum(1)[:, None] - 2 * z @ self.reference.T + (self.reference ** 2).sum(1)[None, :]
+        nearest = np.sort(np.maximum(d2, 0.0), axis=1)[:, : self.k]
+        return np.sqrt(nearest.mean(axis=1) / self.reference.shape[1])
+
+    def graph(self):
+        ref = self.reference.astype(np.float32)
+        nodes = [
+            helper.make_node("Mul", ["z", "z"], ["kn_z2"]),
+            helper.make_node("ReduceSum", ["kn_z2", "kn_axes"], ["kn_zz"], keepdims=1),
+            helper.make_node("MatMul", ["z", "kn_refT"], ["kn_cross"]),
+            helper.make_node("Mul", ["kn_cross", "kn_two"], ["kn_cross2"]),
+            helper.make_node("Sub", ["kn_zz", "kn_cross2"], ["kn_part"]),
+            helper.make_node("Add", ["kn_part", "kn_rr"], ["kn_d2raw"]),
+            helper.make_node("Relu", ["kn_d2raw"], ["kn_d2"]),
+            helper.make_node("TopK", ["kn_d2", "kn_k"], ["kn_near", "kn_index"], axis=1, largest=0),
+            helper.make_node("ReduceMean", ["kn_near", "kn_axes"], ["kn_mean"], keepdims=0),
+            helper.make_node("Div", ["kn_mean", "kn_n"], ["kn_mean_n"]),
+            helper.make_node("Sqrt", ["kn_mean_n"], ["score"]),
+        ]
+        inits = [_const("kn_refT", ref.T.copy()), _const("kn_rr", (ref.astype(np.float64) ** 2).sum(1).astype(np.float32)[None, :]),
+                 _const("kn_two", np.float32(2.0)), _const("kn_axes", [1]), _const("kn_k", [self.k]),
+                 _const("kn_n", np.float32(ref.shape[1]))]
+        return nodes, inits, []
+
+
+@dataclass(frozen=True)
+class IsolationForestDetector:
+    """The seed's IsolationForest on the scaled features; score = -score_samples (0..1, higher = more isolated)."""
+
+    forest: object  # sklearn.ensemble.IsolationForest
+
+    def score(self, z: np.ndarray) -> np.ndarray:
+        return -self.forest.score_samples(z.astype(np.float32))
+
+    def graph(self):
+        from skl2onnx import to_onnx
+        from skl2onnx.common.data_types import FloatTensorType
+
+        n = self.forest.n_features_in_
+        model = to_onnx(self.forest, initial_types=[("z", FloatTensorType([None, n]))],
+                        target_opset={"": OPSET, "ai.onnx.ml": ML_OPSET})
+        nodes = list(model.graph.node) + [
+            # decision_function = score_samples - offset_, so -score_samples = -(decision + offset_).
+            helper.make_node("Add", ["scores", "if_offset"], ["if_samples"]),
+            helper.make_node("Neg", ["if_samples"], ["if_neg"]),
+            helper.make_node("Reshape", ["if_neg", "if_shape"], ["score"]),
+        ]
+        inits = list(model.graph.initializer) + [_const("if_offset", np.float32(self.forest.offset_)), _const("if_shape", [-1])]
+        return nodes, inits, [helper.make_opsetid("ai.onnx.ml", ML_OPSET)]
+
+
+def fit_detector(recipe: Recipe, z: np.ndarray, seed: int = 0) -> Detector:
+    """Fit the recipe's detector on scaled training features `z` [rows, n]."""
+    n = z.shape[1]
+    if recipe.detector == "robust-z":
+        return RobustZ(max(1, int(round(recipe.top_fraction * n))))
+    if recipe.detector == "envelope":
+        return fit_envelope(z, max(1, int(round(recipe.top_fraction * n))), recipe.folds, recipe.drift_horizon)
+    if recipe.detector == "mahalanobis":
+        from sklearn.covariance import LedoitWolf
+
+        lw = LedoitWolf().fit(z)
+        return Mahalanobis(lw.location_, lw.precision_)
+    if recipe.detector == "knn":
+        return NearestNeighbours(z.copy(), min(recipe.neighbours, len(z)))
+    if recipe.detector == "iforest":
+        from sklearn.ensemble import IsolationForest
+
+        return IsolationForestDetector(IsolationForest(n_estimators=100, random_state=seed).fit(z.astype(np.float32)))
+    raise ValueError(f"unknown detector {recipe.detector!r}; accepted: robust-z, mahalanobis, knn, iforest")
+
+
+def export_onnx(scaler: RobustScaler, detector: Detector) -> bytes:
+    """The served graph: features -> (f - center) / scale -> clip(+-CLIP) -> detector -> score."""
+    n = len(scaler.center)
+    nodes, inits, opsets = detector.graph()
+    prefix = [
+        helper.make_node("Sub", ["features", "pw_center"], ["pw_centered"]),
+        helper.make_node("Div", ["pw_centered", "pw_scale"], ["pw_z"]),
+        helper.make_node("Clip", ["pw_z", "pw_low", "pw_high"], ["z"]),
+    ]
+    prefix_inits = [_const("pw_center", scaler.center.astype(np.float32)), _const("pw_scale", scaler.scale.astype(np.float32)),
+                    _const("pw_low", np.float32(-CLIP)), _const("pw_high", np.float32(CLIP))]
+    graph = helper.make_graph(
+        prefix + nodes, "plantwatch-detector",
+        [helper.make_tensor_value_info("features", TensorProto.FLOAT, ["batch", n])],
+        [helper.make_tensor_value_info("score", TensorProto.FLOAT, ["batch"])],
+        prefix_inits + inits,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET), *opsets], producer_name="plantwatch")
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    return model.SerializeToString()
+
+
+@dataclass(frozen=True)
+class Fitted:
+    """A trained recipe: the ONNX bytes, the numpy reference and the alarm rule."""
+
+    recipe: Recipe
+    scaler: RobustScaler
+    detector: Detector
+    threshold: float
+    validation: dict
+
+    def reference_scores(self, features: np.ndarray) -> np.ndarray:
+        """Raw scores computed in numpy, float32 inputs like the ONNX path (for tests and fold scoring)."""
+        z = self.scaler.transform(features.astype(np.float32).astype(np.float64))
+        return self.detector.score(z)
+
+    def to_onnx(self) -> bytes:
+        return export_onnx(self.scaler, self.detector)
+
+
+def _fit_model(recipe: Recipe, features: np.ndarray, seed: int) -> tuple[RobustScaler, Detector]:
+    scaler = fit_scaler(features)
+    return scaler, fit_detector(recipe, scaler.transform(features), seed)
+
+
+def out_of_fold_scores(recipe: Recipe, features: np.ndarray, seed: int = 0) -> np.ndarray:
+    """Each contiguous fold of training rows scored by a model (scaler included) fitted on the other folds."""
+    bounds = np.linspace(0, len(features), recipe.folds + 1).astype(int)
+    scores = np.empty(len(features))
+    for start, end in zip(bounds[:-1], bounds[1:]):
+        rest = np.concatenate([features[:start], features[end:]])
+        scaler, detector = _fit_model(recipe, rest, seed)
+        scores[start:end] = detector.score(scaler.transform(features[start:end]))
+    return scores
+
+
+def fit_recipe(recipe: Recipe, train_values: np.ndarray, seed: int = 0) -> Fitted:
+    """Train on normal rows [rows, channels] only: features, scaler, detector, threshold (see module doc)."""
+    warmup = recipe.features.warmup
+    if len(train_values) < warmup + 10 * recipe.folds:
+        raise ValueError(f"need at least {warmup + 10 * recipe.folds} training rows, got {len(train_values)}")
+    features = window_features(train_values, recipe.features)[warmup:]
+    scaler, detector = _fit_model(recipe, features, seed)
+    in_sample = ewma(detector.score(scaler.transform(features)), recipe.span)
+    calibration = ewma(out_of_fold_scores(recipe, features, seed), recipe.span) if recipe.out_of_fold else in_sample
+    threshold = max(choose_threshold(calibration, recipe.quantile, recipe.margin), recipe.floor)
+
+    def alarm_rate(smoothed: np.ndarray) -> float:
+        return float(hysteresis(smoothed, threshold, recipe.on_count, recipe.off_count, recipe.off_ratio).mean())
+
+    validation = {
+        "threshold_from": "out-of-fold" if recipe.out_of_fold else "in-sample",
+        "calibration_score_quantiles": {q: float(np.quantile(calibration, float(q))) for q in ("0.5", "0.9", "0.99")},
+        "calibration_alarm_rate": alarm_rate(calibration),
+        "in_sample_alarm_rate": alarm_rate(in_sample),
+        "warmup_rows": warmup,
+    }
+    return Fitted(recipe, scaler, detector, threshold, validation)
+
+
+RECIPES: dict[str, Recipe] = {
+    r.name: r for r in (
+        # The default: per-feature limits with a cross-validated drift allowance; 2.5 robust-z
+        # units beyond them (smoothed, held for 5 s) is an alarm. See README for the comparison.
+        Recipe("envelope", "envelope", top_fraction=0.05, floor=2.5, out_of_fold=False),
+        Recipe("robust-z", "robust-z"),
+        Recipe("mahalanobis", "mahalanobis"),
+        Recipe("knn", "knn"),
+        Recipe("iforest", "iforest"),
+    )
+}
+DEFAULT_RECIPE = "envelope"

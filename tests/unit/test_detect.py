@@ -1,0 +1,106 @@
+"""Pure parts of the detector: features, scaling, alarms, threshold choice, pooled figures, CSV reading."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from plantwatch.detect.alarms import choose_threshold, ewma, hysteresis
+from plantwatch.detect.data import detect_delimiter, labels_of, read_table
+from plantwatch.detect.evaluate import Counts, confusion, meets_target, pooled
+from plantwatch.detect.features import CLIP, FeatureSpec, feature_names, fill_missing, fit_scaler, window_features
+from plantwatch.detect.simulate import simulate
+
+
+def noisy(rows: int = 300, channels: int = 3, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    return 10 + rng.normal(0, 1, (rows, channels))
+
+
+def test_features_are_causal():
+    values = noisy()
+    changed = values.copy()
+    changed[200:] += 50
+    np.testing.assert_array_equal(window_features(values)[:200], window_features(changed)[:200])
+
+
+def test_feature_columns_follow_names():
+    spec = FeatureSpec(kinds=("level", "change", "noise", "missing"))
+    assert window_features(noisy(), spec).shape == (300, 12)
+    assert feature_names(["a", "b"], spec)[:4] == ["a:level", "a:change", "a:noise", "a:missing"]
+    with pytest.raises(ValueError):
+        FeatureSpec(kinds=("speed",))
+
+
+def test_stuck_sensor_collapses_noise_and_spike_does_not_move_level():
+    values = noisy(200, 1)
+    values[150:, 0] = values[150, 0]
+    values[100, 0] = 1e3
+    features = window_features(values)  # level, noise, missing
+    assert features[199, 1] < features[140, 1] - 5  # log-noise of a flat line is far below the real one
+    assert abs(features[100, 0] - 10) < 2  # a rolling median rides over one spike
+
+
+def test_missing_readings_are_filled_and_counted():
+    values = noisy(100, 2)
+    values[50:60, 1] = np.nan
+    assert not np.isnan(fill_missing(values)).any()
+    features = window_features(values)
+    assert features[59, 5] == 1.0 and features[40, 5] == 0.0
+    assert fill_missing(np.array([[np.nan], [2.0], [np.nan]]))[:, 0].tolist() == [2.0, 2.0, 2.0]
+
+
+def test_scaler_is_robust_and_floored():
+    train = np.column_stack([np.r_[np.zeros(99), 1e6], np.full(100, 5.0)])
+    scaler = fit_scaler(train)
+    assert scaler.center.tolist() == [0.0, 5.0]
+    assert scaler.scale[1] == pytest.approx(5e-3)  # a constant column gets the 0.1 % floor, not 0
+    assert scaler.transform(np.array([[1e9, 5.0]]))[0].tolist() == [CLIP, 0.0]
+
+
+def test_ewma_and_hysteresis():
+    assert ewma(np.array([0.0, 10.0]), span=3).tolist() == [0.0, 5.0]
+    score = np.array([0, 5, 0, 5, 5, 5, 1, 5, 0, 0, 0], dtype=float)
+    assert hysteresis(score, 2, on_count=2, off_count=2).tolist() == [0, 0, 0, 0, 1, 1, 1, 1, 1, 0, 0]
+    assert hysteresis(score, 2).tolist() == (score > 2).astype(int).tolist()
+
+
+def test_threshold_stretches_the_tail_above_the_median():
+    scores = np.arange(101, dtype=float)
+    assert choose_threshold(scores, 0.9, 1.0) == pytest.approx(90)
+    assert choose_threshold(scores, 0.9, 2.0) == pytest.approx(50 + 2 * 40)
+    assert choose_threshold(scores + 100, 0.9, 2.0) == pytest.approx(230)  # offset-invariant
+    with pytest.raises(ValueError):
+        choose_threshold(np.array([np.nan]), 0.9, 1.0)
+
+
+def test_pooled_figures():
+    counts = confusion(np.array([1, 1, 1, 0, 0, 0, 0]), np.array([1, 1, 0, 1, 0, 0, 0]))
+    assert counts == Counts(tp=2, fp=1, fn=1, tn=3)
+    assert counts.false_alarm_rate == 0.25 and counts.missed_alarm_rate == pytest.approx(1 / 3)
+    assert counts.f1 == pytest.approx(4 / 6)
+    total = pooled([counts, Counts(tp=0, fp=0, fn=0, tn=4)])
+    assert total.false_alarm_rate == pytest.approx(1 / 8)
+    assert not meets_target(total) and meets_target(Counts(tp=10, tn=10))
+
+
+def test_csv_reading_detects_delimiter_and_sets_labels_aside(tmp_path):
+    assert detect_delimiter("datetime;a;b\n") == ";" and detect_delimiter("a,b") == ","
+    path = tmp_path / "r.csv"
+    path.write_text("datetime;temp;note;flow;anomaly;changepoint\n"
+                    "2024-01-01 00:00:00;1.5;ok;;0;0\n2024-01-01 00:00:01;1.6;ok;3;1;1\n")
+    table = read_table(path, time_column="datetime")
+    assert table.channels == ("temp", "flow")
+    assert np.isnan(table.values[0, 1]) and table.timestamps[1] == "2024-01-01 00:00:01"
+    assert labels_of(table, "anomaly").tolist() == [0, 1]
+    assert read_table(path, exclude=("flow",)).channels == ("temp",)
+    with pytest.raises(ValueError, match="no time column"):
+        read_table(path, time_column="time")
+
+
+def test_simulator_is_seeded_and_honest():
+    a, b = simulate(3), simulate(3)
+    np.testing.assert_array_equal(a.values, b.values)
+    assert 5 <= len(a.channels) <= 10
+    assert a.anomaly[:400].sum() == 0 and a.anomaly.sum() > 0
+    assert all(end - start >= 80 for _, start, end in a.faults)
