@@ -19,7 +19,6 @@ import json
 import secrets
 import shutil
 import signal
-import socket
 import ssl
 import subprocess
 import sys
@@ -31,6 +30,8 @@ from pathlib import Path
 from typing import Callable
 
 import yaml
+
+from plantwatch.mqtt.broker import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = ROOT / ".cache" / "bin"
@@ -131,12 +132,6 @@ def _certificate(common_name: str, public_key, signing_key, issuer, names=None):
 
 
 # --- processes ---------------------------------------------------------------------------
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
 
 def _die_with_parent() -> None:
     """Runs in each child before exec: if the test process dies without stopping the

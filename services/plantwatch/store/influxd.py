@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import signal
-import socket
 import subprocess
 import time
 import urllib.error
@@ -13,14 +12,10 @@ from pathlib import Path
 import orjson
 from influxdb_client import InfluxDBClient
 
+from plantwatch.mqtt.broker import free_port
+
 INFLUXD = Path(__file__).resolve().parents[3] / ".cache" / "bin" / "influxd"
 ORG, BUCKET, TOKEN = "plantwatch", "plant", "plantwatch-test-token"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class InfluxdError(RuntimeError):
