@@ -4,6 +4,8 @@
 # Everything installed or built lands in ignored folders (.venv/, .cache/).
 
 SHELL := /bin/bash
+# Go and rustup's cargo where this kind of machine installs them, even when a non-login shell's PATH lacks them.
+export PATH := /usr/local/go/bin:$(HOME)/go/bin:$(HOME)/.cargo/bin:$(PATH)
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
