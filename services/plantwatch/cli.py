@@ -7,7 +7,6 @@ import os
 import sys
 from importlib import resources
 
-from plantwatch.detect.cli import add_commands as add_detector_commands
 from plantwatch.logs import configure as configure_logging
 from plantwatch.plant.load import PlantError, load_plant
 
@@ -116,7 +115,7 @@ def _operator(args: argparse.Namespace) -> int:
     return 0
 
 
-def parser() -> argparse.ArgumentParser:
+def parser(with_detector: bool = True) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="plantwatch", description="Monitor a factory's sensor nodes: one machine or Kubernetes.")
     p.add_argument("--log-level", default="WARNING", help="Python log level (default WARNING)")
     p.add_argument("--log-format", choices=("text", "json"), default="text",
@@ -178,7 +177,12 @@ def parser() -> argparse.ArgumentParser:
     inf.add_argument("--http-port", type=int, default=8080, help="port of the OIP endpoints and /metrics")
     inf.set_defaults(func=_serve_inference)
 
-    add_detector_commands(sub)
+    if with_detector:
+        from plantwatch.detect.cli import add_commands as add_detector_commands
+
+        add_detector_commands(sub)
+    else:  # listed in --help without importing numpy, onnx and scikit-learn into every command
+        sub.add_parser("detector", help="train, score and evaluate anomaly detectors (plantwatch detector --help)")
 
     op = sub.add_parser("operator", help="run the Kubernetes operator (kopf)")
     op.add_argument("-n", "--namespace", action="append", help="watch this namespace (repeatable; default: all)")
@@ -190,7 +194,8 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    args = parser(with_detector="detector" in argv).parse_args(argv)
     configure_logging(args.log_level, args.log_format)
     return args.func(args)
 
