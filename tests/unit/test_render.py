@@ -13,7 +13,6 @@ import pytest
 import yaml
 
 from plantwatch.plant.model import parse_resource
-from plantwatch_operator.conditions import set_condition
 from plantwatch_operator.config import Config
 from plantwatch_operator.render import PlainDumper, plant_manifest, render_detector, render_ingestion
 
@@ -106,16 +105,6 @@ def test_workloads_are_restricted():
             assert c["securityContext"] == {"allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True,
                                             "capabilities": {"drop": ["ALL"]}}
             assert c["resources"]["requests"]["cpu"]
-
-
-def test_conditions_keep_transition_time_until_status_changes():
-    first = set_condition(None, "Ready", "True", "Rendered", "a", 1, "2026-01-01T00:00:00Z")
-    again = set_condition(first, "Ready", "True", "Rendered", "b", 2, "2026-01-01T00:05:00Z")
-    assert again[0]["lastTransitionTime"] == "2026-01-01T00:00:00Z" and again[0]["observedGeneration"] == 2
-    flipped = set_condition(again, "Ready", "False", "InvalidSpec", "c", 3, "2026-01-01T00:10:00Z")
-    assert flipped[0]["lastTransitionTime"] == "2026-01-01T00:10:00Z"
-    both = set_condition(flipped, "Online", "Unknown", "NoData", "d", 3, "2026-01-01T00:10:00Z")
-    assert [c["type"] for c in both] == ["Online", "Ready"]
 
 
 def test_gateway_may_only_report_node_status():
