@@ -41,6 +41,18 @@ def hysteresis(smoothed: np.ndarray, threshold: float, on_count: int = 1, off_co
     return alarm
 
 
+def smooth(raw: np.ndarray, threshold: float, span: float, cap: float = 0.0) -> np.ndarray:
+    """EWMA of the raw score, each row first capped at `cap` x threshold (0: no cap).
+
+    Why the cap: a fault scores tens of times the threshold, and an uncapped
+    EWMA needs ~span x log(score / threshold) rows to come back down after the
+    fault is over, each one a false alarm; capped, release takes a few rows
+    whatever the fault's size, while onset (a climb to the threshold) is unchanged.
+    """
+    raw = np.asarray(raw, dtype=np.float64)
+    return ewma(np.minimum(raw, cap * threshold) if cap > 0 else raw, span)
+
+
 def choose_threshold(scores: np.ndarray, quantile: float, margin: float) -> float:
     """median + `margin` * (the `quantile` - median) of scores on normal (training) rows.
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from plantwatch.detect.alarms import ewma, hysteresis
+from plantwatch.detect.alarms import hysteresis, smooth
 from plantwatch.detect.features import FeatureSpec, feature_names, window_features
 from plantwatch.detect.recipes import Fitted
 from plantwatch.inference.models import LoadedModel, load_model, sha256_of
@@ -35,7 +35,7 @@ def model_card(fitted: Fitted, channels: tuple[str, ...], train_rows: int, model
         "features": {"names": feature_names(channels, recipe.features), "window": recipe.features.to_json()},
         "model": {"file": MODEL_FILE, "sha256": sha256_of(model_bytes), "input": "features", "output": "score"},
         "alarm": {"threshold": fitted.threshold, "ewma_span": recipe.span, "on_count": recipe.on_count,
-                  "off_count": recipe.off_count, "off_ratio": recipe.off_ratio},
+                  "off_count": recipe.off_count, "off_ratio": recipe.off_ratio, "cap": recipe.cap},
         "training": {"rows": train_rows, "source": source},
         "validation": fitted.validation,
     }
@@ -78,7 +78,7 @@ class Scorer:
         """Score every row of [rows, channels] (in card order); earlier rows serve as the windows' history."""
         raw = self.raw_scores(values)
         alarm = self.card["alarm"]
-        smoothed = ewma(raw, alarm["ewma_span"])
+        smoothed = smooth(raw, alarm["threshold"], alarm["ewma_span"], alarm.get("cap", 0.0))  # cards before `cap`: none
         return Scores(raw, smoothed, hysteresis(smoothed, alarm["threshold"], alarm["on_count"], alarm["off_count"],
                                                 alarm["off_ratio"]))
 

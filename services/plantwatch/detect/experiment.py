@@ -12,9 +12,13 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
 from plantwatch.detect import bundle
+from plantwatch.detect.alarms import hysteresis, smooth
 from plantwatch.detect.data import labels_of, read_table
 from plantwatch.detect.evaluate import Counts, confusion, pooled
+from plantwatch.detect.features import window_features
 from plantwatch.detect.recipes import Recipe, fit_recipe
 
 
@@ -65,3 +69,23 @@ def run(paths: list[Path], recipe: Recipe, train_rows: int = 400, label_column: 
     with tempfile.TemporaryDirectory(prefix="plantwatch-detect-") as tmp:
         return ExperimentResult(recipe.name, [run_file(p, recipe, train_rows, label_column, time_column, exclude, Path(tmp))
                                               for p in paths])
+
+
+def run_in_memory(recordings: list[tuple[np.ndarray, np.ndarray]], recipe: Recipe, train_rows: int = 400) -> ExperimentResult:
+    """The same protocol on (values, labels) pairs, scored by the numpy reference instead of ONNX Runtime.
+
+    For tuning and tests over many simulated recordings: no files, no ONNX
+    export (the integration test pins ONNX = reference for every recipe).
+    """
+    files = []
+    for i, (values, labels) in enumerate(recordings):
+        started = time.perf_counter()
+        fitted = fit_recipe(recipe, values[:train_rows])
+        trained = time.perf_counter()
+        smoothed = smooth(fitted.reference_scores(window_features(values, recipe.features)), fitted.threshold, recipe.span,
+                          recipe.cap)
+        alarm = hysteresis(smoothed, fitted.threshold, recipe.on_count, recipe.off_count, recipe.off_ratio)
+        scored = time.perf_counter()
+        files.append(FileResult(f"recording-{i}", confusion(labels[train_rows:], alarm[train_rows:]),
+                                trained - started, scored - trained, len(labels) - train_rows))
+    return ExperimentResult(recipe.name, files)

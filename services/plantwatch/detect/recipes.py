@@ -24,10 +24,9 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from plantwatch.detect.alarms import choose_threshold, ewma, hysteresis
-from plantwatch.detect.features import CLIP, FeatureSpec, RobustScaler, fit_scaler, window_features
+from plantwatch.detect.features import CLIP, FeatureSpec, RobustScaler, feature_names, fit_scaler, window_features
 
 OPSET = 18
-ML_OPSET = 3
 
 
 @dataclass(frozen=True)
@@ -49,6 +48,9 @@ class Recipe:
     drift_horizon: float = 3.0  # envelope
     floor: float = 0.0  # the threshold is at least this (envelope scores are 0 on most normal rows)
     out_of_fold: bool = True  # threshold from out-of-fold scores (else in-sample: the envelope's limits are already cross-validated)
+    relations: bool = False  # envelope: also the residuals of each channel's level predicted from the others'
+    ridge: float = 0.1  # relations: ridge penalty relative to the predictors' variance
+    cap: float = 0.0  # raw scores are capped at cap x threshold before smoothing (0: no cap; see alarms.smooth)
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -85,29 +87,89 @@ class RobustZ:
 
 
 @dataclass(frozen=True)
-class Envelope:
-    """Distance outside per-feature limits learned from the training rows, in robust-z units.
+class Relations:
+    """Each channel's level predicted from the other channels' levels; the residuals in robust units.
 
-    Inside the limits a feature contributes nothing, so several normal operating
+    A valve closing, a leak or a drifting sensor can keep every channel inside
+    its training range while breaking how the channels move together (flow down
+    at the same speed and current). A speed change moves them all as training
+    showed, so its residuals stay small. Linear (ridge) on the scaled levels:
+    `r = clip(z @ weights + offset)`, one MatMul in the graph.
+    """
+
+    weights: np.ndarray  # [features, channels], already divided by the residuals' robust scale
+    offset: np.ndarray  # [channels]
+
+    def transform(self, z: np.ndarray) -> np.ndarray:
+        return np.clip(z @ self.weights + self.offset, -CLIP, CLIP)
+
+
+def fit_relations(z: np.ndarray, levels: list[int], ridge: float) -> Relations:
+    """Ridge regression of every level column on the other level columns, residual scaled by its MAD.
+
+    `ridge` is per row, relative to the predictors' variance, so that a recording with one
+    operating point (levels move by noise only) learns weak relations, not spurious ones.
+    """
+    n = z.shape[1]
+    weights, offset = np.zeros((n, len(levels))), np.zeros(len(levels))
+    for out, j in enumerate(levels):
+        others = [i for i in levels if i != j]
+        x, y = z[:, others], z[:, j]
+        mean_x, mean_y = x.mean(axis=0), y.mean()
+        xc = x - mean_x
+        gram = xc.T @ xc
+        beta = np.linalg.solve(gram + ridge * np.trace(gram) / len(others) * np.eye(len(others)), xc.T @ (y - mean_y))
+        weights[j, out] = 1.0
+        weights[others, out] = -beta
+        offset[out] = -(mean_y - mean_x @ beta)
+    residual = z @ weights + offset
+    center = np.median(residual, axis=0)
+    scale = np.maximum(1.4826 * np.median(np.abs(residual - center), axis=0), 1e-3)
+    return Relations(weights / scale, (offset - center) / scale)
+
+
+@dataclass(frozen=True)
+class Envelope:
+    """Distance outside per-column limits learned from the training rows, in robust-z units.
+
+    Inside the limits a column contributes nothing, so several normal operating
     points in training are all "normal" (a centred z-score would call the rarer
     one anomalous). The score is the root mean of the `k` largest squared
     excesses: one dead sensor is enough, and so are several small departures.
+    The columns are the scaled features, followed by the `relations` residuals
+    when there are any.
     """
 
     low: np.ndarray
     high: np.ndarray
     k: int
+    relations: Relations | None = None
+
+    def columns(self, z: np.ndarray) -> np.ndarray:
+        return z if self.relations is None else np.concatenate([z, self.relations.transform(z)], axis=1)
 
     def score(self, z: np.ndarray) -> np.ndarray:
+        z = self.columns(z)
         excess = np.maximum(z - self.high, 0.0) + np.maximum(self.low - z, 0.0)
         top = -np.sort(-(excess * excess), axis=1)[:, : self.k]
         return np.sqrt(top.mean(axis=1))
 
     def graph(self):
-        nodes = [
-            helper.make_node("Sub", ["z", "ev_high"], ["ev_above_raw"]),
+        nodes, inits, columns = [], [], "z"
+        if self.relations is not None:
+            nodes = [
+                helper.make_node("MatMul", ["z", "ev_weights"], ["ev_mixed"]),
+                helper.make_node("Add", ["ev_mixed", "ev_offset"], ["ev_resid_raw"]),
+                helper.make_node("Clip", ["ev_resid_raw", "pw_low", "pw_high"], ["ev_resid"]),
+                helper.make_node("Concat", ["z", "ev_resid"], ["ev_columns"], axis=1),
+            ]
+            inits = [_const("ev_weights", self.relations.weights.astype(np.float32)),
+                     _const("ev_offset", self.relations.offset.astype(np.float32)[None, :])]
+            columns = "ev_columns"
+        nodes += [
+            helper.make_node("Sub", [columns, "ev_high"], ["ev_above_raw"]),
             helper.make_node("Relu", ["ev_above_raw"], ["ev_above"]),
-            helper.make_node("Sub", ["ev_low", "z"], ["ev_below_raw"]),
+            helper.make_node("Sub", ["ev_low", columns], ["ev_below_raw"]),
             helper.make_node("Relu", ["ev_below_raw"], ["ev_below"]),
             helper.make_node("Add", ["ev_above", "ev_below"], ["ev_excess"]),
             helper.make_node("Mul", ["ev_excess", "ev_excess"], ["ev_e2"]),
@@ -115,28 +177,44 @@ class Envelope:
             helper.make_node("ReduceMean", ["ev_top", "ev_axes"], ["ev_mean"], keepdims=0),
             helper.make_node("Sqrt", ["ev_mean"], ["score"]),
         ]
-        inits = [_const("ev_low", self.low.astype(np.float32)[None, :]), _const("ev_high", self.high.astype(np.float32)[None, :]),
-                 _const("ev_k", [self.k]), _const("ev_axes", [1])]
+        inits += [_const("ev_low", self.low.astype(np.float32)[None, :]), _const("ev_high", self.high.astype(np.float32)[None, :]),
+                  _const("ev_k", [self.k]), _const("ev_axes", [1])]
         return nodes, inits, []
 
 
-def fit_envelope(z: np.ndarray, k: int, folds: int, drift_horizon: float, tail: float = 0.005) -> Envelope:
+def fit_envelope(z: np.ndarray, k: int, folds: int, drift_horizon: float, tail: float = 0.005,
+                 levels: list[int] | None = None, ridge: float = 0.1) -> Envelope:
     """Limits = training quantiles widened by how far held-out folds strayed beyond the other folds' limits.
 
     A stationary feature strays by noise only; one that drifts (a motor warming
     up) or that changed operating point strays a lot, and `drift_horizon` folds'
     worth of that is allowed, because the scored rows go on for longer than a fold.
+    With `levels` (two or more level columns) the relations' residuals are columns
+    too; a held-out fold's residuals come from relations fitted on the other folds,
+    so a relation that only held by chance in training strays, and is allowed for.
     """
-    low, high = np.quantile(z, tail, axis=0), np.quantile(z, 1 - tail, axis=0)
-    stray = np.zeros(z.shape[1])
+    with_relations = levels is not None and len(levels) >= 2
+
+    def fit(rows: np.ndarray) -> Relations | None:
+        return fit_relations(rows, levels, ridge) if with_relations else None
+
+    def columns(relations: Relations | None, rows: np.ndarray) -> np.ndarray:
+        return rows if relations is None else np.concatenate([rows, relations.transform(rows)], axis=1)
+
+    relations = fit(z)
+    full = columns(relations, z)
+    low, high = np.quantile(full, tail, axis=0), np.quantile(full, 1 - tail, axis=0)
+    stray = np.zeros(full.shape[1])
     bounds = np.linspace(0, len(z), folds + 1).astype(int)
     for start, end in zip(bounds[:-1], bounds[1:]):
-        rest, held = np.concatenate([z[:start], z[end:]]), z[start:end]
+        rest = np.concatenate([z[:start], z[end:]])
+        fold_relations = fit(rest)
+        rest, held = columns(fold_relations, rest), columns(fold_relations, z[start:end])
         above = np.quantile(held, 1 - tail, axis=0) - np.quantile(rest, 1 - tail, axis=0)
         below = np.quantile(rest, tail, axis=0) - np.quantile(held, tail, axis=0)
         stray = np.maximum(stray, np.maximum(above, below))
     allowance = drift_horizon * np.maximum(stray, 0.0)
-    return Envelope(low - allowance, high + allowance, k)
+    return Envelope(low - allowance, high + allowance, k, relations)
 
 
 @dataclass(frozen=True)
@@ -212,20 +290,10 @@ class IsolationForestDetector:
         return -self.forest.score_samples(z.astype(np.float32))
 
     def graph(self):
-        from skl2onnx import to_onnx
-        from skl2onnx.common.data_types import FloatTensorType
+        # One TreeEnsembleRegressor instead of skl2onnx's per-tree subgraphs (see iforest_onnx).
+        from plantwatch.detect.iforest_onnx import anomaly_score_graph
 
-        n = self.forest.n_features_in_
-        model = to_onnx(self.forest, initial_types=[("z", FloatTensorType([None, n]))],
-                        target_opset={"": OPSET, "ai.onnx.ml": ML_OPSET})
-        nodes = list(model.graph.node) + [
-            # decision_function = score_samples - offset_, so -score_samples = -(decision + offset_).
-            helper.make_node("Add", ["scores", "if_offset"], ["if_samples"]),
-            helper.make_node("Neg", ["if_samples"], ["if_neg"]),
-            helper.make_node("Reshape", ["if_neg", "if_shape"], ["score"]),
-        ]
-        inits = list(model.graph.initializer) + [_const("if_offset", np.float32(self.forest.offset_)), _const("if_shape", [-1])]
-        return nodes, inits, [helper.make_opsetid("ai.onnx.ml", ML_OPSET)]
+        return anomaly_score_graph(self.forest)
 
 
 def fit_detector(recipe: Recipe, z: np.ndarray, seed: int = 0) -> Detector:
@@ -234,7 +302,11 @@ def fit_detector(recipe: Recipe, z: np.ndarray, seed: int = 0) -> Detector:
     if recipe.detector == "robust-z":
         return RobustZ(max(1, int(round(recipe.top_fraction * n))))
     if recipe.detector == "envelope":
-        return fit_envelope(z, max(1, int(round(recipe.top_fraction * n))), recipe.folds, recipe.drift_horizon)
+        levels = ([i for i, name in enumerate(feature_names(range(n // len(recipe.features.kinds)), recipe.features))
+                   if name.endswith(":level")] if recipe.relations else None)
+        columns = n + (len(levels) if levels and len(levels) >= 2 else 0)
+        return fit_envelope(z, max(1, int(round(recipe.top_fraction * columns))), recipe.folds, recipe.drift_horizon,
+                            levels=levels, ridge=recipe.ridge)
     if recipe.detector == "mahalanobis":
         from sklearn.covariance import LedoitWolf
 
