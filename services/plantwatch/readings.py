@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import NamedTuple
 
 
-@dataclass(frozen=True, slots=True)
-class Reading:
-    """One accepted value of one sensor of one node at one time (epoch seconds, UTC)."""
+class Reading(NamedTuple):
+    """One accepted value of one sensor of one node at one time (epoch seconds, UTC).
+
+    A named tuple, not a frozen dataclass: the gateway makes four of these per message
+    and a tuple is built about three times faster; its field order is the column order
+    of the store's INSERT, so a batch goes to SQLite without being copied.
+    """
 
     node: str
     sensor: str

@@ -128,25 +128,31 @@ def check_sample(node: CompiledNode, sample: Sample, now: float, policy: Policy,
             rejections.append(Rejection("timestamp_skew", f"timestamp is {now - ts:.0f}s in the past; accepted up to {policy.max_past_s:.0f}s", "timestamp"))
             return
     known = 0
+    sensors, name, append = node.sensors, node.name, readings.append
     for key, raw in sample.fields.items():
-        sensor = node.sensors.get(key)
+        sensor = sensors.get(key)
         if sensor is None:
             if policy.unknown_sensor == "reject":
                 rejections.append(Rejection("unknown_sensor", f"{key} is no sensor of {node.name}; expected one of {sorted(node.sensors)}", key))
             continue
         known += 1
         kind = type(raw)
-        value = float(raw) if kind is float or kind is int else _number(raw)  # the common case without a call
+        value = raw if kind is float else float(raw) if kind is int else _number(raw)  # the common cases without a call
         if value is None:
             rejections.append(Rejection("wrong_type", f"{key}={raw!r} is not a number", key))
-        elif not math.isfinite(value):
+        elif not isfinite(value):
             rejections.append(Rejection("not_finite", f"{key}={raw!r}: NaN and infinities are not readings", key))
         elif not sensor.low <= value <= sensor.high:
             rejections.append(Rejection("out_of_range", f"{key}={value:g} is outside {sensor.name}'s physical range [{sensor.low:g}, {sensor.high:g}]", key))
         else:
-            readings.append(Reading(node.name, sensor.name, sensor.type, value, ts, sensor.unit))
+            append(_new_tuple(Reading, (name, sensor.name, sensor.type, value, ts, sensor.unit)))
     if known == 0:
         rejections.append(Rejection("no_known_sensor", f"none of the fields {sorted(sample.fields)} is a sensor of {node.name}; expected one of {sorted(node.sensors)}"))
+
+
+#: Builds a Reading without the keyword handling of its generated __new__ (four per message).
+_new_tuple = tuple.__new__
+isfinite = math.isfinite
 
 
 def _number(raw: Any) -> float | None:
