@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import struct
 from dataclasses import dataclass
+from typing import NamedTuple
 
 CONNECT, CONNACK, PUBLISH, PUBACK, SUBSCRIBE, SUBACK, PINGREQ, PINGRESP, DISCONNECT = 1, 2, 3, 4, 8, 9, 12, 13, 14
 CONNACK_ERRORS = {1: "unacceptable protocol version", 2: "client id rejected", 3: "server unavailable",
@@ -63,8 +64,9 @@ PINGREQ_PACKET = bytes([PINGREQ << 4, 0])
 DISCONNECT_PACKET = bytes([DISCONNECT << 4, 0])
 
 
-@dataclass(frozen=True, slots=True)
-class Publish:
+class Publish(NamedTuple):
+    """One received PUBLISH (a named tuple: one is made per message, and a tuple is the cheapest object)."""
+
     topic: str
     payload: bytes
     packet_id: int
@@ -86,40 +88,53 @@ def parse(buf: bytearray, topics: dict[bytes, str]) -> tuple[list[Publish], list
     """
     publishes: list[Publish] = []
     controls: list[Control] = []
+    # One copy of the buffer as bytes, so that each payload is sliced out with a single copy
+    # (a bytearray slice would be copied twice: once to a bytearray, once to bytes).
+    data = bytes(buf)
+    new_publish = tuple.__new__
+    append = publishes.append
+    last_raw, last_topic = b"", ""
     pos = 0
-    end = len(buf)
+    end = len(data)
     while pos + 2 <= end:
-        first = buf[pos]
-        length = shift = 0
-        i = pos + 1
-        while True:
-            if i >= end:
-                return publishes, controls, pos
-            b = buf[i]
-            i += 1
-            length |= (b & 0x7F) << shift
-            if not b & 0x80:
-                break
-            shift += 7
-            if shift > 21:
-                raise ProtocolError("remaining length longer than 4 bytes")
+        first = data[pos]
+        length = data[pos + 1]
+        i = pos + 2
+        if length & 0x80:  # remaining length over 127: up to four bytes, seven bits each
+            length &= 0x7F
+            shift = 7
+            while True:
+                if i >= end:
+                    return publishes, controls, pos
+                b = data[i]
+                i += 1
+                length |= (b & 0x7F) << shift
+                if not b & 0x80:
+                    break
+                shift += 7
+                if shift > 21:
+                    raise ProtocolError("remaining length longer than 4 bytes")
         if i + length > end:
             break
-        kind = first >> 4
-        if kind == PUBLISH:
+        if first >> 4 == PUBLISH:
             qos = (first >> 1) & 0x03
-            tlen = (buf[i] << 8) | buf[i + 1]
-            raw_topic = bytes(buf[i + 2:i + 2 + tlen])
-            topic = topics.get(raw_topic)
-            if topic is None:
-                topic = topics[raw_topic] = raw_topic.decode("utf-8", "replace")
+            tlen = (data[i] << 8) | data[i + 1]
             j = i + 2 + tlen
+            # Consecutive messages mostly share a topic: compare in place before slicing it out.
+            if tlen == len(last_raw) and data.startswith(last_raw, i + 2):
+                topic = last_topic
+            else:
+                last_raw = data[i + 2:j]
+                topic = topics.get(last_raw)
+                if topic is None:
+                    topic = topics[last_raw] = last_raw.decode("utf-8", "replace")
+                last_topic = topic
             packet_id = 0
             if qos:
-                packet_id = (buf[j] << 8) | buf[j + 1]
+                packet_id = (data[j] << 8) | data[j + 1]
                 j += 2
-            publishes.append(Publish(topic, bytes(buf[j:i + length]), packet_id, qos))
+            append(new_publish(Publish, (topic, data[j:i + length], packet_id, qos)))
         else:
-            controls.append(Control(kind, bytes(buf[i:i + length])))
+            controls.append(Control(first >> 4, data[i:i + length]))
         pos = i + length
     return publishes, controls, pos
