@@ -1,4 +1,4 @@
-"""`plantwatch detector train|score|evaluate|simulate`: registered by `add_commands(subparsers)`.
+"""`plantwatch detector train|score|evaluate|simulate|publish`: registered by `add_commands(subparsers)`.
 
 Also runnable on its own: `python -m plantwatch.detect.cli detector ...`.
 """
@@ -149,6 +149,10 @@ def add_commands(subparsers) -> None:
     simulate.add_argument("--seed", type=int, default=0)
     simulate.add_argument("--train-rows", type=int, default=400, help="fault-free rows at the start of each recording")
     simulate.set_defaults(func=_user_errors(_simulate))
+
+    from plantwatch.detect.publish import add_command as add_publish_command
+
+    add_publish_command(sub)
 
 
 def main(argv: list[str] | None = None) -> int:

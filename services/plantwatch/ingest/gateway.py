@@ -97,12 +97,15 @@ class Pipeline:
     def __init__(self, plant: Plant, store: SqliteStore, router: AlertRouter,
                  publish: Callable[[str, bytes], None] | None = None, policy: Policy = Policy(),
                  now: float | None = None, window_s: float = 60.0, window_grace_s: float = 5.0,
-                 sinks: Sequence[Any] = ()):
+                 sinks: Sequence[Any] = (), scorers: Sequence[Any] = ()):
         self.plant = plant
         self.store = store
         #: Further stores every batch is written to after the embedded one (InfluxDB): a sink
         #: that cannot take a batch raises, and the batch is not acknowledged.
         self.sinks = sinks
+        #: Streaming detectors (inference.stream.StreamScorer): their `anomaly_score` readings go
+        #: through the rules and into the store like any other reading.
+        self.scorers = scorers
         self.router = router
         self.policy = policy
         self._publish = publish
@@ -183,6 +186,10 @@ class Pipeline:
                 dead.append((now, topic, rejections[0].reason, detail, payload))
                 outbox.append((f"{DEAD_LETTER_PREFIX}/{node_name or 'unknown'}",
                                dead_letter(topic, payload, node_name, rejections, now, correlation_id)))
+        for scorer in self.scorers:
+            for score in scorer.score(readings):
+                alerts.extend(engine.on_reading(score))
+                readings.append(score)
         self.messages += len(batch)
         for result, count in results.items():  # a few metric updates per batch, not per message
             metrics.MESSAGES.labels(result).inc(count)

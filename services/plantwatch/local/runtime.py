@@ -23,6 +23,7 @@ from plantwatch.ingest.codecs import iso
 from plantwatch.ingest.gateway import IngestService, Pipeline, load_gateway_plant
 from plantwatch.ingest.validate import Policy
 from plantwatch.health import HealthServer
+from plantwatch.inference.plant_scorers import plant_scorers
 from plantwatch.mqtt.broker import Broker, start_broker
 from plantwatch.mqtt.client import Publisher
 from plantwatch.plant.load import Plant, PlantError
@@ -66,7 +67,11 @@ def up(opts: UpOptions) -> int:
     router = AlertRouter(plant, out=out)
     dlq = Publisher(url, client_id="plantwatch-dlq")
     dlq.start()
-    pipeline = Pipeline(plant, store, router, publish=dlq.publish, policy=opts.policy, window_s=opts.window_s)
+    scorers, problems = plant_scorers(plant)
+    for problem in problems:
+        print(f"plantwatch up: not scoring: {problem.reason}: {problem}", file=sys.stderr)
+    pipeline = Pipeline(plant, store, router, publish=dlq.publish, policy=opts.policy, window_s=opts.window_s,
+                        scorers=scorers)
     service = IngestService(pipeline, url)
     service.start()
     health = HealthServer(opts.http_port, healthy=lambda: service.alive, ready=lambda: service.ready)

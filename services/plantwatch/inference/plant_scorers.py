@@ -1,0 +1,116 @@
+"""A plant's DetectorModels as StreamScorers for the pipeline (`plantwatch up`, `serve ingest --score`).
+
+Resolves each DetectorModel's model the way the cluster would: a `configMap`
+source is looked up among the plant folder's other objects (the ConfigMap that
+`plantwatch detector publish` writes, or the sample plant's starter model), a
+`url` source is downloaded; both are checked against the spec's sha256 before
+ONNX Runtime sees them. A ConfigMap that also carries `model-card.json` brings
+the trained detector's features and smoothing along (see `stream.CardFeatures`).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from plantwatch.inference.models import LoadedModel, ModelError, fetch_model, load_model
+from plantwatch.inference.stream import Aggregations, CardFeatures, Smoothing, StreamScorer
+from plantwatch.plant.load import Plant
+from plantwatch.plant.model import selector_matches
+
+CARD_KEY = "model-card.json"
+
+
+@dataclass(frozen=True)
+class ModelSource:
+    """The files of a DetectorModel's model: the ONNX bytes, the model card when there is one."""
+
+    model: bytes
+    card: dict | None
+    expected_sha256: str | None
+    where: str
+
+
+def config_map_files(plant: Plant, name: str) -> dict[str, bytes] | None:
+    """Keys of the plant's ConfigMap `name` (binaryData decoded, data encoded as UTF-8), None if absent."""
+    for doc in plant.others:
+        if doc.get("kind") == "ConfigMap" and (doc.get("metadata") or {}).get("name") == name:
+            files = {k: v.encode() for k, v in (doc.get("data") or {}).items()}
+            files.update({k: base64.b64decode(v) for k, v in (doc.get("binaryData") or {}).items()})
+            return files
+    return None
+
+
+def model_source(plant: Plant, detector) -> ModelSource:
+    """The model of a DetectorModel; ModelError (reason SourceNotFound) when it cannot be had here."""
+    source = detector.spec.source
+    if source.config_map is not None:
+        ref = source.config_map
+        files = config_map_files(plant, ref.name)
+        if files is None:
+            raise ModelError("SourceNotFound", f"ConfigMap {ref.name} is not in the plant's files")
+        if ref.key not in files:
+            raise ModelError("SourceNotFound", f"ConfigMap {ref.name} has no key {ref.key!r} "
+                                               f"(keys: {', '.join(sorted(files))})")
+        card = json.loads(files[CARD_KEY]) if CARD_KEY in files else None
+        return ModelSource(files[ref.key], card, source.sha256, f"ConfigMap {ref.name}/{ref.key}")
+    if source.url is not None:
+        path = fetch_model(source.url.url, source.url.sha256, Path(tempfile.mkdtemp(prefix="plantwatch-model-")) / "model.onnx")
+        return ModelSource(path.read_bytes(), None, source.url.sha256, source.url.url)
+    raise ModelError("SourceNotFound", "a pvc source exists only in a cluster; "
+                                       "use a configMap (plantwatch detector publish) or url source to run it here")
+
+
+def scored_nodes(plant: Plant, detector) -> list[str]:
+    """Nodes the DetectorModel selects that have every one of its sensors."""
+    features = detector.spec.features
+    wanted = set(features.sensors)
+    return [n.name for n in plant.nodes
+            if selector_matches(features.node_selector, n.meta.labels) and wanted <= {s.name for s in n.spec.sensors}]
+
+
+def stream_scorer(plant: Plant, detector, model: LoadedModel, card: dict | None) -> StreamScorer:
+    """The StreamScorer of one DetectorModel around a loaded model (run in this process)."""
+    features = detector.spec.features
+    session, input_name = model.session, model.inputs[0].name
+
+    def run(vectors):
+        return session.run(None, {input_name: vectors})[0]
+
+    if card is not None:
+        missing = [c for c in card["channels"] if c not in features.sensors]
+        if missing or list(card["channels"]) != list(features.sensors):
+            raise ModelError("SignatureMismatch", f"spec.features.sensors {list(features.sensors)} "
+                                                  f"must be the model card's channels {card['channels']}, in order")
+        return StreamScorer(detector.name, scored_nodes(plant, detector), features.sensors, CardFeatures(card), run,
+                            features.step, Smoothing.of_card(card))
+    builder = Aggregations(features.window, features.aggregations)
+    width = len(features.sensors) * len(features.aggregations)
+    declared = model.inputs[0].shape[-1] if model.inputs[0].shape else -1
+    if declared not in (-1, width):
+        raise ModelError("SignatureMismatch", f"the model takes {declared} features, "
+                                              f"spec.features gives {len(features.sensors)} sensors x {len(features.aggregations)} aggregations = {width}")
+    return StreamScorer(detector.name, scored_nodes(plant, detector), features.sensors, builder, run, features.step)
+
+
+def plant_scorers(plant: Plant, provider: str | None = None) -> tuple[list[StreamScorer], list[ModelError]]:
+    """Every DetectorModel of the plant that can be loaded here, and why each other one cannot.
+
+    A model that cannot be served leaves its detector out rather than stopping the
+    plant: readings, thresholds and absence alerts do not depend on it.
+    """
+    scorers, problems = [], []
+    for detector in plant.detectors:
+        try:
+            source = model_source(plant, detector)
+            with tempfile.TemporaryDirectory(prefix="plantwatch-model-") as tmp:
+                path = Path(tmp) / "model.onnx"
+                path.write_bytes(source.model)
+                model = load_model(detector.name, path, provider or detector.spec.execution_provider, source.expected_sha256)
+            scorers.append(stream_scorer(plant, detector, model, source.card))
+        except ModelError as exc:
+            problems.append(ModelError(exc.reason, f"DetectorModel {detector.name}: {exc}"))
+    return scorers, problems

@@ -1,0 +1,211 @@
+"""Streaming scores: readings in, `anomaly_score` readings out, one StreamScorer per DetectorModel.
+
+Per node, the readings of the DetectorModel's `spec.features.sensors` are gathered
+into rows (one row per timestamp: a node's message carries its sensors at one
+time), rows into a rolling history, and every `step` rows the history's newest
+window becomes a feature vector. The vectors of every node in a batch go through
+the model in one call, and each score comes back as a Reading of the node with
+sensor = the DetectorModel's name and type `anomaly_score`, so AlertRules of
+condition type AnomalyScore (selector `sensorType: anomaly_score`) evaluate it
+like any other series.
+
+Two ways to turn rows into the model's input:
+- `Aggregations`: the DetectorModel's own spec (`window`, `aggregations` of
+  last/mean/std/min/max/slope per sensor, sensor-major), for hand-made models
+  such as the sample plant's starter;
+- `CardFeatures`: a model trained by `plantwatch detector train` carries its
+  feature recipe in model-card.json; the same numpy features the detector was
+  trained on, then the card's smoothing (capped EWMA), so the streamed score is
+  the one the card's threshold was chosen for.
+
+Pure apart from `run` (the model call), which the caller supplies: a local
+ONNX Runtime session, the micro-batcher, or a remote Open Inference Protocol
+endpoint.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Callable, Iterable, Protocol
+
+import numpy as np
+
+from plantwatch.readings import Reading
+
+SCORE_TYPE = "anomaly_score"
+AGGREGATIONS = ("last", "mean", "std", "min", "max", "slope")
+
+
+class Features(Protocol):
+    #: Rows of history kept per node (the longest window).
+    history: int
+    #: Rows a node must have seen before its scores are emitted.
+    warmup: int
+
+    def vectors(self, rows: np.ndarray, newest: int) -> np.ndarray:
+        """Feature vectors [newest, n] of the last `newest` rows of `rows` [history rows, channels]."""
+
+
+@dataclass(frozen=True)
+class Aggregations:
+    """Per sensor, aggregations over the last `window` rows (DetectorModel spec.features)."""
+
+    window: int
+    aggregations: tuple[str, ...]
+
+    def __post_init__(self):
+        unknown = [a for a in self.aggregations if a not in AGGREGATIONS]
+        if unknown or not self.aggregations:
+            raise ValueError(f"aggregations {unknown or '[]'}; accepted: {', '.join(AGGREGATIONS)}")
+
+    @property
+    def history(self) -> int:
+        return self.window
+
+    @property
+    def warmup(self) -> int:
+        return self.window
+
+    def vectors(self, rows: np.ndarray, newest: int) -> np.ndarray:
+        out = []
+        for end in range(len(rows) - newest + 1, len(rows) + 1):
+            win = rows[max(0, end - self.window):end]
+            per = {
+                "last": lambda w: w[-1],
+                "mean": lambda w: w.mean(axis=0),
+                "std": lambda w: w.std(axis=0),
+                "min": lambda w: w.min(axis=0),
+                "max": lambda w: w.max(axis=0),
+                "slope": _slope,
+            }
+            columns = np.stack([per[a](win) for a in self.aggregations], axis=-1)  # [channels, aggregations]
+            out.append(columns.reshape(-1))  # sensor-major, as the DetectorModel documents
+        return np.asarray(out, dtype=np.float32)
+
+
+def _slope(window: np.ndarray) -> np.ndarray:
+    """Least-squares slope per channel, per row."""
+    if len(window) < 2:
+        return np.zeros(window.shape[1])
+    t = np.arange(len(window), dtype=np.float64)
+    t -= t.mean()
+    return (t[:, None] * (window - window.mean(axis=0))).sum(axis=0) / (t * t).sum()
+
+
+@dataclass(frozen=True)
+class CardFeatures:
+    """The features a `plantwatch detector` model was trained on (its model card's `features.window`)."""
+
+    card: dict
+
+    @property
+    def history(self) -> int:
+        # Every window length in the card (short, long, noise, ...) fits in the kept history.
+        return 1 + max(v for v in self.card["features"]["window"].values() if isinstance(v, int))
+
+    @property
+    def warmup(self) -> int:
+        from plantwatch.detect.features import FeatureSpec
+
+        return FeatureSpec(**self.card["features"]["window"]).warmup
+
+    def vectors(self, rows: np.ndarray, newest: int) -> np.ndarray:
+        from plantwatch.detect.features import FeatureSpec, window_features
+
+        if len(rows) < 2:  # window_features needs two rows; a lone first row is still in warm-up
+            rows = np.concatenate([rows, rows])
+        return window_features(rows, FeatureSpec(**self.card["features"]["window"]))[-newest:].astype(np.float32)
+
+
+@dataclass(frozen=True)
+class Smoothing:
+    """The card's alarm smoothing: each raw score capped at cap x threshold (0: no cap), then an EWMA."""
+
+    span: float
+    threshold: float
+    cap: float = 0.0
+
+    @classmethod
+    def of_card(cls, card: dict) -> Smoothing:
+        alarm = card["alarm"]
+        return cls(float(alarm["ewma_span"]), float(alarm["threshold"]), float(alarm.get("cap", 0.0)))
+
+    def next(self, state: float | None, raw: float) -> float:
+        value = min(raw, self.cap * self.threshold) if self.cap > 0 else raw
+        if state is None or self.span <= 1:
+            return value
+        return state + 2.0 / (self.span + 1.0) * (value - state)
+
+
+@dataclass
+class _NodeState:
+    rows: list[np.ndarray] = field(default_factory=list)
+    seen: int = 0
+    since_scored: int = 0
+    smoothed: float | None = None
+    last: np.ndarray | None = None
+
+
+class StreamScorer:
+    """One DetectorModel over the readings of the nodes it selects."""
+
+    def __init__(self, detector: str, nodes: Iterable[str], sensors: Iterable[str], features: Features,
+                 run: Callable[[np.ndarray], np.ndarray], step: int = 1, smoothing: Smoothing | None = None):
+        self.detector = detector
+        self.nodes = frozenset(nodes)
+        self.sensors = tuple(sensors)
+        self.features = features
+        self.run = run
+        self.step = max(1, step)
+        self.smoothing = smoothing
+        self._channel = {s: i for i, s in enumerate(self.sensors)}
+        self._state: dict[str, _NodeState] = {}
+        self.scored = 0
+
+    def score(self, readings: Iterable[Reading]) -> list[Reading]:
+        """Add a batch of readings; return the scores of the rows they completed."""
+        rows: dict[str, list[tuple[float, np.ndarray]]] = {}
+        for r in readings:
+            index = self._channel.get(r.sensor)
+            if index is None or r.node not in self.nodes or r.type == SCORE_TYPE:
+                continue
+            node_rows = rows.setdefault(r.node, [])
+            if not node_rows or node_rows[-1][0] != r.ts:
+                node_rows.append((r.ts, np.full(len(self.sensors), math.nan)))
+            node_rows[-1][1][index] = r.value
+        due: list[tuple[str, float]] = []
+        vectors: list[np.ndarray] = []
+        for node, new in rows.items():
+            state = self._state.setdefault(node, _NodeState())
+            stamps = []
+            for ts, row in new:
+                # A sensor missing from a message keeps its last value (the node did not report a change).
+                if state.last is not None:
+                    row = np.where(np.isnan(row), state.last, row)
+                state.last = row
+                state.rows.append(row)
+                state.seen += 1
+                state.since_scored += 1
+                if state.seen >= self.features.warmup and state.since_scored >= self.step:
+                    state.since_scored = 0
+                    stamps.append(ts)
+            if stamps:
+                # The batch's rows are the newest of the history: one feature call for all of them.
+                computed = self.features.vectors(np.asarray(state.rows), len(new))
+                offsets = {ts: i for i, (ts, _) in enumerate(new)}
+                for ts in stamps:
+                    due.append((node, ts))
+                    vectors.append(computed[offsets[ts]])
+            del state.rows[:-self.features.history]
+        if not due:
+            return []
+        raw = np.asarray(self.run(np.asarray(vectors, dtype=np.float32)), dtype=np.float64).reshape(-1)
+        out = []
+        for (node, ts), value in zip(due, raw):
+            state = self._state[node]
+            if self.smoothing is not None:
+                state.smoothed = value = self.smoothing.next(state.smoothed, float(value))
+            out.append(Reading(node, self.detector, SCORE_TYPE, float(value), ts))
+        self.scored += len(out)
+        return out
