@@ -24,3 +24,15 @@ def test_alerts_and_dead_letters(tmp_path):
     store.write(alerts=[alert, alert], dead_letters=[(1.0, "sensors/x", "malformed", "not JSON", b"\xff")])
     assert store.count("alert_events") == 1
     assert store.query("SELECT payload FROM dead_letters") == [(b"\xff",)]
+
+
+def test_batches_of_every_size_store_each_reading_once_with_its_values(tmp_path):
+    """Batches go in as statements of many rows: sizes around the statement sizes, duplicates inside a batch."""
+    store = SqliteStore(tmp_path / "plant.db")
+    sent: list[Reading] = []
+    for size in (1, 15, 16, 17, 255, 257, 4095, 4096, 4097, 9000):
+        batch = [Reading("n", f"s{i % 3}", "temperature", float(i), len(sent) + i + 0.5, "C") for i in range(size)]
+        assert store.write(batch + batch[: size // 2]) == size  # the broker re-delivered half of it, in the same batch
+        sent += batch
+    assert store.query("SELECT node, sensor, type, value, ts, unit FROM readings ORDER BY ts") == \
+        [tuple(r) for r in sorted(sent, key=lambda r: r.ts)]
