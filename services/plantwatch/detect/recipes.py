@@ -49,6 +49,8 @@ class Recipe:
     floor: float = 0.0  # the threshold is at least this (envelope scores are 0 on most normal rows)
     out_of_fold: bool = True  # threshold from out-of-fold scores (else in-sample: the envelope's limits are already cross-validated)
     relations: bool = False  # envelope: also the residuals of each channel's level predicted from the others'
+    two_sided: bool = False  # envelope: widen each limit by its own side's stray only
+    keep: float = 0.5  # relations: only where the others explain a channel (out-of-fold residual range < keep x its range)
     ridge: float = 0.1  # relations: ridge penalty relative to the predictors' variance
     cap: float = 0.0  # raw scores are capped at cap x threshold before smoothing (0: no cap; see alarms.smooth)
 
@@ -104,24 +106,47 @@ class Relations:
         return np.clip(z @ self.weights + self.offset, -CLIP, CLIP)
 
 
-def fit_relations(z: np.ndarray, levels: list[int], ridge: float) -> Relations:
-    """Ridge regression of every level column on the other level columns, residual scaled by its MAD.
+def _ridge(x: np.ndarray, y: np.ndarray, ridge: float) -> tuple[np.ndarray, float]:
+    """Coefficients and intercept of y ~ x, the penalty relative to the predictors' variance."""
+    mean_x, mean_y = x.mean(axis=0), y.mean()
+    xc = x - mean_x
+    gram = xc.T @ xc
+    beta = np.linalg.solve(gram + ridge * np.trace(gram) / x.shape[1] * np.eye(x.shape[1]), xc.T @ (y - mean_y))
+    return beta, float(mean_y - mean_x @ beta)
 
-    `ridge` is per row, relative to the predictors' variance, so that a recording with one
-    operating point (levels move by noise only) learns weak relations, not spurious ones.
+
+def informative_relations(z: np.ndarray, levels: list[int], ridge: float, folds: int, keep: float) -> list[int]:
+    """The level columns that the other levels predict well out-of-fold (residual range < `keep` x own range).
+
+    A channel the others do not explain (it moved by noise only, or lags them by
+    minutes like a motor's temperature) would add a residual column that is just
+    the channel again, or worse, a relation that breaks at the next set-point
+    change; contiguous folds show which relations hold in time.
     """
-    n = z.shape[1]
-    weights, offset = np.zeros((n, len(levels))), np.zeros(len(levels))
-    for out, j in enumerate(levels):
+    bounds = np.linspace(0, len(z), folds + 1).astype(int)
+    kept = []
+    for j in levels:
         others = [i for i in levels if i != j]
-        x, y = z[:, others], z[:, j]
-        mean_x, mean_y = x.mean(axis=0), y.mean()
-        xc = x - mean_x
-        gram = xc.T @ xc
-        beta = np.linalg.solve(gram + ridge * np.trace(gram) / len(others) * np.eye(len(others)), xc.T @ (y - mean_y))
+        residual = np.empty(len(z))
+        for start, end in zip(bounds[:-1], bounds[1:]):
+            rest = np.r_[0:start, end:len(z)]
+            beta, intercept = _ridge(z[rest][:, others], z[rest, j], ridge)
+            residual[start:end] = z[start:end, j] - z[start:end][:, others] @ beta - intercept
+        spread = lambda v: np.quantile(v, 0.99) - np.quantile(v, 0.01)  # noqa: E731
+        if spread(residual) < keep * spread(z[:, j]):
+            kept.append(j)
+    return kept
+
+
+def fit_relations(z: np.ndarray, targets: list[int], levels: list[int], ridge: float) -> Relations:
+    """Ridge regression of each target level column on the other level columns, residual scaled by its MAD."""
+    weights, offset = np.zeros((z.shape[1], len(targets))), np.zeros(len(targets))
+    for out, j in enumerate(targets):
+        others = [i for i in levels if i != j]
+        beta, intercept = _ridge(z[:, others], z[:, j], ridge)
         weights[j, out] = 1.0
         weights[others, out] = -beta
-        offset[out] = -(mean_y - mean_x @ beta)
+        offset[out] = -intercept
     residual = z @ weights + offset
     center = np.median(residual, axis=0)
     scale = np.maximum(1.4826 * np.median(np.abs(residual - center), axis=0), 1e-3)
@@ -183,7 +208,8 @@ class Envelope:
 
 
 def fit_envelope(z: np.ndarray, k: int, folds: int, drift_horizon: float, tail: float = 0.005,
-                 levels: list[int] | None = None, ridge: float = 0.1) -> Envelope:
+                 levels: list[int] | None = None, ridge: float = 0.1, two_sided: bool = False,
+                 keep: float = 0.5) -> Envelope:
     """Limits = training quantiles widened by how far held-out folds strayed beyond the other folds' limits.
 
     A stationary feature strays by noise only; one that drifts (a motor warming
@@ -193,10 +219,10 @@ def fit_envelope(z: np.ndarray, k: int, folds: int, drift_horizon: float, tail: 
     too; a held-out fold's residuals come from relations fitted on the other folds,
     so a relation that only held by chance in training strays, and is allowed for.
     """
-    with_relations = levels is not None and len(levels) >= 2
+    targets = informative_relations(z, levels, ridge, folds, keep) if levels is not None and len(levels) >= 2 else []
 
     def fit(rows: np.ndarray) -> Relations | None:
-        return fit_relations(rows, levels, ridge) if with_relations else None
+        return fit_relations(rows, targets, levels, ridge) if targets else None
 
     def columns(relations: Relations | None, rows: np.ndarray) -> np.ndarray:
         return rows if relations is None else np.concatenate([rows, relations.transform(rows)], axis=1)
@@ -204,17 +230,17 @@ def fit_envelope(z: np.ndarray, k: int, folds: int, drift_horizon: float, tail: 
     relations = fit(z)
     full = columns(relations, z)
     low, high = np.quantile(full, tail, axis=0), np.quantile(full, 1 - tail, axis=0)
-    stray = np.zeros(full.shape[1])
+    above, below = np.zeros(full.shape[1]), np.zeros(full.shape[1])
     bounds = np.linspace(0, len(z), folds + 1).astype(int)
     for start, end in zip(bounds[:-1], bounds[1:]):
         rest = np.concatenate([z[:start], z[end:]])
         fold_relations = fit(rest)
         rest, held = columns(fold_relations, rest), columns(fold_relations, z[start:end])
-        above = np.quantile(held, 1 - tail, axis=0) - np.quantile(rest, 1 - tail, axis=0)
-        below = np.quantile(rest, tail, axis=0) - np.quantile(held, tail, axis=0)
-        stray = np.maximum(stray, np.maximum(above, below))
-    allowance = drift_horizon * np.maximum(stray, 0.0)
-    return Envelope(low - allowance, high + allowance, k, relations)
+        above = np.maximum(above, np.quantile(held, 1 - tail, axis=0) - np.quantile(rest, 1 - tail, axis=0))
+        below = np.maximum(below, np.quantile(rest, tail, axis=0) - np.quantile(held, tail, axis=0))
+    if not two_sided:
+        above = below = np.maximum(above, below)
+    return Envelope(low - drift_horizon * below, high + drift_horizon * above, k, relations)
 
 
 @dataclass(frozen=True)
@@ -304,9 +330,8 @@ def fit_detector(recipe: Recipe, z: np.ndarray, seed: int = 0) -> Detector:
     if recipe.detector == "envelope":
         levels = ([i for i, name in enumerate(feature_names(range(n // len(recipe.features.kinds)), recipe.features))
                    if name.endswith(":level")] if recipe.relations else None)
-        columns = n + (len(levels) if levels and len(levels) >= 2 else 0)
-        return fit_envelope(z, max(1, int(round(recipe.top_fraction * columns))), recipe.folds, recipe.drift_horizon,
-                            levels=levels, ridge=recipe.ridge)
+        return fit_envelope(z, max(1, int(round(recipe.top_fraction * n))), recipe.folds, recipe.drift_horizon,
+                            levels=levels, ridge=recipe.ridge, two_sided=recipe.two_sided, keep=recipe.keep)
     if recipe.detector == "mahalanobis":
         from sklearn.covariance import LedoitWolf
 
@@ -318,7 +343,7 @@ def fit_detector(recipe: Recipe, z: np.ndarray, seed: int = 0) -> Detector:
         from sklearn.ensemble import IsolationForest
 
         return IsolationForestDetector(IsolationForest(n_estimators=100, random_state=seed).fit(z.astype(np.float32)))
-    raise ValueError(f"unknown detector {recipe.detector!r}; accepted: robust-z, mahalanobis, knn, iforest")
+    raise ValueError(f"unknown detector {recipe.detector!r}; accepted: envelope, robust-z, mahalanobis, knn, iforest")
 
 
 def export_onnx(scaler: RobustScaler, detector: Detector) -> bytes:
@@ -405,8 +430,12 @@ def fit_recipe(recipe: Recipe, train_values: np.ndarray, seed: int = 0) -> Fitte
 
 RECIPES: dict[str, Recipe] = {
     r.name: r for r in (
-        # The default: per-feature limits with a cross-validated drift allowance; 2.5 robust-z
-        # units beyond them (smoothed, held for 5 s) is an alarm. See README for the comparison.
+        # The default: per-feature limits plus limits on how the channels' levels relate, each with a
+        # cross-validated drift allowance; 2.5 robust-z units beyond them (capped, smoothed, held for
+        # 3 s) is an alarm. See README for the comparison and the held-out figures.
+        Recipe("relations", "envelope", top_fraction=0.05, floor=2.5, out_of_fold=False, relations=True, ridge=0.1,
+               keep=0.7, cap=2.0, span=5.0, on_count=3, off_count=5),
+        # The previous default: per-feature limits only.
         Recipe("envelope", "envelope", top_fraction=0.05, floor=2.5, out_of_fold=False),
         Recipe("robust-z", "robust-z"),
         Recipe("mahalanobis", "mahalanobis"),
@@ -414,4 +443,4 @@ RECIPES: dict[str, Recipe] = {
         Recipe("iforest", "iforest"),
     )
 }
-DEFAULT_RECIPE = "envelope"
+DEFAULT_RECIPE = "relations"
