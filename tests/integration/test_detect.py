@@ -75,3 +75,41 @@ def test_default_detector_finds_a_gross_fault_and_stays_quiet_otherwise(tmp_path
     assert normal.mean() < 0.05
 
     assert main(["detector", "evaluate", "--data", str(data), "--pred-dir", str(pred), "--time-column", "datetime"]) == 0
+
+
+def test_train_from_a_time_range_of_the_embedded_store(tmp_path):
+    """`--store --node --since --until`: one node's sensors pivoted to 1 s channels, from a real SQLite store."""
+    from plantwatch.detect import bundle
+    from plantwatch.detect.data import read_store
+    from plantwatch.readings import Reading
+    from plantwatch.store.sqlite import SqliteStore
+
+    values = plant_values(rows=900)
+    values[FAULT, 1] += 1.0
+    names = ["temperature", "pressure", "flow", "vibration", "voltage"]
+    start = 1_700_000_000.0
+    db = tmp_path / "plant.db"
+    store = SqliteStore(db)
+    readings = [Reading("press-1", name, "gauge", float(values[i, j]), start + i + 0.2 * j)
+                for i in range(len(values)) for j, name in enumerate(names) if not (j == 2 and i % 97 == 5)]
+    readings += [Reading("press-2", "temperature", "temperature", 99.0, start + i) for i in range(50)]
+    readings += [Reading("press-1", "press-detector", "anomaly_score", 0.0, start + i) for i in range(50)]
+    store.write(readings)
+    store.close()
+
+    model = tmp_path / "model"
+    # 60 s of warm-up left out by --since, then 400 s of training.
+    assert main(["detector", "train", "--store", str(db), "--node", "press-1", "--since", "2023-11-14T22:14:20Z",
+                 "--until", str(start + 460), "--out", str(model)]) == 0
+    card = json.loads((model / "model-card.json").read_text())
+    assert card["channels"] == sorted(names)  # the other node and the stored anomaly scores are not channels
+    assert card["training"]["rows"] == 400 and "press-1" in card["training"]["source"]
+
+    table = read_store(db, "press-1")
+    assert table.values.shape == (900, 5) and table.timestamps[0] == "2023-11-14T22:13:20Z"
+    assert np.isnan(table.values[5, table.channels.index("flow")])  # a step without a reading stays missing
+    alarm = bundle.load(model).score(table.values).alarm
+    assert alarm[FAULT.start + 10:FAULT.stop].mean() > 0.85 and alarm[460:FAULT.start].mean() < 0.05
+
+    assert main(["detector", "train", "--store", str(db), "--node", "press-9", "--out", str(model)]) == 2
+    assert main(["detector", "train", "--store", str(db), "--out", str(model)]) == 2

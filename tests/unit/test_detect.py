@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from plantwatch.detect.alarms import choose_threshold, ewma, hysteresis
-from plantwatch.detect.data import detect_delimiter, labels_of, read_table
+from plantwatch.detect.data import detect_delimiter, labels_of, parse_time, pivot, read_table
 from plantwatch.detect.evaluate import Counts, confusion, meets_target, pooled
 from plantwatch.detect.features import CLIP, FeatureSpec, feature_names, fill_missing, fit_scaler, window_features
 from plantwatch.detect.simulate import simulate
@@ -98,9 +98,24 @@ def test_csv_reading_detects_delimiter_and_sets_labels_aside(tmp_path):
         read_table(path, time_column="time")
 
 
-def test_simulator_is_seeded_and_honest():
-    a, b = simulate(3), simulate(3)
+def test_stored_readings_pivot_to_one_row_per_second():
+    readings = [("temp", 100.2, 20.0), ("flow", 100.7, 3.0), ("temp", 101.1, 21.0), ("temp", 101.9, 23.0),
+                ("flow", 103.0, 4.0), ("noise", 102.0, 9.0)]
+    table = pivot(readings, exclude=("noise",))
+    assert table.channels == ("flow", "temp")
+    assert table.timestamps == ["1970-01-01T00:01:40Z", "1970-01-01T00:01:41Z", "1970-01-01T00:01:42Z", "1970-01-01T00:01:43Z"]
+    np.testing.assert_array_equal(table.values, [[3.0, 20.0], [np.nan, 22.0], [np.nan, np.nan], [4.0, np.nan]])
+    assert parse_time("2024-03-01T08:00:00Z") == parse_time("2024-03-01T08:00:00") == parse_time("1709280000")
+    with pytest.raises(ValueError, match="ISO 8601"):
+        parse_time("yesterday")
+
+
+@pytest.mark.parametrize("variant", ["skid", "rig", "harsh"])
+def test_simulator_is_seeded_and_honest(variant):
+    a, b = simulate(3, variant=variant), simulate(3, variant=variant)
     np.testing.assert_array_equal(a.values, b.values)
     assert 5 <= len(a.channels) <= 10
     assert a.anomaly[:400].sum() == 0 and a.anomaly.sum() > 0
-    assert all(end - start >= 80 for _, start, end in a.faults)
+    assert all(end - start >= 30 for _, start, end in a.faults)  # sustained episodes, not spikes
+    with pytest.raises(ValueError, match="accepted: skid, rig, harsh"):
+        simulate(3, variant="mine")

@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 from plantwatch.detect import bundle, experiment
-from plantwatch.detect.data import labels_of, read_predictions, read_table, write_predictions
+from plantwatch.detect.data import labels_of, parse_time, read_predictions, read_store, read_table, write_predictions
 from plantwatch.detect.evaluate import confusion, meets_target, pooled
 from plantwatch.detect.recipes import DEFAULT_RECIPE, RECIPES, fit_recipe
 
@@ -45,12 +45,21 @@ def _csv_files(items: list[str]) -> list[Path]:
 
 
 def _train(args: argparse.Namespace) -> int:
-    table = read_table(args.csv, args.time_column, _exclude(args.exclude))
+    store_only = args.node or args.since or args.until
+    if (args.csv is None) == (args.store is None) or (args.store is not None) != (args.node is not None) or (args.csv and store_only):
+        print("detector train: give --csv FILE, or --store DB with --node NAME (and optionally --since/--until)", file=sys.stderr)
+        return 2
+    if args.csv is not None:
+        table, source = read_table(args.csv, args.time_column, _exclude(args.exclude)), str(args.csv)
+    else:
+        since, until = (parse_time(t) if t else None for t in (args.since, args.until))
+        table = read_store(args.store, args.node, since, until, _exclude(args.exclude))
+        source = f"{args.store} node={args.node} {table.timestamps[0]}..{table.timestamps[-1]}"
     if len(table.values) < args.train_rows:
-        print(f"detector train: {args.csv} has {len(table.values)} rows, fewer than --train-rows {args.train_rows}", file=sys.stderr)
+        print(f"detector train: {source} has {len(table.values)} rows, fewer than --train-rows {args.train_rows}", file=sys.stderr)
         return 2
     fitted = fit_recipe(RECIPES[args.recipe], table.values[: args.train_rows])
-    card = bundle.save(args.out, fitted, table.channels, args.train_rows, str(args.csv))
+    card = bundle.save(args.out, fitted, table.channels, args.train_rows, source)
     print(f"trained {args.recipe} on {args.train_rows} rows x {len(table.channels)} channels "
           f"({', '.join(table.channels)}); threshold {card['alarm']['threshold']:.4g}; wrote {args.out}")
     return 0
@@ -99,7 +108,7 @@ def _evaluate(args: argparse.Namespace) -> int:
 def _simulate(args: argparse.Namespace) -> int:
     from plantwatch.detect.simulate import write_dataset
 
-    paths = write_dataset(Path(args.out), args.recordings, args.seed, args.train_rows)
+    paths = write_dataset(Path(args.out), args.recordings, args.seed, args.train_rows, args.variant)
     print(f"wrote {len(paths)} recordings to {args.out}")
     return 0
 
@@ -114,8 +123,12 @@ def add_commands(subparsers) -> None:
         p.add_argument("--time-column", metavar="NAME", help="time stamp column (not a channel; echoed in predictions)")
         p.add_argument("--exclude", metavar="COL,COL", help="columns that are not channels (anomaly/changepoint/label always are)")
 
-    train = sub.add_parser("train", help="train on a CSV's first rows; writes DIR/model.onnx and DIR/model-card.json")
-    train.add_argument("--csv", required=True, help="recording (delimiter detected: ; , tab |)")
+    train = sub.add_parser("train", help="train on a CSV's (or a stored node's) first rows; writes DIR/model.onnx and DIR/model-card.json")
+    train.add_argument("--csv", help="recording (delimiter detected: ; , tab |)")
+    train.add_argument("--store", metavar="DB", help="or: the embedded SQLite store; one node's sensors become channels at 1 s")
+    train.add_argument("--node", metavar="NAME", help="with --store: the node whose readings train the detector")
+    train.add_argument("--since", metavar="TIME", help="with --store: first time (epoch seconds or ISO 8601, UTC by default)")
+    train.add_argument("--until", metavar="TIME", help="with --store: end time, exclusive")
     train.add_argument("--out", required=True, metavar="DIR", help="model directory to write")
     train.add_argument("--train-rows", type=int, default=400, help="leading rows known to be normal (default 400)")
     train.add_argument("--recipe", choices=sorted(RECIPES), default=DEFAULT_RECIPE, help=recipe_help)
@@ -148,6 +161,7 @@ def add_commands(subparsers) -> None:
     simulate.add_argument("--recordings", type=int, default=20)
     simulate.add_argument("--seed", type=int, default=0)
     simulate.add_argument("--train-rows", type=int, default=400, help="fault-free rows at the start of each recording")
+    simulate.add_argument("--variant", default="skid", help="plant variant: skid (default), rig, harsh (see detect/README.md)")
     simulate.set_defaults(func=_user_errors(_simulate))
 
     from plantwatch.detect.publish import add_command as add_publish_command

@@ -1,4 +1,4 @@
-"""Reading recordings from CSV (the I/O edge of the detector): delimiter detection, column selection.
+"""Reading recordings (the I/O edge of the detector): CSV with delimiter detection, or the embedded store.
 
 Label columns (`anomaly`, `changepoint`, `label`) are always left out of the
 channels: in a benchmark file they are constant 0 over the training rows, and a
@@ -8,7 +8,9 @@ detector that sees them would "find" every labelled fault by reading the answer.
 from __future__ import annotations
 
 import csv
+import sqlite3
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
@@ -95,3 +97,73 @@ def read_predictions(path: str | Path) -> tuple[list[str], np.ndarray]:
     """Timestamps and 0/1 alarms of a `detector score` output."""
     table = read_table(path, time_column="timestamp")
     return table.timestamps, labels_of(table, "anomaly", path)
+
+
+def parse_time(text: str) -> float:
+    """Epoch seconds from epoch seconds or ISO 8601 (`2024-03-01T08:00:00`, UTC unless it says otherwise)."""
+    try:
+        return float(text)
+    except ValueError:
+        pass
+    try:
+        stamp = datetime.fromisoformat(text)
+    except ValueError:
+        raise ValueError(f"time {text!r}: accepted are epoch seconds or ISO 8601 such as 2024-03-01T08:00:00Z") from None
+    return (stamp if stamp.tzinfo else stamp.replace(tzinfo=timezone.utc)).timestamp()
+
+
+def pivot(readings: list[tuple[str, float, float]], exclude: tuple[str, ...] = (), step: float = 1.0) -> Table:
+    """(sensor, ts, value) readings -> one row per `step` seconds, one channel per sensor (pure).
+
+    The rows run from the first reading's step to the last's; a step with no
+    reading of a sensor is NaN (the features forward-fill and count it as
+    missing), several readings in one step average. Sensors are sorted by name.
+    """
+    if not readings:
+        raise ValueError("no readings to pivot")
+    channels = tuple(sorted({sensor for sensor, _, _ in readings} - set(exclude)))
+    if not channels:
+        raise ValueError(f"no sensors left after excluding {list(exclude)}")
+    first = min(ts for _, ts, _ in readings) // step
+    rows = int(max(ts for _, ts, _ in readings) // step - first) + 1
+    total, count = np.zeros((rows, len(channels))), np.zeros((rows, len(channels)))
+    column = {name: j for j, name in enumerate(channels)}
+    for sensor, ts, value in readings:
+        if sensor in column:
+            i = int(ts // step - first)
+            total[i, column[sensor]] += value
+            count[i, column[sensor]] += 1
+    with np.errstate(invalid="ignore"):
+        values = np.where(count > 0, total / np.maximum(count, 1), np.nan)
+    stamps = [datetime.fromtimestamp((first + i) * step, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ") for i in range(rows)]
+    return Table(stamps, channels, values, {})
+
+
+def read_store(path: str | Path, node: str, since: float | None = None, until: float | None = None,
+               exclude: tuple[str, ...] = ()) -> Table:
+    """One node's readings in [since, until) from the embedded SQLite store, pivoted to 1 s rows (`pivot`).
+
+    Opened read-only: training never writes to (or creates) a live plant's store.
+    Stored anomaly scores (type `anomaly_score`) are not channels: a detector
+    trained on a detector's output would learn its own past alarms.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"store {path}: no such file")
+    query = "SELECT sensor, ts, value FROM readings WHERE node = ? AND type != 'anomaly_score'"
+    params: list = [node]
+    if since is not None:
+        query, params = query + " AND ts >= ?", params + [since]
+    if until is not None:
+        query, params = query + " AND ts < ?", params + [until]
+    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        readings = db.execute(query + " ORDER BY ts", params).fetchall()
+        if not readings:
+            nodes = [n for (n,) in db.execute("SELECT DISTINCT node FROM readings ORDER BY node")]
+            raise ValueError(f"store {path}: no readings of node {node!r} in the time range; nodes stored: {nodes}")
+    except sqlite3.DatabaseError as exc:
+        raise ValueError(f"store {path}: cannot read the readings table: {exc}") from None
+    finally:
+        db.close()
+    return pivot(readings, exclude)
