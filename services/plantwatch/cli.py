@@ -74,37 +74,11 @@ def _serve_ingest(args: argparse.Namespace) -> int:
 
 
 def _serve_inference(args: argparse.Namespace) -> int:
-    import signal
-    import threading
+    from plantwatch.inference.service import InferenceOptions, serve
 
-    import tempfile
-    from pathlib import Path
-
-    from plantwatch.inference.models import ModelError, fetch_model, load_model
-
-    if (args.model is None) == (args.model_url is None) or (args.model_url and not args.sha256):
-        print("plantwatch serve inference: give --model PATH, or --model-url URL with --sha256", file=sys.stderr)
-        return 2
-    from plantwatch.inference.server import InferenceServer
-
-    try:
-        path = args.model
-        if args.model_url:
-            path = fetch_model(args.model_url, args.sha256, Path(tempfile.mkdtemp(prefix="plantwatch-model-")) / "model.onnx")
-        model = load_model(args.model_name, path, args.provider, args.sha256, args.threads)
-    except ModelError as exc:
-        print(f"plantwatch serve inference: {exc.reason}: {exc}", file=sys.stderr)
-        return 2
-    if model.active_provider != model.requested_provider:
-        print(f"plantwatch serve inference: {args.provider} is not available here; serving on {model.active_provider}", file=sys.stderr)
-    server = InferenceServer({model.name: model}, args.http_port, host=args.host)
-    server.start()
-    stop = threading.Event()
-    for s in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(s, lambda *_: stop.set())
-    stop.wait()
-    server.stop()
-    return 0
+    return serve(InferenceOptions(args.model_name, args.model, args.model_url, args.provider, args.sha256, args.threads,
+                                  args.host, args.http_port, args.max_batch, args.max_wait_ms, args.reload_interval,
+                                  args.status_namespace))
 
 
 def _operator(args: argparse.Namespace) -> int:
@@ -175,6 +149,13 @@ def parser(with_detector: bool = True) -> argparse.ArgumentParser:
     inf.add_argument("--threads", type=int, default=1, help="ONNX Runtime intra-op threads")
     inf.add_argument("--host", default="0.0.0.0", help="address to listen on")
     inf.add_argument("--http-port", type=int, default=8080, help="port of the OIP endpoints and /metrics")
+    inf.add_argument("--max-batch", type=int, default=256, help="most rows coalesced into one model call (default 256)")
+    inf.add_argument("--max-wait-ms", type=float, default=1.0,
+                     help="longest a request waits for others to share its model call (default 1 ms)")
+    inf.add_argument("--reload-interval", type=float, default=2.0,
+                     help="seconds between checks of the model file for a new version (0: never reload)")
+    inf.add_argument("--status-namespace",
+                     help="report the DetectorModel's ModelValid, activeProvider, modelSha256 and signature in this namespace")
     inf.set_defaults(func=_serve_inference)
 
     if with_detector:

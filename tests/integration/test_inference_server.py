@@ -113,3 +113,116 @@ def test_model_url_is_downloaded_and_checked(model_file, tmp_path):
         assert err.value.reason == "ChecksumMismatch" and not (tmp_path / "other.onnx").exists()
     finally:
         server.shutdown()
+
+
+def swap_in(folder, model: bytes, card_sha: str | None = None) -> None:
+    """Replace the model (and its card) the way the kubelet updates a ConfigMap volume: one atomic rename."""
+    import os
+
+    staged = folder / f".staged-{time.monotonic_ns()}"
+    staged.mkdir()
+    (staged / "model.onnx").write_bytes(model)
+    if card_sha is not None:
+        (staged / "model-card.json").write_text(json.dumps({"model": {"sha256": card_sha}}))
+    link = folder / "..data"
+    tmp_link = folder / "..data_tmp"
+    os.symlink(staged.name, tmp_link)
+    os.replace(tmp_link, link)
+    for name in ("model.onnx", "model-card.json"):
+        if not (folder / name).is_symlink():
+            os.symlink(f"..data/{name}", folder / name)
+
+
+def test_concurrent_requests_share_model_calls_and_get_their_own_rows(tmp_path):
+    import concurrent.futures
+
+    from plantwatch.inference.server import InferenceServer
+    from plantwatch.inference.serving import ModelSlot
+
+    (tmp_path / "model.onnx").write_bytes(zscore_model([0.0, 0.0], [1.0, 1.0]))
+    slot = ModelSlot("m", tmp_path / "model.onnx", max_batch=64, max_wait_s=0.005)
+    slot.check()
+    server = InferenceServer({"m": slot}, 0)
+    server.start()
+    url = f"http://127.0.0.1:{server.port}/v2/models/m/infer"
+    try:
+        def ask(i: int) -> float:
+            reply = post(url, {"id": str(i), "inputs": [{"name": "features", "shape": [1, 2], "datatype": "FP32", "data": [i, i]}]})
+            assert reply["id"] == str(i)
+            return reply["outputs"][0]["data"][0]
+
+        with concurrent.futures.ThreadPoolExecutor(16) as pool:
+            scores = list(pool.map(ask, range(200)))
+    finally:
+        server.stop()
+        slot.close()
+    assert scores == [float(i * i) for i in range(200)]  # mean of z^2 over two equal channels: each request its own row
+    batcher = slot._batcher
+    assert batcher.rows == 200 and batcher.batches < 200  # some requests shared a session call
+
+
+def test_a_changed_model_is_hot_reloaded_and_a_bad_one_refused_while_the_old_one_serves(tmp_path):
+    from plantwatch.inference.server import InferenceServer, infer
+    from plantwatch.inference.serving import ModelSlot
+
+    first, second = zscore_model([0.0, 0.0], [1.0, 1.0]), zscore_model([1.0, 1.0], [1.0, 1.0])
+    swap_in(tmp_path, first, sha256_of(first))
+    verdicts = []
+    slot = ModelSlot("m", tmp_path / "model.onnx", on_change=lambda s: verdicts.append(s.verdict))
+    assert slot.check() and slot.verdict.reason == "ModelLoaded"
+    request = {"inputs": [{"name": "features", "shape": [1, 2], "datatype": "FP32", "data": [2, 2]}]}
+
+    def served() -> float:
+        return infer(slot, request)["outputs"][0]["data"][0]
+
+    assert served() == 4.0
+    swap_in(tmp_path, second, sha256_of(second))
+    assert slot.check() and served() == 1.0 and slot.model.sha256 == sha256_of(second)
+
+    for bad, card, reason in [
+        (first, "0" * 64, "ChecksumMismatch"),                          # model and card do not belong together
+        (b"not onnx", sha256_of(b"not onnx"), "InvalidModel"),
+        (zscore_model([0.0] * 3, [1.0] * 3), None, "SignatureMismatch"),  # 3 features where clients send 2
+    ]:
+        if card is None:
+            card = sha256_of(bad)
+        swap_in(tmp_path, bad, card)
+        assert not slot.check()
+        assert (slot.verdict.valid, slot.verdict.reason) == (False, reason)
+        assert served() == 1.0 and "still serving" in slot.verdict.message  # the previous model keeps serving
+    assert [v.reason for v in verdicts] == ["ModelLoaded", "ModelLoaded", "ChecksumMismatch", "InvalidModel", "SignatureMismatch"]
+    server = InferenceServer({"m": slot}, 0)
+    server.start()
+    try:
+        meta = get(f"http://127.0.0.1:{server.port}/v2/models/m")
+    finally:
+        server.stop()
+    assert meta["parameters"]["model_valid"] is False and meta["parameters"]["reason"] == "SignatureMismatch"
+
+
+def test_serve_inference_watches_the_model_file(tmp_path):
+    first, second = zscore_model([0.0, 0.0], [1.0, 1.0]), zscore_model([1.0, 1.0], [1.0, 1.0])
+    swap_in(tmp_path, first, sha256_of(first))
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "plantwatch.cli", "serve", "inference", "--model-name", "m",
+                             "--model", str(tmp_path / "model.onnx"), "--host", "127.0.0.1", "--http-port", str(port),
+                             "--reload-interval", "0.2"])
+    base = f"http://127.0.0.1:{port}/v2/models/m"
+    try:
+        deadline = time.time() + 30
+        while True:
+            try:
+                assert get(base)["parameters"]["sha256"] == sha256_of(first)
+                break
+            except (urllib.error.URLError, ConnectionError):
+                assert time.time() < deadline and proc.poll() is None, "the inference service did not start"
+                time.sleep(0.1)
+        swap_in(tmp_path, second, sha256_of(second))
+        while get(base)["parameters"]["sha256"] != sha256_of(second):
+            assert time.time() < deadline + 30 and proc.poll() is None, "the new model was never loaded"
+            time.sleep(0.1)
+        reply = post(base + "/infer", {"inputs": [{"name": "features", "shape": [1, 2], "datatype": "FP32", "data": [2, 2]}]})
+        assert reply["outputs"][0]["data"] == [1.0]
+    finally:
+        proc.terminate()
+        proc.wait(10)

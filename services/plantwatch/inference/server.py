@@ -2,7 +2,9 @@
 
 Endpoints: GET /v2/health/live, /v2/health/ready, /v2/models/{name}, /v2/models/{name}/ready,
 POST /v2/models/{name}/infer, and /metrics. One ONNX Runtime session per model, reused
-for every request.
+for every request; concurrent requests to a model are coalesced into one session call
+(`batcher.MicroBatcher`), and a changed model file is hot-reloaded once it passes its
+checks (`serving.ModelSlot`).
 """
 
 from __future__ import annotations
@@ -14,7 +16,8 @@ import numpy as np
 from prometheus_client import Counter, Histogram
 
 from plantwatch.health import Handler, HttpServer
-from plantwatch.inference.models import OIP_TO_NUMPY, LoadedModel
+from plantwatch.inference.models import OIP_TO_NUMPY, LoadedModel, ModelError
+from plantwatch.inference.serving import ModelSlot
 
 REQUESTS = Counter("plantwatch_inference_requests_total", "Inference requests, by model and result.", ["model", "result"])
 LATENCY = Histogram("plantwatch_inference_seconds", "Time to run one inference request.", ["model"],
@@ -25,11 +28,16 @@ class InferenceError(ValueError):
     """A request the model cannot answer; the message says what is expected."""
 
 
-def infer(model: LoadedModel, request: dict) -> dict:
-    """Run one Open Inference Protocol request (pure apart from the session call)."""
+def parse_request(model: LoadedModel, request: dict) -> dict[str, np.ndarray]:
+    """An Open Inference Protocol request's inputs as arrays, checked against the model's signature (pure)."""
     expected = {t.name: t for t in model.inputs}
     feeds = {}
-    for tensor in request.get("inputs", []):
+    inputs = request.get("inputs") if isinstance(request, dict) else None
+    if not isinstance(inputs, list):
+        raise InferenceError('the body must be {"inputs": [{"name", "shape", "datatype", "data"}, ...]}')
+    for tensor in inputs:
+        if not isinstance(tensor, dict):
+            raise InferenceError('each input must be an object {"name", "shape", "datatype", "data"}')
         spec = expected.get(tensor.get("name"))
         if spec is None:
             raise InferenceError(f"unknown input {tensor.get('name')!r}; the model takes {sorted(expected)}")
@@ -40,15 +48,21 @@ def infer(model: LoadedModel, request: dict) -> dict:
             feeds[spec.name] = np.asarray(tensor["data"], dtype=dtype).reshape(tensor["shape"])
         except (KeyError, ValueError, TypeError) as exc:
             raise InferenceError(f"input {spec.name}: data does not fit shape {tensor.get('shape')}: {exc}") from None
+        if OIP_TO_NUMPY.get(spec.datatype) not in (None, dtype):
+            feeds[spec.name] = feeds[spec.name].astype(OIP_TO_NUMPY[spec.datatype])
         shape = feeds[spec.name].shape
         if len(shape) != len(spec.shape) or any(want not in (-1, got) for want, got in zip(spec.shape, shape)):
             raise InferenceError(f"input {spec.name}: shape {list(shape)}; the model takes {spec.shape} (-1: any size)")
     missing = sorted(set(expected) - set(feeds))
     if missing:
         raise InferenceError(f"missing inputs {missing}")
-    results = model.session.run(None, feeds)
+    return feeds
+
+
+def response(model: LoadedModel, request: dict, results: list[np.ndarray]) -> dict:
     return {
         "model_name": model.name,
+        "model_version": model.sha256[:12],
         "id": request.get("id", ""),
         "outputs": [
             {"name": spec.name, "datatype": spec.datatype, "shape": list(r.shape), "data": r.ravel().tolist()}
@@ -57,22 +71,37 @@ def infer(model: LoadedModel, request: dict) -> dict:
     }
 
 
-def metadata(model: LoadedModel) -> dict:
+def infer(slot: ModelSlot, request: dict) -> dict:
+    """Run one Open Inference Protocol request on the slot's current model (micro-batched when it can be)."""
+    model = slot.model
+    if model is None:
+        raise ModelError("NotLoaded", f"model {slot.name} is not loaded: {slot.verdict.message}")
+    model, results = slot.run(parse_request(model, request))
+    return response(model, request, results)
+
+
+def metadata(slot: ModelSlot) -> dict:
     def tensors(ts):
         return [{"name": t.name, "datatype": t.datatype, "shape": t.shape} for t in ts]
 
-    return {"name": model.name, "versions": [model.sha256[:12]], "platform": "onnx",
+    model = slot.model
+    return {"name": slot.name, "versions": [model.sha256[:12]], "platform": "onnx",
             "inputs": tensors(model.inputs), "outputs": tensors(model.outputs),
             "parameters": {"sha256": model.sha256, "execution_provider": model.active_provider,
-                           "requested_provider": model.requested_provider}}
+                           "requested_provider": model.requested_provider,
+                           "model_valid": slot.verdict.valid, "reason": slot.verdict.reason,
+                           "message": slot.verdict.message}}
 
 
 class InferenceServer(HttpServer):
-    """Serves loaded models by name."""
+    """Serves model slots by name."""
 
-    def __init__(self, models: dict[str, LoadedModel], port: int, host: str = "127.0.0.1"):
-        self.models = models
+    def __init__(self, slots: dict[str, ModelSlot], port: int, host: str = "127.0.0.1"):
+        self.slots = slots
         server = self
+
+        def not_found(name: str) -> dict:
+            return {"error": f"no model {name!r}; serving {sorted(server.slots)}"}
 
         class InferenceHandler(Handler):
             def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
@@ -80,32 +109,40 @@ class InferenceServer(HttpServer):
                 if self.path == "/metrics":
                     return self.send_metrics()
                 if parts[:2] == ["v2", "health"] and len(parts) == 3 and parts[2] in ("live", "ready"):
-                    return self.send_json(200, {"live": True} if parts[2] == "live" else {"ready": bool(server.models)})
+                    if parts[2] == "live":
+                        return self.send_json(200, {"live": True})
+                    ready = bool(server.slots) and all(s.model is not None for s in server.slots.values())
+                    return self.send_json(200 if ready else 503, {"ready": ready})
                 if parts[:2] == ["v2", "models"] and len(parts) in (3, 4):
-                    model = server.models.get(parts[2])
-                    if model is None:
-                        return self.send_json(404, {"error": f"no model {parts[2]!r}; serving {sorted(server.models)}"})
+                    slot = server.slots.get(parts[2])
+                    if slot is None:
+                        return self.send_json(404, not_found(parts[2]))
                     if len(parts) == 4 and parts[3] == "ready":
-                        return self.send_json(200, {"name": model.name, "ready": True})
-                    return self.send_json(200, metadata(model))
+                        return self.send_json(200, {"name": slot.name, "ready": slot.model is not None})
+                    if slot.model is None:
+                        return self.send_json(503, {"error": f"model {slot.name} is not loaded: {slot.verdict.message}"})
+                    return self.send_json(200, metadata(slot))
                 self.send_json(404, {"error": "not found; see /v2/health/live, /v2/models/{name}, /v2/models/{name}/infer"})
 
             def do_POST(self) -> None:  # noqa: N802
                 parts = self.path.strip("/").split("/")
                 if parts[:2] != ["v2", "models"] or len(parts) != 4 or parts[3] != "infer":
                     return self.send_json(404, {"error": "POST /v2/models/{name}/infer"})
-                model = server.models.get(parts[2])
-                if model is None:
-                    return self.send_json(404, {"error": f"no model {parts[2]!r}; serving {sorted(server.models)}"})
+                slot = server.slots.get(parts[2])
+                if slot is None:
+                    return self.send_json(404, not_found(parts[2]))
                 body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
                 started = time.perf_counter()
                 try:
-                    reply = infer(model, json.loads(body))
+                    reply = infer(slot, json.loads(body))
                 except (InferenceError, json.JSONDecodeError) as exc:
-                    REQUESTS.labels(model.name, "bad_request").inc()
+                    REQUESTS.labels(slot.name, "bad_request").inc()
                     return self.send_json(400, {"error": str(exc)})
-                LATENCY.labels(model.name).observe(time.perf_counter() - started)
-                REQUESTS.labels(model.name, "ok").inc()
+                except ModelError as exc:
+                    REQUESTS.labels(slot.name, "unavailable").inc()
+                    return self.send_json(503, {"error": str(exc)})
+                LATENCY.labels(slot.name).observe(time.perf_counter() - started)
+                REQUESTS.labels(slot.name, "ok").inc()
                 self.send_json(200, reply)
 
         super().__init__(InferenceHandler, port, host)

@@ -1,0 +1,192 @@
+"""The model served under one name: checked loads, hot reload from a watched file, and its verdict.
+
+A DetectorModel's file arrives through a mounted ConfigMap or volume, which the
+kubelet updates in place (an atomic swap of the `..data` symlink). The slot
+polls the file's identity (device, inode, size, mtime, following symlinks)
+rather than using inotify, which does not see a symlink swap in a parent
+folder reliably. A changed file is read once, its sha256 checked, loaded by
+ONNX Runtime and its signature compared with the one being served; only a
+model that passes all of it replaces the current one. Anything else leaves
+the previous model serving and records why (`Verdict`), which the service
+reports as the DetectorModel's ModelValid condition.
+
+Expected sha256: `--sha256` (the DetectorModel's spec.source.sha256) when given;
+else the `model-card.json` next to the model, when there is one (a ConfigMap
+from `plantwatch detector publish` carries both, and the kubelet swaps both
+at once), which catches a model and card that do not belong together.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from plantwatch.inference.batcher import MicroBatcher
+from plantwatch.inference.models import LoadedModel, ModelError, TensorSpec, load_model
+
+log = logging.getLogger(__name__)
+CARD_FILE = "model-card.json"
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """The latest load attempt: ModelValid's status, reason and message."""
+
+    valid: bool
+    reason: str
+    message: str
+
+
+def signature_problem(old: list[TensorSpec], new: list[TensorSpec], kind: str) -> str | None:
+    """Why `new` cannot replace `old` for the same clients, or None when it can."""
+    if [(t.name, t.datatype, t.shape) for t in old] != [(t.name, t.datatype, t.shape) for t in new]:
+        show = lambda ts: ", ".join(f"{t.name} {t.datatype} {t.shape}" for t in ts)  # noqa: E731
+        return f"{kind} are [{show(new)}]; the served model's are [{show(old)}]"
+    return None
+
+
+def batchable(model: LoadedModel) -> bool:
+    """One input and every output batched along the first axis: rows of requests can be concatenated."""
+    return len(model.inputs) == 1 and bool(model.inputs[0].shape) and model.inputs[0].shape[0] == -1 \
+        and all(o.shape and o.shape[0] == -1 for o in model.outputs)
+
+
+class ModelSlot:
+    """One served model name: the current model, its micro-batcher and the verdict of the last load."""
+
+    def __init__(self, name: str, path: str | Path, provider: str = "cpu", expected_sha256: str | None = None,
+                 threads: int = 1, max_batch: int = 256, max_wait_s: float = 0.001,
+                 on_change: Callable[[ModelSlot], None] | None = None):
+        self.name = name
+        self.path = Path(path)
+        self.provider = provider
+        self.expected_sha256 = expected_sha256
+        self.threads = threads
+        self.max_batch = max_batch
+        self.max_wait_s = max_wait_s
+        self.on_change = on_change
+        self.model: LoadedModel | None = None
+        self.verdict = Verdict(False, "NotLoaded", "no model loaded yet")
+        self._batcher: MicroBatcher | None = None
+        self._seen: tuple | None = None
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._watcher: threading.Thread | None = None
+        self.reloads = 0
+
+    # --- loading -------------------------------------------------------------------------
+
+    def _identity(self) -> tuple | None:
+        try:
+            st = os.stat(self.path)
+            card = self.path.parent / CARD_FILE
+            card_st = os.stat(card) if card.exists() else None
+        except OSError:
+            return None
+        card_id = (card_st.st_ino, card_st.st_size, card_st.st_mtime_ns) if card_st else None
+        return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, card_id)
+
+    def _expected(self) -> str | None:
+        if self.expected_sha256:
+            return self.expected_sha256
+        card = self.path.parent / CARD_FILE
+        if not card.exists():
+            return None
+        try:
+            return json.loads(card.read_text())["model"]["sha256"]
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise ModelError("InvalidModel", f"{card}: not a model card with model.sha256: {exc}") from None
+
+    def check(self) -> bool:
+        """Load the file if it changed since the last look; True when a new model is now served."""
+        identity = self._identity()
+        if identity is not None and identity == self._seen:
+            return False
+        self._seen = identity
+        try:
+            expected = self._expected()
+            try:
+                model = load_model(self.name, self.path, self.provider, expected, self.threads)
+            except ModelError as exc:
+                if exc.reason == "ChecksumMismatch" and not self.expected_sha256:
+                    raise ModelError(exc.reason, f"{self.path} does not have the sha256 {expected} that "
+                                                 f"{CARD_FILE} beside it names (a model and card that do not belong together)") from None
+                raise
+            if self.model is not None:
+                problem = (signature_problem(self.model.inputs, model.inputs, "inputs")
+                           or signature_problem(self.model.outputs, model.outputs, "outputs"))
+                if problem:
+                    raise ModelError("SignatureMismatch", problem)
+        except ModelError as exc:
+            serving = f"; still serving sha256 {self.model.sha256[:12]}" if self.model else ""
+            self._set(Verdict(False, exc.reason, f"{exc}{serving}"))
+            log.warning("model %s refused: %s: %s%s", self.name, exc.reason, exc, serving)
+            return False
+        if self.model is not None and model.sha256 == self.model.sha256:
+            self._set(self._loaded_verdict(model))  # touched, same bytes: nothing to swap
+            return False
+        with self._lock:
+            self.model = model
+            # One batcher for the slot's life: a reload keeps the signature, so a batch simply
+            # runs on whichever model is current when it runs.
+            if self._batcher is None and batchable(model):
+                self._batcher = MicroBatcher(self._run_current, self.max_batch, self.max_wait_s)
+        self.reloads += 1
+        self._set(self._loaded_verdict(model))
+        log.info("model %s: serving sha256 %s on %s", self.name, model.sha256[:12], model.active_provider)
+        return True
+
+    @staticmethod
+    def _loaded_verdict(model: LoadedModel) -> Verdict:
+        fallback = f" (requested {model.requested_provider}, not available here)" if model.active_provider != model.requested_provider else ""
+        return Verdict(True, "ModelLoaded", f"serving sha256 {model.sha256} on {model.active_provider}{fallback}")
+
+    def _set(self, verdict: Verdict) -> None:
+        changed = verdict != self.verdict
+        self.verdict = verdict
+        if changed and self.on_change is not None:
+            self.on_change(self)
+
+    def _run_current(self, rows: np.ndarray) -> list[np.ndarray]:
+        model = self.model
+        return model.session.run(None, {model.inputs[0].name: rows})
+
+    # --- serving -------------------------------------------------------------------------
+
+    def run(self, feeds: dict[str, np.ndarray]) -> tuple[LoadedModel, list[np.ndarray]]:
+        """Outputs for validated feeds, through the micro-batcher when the model allows it."""
+        with self._lock:
+            model, batcher = self.model, self._batcher
+        if model is None:
+            raise ModelError("NotLoaded", f"model {self.name} is not loaded: {self.verdict.message}")
+        if batcher is not None:
+            return model, batcher.submit(feeds[model.inputs[0].name])
+        return model, model.session.run(None, feeds)
+
+    # --- watching ------------------------------------------------------------------------
+
+    def watch(self, interval_s: float = 2.0) -> None:
+        def loop():
+            while not self._stop.wait(interval_s):
+                try:
+                    self.check()
+                except Exception:  # a watcher that dies silently would freeze the model forever
+                    log.exception("model %s: reload check failed", self.name)
+
+        self._watcher = threading.Thread(target=loop, name=f"watch-{self.name}", daemon=True)
+        self._watcher.start()
+
+    def close(self) -> None:
+        self._stop.set()
+        if self._watcher is not None:
+            self._watcher.join(5)
+        if self._batcher is not None:
+            self._batcher.close()
+

@@ -1,0 +1,68 @@
+"""The inference service's part of a DetectorModel's status, written by server-side apply.
+
+Ownership (docs/kubernetes.md): each writer owns what it observes, under its own
+field manager, and `conditions` is a list-map keyed by type. The inference
+service is the only process that reads the model file, checks its sha256 and
+loads it, so it owns `ModelValid` once it runs, with `activeProvider` (what
+ONNX Runtime really uses after any fallback), `modelSha256` and `signature`;
+field manager `plantwatch-inference`. The operator keeps `Available` and
+`replicas` (it sees the Deployment, not the model).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import Any
+
+from plantwatch.inference.serving import ModelSlot, Verdict
+
+log = logging.getLogger(__name__)
+MANAGER = "plantwatch-inference"
+API_VERSION = "plantwatch.io/v1alpha1"
+
+
+def model_valid_condition(verdict: Verdict, previous: dict[str, Any] | None, generation: int | None, now: str) -> dict[str, Any]:
+    """ModelValid from the last load (pure); lastTransitionTime moves only when the status flips."""
+    status = "True" if verdict.valid else "False"
+    changed = previous is None or previous.get("status") != status
+    condition = {"type": "ModelValid", "status": status, "reason": verdict.reason, "message": verdict.message,
+                 "lastTransitionTime": now if changed else previous.get("lastTransitionTime", now)}
+    if generation is not None:
+        condition["observedGeneration"] = generation
+    return condition
+
+
+def served_status(slot: ModelSlot, previous_conditions: list[dict] | None, generation: int | None, now: str) -> dict[str, Any]:
+    """The status fields this service owns, for the model the slot serves (pure)."""
+    previous = next((c for c in previous_conditions or () if c.get("type") == "ModelValid"), None)
+    status: dict[str, Any] = {"conditions": [model_valid_condition(slot.verdict, previous, generation, now)]}
+    model = slot.model
+    if model is not None:  # a refused reload still serves (and reports) the previous model
+        tensors = lambda ts: [{"name": t.name, "datatype": t.datatype, "shape": list(t.shape)} for t in ts]  # noqa: E731
+        status.update(activeProvider=model.active_provider, modelSha256=model.sha256,
+                      signature={"inputs": tensors(model.inputs), "outputs": tensors(model.outputs)})
+    return status
+
+
+class StatusReporter:
+    """Applies `served_status` to the DetectorModel whenever the slot's verdict changes (and at start)."""
+
+    def __init__(self, namespace: str):
+        self.namespace = namespace
+        self._lock = threading.Lock()
+
+    def report(self, slot: ModelSlot) -> None:
+        from plantwatch.ingest.codecs import iso
+        from plantwatch.kube import apply_status, dynamic
+
+        with self._lock:
+            try:
+                resource = dynamic().resources.get(api_version=API_VERSION, kind="DetectorModel")
+                current = resource.get(name=slot.name, namespace=self.namespace).to_dict()
+                status = served_status(slot, (current.get("status") or {}).get("conditions"),
+                                       current["metadata"].get("generation"), iso(int(time.time())))
+                apply_status(current, status, MANAGER)
+            except Exception:  # reporting must never stop serving; the next change retries
+                log.exception("could not report DetectorModel %s/%s status", self.namespace, slot.name)
