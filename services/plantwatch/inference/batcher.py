@@ -6,8 +6,10 @@ together should share one call. A single worker thread takes the first waiting
 request, then gathers more until the batch holds `max_batch` rows or
 `max_wait_s` has passed since that first request, and runs them as one batch.
 Requests that queue up while a batch runs are taken at once by the next one,
-so under load batches fill without anyone waiting; a lone request waits at most
-`max_wait_s`.
+so under load batches fill without anyone waiting. The worker waits only for
+requests already on their way (submitted, not yet queued): a lone caller is
+never delayed for company that is not coming, so single-row latency stays that
+of a plain session call.
 """
 
 from __future__ import annotations
@@ -40,6 +42,8 @@ class MicroBatcher:
         self.max_batch = max_batch
         self.max_wait_s = max_wait_s
         self._queue: queue.SimpleQueue[_Request | None] = queue.SimpleQueue()
+        self._inflight = 0  # submitted and not yet answered
+        self._count_lock = threading.Lock()
         self._thread = threading.Thread(target=self._work, name="micro-batcher", daemon=True)
         self._thread.start()
         #: Calls of `run` and rows through them: their ratio is the mean batch size.
@@ -49,6 +53,8 @@ class MicroBatcher:
     def submit(self, rows: np.ndarray) -> list[np.ndarray]:
         """The outputs for these rows; blocks until their batch has run, raises what `run` raised."""
         request = _Request(rows)
+        with self._count_lock:
+            self._inflight += 1
         self._queue.put(request)
         request.done.wait()
         if request.error is not None:
@@ -69,11 +75,11 @@ class MicroBatcher:
             stop = False
             while size < self.max_batch:
                 try:
-                    # Already queued requests join at once; only an empty queue is waited on.
+                    # Queued requests join at once; an empty queue is waited on only for requests on their way.
                     nxt = self._queue.get_nowait()
                 except queue.Empty:
                     left = deadline - time.perf_counter()
-                    if left <= 0:
+                    if left <= 0 or self._inflight <= len(batch):
                         break
                     try:
                         nxt = self._queue.get(timeout=left)
@@ -102,5 +108,7 @@ class MicroBatcher:
                 r.error = exc
         self.batches += 1
         self.rows += sum(len(r.rows) for r in batch)
+        with self._count_lock:
+            self._inflight -= len(batch)
         for r in batch:
             r.done.set()
