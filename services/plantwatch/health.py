@@ -36,11 +36,17 @@ class Handler(BaseHTTPRequestHandler):
         pass
 
 
+class _Server(ThreadingHTTPServer):
+    # socketserver's default backlog of 5 resets connections when a few dozen clients
+    # (an inference service's callers, a Prometheus with several scrapers) connect at once.
+    request_queue_size = 128
+
+
 class HttpServer:
     """A ThreadingHTTPServer on a background thread; port 0 picks a free port."""
 
     def __init__(self, handler: type[Handler], port: int, host: str = "127.0.0.1"):
-        self._server = ThreadingHTTPServer((host, port), handler)
+        self._server = _Server((host, port), handler)
         self.port = self._server.server_address[1]
         self._thread = threading.Thread(target=self._server.serve_forever, name=f"http-{self.port}", daemon=True)
 
