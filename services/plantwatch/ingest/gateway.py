@@ -10,10 +10,13 @@ from __future__ import annotations
 
 import base64
 import logging
+import queue
 import threading
 import time
 import uuid
-from collections import Counter
+from collections import Counter, deque
+from concurrent.futures import Future
+from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
 import orjson
@@ -35,6 +38,7 @@ from plantwatch.store.sqlite import SqliteStore
 log = logging.getLogger(__name__)
 
 DEAD_LETTER_PREFIX = "plantwatch/dead-letter"
+SPARKPLUG_PREFIX = sparkplug.NAMESPACE + "/"
 #: At most one rebirth request per edge node in this many seconds (the births take a moment).
 REBIRTH_INTERVAL_S = 5.0
 
@@ -91,8 +95,32 @@ def dead_letter(topic: str, payload: bytes, node: str | None, rejections: list[R
     })
 
 
+@dataclass(slots=True, eq=False)
+class PreparedBatch:
+    """A batch decoded, validated and through the rules, on its way to the store."""
+
+    messages: int
+    now: float
+    readings: list[Reading] = field(default_factory=list)
+    alerts: list[AlertEvent] = field(default_factory=list)
+    dead: list[tuple[float, str, str, str, bytes]] = field(default_factory=list)
+    #: Dead letters and Sparkplug commands to publish once the batch is stored.
+    outbox: list[tuple[str, bytes]] = field(default_factory=list)
+    results: Counter[str] = field(default_factory=Counter)
+    #: The summary windows its readings fall in: (node, sensor, start).
+    windows: set[tuple[str, str, float]] = field(default_factory=set)
+    #: Readings that were new to the store (set by the commit).
+    stored: int = 0
+
+
 class Pipeline:
-    """Processes batches of messages; owns per-series state, so one thread calls it."""
+    """Processes batches of messages; owns per-series state.
+
+    `process` does a whole batch on the calling thread. Its three steps may also run
+    apart: `prepare` (decode, validate, rules) on one thread, and `commit` (the store's
+    transaction) then `finish` (counters, alert routing, dead letters) on another, batch
+    after batch in the order prepared: IngestService overlaps them that way.
+    """
 
     def __init__(self, plant: Plant, store: SqliteStore, router: AlertRouter,
                  publish: Callable[[str, bytes], None] | None = None, policy: Policy = Policy(),
@@ -123,6 +151,12 @@ class Pipeline:
         self._window_grace_s = window_grace_s
         #: Windows that received readings since they were last summarized: (node, sensor, start).
         self._dirty_windows: set[tuple[str, str, float]] = set()
+        #: Prepared batches not yet finished (stored and routed), oldest first.
+        self._uncommitted: deque[PreparedBatch] = deque()
+        #: Guards what `finish` (possibly on a committing thread) shares with `prepare` and `tick`:
+        #: the dirty windows, the batches in flight, the router and the counters.
+        self._lock = threading.Lock()
+        #: Messages whose batch is stored (and its alerts routed).
         self.messages = 0
         self.readings_stored = 0
         self.rejected: Counter[str] = Counter()
@@ -137,20 +171,28 @@ class Pipeline:
         """
         return sorted({c.topic.split("/", 1)[0] + "/#" for c in (*self._nodes.values(), *self._sparkplug.values())})
 
-    def process(self, batch: list[tuple[str, bytes]], now: float) -> None:
-        readings: list[Reading] = []
-        alerts: list[AlertEvent] = []
-        dead: list[tuple[float, str, str, str, bytes]] = []
-        outbox: list[tuple[str, bytes]] = []  # dead letters and Sparkplug commands
-        results: Counter[str] = Counter()
-        engine, dirty, width, last_seen = self.engine, self._dirty_windows, self.window_s, self.last_seen
+    def process(self, batch: Sequence[tuple[str, bytes]], now: float) -> None:
+        """Decode, validate, evaluate, store and route one batch, all on the calling thread."""
+        prepared = self.prepare(batch, now)
+        self.commit(prepared)
+        self.finish(prepared)
+
+    def prepare(self, batch: Sequence[tuple[str, bytes]], now: float) -> PreparedBatch:
+        """Decode, validate and run the rules over a batch: everything but I/O (the pipeline's thread).
+
+        Items are (topic, payload) pairs or anything indexed the same way (mqtt.wire.Publish).
+        """
+        p = PreparedBatch(len(batch), now)
+        readings, dead, outbox, results = p.readings, p.dead, p.outbox, p.results
+        last_seen, by_node = self.last_seen, self.readings_by_node
+        per_message: list[list[Reading]] = []
         clock = time.perf_counter
-        decode_s = rules_s = 0.0
-        for topic, payload in batch:
-            t0 = clock()
+        t0 = clock()
+        for item in batch:
+            topic, payload = item[0], item[1]
             if topic.startswith(DEAD_LETTER_PREFIX):
                 continue  # our own dead letters, seen when a node topic shares their top level
-            if topic.startswith(sparkplug.NAMESPACE + "/"):
+            if topic.startswith(SPARKPLUG_PREFIX):
                 node, accepted, rejections = self._sparkplug_message(topic, payload, now, outbox)
             else:
                 node = self._nodes.get(topic)
@@ -159,57 +201,84 @@ class Pipeline:
                     accepted, rejections = [], [Rejection("unknown_node", f"no SensorNode publishes to topic {topic!r}")] if unknown else []
                 else:
                     accepted, rejections = check_message(node, payload, now, self.policy)
-            t1 = clock()
-            decode_s += t1 - t0
+            if accepted:
+                per_message.append(accepted)
+                node_name = accepted[0].node
+                by_node[node_name] += len(accepted)
+                newest = max(r.ts for r in accepted) if len(accepted) > 1 else accepted[0].ts
+                if newest > last_seen.get(node_name, 0.0):
+                    last_seen[node_name] = newest
+            if not rejections:
+                results["accepted"] += 1
+                continue
+            results["partial" if accepted else "rejected"] += 1
+            for rej in rejections:
+                self.rejected[rej.reason] += 1
+                metrics.REJECTED.labels(rej.reason).inc()
+            detail = "; ".join(r.detail for r in rejections)
+            node_name = node.name if node else None
+            correlation_id = uuid.uuid4().hex[:16]
+            log.info("rejected: %s", detail, extra={"correlation_id": correlation_id, "node": node_name,
+                                                    "topic": topic, "reason": rejections[0].reason})
+            dead.append((now, topic, rejections[0].reason, detail, payload))
+            outbox.append((f"{DEAD_LETTER_PREFIX}/{node_name or 'unknown'}",
+                           dead_letter(topic, payload, node_name, rejections, now, correlation_id)))
+        t1 = clock()
+        # The rules after decoding the whole batch, in message order: two clock readings per
+        # batch instead of two per message, and the loop below stays small.
+        on_reading, alerts, windows = self.engine.on_reading, p.alerts, p.windows
+        add_window, width = windows.add, self.window_s
+        last_ts = start = None
+        for accepted in per_message:
             for r in accepted:
-                events = engine.on_reading(r)
+                events = on_reading(r)
                 if events:
                     alerts.extend(events)
-                dirty.add((r.node, r.sensor, window_start(r.ts, width)))
-            if accepted:
-                self.readings_by_node[accepted[0].node] += len(accepted)
-                newest = max(r.ts for r in accepted)
-                if newest > last_seen.get(accepted[0].node, 0.0):
-                    last_seen[accepted[0].node] = newest
-            rules_s += clock() - t1
+                if r.ts != last_ts:  # the readings of one message share its timestamp
+                    last_ts = r.ts
+                    start = window_start(last_ts, width)
+                add_window((r.node, r.sensor, start))
             readings.extend(accepted)
-            results["accepted" if not rejections else ("partial" if accepted else "rejected")] += 1
-            if rejections:
-                for rej in rejections:
-                    self.rejected[rej.reason] += 1
-                    metrics.REJECTED.labels(rej.reason).inc()
-                detail = "; ".join(r.detail for r in rejections)
-                node_name = node.name if node else None
-                correlation_id = uuid.uuid4().hex[:16]
-                log.info("rejected: %s", detail, extra={"correlation_id": correlation_id, "node": node_name,
-                                                        "topic": topic, "reason": rejections[0].reason})
-                dead.append((now, topic, rejections[0].reason, detail, payload))
-                outbox.append((f"{DEAD_LETTER_PREFIX}/{node_name or 'unknown'}",
-                               dead_letter(topic, payload, node_name, rejections, now, correlation_id)))
         for scorer in self.scorers:
             for score in scorer.score(readings):
-                alerts.extend(engine.on_reading(score))
+                alerts.extend(on_reading(score))
                 readings.append(score)
-        self.messages += len(batch)
-        for result, count in results.items():  # a few metric updates per batch, not per message
-            metrics.MESSAGES.labels(result).inc(count)
         if batch:
-            metrics.STAGE.labels("decode_validate").observe(decode_s / len(batch))
-            metrics.STAGE.labels("rules").observe(rules_s / len(batch))
-        t_store = clock()
-        stored = self.store.write(readings, alerts, dead)
+            metrics.STAGE.labels("decode_validate").observe((t1 - t0) / len(batch))
+            metrics.STAGE.labels("rules").observe((clock() - t1) / len(batch))
+        with self._lock:
+            self._dirty_windows |= windows
+            self._uncommitted.append(p)
+        return p
+
+    def commit(self, p: PreparedBatch) -> None:
+        """Write a prepared batch to the store and the sinks; batches are committed in the order prepared.
+
+        May run on another thread than `prepare` (IngestService does, so that decoding the
+        next batch overlaps this one's transaction); raises if a store cannot take the batch.
+        """
+        t_store = time.perf_counter()
+        p.stored = self.store.write(p.readings, p.alerts, p.dead)
         for sink in self.sinks:
-            sink.write(readings, alerts, dead)
+            sink.write(p.readings, p.alerts, p.dead)
             depth = sink.spool_depth()
             metrics.SPOOL.labels("batches").set(depth.batches)
             metrics.SPOOL.labels("bytes").set(depth.bytes)
-        metrics.STORE_WRITE.observe(clock() - t_store)
-        self.readings_stored += stored
-        metrics.READINGS.inc(stored)
-        metrics.BATCH.observe(len(batch))
-        self._route(alerts, now)
+        metrics.STORE_WRITE.observe(time.perf_counter() - t_store)
+
+    def finish(self, p: PreparedBatch) -> None:
+        """After the commit: count, route the batch's alerts, publish its dead letters."""
+        with self._lock:
+            self._uncommitted.remove(p)
+            self.messages += p.messages
+            self.readings_stored += p.stored
+            for result, count in p.results.items():  # a few metric updates per batch, not per message
+                metrics.MESSAGES.labels(result).inc(count)
+            metrics.READINGS.inc(p.stored)
+            metrics.BATCH.observe(p.messages)
+            self._route(p.alerts, p.now)
         if self._publish:
-            for topic, body in outbox:
+            for topic, body in p.outbox:
                 self._publish(topic, body)
 
     def _sparkplug_message(self, topic: str, payload: bytes, now: float, outbox: list[tuple[str, bytes]]
@@ -256,17 +325,20 @@ class Pipeline:
 
     def tick(self, now: float) -> None:
         """Clock-driven work: window summaries, absence alerts, repeats, node online state."""
-        closed = {w for w in self._dirty_windows if w[2] + self.window_s + self._window_grace_s <= now}
-        if closed:
-            self.store.summarize((node, sensor, start, self.window_s) for node, sensor, start in sorted(closed))
-            self._dirty_windows -= closed
-        events = self.engine.tick(now)
-        if events:
-            self.store.write(alerts=events)
-            for sink in self.sinks:
-                sink.write(alerts=events)
-            self._route(events, now)
-        self.router.repeat_due(now)
+        with self._lock:
+            closed = {w for w in self._dirty_windows if w[2] + self.window_s + self._window_grace_s <= now}
+            if closed and self._uncommitted:  # summaries are computed from stored readings only
+                closed -= set().union(*(p.windows for p in self._uncommitted))
+            if closed:
+                self.store.summarize((node, sensor, start, self.window_s) for node, sensor, start in sorted(closed))
+                self._dirty_windows -= closed
+            events = self.engine.tick(now)
+            if events:
+                self.store.write(alerts=events)
+                for sink in self.sinks:
+                    sink.write(alerts=events)
+                self._route(events, now)
+            self.router.repeat_due(now)
         for node, silence in self.silence.items():
             metrics.NODE_ONLINE.labels(node).set(1 if now - self.last_seen.get(node, -1e18) <= silence else 0)
 
@@ -285,7 +357,17 @@ class Pipeline:
 
 
 class IngestService:
-    """Runs a Pipeline on its own thread, fed in batches by a subscription to the plant's topics."""
+    """Runs a Pipeline behind a subscription to the plant's topics, on two threads.
+
+    One thread receives, decodes, validates and runs the rules (`Pipeline.prepare`); the
+    other commits each batch to the store (`commit`), routes its alerts (`finish`) and
+    then acknowledges it. So the next batch is decoded while the previous one is written
+    (SQLite runs without the interpreter lock), and a message is still acknowledged only
+    after its batch is committed.
+    """
+
+    #: Prepared batches that may wait for the committing thread: beyond, receiving waits.
+    COMMIT_QUEUE = 2
 
     def __init__(self, pipeline: Pipeline, broker_url: str, client_id: str | None = None, tick_s: float = 0.5):
         self.pipeline = pipeline
@@ -294,6 +376,8 @@ class IngestService:
         self._next_tick = 0.0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="pipeline", daemon=True)
+        self._commits: queue.Queue[tuple[PreparedBatch, Future] | None] = queue.Queue(self.COMMIT_QUEUE)
+        self._committer = threading.Thread(target=self._commit_loop, name="pipeline-commit", daemon=True)
         self.error: BaseException | None = None
 
     def start(self, connect_timeout: float | None = 10.0) -> None:
@@ -312,16 +396,39 @@ class IngestService:
         return self.alive and self.subscriber.connected
 
     def _run(self) -> None:
+        self._committer.start()
         try:
             self.subscriber.run(self._handle, self._stop, self._idle)
         except BaseException as exc:  # recorded for /healthz and the exit code; the thread must not die silently
             log.exception("pipeline stopped")
             self.error = exc
+        finally:
+            self._commits.put(None)
+            self._committer.join()
 
-    def _handle(self, batch: list[wire.Publish]) -> None:
-        metrics.INFLIGHT.set(len(batch))
-        self.pipeline.process([(m.topic, m.payload) for m in batch], time.time())
-        metrics.INFLIGHT.set(0)
+    def _handle(self, batch: list[wire.Publish]) -> Future:
+        metrics.INFLIGHT.inc(len(batch))
+        prepared = self.pipeline.prepare(batch, time.time())
+        stored: Future = Future()
+        self._commits.put((prepared, stored))
+        return stored
+
+    def _commit_loop(self) -> None:
+        """Commit and finish batches in order; after a failure, fail the rest (the broker keeps them)."""
+        failure: BaseException | None = None
+        while (item := self._commits.get()) is not None:
+            prepared, stored = item
+            if failure is None:
+                try:
+                    self.pipeline.commit(prepared)
+                    self.pipeline.finish(prepared)
+                except BaseException as exc:  # handed to the receiving thread, which stops with it
+                    failure = exc
+            metrics.INFLIGHT.dec(prepared.messages)
+            if failure is None:
+                stored.set_result(prepared.stored)  # its PUBACKs go out now, from this thread
+            else:
+                stored.set_exception(failure)
 
     def _idle(self) -> None:
         now = time.time()

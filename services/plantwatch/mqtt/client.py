@@ -13,7 +13,10 @@ import socket
 import threading
 import time
 import uuid
+from collections import deque
+from concurrent.futures import Future, wait
 from dataclasses import dataclass
+from functools import partial
 from typing import Callable
 from urllib.parse import urlparse
 
@@ -54,9 +57,9 @@ class BatchSubscriber:
 
     The receive loop runs on the caller's thread (the pipeline's): read everything the
     socket has, parse every complete PUBLISH (mqtt.wire), hand the batch to `handle`,
-    then send all its PUBACKs in one write. No per-message callback, no queue, no second
-    thread contending for the interpreter. With a `client_id` the session is persistent,
-    so what was never acknowledged comes again after a crash or a reconnect.
+    and send all its PUBACKs in one write once the batch is stored. No per-message
+    callback. With a `client_id` the session is persistent, so what was never
+    acknowledged comes again after a crash or a reconnect.
     """
 
     def __init__(self, url: str, topics: list[str], client_id: str | None = None, keepalive: int = 30,
@@ -74,9 +77,17 @@ class BatchSubscriber:
     def connected(self) -> bool:
         return self._connected
 
-    def run(self, handle: Callable[[list[wire.Publish]], None], stop: threading.Event,
+    def run(self, handle: Callable[[list[wire.Publish]], Future | None], stop: threading.Event,
             idle: Callable[[], None] = lambda: None) -> None:
-        """Receive until `stop` is set, reconnecting (with backoff) whenever the broker goes away."""
+        """Receive until `stop` is set, reconnecting (with backoff) whenever the broker goes away.
+
+        `handle(batch)` returns None when the batch is stored: its PUBACKs go out at once. Or
+        it returns a Future that completes when the batch is stored: the PUBACKs go out then,
+        from the thread that completes it, while this loop reads on. A failed Future
+        acknowledges nothing and ends the loop with its exception. Before reconnecting or
+        returning, the loop waits for the batches in hand, so that their PUBACKs go out on
+        the connection they came in on.
+        """
         delay = 0.1
         while not stop.is_set():
             try:
@@ -125,34 +136,55 @@ class BatchSubscriber:
         buf = self._pending
         topics: dict[bytes, str] = {}
         sock.settimeout(0.1)
+        send_lock = threading.Lock()  # PUBACKs may be sent from the thread that stores a batch
+        in_hand: deque[Future] = deque()  # batches handed over and not yet stored, oldest first
         last_sent = time.monotonic()
-        while not stop.is_set():
-            try:
-                data = sock.recv(self._read_size)
-                if not data:
-                    raise OSError("the broker closed the connection")
-                buf += data
-            except socket.timeout:
-                pass
-            publishes, controls, used = wire.parse(buf, topics)
-            if used:
-                del buf[:used]
-            for c in controls:
-                if c.type == wire.SUBACK:
-                    if 0x80 in c.body[2:]:
-                        raise wire.ProtocolError(f"the broker refused the subscription to {self._topics}")
-                    self._connected = True
-                    self.connected_once.set()
-            if publishes:
-                handle(publishes)
-                acks = [p.packet_id for p in publishes if p.qos == 1]
-                if acks:
-                    sock.sendall(wire.puback(acks))
+        try:
+            while not stop.is_set():
+                try:
+                    data = sock.recv(self._read_size)
+                    if not data:
+                        raise OSError("the broker closed the connection")
+                    buf += data
+                except socket.timeout:
+                    pass
+                publishes, controls, used = wire.parse(buf, topics)
+                if used:
+                    del buf[:used]
+                for c in controls:
+                    if c.type == wire.SUBACK:
+                        if 0x80 in c.body[2:]:
+                            raise wire.ProtocolError(f"the broker refused the subscription to {self._topics}")
+                        self._connected = True
+                        self.connected_once.set()
+                if publishes:
+                    acks = wire.puback([p.packet_id for p in publishes if p.qos == 1])
+                    stored = handle(publishes)
+                    if stored is None:
+                        _acknowledge(sock, send_lock, acks)
+                    else:
+                        in_hand.append(stored)
+                        stored.add_done_callback(partial(_acknowledge, sock, send_lock, acks))
+                while in_hand and in_hand[0].done():
+                    in_hand.popleft().result()  # raises what kept a batch from being stored
+                idle()
+                if time.monotonic() - last_sent > self._keepalive / 2:
+                    with send_lock:
+                        sock.sendall(wire.PINGREQ_PACKET)
                     last_sent = time.monotonic()
-            idle()
-            if time.monotonic() - last_sent > self._keepalive / 2:
-                sock.sendall(wire.PINGREQ_PACKET)
-                last_sent = time.monotonic()
+        finally:
+            wait(in_hand)
+
+
+def _acknowledge(sock: socket.socket, lock: threading.Lock, acks: bytes, stored: Future | None = None) -> None:
+    """Send a stored batch's PUBACKs (nothing if it could not be stored)."""
+    if not acks or (stored is not None and stored.exception() is not None):
+        return
+    with lock:
+        try:
+            sock.sendall(acks)
+        except OSError:
+            pass  # the connection is gone: the broker sends the batch again and the store keeps one copy
 
 
 class Publisher:
