@@ -69,8 +69,23 @@ def _serve_ingest(args: argparse.Namespace) -> int:
             return 2
         sinks.append(InfluxStore(args.influx_url, token, args.influx_org, args.influx_bucket, args.influx_spool,
                                  args.influx_spool_max_bytes))
+    scale = None
+    if args.shards is not None:
+        from plantwatch.ingest.service import Scale
+        from plantwatch.ingest.shards import ordinal
+
+        try:
+            index = args.replica_index if args.replica_index is not None else ordinal(os.environ.get("HOSTNAME", ""))
+        except ValueError as exc:
+            print(f"plantwatch serve ingest: --shards without --replica-index: {exc}", file=sys.stderr)
+            return 2
+        if args.shards < 1 or not 0 <= index < args.replicas:
+            print(f"plantwatch serve ingest: --shards must be at least 1 and --replica-index within 0..--replicas-1 "
+                  f"(got --shards {args.shards}, index {index}, --replicas {args.replicas})", file=sys.stderr)
+            return 2
+        scale = Scale(args.shards, index, args.replicas)
     return serve(args.file, args.broker, args.db, args.http_port, args.client_id, _policy(args),
-                 namespace if args.report_status else None, sinks)
+                 namespace if args.report_status else None, sinks, scale)
 
 
 def _serve_inference(args: argparse.Namespace) -> int:
@@ -137,6 +152,13 @@ def parser(with_detector: bool = True) -> argparse.ArgumentParser:
     ingest.add_argument("--report-status", action="store_true",
                         help="write each SensorNode's Online condition, lastSeen and rate to Kubernetes")
     ingest.add_argument("--status-namespace", help="namespace of the SensorNodes (default: $POD_NAMESPACE)")
+    ingest.add_argument("--shards", type=int,
+                        help="scale out: split the nodes into this many shards (fixed for the plant's life, e.g. 16), "
+                             "each its own MQTT session <client-id>-shard-<k>; see docs/scale-out.md")
+    ingest.add_argument("--replicas", type=int, default=1, help="with --shards: how many replicas share the shards")
+    ingest.add_argument("--replica-index", type=int,
+                        help="with --shards: this replica's index, 0..replicas-1 (default: the ordinal "
+                             "that ends $HOSTNAME, as in a StatefulSet pod)")
     _add_policy(ingest)
     ingest.set_defaults(func=_serve_ingest)
 

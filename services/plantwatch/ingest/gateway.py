@@ -350,6 +350,16 @@ class Pipeline:
     def online(self, now: float) -> dict[str, bool]:
         return {node: now - self.last_seen.get(node, -1e18) <= s for node, s in self.silence.items()}
 
+    def snapshot(self) -> dict[str, Any]:
+        """Per-series state as plain values: what a shard checkpoints with each batch (ingest/scaleout.py)."""
+        return {"rules": self.engine.snapshot(), "last_seen": self.last_seen, "windows": list(self._dirty_windows)}
+
+    def restore(self, snapshot: dict[str, Any]) -> None:
+        """Continue where the shard's previous owner committed: alerts, Online, windows still to summarize."""
+        self.engine.restore(snapshot["rules"])
+        self.last_seen.update(snapshot["last_seen"])
+        self._dirty_windows.update(tuple(w) for w in snapshot["windows"])
+
     def _route(self, events: list[AlertEvent], now: float) -> None:
         for e in events:
             metrics.ALERTS.labels(e.rule, e.state, e.severity).inc()

@@ -9,23 +9,38 @@ from __future__ import annotations
 import signal
 import sys
 import threading
+import uuid
+from dataclasses import dataclass
 from typing import Any, Sequence
 
 from plantwatch.alerts.router import AlertRouter
 from plantwatch.health import HealthServer
 from plantwatch.ingest.gateway import IngestService, Pipeline, load_gateway_plant
+from plantwatch.ingest.scaleout import LockedSink, ShardedIngest, SharedLines
+from plantwatch.ingest.shards import owned_shards
 from plantwatch.ingest.node_status import NodeStatusReporter
 from plantwatch.ingest.validate import Policy
 from plantwatch.mqtt.client import Publisher
-from plantwatch.plant.load import PlantError
+from plantwatch.plant.load import Plant, PlantError
 from plantwatch.store.sqlite import SqliteStore
 
 
+@dataclass(frozen=True)
+class Scale:
+    """This replica's place in a scaled-out gateway (docs/scale-out.md)."""
+
+    shards: int
+    index: int
+    replicas: int
+
+
 def serve(paths: list[str], broker_url: str, db: str, http_port: int, client_id: str = "plantwatch-gateway",
-          policy: Policy = Policy(), status_namespace: str | None = None, sinks: Sequence[Any] = ()) -> int:
+          policy: Policy = Policy(), status_namespace: str | None = None, sinks: Sequence[Any] = (),
+          scale: Scale | None = None) -> int:
     """Run the gateway until SIGTERM; with `status_namespace`, report SensorNode Online there.
 
     `sinks` are further stores (InfluxDB) every batch goes to after the embedded store.
+    With `scale`, consume only this replica's shards, one MQTT session `<client_id>-shard-<k>` each.
     """
     try:
         plant = load_gateway_plant(*paths)
@@ -33,14 +48,28 @@ def serve(paths: list[str], broker_url: str, db: str, http_port: int, client_id:
         print(f"plantwatch serve ingest: {exc}", file=sys.stderr)
         return 2
     store = SqliteStore(db)
-    dlq = Publisher(broker_url, client_id="plantwatch-gateway-dlq")
+    # Replicas must not share a client id (the broker would keep disconnecting one for the
+    # other), not even two generations of one replica during a rescale.
+    dlq = Publisher(broker_url, client_id=f"{client_id}-dlq" + (f"-{uuid.uuid4().hex[:8]}" if scale else ""))
     dlq.start(timeout=None)
-    pipeline = Pipeline(plant, store, AlertRouter(plant), publish=dlq.publish, policy=policy, sinks=sinks)
-    service = IngestService(pipeline, broker_url, client_id)
+    if scale:
+        shared, lines = [LockedSink(s) for s in sinks], SharedLines(sys.stdout)
+
+        def shard_pipeline(subset: Plant, shard_store: Any) -> Pipeline:
+            return Pipeline(subset, shard_store, AlertRouter(subset, lines), publish=dlq.publish, policy=policy, sinks=shared)
+
+        owned = owned_shards(scale.index, scale.shards, scale.replicas)
+        service = ShardedIngest(plant, store, broker_url, scale.shards, owned, client_id,
+                                f"{client_id}-{scale.index}-of-{scale.replicas}", shard_pipeline,
+                                dead_letter_unknown=policy.unknown_node == "reject")
+        view: Any = service
+    else:
+        view = Pipeline(plant, store, AlertRouter(plant), publish=dlq.publish, policy=policy, sinks=sinks)
+        service = IngestService(view, broker_url, client_id)
     health = HealthServer(http_port, healthy=lambda: service.alive, ready=lambda: service.ready, host="0.0.0.0")
     health.start()
     service.start(connect_timeout=None)  # not ready until the broker answers; the kubelet waits
-    reporter = NodeStatusReporter(pipeline, status_namespace) if status_namespace else None
+    reporter = NodeStatusReporter(view, status_namespace) if status_namespace else None
     if reporter:
         reporter.start()
     stop = threading.Event()
@@ -51,7 +80,7 @@ def serve(paths: list[str], broker_url: str, db: str, http_port: int, client_id:
     if reporter:
         reporter.stop()
     service.stop()
-    service.pipeline.close_windows()
+    view.close_windows()
     for sink in sinks:
         sink.flush()
         sink.close()

@@ -6,11 +6,18 @@ series (its fingerprint); it is pending while the condition holds for less than 
 rule's `for`, firing after, and resolved when the condition clears (past the
 hysteresis for thresholds). A firing threshold alert that moves between warning,
 critical and emergency emits a new firing event with the new severity.
+
+Each rule sees a series in event-time order: a reading no newer than the last one the
+rule evaluated for that series (a late reading, or one redelivered to a shard's new
+owner after the old owner had already committed it) is stored but leaves the alert as
+it is. That makes the state idempotent under redelivery, which a checkpointed shard
+(`snapshot`/`restore`) relies on.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from plantwatch.plant.load import Plant
 from plantwatch.plant.model import AlertRule, duration_seconds, selector_matches
@@ -133,9 +140,8 @@ class RuleEngine:
         """Evaluate one reading; return the alert transitions it causes."""
         events: list[AlertEvent] = []
         for w in self._watches_by_node.get(r.node, ()):
-            if w.sensor is None or w.sensor == r.sensor:
-                if r.ts > w.last_seen:
-                    w.last_seen = r.ts
+            if (w.sensor is None or w.sensor == r.sensor) and r.ts > w.last_seen:
+                w.last_seen = r.ts
                 if w.firing:
                     w.firing = False
                     events.append(self._event(w.rule, r.node, w.sensor or "*", "resolved", w.rule.severity, r.value, r.ts))
@@ -147,6 +153,8 @@ class RuleEngine:
             state = self._states.get(fingerprint)
             if state is None:
                 state = self._states[fingerprint] = _AlertState()
+            elif state.last_ts is not None and r.ts <= state.last_ts:
+                continue
             target = self._target(rule, state, r)
             state.last_value, state.last_ts = r.value, r.ts
             event = self._advance(rule, state, target, r)
@@ -195,6 +203,23 @@ class RuleEngine:
                 w.firing = True
                 events.append(self._event(w.rule, w.node, w.sensor or "*", "firing", w.rule.severity, round(silent, 3), now))
         return events
+
+    def snapshot(self) -> dict[str, Any]:
+        """The per-series state as plain values (JSON-ready), for a checkpoint."""
+        return {
+            "alerts": {fp: [s.severity, s.pending_since, s.last_value, s.last_ts] for fp, s in self._states.items()},
+            "watches": {f"{w.rule.name}/{w.node}/{w.sensor or '*'}": [w.last_seen, w.firing] for w in self._watches},
+        }
+
+    def restore(self, snapshot: dict[str, Any]) -> None:
+        """Continue from a snapshot; series of the snapshot that this plant no longer has are dropped."""
+        for fp, (severity, pending_since, last_value, last_ts) in snapshot["alerts"].items():
+            if fp.split("/", 1)[0] in self._compiled:
+                self._states[fp] = _AlertState(severity, pending_since, last_value, last_ts)
+        for w in self._watches:
+            saved = snapshot["watches"].get(f"{w.rule.name}/{w.node}/{w.sensor or '*'}")
+            if saved is not None:
+                w.last_seen, w.firing = saved
 
     def silent_nodes(self) -> set[str]:
         """Nodes that an absence rule currently reports as silent."""

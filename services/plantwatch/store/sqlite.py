@@ -2,12 +2,17 @@
 
 WAL mode, one writer, one transaction per batch. Readings are keyed by
 (node, sensor, ts), so a re-delivered message never stores a reading twice.
+
+Several gateway processes may share one file (on one host): each batch takes the write
+lock at BEGIN, and a shard's rule state is checkpointed in the transaction of the batch
+that produced it, under the shard's fencing epoch (docs/scale-out.md).
 """
 
 from __future__ import annotations
 
 import sqlite3
 import threading
+from dataclasses import dataclass
 from functools import lru_cache
 from itertools import chain
 from pathlib import Path
@@ -59,7 +64,31 @@ CREATE TABLE IF NOT EXISTS dead_letters (
     detail   TEXT NOT NULL,
     payload  BLOB NOT NULL
 );
+CREATE TABLE IF NOT EXISTS shard_checkpoints (
+    shard  INTEGER PRIMARY KEY,
+    epoch  INTEGER NOT NULL,
+    owner  TEXT NOT NULL,
+    state  BLOB
+);
 """
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """A shard's state after a batch, committed with it only while `epoch` is the shard's current one."""
+
+    shard: int
+    epoch: int
+    state: bytes
+
+
+class Fenced(Exception):
+    """Another consumer claimed the shard since this one did: its state is stale, nothing was written."""
+
+    def __init__(self, shard: int, epoch: int, current: int | None, owner: str | None):
+        self.shard, self.epoch, self.current, self.owner = shard, epoch, current, owner
+        by = f"epoch {current}" + (f" ({owner})" if owner else "")
+        super().__init__(f"shard {shard}: epoch {epoch} was superseded by {by}; nothing was committed")
 
 
 #: Rows per INSERT statement. One statement is one sqlite3_step, during which Python lets
@@ -102,7 +131,8 @@ class SqliteStore:
         self.path = str(path)
         if self.path != ":memory:":
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+        # A generous busy timeout: other gateway processes may hold the write lock for a batch.
+        self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=30.0)
         self._lock = threading.Lock()
         with self._lock:
             self._db.execute("PRAGMA journal_mode=WAL")
@@ -110,12 +140,21 @@ class SqliteStore:
             self._db.executescript(SCHEMA)
 
     def write(self, readings: Iterable[Reading] = (), alerts: Iterable[AlertEvent] = (),
-              dead_letters: Iterable[tuple[float, str, str, str, bytes]] = ()) -> int:
-        """Write one batch in one transaction; return how many readings were new."""
+              dead_letters: Iterable[tuple[float, str, str, str, bytes]] = (),
+              checkpoint: Checkpoint | None = None) -> int:
+        """Write one batch in one transaction; return how many readings were new.
+
+        With a checkpoint, the shard's state is replaced in the same transaction, or, if
+        the shard was claimed at a newer epoch, nothing is written and Fenced is raised.
+        """
         with self._lock:
             db = self._db
-            db.execute("BEGIN")
+            # IMMEDIATE: take the write lock now, so another process's commit cannot make
+            # this transaction's reads stale (SQLITE_BUSY_SNAPSHOT) halfway through.
+            db.execute("BEGIN IMMEDIATE")
             try:
+                if checkpoint is not None:
+                    self._checkpoint(checkpoint)
                 before = db.total_changes
                 _insert_readings(db, readings if isinstance(readings, list) else list(readings))
                 stored = db.total_changes - before
@@ -134,12 +173,41 @@ class SqliteStore:
                 raise
         return stored
 
+    def _checkpoint(self, c: Checkpoint) -> None:
+        db = self._db
+        before = db.total_changes
+        db.execute("UPDATE shard_checkpoints SET state = ? WHERE shard = ? AND epoch = ?", (c.state, c.shard, c.epoch))
+        if db.total_changes == before:
+            row = db.execute("SELECT epoch, owner FROM shard_checkpoints WHERE shard = ?", (c.shard,)).fetchone()
+            raise Fenced(c.shard, c.epoch, *(row or (None, None)))
+
+    def claim_shard(self, shard: int, owner: str) -> tuple[int, bytes | None]:
+        """Become the shard's consumer: bump its epoch (fencing off the previous owner); (epoch, last state)."""
+        with self._lock:
+            db = self._db
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                db.execute("INSERT INTO shard_checkpoints (shard, epoch, owner) VALUES (?, 1, ?)"
+                           " ON CONFLICT (shard) DO UPDATE SET epoch = epoch + 1, owner = excluded.owner", (shard, owner))
+                epoch, state = db.execute("SELECT epoch, state FROM shard_checkpoints WHERE shard = ?", (shard,)).fetchone()
+                db.execute("COMMIT")
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+        return epoch, state
+
+    def shard_epoch(self, shard: int) -> int | None:
+        """The shard's current epoch (None: never claimed)."""
+        with self._lock:
+            row = self._db.execute("SELECT epoch FROM shard_checkpoints WHERE shard = ?", (shard,)).fetchone()
+        return row[0] if row else None
+
     def summarize(self, windows: Iterable[tuple[str, str, float, float]]) -> list[Summary]:
         """(Re)compute the summaries of (node, sensor, start, width) windows from the stored readings."""
         with self._lock:
             db = self._db
             out = []
-            db.execute("BEGIN")
+            db.execute("BEGIN IMMEDIATE")
             try:
                 for node, sensor, start, width in windows:
                     values = [v for (v,) in db.execute(

@@ -1,0 +1,250 @@
+"""A gateway replica that consumes its shards: one persistent MQTT session and one Pipeline per shard.
+
+Each shard worker first claims its shard in the store (a new fencing epoch) and restores
+the state the previous owner committed, and only then takes over the shard's MQTT
+session (same client id: the broker disconnects the older consumer and redelivers what
+it never acknowledged). Every batch commits together with the shard's state; once
+another replica has claimed the shard, this one's next commit is refused (Fenced) and
+the worker stops without acknowledging, so the new owner gets that batch again.
+docs/scale-out.md has the whole argument.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import Counter
+from dataclasses import replace
+from typing import Any, Callable, Iterable, TextIO
+
+import orjson
+
+from plantwatch.ingest.gateway import Pipeline
+from plantwatch.ingest.shards import UNKNOWN_SHARD, ShardPlan
+from plantwatch.mqtt import wire
+from plantwatch.mqtt.client import BatchSubscriber
+from plantwatch.plant.load import Plant
+from plantwatch.readings import AlertEvent, Reading
+from plantwatch.store.sqlite import Checkpoint, Fenced, SqliteStore
+
+log = logging.getLogger(__name__)
+
+#: (plant of the shard's nodes, the shard's view of the store) → the shard's Pipeline
+PipelineFactory = Callable[[Plant, Any], Pipeline]
+
+
+def shard_plan(plant: Plant, shards: int) -> ShardPlan:
+    return ShardPlan.of([(n.name, n.spec.payload.format, n.spec.payload.topic) for n in plant.nodes], shards)
+
+
+class ShardStore:
+    """The store as one shard's pipeline sees it: every write carries the shard's checkpoint."""
+
+    def __init__(self, store: SqliteStore, shard: int, epoch: int):
+        self._store = store
+        self._shard = shard
+        self._epoch = epoch
+        self.pipeline: Pipeline | None = None
+
+    def write(self, readings: Iterable[Reading] = (), alerts: Iterable[AlertEvent] = (),
+              dead_letters: Iterable[tuple[float, str, str, str, bytes]] = ()) -> int:
+        # The pipeline has applied the batch to its rules before writing it: the snapshot
+        # is the state right after this batch, so it commits (or is refused) with it.
+        state = orjson.dumps(self.pipeline.snapshot())
+        return self._store.write(readings, alerts, dead_letters, Checkpoint(self._shard, self._epoch, state))
+
+    def summarize(self, windows):
+        # Summaries are recomputed from the stored readings and upserted: any owner may write them.
+        return self._store.summarize(windows)
+
+
+class LockedSink:
+    """A sink (InfluxDB) shared by the shard threads of a replica, one batch at a time."""
+
+    def __init__(self, sink: Any):
+        self._sink = sink
+        self._lock = threading.Lock()
+
+    def write(self, *args: Any, **kwargs: Any) -> Any:
+        with self._lock:
+            return self._sink.write(*args, **kwargs)
+
+    def spool_depth(self) -> Any:
+        with self._lock:
+            return self._sink.spool_depth()
+
+
+class SharedLines:
+    """A text stream the shard threads' alert routers share: each line is written whole.
+
+    print() writes the text and its newline separately, so two threads printing at once
+    could splice their lines; here a thread's text waits until its line is complete.
+    """
+
+    def __init__(self, out: TextIO):
+        self._out = out
+        self._lock = threading.Lock()
+        self._pending = threading.local()
+
+    def write(self, text: str) -> int:
+        buffered = getattr(self._pending, "text", "") + text
+        head, newline, tail = buffered.rpartition("\n")
+        self._pending.text = tail
+        if newline:
+            with self._lock:
+                self._out.write(head + newline)
+        return len(text)
+
+    def flush(self) -> None:
+        with self._lock:
+            self._out.flush()
+
+
+class ShardWorker:
+    """Consumes one shard on its own thread until stopped or fenced off by a newer owner."""
+
+    def __init__(self, shard: int, plan: ShardPlan, plant: Plant, store: SqliteStore, broker_url: str,
+                 client_prefix: str, owner: str, make_pipeline: PipelineFactory, dead_letter_unknown: bool,
+                 tick_s: float = 0.5):
+        self.shard = shard
+        self._plan = plan
+        self._plant = replace(plant, nodes=tuple(n for n in plant.nodes if plan.node_shard[n.name] == shard))
+        self._store = store
+        self._owner = owner
+        self._make_pipeline = make_pipeline
+        #: The unknown shard subscribes to the plant's wildcards, so it also receives other shards' messages.
+        self._filter_foreign = shard == UNKNOWN_SHARD and dead_letter_unknown
+        self.subscriber = BatchSubscriber(broker_url, plan.subscriptions(shard, dead_letter_unknown),
+                                          f"{client_prefix}-shard-{shard}")
+        self._tick_s = tick_s
+        self._next_tick = 0.0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=f"shard-{shard}", daemon=True)
+        self.pipeline: Pipeline | None = None
+        self.epoch: int | None = None
+        self.fenced: Fenced | None = None
+        self.error: BaseException | None = None
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def request_stop(self) -> None:
+        self._stop.set()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout)
+
+    @property
+    def alive(self) -> bool:
+        return self._thread.is_alive()
+
+    def _run(self) -> None:
+        try:
+            # Claim before connecting: from here on the previous owner can commit nothing,
+            # so the state read now is the last one it will ever commit.
+            self.epoch, state = self._store.claim_shard(self.shard, self._owner)
+            view = ShardStore(self._store, self.shard, self.epoch)
+            pipeline = self._make_pipeline(self._plant, view)
+            view.pipeline = pipeline
+            if state is not None:
+                pipeline.restore(orjson.loads(state))
+            self.pipeline = pipeline
+            log.info("shard %d: claimed at epoch %d by %s", self.shard, self.epoch, self._owner)
+            self.subscriber.run(self._handle, self._stop, self._idle)
+        except Fenced as exc:
+            log.warning("%s: another replica consumes it now", exc)
+            self.fenced = exc
+        except BaseException as exc:  # recorded for /healthz and the exit code
+            log.exception("shard %d stopped", self.shard)
+            self.error = exc
+
+    def _handle(self, batch: list[wire.Publish]) -> None:
+        if self._filter_foreign:
+            shard_of_topic, me = self._plan.shard_of_topic, self.shard
+            messages = [(m.topic, m.payload) for m in batch if shard_of_topic(m.topic) in (None, me)]
+        else:
+            messages = [(m.topic, m.payload) for m in batch]
+        self.pipeline.process(messages, time.time())
+
+    def _idle(self) -> None:
+        # A superseded owner lets go of the session here (after every read from the socket:
+        # one indexed SELECT, small beside a batch's commit), usually before the new owner has
+        # even connected; otherwise each would reconnect and take the session back from the
+        # other until the old one's next commit is refused.
+        current = self._store.shard_epoch(self.shard)
+        if current != self.epoch:
+            raise Fenced(self.shard, self.epoch, current, None)
+        now = time.time()
+        if now >= self._next_tick:
+            self.pipeline.tick(now)
+            self._next_tick = now + self._tick_s
+
+
+class ShardedIngest:
+    """One replica: a ShardWorker per owned shard that has something to consume."""
+
+    def __init__(self, plant: Plant, store: SqliteStore, broker_url: str, shards: int, owned: list[int],
+                 client_prefix: str, owner: str, make_pipeline: PipelineFactory, dead_letter_unknown: bool):
+        plan = shard_plan(plant, shards)
+        self.workers = [ShardWorker(k, plan, plant, store, broker_url, client_prefix, owner, make_pipeline,
+                                    dead_letter_unknown)
+                        for k in owned if plan.subscriptions(k, dead_letter_unknown)]
+
+    def start(self, connect_timeout: float | None = 10.0) -> None:
+        """Start every shard; wait until each is subscribed (None: do not wait, /readyz says when)."""
+        for w in self.workers:
+            w.start()
+        if connect_timeout is None:
+            return
+        deadline = time.monotonic() + connect_timeout
+        for w in self.workers:
+            if not w.subscriber.connected_once.wait(max(0.0, deadline - time.monotonic())) and w.fenced is None:
+                self.stop()
+                raise TimeoutError(f"shard {w.shard} could not subscribe at the broker within {connect_timeout:g}s")
+
+    @property
+    def alive(self) -> bool:
+        """False once a shard failed; a shard fenced off by a newer owner is done, not failed."""
+        return all(w.alive or (w.fenced is not None) for w in self.workers)
+
+    @property
+    def ready(self) -> bool:
+        return self.alive and all(w.subscriber.connected for w in self.workers if w.fenced is None)
+
+    @property
+    def error(self) -> BaseException | None:
+        return next((w.error for w in self.workers if w.error is not None), None)
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Stop every shard after its batch in hand is stored and acknowledged."""
+        for w in self.workers:
+            w.request_stop()
+        for w in self.workers:
+            w.stop(timeout)
+
+    def close_windows(self) -> None:
+        for p in self._pipelines():
+            p.close_windows()
+
+    def _pipelines(self) -> list[Pipeline]:
+        return [w.pipeline for w in self.workers if w.pipeline is not None and w.fenced is None]
+
+    # The view NodeStatusReporter reads: the nodes of the shards this replica consumes.
+
+    @property
+    def silence(self) -> dict[str, float]:
+        return {n: s for p in self._pipelines() for n, s in p.silence.items()}
+
+    @property
+    def last_seen(self) -> dict[str, float]:
+        return {n: t for p in self._pipelines() for n, t in p.last_seen.items()}
+
+    @property
+    def readings_by_node(self) -> Counter[str]:
+        return Counter({n: c for p in self._pipelines() for n, c in p.readings_by_node.items()})
+
+    def online(self, now: float) -> dict[str, bool]:
+        return {n: o for p in self._pipelines() for n, o in p.online(now).items()}
