@@ -72,6 +72,7 @@ test-e2e: python-deps tools
 # Benchmarks: ratios against a baseline measured in the same run (see bench/*.py).
 bench: python-deps debian-deps
 	$(PY) bench/ingest.py
+	$(PY) bench/inference.py
 
 clean:
 	rm -rf $(CACHE)/firmware-build $(CACHE)/venv.stamp
