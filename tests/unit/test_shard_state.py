@@ -1,0 +1,75 @@
+"""A shard's state moves between owners: rule snapshots, and the store's fencing epochs."""
+
+from __future__ import annotations
+
+import orjson
+import pytest
+
+from plantwatch.readings import Reading
+from plantwatch.rules.engine import RuleEngine
+from plantwatch.store.sqlite import Checkpoint, Fenced, SqliteStore
+
+VALUES = [60, 71, 72, 73, 74, 82, 83, 79, 78.5, 69, 67, 95, 60, 71, 71.5, 72, 60]
+
+
+def press(values, t0: float = 1000.0) -> list[Reading]:
+    return [Reading("esp32-press-01", "temperature", "temperature", float(v), t0 + i * 0.5, "celsius")
+            for i, v in enumerate(values)]
+
+
+def run(engine: RuleEngine, readings: list[Reading]) -> list:
+    return [e for r in readings for e in engine.on_reading(r)]
+
+
+def test_a_restored_engine_continues_exactly_where_the_snapshot_was_taken(plant):
+    readings = press(VALUES * 3)
+    whole = run(RuleEngine(plant, 0.0), readings)
+    assert {e.state for e in whole} == {"firing", "resolved"}
+    for cut in (1, 5, 9, 20, 40):
+        first = RuleEngine(plant, 0.0)
+        before = run(first, readings[:cut])
+        saved = orjson.loads(orjson.dumps(first.snapshot()))  # as it is stored
+        second = RuleEngine(plant, 0.0)
+        second.restore(saved)
+        assert before + run(second, readings[cut:]) == whole, f"cut at {cut}"
+
+
+def test_readings_the_previous_owner_already_applied_change_nothing(plant):
+    """The new owner gets again what the old one committed but never acknowledged."""
+    readings = press(VALUES * 2)
+    whole = run(RuleEngine(plant, 0.0), readings)
+    cut = 14
+    first = RuleEngine(plant, 0.0)
+    before = run(first, readings[:cut])
+    second = RuleEngine(plant, 0.0)
+    second.restore(first.snapshot())
+    redelivered = run(second, readings[cut - 6:cut])
+    assert redelivered == []
+    assert before + run(second, readings[cut:]) == whole
+
+
+def test_an_absence_alert_survives_the_move(plant):
+    first = RuleEngine(plant, 1000.0)
+    firing = first.tick(1100.0)
+    assert any(e.rule == "node-silent" and e.state == "firing" for e in firing)
+    second = RuleEngine(plant, 1100.0)
+    second.restore(first.snapshot())
+    assert second.tick(1101.0) == []  # not fired a second time
+    resolved = second.on_reading(press([60], t0=1102.0)[0])
+    assert any(e.rule == "node-silent" and e.state == "resolved" for e in resolved)
+
+
+def test_a_superseded_owner_commits_nothing(tmp_path):
+    path = tmp_path / "plant.db"
+    old, new = SqliteStore(path), SqliteStore(path)  # two replicas sharing the file
+    epoch, state = old.claim_shard(3, "replica-a")
+    assert (epoch, state) == (1, None)
+    assert old.write(press([60]), checkpoint=Checkpoint(3, epoch, b'{"v": 1}')) == 1
+    new_epoch, state = new.claim_shard(3, "replica-b")
+    assert (new_epoch, state) == (2, b'{"v": 1}')
+    with pytest.raises(Fenced, match=r"shard 3: epoch 1 was superseded by epoch 2 \(replica-b\)"):
+        old.write(press([61], t0=2000.0), checkpoint=Checkpoint(3, epoch, b'{"v": 2}'))
+    assert old.count("readings") == 1  # the refused batch left nothing behind
+    assert new.write(press([61], t0=2000.0), checkpoint=Checkpoint(3, new_epoch, b'{"v": 2}')) == 1
+    assert new.claim_shard(3, "replica-a") == (3, b'{"v": 2}')
+    assert old.shard_epoch(3) == 3 and old.shard_epoch(4) is None
