@@ -38,14 +38,13 @@ def test_readings_the_previous_owner_already_applied_change_nothing(plant):
     """The new owner gets again what the old one committed but never acknowledged."""
     readings = press(VALUES * 2)
     whole = run(RuleEngine(plant, 0.0), readings)
-    cut = 14
-    first = RuleEngine(plant, 0.0)
-    before = run(first, readings[:cut])
-    second = RuleEngine(plant, 0.0)
-    second.restore(first.snapshot())
-    redelivered = run(second, readings[cut - 6:cut])
-    assert redelivered == []
-    assert before + run(second, readings[cut:]) == whole
+    for cut in range(6, len(readings)):
+        first = RuleEngine(plant, 0.0)
+        before = run(first, readings[:cut])
+        second = RuleEngine(plant, 0.0)
+        second.restore(first.snapshot())
+        assert run(second, readings[cut - 6:cut]) == [], f"the batch before {cut} fired again"
+        assert before + run(second, readings[cut:]) == whole, f"cut at {cut}"
 
 
 def test_an_absence_alert_survives_the_move(plant):
