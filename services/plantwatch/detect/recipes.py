@@ -431,10 +431,10 @@ def fit_recipe(recipe: Recipe, train_values: np.ndarray, seed: int = 0) -> Fitte
 RECIPES: dict[str, Recipe] = {
     r.name: r for r in (
         # The default: per-feature limits plus limits on how the channels' levels relate, each with a
-        # cross-validated drift allowance; 2.5 robust-z units beyond them (capped, smoothed, held for
-        # 3 s) is an alarm. See README for the comparison and the held-out figures.
-        Recipe("relations", "envelope", top_fraction=0.05, floor=2.5, out_of_fold=False, relations=True, ridge=0.1,
-               keep=0.7, cap=2.0, span=5.0, on_count=3, off_count=5),
+        # cross-validated drift allowance; 2.5 robust-z units beyond them (capped at 2x, EWMA over ~3 s)
+        # is an alarm, released after 2 rows below 0.8x. See README for the comparison and held-out figures.
+        Recipe("relations", "envelope", features=FeatureSpec(noise=20), top_fraction=0.05, floor=2.5,
+               out_of_fold=False, relations=True, ridge=0.1, keep=0.7, cap=2.0, span=3.0, on_count=1, off_count=2),
         # The previous default: per-feature limits only.
         Recipe("envelope", "envelope", top_fraction=0.05, floor=2.5, out_of_fold=False),
         Recipe("robust-z", "robust-z"),
