@@ -1,15 +1,18 @@
-"""Pure parts of the detector: features, scaling, alarms, threshold choice, pooled figures, CSV reading."""
+"""Pure parts of the detector: features, scaling, alarms, threshold choice, pooled figures, CSV reading,
+and the default recipe's detection quality on simulated recordings it was not tuned on."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from plantwatch.detect.alarms import choose_threshold, ewma, hysteresis
+from plantwatch.detect.alarms import choose_threshold, ewma, hysteresis, smooth
 from plantwatch.detect.data import detect_delimiter, labels_of, parse_time, pivot, read_table
 from plantwatch.detect.evaluate import Counts, confusion, meets_target, pooled
 from plantwatch.detect.features import CLIP, FeatureSpec, feature_names, fill_missing, fit_scaler, window_features
-from plantwatch.detect.simulate import simulate
+from plantwatch.detect.experiment import run_in_memory
+from plantwatch.detect.recipes import DEFAULT_RECIPE, RECIPES
+from plantwatch.detect.simulate import _lag, recording_seed, simulate
 
 
 def noisy(rows: int = 300, channels: int = 3, seed: int = 0) -> np.ndarray:
@@ -63,6 +66,14 @@ def test_ewma_and_hysteresis():
     score = np.array([0, 5, 0, 5, 5, 5, 1, 5, 0, 0, 0], dtype=float)
     assert hysteresis(score, 2, on_count=2, off_count=2).tolist() == [0, 0, 0, 0, 1, 1, 1, 1, 1, 0, 0]
     assert hysteresis(score, 2).tolist() == (score > 2).astype(int).tolist()
+
+
+def test_capped_smoothing_lets_go_soon_after_a_large_fault():
+    raw = np.r_[np.zeros(20), np.full(100, 50.0), np.zeros(40)]  # a fault scoring 50x the threshold of 1
+    rows_high = lambda smoothed: int((smoothed[120:] > 0.8).sum())  # noqa: E731 - rows still alarmed after the fault
+    assert rows_high(smooth(raw, 1.0, span=8, cap=2.0)) <= 3
+    assert rows_high(smooth(raw, 1.0, span=8)) >= 15
+    np.testing.assert_array_equal(smooth(raw, 1.0, span=8, cap=2.0)[:20], 0.0)
 
 
 def test_threshold_stretches_the_tail_above_the_median():
@@ -119,3 +130,34 @@ def test_simulator_is_seeded_and_honest(variant):
     assert all(end - start >= 30 for _, start, end in a.faults)  # sustained episodes, not spikes
     with pytest.raises(ValueError, match="accepted: skid, rig, harsh"):
         simulate(3, variant="mine")
+
+
+def leak_recording(seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """A pump at two speeds in training, a third afterwards; a leak (flow and pressure 8 % down at the same
+    speed and current) keeps every channel inside its training range: only the relationship breaks."""
+    rng = np.random.default_rng(seed)
+    speed = _lag(np.r_[np.full(200, 0.7), np.full(200, 0.9), np.full(350, 0.8), np.full(250, 0.75)], tau=10.0)
+    leak = np.zeros(1000)
+    leak[600:750] = 0.08
+    channels = [1480 * speed, 3 + 9 * speed ** 3, (1.5 + 4 * speed ** 2) * (1 - leak), 120 * speed * (1 - leak),
+                np.full(1000, 40.0)]
+    noise = rng.normal(0, 1, (1000, 5)) * [3, 0.08, 0.03, 1.0, 0.1]
+    return np.column_stack(channels) + noise, (leak > 0).astype(np.int8)
+
+
+def test_default_recipe_finds_a_broken_relationship_between_channels():
+    recordings = [leak_recording(seed) for seed in range(3)]
+    default = run_in_memory(recordings, RECIPES[DEFAULT_RECIPE]).counts
+    assert default.missed_alarm_rate < 0.1 and default.false_alarm_rate < 0.05  # new speeds are not faults
+    assert run_in_memory(recordings, RECIPES["envelope"]).counts.missed_alarm_rate > 0.9  # limits per channel: blind
+
+
+def test_default_recipe_on_held_out_simulated_recordings():
+    """Seed 50 was never used for tuning (README: 0-2 were). The issue's bar is F1 >= 0.80, FAR <= 13.5 %,
+    MAR <= 28 %; on these 24 recordings the default reaches FAR and MAR, and F1 0.776 (pinned with a small margin)."""
+    recordings = [(r.values, r.anomaly) for variant in ("skid", "rig")
+                  for r in (simulate(recording_seed(50, i), 400, variant) for i in range(12))]
+    default = run_in_memory(recordings, RECIPES[DEFAULT_RECIPE]).counts
+    previous = run_in_memory(recordings, RECIPES["envelope"]).counts
+    assert default.false_alarm_rate <= 0.135 and default.missed_alarm_rate <= 0.28
+    assert default.f1 >= 0.77 and default.f1 >= previous.f1 + 0.05
