@@ -9,6 +9,7 @@ engine computes from the stream: no alert lost or doubled, no reading lost or do
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import sqlite3
@@ -247,3 +248,7 @@ def test_rescaled_replicas_store_and_alert_exactly_like_one_gateway(tmp_path, br
     # every shard with nodes was claimed by 2, then 3, then 1 replica(s): the last one holds them all
     owners = rows(db, "SELECT shard, epoch, owner FROM shard_checkpoints ORDER BY shard")
     assert owners and {(epoch, owner) for _, epoch, owner in owners} == {(3, "pw-0-of-1")}
+    # and Online followed the nodes: the last-seen times checkpointed are each node's newest reading
+    last_seen = {node: ts for (state,) in rows(db, "SELECT state FROM shard_checkpoints")
+                 for node, ts in json.loads(state)["last_seen"].items()}
+    assert last_seen == {node: messages[-1][1] for node in NODES}
