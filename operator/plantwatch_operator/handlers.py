@@ -210,17 +210,44 @@ def report_detector(body: dict[str, Any], deployment: dict[str, Any] | None = No
     ready = (deployment.get("status") or {}).get("ready_replicas") or (deployment.get("status") or {}).get("readyReplicas") or 0
     wanted = spec.get("autoscaling", {}).get("minReplicas", 1)
     old = body.get("status", {})
-    conditions = set_condition(old.get("conditions"), "ModelValid", valid, reason, message, generation, now)
+    # Once an inference pod has loaded the model it owns ModelValid, activeProvider and
+    # modelSha256 (plantwatch.inference.status): only it sees the file it serves, the
+    # provider it really got, and a model that is not ONNX. The operator still says so
+    # when the source itself is missing or wrong, which no pod can report.
+    service_owns = valid == "True" and _owns_condition(body, INFERENCE_MANAGER, "ModelValid")
+    owned = ("Available",) if service_owns else ("Available", "ModelValid")
+    conditions = old.get("conditions")
+    if not service_owns:
+        conditions = set_condition(conditions, "ModelValid", valid, reason, message, generation, now)
     conditions = set_condition(conditions, "Available", "True" if ready >= wanted else "False",
                                "MinimumReplicasReady" if ready >= wanted else "ReplicasNotReady",
                                f"{ready}/{wanted} inference pods ready", generation, now)
-    new = {"observedGeneration": generation, "conditions": conditions, "replicas": ready,
-           "activeProvider": spec.get("executionProvider", "cpu")}
-    if digest:
-        new["modelSha256"] = digest
-    if any(old.get(k) != v for k, v in new.items()):
+    new = {"observedGeneration": generation, "conditions": [c for c in conditions if c["type"] in owned], "replicas": ready}
+    if not service_owns:
+        new["activeProvider"] = spec.get("executionProvider", "cpu")
+        if digest:
+            new["modelSha256"] = digest
+    current = {**old, "conditions": [c for c in old.get("conditions") or [] if c.get("type") in owned]}
+    if any(current.get(k) != v for k, v in new.items()):
         kube.apply_status(body, new)
         _announce(body, old.get("conditions"), conditions, ("ModelValid",))
+
+
+INFERENCE_MANAGER = "plantwatch-inference"
+
+
+def _owns_condition(body: dict[str, Any], manager: str, type_: str) -> bool:
+    """Whether `manager` wrote the current reason of status condition `type_` (from the object's managedFields).
+
+    The reason, not the list entry: every manager that ever applied the entry keeps
+    co-owning its `type`, while a forced apply of another reason takes `reason` away.
+    """
+    key = 'k:{"type":"%s"}' % type_
+    for entry in body["metadata"].get("managedFields") or ():
+        fields = ((entry.get("fieldsV1") or {}).get("f:status") or {}).get("f:conditions") or {}
+        if entry.get("manager") == manager and "f:reason" in (fields.get(key) or {}):
+            return True
+    return False
 
 
 def check_source(namespace: str, source: dict[str, Any]) -> tuple[str, str, str, str | None]:
