@@ -49,7 +49,6 @@ class Recipe:
     floor: float = 0.0  # the threshold is at least this (envelope scores are 0 on most normal rows)
     out_of_fold: bool = True  # threshold from out-of-fold scores (else in-sample: the envelope's limits are already cross-validated)
     relations: bool = False  # envelope: also the residuals of each channel's level predicted from the others'
-    two_sided: bool = False  # envelope: widen each limit by its own side's stray only
     keep: float = 0.5  # relations: only where the others explain a channel (out-of-fold residual range < keep x its range)
     ridge: float = 0.1  # relations: ridge penalty relative to the predictors' variance
     cap: float = 0.0  # raw scores are capped at cap x threshold before smoothing (0: no cap; see alarms.smooth)
@@ -208,8 +207,7 @@ class Envelope:
 
 
 def fit_envelope(z: np.ndarray, k: int, folds: int, drift_horizon: float, tail: float = 0.005,
-                 levels: list[int] | None = None, ridge: float = 0.1, two_sided: bool = False,
-                 keep: float = 0.5) -> Envelope:
+                 levels: list[int] | None = None, ridge: float = 0.1, keep: float = 0.5) -> Envelope:
     """Limits = training quantiles widened by how far held-out folds strayed beyond the other folds' limits.
 
     A stationary feature strays by noise only; one that drifts (a motor warming
@@ -238,9 +236,9 @@ def fit_envelope(z: np.ndarray, k: int, folds: int, drift_horizon: float, tail: 
         rest, held = columns(fold_relations, rest), columns(fold_relations, z[start:end])
         above = np.maximum(above, np.quantile(held, 1 - tail, axis=0) - np.quantile(rest, 1 - tail, axis=0))
         below = np.maximum(below, np.quantile(rest, tail, axis=0) - np.quantile(held, tail, axis=0))
-    if not two_sided:
-        above = below = np.maximum(above, below)
-    return Envelope(low - drift_horizon * below, high + drift_horizon * above, k, relations)
+    # Both sides by the larger stray: a feature that drifted up in training may drift back down later.
+    allowance = drift_horizon * np.maximum(above, below)
+    return Envelope(low - allowance, high + allowance, k, relations)
 
 
 @dataclass(frozen=True)
@@ -331,7 +329,7 @@ def fit_detector(recipe: Recipe, z: np.ndarray, seed: int = 0) -> Detector:
         levels = ([i for i, name in enumerate(feature_names(range(n // len(recipe.features.kinds)), recipe.features))
                    if name.endswith(":level")] if recipe.relations else None)
         return fit_envelope(z, max(1, int(round(recipe.top_fraction * n))), recipe.folds, recipe.drift_horizon,
-                            levels=levels, ridge=recipe.ridge, two_sided=recipe.two_sided, keep=recipe.keep)
+                            levels=levels, ridge=recipe.ridge, keep=recipe.keep)
     if recipe.detector == "mahalanobis":
         from sklearn.covariance import LedoitWolf
 
