@@ -169,15 +169,16 @@ def render_detector(detector: DetectorModel, config: Config) -> list[dict[str, A
     namespace = detector.meta.namespace
     lab = {**labels("inference", detector.name), f"{GROUP}/detector": detector.name}
     args = ["serve", "inference", "--model-name", detector.name, "--provider", spec.execution_provider,
-            "--http-port", str(HTTP_PORT)]
+            "--http-port", str(HTTP_PORT), "--status-namespace", "$(POD_NAMESPACE)"]
     volumes: list[dict[str, Any]] = []
     mounts: list[dict[str, Any]] = []
     source = spec.source
     if source.config_map is not None:
-        volumes.append({"name": "model", "configMap": {"name": source.config_map.name,
-                                                        "items": [{"key": source.config_map.key, "path": "model.onnx"}]}})
+        # The whole ConfigMap: a model card beside the model (detector publish) comes along, and the
+        # kubelet swaps every key at once, so the service can hot-reload a verified pair.
+        volumes.append({"name": "model", "configMap": {"name": source.config_map.name}})
         mounts.append({"name": "model", "mountPath": "/models", "readOnly": True})
-        args += ["--model", "/models/model.onnx"]
+        args += ["--model", "/models/" + source.config_map.key]
     elif source.pvc is not None:
         volumes.append({"name": "model", "persistentVolumeClaim": {"claimName": source.pvc.claim_name, "readOnly": True}})
         mounts.append({"name": "model", "mountPath": "/models", "readOnly": True})
@@ -195,11 +196,13 @@ def render_detector(detector: DetectorModel, config: Config) -> list[dict[str, A
         node_selector.setdefault(ACCELERATOR_LABEL, "nvidia")
         tolerations.append({"key": GPU_RESOURCE, "operator": "Exists", "effect": "NoSchedule"})
     pod_spec: dict[str, Any] = {
+        "serviceAccountName": name,
         "securityContext": _pod_security(),
         "containers": [{
             "name": "inference",
             "image": config.image,
             "args": args,
+            "env": [{"name": "POD_NAMESPACE", "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}}],
             "ports": [{"name": "http", "containerPort": HTTP_PORT}],
             "resources": resources,
             "securityContext": _security_context(),
@@ -239,7 +242,23 @@ def render_detector(detector: DetectorModel, config: Config) -> list[dict[str, A
                 "type": "Utilization", "averageUtilization": auto.target_cpu_utilization_percentage}}}],
         },
     }
-    return [deployment, service, hpa]
+    # The identity last: a pod created a moment before its ServiceAccount is retried by the
+    # ReplicaSet controller, and callers keep the serving objects first.
+    return [deployment, service, hpa, *detector_identity(name, namespace, detector.name, lab)]
+
+
+def detector_identity(name: str, namespace: str, detector: str, lab: dict[str, str]) -> list[dict[str, Any]]:
+    """The inference pods' ServiceAccount, allowed exactly one thing: to report their own DetectorModel's status."""
+    meta = {"name": name, "namespace": namespace, "labels": lab}
+    return [
+        {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": meta},
+        {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role", "metadata": meta,
+         "rules": [{"apiGroups": [GROUP], "resources": ["detectormodels/status"], "resourceNames": [detector],
+                    "verbs": ["get", "patch"]}]},
+        {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding", "metadata": meta,
+         "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": name},
+         "subjects": [{"kind": "ServiceAccount", "name": name, "namespace": namespace}]},
+    ]
 
 
 def owner_reference(body: dict[str, Any], controller: bool) -> dict[str, Any]:

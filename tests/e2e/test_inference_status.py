@@ -1,7 +1,8 @@
 """The inference service reports its DetectorModel's ModelValid on a real control plane, and the operator leaves it be.
 
-`plantwatch serve inference --status-namespace` applies ModelValid, activeProvider,
-modelSha256 and signature as field manager plantwatch-inference; a model it refuses
+`plantwatch serve inference --status-namespace`, authenticated only by the ServiceAccount the
+operator renders for the inference pods, applies ModelValid, activeProvider, modelSha256 and
+signature as field manager plantwatch-inference; a model it refuses
 (here: not ONNX) turns ModelValid False with the reason while the previous model keeps
 serving, and the operator's own reconciliation of the DetectorModel (Available) does not
 overwrite the service's verdict; a missing source is still the operator's to report.
@@ -47,6 +48,19 @@ def infer(port: int) -> float:
         return json.loads(r.read())["outputs"][0]["data"][0]
 
 
+def as_inference_pod(cluster, namespace: str, tmp_path):
+    """A kubeconfig with nothing but the token of the ServiceAccount the operator renders for the inference pods."""
+    account = "plantwatch-detector-press-wear"
+    wait_for(lambda: get(cluster, "rolebinding", account, "-n", namespace), "the inference pods' RoleBinding")
+    token = cluster.kubectl("create", "token", account, "-n", namespace, "--duration=1h").stdout.strip()
+    config = json.loads(cluster.kubectl("config", "view", "--raw", "--minify", "-o", "json").stdout)
+    config["users"] = [{"name": account, "user": {"token": token}}]
+    config["contexts"][0]["context"]["user"] = account
+    path = tmp_path / "kubeconfig"
+    path.write_text(json.dumps(config))
+    return path
+
+
 def owner_of_model_valid(cluster, namespace: str) -> list[str]:
     obj = get(cluster, "detectormodel", "press-wear", "-n", namespace, "--show-managed-fields")
     key = 'k:{"type":"ModelValid"}'
@@ -67,7 +81,7 @@ def test_service_owns_model_valid_and_a_refused_model_keeps_the_old_one_serving(
     proc = subprocess.Popen([sys.executable, "-m", "plantwatch.cli", "serve", "inference", "--model-name", "press-wear",
                              "--model", str(tmp_path / "model.onnx"), "--provider", "cuda", "--host", "127.0.0.1",
                              "--http-port", str(port), "--reload-interval", "0.2", "--status-namespace", namespace],
-                            env={**os.environ, "KUBECONFIG": cluster.kubeconfig})
+                            env={**os.environ, "KUBECONFIG": str(as_inference_pod(cluster, namespace, tmp_path))})
     try:
         def reported(reason: str):
             obj = get(cluster, "detectormodel", "press-wear", "-n", namespace)

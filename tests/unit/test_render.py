@@ -81,7 +81,7 @@ def test_gpu_detectors_request_a_gpu_on_the_jetson(provider):
 
 def test_cpu_detector_has_no_gpu_and_hpa_owns_replicas():
     doc = next(d for d in sample_docs() if d["kind"] == "DetectorModel")
-    deployment, _service, hpa = render_detector(parse_resource(doc), CONFIG)
+    deployment, _service, hpa, *_identity = render_detector(parse_resource(doc), CONFIG)
     assert "replicas" not in deployment["spec"]
     assert "nvidia.com/gpu" not in deployment["spec"]["template"]["spec"]["containers"][0]["resources"]["limits"]
     assert (hpa["spec"]["minReplicas"], hpa["spec"]["maxReplicas"]) == (1, 3)
@@ -114,3 +114,15 @@ def test_gateway_may_only_report_node_status():
     deployment = next(o for o in objs if o["kind"] == "Deployment")
     assert deployment["spec"]["template"]["spec"]["serviceAccountName"] == "plantwatch-gateway"
     assert "--report-status" in deployment["spec"]["template"]["spec"]["containers"][0]["args"]
+
+
+def test_inference_pods_may_only_report_their_own_detector_status():
+    detector = parse_resource({**next(d for d in sample_docs() if d["kind"] == "DetectorModel"), "metadata": {"name": "bearing-wear", "namespace": "p"}})
+    objs = render_detector(detector, CONFIG)
+    role = next(o for o in objs if o["kind"] == "Role")
+    assert role["rules"] == [{"apiGroups": ["plantwatch.io"], "resources": ["detectormodels/status"],
+                              "resourceNames": ["bearing-wear"], "verbs": ["get", "patch"]}]
+    pod = next(o for o in objs if o["kind"] == "Deployment")["spec"]["template"]["spec"]
+    assert pod["serviceAccountName"] == role["metadata"]["name"] == "plantwatch-detector-bearing-wear"
+    args = pod["containers"][0]["args"]
+    assert args[args.index("--status-namespace") + 1] == "$(POD_NAMESPACE)"

@@ -60,7 +60,8 @@ class StatusReporter:
         with self._lock:
             try:
                 resource = dynamic().resources.get(api_version=API_VERSION, kind="DetectorModel")
-                current = resource.get(name=slot.name, namespace=self.namespace).to_dict()
+                # Through the status subresource: all the pod's Role allows (get, patch on its own detectormodels/status).
+                current = dynamic().get(resource.status, name=slot.name, namespace=self.namespace).to_dict()
                 status = served_status(slot, (current.get("status") or {}).get("conditions"),
                                        current["metadata"].get("generation"), iso(int(time.time())))
                 apply_status(current, status, MANAGER)
