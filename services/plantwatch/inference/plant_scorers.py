@@ -1,4 +1,4 @@
-"""A plant's DetectorModels as StreamScorers for the pipeline (`plantwatch up`, `serve ingest --score`).
+"""A plant's DetectorModels as StreamScorers for the pipeline: models loaded here, or their inference services.
 
 Resolves each DetectorModel's model the way the cluster would: a `configMap`
 source is looked up among the plant folder's other objects (the ConfigMap that
@@ -6,6 +6,10 @@ source is looked up among the plant folder's other objects (the ConfigMap that
 `url` source is downloaded; both are checked against the spec's sha256 before
 ONNX Runtime sees them. A ConfigMap that also carries `model-card.json` brings
 the trained detector's features and smoothing along (see `stream.CardFeatures`).
+
+In a cluster the gateway need not hold the models: `remote_scorers` scores
+through each DetectorModel's inference Service over the Open Inference Protocol,
+taking the card the service serves, so both paths compute the same scores.
 """
 
 from __future__ import annotations
@@ -15,6 +19,9 @@ import json
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
+
+import numpy as np
 
 from plantwatch.inference.models import LoadedModel, ModelError, fetch_model, load_model
 from plantwatch.inference.stream import Aggregations, CardFeatures, Smoothing, StreamScorer
@@ -72,28 +79,27 @@ def scored_nodes(plant: Plant, detector) -> list[str]:
             if selector_matches(features.node_selector, n.meta.labels) and wanted <= {s.name for s in n.spec.sensors}]
 
 
-def stream_scorer(plant: Plant, detector, model: LoadedModel, card: dict | None) -> StreamScorer:
-    """The StreamScorer of one DetectorModel around a loaded model (run in this process)."""
+def stream_scorer(plant: Plant, detector, run: Callable[[np.ndarray], np.ndarray], card: dict | None,
+                  model_width: int = -1) -> StreamScorer:
+    """The StreamScorer of one DetectorModel around `run` (the model, here or remote); `model_width`: its feature count, -1 unknown."""
     features = detector.spec.features
-    session, input_name = model.session, model.inputs[0].name
-
-    def run(vectors):
-        return session.run(None, {input_name: vectors})[0]
-
     if card is not None:
-        missing = [c for c in card["channels"] if c not in features.sensors]
-        if missing or list(card["channels"]) != list(features.sensors):
+        if list(card["channels"]) != list(features.sensors):
             raise ModelError("SignatureMismatch", f"spec.features.sensors {list(features.sensors)} "
                                                   f"must be the model card's channels {card['channels']}, in order")
         return StreamScorer(detector.name, scored_nodes(plant, detector), features.sensors, CardFeatures(card), run,
                             features.step, Smoothing.of_card(card))
     builder = Aggregations(features.window, features.aggregations)
     width = len(features.sensors) * len(features.aggregations)
-    declared = model.inputs[0].shape[-1] if model.inputs[0].shape else -1
-    if declared not in (-1, width):
-        raise ModelError("SignatureMismatch", f"the model takes {declared} features, "
-                                              f"spec.features gives {len(features.sensors)} sensors x {len(features.aggregations)} aggregations = {width}")
+    if model_width not in (-1, width):
+        raise ModelError("SignatureMismatch", f"the model takes {model_width} features, spec.features gives "
+                                              f"{len(features.sensors)} sensors x {len(features.aggregations)} aggregations = {width}")
     return StreamScorer(detector.name, scored_nodes(plant, detector), features.sensors, builder, run, features.step)
+
+
+def _local_run(model: LoadedModel) -> Callable[[np.ndarray], np.ndarray]:
+    session, input_name = model.session, model.inputs[0].name
+    return lambda vectors: session.run(None, {input_name: vectors})[0]
 
 
 def plant_scorers(plant: Plant, provider: str | None = None) -> tuple[list[StreamScorer], list[ModelError]]:
@@ -110,7 +116,28 @@ def plant_scorers(plant: Plant, provider: str | None = None) -> tuple[list[Strea
                 path = Path(tmp) / "model.onnx"
                 path.write_bytes(source.model)
                 model = load_model(detector.name, path, provider or detector.spec.execution_provider, source.expected_sha256)
-            scorers.append(stream_scorer(plant, detector, model, source.card))
+            width = model.inputs[0].shape[-1] if model.inputs[0].shape else -1
+            scorers.append(stream_scorer(plant, detector, _local_run(model), source.card, width))
         except ModelError as exc:
             problems.append(ModelError(exc.reason, f"DetectorModel {detector.name}: {exc}"))
+    return scorers, problems
+
+
+def remote_scorers(plant: Plant, url_template: str) -> tuple[list[StreamScorer], list[ModelError]]:
+    """Every DetectorModel scored by its inference service (`url_template` with {name}, e.g.
+    http://plantwatch-detector-{name}:8080), features and smoothing from the card it serves."""
+    from plantwatch.inference.client import RemoteModel, RemoteModelError
+
+    scorers, problems = [], []
+    for detector in plant.detectors:
+        try:
+            model = RemoteModel(url_template.format(name=detector.name), detector.name)
+            meta = model.metadata()
+            card = meta.get("parameters", {}).get("model_card")
+            shape = meta["inputs"][0]["shape"]
+            scorers.append(stream_scorer(plant, detector, model, json.loads(card) if card else None, shape[-1] if shape else -1))
+        except ModelError as exc:
+            problems.append(ModelError(exc.reason, f"DetectorModel {detector.name}: {exc}"))
+        except (RemoteModelError, ValueError) as exc:
+            problems.append(ModelError("ServiceUnavailable", f"DetectorModel {detector.name}: {exc}"))
     return scorers, problems

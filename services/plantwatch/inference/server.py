@@ -90,7 +90,8 @@ def metadata(slot: ModelSlot) -> dict:
             "parameters": {"sha256": model.sha256, "execution_provider": model.active_provider,
                            "requested_provider": model.requested_provider,
                            "model_valid": slot.verdict.valid, "reason": slot.verdict.reason,
-                           "message": slot.verdict.message}}
+                           "message": slot.verdict.message,
+                           **({"model_card": json.dumps(slot.card)} if slot.card else {})}}
 
 
 class InferenceServer(HttpServer):

@@ -73,6 +73,8 @@ class ModelSlot:
         self.max_wait_s = max_wait_s
         self.on_change = on_change
         self.model: LoadedModel | None = None
+        #: The model card beside the served model, if any: its features and smoothing, for stream clients.
+        self.card: dict | None = None
         self.verdict = Verdict(False, "NotLoaded", "no model loaded yet")
         self._batcher: MicroBatcher | None = None
         self._seen: tuple | None = None
@@ -93,14 +95,15 @@ class ModelSlot:
         card_id = (card_st.st_ino, card_st.st_size, card_st.st_mtime_ns) if card_st else None
         return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, card_id)
 
-    def _expected(self) -> str | None:
-        if self.expected_sha256:
-            return self.expected_sha256
+    def _read_card(self) -> dict | None:
         card = self.path.parent / CARD_FILE
         if not card.exists():
             return None
         try:
-            return json.loads(card.read_text())["model"]["sha256"]
+            parsed = json.loads(card.read_text())
+            if not isinstance(parsed["model"]["sha256"], str):
+                raise TypeError("model.sha256 is not a string")
+            return parsed
         except (OSError, ValueError, KeyError, TypeError) as exc:
             raise ModelError("InvalidModel", f"{card}: not a model card with model.sha256: {exc}") from None
 
@@ -111,7 +114,8 @@ class ModelSlot:
             return False
         self._seen = identity
         try:
-            expected = self._expected()
+            card = self._read_card()
+            expected = self.expected_sha256 or (card["model"]["sha256"] if card else None)
             try:
                 model = load_model(self.name, self.path, self.provider, expected, self.threads)
             except ModelError as exc:
@@ -134,6 +138,7 @@ class ModelSlot:
             return False
         with self._lock:
             self.model = model
+            self.card = card
             # One batcher for the slot's life: a reload keeps the signature, so a batch simply
             # runs on whichever model is current when it runs.
             if self._batcher is None and batchable(model):

@@ -1,0 +1,70 @@
+"""A served DetectorModel as a local function: the Open Inference Protocol client the gateway scores through.
+
+`RemoteModel(url, name)(vectors)` sends one infer request with every row of the
+batch (the service micro-batches further across gateways) over a kept-alive
+HTTP connection, and returns the first output. Its `metadata()` carries the
+model card when the service has one, so a StreamScorer can build the same
+features the model was trained on.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import threading
+from urllib.parse import urlsplit
+
+import numpy as np
+
+
+class RemoteModelError(RuntimeError):
+    """The inference service did not answer the request; the message says what it said."""
+
+
+class RemoteModel:
+    def __init__(self, url: str, name: str, timeout_s: float = 5.0):
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"inference URL {url!r}: expected http://host:port or https://host:port")
+        self.name = name
+        self._target = (parts.scheme, parts.hostname, parts.port, timeout_s)
+        self._connection: http.client.HTTPConnection | None = None
+        self._lock = threading.Lock()
+        self._input: str | None = None
+
+    def _request(self, method: str, path: str, body: bytes | None = None) -> dict:
+        scheme, host, port, timeout = self._target
+        with self._lock:
+            for attempt in (1, 2):  # a kept-alive connection the server closed is reopened once
+                if self._connection is None:
+                    cls = http.client.HTTPSConnection if scheme == "https" else http.client.HTTPConnection
+                    self._connection = cls(host, port, timeout=timeout)
+                try:
+                    self._connection.request(method, path, body, {"Content-Type": "application/json"} if body else {})
+                    response = self._connection.getresponse()
+                    data = response.read()
+                    break
+                except (http.client.HTTPException, OSError) as exc:
+                    self._connection.close()
+                    self._connection = None
+                    if attempt == 2:
+                        raise RemoteModelError(f"{method} {host}:{port}{path}: {exc}") from None
+        if response.status != 200:
+            raise RemoteModelError(f"{method} {host}:{port}{path}: HTTP {response.status}: {data[:500].decode(errors='replace')}")
+        return json.loads(data)
+
+    def metadata(self) -> dict:
+        return self._request("GET", f"/v2/models/{self.name}")
+
+    def card(self) -> dict | None:
+        card = self.metadata().get("parameters", {}).get("model_card")
+        return json.loads(card) if card else None
+
+    def __call__(self, vectors: np.ndarray) -> np.ndarray:
+        vectors = np.asarray(vectors, dtype=np.float32)
+        if self._input is None:
+            self._input = self.metadata()["inputs"][0]["name"]
+        body = json.dumps({"inputs": [{"name": self._input, "shape": list(vectors.shape), "datatype": "FP32",
+                                       "data": vectors.ravel().tolist()}]}).encode()
+        reply = self._request("POST", f"/v2/models/{self.name}/infer", body)
+        return np.asarray(reply["outputs"][0]["data"], dtype=np.float64)

@@ -1,0 +1,60 @@
+"""Scoring through the inference service over HTTP gives the same anomaly_score readings as scoring in process."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from plantwatch.detect import bundle
+from plantwatch.detect.publish import manifests
+from plantwatch.detect.recipes import DEFAULT_RECIPE, RECIPES, fit_recipe
+from plantwatch.inference.client import RemoteModel, RemoteModelError
+from plantwatch.inference.plant_scorers import plant_scorers, remote_scorers
+from plantwatch.inference.server import InferenceServer
+from plantwatch.inference.serving import ModelSlot
+from plantwatch.plant.load import plant_from_documents
+from plantwatch.readings import Reading
+
+NODE = {
+    "apiVersion": "plantwatch.io/v1alpha1", "kind": "SensorNode", "metadata": {"name": "pump-1"},
+    "spec": {"hardware": "esp32", "payload": {"format": "esp32-json", "topic": "sensors/pump-1/data"},
+             "sensors": [{"name": "temperature", "type": "temperature", "unit": "celsius", "field": "t"},
+                         {"name": "vibration", "type": "vibration", "unit": "g", "field": "v"}]},
+}
+
+
+def test_remote_scores_equal_local_scores(tmp_path):
+    rng = np.random.default_rng(0)
+    values = np.column_stack([45 + rng.normal(0, 0.3, 600), 1.5 + rng.normal(0, 0.05, 600)])
+    values[500:, 1] += 1.0
+    bundle.save(tmp_path / "model", fit_recipe(RECIPES[DEFAULT_RECIPE], values[:400]), ("temperature", "vibration"), 400)
+    plant = plant_from_documents([("node", NODE)] + [(f"published#{i}", d) for i, d in enumerate(manifests(tmp_path / "model", "pump-wear"))])
+    slot = ModelSlot("pump-wear", tmp_path / "model" / "model.onnx")
+    slot.check()
+    server = InferenceServer({"pump-wear": slot}, 0)
+    server.start()
+    try:
+        (local,), problems = plant_scorers(plant)
+        assert problems == []
+        (remote,), problems = remote_scorers(plant, f"http://127.0.0.1:{server.port}")
+        assert problems == []
+        streams = {"local": [], "remote": []}
+        for t, (temperature, vibration) in enumerate(values):
+            batch = [Reading("pump-1", "temperature", "temperature", temperature, t), Reading("pump-1", "vibration", "vibration", vibration, t)]
+            streams["local"] += local.score(batch)
+            streams["remote"] += remote.score(batch)
+    finally:
+        server.stop()
+        slot.close()
+    assert len(streams["remote"]) == len(streams["local"]) > 500
+    assert [(r.node, r.sensor, r.ts) for r in streams["remote"]] == [(r.node, r.sensor, r.ts) for r in streams["local"]]
+    np.testing.assert_allclose([r.value for r in streams["remote"]], [r.value for r in streams["local"]], rtol=1e-6)
+
+
+def test_an_unreachable_service_is_a_problem_not_a_crash():
+    from plantwatch.mqtt.broker import free_port
+
+    with pytest.raises(RemoteModelError, match="infer"):
+        RemoteModel(f"http://127.0.0.1:{free_port()}", "m")._request("POST", "/v2/models/m/infer", b"{}")
+    with pytest.raises(ValueError, match="expected http"):
+        RemoteModel("ftp://x", "m")
