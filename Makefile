@@ -73,6 +73,7 @@ test-e2e: python-deps tools
 bench: python-deps debian-deps
 	$(PY) bench/ingest.py
 	$(PY) bench/inference.py
+	$(PY) bench/scale_out.py
 
 clean:
 	rm -rf $(CACHE)/firmware-build $(CACHE)/venv.stamp
