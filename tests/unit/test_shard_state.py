@@ -1,6 +1,9 @@
-"""A shard's state moves between owners: rule snapshots, and the store's fencing epochs."""
+"""A shard's state moves between owners (rule snapshots, the store's fencing epochs); shard threads share stdout."""
 
 from __future__ import annotations
+
+import subprocess
+import sys
 
 import orjson
 import pytest
@@ -72,3 +75,23 @@ def test_a_superseded_owner_commits_nothing(tmp_path):
     assert new.write(press([61], t0=2000.0), checkpoint=Checkpoint(3, new_epoch, b'{"v": 2}')) == 1
     assert new.claim_shard(3, "replica-a") == (3, b'{"v": 2}')
     assert old.shard_epoch(3) == 3 and old.shard_epoch(4) is None
+
+
+def test_shard_threads_printing_alerts_never_splice_their_lines(tmp_path):
+    """print() writes a line and its newline apart; the shard threads' routers share the process's stdout."""
+    code = """if True:
+        import sys, threading
+        from plantwatch.ingest.scaleout import SharedLines
+        lines = SharedLines(sys.stdout)
+        def shard(k):
+            for i in range(3000):
+                print(f"shard {k} alert {i}", file=lines, flush=True)
+        sys.setswitchinterval(1e-6)  # threads switch as often as busy shard threads do
+        threads = [threading.Thread(target=shard, args=(k,)) for k in range(8)]
+        [t.start() for t in threads]
+        [t.join() for t in threads]
+    """
+    with open(tmp_path / "stdout", "w") as out:  # a file, as the gateway's stdout is in a pod
+        subprocess.run([sys.executable, "-c", code], stdout=out, check=True)
+    printed = (tmp_path / "stdout").read_text().splitlines()
+    assert sorted(printed) == sorted(f"shard {k} alert {i}" for k in range(8) for i in range(3000))

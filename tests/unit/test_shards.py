@@ -95,3 +95,16 @@ def test_only_the_unknown_shard_takes_the_wildcards():
     # each node's topic is in exactly one shard's filters
     every = sorted(f for k in range(4) for f in plan.filters[k])
     assert every == sorted(f"sensors/n{i}/data" for i in range(40))
+
+
+def test_serve_ingest_says_what_a_replica_index_must_be(monkeypatch, capsys):
+    from plantwatch.cli import main
+
+    from tests.conftest import EXAMPLE_PLANT
+
+    monkeypatch.setenv("HOSTNAME", "plantwatch-gateway-7d9f8c6b5-x2x9z")
+    base = ["serve", "ingest", "-f", str(EXAMPLE_PLANT), "--broker", "mqtt://127.0.0.1:1", "--shards", "16"]
+    assert main(base) == 2
+    assert "give --replica-index" in capsys.readouterr().err
+    assert main([*base, "--replicas", "3", "--replica-index", "3"]) == 2
+    assert "--replica-index within 0..--replicas-1" in capsys.readouterr().err
