@@ -23,7 +23,7 @@ def test_concurrent_callers_get_their_own_rows_from_shared_calls():
     batcher = MicroBatcher(run, max_batch=8, max_wait_s=0.01)
     with concurrent.futures.ThreadPoolExecutor(20) as pool:
         futures = [pool.submit(batcher.submit, np.full((1, 3), float(i))) for i in range(20)]
-        while batcher._inflight < 20:
+        while batcher._inflight < 19:  # the first caller runs its row itself, held at the gate; the rest queue
             threading.Event().wait(0.01)
         gate.set()
         results = [f.result(5) for f in futures]
@@ -32,6 +32,7 @@ def test_concurrent_callers_get_their_own_rows_from_shared_calls():
         np.testing.assert_array_equal(doubled, np.full((1, 3), 2.0 * i))
         np.testing.assert_array_equal(summed, [3.0 * i])
     assert sum(calls) == 20 and max(calls) <= 8 and len(calls) < 20
+    assert calls[0] == 1  # nobody was waiting when the first came: it did not wait for company
     assert (batcher.batches, batcher.rows) == (len(calls), 20)
 
 

@@ -66,4 +66,6 @@ def serve(opts: InferenceOptions) -> int:
     stop.wait()
     server.stop()
     slot.close()
+    if reporter:
+        reporter.close()
     return 0

@@ -47,11 +47,27 @@ def served_status(slot: ModelSlot, previous_conditions: list[dict] | None, gener
 
 
 class StatusReporter:
-    """Applies `served_status` to the DetectorModel whenever the slot's verdict changes (and at start)."""
+    """Applies `served_status` to the DetectorModel whenever the slot's verdict changes (and at start).
 
-    def __init__(self, namespace: str):
+    A report the API server did not take is retried every `retry_s` until one is: the
+    verdict may not change again for days, and a stale ModelValid is worse than none.
+    """
+
+    def __init__(self, namespace: str, retry_s: float = 10.0):
         self.namespace = namespace
         self._lock = threading.Lock()
+        self._unreported: ModelSlot | None = None
+        self._stop = threading.Event()
+        self._retry = threading.Thread(target=self._retry_loop, args=(retry_s,), name="status-retry", daemon=True)
+        self._retry.start()
+
+    def _retry_loop(self, retry_s: float) -> None:
+        while not self._stop.wait(retry_s):
+            if self._unreported is not None:
+                self.report(self._unreported)
+
+    def close(self) -> None:
+        self._stop.set()
 
     def report(self, slot: ModelSlot) -> None:
         from plantwatch.ingest.codecs import iso
@@ -65,5 +81,7 @@ class StatusReporter:
                 status = served_status(slot, (current.get("status") or {}).get("conditions"),
                                        current["metadata"].get("generation"), iso(int(time.time())))
                 apply_status(current, status, MANAGER)
-            except Exception:  # reporting must never stop serving; the next change retries
+                self._unreported = None
+            except Exception:  # reporting must never stop serving; retried (see the class doc)
+                self._unreported = slot
                 log.exception("could not report DetectorModel %s/%s status", self.namespace, slot.name)

@@ -71,15 +71,7 @@ class Aggregations:
         out = []
         for end in range(len(rows) - newest + 1, len(rows) + 1):
             win = rows[max(0, end - self.window):end]
-            per = {
-                "last": lambda w: w[-1],
-                "mean": lambda w: w.mean(axis=0),
-                "std": lambda w: w.std(axis=0),
-                "min": lambda w: w.min(axis=0),
-                "max": lambda w: w.max(axis=0),
-                "slope": _slope,
-            }
-            columns = np.stack([per[a](win) for a in self.aggregations], axis=-1)  # [channels, aggregations]
+            columns = np.stack([_AGGREGATE[a](win) for a in self.aggregations], axis=-1)  # [channels, aggregations]
             out.append(columns.reshape(-1))  # sensor-major, as the DetectorModel documents
         return np.asarray(out, dtype=np.float32)
 
@@ -91,6 +83,16 @@ def _slope(window: np.ndarray) -> np.ndarray:
     t = np.arange(len(window), dtype=np.float64)
     t -= t.mean()
     return (t[:, None] * (window - window.mean(axis=0))).sum(axis=0) / (t * t).sum()
+
+
+_AGGREGATE = {
+    "last": lambda w: w[-1],
+    "mean": lambda w: w.mean(axis=0),
+    "std": lambda w: w.std(axis=0),
+    "min": lambda w: w.min(axis=0),
+    "max": lambda w: w.max(axis=0),
+    "slope": _slope,
+}
 
 
 @dataclass(frozen=True)
