@@ -132,7 +132,10 @@ class RuleEngine:
         if rules is None:
             node = self._nodes.get(r.node)
             matched = self._plant.rules_for(node, r.sensor, r.type) if node else []
-            rules = [self._compiled[m.name] for m in matched if m.spec.condition.type != "Absence"]
+            # An AnomalyScore rule watches its own detector's scores (sensor = the DetectorModel's
+            # name), not every anomaly_score series its selector happens to match.
+            rules = [self._compiled[m.name] for m in matched if m.spec.condition.type != "Absence"
+                     and (m.spec.condition.type != "AnomalyScore" or m.spec.condition.anomaly_score.detector == r.sensor)]
             self._series_rules[key] = rules
         return rules
 
