@@ -117,7 +117,7 @@ def render_ingestion(namespace: str, manifests: list[dict[str, Any]], config: Co
                         "image": config.image,
                         "args": ["serve", "ingest", "-f", "/etc/plantwatch", "--broker", config.broker_url,
                                  "--db", "/var/lib/plantwatch/plant.db", "--http-port", str(HTTP_PORT),
-                                 "--report-status"],
+                                 "--report-status", "--score-url", f"http://{detector_name('{name}')}:{HTTP_PORT}"],
                         "env": [{"name": "POD_NAMESPACE", "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}}],
                         "ports": [{"name": "http", "containerPort": HTTP_PORT}],
                         "resources": {"requests": {"cpu": "100m", "memory": "128Mi"}, "limits": {"memory": "512Mi"}},

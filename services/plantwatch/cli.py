@@ -85,7 +85,7 @@ def _serve_ingest(args: argparse.Namespace) -> int:
             return 2
         scale = Scale(args.shards, index, args.replicas)
     return serve(args.file, args.broker, args.db, args.http_port, args.client_id, _policy(args),
-                 namespace if args.report_status else None, sinks, scale)
+                 namespace if args.report_status else None, sinks, scale, args.score_url)
 
 
 def _serve_inference(args: argparse.Namespace) -> int:
@@ -152,6 +152,9 @@ def parser(with_detector: bool = True) -> argparse.ArgumentParser:
     ingest.add_argument("--report-status", action="store_true",
                         help="write each SensorNode's Online condition, lastSeen and rate to Kubernetes")
     ingest.add_argument("--status-namespace", help="namespace of the SensorNodes (default: $POD_NAMESPACE)")
+    ingest.add_argument("--score-url", metavar="URL",
+                        help="score every DetectorModel through its inference service, {name} = the DetectorModel "
+                             "(e.g. http://plantwatch-detector-{name}:8080); scores become anomaly_score readings")
     ingest.add_argument("--shards", type=int,
                         help="scale out: split the nodes into this many shards (fixed for the plant's life, e.g. 16), "
                              "each its own MQTT session <client-id>-shard-<k>; see docs/scale-out.md")

@@ -36,7 +36,7 @@ def test_remote_scores_equal_local_scores(tmp_path):
     try:
         (local,), problems = plant_scorers(plant)
         assert problems == []
-        (remote,), problems = remote_scorers(plant, f"http://127.0.0.1:{server.port}")
+        (remote,), problems = remote_scorers(plant, f"http://127.0.0.1:{server.port}", wait_s=0)
         assert problems == []
         streams = {"local": [], "remote": []}
         for t, (temperature, vibration) in enumerate(values):
@@ -58,3 +58,8 @@ def test_an_unreachable_service_is_a_problem_not_a_crash():
         RemoteModel(f"http://127.0.0.1:{free_port()}", "m")._request("POST", "/v2/models/m/infer", b"{}")
     with pytest.raises(ValueError, match="expected http"):
         RemoteModel("ftp://x", "m")
+    plant = plant_from_documents([("node", NODE), ("detector", {
+        "apiVersion": "plantwatch.io/v1alpha1", "kind": "DetectorModel", "metadata": {"name": "gone"},
+        "spec": {"source": {"configMap": {"name": "gone-model"}}, "features": {"sensors": ["temperature"]}}})])
+    scorers, problems = remote_scorers(plant, f"http://127.0.0.1:{free_port()}/{{name}}", wait_s=0)
+    assert scorers == [] and [p.reason for p in problems] == ["ServiceUnavailable"] and "DetectorModel gone" in str(problems[0])

@@ -123,16 +123,30 @@ def plant_scorers(plant: Plant, provider: str | None = None) -> tuple[list[Strea
     return scorers, problems
 
 
-def remote_scorers(plant: Plant, url_template: str) -> tuple[list[StreamScorer], list[ModelError]]:
+def remote_scorers(plant: Plant, url_template: str, wait_s: float = 60.0) -> tuple[list[StreamScorer], list[ModelError]]:
     """Every DetectorModel scored by its inference service (`url_template` with {name}, e.g.
-    http://plantwatch-detector-{name}:8080), features and smoothing from the card it serves."""
+    http://plantwatch-detector-{name}:8080), features and smoothing from the card it serves.
+
+    Services that start alongside the gateway get `wait_s` to answer before their detector
+    is left out.
+    """
+    import time
+
     from plantwatch.inference.client import RemoteModel, RemoteModelError
 
     scorers, problems = [], []
+    deadline = time.monotonic() + wait_s
     for detector in plant.detectors:
         try:
             model = RemoteModel(url_template.format(name=detector.name), detector.name)
-            meta = model.metadata()
+            while True:
+                try:
+                    meta = model.metadata()
+                    break
+                except RemoteModelError:
+                    if time.monotonic() >= deadline:
+                        raise
+                    time.sleep(1.0)
             card = meta.get("parameters", {}).get("model_card")
             shape = meta["inputs"][0]["shape"]
             scorers.append(stream_scorer(plant, detector, model, json.loads(card) if card else None, shape[-1] if shape else -1))

@@ -36,8 +36,11 @@ class Scale:
 
 def serve(paths: list[str], broker_url: str, db: str, http_port: int, client_id: str = "plantwatch-gateway",
           policy: Policy = Policy(), status_namespace: str | None = None, sinks: Sequence[Any] = (),
-          scale: Scale | None = None) -> int:
+          scale: Scale | None = None, score_url: str | None = None) -> int:
     """Run the gateway until SIGTERM; with `status_namespace`, report SensorNode Online there.
+
+    With `score_url` (e.g. http://plantwatch-detector-{name}:8080), every DetectorModel is
+    scored through its inference service and its scores are readings (inference/stream.py).
 
     `sinks` are further stores (InfluxDB) every batch goes to after the embedded store.
     With `scale`, consume only this replica's shards, one MQTT session `<client_id>-shard-<k>` each.
@@ -56,7 +59,8 @@ def serve(paths: list[str], broker_url: str, db: str, http_port: int, client_id:
         shared, lines = [LockedSink(s) for s in sinks], SharedLines(sys.stdout)
 
         def shard_pipeline(subset: Plant, shard_store: Any) -> Pipeline:
-            return Pipeline(subset, shard_store, AlertRouter(subset, lines), publish=dlq.publish, policy=policy, sinks=shared)
+            return Pipeline(subset, shard_store, AlertRouter(subset, lines), publish=dlq.publish, policy=policy, sinks=shared,
+                            scorers=_scorers(subset, score_url))
 
         owned = owned_shards(scale.index, scale.shards, scale.replicas)
         service = ShardedIngest(plant, store, broker_url, scale.shards, owned, client_id,
@@ -64,7 +68,8 @@ def serve(paths: list[str], broker_url: str, db: str, http_port: int, client_id:
                                 dead_letter_unknown=policy.unknown_node == "reject")
         view: Any = service
     else:
-        view = Pipeline(plant, store, AlertRouter(plant), publish=dlq.publish, policy=policy, sinks=sinks)
+        view = Pipeline(plant, store, AlertRouter(plant), publish=dlq.publish, policy=policy, sinks=sinks,
+                        scorers=_scorers(plant, score_url))
         service = IngestService(view, broker_url, client_id)
     health = HealthServer(http_port, healthy=lambda: service.alive, ready=lambda: service.ready, host="0.0.0.0")
     health.start()
@@ -88,3 +93,17 @@ def serve(paths: list[str], broker_url: str, db: str, http_port: int, client_id:
     health.stop()
     store.close()
     return 1 if service.error else 0
+
+
+def _scorers(plant: Plant, score_url: str | None) -> list[Any]:
+    """The plant's DetectorModels scored through their inference services; each one that cannot be is said once."""
+    if not score_url:
+        return []
+    from plantwatch.inference.plant_scorers import remote_scorers
+
+    # Inference services starting alongside get 20 s: the health server is not up yet, and the
+    # kubelet's liveness probe gives up after 30.
+    scorers, problems = remote_scorers(plant, score_url, wait_s=20.0)
+    for problem in problems:
+        print(f"plantwatch serve ingest: not scoring: {problem.reason}: {problem}", file=sys.stderr)
+    return scorers
