@@ -42,6 +42,9 @@ class Features(Protocol):
     history: int
     #: Rows a node must have seen before its scores are emitted.
     warmup: int
+    #: Whether a sensor missing from a row (NaN) is information the features use, rather
+    #: than a gap the scorer fills with the sensor's last value.
+    uses_missing: bool
 
     def vectors(self, rows: np.ndarray, newest: int) -> np.ndarray:
         """Feature vectors [newest, n] of the last `newest` rows of `rows` [history rows, channels]."""
@@ -66,6 +69,8 @@ class Aggregations:
     @property
     def warmup(self) -> int:
         return self.window
+
+    uses_missing = False
 
     def vectors(self, rows: np.ndarray, newest: int) -> np.ndarray:
         out = []
@@ -105,6 +110,8 @@ class CardFeatures:
     def history(self) -> int:
         # Every window length in the card (short, long, noise, ...) fits in the kept history.
         return 1 + max(v for v in self.card["features"]["window"].values() if isinstance(v, int))
+
+    uses_missing = True  # the detector's features forward-fill and count missing readings themselves
 
     @property
     def warmup(self) -> int:
@@ -182,8 +189,8 @@ class StreamScorer:
             state = self._state.setdefault(node, _NodeState())
             stamps = []
             for ts, row in new:
-                # A sensor missing from a message keeps its last value (the node did not report a change).
-                if state.last is not None:
+                # Otherwise a sensor missing from a message keeps its last value.
+                if not self.features.uses_missing and state.last is not None:
                     row = np.where(np.isnan(row), state.last, row)
                 state.last = row
                 state.rows.append(row)
