@@ -83,7 +83,7 @@ def _serve_ingest(args: argparse.Namespace) -> int:
             print(f"plantwatch serve ingest: --shards must be at least 1 and --replica-index within 0..--replicas-1 "
                   f"(got --shards {args.shards}, index {index}, --replicas {args.replicas})", file=sys.stderr)
             return 2
-        scale = Scale(args.shards, index, args.replicas)
+        scale = Scale(args.shards, index, args.replicas, args.shard_lease_seconds)
     return serve(args.file, args.broker, args.db, args.http_port, args.client_id, _policy(args),
                  namespace if args.report_status else None, sinks, scale, args.score_url)
 
@@ -162,6 +162,9 @@ def parser(with_detector: bool = True) -> argparse.ArgumentParser:
     ingest.add_argument("--replica-index", type=int,
                         help="with --shards: this replica's index, 0..replicas-1 (default: the ordinal "
                              "that ends $HOSTNAME, as in a StatefulSet pod)")
+    ingest.add_argument("--shard-lease-seconds", type=float, default=10.0,
+                        help="with --shards: take an assigned shard back when its current owner has not "
+                             "renewed its lease for this long (default 10)")
     _add_policy(ingest)
     ingest.set_defaults(func=_serve_ingest)
 

@@ -24,6 +24,7 @@ from pathlib import Path
 import pytest
 
 from plantwatch.ingest.codecs import encode
+from plantwatch.ingest.shards import assignment
 from plantwatch.mqtt.broker import free_port, start_mosquitto
 from plantwatch.mqtt.client import Publisher
 from plantwatch.plant.load import load_plant
@@ -133,9 +134,9 @@ class Gateway:
         return self.proc.wait(30)
 
 
-def replicas(plant_dir, broker_url, db, count: int) -> list[Gateway]:
+def replicas(plant_dir, broker_url, db, count: int, indexes: range | None = None) -> list[Gateway]:
     return [Gateway(plant_dir, broker_url, db, "pw", "--shards", str(SHARDS), "--replicas", str(count),
-                    "--replica-index", str(i)) for i in range(count)]
+                    "--replica-index", str(i), "--shard-lease-seconds", "1") for i in indexes or range(count)]
 
 
 def rows(db: Path, sql: str) -> list[tuple]:
@@ -212,7 +213,15 @@ def test_rescaled_replicas_store_and_alert_exactly_like_one_gateway(tmp_path, br
         one[0].wait_ready()
         for g in (three[0], three[2]):
             assert g.stop() == 0
-        publish(broker.url, messages[2 * third:])
+        # A replica of the old size comes back (a pod restarted late) and takes its shards;
+        # when it goes away again, the single replica takes them back once its lease lapses.
+        publish(broker.url, messages[2 * third:2 * third + third // 3])
+        stale = replicas(plant_dir, broker.url, db, 3, range(1))[0]
+        gateways.append(stale)
+        stale.wait_ready()
+        publish(broker.url, messages[2 * third + third // 3:2 * third + 2 * third // 3])
+        assert stale.stop() == 0
+        publish(broker.url, messages[2 * third + 2 * third // 3:])  # only a reclaimed shard can take these
         assert wait_stored(ref_db, len(messages)) == len(messages)
         assert wait_stored(db, len(messages)) == len(messages)
     finally:
@@ -245,9 +254,12 @@ def test_rescaled_replicas_store_and_alert_exactly_like_one_gateway(tmp_path, br
     dead = "SELECT DISTINCT topic, reason, payload FROM dead_letters ORDER BY payload"
     assert rows(db, dead) == rows(ref_db, dead) != []
 
-    # every shard with nodes was claimed by 2, then 3, then 1 replica(s): the last one holds them all
+    # every shard with nodes was claimed by 2, then 3, then 1 replica(s), the stale one's
+    # twice more: the single replica holds them all
     owners = rows(db, "SELECT shard, epoch, owner FROM shard_checkpoints ORDER BY shard")
-    assert owners and {(epoch, owner) for _, epoch, owner in owners} == {(3, "pw-0-of-1")}
+    assert owners and {owner for _, _, owner in owners} == {"pw-0-of-1"}
+    stolen = {k for k, r in enumerate(assignment(SHARDS, 3)) if r == 0}
+    assert {(k, e) for k, e, _ in owners} == {(k, 5 if k in stolen else 3) for k, _, _ in owners}
     # and Online followed the nodes: the last-seen times checkpointed are each node's newest reading
     last_seen = {node: ts for (state,) in rows(db, "SELECT state FROM shard_checkpoints")
                  for node, ts in json.loads(state)["last_seen"].items()}

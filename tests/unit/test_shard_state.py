@@ -64,17 +64,21 @@ def test_an_absence_alert_survives_the_move(plant):
 def test_a_superseded_owner_commits_nothing(tmp_path):
     path = tmp_path / "plant.db"
     old, new = SqliteStore(path), SqliteStore(path)  # two replicas sharing the file
-    epoch, state = old.claim_shard(3, "replica-a")
+    epoch, state = old.claim_shard(3, "replica-a", 100.0)
     assert (epoch, state) == (1, None)
     assert old.write(press([60]), checkpoint=Checkpoint(3, epoch, b'{"v": 1}')) == 1
-    new_epoch, state = new.claim_shard(3, "replica-b")
+    new_epoch, state = new.claim_shard(3, "replica-b", 101.0)
     assert (new_epoch, state) == (2, b'{"v": 1}')
     with pytest.raises(Fenced, match=r"shard 3: epoch 1 was superseded by epoch 2 \(replica-b\)"):
         old.write(press([61], t0=2000.0), checkpoint=Checkpoint(3, epoch, b'{"v": 2}'))
     assert old.count("readings") == 1  # the refused batch left nothing behind
     assert new.write(press([61], t0=2000.0), checkpoint=Checkpoint(3, new_epoch, b'{"v": 2}')) == 1
-    assert new.claim_shard(3, "replica-a") == (3, b'{"v": 2}')
-    assert old.shard_epoch(3) == 3 and old.shard_epoch(4) is None
+    new.renew_shard(3, new_epoch, 101.5)
+    with pytest.raises(Fenced):
+        old.renew_shard(3, epoch, 101.5)  # a superseded owner cannot keep the lease alive either
+    assert old.shard_lease(3) == (2, "replica-b", 101.5)
+    assert new.claim_shard(3, "replica-a", 102.0) == (3, b'{"v": 2}')
+    assert old.shard_lease(3) == (3, "replica-a", 102.0) and old.shard_lease(4) is None
 
 
 def test_shard_threads_printing_alerts_never_splice_their_lines(tmp_path):

@@ -30,6 +30,9 @@ from plantwatch.store.sqlite import Checkpoint, Fenced, SqliteStore
 
 log = logging.getLogger(__name__)
 
+#: Seconds a shard's owner may go without renewing its lease (it renews every tick)
+#: before the replica the assignment gives the shard to takes it back.
+DEFAULT_LEASE_S = 10.0
 #: (plant of the shard's nodes, the shard's view of the store) → the shard's Pipeline
 PipelineFactory = Callable[[Plant, Any], Pipeline]
 
@@ -102,11 +105,17 @@ class SharedLines:
 
 
 class ShardWorker:
-    """Consumes one shard on its own thread until stopped or fenced off by a newer owner."""
+    """Consumes one shard on its own thread until stopped.
+
+    Fenced off by a newer owner, it waits in standby, and claims the shard again once that
+    owner has not renewed its lease for `lease_s` (it died, or was stopped without a
+    successor): the shard is this replica's by the assignment, so it must not be left
+    without a consumer.
+    """
 
     def __init__(self, shard: int, plan: ShardPlan, plant: Plant, store: SqliteStore, broker_url: str,
                  client_prefix: str, owner: str, make_pipeline: PipelineFactory, dead_letter_unknown: bool,
-                 tick_s: float = 0.5):
+                 lease_s: float = DEFAULT_LEASE_S, tick_s: float = 0.5):
         self.shard = shard
         self._plan = plan
         self._plant = replace(plant, nodes=tuple(n for n in plant.nodes if plan.node_shard[n.name] == shard))
@@ -117,6 +126,7 @@ class ShardWorker:
         self._filter_foreign = shard == UNKNOWN_SHARD and dead_letter_unknown
         self.subscriber = BatchSubscriber(broker_url, plan.subscriptions(shard, dead_letter_unknown),
                                           f"{client_prefix}-shard-{shard}")
+        self._lease_s = lease_s
         self._tick_s = tick_s
         self._next_tick = 0.0
         self._stop = threading.Event()
@@ -143,23 +153,39 @@ class ShardWorker:
 
     def _run(self) -> None:
         try:
-            # Claim before connecting: from here on the previous owner can commit nothing,
-            # so the state read now is the last one it will ever commit.
-            self.epoch, state = self._store.claim_shard(self.shard, self._owner)
-            view = ShardStore(self._store, self.shard, self.epoch)
-            pipeline = self._make_pipeline(self._plant, view)
-            view.pipeline = pipeline
-            if state is not None:
-                pipeline.restore(orjson.loads(state))
-            self.pipeline = pipeline
-            log.info("shard %d: claimed at epoch %d by %s", self.shard, self.epoch, self._owner)
-            self.subscriber.run(self._handle, self._stop, self._idle)
-        except Fenced as exc:
-            log.warning("%s: another replica consumes it now", exc)
-            self.fenced = exc
+            while not self._stop.is_set():
+                try:
+                    self._consume()
+                except Fenced as exc:
+                    log.warning("%s: another replica consumes it now", exc)
+                    self.fenced = exc
+                    self._standby()
         except BaseException as exc:  # recorded for /healthz and the exit code
             log.exception("shard %d stopped", self.shard)
             self.error = exc
+
+    def _consume(self) -> None:
+        # Claim before connecting: from here on the previous owner can commit nothing,
+        # so the state read now is the last one it will ever commit.
+        self.epoch, state = self._store.claim_shard(self.shard, self._owner, time.time())
+        view = ShardStore(self._store, self.shard, self.epoch)
+        pipeline = self._make_pipeline(self._plant, view)
+        view.pipeline = pipeline
+        if state is not None:
+            pipeline.restore(orjson.loads(state))
+        self.pipeline, self.fenced = pipeline, None
+        log.info("shard %d: claimed at epoch %d by %s", self.shard, self.epoch, self._owner)
+        self.subscriber.run(self._handle, self._stop, self._idle)
+
+    def _standby(self) -> None:
+        """Return when the shard's owner has let its lease lapse (or when stopped)."""
+        while not self._stop.wait(self._lease_s / 4):
+            epoch, owner, renewed = self._store.shard_lease(self.shard)
+            silent = time.time() - renewed
+            if silent > self._lease_s:
+                log.warning("shard %d: its owner %s (epoch %d) has been silent for %.1fs; taking it back",
+                            self.shard, owner, epoch, silent)
+                return
 
     def _handle(self, batch: list[wire.Publish]) -> None:
         if self._filter_foreign:
@@ -174,11 +200,12 @@ class ShardWorker:
         # one indexed SELECT, small beside a batch's commit), usually before the new owner has
         # even connected; otherwise each would reconnect and take the session back from the
         # other until the old one's next commit is refused.
-        current = self._store.shard_epoch(self.shard)
-        if current != self.epoch:
-            raise Fenced(self.shard, self.epoch, current, None)
+        epoch, owner, _ = self._store.shard_lease(self.shard)
+        if epoch != self.epoch:
+            raise Fenced(self.shard, self.epoch, epoch, owner)
         now = time.time()
         if now >= self._next_tick:
+            self._store.renew_shard(self.shard, self.epoch, now)
             self.pipeline.tick(now)
             self._next_tick = now + self._tick_s
 
@@ -187,10 +214,11 @@ class ShardedIngest:
     """One replica: a ShardWorker per owned shard that has something to consume."""
 
     def __init__(self, plant: Plant, store: SqliteStore, broker_url: str, shards: int, owned: list[int],
-                 client_prefix: str, owner: str, make_pipeline: PipelineFactory, dead_letter_unknown: bool):
+                 client_prefix: str, owner: str, make_pipeline: PipelineFactory, dead_letter_unknown: bool,
+                 lease_s: float = DEFAULT_LEASE_S):
         plan = shard_plan(plant, shards)
         self.workers = [ShardWorker(k, plan, plant, store, broker_url, client_prefix, owner, make_pipeline,
-                                    dead_letter_unknown)
+                                    dead_letter_unknown, lease_s)
                         for k in owned if plan.subscriptions(k, dead_letter_unknown)]
 
     def start(self, connect_timeout: float | None = 10.0) -> None:
@@ -207,8 +235,8 @@ class ShardedIngest:
 
     @property
     def alive(self) -> bool:
-        """False once a shard failed; a shard fenced off by a newer owner is done, not failed."""
-        return all(w.alive or (w.fenced is not None) for w in self.workers)
+        """False once a shard failed (one fenced off by a newer owner waits in standby, alive)."""
+        return all(w.alive for w in self.workers)
 
     @property
     def ready(self) -> bool:

@@ -16,7 +16,7 @@ from typing import Any, Sequence
 from plantwatch.alerts.router import AlertRouter
 from plantwatch.health import HealthServer
 from plantwatch.ingest.gateway import IngestService, Pipeline, load_gateway_plant
-from plantwatch.ingest.scaleout import LockedSink, ShardedIngest, SharedLines
+from plantwatch.ingest.scaleout import DEFAULT_LEASE_S, LockedSink, ShardedIngest, SharedLines
 from plantwatch.ingest.shards import owned_shards
 from plantwatch.ingest.node_status import NodeStatusReporter
 from plantwatch.ingest.validate import Policy
@@ -32,6 +32,8 @@ class Scale:
     shards: int
     index: int
     replicas: int
+    #: How long a shard's owner may be silent before this replica takes an assigned shard back.
+    lease_s: float = DEFAULT_LEASE_S
 
 
 def serve(paths: list[str], broker_url: str, db: str, http_port: int, client_id: str = "plantwatch-gateway",
@@ -65,7 +67,7 @@ def serve(paths: list[str], broker_url: str, db: str, http_port: int, client_id:
         owned = owned_shards(scale.index, scale.shards, scale.replicas)
         service = ShardedIngest(plant, store, broker_url, scale.shards, owned, client_id,
                                 f"{client_id}-{scale.index}-of-{scale.replicas}", shard_pipeline,
-                                dead_letter_unknown=policy.unknown_node == "reject")
+                                dead_letter_unknown=policy.unknown_node == "reject", lease_s=scale.lease_s)
         view: Any = service
     else:
         view = Pipeline(plant, store, AlertRouter(plant), publish=dlq.publish, policy=policy, sinks=sinks,

@@ -65,10 +65,11 @@ CREATE TABLE IF NOT EXISTS dead_letters (
     payload  BLOB NOT NULL
 );
 CREATE TABLE IF NOT EXISTS shard_checkpoints (
-    shard  INTEGER PRIMARY KEY,
-    epoch  INTEGER NOT NULL,
-    owner  TEXT NOT NULL,
-    state  BLOB
+    shard   INTEGER PRIMARY KEY,
+    epoch   INTEGER NOT NULL,
+    owner   TEXT NOT NULL,
+    renewed REAL NOT NULL,
+    state   BLOB
 );
 """
 
@@ -181,14 +182,15 @@ class SqliteStore:
             row = db.execute("SELECT epoch, owner FROM shard_checkpoints WHERE shard = ?", (c.shard,)).fetchone()
             raise Fenced(c.shard, c.epoch, *(row or (None, None)))
 
-    def claim_shard(self, shard: int, owner: str) -> tuple[int, bytes | None]:
+    def claim_shard(self, shard: int, owner: str, now: float) -> tuple[int, bytes | None]:
         """Become the shard's consumer: bump its epoch (fencing off the previous owner); (epoch, last state)."""
         with self._lock:
             db = self._db
             db.execute("BEGIN IMMEDIATE")
             try:
-                db.execute("INSERT INTO shard_checkpoints (shard, epoch, owner) VALUES (?, 1, ?)"
-                           " ON CONFLICT (shard) DO UPDATE SET epoch = epoch + 1, owner = excluded.owner", (shard, owner))
+                db.execute("INSERT INTO shard_checkpoints (shard, epoch, owner, renewed) VALUES (?, 1, ?, ?)"
+                           " ON CONFLICT (shard) DO UPDATE SET epoch = epoch + 1, owner = excluded.owner,"
+                           " renewed = excluded.renewed", (shard, owner, now))
                 epoch, state = db.execute("SELECT epoch, state FROM shard_checkpoints WHERE shard = ?", (shard,)).fetchone()
                 db.execute("COMMIT")
             except BaseException:
@@ -196,11 +198,21 @@ class SqliteStore:
                 raise
         return epoch, state
 
-    def shard_epoch(self, shard: int) -> int | None:
-        """The shard's current epoch (None: never claimed)."""
+    def renew_shard(self, shard: int, epoch: int, now: float) -> None:
+        """Say the shard's consumer is alive (its lease); Fenced if another one has claimed it since."""
         with self._lock:
-            row = self._db.execute("SELECT epoch FROM shard_checkpoints WHERE shard = ?", (shard,)).fetchone()
-        return row[0] if row else None
+            db = self._db
+            before = db.total_changes
+            db.execute("UPDATE shard_checkpoints SET renewed = ? WHERE shard = ? AND epoch = ?", (now, shard, epoch))
+            if db.total_changes == before:
+                row = db.execute("SELECT epoch, owner FROM shard_checkpoints WHERE shard = ?", (shard,)).fetchone()
+                raise Fenced(shard, epoch, *(row or (None, None)))
+
+    def shard_lease(self, shard: int) -> tuple[int, str, float] | None:
+        """(epoch, owner, last renewed) of the shard's consumer; None if it was never claimed."""
+        with self._lock:
+            return self._db.execute("SELECT epoch, owner, renewed FROM shard_checkpoints WHERE shard = ?",
+                                    (shard,)).fetchone()
 
     def summarize(self, windows: Iterable[tuple[str, str, float, float]]) -> list[Summary]:
         """(Re)compute the summaries of (node, sensor, start, width) windows from the stored readings."""
