@@ -190,10 +190,8 @@ class ShardWorker:
     def _handle(self, batch: list[wire.Publish]) -> None:
         if self._filter_foreign:
             shard_of_topic, me = self._plan.shard_of_topic, self.shard
-            messages = [(m.topic, m.payload) for m in batch if shard_of_topic(m.topic) in (None, me)]
-        else:
-            messages = [(m.topic, m.payload) for m in batch]
-        self.pipeline.process(messages, time.time())
+            batch = [m for m in batch if shard_of_topic(m.topic) in (None, me)]
+        self.pipeline.process(batch, time.time())  # a Publish is indexed as (topic, payload)
 
     def _idle(self) -> None:
         # A superseded owner lets go of the session here (after every read from the socket:
