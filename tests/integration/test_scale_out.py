@@ -264,3 +264,46 @@ def test_rescaled_replicas_store_and_alert_exactly_like_one_gateway(tmp_path, br
     last_seen = {node: ts for (state,) in rows(db, "SELECT state FROM shard_checkpoints")
                  for node, ts in json.loads(state)["last_seen"].items()}
     assert last_seen == {node: messages[-1][1] for node in NODES}
+
+
+def test_sparkplug_edge_nodes_and_strangers_across_sharded_replicas(tmp_path, broker):
+    """A Sparkplug edge node's births and data meet in its shard; a stranger is dead-lettered once."""
+    from plantwatch.ingest import sparkplug as sp
+
+    from tests.conftest import EXAMPLE_PLANT
+
+    db = tmp_path / "sharded.db"
+    cell = Path(__file__).parent / "plants" / "sparkplug-cell.yaml"
+    gateways = [Gateway(EXAMPLE_PLANT, broker.url, db, "pw", "-f", str(cell), "--shards", str(SHARDS),
+                        "--replicas", "2", "--replica-index", str(i)) for i in range(2)]
+    now = float(int(time.time()))
+
+    def message(kind, seq, *metrics, edge="edge-7"):
+        t = sp.Topic("plant-a", kind, edge, "press-3" if kind.startswith("D") else None)
+        return sp.topic(t), sp.encode_payload(sp.Payload(int(now * 1000) + 100 * seq, seq, tuple(metrics)))
+
+    try:
+        for g in gateways:
+            g.wait_ready()
+        pub = Publisher(broker.url, client_id="edge-7")
+        pub.start()
+        for topic, body in (
+            message("NBIRTH", 0),
+            message("DBIRTH", 1, sp.Metric("Press/Temperature", 1, None, sp.DOUBLE, 61.5),
+                    sp.Metric("Press/Current", 2, None, sp.FLOAT, 11.5)),
+            message("DDATA", 2, sp.Metric(None, 1, None, sp.DOUBLE, 62.0)),  # by alias: needs the birth
+            message("NBIRTH", 0, sp.Metric("x", 1, None, sp.DOUBLE, 1.0), edge="edge-99"),
+        ):
+            pub.publish(topic, body)
+        pub.stop()
+        deadline = time.time() + 30
+        while (len(rows(db, "SELECT * FROM readings WHERE node = 'cell-plc'")) < 3
+               or not rows(db, "SELECT * FROM dead_letters")) and time.time() < deadline:
+            time.sleep(0.1)
+        time.sleep(1.0)  # room for a second, wrong, dead letter
+    finally:
+        codes = [g.stop() for g in gateways]
+    assert codes == [0, 0]
+    assert rows(db, "SELECT sensor, value FROM readings WHERE node = 'cell-plc' ORDER BY ts, sensor") == [
+        ("current", 11.5), ("temperature", 61.5), ("temperature", 62.0)]
+    assert rows(db, "SELECT topic, reason FROM dead_letters") == [("spBv1.0/plant-a/NBIRTH/edge-99", "unknown_node")]
