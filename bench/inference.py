@@ -18,7 +18,9 @@ ratios compare like with like. Absolute rates move with the machine's load
    single-row latency (p50/p99) of one request through the served path.
 3. For contrast, the seed's pattern: one scikit-learn call per reading.
 4. Micro-batching: 8 threads sending one-row requests, through the batcher
-   against each thread calling the session itself.
+   against each thread calling the session itself; and the same over HTTP (the
+   Open Inference Protocol server, kept-alive connections), `--max-batch 256`
+   against `--max-batch 1`.
 """
 
 from __future__ import annotations
@@ -47,6 +49,7 @@ import sklearn  # noqa: E402
 
 from plantwatch.detect.features import window_features  # noqa: E402
 from plantwatch.detect.recipes import DEFAULT_RECIPE, RECIPES, fit_recipe  # noqa: E402
+from plantwatch.inference.server import InferenceServer  # noqa: E402
 from plantwatch.inference.serving import ModelSlot  # noqa: E402
 
 CHANNELS = 9
@@ -173,8 +176,50 @@ def batching_effect(slot: ModelSlot, x: np.ndarray, seconds: float, clients: int
     batched = load(lambda row: slot.run({name: row}))
     batches, rows = slot._batcher.batches - before_batches, slot._batcher.rows - before_rows
     direct = load(lambda row: session.run(None, {name: row}))
-    return {"clients": clients, "batched_requests_per_s": round(batched), "unbatched_requests_per_s": round(direct),
-            "ratio_batched_vs_unbatched": round(batched / direct, 2), "mean_rows_per_model_call": round(rows / max(batches, 1), 1)}
+    unbatched_slot = ModelSlot(slot.name, slot.path, threads=1, max_batch=1)
+    unbatched_slot.check()
+    http_batched, http_direct = http_load(slot, x, seconds, clients), http_load(unbatched_slot, x, seconds, clients)
+    unbatched_slot.close()
+    return {"clients": clients, "in_process": {
+                "batched_requests_per_s": round(batched), "unbatched_requests_per_s": round(direct),
+                "ratio_batched_vs_unbatched": round(batched / direct, 2), "mean_rows_per_model_call": round(rows / max(batches, 1), 1)},
+            "http": {"batched_requests_per_s": round(http_batched), "unbatched_requests_per_s": round(http_direct),
+                     "ratio_batched_vs_unbatched": round(http_batched / http_direct, 2)}}
+
+
+def http_load(slot: ModelSlot, x: np.ndarray, seconds: float, clients: int) -> float:
+    """Requests/s of `clients` threads posting one-row infer requests to a served slot over kept-alive HTTP."""
+    import http.client
+
+    server = InferenceServer({slot.name: slot}, 0)
+    server.start()
+    done = [0] * clients
+    stop = threading.Event()
+
+    def client(k: int) -> None:
+        connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
+        body = json.dumps({"inputs": [{"name": "features", "shape": [1, x.shape[1]], "datatype": "FP32",
+                                       "data": x[k].tolist()}]}).encode()
+        while not stop.is_set():
+            connection.request("POST", f"/v2/models/{slot.name}/infer", body, {"Content-Type": "application/json"})
+            response = connection.getresponse()
+            response.read()
+            if response.status != 200:
+                raise SystemExit(f"bench: HTTP {response.status} from the inference server")
+            done[k] += 1
+        connection.close()
+
+    threads = [threading.Thread(target=client, args=(k,)) for k in range(clients)]
+    start = time.perf_counter()
+    for t in threads:
+        t.start()
+    time.sleep(seconds)
+    stop.set()
+    for t in threads:
+        t.join()
+    elapsed = time.perf_counter() - start
+    server.stop()
+    return sum(done) / elapsed
 
 
 VALUES = recording(5000)

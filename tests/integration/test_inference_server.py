@@ -226,3 +226,17 @@ def test_serve_inference_watches_the_model_file(tmp_path):
     finally:
         proc.terminate()
         proc.wait(10)
+
+
+def test_requests_are_coalesced_on_gpu_providers_by_default_not_on_cpu(tmp_path):
+    from plantwatch.inference.serving import ModelSlot, default_max_batch
+
+    (tmp_path / "model.onnx").write_bytes(zscore_model([0.0, 0.0], [1.0, 1.0]))
+    assert (default_max_batch("cpu"), default_max_batch("cuda"), default_max_batch("tensorrt")) == (1, 256, 256)
+    default, chosen = ModelSlot("m", tmp_path / "model.onnx"), ModelSlot("m", tmp_path / "model.onnx", max_batch=32)
+    for slot in (default, chosen):
+        slot.check()
+    assert (default._batcher is None) == (default.model.active_provider == "cpu")
+    assert chosen._batcher is not None and chosen._batcher.max_batch == 32
+    for slot in (default, chosen):
+        slot.close()

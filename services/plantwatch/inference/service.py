@@ -24,7 +24,7 @@ class InferenceOptions:
     threads: int = 1
     host: str = "0.0.0.0"
     http_port: int = 8080
-    max_batch: int = 256
+    max_batch: int | None = None  # None: serving.default_max_batch of the provider in use
     max_wait_ms: float = 1.0
     reload_interval_s: float = 2.0
     status_namespace: str | None = None
