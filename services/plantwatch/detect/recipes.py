@@ -217,7 +217,7 @@ def fit_envelope(z: np.ndarray, k: int, folds: int, drift_horizon: float, tail: 
     folds' worth of that is allowed, because the scored rows go on for longer
     than a fold. Medians, not the extreme quantiles themselves: the tails of
     ~90 autocorrelated rows are noisy, and a noisy allowance blunts every
-    stationary feature (F1 0.769 -> 0.784 on the tuning set, README).
+    stationary feature (README: ablation, "drift from tail quantiles").
     With `levels` (two or more level columns) the residuals of the relations that
     hold out-of-fold (`informative_relations`) are columns too, with limits and
     allowances of their own.
