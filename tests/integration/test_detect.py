@@ -115,3 +115,20 @@ def test_train_from_a_time_range_of_the_embedded_store(tmp_path):
 
     assert main(["detector", "train", "--store", str(db), "--node", "press-9", "--out", str(model)]) == 2
     assert main(["detector", "train", "--store", str(db), "--out", str(model)]) == 2
+
+
+def test_evaluate_with_a_custom_label_column_trains_on_the_channels_only(tmp_path, capsys):
+    """`--label-column fault`: the label is set aside, never a channel that would give the answer away."""
+    values = plant_values()
+    values[FAULT, 1] += 1.0
+    labels = np.zeros(len(values), dtype=int)
+    labels[FAULT] = 1
+    data = tmp_path / "data"
+    data.mkdir()
+    write(data / "rec.csv", values, labels)
+    text = (data / "rec.csv").read_text().replace(";anomaly\n", ";fault\n", 1)
+    (data / "rec.csv").write_text(text)
+    assert main(["detector", "evaluate", "--data", str(data), "--time-column", "datetime", "--label-column", "fault"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["files"] == 1 and summary["tp"] + summary["fn"] == FAULT.stop - FAULT.start and summary["f1"] > 0.9
+    assert main(["detector", "evaluate", "--data", str(data), "--time-column", "datetime", "--label-column", "missing"]) == 2

@@ -105,6 +105,7 @@ def test_csv_reading_detects_delimiter_and_sets_labels_aside(tmp_path):
     assert np.isnan(table.values[0, 1]) and table.timestamps[1] == "2024-01-01 00:00:01"
     assert labels_of(table, "anomaly").tolist() == [0, 1]
     assert read_table(path, exclude=("flow",)).channels == ("temp",)
+    assert read_table(path, labels=("Flow", "absent")).channels == ("temp",)  # a custom label column, set aside
     with pytest.raises(ValueError, match="no time column"):
         read_table(path, time_column="time")
 

@@ -84,7 +84,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     if args.pred_dir:
         per_file = {}
         for path in paths:
-            table = read_table(path, args.time_column, _exclude(args.exclude))
+            table = read_table(path, args.time_column, _exclude(args.exclude), labels=(args.label_column,))
             labels = labels_of(table, args.label_column, path)[args.skip_rows:]
             stamps, alarms = read_predictions(Path(args.pred_dir) / path.name)
             if len(alarms) != len(labels) or (args.time_column and stamps != table.timestamps[args.skip_rows:]):

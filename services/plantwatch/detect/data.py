@@ -51,8 +51,13 @@ def _is_numeric_column(cells: list[str]) -> bool:
     return bool(filled) and all(not np.isnan(_number(c)) or c.strip().lower() == "nan" for c in filled)
 
 
-def read_table(path: str | Path, time_column: str | None = None, exclude: tuple[str, ...] = ()) -> Table:
-    """Read a recording; channels are the numeric columns other than time, labels and `exclude`."""
+def read_table(path: str | Path, time_column: str | None = None, exclude: tuple[str, ...] = (),
+               labels: tuple[str, ...] = ()) -> Table:
+    """Read a recording; channels are the numeric columns other than time, labels and `exclude`.
+
+    `labels` names more label columns (e.g. `evaluate --label-column fault`): like
+    `anomaly`, they are set aside when present, and need not be.
+    """
     path = Path(path)
     with open(path, newline="") as f:
         header = f.readline()
@@ -67,7 +72,8 @@ def read_table(path: str | Path, time_column: str | None = None, exclude: tuple[
     if unknown:
         raise ValueError(f"{path}: cannot exclude {unknown}; columns are {names}")
     columns = {name: [r[i] if i < len(r) else "" for r in body] for i, name in enumerate(names)}
-    aside = set(exclude) | {c for c in names if c.lower() in LABEL_COLUMNS} | ({time_column} if time_column else set())
+    label_names = set(LABEL_COLUMNS) | {c.lower() for c in labels}
+    aside = set(exclude) | {c for c in names if c.lower() in label_names} | ({time_column} if time_column else set())
     channels = tuple(n for n in names if n not in aside and _is_numeric_column(columns[n]))
     if not channels:
         raise ValueError(f"{path}: no numeric channels left (columns {names}, excluded {sorted(aside)})")

@@ -49,7 +49,7 @@ class ExperimentResult:
 
 def run_file(path: Path, recipe: Recipe, train_rows: int, label_column: str, time_column: str | None,
              exclude: tuple[str, ...], workdir: Path) -> FileResult:
-    table = read_table(path, time_column, exclude)
+    table = read_table(path, time_column, exclude, labels=(label_column,))
     labels = labels_of(table, label_column, path)
     if len(labels) <= train_rows:
         raise ValueError(f"{path}: {len(labels)} rows, nothing left to score after {train_rows} training rows")
