@@ -11,7 +11,7 @@ from plantwatch.detect.data import detect_delimiter, labels_of, parse_time, pivo
 from plantwatch.detect.evaluate import Counts, confusion, meets_target, pooled
 from plantwatch.detect.features import CLIP, FeatureSpec, feature_names, fill_missing, fit_scaler, window_features
 from plantwatch.detect.experiment import run_in_memory
-from plantwatch.detect.recipes import DEFAULT_RECIPE, RECIPES
+from plantwatch.detect.recipes import DEFAULT_RECIPE, RECIPES, fit_recipe
 from plantwatch.detect.simulate import _lag, recording_seed, simulate
 
 
@@ -163,3 +163,14 @@ def test_default_recipe_on_held_out_simulated_recordings():
     previous = run_in_memory(recordings, RECIPES["envelope"]).counts
     assert default.false_alarm_rate <= 0.10 and default.missed_alarm_rate <= 0.29
     assert default.f1 >= 0.75 and default.f1 >= previous.f1 + 0.08
+
+
+def test_default_recipe_trains_when_channels_never_moved_in_training():
+    """A set-point or a quantised sensor can be constant for all 400 training rows; a later move is an alarm."""
+    rng = np.random.default_rng(1)
+    values = np.column_stack([np.full(700, 50.0), np.full(700, 5.0), 10 + rng.normal(0, 1, 700)])
+    values[550:, 0] = 55.0
+    fitted = fit_recipe(RECIPES[DEFAULT_RECIPE], values[:400])
+    assert fitted.to_onnx()
+    scores = fitted.reference_scores(window_features(values, fitted.recipe.features))
+    assert (scores[420:550] > fitted.threshold).mean() < 0.05 and (scores[560:] > fitted.threshold).all()

@@ -107,11 +107,16 @@ class Relations:
 
 
 def _ridge(x: np.ndarray, y: np.ndarray, ridge: float) -> tuple[np.ndarray, float]:
-    """Coefficients and intercept of y ~ x, the penalty relative to the predictors' variance."""
+    """Coefficients and intercept of y ~ x, the penalty relative to the predictors' variance.
+
+    The penalty's floor keeps the system solvable when every predictor was constant in
+    training (a set-point, a quantised sensor that never ticked): the coefficients are then 0.
+    """
     mean_x, mean_y = x.mean(axis=0), y.mean()
     xc = x - mean_x
     gram = xc.T @ xc
-    beta = np.linalg.solve(gram + ridge * np.trace(gram) / x.shape[1] * np.eye(x.shape[1]), xc.T @ (y - mean_y))
+    penalty = ridge * max(np.trace(gram) / x.shape[1], 1e-6)
+    beta = np.linalg.solve(gram + penalty * np.eye(x.shape[1]), xc.T @ (y - mean_y))
     return beta, float(mean_y - mean_x @ beta)
 
 
@@ -124,6 +129,7 @@ def informative_relations(z: np.ndarray, levels: list[int], ridge: float, folds:
     change; contiguous folds show which relations hold in time.
     """
     bounds = np.linspace(0, len(z), folds + 1).astype(int)
+    spread = lambda v: np.quantile(v, 0.99) - np.quantile(v, 0.01)  # noqa: E731
     kept = []
     for j in levels:
         others = [i for i in levels if i != j]
@@ -132,7 +138,6 @@ def informative_relations(z: np.ndarray, levels: list[int], ridge: float, folds:
             rest = np.r_[0:start, end:len(z)]
             beta, intercept = _ridge(z[rest][:, others], z[rest, j], ridge)
             residual[start:end] = z[start:end, j] - z[start:end][:, others] @ beta - intercept
-        spread = lambda v: np.quantile(v, 0.99) - np.quantile(v, 0.01)  # noqa: E731
         if spread(residual) < keep * spread(z[:, j]):
             kept.append(j)
     return kept
