@@ -138,11 +138,16 @@ def to_line_protocol(readings: Iterable[Reading]) -> bytes:
     """Readings as line protocol: measurement `reading`, tags node/sensor/type/unit, field `value`, ns timestamps."""
     series, number, finite = _series, float.__repr__, math.isfinite
     lines = []
+    append = lines.append
+    last_ts, stamp = None, ""
     for node, sensor, type_, value, ts, unit in readings:
-        value = float(value)
+        if type(value) is not float:
+            value = float(value)
         if not finite(value):
             _float(value)  # raises, saying why
-        lines.append(f"{series(node, sensor, type_, unit)}{number(value)} {ns(ts)}")
+        if ts != last_ts:  # the readings of one message share its timestamp
+            last_ts, stamp = ts, f" {ns(ts)}"
+        append(series(node, sensor, type_, unit) + number(value) + stamp)
     return "\n".join(lines).encode()
 
 
