@@ -57,3 +57,15 @@ def test_a_late_reading_recomputes_its_window(pipeline):
     pipeline.process([message(T0 + 1, 99.0)], T0 + 80)  # arrives late, from a node's outage buffer
     pipeline.tick(T0 + 90)
     assert summaries(pipeline.store) == [(T0, 31, 10.0, 99.0, round((30 * 10 + 99) / 31, 3), 10.0)]
+
+
+def test_a_window_is_not_summarized_while_its_readings_are_on_their_way_to_the_store(pipeline):
+    """The gateway commits one batch while it decodes the next: a tick in between must wait for it."""
+    pipeline.process([message(T0 + i, 10.0) for i in range(0, 30)], T0 + 30)
+    late = pipeline.prepare([message(T0 + i, 20.0) for i in range(30, 60)], T0 + 70)  # decoded, not yet stored
+    pipeline.tick(T0 + 70)  # the window has closed, but half of it is still in flight
+    assert summaries(pipeline.store) == []
+    pipeline.commit(late)
+    pipeline.finish(late)
+    pipeline.tick(T0 + 71)
+    assert summaries(pipeline.store) == [(T0, 60, 10.0, 20.0, 15.0, 20.0)]
