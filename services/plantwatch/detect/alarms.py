@@ -5,7 +5,8 @@ point-wise, so an alarm that flickers inside an episode loses as many points as
 one that fires on a single spike outside it. A causal EWMA averages the score
 over ~`span` rows; the alarm switches on only after `on_count` consecutive rows
 above the threshold and off only after `off_count` consecutive rows below
-`off_ratio * threshold`. All of it is causal, so the service can run it online.
+`off_ratio * threshold`, or once the raw score has fallen well below the
+episode's peak (`release`). All of it is causal, so the service can run it online.
 """
 
 from __future__ import annotations
@@ -28,15 +29,42 @@ def ewma(scores: np.ndarray, span: float) -> np.ndarray:
 
 
 def hysteresis(smoothed: np.ndarray, threshold: float, on_count: int = 1, off_count: int = 1,
-               off_ratio: float = 1.0) -> np.ndarray:
-    """0/1 alarm: on after `on_count` rows above `threshold`, off after `off_count` rows below `off_ratio*threshold`."""
+               off_ratio: float = 1.0, raw: np.ndarray | None = None, release: float = 0.0,
+               rearm: float = 0.8) -> np.ndarray:
+    """0/1 alarm: on after `on_count` rows above `threshold`, off after `off_count` rows below `off_ratio*threshold`.
+
+    With `release` > 0 (and the `raw` scores) an alarm also ends at the first row
+    whose raw score falls below `release` x the highest raw score since it went
+    on. Why: when a fault ends, the window features drain over 10-20 rows and the
+    score falls steeply from the level the fault held, while the smoothed score
+    stays above the threshold for most of that drain, each row a false alarm.
+    Measured against the episode's own peak, the release does not depend on how
+    big the fault was. After such a release the alarm stays off (the score is
+    still draining above the threshold) until the smoothed score has been back
+    at or below the threshold, or the raw score climbs to `rearm` x that peak
+    again (the fault came back).
+    """
+    if release > 0 and raw is None:
+        raise ValueError("a peak-relative release needs the raw scores")
     alarm = np.zeros(len(smoothed), dtype=np.int8)
-    on, run = False, 0
+    on, run, peak, blocked = False, 0, 0.0, 0.0
     for i, value in enumerate(smoothed):
-        crossing = value <= off_ratio * threshold if on else value > threshold
-        run = run + 1 if crossing else 0
-        if run >= (off_count if on else on_count):
-            on, run = not on, 0
+        if on:
+            run = run + 1 if value <= off_ratio * threshold else 0
+            if release > 0:
+                peak = max(peak, raw[i])
+            if run >= off_count:
+                on, run = False, 0
+            elif release > 0 and raw[i] < release * peak:
+                on, run, blocked = False, 0, peak
+        else:
+            if blocked and value <= threshold:
+                blocked = 0.0
+            above = value > threshold and (not blocked or raw[i] > rearm * blocked)
+            run = run + 1 if above else 0
+            if run >= on_count:
+                on, run, blocked = True, 0, 0.0
+                peak = raw[i] if release > 0 else 0.0
         alarm[i] = on
     return alarm
 

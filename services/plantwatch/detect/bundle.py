@@ -35,7 +35,8 @@ def model_card(fitted: Fitted, channels: tuple[str, ...], train_rows: int, model
         "features": {"names": feature_names(channels, recipe.features), "window": recipe.features.to_json()},
         "model": {"file": MODEL_FILE, "sha256": sha256_of(model_bytes), "input": "features", "output": "score"},
         "alarm": {"threshold": fitted.threshold, "ewma_span": recipe.span, "on_count": recipe.on_count,
-                  "off_count": recipe.off_count, "off_ratio": recipe.off_ratio, "cap": recipe.cap},
+                  "off_count": recipe.off_count, "off_ratio": recipe.off_ratio, "cap": recipe.cap,
+                  "release": recipe.release, "rearm": recipe.rearm},
         "training": {"rows": train_rows, "source": source},
         "validation": fitted.validation,
     }
@@ -79,8 +80,9 @@ class Scorer:
         raw = self.raw_scores(values)
         alarm = self.card["alarm"]
         smoothed = smooth(raw, alarm["threshold"], alarm["ewma_span"], alarm.get("cap", 0.0))  # cards before `cap`: none
+        # Cards before `release`: no peak-relative release.
         return Scores(raw, smoothed, hysteresis(smoothed, alarm["threshold"], alarm["on_count"], alarm["off_count"],
-                                                alarm["off_ratio"]))
+                                                alarm["off_ratio"], raw, alarm.get("release", 0.0), alarm.get("rearm", 0.8)))
 
 
 def load(directory: str | Path) -> Scorer:

@@ -82,9 +82,10 @@ def run_in_memory(recordings: list[tuple[np.ndarray, np.ndarray]], recipe: Recip
         started = time.perf_counter()
         fitted = fit_recipe(recipe, values[:train_rows])
         trained = time.perf_counter()
-        smoothed = smooth(fitted.reference_scores(window_features(values, recipe.features)), fitted.threshold, recipe.span,
-                          recipe.cap)
-        alarm = hysteresis(smoothed, fitted.threshold, recipe.on_count, recipe.off_count, recipe.off_ratio)
+        raw = fitted.reference_scores(window_features(values, recipe.features))
+        smoothed = smooth(raw, fitted.threshold, recipe.span, recipe.cap)
+        alarm = hysteresis(smoothed, fitted.threshold, recipe.on_count, recipe.off_count, recipe.off_ratio, raw,
+                           recipe.release, recipe.rearm)
         scored = time.perf_counter()
         files.append(FileResult(f"recording-{i}", confusion(labels[train_rows:], alarm[train_rows:]),
                                 trained - started, scored - trained, len(labels) - train_rows))
