@@ -345,14 +345,19 @@ class Pipeline:
             closed = {w for w in self._dirty_windows if w[2] + self.window_s + self._window_grace_s <= now}
             if closed and self._uncommitted:  # summaries are computed from stored readings only
                 closed -= set().union(*(p.windows for p in self._uncommitted))
-            if closed:
-                self.store.summarize((node, sensor, start, self.window_s) for node, sensor, start in sorted(closed))
+        # The store's work outside the lock, so that batches keep finishing (and being
+        # acknowledged) meanwhile; windows and the engine change only on this thread.
+        if closed:
+            self.store.summarize((node, sensor, start, self.window_s) for node, sensor, start in sorted(closed))
+            with self._lock:
                 self._dirty_windows -= closed
-            events = self.engine.tick(now)
+        events = self.engine.tick(now)
+        if events:
+            self.store.write(alerts=events)
+            for sink in self.sinks:
+                sink.write(alerts=events)
+        with self._lock:
             if events:
-                self.store.write(alerts=events)
-                for sink in self.sinks:
-                    sink.write(alerts=events)
                 self._route(events, now)
             self.router.repeat_due(now)
         for node, silence in self.silence.items():
