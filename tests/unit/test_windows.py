@@ -69,3 +69,17 @@ def test_a_window_is_not_summarized_while_its_readings_are_on_their_way_to_the_s
     pipeline.finish(late)
     pipeline.tick(T0 + 71)
     assert summaries(pipeline.store) == [(T0, 60, 10.0, 20.0, 15.0, 20.0)]
+
+
+def test_a_batch_a_sink_refuses_is_given_up(plant, tmp_path):
+    """InfluxDB down and its spool full: the batch raises (it is not acknowledged), nothing stays in flight."""
+    from plantwatch.mqtt.broker import free_port
+    from plantwatch.store.influx import InfluxStore, SpoolFullError
+
+    down = InfluxStore(f"http://127.0.0.1:{free_port()}", "token", "org", "bucket", tmp_path / "spool", spool_max_bytes=1)
+    pipeline = Pipeline(plant, SqliteStore(tmp_path / "p.db"), AlertRouter(plant, out=io.StringIO()), sinks=[down], now=T0)
+    with pytest.raises(SpoolFullError):
+        pipeline.process([message(T0 + 1, 10.0)], T0 + 2)
+    assert pipeline.in_flight == 0 and pipeline.messages == 0  # not counted, not holding back any summary
+    assert pipeline.store.count("readings") == 1  # SQLite has it already: the re-delivery will store nothing twice
+    down.close()

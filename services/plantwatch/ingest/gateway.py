@@ -246,13 +246,14 @@ class Pipeline:
                     start = window_start(last_ts, width)
                 add_window((r.node, r.sensor, start))
             readings.extend(accepted)
+        t2 = clock()
         for scorer in self.scorers:
             for score in scorer.score(readings):
                 alerts.extend(on_reading(score))
                 readings.append(score)
         if batch:
             metrics.STAGE.labels("decode_validate").observe((t1 - t0) / len(batch))
-            metrics.STAGE.labels("rules").observe((clock() - t1) / len(batch))
+            metrics.STAGE.labels("rules").observe((t2 - t1) / len(batch))
         with self._lock:
             self._dirty_windows |= windows
             self._uncommitted.append(p)
@@ -272,11 +273,17 @@ class Pipeline:
         t_store = time.perf_counter()
         sinks = [self._sink_writers.submit(sink.write, p.readings, p.alerts, p.dead) for sink in self.sinks]
         try:
-            p.stored = self.store.write(p.readings, p.alerts, p.dead)
-        finally:
-            wait(sinks)  # a sink never runs ahead into the next batch, even when the store failed
-        for sink, written in zip(self.sinks, sinks):
-            written.result()  # raises what the sink raised: the batch is not acknowledged
+            try:
+                p.stored = self.store.write(p.readings, p.alerts, p.dead)
+            finally:
+                wait(sinks)  # a sink never runs ahead into the next batch, even when the store failed
+            for written in sinks:
+                written.result()  # raises what the sink raised: the batch is not acknowledged
+        except BaseException:
+            with self._lock:
+                self._uncommitted.remove(p)  # given up: the broker delivers it again
+            raise
+        for sink in self.sinks:
             depth = sink.spool_depth()
             metrics.SPOOL.labels("batches").set(depth.batches)
             metrics.SPOOL.labels("bytes").set(depth.bytes)
