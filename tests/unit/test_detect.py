@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from plantwatch.detect.alarms import choose_threshold, ewma, hysteresis, smooth
+from plantwatch.detect.alarms import alarm_rule, choose_threshold, ewma, hysteresis, smooth
 from plantwatch.detect.data import detect_delimiter, labels_of, parse_time, pivot, read_table
 from plantwatch.detect.evaluate import Counts, confusion, meets_target, pooled
 from plantwatch.detect.features import CLIP, FeatureSpec, feature_names, fill_missing, fit_scaler, window_features
@@ -76,19 +76,27 @@ def test_capped_smoothing_lets_go_soon_after_a_large_fault():
     np.testing.assert_array_equal(smooth(raw, 1.0, span=8, cap=2.0)[:20], 0.0)
 
 
-def test_peak_release_ends_the_alarm_while_the_features_drain_and_rearms_when_the_fault_returns():
+def test_release_ends_the_alarm_while_the_features_drain_and_rearms_when_the_fault_returns():
     # A fault scoring 10x the threshold of 1, then 15 rows of draining window features, then normal.
     drain = np.linspace(10.0, 1.5, 15)
     raw = np.r_[np.zeros(20), np.full(60, 10.0), drain, np.zeros(20), np.full(30, 10.0), np.zeros(10)]
-    smoothed = smooth(raw, 1.0, span=3, cap=2.0)
-    plain = hysteresis(smoothed, 1.0, off_count=2, off_ratio=0.8)
-    fast = hysteresis(smoothed, 1.0, off_count=2, off_ratio=0.8, raw=raw, release=0.35)
+    rule = dict(threshold=1.0, span=3, cap=2.0, off_count=2, off_ratio=0.8)
+    _, plain = alarm_rule(raw, **rule)
+    _, fast = alarm_rule(raw, **rule, release=0.5, release_span=60)
     assert plain[21:80].all() and fast[21:80].all()  # the fault itself is alarmed either way (one row of EWMA)
     assert plain[80:96].all()  # without: the whole drain is alarmed, and a row after it
-    # With: off once the raw score is below 0.35 x the peak (row 91), and it stays off while the
-    # drain is still above the threshold (rows 92-94) and after.
-    assert fast[80:91].all() and not fast[91:115].any()
+    # With: off once the score's short average is below half its long one, part-way into the drain,
+    # and it stays off while the drain is still above the threshold and after.
+    off = 80 + int(np.argmin(fast[80:]))
+    assert off < 95 and not fast[off:115].any()
     assert fast[116:145].all()  # the fault coming back is alarmed again
+
+
+def test_release_keeps_the_alarm_through_a_fault_with_a_noisy_score():
+    """A fault's score can swing by a factor of 3 from row to row (a cavitating pump); that is no drain."""
+    raw = np.r_[np.zeros(80), np.tile([10.0, 3.0, 6.0, 2.5], 25), np.zeros(20)]
+    _, alarm = alarm_rule(raw, 1.0, span=3, cap=2.0, off_count=2, off_ratio=0.8, release=0.5, release_span=60)
+    assert alarm[81:180].all()
 
 
 def test_threshold_stretches_the_tail_above_the_median():
@@ -170,15 +178,15 @@ def test_default_recipe_finds_a_broken_relationship_between_channels():
 
 def test_default_recipe_on_held_out_simulated_recordings():
     """Seed 50 was never used for tuning (README: 0-4 were). The issue's bar is F1 >= 0.80, FAR <= 13.5 %,
-    MAR <= 28 %; on these 24 recordings the default reaches F1 0.778, FAR 7.0 %, MAR 28.2 % (pinned with a
-    small margin: a regression guard, not the target; without the peak release and with floor 2.5 it was
+    MAR <= 28 %; on these 24 recordings the default reaches F1 0.784, FAR 8.2 %, MAR 25.7 % (pinned with a
+    small margin: a regression guard, not the target; without the release and with floor 2.5 it was
     0.764, 8.9 %, 28.0 %), the `envelope` recipe 0.661, 14.6 %, 37.3 %."""
     recordings = [(r.values, r.anomaly) for variant in ("skid", "rig")
                   for r in (simulate(recording_seed(50, i), 400, variant) for i in range(12))]
     default = run_in_memory(recordings, RECIPES[DEFAULT_RECIPE]).counts
     previous = run_in_memory(recordings, RECIPES["envelope"]).counts
-    assert default.false_alarm_rate <= 0.10 and default.missed_alarm_rate <= 0.29
-    assert default.f1 >= 0.77 and default.f1 >= previous.f1 + 0.08
+    assert default.false_alarm_rate <= 0.10 and default.missed_alarm_rate <= 0.27
+    assert default.f1 >= 0.775 and default.f1 >= previous.f1 + 0.08
 
 
 def test_default_recipe_trains_when_channels_never_moved_in_training():

@@ -5,8 +5,8 @@ point-wise, so an alarm that flickers inside an episode loses as many points as
 one that fires on a single spike outside it. A causal EWMA averages the score
 over ~`span` rows; the alarm switches on only after `on_count` consecutive rows
 above the threshold and off only after `off_count` consecutive rows below
-`off_ratio * threshold`, or once the raw score has fallen well below the
-episode's peak (`release`). All of it is causal, so the service can run it online.
+`off_ratio * threshold`, or once the raw score has fallen well below its
+recent level (`release`). All of it is causal, so the service can run it online.
 """
 
 from __future__ import annotations
@@ -29,42 +29,41 @@ def ewma(scores: np.ndarray, span: float) -> np.ndarray:
 
 
 def hysteresis(smoothed: np.ndarray, threshold: float, on_count: int = 1, off_count: int = 1,
-               off_ratio: float = 1.0, raw: np.ndarray | None = None, release: float = 0.0,
-               rearm: float = 0.8) -> np.ndarray:
+               off_ratio: float = 1.0, fast: np.ndarray | None = None, slow: np.ndarray | None = None,
+               release: float = 0.0, rearm: float = 0.8) -> np.ndarray:
     """0/1 alarm: on after `on_count` rows above `threshold`, off after `off_count` rows below `off_ratio*threshold`.
 
-    With `release` > 0 (and the `raw` scores) an alarm also ends at the first row
-    whose raw score falls below `release` x the highest raw score since it went
-    on. Why: when a fault ends, the window features drain over 10-20 rows and the
-    score falls steeply from the level the fault held, while the smoothed score
-    stays above the threshold for most of that drain, each row a false alarm.
-    Measured against the episode's own peak, the release does not depend on how
-    big the fault was. After such a release the alarm stays off (the score is
-    still draining above the threshold) until the smoothed score has been back
-    at or below the threshold, or the raw score climbs to `rearm` x that peak
-    again (the fault came back).
+    With `release` > 0 an alarm also ends at the first row where `fast` (a short
+    EWMA of the uncapped raw score) falls below `release` x `slow` (a long one):
+    the score dropped steeply from the level it held. Why: when a fault ends,
+    the window features drain over 10-20 rows, and the smoothed score stays
+    above the threshold for most of the drain, each row a false alarm. Relative
+    to the score's own recent level, the release does not depend on how big the
+    fault was; averages rather than the episode's peak, because a peak is an
+    extreme value that a noisy score inside a fault sets far above its typical
+    level (the alarm then falls off in the middle of the fault). After such a
+    release the alarm stays off (the score is still draining above the
+    threshold) until the smoothed score has been back at or below the
+    threshold, or `fast` climbs back to `rearm` x the `slow` level of the release.
     """
-    if release > 0 and raw is None:
-        raise ValueError("a peak-relative release needs the raw scores")
+    if release > 0 and (fast is None or slow is None):
+        raise ValueError("a release needs the fast and slow averages of the raw score")
     alarm = np.zeros(len(smoothed), dtype=np.int8)
-    on, run, peak, blocked = False, 0, 0.0, 0.0
+    on, run, blocked = False, 0, 0.0
     for i, value in enumerate(smoothed):
         if on:
             run = run + 1 if value <= off_ratio * threshold else 0
-            if release > 0:
-                peak = max(peak, raw[i])
             if run >= off_count:
                 on, run = False, 0
-            elif release > 0 and raw[i] < release * peak:
-                on, run, blocked = False, 0, peak
+            elif release > 0 and fast[i] < release * slow[i]:
+                on, run, blocked = False, 0, slow[i]
         else:
             if blocked and value <= threshold:
                 blocked = 0.0
-            above = value > threshold and (not blocked or raw[i] > rearm * blocked)
+            above = value > threshold and (not blocked or fast[i] > rearm * blocked)
             run = run + 1 if above else 0
             if run >= on_count:
                 on, run, blocked = True, 0, 0.0
-                peak = raw[i] if release > 0 else 0.0
         alarm[i] = on
     return alarm
 
@@ -79,6 +78,21 @@ def smooth(raw: np.ndarray, threshold: float, span: float, cap: float = 0.0) -> 
     """
     raw = np.asarray(raw, dtype=np.float64)
     return ewma(np.minimum(raw, cap * threshold) if cap > 0 else raw, span)
+
+
+def alarm_rule(raw: np.ndarray, threshold: float, span: float, cap: float = 0.0, on_count: int = 1,
+               off_count: int = 1, off_ratio: float = 1.0, release: float = 0.0, rearm: float = 0.8,
+               release_span: float = 60.0) -> tuple[np.ndarray, np.ndarray]:
+    """Raw scores -> (smoothed score, 0/1 alarm): `smooth`, then `hysteresis` with its release averages.
+
+    The release compares an EWMA over `span` rows of the *uncapped* raw score
+    with one over `release_span` rows: capped, a fault's score sits at the cap
+    and its drain would not show until it is nearly over.
+    """
+    raw = np.asarray(raw, dtype=np.float64)
+    smoothed = smooth(raw, threshold, span, cap)
+    fast, slow = (ewma(raw, span), ewma(raw, release_span)) if release > 0 else (None, None)
+    return smoothed, hysteresis(smoothed, threshold, on_count, off_count, off_ratio, fast, slow, release, rearm)
 
 
 def choose_threshold(scores: np.ndarray, quantile: float, margin: float) -> float:

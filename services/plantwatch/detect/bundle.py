@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from plantwatch.detect.alarms import hysteresis, smooth
+from plantwatch.detect.alarms import alarm_rule
 from plantwatch.detect.features import FeatureSpec, feature_names, window_features
 from plantwatch.detect.recipes import Fitted
 from plantwatch.inference.models import LoadedModel, load_model, sha256_of
@@ -36,7 +36,7 @@ def model_card(fitted: Fitted, channels: tuple[str, ...], train_rows: int, model
         "model": {"file": MODEL_FILE, "sha256": sha256_of(model_bytes), "input": "features", "output": "score"},
         "alarm": {"threshold": fitted.threshold, "ewma_span": recipe.span, "on_count": recipe.on_count,
                   "off_count": recipe.off_count, "off_ratio": recipe.off_ratio, "cap": recipe.cap,
-                  "release": recipe.release, "rearm": recipe.rearm},
+                  "release": recipe.release, "rearm": recipe.rearm, "release_span": recipe.release_span},
         "training": {"rows": train_rows, "source": source},
         "validation": fitted.validation,
     }
@@ -78,11 +78,11 @@ class Scorer:
     def score(self, values: np.ndarray) -> Scores:
         """Score every row of [rows, channels] (in card order); earlier rows serve as the windows' history."""
         raw = self.raw_scores(values)
-        alarm = self.card["alarm"]
-        smoothed = smooth(raw, alarm["threshold"], alarm["ewma_span"], alarm.get("cap", 0.0))  # cards before `cap`: none
-        # Cards before `release`: no peak-relative release.
-        return Scores(raw, smoothed, hysteresis(smoothed, alarm["threshold"], alarm["on_count"], alarm["off_count"],
-                                                alarm["off_ratio"], raw, alarm.get("release", 0.0), alarm.get("rearm", 0.8)))
+        a = self.card["alarm"]
+        # Cards before `cap` have no cap, cards before `release` no release.
+        smoothed, alarm = alarm_rule(raw, a["threshold"], a["ewma_span"], a.get("cap", 0.0), a["on_count"], a["off_count"],
+                                     a["off_ratio"], a.get("release", 0.0), a.get("rearm", 0.8), a.get("release_span", 60.0))
+        return Scores(raw, smoothed, alarm)
 
 
 def load(directory: str | Path) -> Scorer:

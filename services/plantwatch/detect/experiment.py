@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from plantwatch.detect import bundle
-from plantwatch.detect.alarms import hysteresis, smooth
+from plantwatch.detect.alarms import alarm_rule
 from plantwatch.detect.data import labels_of, read_table
 from plantwatch.detect.evaluate import Counts, confusion, pooled
 from plantwatch.detect.features import window_features
@@ -83,9 +83,8 @@ def run_in_memory(recordings: list[tuple[np.ndarray, np.ndarray]], recipe: Recip
         fitted = fit_recipe(recipe, values[:train_rows])
         trained = time.perf_counter()
         raw = fitted.reference_scores(window_features(values, recipe.features))
-        smoothed = smooth(raw, fitted.threshold, recipe.span, recipe.cap)
-        alarm = hysteresis(smoothed, fitted.threshold, recipe.on_count, recipe.off_count, recipe.off_ratio, raw,
-                           recipe.release, recipe.rearm)
+        _, alarm = alarm_rule(raw, fitted.threshold, recipe.span, recipe.cap, recipe.on_count, recipe.off_count,
+                              recipe.off_ratio, recipe.release, recipe.rearm, recipe.release_span)
         scored = time.perf_counter()
         files.append(FileResult(f"recording-{i}", confusion(labels[train_rows:], alarm[train_rows:]),
                                 trained - started, scored - trained, len(labels) - train_rows))

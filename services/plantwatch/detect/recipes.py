@@ -23,7 +23,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from plantwatch.detect.alarms import choose_threshold, ewma, hysteresis
+from plantwatch.detect.alarms import alarm_rule, choose_threshold, ewma
 from plantwatch.detect.features import CLIP, FeatureSpec, RobustScaler, feature_names, fit_scaler, window_features
 
 OPSET = 18
@@ -53,8 +53,9 @@ class Recipe:
     keep: float = 0.5  # relations: only where the others explain a channel (out-of-fold residual range < keep x its range)
     ridge: float = 0.1  # relations: ridge penalty relative to the predictors' variance
     cap: float = 0.0  # raw scores are capped at cap x threshold before smoothing (0: no cap; see alarms.smooth)
-    release: float = 0.0  # an alarm also ends when the raw score falls below release x its episode's peak (0: never; see alarms.hysteresis)
-    rearm: float = 0.8  # after such a release, on again early only if the raw score climbs back to rearm x that peak
+    release: float = 0.0  # an alarm also ends when the score's short EWMA falls below release x its long one (0: never; see alarms.hysteresis)
+    rearm: float = 0.8  # after such a release, on again early only if the short EWMA climbs back to rearm x the long one's level then
+    release_span: float = 60.0  # rows of the long EWMA
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -420,18 +421,18 @@ def fit_recipe(recipe: Recipe, train_values: np.ndarray, seed: int = 0) -> Fitte
     scaler, detector = _fit_model(recipe, features, seed)
     in_sample_raw = detector.score(scaler.transform(features))
     calibration_raw = out_of_fold_scores(recipe, features, seed) if recipe.out_of_fold else in_sample_raw
-    in_sample, calibration = ewma(in_sample_raw, recipe.span), ewma(calibration_raw, recipe.span)
+    calibration = ewma(calibration_raw, recipe.span)
     threshold = max(choose_threshold(calibration, recipe.quantile, recipe.margin), recipe.floor)
 
-    def alarm_rate(smoothed: np.ndarray, raw: np.ndarray) -> float:
-        return float(hysteresis(smoothed, threshold, recipe.on_count, recipe.off_count, recipe.off_ratio, raw,
-                                recipe.release, recipe.rearm).mean())
+    def alarm_rate(raw: np.ndarray) -> float:
+        return float(alarm_rule(raw, threshold, recipe.span, recipe.cap, recipe.on_count, recipe.off_count,
+                                recipe.off_ratio, recipe.release, recipe.rearm, recipe.release_span)[1].mean())
 
     validation = {
         "threshold_from": "out-of-fold" if recipe.out_of_fold else "in-sample",
         "calibration_score_quantiles": {q: float(np.quantile(calibration, float(q))) for q in ("0.5", "0.9", "0.99")},
-        "calibration_alarm_rate": alarm_rate(calibration, calibration_raw),
-        "in_sample_alarm_rate": alarm_rate(in_sample, in_sample_raw),
+        "calibration_alarm_rate": alarm_rate(calibration_raw),
+        "in_sample_alarm_rate": alarm_rate(in_sample_raw),
         "warmup_rows": warmup,
     }
     return Fitted(recipe, scaler, detector, threshold, validation)
@@ -440,13 +441,13 @@ def fit_recipe(recipe: Recipe, train_values: np.ndarray, seed: int = 0) -> Fitte
 RECIPES: dict[str, Recipe] = {
     r.name: r for r in (
         # The default: per-feature limits plus limits on how the channels' levels relate, each with a
-        # cross-validated drift allowance; 1.75 robust-z units beyond them (capped at 2x, EWMA over ~3 s)
-        # is an alarm, released after 2 rows below 0.8x or once the raw score is below 0.35x the
-        # episode's peak (the fast release is what pays for the lower threshold). See README for the
+        # cross-validated drift allowance; 2 robust-z units beyond them (capped at 2x, EWMA over ~3 s)
+        # is an alarm, released after 2 rows below 0.8x or once the score's 3-row EWMA is below half
+        # its 60-row one (the fast release is what pays for the lower threshold). See README for the
         # comparison and held-out figures.
-        Recipe("relations", "envelope", features=FeatureSpec(noise=20), top_fraction=0.05, floor=1.75, drift_horizon=2.0,
+        Recipe("relations", "envelope", features=FeatureSpec(noise=20), top_fraction=0.05, floor=2.0, drift_horizon=2.0,
                out_of_fold=False, relations=True, ridge=0.1, keep=0.5, cap=2.0, span=3.0, on_count=1, off_count=2,
-               release=0.35),
+               release=0.5, release_span=60.0),
         # The previous default: per-feature limits only.
         Recipe("envelope", "envelope", top_fraction=0.05, floor=2.5, out_of_fold=False, drift_measure="tails"),
         Recipe("robust-z", "robust-z"),
