@@ -7,7 +7,9 @@
    away; then the subscriber connects and the clock runs until it has everything.
    Baseline: `mosquitto_sub` writing to /dev/null. Ours: the gateway end to end
    (decode, validate, rules, embedded SQLite store, acknowledgement after commit).
-   `ratio_vs_mosquitto_sub` = our rate / mosquitto_sub's rate.
+   `ratio_vs_mosquitto_sub` = our rate / mosquitto_sub's rate. A second reference in the
+   same run: a bare paho-mqtt client whose callback only counts (no decoding, no store),
+   the floor any Python consumer built on paho starts from.
 2. Alert latency. A node publishes at a fixed rate (default 5,000 msg/s) from another
    process, its vibration crossing the `vibration-high` levels on every message, so
    every message is an alert transition; latency = when the alert was routed minus
@@ -82,6 +84,46 @@ def mosquitto_sub_rate(broker, messages: list[bytes]) -> float:
     subprocess.run([*base, "-C", str(len(messages))], check=True, stdout=subprocess.DEVNULL)
     rate = len(messages) / (time.perf_counter() - started)
     forget_session(broker.url, "bench-mosquitto-sub")
+    return rate
+
+
+def paho_callback_rate(broker, messages: list[bytes]) -> float:
+    """A bare paho-mqtt subscriber (QoS 1, persistent session) that only counts in its callback."""
+    import threading
+
+    import paho.mqtt.client as mqtt
+
+    got = 0
+    done = threading.Event()
+
+    def on_message(client, userdata, message) -> None:
+        nonlocal got
+        got += 1
+        if got == len(messages):
+            done.set()
+
+    def connect() -> mqtt.Client:
+        client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="bench-paho", clean_session=False)
+        client.on_message = on_message
+        client.on_connect = lambda c, *_: c.subscribe(TOPIC, qos=1)
+        client.connect("127.0.0.1", broker.port)
+        return client
+
+    first = connect()  # register the persistent session, then leave
+    first.loop_start()
+    time.sleep(0.5)
+    first.disconnect()
+    first.loop_stop()
+    queue_for(broker.url, messages)
+    started = time.perf_counter()
+    client = connect()
+    client.loop_start()
+    if not done.wait(600):
+        raise SystemExit(f"paho received only {got} of {len(messages)} in 600 s")
+    rate = len(messages) / (time.perf_counter() - started)
+    client.disconnect()
+    client.loop_stop()
+    forget_session(broker.url, "bench-paho")
     return rate
 
 
@@ -220,6 +262,7 @@ def main() -> int:
         broker = start_mosquitto(data_dir=None)
         try:
             baseline = mosquitto_sub_rate(broker, messages)
+            paho = paho_callback_rate(broker, messages)
             ours, stored = gateway_rate(broker, messages, work)
             influx = influx_rate(broker, messages, work)
             latency = alert_latency(broker, args.rate, args.seconds, work)
@@ -232,8 +275,11 @@ def main() -> int:
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()},
         "stream": {"messages": args.messages, "format": "esp32-json (seed flat JSON, 4 readings each)", "qos": 1},
         "mosquitto_sub_msg_per_s": round(baseline),
+        "paho_callback": {"msg_per_s": round(paho), "ratio_vs_mosquitto_sub": round(paho / baseline, 3),
+                          "note": "bare paho-mqtt callback that only counts: no decoding, no store"},
         "embedded_store": {"msg_per_s": round(ours), "readings_stored": stored,
-                           "ratio_vs_mosquitto_sub": round(ours / baseline, 3), "target": 0.6},
+                           "ratio_vs_mosquitto_sub": round(ours / baseline, 3), "target": 0.6,
+                           "ratio_vs_paho_callback": round(ours / paho, 3)},
         "influxdb_store": {**influx, "ratio_vs_mosquitto_sub": round(influx["msg_per_s"] / baseline, 3), "target": 0.5},
         "alert_latency": {**latency, "target_p99_ms": 20},
         "pipeline_us_per_message": {**stages, "note": "one thread, no broker, batches of 5,000; "
