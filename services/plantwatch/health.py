@@ -7,6 +7,7 @@ one every service serves for Prometheus and the kubelet's probes.
 from __future__ import annotations
 
 import json
+import socket
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Callable
@@ -44,6 +45,29 @@ class _Server(ThreadingHTTPServer):
     # (an inference service's callers, a Prometheus with several scrapers) connect at once.
     request_queue_size = 128
 
+    def __init__(self, address: tuple[str, int], handler: type[Handler]):
+        super().__init__(address, handler)
+        self._connections: set[socket.socket] = set()
+        self._connections_lock = threading.Lock()
+
+    def process_request_thread(self, request, client_address) -> None:
+        with self._connections_lock:
+            self._connections.add(request)
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            with self._connections_lock:
+                self._connections.discard(request)
+
+    def close_connections(self) -> None:
+        """End kept-alive connections too: a stopped server must not go on answering its old clients."""
+        with self._connections_lock:
+            for connection in self._connections:
+                try:
+                    connection.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+
 
 class HttpServer:
     """A ThreadingHTTPServer on a background thread; port 0 picks a free port."""
@@ -59,6 +83,7 @@ class HttpServer:
     def stop(self) -> None:
         self._server.shutdown()
         self._server.server_close()
+        self._server.close_connections()
 
 
 class HealthServer(HttpServer):

@@ -51,6 +51,19 @@ def test_remote_scores_equal_local_scores(tmp_path):
     np.testing.assert_allclose([r.value for r in streams["remote"]], [r.value for r in streams["local"]], rtol=1e-6)
 
 
+def _published_plant(tmp_path):
+    rng = np.random.default_rng(1)
+    values = np.column_stack([45 + rng.normal(0, 0.3, 400), 1.5 + rng.normal(0, 0.05, 400)])
+    bundle.save(tmp_path / "model", fit_recipe(RECIPES[DEFAULT_RECIPE], values), ("temperature", "vibration"), 400)
+    documents = [("node", NODE)] + [(f"published#{i}", d) for i, d in enumerate(manifests(tmp_path / "model", "pump-wear"))]
+    return plant_from_documents(documents)
+
+
+def _readings(t0: int, n: int) -> list[Reading]:
+    return [r for t in range(t0, t0 + n) for r in (Reading("pump-1", "temperature", "temperature", 45.0, t),
+                                                   Reading("pump-1", "vibration", "vibration", 1.5, t))]
+
+
 def test_an_unreachable_service_is_a_problem_not_a_crash():
     from plantwatch.mqtt.broker import free_port
 
@@ -61,5 +74,30 @@ def test_an_unreachable_service_is_a_problem_not_a_crash():
     plant = plant_from_documents([("node", NODE), ("detector", {
         "apiVersion": "plantwatch.io/v1alpha1", "kind": "DetectorModel", "metadata": {"name": "gone"},
         "spec": {"source": {"configMap": {"name": "gone-model"}}, "features": {"sensors": ["temperature"]}}})])
-    scorers, problems = remote_scorers(plant, f"http://127.0.0.1:{free_port()}/{{name}}", wait_s=0)
-    assert scorers == [] and [p.reason for p in problems] == ["ServiceUnavailable"] and "DetectorModel gone" in str(problems[0])
+    (deferred,), problems = remote_scorers(plant, f"http://127.0.0.1:{free_port()}/{{name}}", wait_s=0, retry_s=0)
+    assert [p.reason for p in problems] == ["ServiceUnavailable"] and "DetectorModel gone" in str(problems[0])
+    assert deferred.score(_readings(0, 100)) == [] and deferred.scorer is None  # asked again, still down: no scores, no error
+
+
+def test_a_service_that_starts_late_is_picked_up_and_one_that_goes_away_skips_scores(tmp_path):
+    from plantwatch.mqtt.broker import free_port
+
+    plant = _published_plant(tmp_path)
+    port = free_port()
+    (deferred,), problems = remote_scorers(plant, f"http://127.0.0.1:{port}", wait_s=0, retry_s=0)
+    assert [p.reason for p in problems] == ["ServiceUnavailable"]
+    assert deferred.score(_readings(0, 50)) == []
+    slot = ModelSlot("pump-wear", tmp_path / "model" / "model.onnx")
+    slot.check()
+    server = InferenceServer({"pump-wear": slot}, port)
+    server.start()
+    try:
+        scores = deferred.score(_readings(50, 100))
+    finally:
+        server.stop()
+        slot.close()
+    assert deferred.scorer is not None and len(scores) > 50
+    assert {(s.node, s.sensor, s.type) for s in scores} == {("pump-1", "pump-wear", "anomaly_score")}
+    # The service is gone again: the batch's readings are unaffected, its scores are skipped and counted.
+    assert deferred.score(_readings(150, 20)) == []
+    assert deferred.scorer.skipped == 20

@@ -16,8 +16,10 @@ from urllib.parse import urlsplit
 
 import numpy as np
 
+from plantwatch.inference.stream import ScoringUnavailable
 
-class RemoteModelError(RuntimeError):
+
+class RemoteModelError(ScoringUnavailable):
     """The inference service did not answer the request; the message says what it said."""
 
 

@@ -16,7 +16,9 @@ from __future__ import annotations
 
 import base64
 import json
+import logging
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -24,9 +26,11 @@ from typing import Callable
 import numpy as np
 
 from plantwatch.inference.models import LoadedModel, ModelError, fetch_model, load_model
-from plantwatch.inference.stream import Aggregations, CardFeatures, Smoothing, StreamScorer
+from plantwatch.inference.stream import Aggregations, CardFeatures, ScoringUnavailable, Smoothing, StreamScorer
 from plantwatch.plant.load import Plant
 from plantwatch.plant.model import selector_matches
+
+log = logging.getLogger(__name__)
 
 CARD_KEY = "model-card.json"
 
@@ -123,35 +127,76 @@ def plant_scorers(plant: Plant, provider: str | None = None) -> tuple[list[Strea
     return scorers, problems
 
 
-def remote_scorers(plant: Plant, url_template: str, wait_s: float = 60.0) -> tuple[list[StreamScorer], list[ModelError]]:
+def _remote_scorer(plant: Plant, detector, model) -> StreamScorer:
+    """The StreamScorer of a detector served at `model` (a RemoteModel), with the card the service serves."""
+    meta = model.metadata()
+    card = meta.get("parameters", {}).get("model_card")
+    shape = meta["inputs"][0]["shape"]
+    return stream_scorer(plant, detector, model, json.loads(card) if card else None, shape[-1] if shape else -1)
+
+
+class DeferredScorer:
+    """A detector whose inference service did not answer when the gateway started.
+
+    Asked again at most every `retry_s` while readings flow (on the pipeline's thread,
+    so the probe is short), and scored from the first batch after it answers: a
+    service that starts late or restarts is picked up without restarting the gateway.
+    """
+
+    def __init__(self, detector: str, build: Callable[[], StreamScorer], retry_s: float = 10.0):
+        self.detector = detector
+        self._build = build
+        self._retry_s = retry_s
+        self._next_try = time.monotonic() + retry_s
+        self.scorer: StreamScorer | None = None
+
+    def score(self, readings) -> list:
+        if self.scorer is None:
+            now = time.monotonic()
+            if now < self._next_try:
+                return []
+            self._next_try = now + self._retry_s
+            try:
+                self.scorer = self._build()
+            except ScoringUnavailable:
+                return []
+            log.info("DetectorModel %s: its inference service answers; scoring from now on", self.detector)
+        return self.scorer.score(readings)
+
+
+def remote_scorers(plant: Plant, url_template: str, wait_s: float = 60.0, retry_s: float = 10.0
+                   ) -> tuple[list[StreamScorer | DeferredScorer], list[ModelError]]:
     """Every DetectorModel scored by its inference service (`url_template` with {name}, e.g.
     http://plantwatch-detector-{name}:8080), features and smoothing from the card it serves.
 
-    Services that start alongside the gateway get `wait_s` to answer before their detector
-    is left out.
+    Services that start alongside the gateway get `wait_s` to answer; one that has not
+    answered by then is reported as a problem and asked again every `retry_s` (a
+    DeferredScorer). A detector whose spec does not fit what its service serves is left out.
     """
-    import time
-
     from plantwatch.inference.client import RemoteModel, RemoteModelError
 
-    scorers, problems = [], []
+    scorers: list[StreamScorer | DeferredScorer] = []
+    problems = []
     deadline = time.monotonic() + wait_s
     for detector in plant.detectors:
         try:
             model = RemoteModel(url_template.format(name=detector.name), detector.name)
+        except ValueError as exc:
+            problems.append(ModelError("ServiceUnavailable", f"DetectorModel {detector.name}: {exc}"))
+            continue
+        try:
             while True:
                 try:
-                    meta = model.metadata()
+                    scorers.append(_remote_scorer(plant, detector, model))
                     break
                 except RemoteModelError:
                     if time.monotonic() >= deadline:
                         raise
                     time.sleep(1.0)
-            card = meta.get("parameters", {}).get("model_card")
-            shape = meta["inputs"][0]["shape"]
-            scorers.append(stream_scorer(plant, detector, model, json.loads(card) if card else None, shape[-1] if shape else -1))
         except ModelError as exc:
             problems.append(ModelError(exc.reason, f"DetectorModel {detector.name}: {exc}"))
-        except (RemoteModelError, ValueError) as exc:
-            problems.append(ModelError("ServiceUnavailable", f"DetectorModel {detector.name}: {exc}"))
+        except RemoteModelError as exc:
+            problems.append(ModelError("ServiceUnavailable", f"DetectorModel {detector.name}: {exc}; "
+                                                             f"asking again every {retry_s:g}s"))
+            scorers.append(DeferredScorer(detector.name, lambda d=detector, m=model: _remote_scorer(plant, d, m), retry_s))
     return scorers, problems

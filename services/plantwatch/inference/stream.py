@@ -25,15 +25,30 @@ endpoint.
 
 from __future__ import annotations
 
+import logging
 import math
+import time
 from dataclasses import dataclass, field
 from typing import Callable, Iterable, Protocol
 
 import numpy as np
 
+from plantwatch import metrics
 from plantwatch.readings import Reading
 
+log = logging.getLogger(__name__)
+
 SCORE_TYPE = "anomaly_score"
+#: At most one warning per detector in this many seconds while its model cannot be reached.
+UNAVAILABLE_LOG_INTERVAL_S = 30.0
+
+
+class ScoringUnavailable(RuntimeError):
+    """The model could not be reached for this call (an inference service that is down or restarting).
+
+    A scorer skips that batch's scores rather than failing the batch: readings,
+    thresholds and absence alerts must not wait for a detector.
+    """
 AGGREGATIONS = ("last", "mean", "std", "min", "max", "slope")
 
 
@@ -171,6 +186,9 @@ class StreamScorer:
         self._channel = {s: i for i, s in enumerate(self.sensors)}
         self._state: dict[str, _NodeState] = {}
         self.scored = 0
+        #: Feature rows that were due but not scored because the model could not be reached.
+        self.skipped = 0
+        self._warned_at = -math.inf
 
     def score(self, readings: Iterable[Reading]) -> list[Reading]:
         """Add a batch of readings; return the scores of the rows they completed."""
@@ -209,7 +227,15 @@ class StreamScorer:
             del state.rows[:-self.features.history]
         if not due:
             return []
-        raw = np.asarray(self.run(np.asarray(vectors, dtype=np.float32)), dtype=np.float64).reshape(-1)
+        try:
+            raw = np.asarray(self.run(np.asarray(vectors, dtype=np.float32)), dtype=np.float64).reshape(-1)
+        except ScoringUnavailable as exc:
+            self.skipped += len(due)
+            metrics.SCORES_SKIPPED.labels(self.detector).inc(len(due))
+            if time.monotonic() - self._warned_at >= UNAVAILABLE_LOG_INTERVAL_S:
+                self._warned_at = time.monotonic()
+                log.warning("DetectorModel %s: %d rows not scored: %s", self.detector, len(due), exc)
+            return []
         out = []
         for (node, ts), value in zip(due, raw):
             state = self._state[node]

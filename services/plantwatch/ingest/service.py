@@ -107,5 +107,5 @@ def _scorers(plant: Plant, score_url: str | None) -> list[Any]:
     # kubelet's liveness probe gives up after 30.
     scorers, problems = remote_scorers(plant, score_url, wait_s=20.0)
     for problem in problems:
-        print(f"plantwatch serve ingest: not scoring: {problem.reason}: {problem}", file=sys.stderr)
+        print(f"plantwatch serve ingest: {problem.reason}: {problem}", file=sys.stderr)
     return scorers
