@@ -8,6 +8,7 @@ import json
 import numpy as np
 import pytest
 
+from plantwatch.detect.alarms import alarm_rule
 from plantwatch.detect.cli import main
 from plantwatch.detect.features import window_features
 from plantwatch.detect.recipes import RECIPES, fit_recipe
@@ -75,6 +76,14 @@ def test_default_detector_finds_a_gross_fault_and_stays_quiet_otherwise(tmp_path
     normal = np.r_[alarm[:FAULT.start - 400], alarm[FAULT.stop - 400 + 60:]]  # 60 s for the smoothing to let go
     assert fault.mean() > 0.85
     assert normal.mean() < 0.05
+    # The card carries the whole alarm rule (release included): the CLI's alarms are the in-memory experiment's.
+    recipe = RECIPES[card["recipe"]["name"]]
+    fitted = fit_recipe(recipe, values[:400])
+    _, expected = alarm_rule(fitted.reference_scores(window_features(values, recipe.features)), fitted.threshold,
+                             recipe.span, recipe.cap, recipe.on_count, recipe.off_count, recipe.off_ratio,
+                             recipe.release, recipe.rearm, recipe.release_span)
+    assert card["alarm"]["release"] == recipe.release > 0
+    assert (alarm != expected[400:]).sum() <= 2  # float32 ONNX vs float64 numpy may flip a row at the threshold
 
     assert main(["detector", "evaluate", "--data", str(data), "--pred-dir", str(pred), "--time-column", "datetime"]) == 0
 
