@@ -36,22 +36,69 @@ def test_concurrent_callers_get_their_own_rows_from_shared_calls():
     assert (batcher.batches, batcher.rows) == (len(calls), 20)
 
 
+def _held(batcher, gate, calls, queued):
+    """Hold one inline call and one worker call at `gate`, queue `queued` behind them, then open the gate.
+
+    The worker's next batch is then exactly what queued while it was busy: `max_batch` and
+    error fan-out are the worker's, which a lone caller (always inline) never reaches.
+    """
+    pool = concurrent.futures.ThreadPoolExecutor(len(queued) + 2)
+    futures = [pool.submit(batcher.submit, np.zeros((1,) + queued[0].shape[1:]))]
+    while len(calls) < 1:  # the first caller runs its rows itself and waits at the gate
+        threading.Event().wait(0.005)
+    futures.append(pool.submit(batcher.submit, np.zeros((1,) + queued[0].shape[1:])))
+    while len(calls) < 2:  # the worker runs the second and waits at the gate too
+        threading.Event().wait(0.005)
+    for rows in queued:
+        futures.append(pool.submit(batcher.submit, rows))
+    while batcher._inflight < 1 + len(queued):
+        threading.Event().wait(0.005)
+    gate.set()
+    return pool, futures
+
+
 def test_a_request_larger_than_max_batch_runs_alone():
-    batcher = MicroBatcher(lambda rows: [rows[:, 0]], max_batch=4)
-    (out,) = batcher.submit(np.arange(20.0).reshape(10, 2))
-    batcher.close()
-    np.testing.assert_array_equal(out, np.arange(0.0, 20.0, 2.0))
+    calls = []
+    gate = threading.Event()
 
-
-def test_an_error_reaches_the_caller_and_the_batcher_goes_on():
     def run(rows):
+        calls.append(len(rows))
+        gate.wait(5)
+        return [rows[:, 0]]
+
+    batcher = MicroBatcher(run, max_batch=4, max_wait_s=0)
+    big = np.arange(20.0).reshape(10, 2)
+    pool, futures = _held(batcher, gate, calls, [big, np.ones((1, 2)), np.full((1, 2), 2.0)])
+    results = [f.result(5) for f in futures]
+    pool.shutdown()
+    batcher.close()
+    # Queued behind the held calls: the 10-row request runs alone (it fills max_batch), the two 1-row ones together.
+    assert calls == [1, 1, 10, 2]
+    np.testing.assert_array_equal(results[2][0], np.arange(0.0, 20.0, 2.0))
+    np.testing.assert_array_equal(results[3][0], [1.0])
+    np.testing.assert_array_equal(results[4][0], [2.0])
+
+
+def test_an_error_reaches_every_caller_of_the_batch_and_the_batcher_goes_on():
+    calls = []
+    gate = threading.Event()
+
+    def run(rows):
+        calls.append(len(rows))
+        gate.wait(5)
         if (rows < 0).any():
             raise ValueError("negative input")
         return [rows]
 
-    batcher = MicroBatcher(run)
-    with pytest.raises(ValueError, match="negative input"):
-        batcher.submit(np.array([[-1.0]]))
+    batcher = MicroBatcher(run, max_batch=8, max_wait_s=0)
+    pool, futures = _held(batcher, gate, calls, [np.array([[1.0]]), np.array([[-1.0]])])
+    for f in futures[:2]:
+        np.testing.assert_array_equal(f.result(5)[0], [[0.0]])
+    for f in futures[2:]:  # one batch in the worker: its error reaches both of its callers
+        with pytest.raises(ValueError, match="negative input"):
+            f.result(5)
+    pool.shutdown()
+    assert calls == [1, 1, 2]
     np.testing.assert_array_equal(batcher.submit(np.array([[1.0]]))[0], [[1.0]])
     batcher.close()
 
