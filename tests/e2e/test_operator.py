@@ -137,13 +137,22 @@ def running_pods(cluster, namespace: str, selector: str) -> list[dict]:
 
 def test_sample_plant_becomes_workloads_with_status(cluster, plant, operator):
     ns = plant
-    deployment = wait_for(lambda: get(cluster, "deployment", "plantwatch-gateway", "-n", ns), "the gateway Deployment")
-    config = get(cluster, "configmap", "plantwatch-plant", "-n", ns)
-    docs = list(yaml.safe_load_all(config["data"]["plant.yaml"]))
-    assert sorted(d["metadata"]["name"] for d in docs if d["kind"] == "SensorNode") == sorted(
-        ["esp32-press-01", "rpi-line1-env", "boiler-gateway", "jetson-cell-01", "coldroom-feed"])
-    digest = config["metadata"]["annotations"]["plantwatch.io/config-hash"]
-    assert deployment["spec"]["template"]["metadata"]["annotations"]["plantwatch.io/config-hash"] == digest
+    nodes = sorted(["esp32-press-01", "rpi-line1-env", "boiler-gateway", "jetson-cell-01", "coldroom-feed"])
+
+    def settled():
+        """The gateway rendered from the whole plant: kubectl apply creates the objects one by one, and
+        the operator re-renders the config (and its hash on the pod template) as each arrives."""
+        deployment = get(cluster, "deployment", "plantwatch-gateway", "-n", ns)
+        config = get(cluster, "configmap", "plantwatch-plant", "-n", ns)
+        if not deployment or not config:
+            return None
+        docs = list(yaml.safe_load_all(config["data"]["plant.yaml"]))
+        whole = sorted(d["metadata"]["name"] for d in docs if d["kind"] == "SensorNode") == nodes
+        digest = config["metadata"]["annotations"]["plantwatch.io/config-hash"]
+        rolled = deployment["spec"]["template"]["metadata"]["annotations"]["plantwatch.io/config-hash"] == digest
+        return deployment if whole and rolled else None
+
+    deployment = wait_for(settled, "the gateway Deployment carrying the whole plant's config hash")
     args = deployment["spec"]["template"]["spec"]["containers"][0]["args"]
     assert args[:4] == ["serve", "ingest", "-f", "/etc/plantwatch"]
     for kind in ("deployment", "service", "hpa"):
