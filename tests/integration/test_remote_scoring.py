@@ -9,7 +9,7 @@ from plantwatch.detect import bundle
 from plantwatch.detect.publish import manifests
 from plantwatch.detect.recipes import DEFAULT_RECIPE, RECIPES, fit_recipe
 from plantwatch.inference.client import RemoteModel, RemoteModelError
-from plantwatch.inference.plant_scorers import plant_scorers, remote_scorers
+from plantwatch.inference.plant_scorers import DeferredScorer, _remote_scorer, plant_scorers, remote_scorers
 from plantwatch.inference.server import InferenceServer
 from plantwatch.inference.serving import ModelSlot
 from plantwatch.plant.load import plant_from_documents
@@ -101,3 +101,92 @@ def test_a_service_that_starts_late_is_picked_up_and_one_that_goes_away_skips_sc
     # The service is gone again: the batch's readings are unaffected, its scores are skipped and counted.
     assert deferred.score(_readings(150, 20)) == []
     assert deferred.scorer.skipped == 20
+
+
+def _swapped_sensors(plant_docs):
+    """The published documents with the DetectorModel's sensors in the other order: the served card no longer fits."""
+    import copy
+
+    out = []
+    for where, doc in plant_docs:
+        doc = copy.deepcopy(doc)
+        if doc.get("kind") == "DetectorModel":
+            doc["spec"]["features"]["sensors"] = list(reversed(doc["spec"]["features"]["sensors"]))
+        out.append((where, doc))
+    return plant_from_documents(out)
+
+
+def test_a_late_service_whose_model_does_not_fit_is_given_up_on_not_a_crash(tmp_path):
+    from plantwatch.mqtt.broker import free_port
+
+    rng = np.random.default_rng(1)
+    values = np.column_stack([45 + rng.normal(0, 0.3, 400), 1.5 + rng.normal(0, 0.05, 400)])
+    bundle.save(tmp_path / "model", fit_recipe(RECIPES[DEFAULT_RECIPE], values), ("temperature", "vibration"), 400)
+    plant = _swapped_sensors([("node", NODE)] + [(f"published#{i}", d) for i, d in enumerate(manifests(tmp_path / "model", "pump-wear"))])
+    port = free_port()
+    (deferred,), problems = remote_scorers(plant, f"http://127.0.0.1:{port}", wait_s=0, retry_s=0)
+    assert [p.reason for p in problems] == ["ServiceUnavailable"]
+    slot = ModelSlot("pump-wear", tmp_path / "model" / "model.onnx")
+    slot.check()
+    server = InferenceServer({"pump-wear": slot}, port)
+    server.start()
+    try:
+        assert deferred.score(_readings(0, 50)) == []  # the card's channels are not the spec's sensors
+        assert deferred.scorer is None and deferred.gave_up.startswith("SignatureMismatch")
+        assert deferred.score(_readings(50, 50)) == []  # given up on: not asked again, still no error
+        # At start, the same service is a problem of that detector, not a traceback.
+        scorers, problems = remote_scorers(plant, f"http://127.0.0.1:{port}", wait_s=0)
+        assert scorers == [] and [p.reason for p in problems] == ["SignatureMismatch"]
+    finally:
+        server.stop()
+        slot.close()
+
+
+class _OddMetadata:
+    """A real HTTP server answering every GET with fixed metadata (a service with a malformed card, or odd inputs)."""
+
+    def __init__(self, metadata: dict):
+        import http.server
+        import json
+        import threading
+
+        body = json.dumps(metadata).encode()
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self):
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args):
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.port = self.server.server_address[1]
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.mark.parametrize("metadata, error", [
+    ({"inputs": [{"name": "x", "shape": [-1, 2]}], "parameters": {"model_card": "{not json"}}, "JSONDecodeError"),
+    ({"inputs": [], "parameters": {}}, "IndexError"),
+    ({"parameters": {}}, "KeyError"),
+])
+def test_a_service_with_malformed_metadata_is_a_problem_at_start_and_later(metadata, error):
+    plant = plant_from_documents([("node", NODE), ("detector", {
+        "apiVersion": "plantwatch.io/v1alpha1", "kind": "DetectorModel", "metadata": {"name": "odd"},
+        "spec": {"source": {"configMap": {"name": "odd-model"}}, "features": {"sensors": ["temperature"]}}})])
+    server = _OddMetadata(metadata)
+    try:
+        scorers, problems = remote_scorers(plant, f"http://127.0.0.1:{server.port}", wait_s=0)
+        assert scorers == [] and [p.reason for p in problems] == ["InvalidModel"]
+        assert "DetectorModel odd" in str(problems[0]) and error in str(problems[0])
+        deferred = DeferredScorer("odd", lambda: _remote_scorer(plant, plant.detectors[0], RemoteModel(
+            f"http://127.0.0.1:{server.port}", "odd")), retry_s=0)
+        assert deferred.score(_readings(0, 20)) == [] and error in deferred.gave_up
+    finally:
+        server.close()

@@ -127,6 +127,18 @@ def plant_scorers(plant: Plant, provider: str | None = None) -> tuple[list[Strea
     return scorers, problems
 
 
+#: What building a scorer from a service's answer raises when that answer cannot be used: a model or card
+#: that does not fit the spec (ModelError), a card that is not JSON (a ValueError), metadata missing a field.
+UNUSABLE = (ModelError, ValueError, KeyError, IndexError, TypeError)
+
+
+def _unusable(exc: Exception) -> tuple[str, str]:
+    """(reason, message) of an UNUSABLE error."""
+    if isinstance(exc, ModelError):
+        return exc.reason, str(exc)
+    return "InvalidModel", f"the service's metadata or model card: {type(exc).__name__}: {exc}"
+
+
 def _remote_scorer(plant: Plant, detector, model) -> StreamScorer:
     """The StreamScorer of a detector served at `model` (a RemoteModel), with the card the service serves."""
     meta = model.metadata()
@@ -141,6 +153,9 @@ class DeferredScorer:
     Asked again at most every `retry_s` while readings flow (on the pipeline's thread,
     so the probe is short), and scored from the first batch after it answers: a
     service that starts late or restarts is picked up without restarting the gateway.
+    One that answers with a model the detector cannot use (a signature or card that
+    does not fit its spec, a malformed card) is logged once and given up on
+    (`gave_up`): the pipeline's readings must not stop for it.
     """
 
     def __init__(self, detector: str, build: Callable[[], StreamScorer], retry_s: float = 10.0):
@@ -149,16 +164,23 @@ class DeferredScorer:
         self._retry_s = retry_s
         self._next_try = time.monotonic() + retry_s
         self.scorer: StreamScorer | None = None
+        #: Why the service's model cannot score this detector, once it answered with one that does not fit.
+        self.gave_up: str | None = None
 
     def score(self, readings) -> list:
         if self.scorer is None:
             now = time.monotonic()
-            if now < self._next_try:
+            if self.gave_up is not None or now < self._next_try:
                 return []
             self._next_try = now + self._retry_s
             try:
                 self.scorer = self._build()
             except ScoringUnavailable:
+                return []
+            except UNUSABLE as exc:
+                self.gave_up = "%s: %s" % _unusable(exc)
+                log.error("DetectorModel %s: its inference service answers with a model it cannot score with, "
+                          "not scored until the gateway restarts: %s", self.detector, self.gave_up)
                 return []
             log.info("DetectorModel %s: its inference service answers; scoring from now on", self.detector)
         return self.scorer.score(readings)
@@ -193,10 +215,11 @@ def remote_scorers(plant: Plant, url_template: str, wait_s: float = 60.0, retry_
                     if time.monotonic() >= deadline:
                         raise
                     time.sleep(1.0)
-        except ModelError as exc:
-            problems.append(ModelError(exc.reason, f"DetectorModel {detector.name}: {exc}"))
         except RemoteModelError as exc:
             problems.append(ModelError("ServiceUnavailable", f"DetectorModel {detector.name}: {exc}; "
                                                              f"asking again every {retry_s:g}s"))
             scorers.append(DeferredScorer(detector.name, lambda d=detector, m=model: _remote_scorer(plant, d, m), retry_s))
+        except UNUSABLE as exc:  # what the service serves does not fit the spec, or a malformed card or metadata
+            reason, detail = _unusable(exc)
+            problems.append(ModelError(reason, f"DetectorModel {detector.name}: {detail}"))
     return scorers, problems
