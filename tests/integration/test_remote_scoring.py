@@ -190,3 +190,96 @@ def test_a_service_with_malformed_metadata_is_a_problem_at_start_and_later(metad
         assert deferred.score(_readings(0, 20)) == [] and error in deferred.gave_up
     finally:
         server.close()
+
+
+class _RawService:
+    """A real TCP server speaking just enough HTTP: metadata on GET; on POST either no answer at all (`hang`),
+    or an answer after which it closes the kept-alive connection, as a restarting service would."""
+
+    METADATA = b'{"name": "m", "inputs": [{"name": "features", "datatype": "FP32", "shape": [-1, 1]}]}'
+
+    def __init__(self, hang: bool):
+        import socket
+        import threading
+
+        self.hang = hang
+        self.posts = 0
+        self.connections = 0
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self._listener.getsockname()[1]
+        self._open = []
+        self._released = threading.Event()
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        import threading
+
+        while True:
+            try:
+                conn, _ = self._listener.accept()
+            except OSError:
+                return
+            self.connections += 1
+            self._open.append(conn)
+            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+
+    def _serve(self, conn):
+        reader = conn.makefile("rb")
+        try:
+            while True:
+                head = [reader.readline()]
+                while head[-1] not in (b"\r\n", b""):
+                    head.append(reader.readline())
+                if head[0] == b"":
+                    return
+                length = next((int(h.split(b":")[1]) for h in head if h.lower().startswith(b"content-length")), 0)
+                reader.read(length)
+                if head[0].startswith(b"POST"):
+                    self.posts += 1
+                    if self.hang:
+                        self._released.wait(30)
+                        return
+                    body = b'{"outputs": [{"name": "score", "datatype": "FP32", "shape": [1], "data": [7.0]}]}'
+                else:
+                    body = self.METADATA
+                conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
+                if head[0].startswith(b"GET") and not self.hang:
+                    conn.close()  # kept alive as far as the client knows; closed here, as a restarting server does
+                    return
+        except OSError:
+            return
+
+    def close(self):
+        self._released.set()
+        self._listener.close()
+        for conn in self._open:
+            conn.close()
+
+
+def test_a_hung_service_costs_one_short_timeout_and_is_not_asked_twice():
+    import time
+
+    service = _RawService(hang=True)
+    model = RemoteModel(f"http://127.0.0.1:{service.port}", "m")
+    try:
+        model.metadata()
+        started = time.monotonic()
+        with pytest.raises(RemoteModelError, match="timed out"):
+            model(np.zeros((1, 1)))
+        elapsed = time.monotonic() - started
+    finally:
+        service.close()
+    assert service.posts == 1  # not sent again after a read timeout
+    assert 1.5 < elapsed < 3.5  # the scoring timeout (2 s), not the metadata one (5 s), and not twice
+
+
+def test_a_kept_alive_connection_the_server_closed_is_reopened_once():
+    service = _RawService(hang=False)
+    model = RemoteModel(f"http://127.0.0.1:{service.port}", "m")
+    try:
+        model.metadata()  # the server answers, then closes the connection the client keeps
+        # The call asks for the metadata (the input's name) and then infers: each finds its connection closed.
+        np.testing.assert_array_equal(model(np.zeros((1, 1))), [7.0])
+    finally:
+        service.close()
+    assert service.connections == 3 and service.posts == 1

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import pytest
 
-from plantwatch.inference.stream import SCORE_TYPE, Aggregations, CardFeatures, Smoothing, StreamScorer
+from plantwatch.inference.stream import SCORE_TYPE, Aggregations, CardFeatures, ScoringUnavailable, Smoothing, StreamScorer
 from plantwatch.readings import Reading
 
 SENSORS = ("temperature", "vibration")
@@ -49,6 +51,31 @@ def test_a_sensor_missing_from_a_message_keeps_its_last_value_and_scores_are_not
     only_temperature = [Reading("a", "temperature", "temperature", 41, 2)]
     assert [r.value for r in scorer.score(only_temperature)] == [2.0]
     assert scorer.score([Reading("a", "d", SCORE_TYPE, 9.0, 3)]) == []
+
+
+def test_an_unreachable_model_is_not_called_again_for_the_back_off_and_its_rows_are_counted_skipped():
+    from plantwatch import metrics
+
+    calls = []
+    down = [True]
+
+    def run(vectors):  # a model behind a service: every call while it is down costs the pipeline a timeout
+        calls.append(len(vectors))
+        if down[0]:
+            raise ScoringUnavailable("connection refused")
+        return vectors[:, 0]
+
+    counter = metrics.SCORES_SKIPPED.labels("backoff-test")
+    before = counter._value.get()
+    scorer = StreamScorer("backoff-test", ["a", "b"], SENSORS, Aggregations(1, ("last",)), run, backoff_s=0.3)
+    for t in range(5):  # the first batch finds the model down; the next four are skipped without a call
+        assert scorer.score(readings("a", t, 40.0 + t, 1.0) + readings("b", t, 50.0, 1.0)) == []
+    assert calls == [2]
+    assert scorer.skipped == 10 and counter._value.get() - before == 10
+    down[0] = False
+    time.sleep(0.35)  # the back-off is over: asked again, and scored
+    assert [r.value for r in scorer.score(readings("a", 5, 45.0, 1.0))] == [45.0]
+    assert calls == [2, 1] and scorer.skipped == 10
 
 
 def test_capped_ewma_smoothing_follows_the_card():

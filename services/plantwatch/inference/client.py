@@ -23,24 +23,39 @@ class RemoteModelError(ScoringUnavailable):
     """The inference service did not answer the request; the message says what it said."""
 
 
+#: The server closed or reset a kept-alive connection between requests: the request never reached it, so it is
+#: sent again once on a new connection. A timeout is not among them: the service may be working on it (or hung),
+#: and a second attempt would only double the wait of the pipeline that asked.
+_STALE_CONNECTION = (http.client.RemoteDisconnected, ConnectionResetError, ConnectionAbortedError, BrokenPipeError)
+
+
 class RemoteModel:
-    def __init__(self, url: str, name: str, timeout_s: float = 5.0):
+    """`timeout_s`: for metadata; `score_timeout_s`: for each infer call, short, since the gateway's pipeline waits on it."""
+
+    def __init__(self, url: str, name: str, timeout_s: float = 5.0, score_timeout_s: float = 2.0):
         parts = urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ValueError(f"inference URL {url!r}: expected http://host:port or https://host:port")
         self.name = name
-        self._target = (parts.scheme, parts.hostname, parts.port, timeout_s)
+        self._target = (parts.scheme, parts.hostname, parts.port)
+        self.timeout_s = timeout_s
+        self.score_timeout_s = score_timeout_s
         self._connection: http.client.HTTPConnection | None = None
         self._lock = threading.Lock()
         self._input: str | None = None
 
-    def _request(self, method: str, path: str, body: bytes | None = None) -> dict:
-        scheme, host, port, timeout = self._target
+    def _request(self, method: str, path: str, body: bytes | None = None, timeout: float | None = None) -> dict:
+        scheme, host, port = self._target
+        timeout = self.timeout_s if timeout is None else timeout
         with self._lock:
-            for attempt in (1, 2):  # a kept-alive connection the server closed is reopened once
+            while True:
+                reused = self._connection is not None
                 if self._connection is None:
                     cls = http.client.HTTPSConnection if scheme == "https" else http.client.HTTPConnection
                     self._connection = cls(host, port, timeout=timeout)
+                self._connection.timeout = timeout
+                if self._connection.sock is not None:
+                    self._connection.sock.settimeout(timeout)
                 try:
                     self._connection.request(method, path, body, {"Content-Type": "application/json"} if body else {})
                     response = self._connection.getresponse()
@@ -49,8 +64,8 @@ class RemoteModel:
                 except (http.client.HTTPException, OSError) as exc:
                     self._connection.close()
                     self._connection = None
-                    if attempt == 2:
-                        raise RemoteModelError(f"{method} {host}:{port}{path}: {exc}") from None
+                    if not (reused and isinstance(exc, _STALE_CONNECTION)):  # only a kept-alive one is reopened, once
+                        raise RemoteModelError(f"{method} {host}:{port}{path}: {exc or type(exc).__name__}") from None
         if response.status != 200:
             raise RemoteModelError(f"{method} {host}:{port}{path}: HTTP {response.status}: {data[:500].decode(errors='replace')}")
         return json.loads(data)
@@ -68,5 +83,5 @@ class RemoteModel:
             self._input = self.metadata()["inputs"][0]["name"]
         body = json.dumps({"inputs": [{"name": self._input, "shape": list(vectors.shape), "datatype": "FP32",
                                        "data": vectors.ravel().tolist()}]}).encode()
-        reply = self._request("POST", f"/v2/models/{self.name}/infer", body)
+        reply = self._request("POST", f"/v2/models/{self.name}/infer", body, self.score_timeout_s)
         return np.asarray(reply["outputs"][0]["data"], dtype=np.float64)

@@ -41,15 +41,19 @@ log = logging.getLogger(__name__)
 SCORE_TYPE = "anomaly_score"
 #: At most one warning per detector in this many seconds while its model cannot be reached.
 UNAVAILABLE_LOG_INTERVAL_S = 30.0
+#: After a call that could not reach the model, its scores are skipped without calling it for this many seconds:
+#: a service that is down or hung costs the pipeline one call's timeout per back-off, not one per batch.
+UNAVAILABLE_BACKOFF_S = 10.0
+AGGREGATIONS = ("last", "mean", "std", "min", "max", "slope")
 
 
 class ScoringUnavailable(RuntimeError):
     """The model could not be reached for this call (an inference service that is down or restarting).
 
-    A scorer skips that batch's scores rather than failing the batch: readings,
-    thresholds and absence alerts must not wait for a detector.
+    A scorer skips that batch's scores rather than failing the batch (and the next
+    ones for UNAVAILABLE_BACKOFF_S without calling the model): readings, thresholds
+    and absence alerts must not wait for a detector.
     """
-AGGREGATIONS = ("last", "mean", "std", "min", "max", "slope")
 
 
 class Features(Protocol):
@@ -175,7 +179,8 @@ class StreamScorer:
     """One DetectorModel over the readings of the nodes it selects."""
 
     def __init__(self, detector: str, nodes: Iterable[str], sensors: Iterable[str], features: Features,
-                 run: Callable[[np.ndarray], np.ndarray], step: int = 1, smoothing: Smoothing | None = None):
+                 run: Callable[[np.ndarray], np.ndarray], step: int = 1, smoothing: Smoothing | None = None,
+                 backoff_s: float = UNAVAILABLE_BACKOFF_S):
         self.detector = detector
         self.nodes = frozenset(nodes)
         self.sensors = tuple(sensors)
@@ -189,6 +194,8 @@ class StreamScorer:
         #: Feature rows that were due but not scored because the model could not be reached.
         self.skipped = 0
         self._warned_at = -math.inf
+        self.backoff_s = backoff_s
+        self._skip_until = -math.inf  # monotonic time until which the model is not called (see ScoringUnavailable)
 
     def score(self, readings: Iterable[Reading]) -> list[Reading]:
         """Add a batch of readings; return the scores of the rows they completed."""
@@ -227,14 +234,14 @@ class StreamScorer:
             del state.rows[:-self.features.history]
         if not due:
             return []
+        if time.monotonic() < self._skip_until:
+            self._skip(len(due), "backing off after the model could not be reached")
+            return []
         try:
             raw = np.asarray(self.run(np.asarray(vectors, dtype=np.float32)), dtype=np.float64).reshape(-1)
         except ScoringUnavailable as exc:
-            self.skipped += len(due)
-            metrics.SCORES_SKIPPED.labels(self.detector).inc(len(due))
-            if time.monotonic() - self._warned_at >= UNAVAILABLE_LOG_INTERVAL_S:
-                self._warned_at = time.monotonic()
-                log.warning("DetectorModel %s: %d rows not scored: %s", self.detector, len(due), exc)
+            self._skip_until = time.monotonic() + self.backoff_s
+            self._skip(len(due), f"{exc}; not called again for {self.backoff_s:g}s")
             return []
         out = []
         for (node, ts), value in zip(due, raw):
@@ -244,3 +251,10 @@ class StreamScorer:
             out.append(Reading(node, self.detector, SCORE_TYPE, float(value), ts))
         self.scored += len(out)
         return out
+
+    def _skip(self, rows: int, why: str) -> None:
+        self.skipped += rows
+        metrics.SCORES_SKIPPED.labels(self.detector).inc(rows)
+        if time.monotonic() - self._warned_at >= UNAVAILABLE_LOG_INTERVAL_S:
+            self._warned_at = time.monotonic()
+            log.warning("DetectorModel %s: %d rows not scored: %s", self.detector, rows, why)
