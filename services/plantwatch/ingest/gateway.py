@@ -98,6 +98,16 @@ def dead_letter(topic: str, payload: bytes, node: str | None, rejections: list[R
     })
 
 
+class PipelineFailed(RuntimeError):
+    """A batch could not be committed, so the pipeline's rule state has run ahead of the store.
+
+    It takes no further batch: one redelivered to the same pipeline would find its readings
+    already applied (the event-time guard) and lose its alerts. The process stops instead,
+    and its restart continues from what is stored (a shard: from its checkpoint) while the
+    broker redelivers what was never acknowledged.
+    """
+
+
 @dataclass(slots=True, eq=False)
 class PreparedBatch:
     """A batch decoded, validated and through the rules, on its way to the store."""
@@ -128,7 +138,7 @@ class Pipeline:
     def __init__(self, plant: Plant, store: SqliteStore, router: AlertRouter,
                  publish: Callable[[str, bytes], None] | None = None, policy: Policy = Policy(),
                  now: float | None = None, window_s: float = 60.0, window_grace_s: float = 5.0,
-                 sinks: Sequence[Any] = (), scorers: Sequence[Any] = ()):
+                 sinks: Sequence[Any] = (), scorers: Sequence[Any] = (), sinks_before_store: bool = False):
         self.plant = plant
         self.store = store
         #: Further stores every batch is written to beside the embedded one (InfluxDB): a sink
@@ -138,6 +148,12 @@ class Pipeline:
         #: the interpreter lock, so a batch costs the slower of the two, not their sum. Each
         #: sink still gets the batches one at a time, in order (`commit` waits for them).
         self._sink_writers = ThreadPoolExecutor(len(sinks), "pipeline-sink") if sinks else None
+        #: Write the sinks first and the store only once they took the batch (a shard: the store's
+        #: transaction carries the checkpoint, so a batch in it is never computed again, and its
+        #: alerts must not be missing from a sink).
+        self._sinks_before_store = sinks_before_store
+        #: Why a batch could not be committed; from then on the pipeline takes no batch (PipelineFailed).
+        self.failed: BaseException | None = None
         #: Streaming detectors (inference.stream.StreamScorer): their `anomaly_score` readings go
         #: through the rules and into the store like any other reading.
         self.scorers = scorers
@@ -188,7 +204,11 @@ class Pipeline:
         """Decode, validate and run the rules over a batch: everything but I/O (the pipeline's thread).
 
         Items are (topic, payload) pairs or anything indexed the same way (mqtt.wire.Publish).
+        Raises PipelineFailed once a batch could not be committed.
         """
+        if self.failed is not None:
+            raise PipelineFailed(f"an earlier batch could not be committed ({self.failed!r}); "
+                                 "its rule state is ahead of the store") from self.failed
         p = PreparedBatch(len(batch), now)
         readings, dead, outbox, results = p.readings, p.dead, p.outbox, p.results
         last_seen, by_node = self.last_seen, self.readings_by_node
@@ -271,23 +291,41 @@ class Pipeline:
         next batch overlaps this one's transaction); raises if a store cannot take the batch.
         """
         t_store = time.perf_counter()
-        sinks = [self._sink_writers.submit(sink.write, p.readings, p.alerts, p.dead) for sink in self.sinks]
+        committed = False
         try:
-            try:
+            if self._sinks_before_store:
+                for sink in self.sinks:
+                    sink.write(p.readings, p.alerts, p.dead)  # raises: nothing is stored, nothing checkpointed
                 p.stored = self.store.write(p.readings, p.alerts, p.dead)
-            finally:
-                wait(sinks)  # a sink never runs ahead into the next batch, even when the store failed
-            for written in sinks:
-                written.result()  # raises what the sink raised: the batch is not acknowledged
-        except BaseException:
+            else:
+                sinks = [self._sink_writers.submit(sink.write, p.readings, p.alerts, p.dead) for sink in self.sinks]
+                try:
+                    p.stored = self.store.write(p.readings, p.alerts, p.dead)
+                    committed = True
+                finally:
+                    wait(sinks)  # a sink never runs ahead into the next batch, even when the store failed
+                for written in sinks:
+                    written.result()  # raises what the sink raised: the batch is not acknowledged
+        except BaseException as exc:
             with self._lock:
                 self._uncommitted.remove(p)  # given up: the broker delivers it again
+                self.failed = exc  # the rules have seen this batch: no further batch (PipelineFailed)
+                if committed:
+                    # Its alert events are stored, and a redelivery will not bring them back
+                    # (the store keeps the first copy): their receivers hear of them now.
+                    self._route(p.alerts, p.now)
             raise
         for sink in self.sinks:
             depth = sink.spool_depth()
             metrics.SPOOL.labels("batches").set(depth.batches)
             metrics.SPOOL.labels("bytes").set(depth.bytes)
         metrics.STORE_WRITE.observe(time.perf_counter() - t_store)
+
+    def abandon(self, p: PreparedBatch) -> None:
+        """Forget a prepared batch that will not be committed (an earlier one failed)."""
+        with self._lock:
+            if p in self._uncommitted:
+                self._uncommitted.remove(p)
 
     def finish(self, p: PreparedBatch) -> None:
         """After the commit: count, route the batch's alerts, publish its dead letters."""
@@ -347,7 +385,12 @@ class Pipeline:
         return node, readings, rejections
 
     def tick(self, now: float) -> None:
-        """Clock-driven work: window summaries, absence alerts, repeats, node online state."""
+        """Clock-driven work: window summaries, absence alerts, repeats, node online state.
+
+        Does nothing once a batch could not be committed (the rule state is ahead of the store).
+        """
+        if self.failed is not None:
+            return
         with self._lock:
             closed = {w for w in self._dirty_windows if w[2] + self.window_s + self._window_grace_s <= now}
             if closed and self._uncommitted:  # summaries are computed from stored readings only
@@ -360,9 +403,16 @@ class Pipeline:
                 self._dirty_windows -= closed
         events = self.engine.tick(now)
         if events:
-            self.store.write(alerts=events)
-            for sink in self.sinks:
-                sink.write(alerts=events)
+            try:
+                if not self._sinks_before_store:
+                    self.store.write(alerts=events)
+                for sink in self.sinks:
+                    sink.write(alerts=events)
+                if self._sinks_before_store:
+                    self.store.write(alerts=events)
+            except BaseException as exc:
+                self.failed = exc  # the engine has fired them: it must not go on as if they were stored
+                raise
         with self._lock:
             if events:
                 self._route(events, now)
@@ -462,8 +512,10 @@ class IngestService:
     def _handle(self, batch: list[wire.Publish]) -> Future | None:
         metrics.INFLIGHT.inc(len(batch))
         if len(batch) < self.INLINE_BELOW and not self.pipeline.in_flight:
-            self.pipeline.process(batch, time.time())
-            metrics.INFLIGHT.dec(len(batch))
+            try:
+                self.pipeline.process(batch, time.time())
+            finally:
+                metrics.INFLIGHT.dec(len(batch))
             return None  # stored: the subscriber acknowledges it now
         prepared = self.pipeline.prepare(batch, time.time())
         stored: Future = Future()
@@ -481,6 +533,8 @@ class IngestService:
                     self.pipeline.finish(prepared)
                 except BaseException as exc:  # handed to the receiving thread, which stops with it
                     failure = exc
+            else:
+                self.pipeline.abandon(prepared)  # never committed: the broker keeps it
             metrics.INFLIGHT.dec(prepared.messages)
             if failure is None:
                 stored.set_result(prepared.stored)  # its PUBACKs go out now, from this thread

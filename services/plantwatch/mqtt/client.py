@@ -27,6 +27,16 @@ from plantwatch.mqtt import wire
 log = logging.getLogger(__name__)
 
 
+class BatchFailed(RuntimeError):
+    """A batch (or the idle work) could not be stored: the pipeline stops, it does not reconnect.
+
+    Deliberately not an OSError: an OSError from the socket means the broker went away and
+    the loop reconnects, but one from the handler (a disk, a sink) means the pipeline's
+    state has run ahead of what is stored, and only a restart (the broker redelivers what
+    was never acknowledged) continues from what is.
+    """
+
+
 @dataclass(frozen=True)
 class Endpoint:
     host: str
@@ -84,7 +94,8 @@ class BatchSubscriber:
         `handle(batch)` returns None when the batch is stored: its PUBACKs go out at once. Or
         it returns a Future that completes when the batch is stored: the PUBACKs go out then,
         from the thread that completes it, while this loop reads on. A failed Future
-        acknowledges nothing and ends the loop with its exception. Before reconnecting or
+        acknowledges nothing and ends the loop with its exception, as does `handle` or `idle`
+        raising (an OSError from them as BatchFailed: only the socket's own reconnect). Before reconnecting or
         returning, the loop waits for the batches in hand, so that their PUBACKs go out on
         the connection they came in on.
         """
@@ -159,15 +170,24 @@ class BatchSubscriber:
                         self.connected_once.set()
                 if publishes:
                     acks = wire.puback([p.packet_id for p in publishes if p.qos == 1])
-                    stored = handle(publishes)
+                    try:
+                        stored = handle(publishes)
+                    except (OSError, wire.ProtocolError) as exc:
+                        raise BatchFailed(f"a batch could not be stored: {exc!r}") from exc
                     if stored is None:
                         _acknowledge(sock, send_lock, acks)
                     else:
                         in_hand.append(stored)
                         stored.add_done_callback(partial(_acknowledge, sock, send_lock, acks))
                 while in_hand and in_hand[0].done():
-                    in_hand.popleft().result()  # raises what kept a batch from being stored
-                idle()
+                    try:
+                        in_hand.popleft().result()  # raises what kept a batch from being stored
+                    except (OSError, wire.ProtocolError) as exc:
+                        raise BatchFailed(f"a batch could not be stored: {exc!r}") from exc
+                try:
+                    idle()
+                except (OSError, wire.ProtocolError) as exc:
+                    raise BatchFailed(f"the pipeline's clock-driven work failed: {exc!r}") from exc
                 if time.monotonic() - last_sent > self._keepalive / 2:
                     with send_lock:
                         sock.sendall(wire.PINGREQ_PACKET)

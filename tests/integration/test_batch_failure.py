@@ -1,0 +1,151 @@
+"""A batch that cannot be stored stops the gateway; its restart stores it, alerts included.
+
+Real mosquitto, the real IngestService and a real SQLite file. The sink below is a real
+implementation of the sink interface that refuses one batch (a full disk, a network
+blip): the point is what the gateway does next, not the sink.
+"""
+
+from __future__ import annotations
+
+import io
+import time
+
+import pytest
+
+from plantwatch.alerts.router import AlertRouter
+from plantwatch.ingest.codecs import encode
+from plantwatch.ingest.gateway import IngestService, Pipeline, PipelineFailed, load_gateway_plant
+from plantwatch.mqtt.broker import start_mosquitto
+from plantwatch.mqtt.client import BatchFailed, Publisher
+from plantwatch.store.influx import SpoolDepth
+from plantwatch.store.sqlite import SqliteStore
+
+from tests.conftest import EXAMPLE_PLANT
+
+TOPIC = "sensors/hall-1/esp32-press-01/data"
+
+
+class RefusesOnce:
+    """Takes every batch, except the first one that holds a reading of `value`: OSError, once."""
+
+    def __init__(self, value: float):
+        self.value = value
+        self.refused = 0
+        self.writes = 0
+
+    def write(self, readings=(), alerts=(), dead_letters=()):
+        if not self.refused and any(r.value == self.value for r in readings):
+            self.refused += 1
+            raise OSError(28, "No space left on device")
+        self.writes += 1
+        return len(readings)
+
+    def spool_depth(self) -> SpoolDepth:
+        return SpoolDepth(0, 0)
+
+
+def wait_until(condition, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.05)
+
+
+@pytest.fixture
+def broker():
+    b = start_mosquitto()
+    yield b
+    b.stop()
+
+
+def publish(url: str, messages: list[bytes]) -> None:
+    pub = Publisher(url)
+    pub.start()
+    for m in messages:
+        pub.publish(TOPIC, m)
+    pub.stop()
+
+
+@pytest.mark.parametrize("hot", [20, 200])  # a small batch (stored inline) and a burst (overlapped commits)
+def test_a_batch_the_store_refuses_stops_the_gateway_and_its_restart_stores_it_with_its_alert(tmp_path, broker, hot):
+    plant = load_gateway_plant(str(EXAMPLE_PLANT))
+    store = SqliteStore(tmp_path / "p.db")
+    t0 = time.time() - 600
+    cool = [encode("esp32-json", "esp32-press-01", t0 + i, {"temperature_c": 40.0}) for i in range(5)]
+    # 90 °C from t0+5 on: over the critical 80 for the rule's 10 s, so it fires once
+    heat = [encode("esp32-json", "esp32-press-01", t0 + 5 + i, {"temperature_c": 90.0}) for i in range(hot)]
+
+    out = io.StringIO()
+    sink = RefusesOnce(90.0)
+    pipeline = Pipeline(plant, store, AlertRouter(plant, out=out), sinks=[sink])
+    service = IngestService(pipeline, broker.url, client_id="refused-gw")
+    service.start()
+    try:
+        publish(broker.url, cool)
+        wait_until(lambda: pipeline.messages == len(cool))
+        publish(broker.url, heat)
+        # The refused batch stops the gateway (/healthz 503: the kubelet restarts it); it
+        # neither reconnects nor goes on with rule state that is ahead of the store.
+        wait_until(lambda: not service.alive)
+    finally:
+        service.stop()
+    assert sink.refused == 1
+    assert isinstance(service.error, BatchFailed) and isinstance(service.error.__cause__, OSError)
+    assert pipeline.in_flight == 0  # no prepared batch left behind
+    assert pipeline.messages < len(cool) + len(heat)
+    with pytest.raises(PipelineFailed):
+        pipeline.process([(TOPIC, heat[-1])], time.time())
+
+    # The restart (same persistent session): the broker redelivers what was never acknowledged.
+    out2 = io.StringIO()
+    sink2 = RefusesOnce(-1.0)
+    again = Pipeline(plant, store, AlertRouter(plant, out=out2), sinks=[sink2])
+    restarted = IngestService(again, broker.url, client_id="refused-gw")
+    restarted.start()
+    try:
+        wait_until(lambda: store.count("readings") == len(cool) + len(heat)
+                   and store.count("alert_events") >= 1 and again.in_flight == 0)
+        time.sleep(0.5)
+        assert restarted.alive and restarted.error is None
+    finally:
+        restarted.stop()
+    # what one gateway that never failed stores
+    control = SqliteStore(":memory:")
+    Pipeline(plant, control, AlertRouter(plant, out=io.StringIO())).process([(TOPIC, m) for m in cool + heat], time.time())
+    sql = "SELECT rule, state, severity, ts FROM alert_events ORDER BY ts"
+    assert store.query(sql) == control.query(sql) and len(control.query(sql)) == 1
+    assert out2.getvalue().count("ALERT CRITICAL") == 1
+
+
+def test_a_pipeline_whose_store_failed_takes_no_further_batch(tmp_path):
+    """The same batch again, in the same process, would find its readings applied and lose its alert."""
+
+    class FailingOnce(SqliteStore):
+        fail = False
+
+        def write(self, *args, **kwargs):
+            if self.fail:
+                self.fail = False
+                raise OSError("disk I/O error")
+            return super().write(*args, **kwargs)
+
+    plant = load_gateway_plant(str(EXAMPLE_PLANT))
+    t0 = 1767254400.0
+    store = FailingOnce(tmp_path / "p.db")
+    p = Pipeline(plant, store, AlertRouter(plant, out=io.StringIO()), now=t0)
+    p.process([(TOPIC, encode("esp32-json", "esp32-press-01", t0 + i, {"temperature_c": 40.0})) for i in range(5)], t0 + 5)
+    batch = [(TOPIC, encode("esp32-json", "esp32-press-01", t0 + 5 + i, {"temperature_c": 90.0})) for i in range(11)]
+    store.fail = True
+    with pytest.raises(OSError):
+        p.process(batch, t0 + 16)
+    with pytest.raises(PipelineFailed):
+        p.process(batch, t0 + 17)
+    p.tick(t0 + 60)  # nothing either: the engine is ahead of the store
+    assert store.count("alert_events") == 0 and p.in_flight == 0
+    # what the restart does: a fresh pipeline from the store gets the batch again
+    fresh = Pipeline(plant, store, AlertRouter(plant, out=io.StringIO()), now=t0)
+    fresh.process(batch, t0 + 17)
+    control = SqliteStore(":memory:")
+    Pipeline(plant, control, AlertRouter(plant, out=io.StringIO()), now=t0).process(batch, t0 + 17)
+    assert store.query("SELECT state, ts FROM alert_events") == control.query("SELECT state, ts FROM alert_events")
+    assert store.count("alert_events") == 1
