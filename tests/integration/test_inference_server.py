@@ -200,6 +200,30 @@ def test_a_changed_model_is_hot_reloaded_and_a_bad_one_refused_while_the_old_one
     assert meta["parameters"]["model_valid"] is False and meta["parameters"]["reason"] == "SignatureMismatch"
 
 
+def test_a_changed_card_beside_the_same_model_is_served(tmp_path):
+    from plantwatch.inference.server import InferenceServer
+    from plantwatch.inference.serving import ModelSlot
+
+    model = zscore_model([0.0, 0.0], [1.0, 1.0])
+    (tmp_path / "model.onnx").write_bytes(model)
+    card = {"model": {"sha256": sha256_of(model)}, "alarm": {"threshold": 2.0, "ewma_span": 5}}
+    (tmp_path / "model-card.json").write_text(json.dumps(card))
+    slot = ModelSlot("m", tmp_path / "model.onnx")
+    assert slot.check() and slot.card["alarm"]["threshold"] == 2.0
+    card["alarm"]["threshold"] = 3.5  # a new threshold published for the same model bytes
+    (tmp_path / "model-card.json").write_text(json.dumps(card))
+    assert not slot.check()  # no model to swap ...
+    assert slot.card["alarm"]["threshold"] == 3.5 and slot.verdict.reason == "ModelLoaded"  # ... but the card is the new one
+    server = InferenceServer({"m": slot}, 0)
+    server.start()
+    try:
+        meta = get(f"http://127.0.0.1:{server.port}/v2/models/m")
+    finally:
+        server.stop()
+        slot.close()
+    assert json.loads(meta["parameters"]["model_card"])["alarm"]["threshold"] == 3.5
+
+
 def test_serve_inference_watches_the_model_file(tmp_path):
     first, second = zscore_model([0.0, 0.0], [1.0, 1.0]), zscore_model([1.0, 1.0], [1.0, 1.0])
     swap_in(tmp_path, first, sha256_of(first))

@@ -145,7 +145,11 @@ class ModelSlot:
             log.warning("model %s refused: %s: %s%s", self.name, exc.reason, exc, serving)
             return False
         if self.model is not None and model.sha256 == self.model.sha256:
-            self._set(self._loaded_verdict(model))  # touched, same bytes: nothing to swap
+            # Same model bytes: nothing to swap but the card, which may have changed on its own
+            # (a new threshold or smoothing published for the same model).
+            with self._lock:
+                self.card = card
+            self._set(self._loaded_verdict(model))
             return False
         with self._lock:
             self.model = model
