@@ -149,3 +149,59 @@ def test_a_pipeline_whose_store_failed_takes_no_further_batch(tmp_path):
     Pipeline(plant, control, AlertRouter(plant, out=io.StringIO()), now=t0).process(batch, t0 + 17)
     assert store.query("SELECT state, ts FROM alert_events") == control.query("SELECT state, ts FROM alert_events")
     assert store.count("alert_events") == 1
+
+
+class Recording(RefusesOnce):
+    """RefusesOnce that keeps what it took."""
+
+    def __init__(self, value: float):
+        super().__init__(value)
+        self.alerts: list = []
+
+    def write(self, readings=(), alerts=(), dead_letters=()):
+        n = super().write(readings, alerts, dead_letters)
+        self.alerts.extend((a.rule, a.state, a.ts) for a in alerts)
+        return n
+
+
+def test_a_shard_whose_sink_fails_stops_uncommitted_and_its_next_owner_alerts_everywhere(tmp_path, broker):
+    """The checkpoint commits with the batch: a sink must have taken the batch before it, or its alerts are gone."""
+    from plantwatch.ingest.scaleout import ShardedIngest
+
+    plant = load_gateway_plant(str(EXAMPLE_PLANT))
+    store = SqliteStore(tmp_path / "p.db")
+    t0 = time.time() - 600
+    cool = [encode("esp32-json", "esp32-press-01", t0 + i, {"temperature_c": 40.0}) for i in range(5)]
+    heat = [encode("esp32-json", "esp32-press-01", t0 + 5 + i, {"temperature_c": 90.0}) for i in range(20)]
+
+    def replica(sink, out, owner):
+        def make(subset, shard_store):
+            return Pipeline(subset, shard_store, AlertRouter(subset, out=out), sinks=[sink])
+        return ShardedIngest(plant, store, broker.url, 1, [0], "sharded-gw", owner, make, dead_letter_unknown=True)
+
+    out_a, sink_a = io.StringIO(), Recording(90.0)
+    a = replica(sink_a, out_a, "replica-a")
+    a.start()
+    try:
+        publish(broker.url, cool)
+        wait_until(lambda: store.count("readings") == len(cool))
+        publish(broker.url, heat)
+        wait_until(lambda: not a.alive)  # the refused batch stops the shard (and /healthz with it)
+    finally:
+        a.stop()
+    assert sink_a.refused == 1 and isinstance(a.error, BatchFailed)
+    assert store.count("alert_events") == 0  # the sink refused first: nothing committed, checkpoint included
+
+    out_b, sink_b = io.StringIO(), Recording(-1.0)
+    b = replica(sink_b, out_b, "replica-a2")  # the restart: claims, restores the checkpoint, gets the batch again
+    b.start()
+    try:
+        wait_until(lambda: store.count("readings") == len(cool) + len(heat) and store.count("alert_events") >= 1)
+        time.sleep(0.5)
+        assert b.alive and b.error is None
+    finally:
+        b.stop()
+    events = store.query("SELECT rule, state, ts FROM alert_events")
+    assert len(events) == 1
+    assert sink_a.alerts + sink_b.alerts == events  # the sink has the alert event too
+    assert (out_a.getvalue() + out_b.getvalue()).count("ALERT CRITICAL") == 1  # notified once

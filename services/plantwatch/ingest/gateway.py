@@ -138,7 +138,7 @@ class Pipeline:
     def __init__(self, plant: Plant, store: SqliteStore, router: AlertRouter,
                  publish: Callable[[str, bytes], None] | None = None, policy: Policy = Policy(),
                  now: float | None = None, window_s: float = 60.0, window_grace_s: float = 5.0,
-                 sinks: Sequence[Any] = (), scorers: Sequence[Any] = (), sinks_before_store: bool = False):
+                 sinks: Sequence[Any] = (), scorers: Sequence[Any] = (), sinks_before_store: bool | None = None):
         self.plant = plant
         self.store = store
         #: Further stores every batch is written to beside the embedded one (InfluxDB): a sink
@@ -148,10 +148,11 @@ class Pipeline:
         #: the interpreter lock, so a batch costs the slower of the two, not their sum. Each
         #: sink still gets the batches one at a time, in order (`commit` waits for them).
         self._sink_writers = ThreadPoolExecutor(len(sinks), "pipeline-sink") if sinks else None
-        #: Write the sinks first and the store only once they took the batch (a shard: the store's
-        #: transaction carries the checkpoint, so a batch in it is never computed again, and its
-        #: alerts must not be missing from a sink).
-        self._sinks_before_store = sinks_before_store
+        #: Write the sinks first and the store only once they took the batch. A shard's store says
+        #: so (ShardStore.sinks_before_store): its transaction carries the checkpoint, after which
+        #: the batch's alerts are never computed again, so a sink failing after it would lose them.
+        self._sinks_before_store = (getattr(store, "sinks_before_store", False) if sinks_before_store is None
+                                    else sinks_before_store)
         #: Why a batch could not be committed; from then on the pipeline takes no batch (PipelineFailed).
         self.failed: BaseException | None = None
         #: Streaming detectors (inference.stream.StreamScorer): their `anomaly_score` readings go

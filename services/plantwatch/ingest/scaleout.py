@@ -44,6 +44,11 @@ def shard_plan(plant: Plant, shards: int) -> ShardPlan:
 class ShardStore:
     """The store as one shard's pipeline sees it: every write carries the shard's checkpoint."""
 
+    #: The pipeline writes its sinks (InfluxDB) before this store: once a batch is committed with
+    #: its checkpoint, no owner computes its alerts again, so they must already be in every sink;
+    #: a sink that fails first leaves the batch uncommitted, and the next owner computes it again.
+    sinks_before_store = True
+
     def __init__(self, store: SqliteStore, shard: int, epoch: int):
         self._store = store
         self._shard = shard
