@@ -81,6 +81,18 @@ def test_a_superseded_owner_commits_nothing(tmp_path):
     assert old.shard_lease(3) == (3, "replica-a", 102.0) and old.shard_lease(4) is None
 
 
+def test_a_committed_batch_renews_the_owners_lease(tmp_path):
+    """An owner busy committing long batches (or waiting for the write lock) does not tick, but is alive."""
+    import time
+
+    store = SqliteStore(tmp_path / "plant.db")
+    epoch, _ = store.claim_shard(5, "replica-a", time.time() - 60.0)  # its last tick: a minute ago
+    before = time.time()
+    store.write(press([60]), checkpoint=Checkpoint(5, epoch, b"{}"))
+    _, owner, renewed = store.shard_lease(5)
+    assert owner == "replica-a" and before <= renewed <= time.time()
+
+
 def test_shard_threads_printing_alerts_never_splice_their_lines(tmp_path):
     """print() writes a line and its newline apart; the shard threads' routers share the process's stdout."""
     code = """if True:

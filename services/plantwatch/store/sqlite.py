@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import sqlite3
 import threading
+import time
 from dataclasses import dataclass
 from functools import lru_cache
 from itertools import chain
@@ -177,7 +178,10 @@ class SqliteStore:
     def _checkpoint(self, c: Checkpoint) -> None:
         db = self._db
         before = db.total_changes
-        db.execute("UPDATE shard_checkpoints SET state = ? WHERE shard = ? AND epoch = ?", (c.state, c.shard, c.epoch))
+        # A committed batch renews the lease too: an owner busy with long batches (or waiting
+        # for the write lock, up to the busy timeout) is alive, whether or not it got to tick.
+        db.execute("UPDATE shard_checkpoints SET state = ?, renewed = ? WHERE shard = ? AND epoch = ?",
+                   (c.state, time.time(), c.shard, c.epoch))
         if db.total_changes == before:
             row = db.execute("SELECT epoch, owner FROM shard_checkpoints WHERE shard = ?", (c.shard,)).fetchone()
             raise Fenced(c.shard, c.epoch, *(row or (None, None)))
