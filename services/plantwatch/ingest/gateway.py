@@ -479,6 +479,11 @@ class IngestService:
         self._thread = threading.Thread(target=self._run, name="pipeline", daemon=True)
         self._commits: queue.Queue[tuple[PreparedBatch, Future] | None] = queue.Queue(self.COMMIT_QUEUE)
         self._committer = threading.Thread(target=self._commit_loop, name="pipeline-commit", daemon=True)
+        #: Batches handed to the committer whose Future is not yet completed (their PUBACKs not
+        #: yet sent). The pipeline's in_flight drops when a batch is finished, just before
+        #: that: an inline batch must wait for both, or its PUBACKs could overtake.
+        self._queued = 0
+        self._queued_lock = threading.Lock()
         self.error: BaseException | None = None
 
     def start(self, connect_timeout: float | None = 10.0) -> None:
@@ -512,7 +517,7 @@ class IngestService:
 
     def _handle(self, batch: list[wire.Publish]) -> Future | None:
         metrics.INFLIGHT.inc(len(batch))
-        if len(batch) < self.INLINE_BELOW and not self.pipeline.in_flight:
+        if len(batch) < self.INLINE_BELOW and not self._queued and not self.pipeline.in_flight:
             try:
                 self.pipeline.process(batch, time.time())
             finally:
@@ -520,6 +525,8 @@ class IngestService:
             return None  # stored: the subscriber acknowledges it now
         prepared = self.pipeline.prepare(batch, time.time())
         stored: Future = Future()
+        with self._queued_lock:
+            self._queued += 1
         self._commits.put((prepared, stored))
         return stored
 
@@ -541,6 +548,8 @@ class IngestService:
                 stored.set_result(prepared.stored)  # its PUBACKs go out now, from this thread
             else:
                 stored.set_exception(failure)
+            with self._queued_lock:  # only now: set_result has sent its PUBACKs (its callbacks)
+                self._queued -= 1
 
     def _idle(self) -> None:
         now = time.time()
