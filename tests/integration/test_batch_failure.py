@@ -12,6 +12,7 @@ import time
 
 import pytest
 
+from plantwatch import metrics
 from plantwatch.alerts.router import AlertRouter
 from plantwatch.ingest.codecs import encode
 from plantwatch.ingest.gateway import IngestService, Pipeline, PipelineFailed, load_gateway_plant
@@ -77,6 +78,7 @@ def test_a_batch_the_store_refuses_stops_the_gateway_and_its_restart_stores_it_w
 
     out = io.StringIO()
     sink = RefusesOnce(90.0)
+    inflight = metrics.INFLIGHT._value.get()
     pipeline = Pipeline(plant, store, AlertRouter(plant, out=out), sinks=[sink])
     service = IngestService(pipeline, broker.url, client_id="refused-gw")
     service.start()
@@ -92,6 +94,7 @@ def test_a_batch_the_store_refuses_stops_the_gateway_and_its_restart_stores_it_w
     assert sink.refused == 1
     assert isinstance(service.error, BatchFailed) and isinstance(service.error.__cause__, OSError)
     assert pipeline.in_flight == 0  # no prepared batch left behind
+    assert metrics.INFLIGHT._value.get() == inflight  # nor a message in the gauge
     assert pipeline.messages < len(cool) + len(heat)
     with pytest.raises(PipelineFailed):
         pipeline.process([(TOPIC, heat[-1])], time.time())

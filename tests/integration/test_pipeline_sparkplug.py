@@ -85,3 +85,23 @@ def test_unknown_node_policy_ignore(plant, tmp_path):
                  policy=Policy(unknown_node="ignore"), now=NOW)
     p.process([("sensors/nowhere/x/data", b"{}")], NOW)
     assert sum(p.rejected.values()) == 0 and p.messages == 1
+
+
+def test_strangers_sparkplug_sessions_are_bounded_and_the_plants_own_are_kept(tmp_path):
+    """Anyone may publish under spBv1.0/: a session per unknown edge node must not grow the gateway forever."""
+    from plantwatch.ingest.gateway import MAX_STRANGER_SESSIONS
+
+    sent = []
+    p = pipeline(tmp_path, sent)
+    p.process([msg("NBIRTH", 0), msg("DBIRTH", 1, sp.Metric("Press/Temperature", 1, None, sp.DOUBLE, 60.0))], NOW)
+    strangers = MAX_STRANGER_SESSIONS + 50
+    for i in range(strangers):
+        p.process([(sp.topic(sp.Topic("plant-a", "NBIRTH", f"stranger-{i}")),
+                    sp.encode_payload(sp.Payload(None, 0, (sp.Metric("x", 1, None, sp.DOUBLE, 1.0),))))], NOW)
+    assert p.rejected["unknown_node"] == strangers  # every stranger is still dead-lettered
+    held = len(p._sessions) + len(p._stranger_sessions)
+    assert held <= MAX_STRANGER_SESSIONS + 1
+    # the plant's own edge node kept its session: alias-only data still decodes, no rebirth asked
+    p.process([msg("DDATA", 2, sp.Metric(None, 1, None, sp.DOUBLE, 61.0))], NOW + 1)
+    assert p.store.query("SELECT value FROM readings WHERE sensor = 'temperature' ORDER BY ts") == [(60.0,), (61.0,)]
+    assert not any("NCMD" in topic for topic, _ in sent)

@@ -15,7 +15,7 @@ import queue
 import threading
 import time
 import uuid
-from collections import Counter, deque
+from collections import Counter, OrderedDict, deque
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from operator import attrgetter
@@ -44,6 +44,10 @@ SPARKPLUG_PREFIX = sparkplug.NAMESPACE + "/"
 _TIMESTAMP = attrgetter("ts")
 #: At most one rebirth request per edge node in this many seconds (the births take a moment).
 REBIRTH_INTERVAL_S = 5.0
+#: Sparkplug sessions kept for edge nodes no SensorNode describes (least recently heard from
+#: forgotten first): enough to dead-letter a few strangers sensibly, and bounded, since anyone
+#: may publish under the namespace. One forgotten and heard from again is asked for a rebirth.
+MAX_STRANGER_SESSIONS = 1024
 
 
 def sparkplug_key(topic: str) -> tuple[str, str, str | None]:
@@ -164,7 +168,10 @@ class Pipeline:
         compiled = [CompiledNode.of(n) for n in plant.nodes]
         self._nodes = {c.topic: c for c in compiled if c.format != "sparkplug-b"}
         self._sparkplug = {sparkplug_key(c.topic): c for c in compiled if c.format == "sparkplug-b"}
+        #: Sparkplug sessions of the plant's edge nodes (a fixed set), and of strangers (bounded, LRU).
         self._sessions: dict[tuple[str, str], sparkplug.EdgeNodeSession] = {}
+        self._known_edges = {(group, edge) for group, edge, _ in self._sparkplug}
+        self._stranger_sessions: OrderedDict[tuple[str, str], sparkplug.EdgeNodeSession] = OrderedDict()
         self._rebirth_asked: dict[tuple[str, str], float] = {}
         #: How long each node may be silent before it is Offline: heartbeat interval × missed beats.
         self.silence = {n.name: duration_seconds(n.spec.heartbeat.interval) * n.spec.heartbeat.missed_beats for n in plant.nodes}
@@ -360,7 +367,7 @@ class Pipeline:
             message = sparkplug.decode_payload(payload)
         except sparkplug.SparkplugError as exc:
             return node, [], [Rejection(exc.reason, exc.detail)]
-        session = self._sessions.setdefault((t.group, t.edge_node), sparkplug.EdgeNodeSession())
+        session = self._session((t.group, t.edge_node))
         outcome = sparkplug.apply(session, t, message)
         if outcome.offline:  # NDEATH takes the edge node's devices with it; DDEATH only its device
             for (group, edge, device), dead in self._sparkplug.items():
@@ -384,6 +391,21 @@ class Pipeline:
         readings: list[Reading] = []
         check_sample(node, Sample(outcome.values, ts), now, self.policy, readings, rejections)
         return node, readings, rejections
+
+    def _session(self, key: tuple[str, str]) -> sparkplug.EdgeNodeSession:
+        """The edge node's Sparkplug session; a stranger's is kept only among the most recent few."""
+        if key in self._known_edges:
+            return self._sessions.setdefault(key, sparkplug.EdgeNodeSession())
+        strangers = self._stranger_sessions
+        session = strangers.get(key)
+        if session is not None:
+            strangers.move_to_end(key)
+            return session
+        session = strangers[key] = sparkplug.EdgeNodeSession()
+        if len(strangers) > MAX_STRANGER_SESSIONS:
+            forgotten, _ = strangers.popitem(last=False)
+            self._rebirth_asked.pop(forgotten, None)
+        return session
 
     def tick(self, now: float) -> None:
         """Clock-driven work: window summaries, absence alerts, repeats, node online state.
