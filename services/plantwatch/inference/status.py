@@ -46,6 +46,27 @@ def served_status(slot: ModelSlot, previous_conditions: list[dict] | None, gener
     return status
 
 
+def spec_sha256(detector: dict[str, Any]) -> str | None:
+    """The sha256 the DetectorModel's spec names for its model (what the operator passes pods as --sha256)."""
+    source = (detector.get("spec") or {}).get("source") or {}
+    sha = (source.get("url") or {}).get("sha256") if "url" in source else source.get("sha256")
+    return sha or None
+
+
+def status_to_report(slot: ModelSlot, current: dict[str, Any], now: str) -> dict[str, Any] | None:
+    """The status this service applies to `current` (the DetectorModel as read), or None when it must not report (pure).
+
+    A pod started for another spec.source.sha256 than the DetectorModel's current one is
+    outdated (an old pod during a rollout): its verdict on the swapped file, ChecksumMismatch
+    against its old --sha256, is not the DetectorModel's, and under the same field manager it
+    would overwrite the new pods' verdict and stamp the new generation on it.
+    """
+    if spec_sha256(current) != (slot.expected_sha256 or None):
+        return None
+    return served_status(slot, (current.get("status") or {}).get("conditions"),
+                         current["metadata"].get("generation"), now)
+
+
 class StatusReporter:
     """Applies `served_status` to the DetectorModel whenever the slot's verdict changes (and at start).
 
@@ -78,9 +99,12 @@ class StatusReporter:
                 resource = dynamic().resources.get(api_version=API_VERSION, kind="DetectorModel")
                 # Through the status subresource: all the pod's Role allows (get, patch on its own detectormodels/status).
                 current = dynamic().get(resource.status, name=slot.name, namespace=self.namespace).to_dict()
-                status = served_status(slot, (current.get("status") or {}).get("conditions"),
-                                       current["metadata"].get("generation"), iso(int(time.time())))
-                apply_status(current, status, MANAGER)
+                status = status_to_report(slot, current, iso(int(time.time())))
+                if status is None:
+                    log.info("DetectorModel %s/%s now names sha256 %s, this pod's is %s: not reporting (an outdated pod)",
+                             self.namespace, slot.name, spec_sha256(current), slot.expected_sha256)
+                else:
+                    apply_status(current, status, MANAGER)
                 self._unreported = None
             except Exception:  # reporting must never stop serving; retried (see the class doc)
                 self._unreported = slot
