@@ -5,7 +5,8 @@ operator renders for the inference pods, applies ModelValid, activeProvider, mod
 signature as field manager plantwatch-inference; a model it refuses
 (here: not ONNX) turns ModelValid False with the reason while the previous model keeps
 serving, and the operator's own reconciliation of the DetectorModel (Available) does not
-overwrite the service's verdict; a missing source is still the operator's to report.
+overwrite the service's verdict; a missing source is still the operator's to report, and once
+it is back the service's verdict returns on its status heartbeat.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 import urllib.request
 
 import pytest
@@ -24,6 +26,9 @@ from plantwatch.inference.zscore import zscore_model
 from plantwatch.mqtt.broker import free_port
 from tests.e2e.test_operator import conditions, crds, get, operator, wait_for  # noqa: F401 (fixtures)
 from tests.integration.test_inference_server import swap_in
+
+#: The service's status heartbeat here (60 s in a cluster).
+HEARTBEAT_S = 2
 
 DETECTOR = """
 apiVersion: plantwatch.io/v1alpha1
@@ -81,7 +86,8 @@ def test_service_owns_model_valid_and_a_refused_model_keeps_the_old_one_serving(
     proc = subprocess.Popen([sys.executable, "-m", "plantwatch.cli", "serve", "inference", "--model-name", "press-wear",
                              "--model", str(tmp_path / "model.onnx"), "--provider", "cuda", "--host", "127.0.0.1",
                              "--http-port", str(port), "--reload-interval", "0.2", "--status-namespace", namespace],
-                            env={**os.environ, "KUBECONFIG": str(as_inference_pod(cluster, namespace, tmp_path))})
+                            env={**os.environ, "KUBECONFIG": str(as_inference_pod(cluster, namespace, tmp_path)),
+                                 "PLANTWATCH_STATUS_HEARTBEAT_S": str(HEARTBEAT_S)})
     try:
         def reported(reason: str):
             obj = get(cluster, "detectormodel", "press-wear", "-n", namespace)
@@ -111,12 +117,23 @@ def test_service_owns_model_valid_and_a_refused_model_keeps_the_old_one_serving(
         assert conditions(obj)["ModelValid"]["reason"] == "InvalidModel"
         assert "plantwatch-inference" in owner_of_model_valid(cluster, namespace)
 
-        # A missing source is the operator's to report (no new pod could start), and once the
-        # source is back the operator's verdict returns rather than a stale one staying.
+        # A missing source is the operator's to report (no new pod could start; the service's
+        # heartbeat does not overwrite it), and once the source is back the service's own verdict
+        # returns on its heartbeat, with the provider it really serves on, rather than the
+        # operator's SourceVerified and spec.executionProvider staying.
         cluster.kubectl("delete", "configmap", "press-wear-model", "-n", namespace)
         wait_for(lambda: reported("SourceNotFound"), "the operator's SourceNotFound")
+        seen = set()
+        for _ in range(int(2.5 * HEARTBEAT_S / 0.25)):  # through more than two of the service's heartbeats
+            seen.add(conditions(get(cluster, "detectormodel", "press-wear", "-n", namespace))["ModelValid"]["reason"])
+            time.sleep(0.25)
+        assert seen == {"SourceNotFound"}
         cluster.kubectl("apply", "-n", namespace, "-f", "-", input=config_map(model))
-        wait_for(lambda: reported("SourceVerified"), "the operator's SourceVerified once the ConfigMap is back")
+        obj = wait_for(lambda: reported("InvalidModel"), "the service's verdict back once the ConfigMap is back")
+        assert obj["status"]["modelSha256"] == sha256_of(model)
+        if "CUDAExecutionProvider" not in __import__("onnxruntime").get_available_providers():
+            assert obj["status"]["activeProvider"] == "cpu"
+        assert "plantwatch-inference" in owner_of_model_valid(cluster, namespace)
     finally:
         proc.terminate()
         try:

@@ -1,4 +1,4 @@
-"""When an inference pod reports (pure): only for the DetectorModel spec it was started for; an old pod during a rollout keeps quiet."""
+"""When an inference pod reports (pure): only for the spec it was started for, and not over the operator's SourceNotFound."""
 
 from __future__ import annotations
 
@@ -41,3 +41,14 @@ def test_the_spec_sha256_is_the_one_the_operator_passes_as_sha256(tmp_path):
     assert status_to_report(slot, detector({"configMap": {"name": "m-model"}, "sha256": "b" * 64}), "t") is None
     slot.close()
 
+
+def test_the_operators_source_not_found_stands_until_its_check_passes(tmp_path):
+    (tmp_path / "model.onnx").write_bytes(zscore_model([0.0], [1.0]))
+    slot = ModelSlot("m", tmp_path / "model.onnx")
+    slot.check()
+    current = detector({"configMap": {"name": "m-model"}})
+    current["status"]["conditions"] = [{"type": "ModelValid", "status": "False", "reason": "SourceNotFound"}]
+    assert status_to_report(slot, current, "t") is None
+    current["status"]["conditions"] = [{"type": "ModelValid", "status": "True", "reason": "SourceVerified"}]
+    assert status_to_report(slot, current, "t")["conditions"][0]["reason"] == "ModelLoaded"
+    slot.close()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import sys
 import tempfile
@@ -39,7 +40,8 @@ def serve(opts: InferenceOptions) -> int:
     if opts.status_namespace:
         from plantwatch.inference.status import StatusReporter
 
-        reporter = StatusReporter(opts.status_namespace)
+        # The heartbeat that re-applies the service's verdict (StatusReporter); the e2e test shortens it.
+        reporter = StatusReporter(opts.status_namespace, heartbeat_s=float(os.environ.get("PLANTWATCH_STATUS_HEARTBEAT_S", "60")))
     try:
         path = opts.model
         if opts.model_url:

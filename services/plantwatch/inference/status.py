@@ -12,6 +12,7 @@ field manager `plantwatch-inference`. The operator keeps `Available` and
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 from typing import Any
@@ -21,6 +22,8 @@ from plantwatch.inference.serving import ModelSlot, Verdict
 log = logging.getLogger(__name__)
 MANAGER = "plantwatch-inference"
 API_VERSION = "plantwatch.io/v1alpha1"
+#: The operator's ModelValid reason for a DetectorModel whose source is missing (plantwatch_operator.handlers.check_source).
+SOURCE_NOT_FOUND = "SourceNotFound"
 
 
 def model_valid_condition(verdict: Verdict, previous: dict[str, Any] | None, generation: int | None, now: str) -> dict[str, Any]:
@@ -60,11 +63,18 @@ def status_to_report(slot: ModelSlot, current: dict[str, Any], now: str) -> dict
     outdated (an old pod during a rollout): its verdict on the swapped file, ChecksumMismatch
     against its old --sha256, is not the DetectorModel's, and under the same field manager it
     would overwrite the new pods' verdict and stamp the new generation on it.
+
+    Nor does it overwrite the operator's SourceNotFound: a source that is gone (which a
+    running pod, with its files still mounted, cannot see) is the operator's to report
+    until its check passes again; the next report (the heartbeat) then takes ModelValid back.
     """
     if spec_sha256(current) != (slot.expected_sha256 or None):
         return None
-    return served_status(slot, (current.get("status") or {}).get("conditions"),
-                         current["metadata"].get("generation"), now)
+    conditions = (current.get("status") or {}).get("conditions")
+    previous = next((c for c in conditions or () if c.get("type") == "ModelValid"), None)
+    if previous is not None and previous.get("reason") == SOURCE_NOT_FOUND:
+        return None
+    return served_status(slot, conditions, current["metadata"].get("generation"), now)
 
 
 class StatusReporter:
@@ -72,20 +82,28 @@ class StatusReporter:
 
     A report the API server did not take is retried every `retry_s` until one is: the
     verdict may not change again for days, and a stale ModelValid is worse than none.
+    The last report is also re-applied every `heartbeat_s` (a heartbeat): when the
+    operator took ModelValid over meanwhile (a source that went missing and came back),
+    the service's verdict returns without waiting for its file to change.
     """
 
-    def __init__(self, namespace: str, retry_s: float = 10.0):
+    def __init__(self, namespace: str, retry_s: float = 10.0, heartbeat_s: float = 60.0):
         self.namespace = namespace
+        self.heartbeat_s = heartbeat_s
         self._lock = threading.Lock()
         self._unreported: ModelSlot | None = None
+        self._last: ModelSlot | None = None
+        self._reported_at = -math.inf
         self._stop = threading.Event()
         self._retry = threading.Thread(target=self._retry_loop, args=(retry_s,), name="status-retry", daemon=True)
         self._retry.start()
 
     def _retry_loop(self, retry_s: float) -> None:
-        while not self._stop.wait(retry_s):
+        while not self._stop.wait(min(retry_s, self.heartbeat_s)):
             if self._unreported is not None:
                 self.report(self._unreported)
+            elif self._last is not None and time.monotonic() - self._reported_at >= self.heartbeat_s:
+                self.report(self._last)
 
     def close(self) -> None:
         self._stop.set()
@@ -95,14 +113,16 @@ class StatusReporter:
         from plantwatch.kube import apply_status, dynamic
 
         with self._lock:
+            self._last = slot
+            self._reported_at = time.monotonic()
             try:
                 resource = dynamic().resources.get(api_version=API_VERSION, kind="DetectorModel")
                 # Through the status subresource: all the pod's Role allows (get, patch on its own detectormodels/status).
                 current = dynamic().get(resource.status, name=slot.name, namespace=self.namespace).to_dict()
                 status = status_to_report(slot, current, iso(int(time.time())))
                 if status is None:
-                    log.info("DetectorModel %s/%s now names sha256 %s, this pod's is %s: not reporting (an outdated pod)",
-                             self.namespace, slot.name, spec_sha256(current), slot.expected_sha256)
+                    log.info("DetectorModel %s/%s: not reporting (spec.source.sha256 %s, this pod's %s; or the operator's "
+                             "SourceNotFound stands)", self.namespace, slot.name, spec_sha256(current), slot.expected_sha256)
                 else:
                     apply_status(current, status, MANAGER)
                 self._unreported = None
