@@ -283,3 +283,43 @@ def test_a_kept_alive_connection_the_server_closed_is_reopened_once():
     finally:
         service.close()
     assert service.connections == 3 and service.posts == 1
+
+
+def test_a_reply_that_is_not_scores_skips_the_batch_instead_of_failing_it(tmp_path):
+    """A service (or a proxy in front of it) answering infer with something else: no scores, no exception."""
+    import http.server
+    import threading
+
+    meta = {"name": "m", "inputs": [{"name": "features", "datatype": "FP32", "shape": [-1, 2]}], "outputs": []}
+    replies = iter([b"<html>502 Bad Gateway</html>", b'{"outputs": []}', b'{"outputs": [{"data": [0.1]}]}'])
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def _reply(self, body: bytes) -> None:
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def do_GET(self):  # noqa: N802
+            self._reply(__import__("json").dumps(meta).encode())
+
+        def do_POST(self):  # noqa: N802
+            self.rfile.read(int(self.headers["Content-Length"]))
+            self._reply(next(replies))
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        model = RemoteModel(f"http://127.0.0.1:{server.server_address[1]}", "m")
+        rows = np.zeros((3, 2), dtype=np.float32)
+        for expected in ("not JSON", "expected outputs", "1 scores for 3 rows"):
+            with pytest.raises(RemoteModelError, match=expected):
+                model(rows)
+    finally:
+        server.shutdown()
+        server.server_close()

@@ -68,7 +68,10 @@ class RemoteModel:
                         raise RemoteModelError(f"{method} {host}:{port}{path}: {exc or type(exc).__name__}") from None
         if response.status != 200:
             raise RemoteModelError(f"{method} {host}:{port}{path}: HTTP {response.status}: {data[:500].decode(errors='replace')}")
-        return json.loads(data)
+        try:
+            return json.loads(data)
+        except ValueError:
+            raise RemoteModelError(f"{method} {host}:{port}{path}: the reply is not JSON: {data[:200].decode(errors='replace')}") from None
 
     def metadata(self) -> dict:
         return self._request("GET", f"/v2/models/{self.name}")
@@ -84,4 +87,10 @@ class RemoteModel:
         body = json.dumps({"inputs": [{"name": self._input, "shape": list(vectors.shape), "datatype": "FP32",
                                        "data": vectors.ravel().tolist()}]}).encode()
         reply = self._request("POST", f"/v2/models/{self.name}/infer", body, self.score_timeout_s)
-        return np.asarray(reply["outputs"][0]["data"], dtype=np.float64)
+        try:
+            scores = np.asarray(reply["outputs"][0]["data"], dtype=np.float64)
+        except (KeyError, IndexError, TypeError, ValueError):
+            raise RemoteModelError(f"infer {self.name}: expected outputs[0].data with a score per row, got {str(reply)[:200]}") from None
+        if scores.shape != (len(vectors),):
+            raise RemoteModelError(f"infer {self.name}: {scores.size} scores for {len(vectors)} rows")
+        return scores
