@@ -69,8 +69,8 @@ test-python: python-deps
 test-e2e: python-deps tools
 	$(PY) -m pytest -q tests/e2e
 
-# Benchmarks: ratios against a baseline measured in the same run (see bench/*.py).
-bench: python-deps debian-deps
+# Benchmarks: ratios against a baseline measured in the same run (see bench/*.py); the InfluxDB run needs the built influxd.
+bench: python-deps debian-deps tools
 	$(PY) bench/ingest.py
 	$(PY) bench/inference.py
 	$(PY) bench/scale_out.py
