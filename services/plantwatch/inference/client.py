@@ -73,8 +73,12 @@ class RemoteModel:
         except ValueError:
             raise RemoteModelError(f"{method} {host}:{port}{path}: the reply is not JSON: {data[:200].decode(errors='replace')}") from None
 
-    def metadata(self) -> dict:
-        return self._request("GET", f"/v2/models/{self.name}")
+    def metadata(self, timeout: float | None = None) -> dict:
+        meta = self._request("GET", f"/v2/models/{self.name}", timeout=timeout)
+        inputs = meta.get("inputs") if isinstance(meta, dict) else None
+        if inputs and isinstance(inputs[0], dict) and "name" in inputs[0]:
+            self._input = inputs[0]["name"]  # the infer calls need it: no second request
+        return meta
 
     def card(self) -> dict | None:
         card = self.metadata().get("parameters", {}).get("model_card")

@@ -141,7 +141,7 @@ def _unusable(exc: Exception) -> tuple[str, str]:
 
 def _remote_scorer(plant: Plant, detector, model) -> StreamScorer:
     """The StreamScorer of a detector served at `model` (a RemoteModel), with the card the service serves."""
-    meta = model.metadata()
+    meta = model.metadata(timeout=model.score_timeout_s)  # DeferredScorer probes on the pipeline's thread
     card = meta.get("parameters", {}).get("model_card")
     shape = meta["inputs"][0]["shape"]
     return stream_scorer(plant, detector, model, json.loads(card) if card else None, shape[-1] if shape else -1)

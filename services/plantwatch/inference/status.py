@@ -89,7 +89,8 @@ class StatusReporter:
 
     def __init__(self, namespace: str, retry_s: float = 10.0, heartbeat_s: float = 60.0):
         self.namespace = namespace
-        self.heartbeat_s = heartbeat_s
+        #: 0 or less: no heartbeat (reports on verdict changes and retries only).
+        self.heartbeat_s = heartbeat_s if heartbeat_s > 0 else math.inf
         self._lock = threading.Lock()
         self._unreported: ModelSlot | None = None
         self._last: ModelSlot | None = None

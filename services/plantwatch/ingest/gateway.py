@@ -149,7 +149,8 @@ class Pipeline:
         #: that cannot take a batch raises, and the batch is not acknowledged.
         self.sinks = sinks
         #: Sinks are written while SQLite commits: both wait on I/O (a disk, a server) without
-        #: the interpreter lock, so a batch costs the slower of the two, not their sum. Each
+        #: the interpreter lock, so a batch costs the slower of the two, not their sum (not so
+        #: with sinks_before_store, below: then it is the sum). Each
         #: sink still gets the batches one at a time, in order (`commit` waits for them).
         self._sink_writers = ThreadPoolExecutor(len(sinks), "pipeline-sink") if sinks else None
         #: Write the sinks first and the store only once they took the batch. A shard's store says
@@ -319,8 +320,9 @@ class Pipeline:
                 self._uncommitted.remove(p)  # given up: the broker delivers it again
                 self.failed = exc  # the rules have seen this batch: no further batch (PipelineFailed)
                 if committed:
-                    # Its alert events are stored, and a redelivery will not bring them back
-                    # (the store keeps the first copy): their receivers hear of them now.
+                    # Its alert events are stored; whether the restarted rules derive them again
+                    # from the redelivered batch depends on history they no longer have, so the
+                    # receivers hear of them now: notifications are at least once, never lost.
                     self._route(p.alerts, p.now)
             raise
         for sink in self.sinks:
@@ -545,7 +547,11 @@ class IngestService:
             finally:
                 metrics.INFLIGHT.dec(len(batch))
             return None  # stored: the subscriber acknowledges it now
-        prepared = self.pipeline.prepare(batch, time.time())
+        try:
+            prepared = self.pipeline.prepare(batch, time.time())
+        except BaseException:
+            metrics.INFLIGHT.dec(len(batch))  # never handed to the committer, so it never finishes
+            raise
         stored: Future = Future()
         with self._queued_lock:
             self._queued += 1
