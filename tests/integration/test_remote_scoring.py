@@ -256,21 +256,17 @@ class _RawService:
             conn.close()
 
 
+@pytest.mark.timeout(60)  # with the metadata timeout (600 s here) the call would outlast this and fail
 def test_a_hung_service_costs_one_short_timeout_and_is_not_asked_twice():
-    import time
-
     service = _RawService(hang=True)
-    model = RemoteModel(f"http://127.0.0.1:{service.port}", "m")
+    model = RemoteModel(f"http://127.0.0.1:{service.port}", "m", timeout_s=600, score_timeout_s=0.5)
     try:
         model.metadata()
-        started = time.monotonic()
         with pytest.raises(RemoteModelError, match="timed out"):
-            model(np.zeros((1, 1)))
-        elapsed = time.monotonic() - started
+            model(np.zeros((1, 1)))  # times out: so on the scoring timeout, not the metadata one
     finally:
         service.close()
     assert service.posts == 1  # not sent again after a read timeout
-    assert 1.5 < elapsed < 3.5  # the scoring timeout (2 s), not the metadata one (5 s), and not twice
 
 
 def test_a_kept_alive_connection_the_server_closed_is_reopened_once():
