@@ -37,6 +37,7 @@ import sys  # noqa: E402
 import tempfile  # noqa: E402
 import threading  # noqa: E402
 import time  # noqa: E402
+from typing import Callable  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
@@ -148,34 +149,34 @@ def default_recipe(features: np.ndarray, folder: Path, seconds: float, max_batch
     }
 
 
+def concurrent_rate(clients: int, seconds: float, request: Callable[[int], None]) -> float:
+    """Requests/s of `clients` threads, thread k calling `request(k)` back to back for `seconds`."""
+    done = [0] * clients
+    stop = threading.Event()
+
+    def client(k: int) -> None:
+        while not stop.is_set():
+            request(k)
+            done[k] += 1
+
+    threads = [threading.Thread(target=client, args=(k,)) for k in range(clients)]
+    start = time.perf_counter()
+    for t in threads:
+        t.start()
+    time.sleep(seconds)
+    stop.set()
+    for t in threads:
+        t.join()
+    return sum(done) / (time.perf_counter() - start)
+
+
 def batching_effect(slot: ModelSlot, x: np.ndarray, seconds: float, clients: int = 8) -> dict:
     """Clients each sending one-row requests: through the micro-batcher, and each calling the session itself."""
     session, name = slot.model.session, slot.model.inputs[0].name
-
-    def load(call) -> float:
-        done = [0] * clients
-        stop = threading.Event()
-
-        def client(k: int) -> None:
-            row = x[k:k + 1]
-            while not stop.is_set():
-                call(row)
-                done[k] += 1
-
-        threads = [threading.Thread(target=client, args=(k,)) for k in range(clients)]
-        start = time.perf_counter()
-        for t in threads:
-            t.start()
-        time.sleep(seconds)
-        stop.set()
-        for t in threads:
-            t.join()
-        return sum(done) / (time.perf_counter() - start)
-
     before_batches, before_rows = slot._batcher.batches, slot._batcher.rows
-    batched = load(lambda row: slot.run({name: row}))
+    batched = concurrent_rate(clients, seconds, lambda k: slot.run({name: x[k:k + 1]}))
     batches, rows = slot._batcher.batches - before_batches, slot._batcher.rows - before_rows
-    direct = load(lambda row: session.run(None, {name: row}))
+    direct = concurrent_rate(clients, seconds, lambda k: session.run(None, {name: x[k:k + 1]}))
     unbatched_slot = ModelSlot(slot.name, slot.path, threads=1, max_batch=1)
     unbatched_slot.check()
     http_batched, http_direct = http_load(slot, x, seconds, clients), http_load(unbatched_slot, x, seconds, clients)
@@ -193,33 +194,23 @@ def http_load(slot: ModelSlot, x: np.ndarray, seconds: float, clients: int) -> f
 
     server = InferenceServer({slot.name: slot}, 0)
     server.start()
-    done = [0] * clients
-    stop = threading.Event()
+    connections = [http.client.HTTPConnection("127.0.0.1", server.port, timeout=10) for _ in range(clients)]
+    bodies = [json.dumps({"inputs": [{"name": "features", "shape": [1, x.shape[1]], "datatype": "FP32",
+                                      "data": x[k].tolist()}]}).encode() for k in range(clients)]
 
-    def client(k: int) -> None:
-        connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
-        body = json.dumps({"inputs": [{"name": "features", "shape": [1, x.shape[1]], "datatype": "FP32",
-                                       "data": x[k].tolist()}]}).encode()
-        while not stop.is_set():
-            connection.request("POST", f"/v2/models/{slot.name}/infer", body, {"Content-Type": "application/json"})
-            response = connection.getresponse()
-            response.read()
-            if response.status != 200:
-                raise SystemExit(f"bench: HTTP {response.status} from the inference server")
-            done[k] += 1
-        connection.close()
+    def infer(k: int) -> None:
+        connections[k].request("POST", f"/v2/models/{slot.name}/infer", bodies[k], {"Content-Type": "application/json"})
+        response = connections[k].getresponse()
+        response.read()
+        if response.status != 200:
+            raise SystemExit(f"bench: HTTP {response.status} from the inference server")
 
-    threads = [threading.Thread(target=client, args=(k,)) for k in range(clients)]
-    start = time.perf_counter()
-    for t in threads:
-        t.start()
-    time.sleep(seconds)
-    stop.set()
-    for t in threads:
-        t.join()
-    elapsed = time.perf_counter() - start
-    server.stop()
-    return sum(done) / elapsed
+    try:
+        return concurrent_rate(clients, seconds, infer)
+    finally:
+        for connection in connections:
+            connection.close()
+        server.stop()
 
 
 VALUES = recording(5000)
