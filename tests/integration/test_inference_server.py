@@ -161,8 +161,20 @@ def test_concurrent_requests_share_model_calls_and_get_their_own_rows(tmp_path):
     assert batcher.rows == 200 and batcher.batches < 200  # some requests shared a session call
 
 
+def served_metadata(slot) -> dict:
+    """The slot's model metadata as a client of the Open Inference Protocol sees it."""
+    from plantwatch.inference.server import InferenceServer
+
+    server = InferenceServer({slot.name: slot}, 0)
+    server.start()
+    try:
+        return get(f"http://127.0.0.1:{server.port}/v2/models/{slot.name}")
+    finally:
+        server.stop()
+
+
 def test_a_changed_model_is_hot_reloaded_and_a_bad_one_refused_while_the_old_one_serves(tmp_path):
-    from plantwatch.inference.server import InferenceServer, infer
+    from plantwatch.inference.server import infer
     from plantwatch.inference.serving import ModelSlot
 
     first, second = zscore_model([0.0, 0.0], [1.0, 1.0]), zscore_model([1.0, 1.0], [1.0, 1.0])
@@ -191,17 +203,11 @@ def test_a_changed_model_is_hot_reloaded_and_a_bad_one_refused_while_the_old_one
         assert (slot.verdict.valid, slot.verdict.reason) == (False, reason)
         assert served() == 1.0 and "still serving" in slot.verdict.message  # the previous model keeps serving
     assert [v.reason for v in verdicts] == ["ModelLoaded", "ModelLoaded", "ChecksumMismatch", "InvalidModel", "SignatureMismatch"]
-    server = InferenceServer({"m": slot}, 0)
-    server.start()
-    try:
-        meta = get(f"http://127.0.0.1:{server.port}/v2/models/m")
-    finally:
-        server.stop()
+    meta = served_metadata(slot)
     assert meta["parameters"]["model_valid"] is False and meta["parameters"]["reason"] == "SignatureMismatch"
 
 
 def test_a_changed_card_beside_the_same_model_is_served(tmp_path):
-    from plantwatch.inference.server import InferenceServer
     from plantwatch.inference.serving import ModelSlot
 
     model = zscore_model([0.0, 0.0], [1.0, 1.0])
@@ -210,18 +216,13 @@ def test_a_changed_card_beside_the_same_model_is_served(tmp_path):
     (tmp_path / "model-card.json").write_text(json.dumps(card))
     slot = ModelSlot("m", tmp_path / "model.onnx")
     assert slot.check() and slot.card["alarm"]["threshold"] == 2.0
-    card["alarm"]["threshold"] = 3.5  # a new threshold published for the same model bytes
+    card["alarm"]["threshold"] = 3.75  # a new threshold for the same model bytes (a new size: not only mtime tells)
     (tmp_path / "model-card.json").write_text(json.dumps(card))
     assert not slot.check()  # no model to swap ...
-    assert slot.card["alarm"]["threshold"] == 3.5 and slot.verdict.reason == "ModelLoaded"  # ... but the card is the new one
-    server = InferenceServer({"m": slot}, 0)
-    server.start()
-    try:
-        meta = get(f"http://127.0.0.1:{server.port}/v2/models/m")
-    finally:
-        server.stop()
-        slot.close()
-    assert json.loads(meta["parameters"]["model_card"])["alarm"]["threshold"] == 3.5
+    assert slot.card["alarm"]["threshold"] == 3.75 and slot.verdict.reason == "ModelLoaded"  # ... but the card is the new one
+    meta = served_metadata(slot)
+    slot.close()
+    assert json.loads(meta["parameters"]["model_card"])["alarm"]["threshold"] == 3.75
 
 
 def test_serve_inference_watches_the_model_file(tmp_path):
