@@ -62,6 +62,9 @@ class ShardStore:
         state = orjson.dumps(self.pipeline.snapshot())
         return self._store.write(readings, alerts, dead_letters, Checkpoint(self._shard, self._epoch, state))
 
+    def conflicting(self, readings: list[Reading]) -> list[tuple[Reading, float]]:
+        return self._store.conflicting(readings)
+
     def summarize(self, windows):
         # Summaries are recomputed from the stored readings and upserted: any owner may write them.
         return self._store.summarize(windows)
