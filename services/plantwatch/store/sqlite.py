@@ -175,6 +175,26 @@ class SqliteStore:
                 raise
         return stored
 
+    def conflicting(self, readings: list[Reading]) -> list[tuple[Reading, float]]:
+        """The readings whose (node, sensor, ts) is stored with another value, each with that value.
+
+        Asked after a batch stored fewer readings than it had: an exact re-delivery matches
+        the stored row and is not listed; a conflict (same key, another value) is. One indexed
+        lookup per reading, only for those batches.
+        """
+        out = []
+        with self._lock:
+            db = self._db
+            for start in range(0, len(readings), ROWS_PER_INSERT):
+                chunk = readings[start:start + ROWS_PER_INSERT]
+                rows = db.execute(
+                    "WITH batch(i, node, sensor, ts, value) AS (VALUES " + ",".join(["(?,?,?,?,?)"] * len(chunk)) + ")"
+                    " SELECT batch.i, readings.value FROM batch JOIN readings ON readings.node = batch.node"
+                    " AND readings.sensor = batch.sensor AND readings.ts = batch.ts WHERE readings.value != batch.value",
+                    [x for i, r in enumerate(chunk) for x in (i, r.node, r.sensor, r.ts, r.value)]).fetchall()
+                out.extend((chunk[i], stored) for i, stored in rows)
+        return out
+
     def _checkpoint(self, c: Checkpoint) -> None:
         db = self._db
         before = db.total_changes
