@@ -21,6 +21,10 @@ ratios compare like with like. Absolute rates move with the machine's load
    against each thread calling the session itself; and the same over HTTP (the
    Open Inference Protocol server, kept-alive connections), `--max-batch 256`
    against `--max-batch 1`.
+5. The HTTP server itself: requests/s of 8 kept-alive clients sending one-row requests
+   (default recipe, CPU, no micro-batching) against a trivial standard-library HTTP/1.1
+   echo server fed the same bodies by the same clients in the same run
+   (`ratio_vs_stdlib_echo`).
 """
 
 from __future__ import annotations
@@ -37,6 +41,7 @@ import sys  # noqa: E402
 import tempfile  # noqa: E402
 import threading  # noqa: E402
 import time  # noqa: E402
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer  # noqa: E402
 from typing import Callable  # noqa: E402
 from pathlib import Path  # noqa: E402
 
@@ -188,29 +193,81 @@ def batching_effect(slot: ModelSlot, x: np.ndarray, seconds: float, clients: int
                      "ratio_batched_vs_unbatched": round(http_batched / http_direct, 2)}}
 
 
-def http_load(slot: ModelSlot, x: np.ndarray, seconds: float, clients: int) -> float:
-    """Requests/s of `clients` threads posting one-row infer requests to a served slot over kept-alive HTTP."""
+def http_rate(port: int, path: str, bodies: list[bytes], seconds: float) -> float:
+    """Requests/s of one thread per body, each posting its body to `path` over its own kept-alive HTTP connection."""
     import http.client
 
-    server = InferenceServer({slot.name: slot}, 0)
-    server.start()
-    connections = [http.client.HTTPConnection("127.0.0.1", server.port, timeout=10) for _ in range(clients)]
-    bodies = [json.dumps({"inputs": [{"name": "features", "shape": [1, x.shape[1]], "datatype": "FP32",
-                                      "data": x[k].tolist()}]}).encode() for k in range(clients)]
+    connections = [http.client.HTTPConnection("127.0.0.1", port, timeout=10) for _ in bodies]
 
-    def infer(k: int) -> None:
-        connections[k].request("POST", f"/v2/models/{slot.name}/infer", bodies[k], {"Content-Type": "application/json"})
+    def post(k: int) -> None:
+        connections[k].request("POST", path, bodies[k], {"Content-Type": "application/json"})
         response = connections[k].getresponse()
         response.read()
         if response.status != 200:
-            raise SystemExit(f"bench: HTTP {response.status} from the inference server")
+            raise SystemExit(f"bench: HTTP {response.status} from {path}")
 
     try:
-        return concurrent_rate(clients, seconds, infer)
+        return concurrent_rate(len(bodies), seconds, post)
     finally:
         for connection in connections:
             connection.close()
+
+
+def infer_bodies(x: np.ndarray, clients: int) -> list[bytes]:
+    return [json.dumps({"inputs": [{"name": "features", "shape": [1, x.shape[1]], "datatype": "FP32",
+                                    "data": x[k].tolist()}]}).encode() for k in range(clients)]
+
+
+def http_load(slot: ModelSlot, x: np.ndarray, seconds: float, clients: int) -> float:
+    """Requests/s of `clients` threads posting one-row infer requests to a served slot over kept-alive HTTP."""
+    server = InferenceServer({slot.name: slot}, 0)
+    server.start()
+    try:
+        return http_rate(server.port, f"/v2/models/{slot.name}/infer", infer_bodies(x, clients), seconds)
+    finally:
         server.stop()
+
+
+class EchoHandler(BaseHTTPRequestHandler):
+    """The least an HTTP/1.1 JSON server does per request: read the body, answer it back, keep the connection."""
+
+    protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True
+
+    def do_POST(self) -> None:  # noqa: N802 (http.server's naming)
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args) -> None:
+        pass
+
+
+def http_server(x: np.ndarray, folder: Path, seconds: float, clients: int = 8) -> dict:
+    """The inference server's request rate against a trivial standard-library echo server, same clients, same run.
+
+    One-row requests to the default recipe on the CPU (no micro-batching), so the figure is the
+    server's own cost per request: HTTP parsing, JSON, validation, the hop to a worker, one tiny
+    model call. The clients share this process (and its GIL) with either server alike.
+    """
+    fitted = fit_recipe(RECIPES[DEFAULT_RECIPE], VALUES[:400])
+    slot = served_slot(fitted, "http", folder, 1)
+    bodies = infer_bodies(x, clients)
+    echo = ThreadingHTTPServer(("127.0.0.1", 0), EchoHandler)
+    threading.Thread(target=echo.serve_forever, daemon=True).start()
+    try:
+        echo_rate = http_rate(echo.server_address[1], "/", bodies, seconds)
+    finally:
+        echo.shutdown()
+        echo.server_close()
+    served = http_load(slot, x, seconds, clients)
+    slot.close()
+    return {"clients": clients, "request": f"one row of {x.shape[1]} features, {len(bodies[0])} bytes, kept-alive connections",
+            "served_requests_per_s": round(served), "stdlib_echo_requests_per_s": round(echo_rate),
+            "ratio_vs_stdlib_echo": round(served / echo_rate, 2)}
 
 
 VALUES = recording(5000)
@@ -231,6 +288,7 @@ def main() -> int:
                         "blas_openmp": 1},
             "isolation_forest": isolation_forest(features, Path(tmp), args.seconds, args.max_batch),
             "default_recipe": default_recipe(features, Path(tmp), args.seconds, args.max_batch),
+            "http_server": http_server(features.astype(np.float32), Path(tmp), args.seconds),
         }
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
