@@ -31,17 +31,72 @@ class Plant:
 
     def rules_for(self, node: SensorNode, sensor_name: str, sensor_type: str) -> list[AlertRule]:
         """Rules whose selector matches this node's series."""
-        out = []
-        for rule in self.rules:
-            sel = rule.spec.selector
-            if sel.sensor_type and sel.sensor_type != sensor_type:
-                continue
-            if sel.sensor and sel.sensor != sensor_name:
-                continue
-            if not selector_matches(sel.node_selector, node.meta.labels):
-                continue
-            out.append(rule)
-        return out
+        return [rule for rule in self.rules if rule_selects(rule, node, sensor_name, sensor_type)]
+
+
+#: The type of the readings a DetectorModel's scores become (sensor = the DetectorModel's name).
+SCORE_TYPE = "anomaly_score"
+
+
+def rule_selects(rule: AlertRule, node: SensorNode, sensor_name: str, sensor_type: str) -> bool:
+    """Whether the rule watches this series: every criterion of its selector matches, and an
+    AnomalyScore rule watches only its own detector's scores (sensor = the DetectorModel's name)."""
+    sel = rule.spec.selector
+    score = rule.spec.condition.anomaly_score
+    return ((sel.sensor_type is None or sel.sensor_type == sensor_type)
+            and (sel.sensor is None or sel.sensor == sensor_name)
+            and (rule.spec.condition.type != "AnomalyScore" or score.detector == sensor_name)
+            and selector_matches(sel.node_selector, node.meta.labels))
+
+
+def plant_series(nodes: Iterable[SensorNode], detectors: Iterable[DetectorModel]) -> list[tuple[SensorNode, str, str]]:
+    """Every (node, sensor, type) series a plant produces: each node's sensors, and the scores of each
+    DetectorModel for the nodes it scores (those it selects that have all of its sensors)."""
+    nodes = list(nodes)
+    out = [(n, s.name, s.type) for n in nodes for s in n.spec.sensors]
+    for d in detectors:
+        wanted = set(d.spec.features.sensors)
+        out.extend((n, d.name, SCORE_TYPE) for n in nodes
+                   if selector_matches(d.spec.features.node_selector, n.meta.labels) and wanted <= {s.name for s in n.spec.sensors})
+    return out
+
+
+def matched_series(rule: AlertRule, series: Iterable[tuple[SensorNode, str, str]]) -> int:
+    """How many of the series the rule watches."""
+    return sum(1 for node, sensor, type_ in series if rule_selects(rule, node, sensor, type_))
+
+
+def known_receivers() -> tuple[str, ...]:
+    """Receiver names an AlertRule may use: the router's built-in ones (`console`)."""
+    from plantwatch.alerts.router import RECEIVERS  # the router imports this module
+
+    return RECEIVERS
+
+
+def selects_nothing(rule: AlertRule, series: list[tuple[SensorNode, str, str]]) -> str | None:
+    """Why the rule's selector matches no series of the plant (a typo in sensor, sensorType or
+    labels, or a detector that scores no node), or None when it matches some."""
+    if matched_series(rule, series):
+        return None
+    sel = rule.spec.selector
+    shown = lambda values: ", ".join(sorted(set(values))) or "none"  # noqa: E731
+    criteria = [f"sensor {sel.sensor!r} (sensors: {shown(s for _, s, _ in series)})"] if sel.sensor is not None else []
+    if sel.sensor_type is not None:
+        criteria.append(f"sensorType {sel.sensor_type!r} (types: {shown(t for _, _, t in series)})")
+    if sel.node_selector is not None:
+        criteria.append("its nodeSelector")
+    if rule.spec.condition.type == "AnomalyScore":
+        criteria.append(f"the scores of DetectorModel {rule.spec.condition.anomaly_score.detector!r}, "
+                        f"which it scores on {len({n.name for n, s, t in series if t == SCORE_TYPE and s == rule.spec.condition.anomaly_score.detector})} node(s)")
+    return f"spec.selector matches no sensor of any SensorNode: nothing has {' and '.join(criteria) or 'a sensor'}"
+
+
+def unknown_receivers(rule: AlertRule) -> str | None:
+    """Why some of the rule's receivers cannot be used, or None when all are known."""
+    unknown = [r for r in rule.spec.receivers if r not in known_receivers()]
+    if not unknown:
+        return None
+    return f"spec.receivers: unknown {', '.join(map(repr, unknown))} (known: {', '.join(known_receivers())})"
 
 
 class PlantError(ValueError):
@@ -65,9 +120,14 @@ def manifest_files(paths: Iterable[str | Path]) -> list[Path]:
     return files
 
 
-def plant_from_documents(docs: Iterable[tuple[str, dict[str, Any]]]) -> Plant:
-    """Build a Plant from (where, document) pairs; every error of every document is reported."""
-    nodes, rules, detectors, others, problems = [], [], [], [], []
+def plant_from_documents(docs: Iterable[tuple[str, dict[str, Any]]], rules_must_match: bool = False) -> Plant:
+    """Build a Plant from (where, document) pairs; every error of every document is reported.
+
+    `rules_must_match`: an AlertRule whose selector matches no series is an error (the documents
+    are a whole plant, as `load_plant` reads; a test may build a rule for series it does not declare).
+    """
+    placed: list[tuple[str, Any]] = []
+    others, problems = [], []
     for where, doc in docs:
         if not isinstance(doc, dict):
             problems.append(f"{where}: not a Kubernetes object (expected a mapping with apiVersion and kind)")
@@ -76,54 +136,162 @@ def plant_from_documents(docs: Iterable[tuple[str, dict[str, Any]]]) -> Plant:
             others.append(doc)
             continue
         try:
-            resource = parse_resource(doc, where)
+            placed.append((where, parse_resource(doc, where)))
         except ManifestError as exc:
             problems.append(str(exc))
-            continue
-        {"SensorNode": nodes, "AlertRule": rules, "DetectorModel": detectors}[resource.kind].append(resource)
-    problems.extend(_cross_checks(nodes, rules, detectors))
+    problems.extend(_cross_checks(placed, rules_must_match))
     if problems:
         raise PlantError(problems)
-    return Plant(tuple(nodes), tuple(rules), tuple(detectors), tuple(others))
+    of = lambda kind: tuple(r for _, r in placed if r.kind == kind)  # noqa: E731
+    return Plant(of("SensorNode"), of("AlertRule"), of("DetectorModel"), tuple(others))
 
 
-def _cross_checks(nodes: list[SensorNode], rules: list[AlertRule], detectors: list[DetectorModel]) -> list[str]:
-    """What no single manifest can show: duplicate names and topics, dangling references."""
+def _cross_checks(placed: list[tuple[str, Any]], rules_must_match: bool) -> list[str]:
+    """What no single manifest can show: duplicate names and topics, dangling references, rules that
+    watch nothing or notify nobody. Each problem names the file (and document) and the resource."""
     problems = []
-    seen: dict[tuple[str, str, str], bool] = {}
-    for r in [*nodes, *rules, *detectors]:
+    label = lambda where, r: f"{where} ({r.kind} {r.name})"  # noqa: E731
+    seen: dict[tuple[str, str, str], str] = {}
+    for where, r in placed:
         key = (r.kind, r.meta.namespace, r.meta.name)
         if key in seen:
-            problems.append(f"{r.kind} {r.meta.namespace}/{r.meta.name}: defined twice")
-        seen[key] = True
+            problems.append(f"{where} ({r.kind} {r.meta.namespace}/{r.meta.name}): defined twice (first in {seen[key]})")
+        seen.setdefault(key, where)
+    nodes = [r for _, r in placed if r.kind == "SensorNode"]
+    detectors = [r for _, r in placed if r.kind == "DetectorModel"]
     topics: dict[str, str] = {}
-    for n in nodes:
+    for where, n in placed:
+        if n.kind != "SensorNode":
+            continue
         topic = n.spec.payload.topic
         if topic in topics:
-            problems.append(f"SensorNode {n.name}: spec.payload.topic {topic!r} is already used by SensorNode {topics[topic]}")
+            problems.append(f"{label(where, n)}: spec.payload.topic {topic!r} is already used by SensorNode {topics[topic]}")
         topics[topic] = n.name
     detector_names = {d.name for d in detectors}
-    for r in rules:
+    series = plant_series(nodes, detectors)
+    for where, r in placed:
+        if r.kind != "AlertRule":
+            continue
         score = r.spec.condition.anomaly_score
         if score is not None and score.detector not in detector_names:
             problems.append(
-                f"AlertRule {r.name}: spec.condition.anomalyScore.detector {score.detector!r} names no DetectorModel "
+                f"{label(where, r)}: spec.condition.anomalyScore.detector {score.detector!r} names no DetectorModel "
                 f"(defined: {', '.join(sorted(detector_names)) or 'none'})"
             )
+        elif rules_must_match and (nothing := selects_nothing(r, series)):
+            problems.append(f"{label(where, r)}: {nothing}")
+        if unknown := unknown_receivers(r):
+            problems.append(f"{label(where, r)}: {unknown}")
     return problems
 
 
+class _StrictLoader(yaml.SafeLoader):
+    """SafeLoader that records a key given twice in one mapping instead of keeping the last value
+    silently: the API server's strict decoding (and so `kubectl apply`) rejects such manifests."""
+
+    def __init__(self, stream: str):
+        super().__init__(stream)
+        #: (line, column, key, first line), 1-based, since the last `take_duplicates`.
+        self.duplicates: list[tuple[int, int, Any, int]] = []
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        first: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            # merge keys (`<<: *base`) may legitimately repeat keys of the merged mapping
+            if key_node.tag == "tag:yaml.org,2002:merge" or not isinstance(key_node, yaml.ScalarNode):
+                continue
+            key = self.construct_object(key_node)
+            line = key_node.start_mark.line + 1
+            if key in first:
+                self.duplicates.append((line, key_node.start_mark.column + 1, key, first[key]))
+            first.setdefault(key, line)
+        return super().construct_mapping(node, deep)
+
+    def take_duplicates(self) -> list[tuple[int, int, Any, int]]:
+        out, self.duplicates = self.duplicates, []
+        return out
+
+
+def _where(f: Path, i: int, doc: Any) -> str:
+    """`file` or `file#i` for the i-th document, with the resource's kind and name when it has them."""
+    where = f"{f}#{i}" if i else str(f)
+    meta = doc.get("metadata") if isinstance(doc, dict) else None
+    return f"{where} ({doc.get('kind')} {meta.get('name')})" if isinstance(meta, dict) and meta.get("name") else where
+
+
+def _yaml_problem(f: Path, exc: yaml.YAMLError) -> str:
+    if isinstance(exc, yaml.reader.ReaderError):
+        return (f"{f}: offset {exc.position}: not valid YAML: character {exc.character:#06x} is not allowed "
+                f"(a binary file?); a plant file must be UTF-8 YAML")
+    mark = getattr(exc, "problem_mark", None)
+    at = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
+    context = getattr(exc, "context", None)
+    problem = getattr(exc, "problem", None) or str(exc)
+    return f"{f}: {at}not valid YAML: {problem}" + (f" ({context})" if context else "")
+
+
+def read_manifests(f: Path) -> tuple[list[tuple[str, Any]] | None, list[str]]:
+    """The (where, document) pairs of one YAML file and its problems. The documents are None when
+    the file cannot be used at all (unreadable, not UTF-8, not YAML); a key given twice in a
+    mapping is a problem, but the file's documents are still checked, so all is reported at once."""
+    try:
+        text = f.read_bytes().decode("utf-8")
+    except OSError as exc:
+        return None, [f"{f}: cannot be read: {exc.strerror or exc}"]
+    except UnicodeDecodeError as exc:
+        return None, [f"{f}: not UTF-8 text (byte {exc.object[exc.start]:#04x} at offset {exc.start}); "
+                      f"a plant file must be UTF-8 YAML, as kubectl reads it"]
+    docs, problems = [], []
+    try:
+        loader = _StrictLoader(text)  # the reader refuses control characters here already
+    except yaml.YAMLError as exc:
+        return None, [_yaml_problem(f, exc)]
+    try:
+        i = 0
+        while loader.check_data():
+            doc = loader.get_data()
+            problems.extend(f"{_where(f, i, doc)}: line {line}, column {col}: duplicate key {key!r} (first at line {before}); "
+                            f"a key may appear once per mapping, as the API server requires"
+                            for line, col, key, before in loader.take_duplicates())
+            if doc is not None:
+                docs.append((f"{f}#{i}" if i else str(f), doc))
+            i += 1
+    except yaml.YAMLError as exc:
+        return None, [_yaml_problem(f, exc)]
+    finally:
+        loader.dispose()
+    return docs, problems
+
+
 def load_plant(*paths: str | Path) -> Plant:
-    """Load and validate every manifest under the given files or folders."""
-    docs: list[tuple[str, dict[str, Any]]] = []
+    """Load and validate every manifest under the given files or folders; PlantError lists every problem.
+
+    A plant without a SensorNode is an error: nothing would be subscribed to, stored or alerted on,
+    so a wrong path or an empty folder must not look like a running plant.
+    """
+    files = manifest_files(paths)
+    docs: list[tuple[str, Any]] = []
     problems: list[str] = []
-    for f in manifest_files(paths):
-        try:
-            for i, doc in enumerate(yaml.safe_load_all(f.read_text())):
-                if doc is not None:
-                    docs.append((f"{f}#{i}" if i else str(f), doc))
-        except yaml.YAMLError as exc:
-            problems.append(f"{f}: not valid YAML: {exc}")
+    unusable = False
+    for f in files:
+        found, wrong = read_manifests(f)
+        unusable |= found is None
+        docs.extend(found or ())
+        problems.extend(wrong)
+    if unusable:
+        raise PlantError(problems)  # the resources of an unusable file are unknown: cross-checks would mislead
+    if not any(isinstance(d, dict) and is_plantwatch(d) and d.get("kind") == "SensorNode" for _, d in docs):
+        shown = ", ".join(map(str, files[:5])) + (", ..." if len(files) > 5 else "")
+        problems.append(
+            f"{', '.join(map(str, paths))}: no SensorNode in the {len(files)} YAML file(s) found"
+            + (f" ({shown})" if files else "")
+            + "; a plant needs at least one SensorNode (apiVersion plantwatch.io/v1alpha1, kind SensorNode) "
+              "in a .yaml or .yml file (folders are searched recursively)"
+        )
+    try:
+        plant = plant_from_documents(docs, rules_must_match=True)
+    except PlantError as exc:
+        raise PlantError(problems + exc.problems) from None
     if problems:
         raise PlantError(problems)
-    return plant_from_documents(docs)
+    return plant
