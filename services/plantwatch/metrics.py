@@ -6,6 +6,8 @@ from prometheus_client import Counter, Gauge, Histogram
 
 MESSAGES = Counter("plantwatch_messages_total", "MQTT messages processed, by result.", ["result"])
 READINGS = Counter("plantwatch_readings_total", "Readings accepted and stored.")
+CONFLICTS = Counter("plantwatch_reading_conflicts_total",
+                    "Readings refused because their node, sensor and timestamp already had another value.")
 REJECTED = Counter("plantwatch_rejected_total", "Rejected values or messages, by reason code.", ["reason"])
 ALERTS = Counter("plantwatch_alert_events_total", "Alert transitions, by rule, state and severity.", ["rule", "state", "severity"])
 BATCH = Histogram("plantwatch_pipeline_batch_messages", "Messages per pipeline batch.", buckets=(1, 10, 100, 1000, 5000, 20000))

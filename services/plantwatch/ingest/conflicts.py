@@ -15,6 +15,8 @@ before a restart) is found by the store after its commit (`SqliteStore.conflicti
 
 from __future__ import annotations
 
+import threading
+
 from plantwatch.readings import Reading
 
 #: Seconds between two log lines about conflicts of one series (the metric counts every one).
@@ -74,19 +76,22 @@ class SeriesGuard:
 class LogLimiter:
     """Says whether a series' conflict may be logged now: once per `interval_s`, a bounded memory."""
 
-    __slots__ = ("_last", "_interval_s", "_max")
+    __slots__ = ("_last", "_interval_s", "_max", "_lock")
 
     def __init__(self, interval_s: float = LOG_INTERVAL_S, max_series: int = MAX_LOGGED_SERIES):
         self._last: dict[tuple[str, str], float] = {}
         self._interval_s = interval_s
         self._max = max_series
+        #: The pipeline's thread finds conflicts before a batch is stored, its committing thread after.
+        self._lock = threading.Lock()
 
     def allow(self, key: tuple[str, str], now: float) -> bool:
-        last = self._last.get(key)
-        if last is not None and now - last < self._interval_s:
-            return False
-        self._last.pop(key, None)
-        self._last[key] = now  # re-inserted: the dict's order is the order of last logging
-        if len(self._last) > self._max:
-            del self._last[next(iter(self._last))]
-        return True
+        with self._lock:
+            last = self._last.get(key)
+            if last is not None and now - last < self._interval_s:
+                return False
+            self._last.pop(key, None)
+            self._last[key] = now  # re-inserted: the dict's order is the order of last logging
+            if len(self._last) > self._max:
+                del self._last[next(iter(self._last))]
+            return True

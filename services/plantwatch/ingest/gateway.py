@@ -26,6 +26,7 @@ import orjson
 from plantwatch import metrics
 from plantwatch.alerts.router import AlertRouter
 from plantwatch.ingest import sparkplug
+from plantwatch.ingest.conflicts import LogLimiter, SeriesGuard, describe as describe_conflict
 from plantwatch.ingest.codecs import Sample
 from plantwatch.ingest.validate import CompiledNode, Policy, Rejection, check_message, check_sample
 from plantwatch.mqtt import wire
@@ -169,6 +170,7 @@ class Pipeline:
         compiled = [CompiledNode.of(n) for n in plant.nodes]
         self._nodes = {c.topic: c for c in compiled if c.format != "sparkplug-b"}
         self._sparkplug = {sparkplug_key(c.topic): c for c in compiled if c.format == "sparkplug-b"}
+        self._topics = {c.name: c.topic for c in compiled}
         #: Sparkplug sessions of the plant's edge nodes (a fixed set), and of strangers (bounded, LRU).
         self._sessions: dict[tuple[str, str], sparkplug.EdgeNodeSession] = {}
         self._known_edges = {(group, edge) for group, edge, _ in self._sparkplug}
@@ -179,6 +181,9 @@ class Pipeline:
         self.readings_by_node: Counter[str] = Counter()
         self.engine = RuleEngine(plant, time.time() if now is None else now)
         self.last_seen: dict[str, float] = {}
+        #: The newest (ts, value) per series, to refuse a same-key reading with another value.
+        self._series = SeriesGuard()
+        self._conflict_log = LogLimiter()
         self.window_s = window_s
         self._window_grace_s = window_grace_s
         #: Windows that received readings since they were last summarized: (node, sensor, start).
@@ -222,6 +227,7 @@ class Pipeline:
         readings, dead, outbox, results = p.readings, p.dead, p.outbox, p.results
         last_seen, by_node = self.last_seen, self.readings_by_node
         per_message: list[list[Reading]] = []
+        check_conflicts = self._series.check
         clock = time.perf_counter
         t0 = clock()
         for item in batch:
@@ -237,6 +243,10 @@ class Pipeline:
                     accepted, rejections = [], [Rejection("unknown_node", f"no SensorNode publishes to topic {topic!r}")] if unknown else []
                 else:
                     accepted, rejections = check_message(node, payload, now, self.policy)
+            if accepted:
+                accepted, conflicts = check_conflicts(accepted)
+                if conflicts:
+                    rejections = [*rejections, *self._conflicts(conflicts, now)]
             if accepted:
                 per_message.append(accepted)
                 node_name = accepted[0].node
@@ -325,6 +335,8 @@ class Pipeline:
                     # receivers hear of them now: notifications are at least once, never lost.
                     self._route(p.alerts, p.now)
             raise
+        if p.stored < len(p.readings):  # re-deliveries, or conflicts with readings stored earlier
+            self._stored_conflicts(p)
         for sink in self.sinks:
             depth = sink.spool_depth()
             metrics.SPOOL.labels("batches").set(depth.batches)
@@ -351,6 +363,37 @@ class Pipeline:
         if self._publish:
             for topic, body in p.outbox:
                 self._publish(topic, body)
+
+    def _stored_conflicts(self, p: PreparedBatch) -> None:
+        """Dead-letter the conflicts the guard could not see (a late reading, one stored before a restart).
+
+        The store kept its first value; the batch is not yet acknowledged, so if this process
+        dies before these dead letters are written, the redelivered batch finds them again.
+        """
+        found = self.store.conflicting(p.readings)
+        if not found:
+            return
+        rows = []
+        for (reading, stored), rejection in zip(found, self._conflicts(found, p.now)):
+            topic = self._topics.get(reading.node, "")
+            payload = orjson.dumps(reading._asdict())
+            self.rejected["conflict"] += 1
+            metrics.REJECTED.labels("conflict").inc()
+            rows.append((p.now, topic, "conflict", rejection.detail, payload))
+            p.outbox.append((f"{DEAD_LETTER_PREFIX}/{reading.node}",
+                             dead_letter(topic, payload, reading.node, [rejection], p.now, uuid.uuid4().hex[:16])))
+        self.store.write(dead_letters=rows)
+
+    def _conflicts(self, conflicts: list[tuple[Reading, float]], now: float) -> list[Rejection]:
+        """Count and (once per series per interval) log conflicting readings; their rejections."""
+        metrics.CONFLICTS.inc(len(conflicts))
+        rejections = []
+        for reading, stored in conflicts:
+            detail = describe_conflict(reading, stored)
+            if self._conflict_log.allow((reading.node, reading.sensor), now):
+                log.warning("conflicting reading: %s", detail, extra={"node": reading.node, "reason": "conflict"})
+            rejections.append(Rejection("conflict", detail, reading.sensor))
+        return rejections
 
     def _sparkplug_message(self, topic: str, payload: bytes, now: float, outbox: list[tuple[str, bytes]]
                            ) -> tuple[CompiledNode | None, list[Reading], list[Rejection]]:
