@@ -7,6 +7,7 @@ import os
 import sys
 from importlib import resources
 
+from plantwatch.cliargs import non_negative_float, non_negative_int, port, positive_float, positive_int
 from plantwatch.logs import configure as configure_logging
 from plantwatch.plant.load import PlantError, load_plant
 
@@ -22,8 +23,13 @@ def _add_policy(p: argparse.ArgumentParser) -> None:
                    help="messages from no SensorNode on the plant's topics: dead-letter them (default) or ignore them")
     p.add_argument("--unknown-sensors", choices=("ignore", "reject"), default="ignore",
                    help="payload fields that are no sensor of the node: ignore (default) or dead-letter them")
-    p.add_argument("--max-future-seconds", type=float, default=300.0,
+    p.add_argument("--max-future-seconds", type=non_negative_float, default=300.0,
                    help="refuse readings stamped further ahead of this machine's clock (default 300)")
+
+
+def _add_retention(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--dead-letter-retention-days", type=positive_float, default=7.0, metavar="DAYS",
+                   help="delete stored dead letters older than this (default 7; checked every minute)")
 
 
 def _up(args: argparse.Namespace) -> int:
@@ -33,6 +39,7 @@ def _up(args: argparse.Namespace) -> int:
         paths=args.file, simulate=args.simulate, duration=args.duration, summary_json=args.summary_json,
         broker_url=args.broker, broker_kind=args.broker_kind, db=args.db, http_port=args.http_port,
         status_every=args.status_every, window_s=args.window_seconds, policy=_policy(args),
+        dead_letter_retention_s=args.dead_letter_retention_days * 86400,
     ))
 
 
@@ -79,13 +86,14 @@ def _serve_ingest(args: argparse.Namespace) -> int:
         except ValueError as exc:
             print(f"plantwatch serve ingest: --shards without --replica-index: {exc}", file=sys.stderr)
             return 2
-        if args.shards < 1 or not 0 <= index < args.replicas:
-            print(f"plantwatch serve ingest: --shards must be at least 1 and --replica-index within 0..--replicas-1 "
+        if not 0 <= index < args.replicas:
+            print(f"plantwatch serve ingest: --replica-index must be within 0..--replicas-1 "
                   f"(got --shards {args.shards}, index {index}, --replicas {args.replicas})", file=sys.stderr)
             return 2
         scale = Scale(args.shards, index, args.replicas, args.shard_lease_seconds)
     return serve(args.file, args.broker, args.db, args.http_port, args.client_id, _policy(args),
-                 namespace if args.report_status else None, sinks, scale, args.score_url)
+                 namespace if args.report_status else None, sinks, scale, args.score_url,
+                 args.dead_letter_retention_days * 86400)
 
 
 def _serve_inference(args: argparse.Namespace) -> int:
@@ -114,16 +122,17 @@ def parser(with_detector: bool = True) -> argparse.ArgumentParser:
     up = sub.add_parser("up", help="run a plant on this machine (broker, pipeline, store, rules, alerts)")
     up.add_argument("-f", "--file", action="append", required=True, help="plant YAML file or folder (repeatable)")
     up.add_argument("--simulate", action="store_true", help="publish simulated readings from every SensorNode")
-    up.add_argument("--duration", type=float, help="stop after this many seconds (default: until Ctrl-C)")
+    up.add_argument("--duration", type=positive_float, help="stop after this many seconds (default: until Ctrl-C)")
     up.add_argument("--summary-json", metavar="FILE", help="write a JSON summary of the run here")
     up.add_argument("--broker", metavar="URL", help="use this MQTT broker (mqtt://host:port) instead of starting one")
     up.add_argument("--broker-kind", choices=("auto", "mosquitto", "embedded"), default="auto",
                     help="which broker to start when --broker is not given (auto: mosquitto when installed)")
     up.add_argument("--db", metavar="FILE", help="SQLite file for the embedded store (default: a temporary file)")
-    up.add_argument("--http-port", type=int, default=9464, help="port of /metrics /healthz /readyz (0: any free port)")
-    up.add_argument("--status-every", type=float, default=5.0, help="seconds between console status lines")
-    up.add_argument("--window-seconds", type=float, default=60.0, help="width of the tumbling-window summaries")
+    up.add_argument("--http-port", type=port, default=9464, help="port of /metrics /healthz /readyz (0: any free port)")
+    up.add_argument("--status-every", type=positive_float, default=5.0, help="seconds between console status lines")
+    up.add_argument("--window-seconds", type=positive_float, default=60.0, help="width of the tumbling-window summaries")
     _add_policy(up)
+    _add_retention(up)
     up.set_defaults(func=_up)
 
     val = sub.add_parser("validate", help="check plant YAML against the CRD schemas (as the API server would)")
@@ -139,7 +148,7 @@ def parser(with_detector: bool = True) -> argparse.ArgumentParser:
     ingest.add_argument("-f", "--file", action="append", required=True, help="plant YAML file or folder")
     ingest.add_argument("--broker", required=True, metavar="URL", help="MQTT broker, mqtt://host:port")
     ingest.add_argument("--db", default="/var/lib/plantwatch/plant.db", help="SQLite file of the embedded store")
-    ingest.add_argument("--http-port", type=int, default=8080, help="port of /metrics /healthz /readyz")
+    ingest.add_argument("--http-port", type=port, default=8080, help="port of /metrics /healthz /readyz")
     ingest.add_argument("--client-id", default="plantwatch-gateway",
                         help="MQTT client id of the persistent session (the broker keeps unacknowledged messages for it)")
     ingest.add_argument("--influx-url", help="also write to this InfluxDB 2.x (http://host:8086); token from $INFLUXDB_TOKEN")
@@ -147,7 +156,7 @@ def parser(with_detector: bool = True) -> argparse.ArgumentParser:
     ingest.add_argument("--influx-bucket", default="plant", help="InfluxDB bucket")
     ingest.add_argument("--influx-spool", default="/var/lib/plantwatch/influx-spool",
                         help="where batches wait (on disk, in order) while InfluxDB is unreachable")
-    ingest.add_argument("--influx-spool-max-bytes", type=int, default=1 << 30,
+    ingest.add_argument("--influx-spool-max-bytes", type=positive_int, default=1 << 30,
                         help="spool bound; when full, batches are not acknowledged (the broker keeps them)")
     ingest.add_argument("--report-status", action="store_true",
                         help="write each SensorNode's Online condition, lastSeen and rate to Kubernetes")
@@ -155,17 +164,18 @@ def parser(with_detector: bool = True) -> argparse.ArgumentParser:
     ingest.add_argument("--score-url", metavar="URL",
                         help="score every DetectorModel through its inference service, {name} = the DetectorModel "
                              "(e.g. http://plantwatch-detector-{name}:8080); scores become anomaly_score readings")
-    ingest.add_argument("--shards", type=int,
+    ingest.add_argument("--shards", type=positive_int,
                         help="scale out: split the nodes into this many shards (fixed for the plant's life, e.g. 16), "
                              "each its own MQTT session <client-id>-shard-<k>; see docs/scale-out.md")
-    ingest.add_argument("--replicas", type=int, default=1, help="with --shards: how many replicas share the shards")
-    ingest.add_argument("--replica-index", type=int,
+    ingest.add_argument("--replicas", type=positive_int, default=1, help="with --shards: how many replicas share the shards")
+    ingest.add_argument("--replica-index", type=non_negative_int,
                         help="with --shards: this replica's index, 0..replicas-1 (default: the ordinal "
                              "that ends $HOSTNAME, as in a StatefulSet pod)")
-    ingest.add_argument("--shard-lease-seconds", type=float, default=10.0,
+    ingest.add_argument("--shard-lease-seconds", type=positive_float, default=10.0,
                         help="with --shards: take an assigned shard back when its current owner has not "
                              "renewed its lease for this long (default 10)")
     _add_policy(ingest)
+    _add_retention(ingest)
     ingest.set_defaults(func=_serve_ingest)
 
     inf = serve_sub.add_parser("inference", help="serve a DetectorModel over the Open Inference Protocol (HTTP)")
@@ -174,15 +184,15 @@ def parser(with_detector: bool = True) -> argparse.ArgumentParser:
     inf.add_argument("--model-url", metavar="URL", help="download the ONNX file (needs --sha256)")
     inf.add_argument("--provider", choices=("cpu", "cuda", "tensorrt"), default="cpu", help="execution provider (falls back to cpu)")
     inf.add_argument("--sha256", help="refuse to serve a model with another checksum")
-    inf.add_argument("--threads", type=int, default=1, help="ONNX Runtime intra-op threads")
+    inf.add_argument("--threads", type=non_negative_int, default=1, help="ONNX Runtime intra-op threads (0: its default)")
     inf.add_argument("--host", default="0.0.0.0", help="address to listen on")
-    inf.add_argument("--http-port", type=int, default=8080, help="port of the OIP endpoints and /metrics")
-    inf.add_argument("--max-batch", type=int,
+    inf.add_argument("--http-port", type=port, default=8080, help="port of the OIP endpoints and /metrics")
+    inf.add_argument("--max-batch", type=positive_int,
                      help="most rows of concurrent requests coalesced into one model call; 1: none "
                           "(default: 256 on cuda/tensorrt, 1 on cpu, where it measured no gain)")
-    inf.add_argument("--max-wait-ms", type=float, default=1.0,
+    inf.add_argument("--max-wait-ms", type=non_negative_float, default=1.0,
                      help="longest a request waits for others to share its model call (default 1 ms)")
-    inf.add_argument("--reload-interval", type=float, default=2.0,
+    inf.add_argument("--reload-interval", type=non_negative_float, default=2.0,
                      help="seconds between checks of the model file for a new version (0: never reload)")
     inf.add_argument("--status-namespace",
                      help="report the DetectorModel's ModelValid, activeProvider, modelSha256 and signature in this namespace")
@@ -197,9 +207,9 @@ def parser(with_detector: bool = True) -> argparse.ArgumentParser:
 
     op = sub.add_parser("operator", help="run the Kubernetes operator (kopf)")
     op.add_argument("-n", "--namespace", action="append", help="watch this namespace (repeatable; default: all)")
-    op.add_argument("--liveness-port", type=int, default=None, help="serve kopf's liveness probe on this port")
+    op.add_argument("--liveness-port", type=port, default=None, help="serve kopf's liveness probe on this port")
     op.add_argument("--peering", default=None, help="kopf peering name (default: standalone, one replica)")
-    op.add_argument("--metrics-port", type=int, default=None, help="serve Prometheus /metrics on this port")
+    op.add_argument("--metrics-port", type=port, default=None, help="serve Prometheus /metrics on this port")
     op.set_defaults(func=_operator)
     return p
 

@@ -11,6 +11,7 @@ import functools
 import sys
 from pathlib import Path
 
+from plantwatch.cliargs import non_negative_int, positive_int
 from plantwatch.detect import bundle, experiment
 from plantwatch.detect.data import labels_of, parse_time, read_predictions, read_store, read_table, write_predictions
 from plantwatch.detect.evaluate import confusion, meets_target, pooled
@@ -130,7 +131,7 @@ def add_commands(subparsers) -> None:
     train.add_argument("--since", metavar="TIME", help="with --store: first time (epoch seconds or ISO 8601, UTC by default)")
     train.add_argument("--until", metavar="TIME", help="with --store: end time, exclusive")
     train.add_argument("--out", required=True, metavar="DIR", help="model directory to write")
-    train.add_argument("--train-rows", type=int, default=400, help="leading rows known to be normal (default 400)")
+    train.add_argument("--train-rows", type=positive_int, default=400, help="leading rows known to be normal (default 400)")
     train.add_argument("--recipe", choices=sorted(RECIPES), default=DEFAULT_RECIPE, help=recipe_help)
     table_args(train)
     train.set_defaults(func=_user_errors(_train))
@@ -139,7 +140,7 @@ def add_commands(subparsers) -> None:
     score.add_argument("--model", required=True, metavar="DIR", help="model directory from `detector train`")
     score.add_argument("--csv", required=True, help="recording with the model's channels")
     score.add_argument("--out", required=True, metavar="PRED.csv", help="predictions to write")
-    score.add_argument("--skip-rows", type=int, default=0,
+    score.add_argument("--skip-rows", type=non_negative_int, default=0,
                        help="leave out the first N rows from the output (they still serve as window history)")
     table_args(score)
     score.set_defaults(func=_user_errors(_score))
@@ -149,7 +150,7 @@ def add_commands(subparsers) -> None:
     evaluate.add_argument("--pred-dir", metavar="DIR",
                           help="predictions named like the data files (from `detector score`); "
                                "without it, each file trains on its first --skip-rows rows and scores the rest")
-    evaluate.add_argument("--skip-rows", type=int, default=400, help="training rows at the start of each file, not judged (default 400)")
+    evaluate.add_argument("--skip-rows", type=non_negative_int, default=400, help="training rows at the start of each file, not judged (default 400)")
     evaluate.add_argument("--label-column", default="anomaly", help="0/1 label column (default anomaly)")
     evaluate.add_argument("--recipe", choices=sorted(RECIPES), default=DEFAULT_RECIPE, help=recipe_help)
     evaluate.add_argument("--per-file", action="store_true", help="also print each file's figures")
@@ -158,9 +159,9 @@ def add_commands(subparsers) -> None:
 
     simulate = sub.add_parser("simulate", help="write labelled simulated recordings (pump skid with faults)")
     simulate.add_argument("--out", required=True, metavar="DIR")
-    simulate.add_argument("--recordings", type=int, default=20)
-    simulate.add_argument("--seed", type=int, default=0)
-    simulate.add_argument("--train-rows", type=int, default=400, help="fault-free rows at the start of each recording")
+    simulate.add_argument("--recordings", type=positive_int, default=20)
+    simulate.add_argument("--seed", type=non_negative_int, default=0)
+    simulate.add_argument("--train-rows", type=positive_int, default=400, help="fault-free rows at the start of each recording")
     simulate.add_argument("--variant", default="skid", help="plant variant: skid (default), rig, harsh (see detect/README.md)")
     simulate.set_defaults(func=_user_errors(_simulate))
 

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import yaml
 
+from plantwatch.cliargs import finite_float, positive_int
 from plantwatch.detect.bundle import CARD_FILE
 from plantwatch.inference.models import sha256_of
 
@@ -118,8 +119,8 @@ def add_command(sub) -> None:
     publish.add_argument("--namespace", help="namespace of both objects (default: kubectl's)")
     publish.add_argument("--provider", choices=PROVIDERS, default="cpu", help="ONNX Runtime execution provider (falls back to cpu)")
     publish.add_argument("--node-selector", metavar="KEY=VALUE,...", help="score only SensorNodes with these labels")
-    publish.add_argument("--threshold", type=float, help="alert above this smoothed score (default: the model card's)")
-    publish.add_argument("--min-replicas", type=int, default=1)
-    publish.add_argument("--max-replicas", type=int, default=3)
+    publish.add_argument("--threshold", type=finite_float, help="alert above this smoothed score (default: the model card's)")
+    publish.add_argument("--min-replicas", type=positive_int, default=1)
+    publish.add_argument("--max-replicas", type=positive_int, default=3)
     publish.add_argument("--out", metavar="FILE", help="write here instead of standard output")
     publish.set_defaults(func=_user_errors(run))
