@@ -14,7 +14,8 @@ from typing import Any
 
 import kopf
 
-from plantwatch.plant.model import ManifestError, parse_resource, selector_matches
+from plantwatch.plant.load import matched_series, plant_series, selects_nothing, unknown_receivers
+from plantwatch.plant.model import ManifestError, parse_resource
 from plantwatch_operator import kube
 from plantwatch_operator.conditions import now_rfc3339, set_condition
 from plantwatch_operator.config import Config
@@ -66,7 +67,9 @@ def reconcile_plant(namespace: str) -> None:
         detectors = live(kube.list_plant(namespace, "detectormodels"))
         parsed_nodes = {n["metadata"]["name"]: _parse(n) for n in nodes}
         detector_names = {d["metadata"]["name"] for d in detectors}
-        verdicts = {r["metadata"]["name"]: _rule_verdict(r, detector_names) for r in rules}
+        parsed_detectors = [p for p in map(_parse, detectors) if not isinstance(p, str)]
+        series = plant_series([p for p in parsed_nodes.values() if not isinstance(p, str)], parsed_detectors)
+        verdicts = {r["metadata"]["name"]: _rule_verdict(r, detector_names, series) for r in rules}
         accepted = [r for r in rules if verdicts[r["metadata"]["name"]][0] == "True"]
         valid_nodes = [n for n in nodes if not isinstance(parsed_nodes[n["metadata"]["name"]], str)]
         if not valid_nodes:
@@ -82,7 +85,8 @@ def reconcile_plant(namespace: str) -> None:
             _report_node(body, parsed_nodes[body["metadata"]["name"]], digest, now)
         for body in rules:
             status, reason, message = verdicts[body["metadata"]["name"]]
-            matched = _matched_series(body, [p for p in parsed_nodes.values() if not isinstance(p, str)])
+            parsed = _parse(body)
+            matched = 0 if isinstance(parsed, str) else matched_series(parsed, series)
             _report(body, "alertrules", "Accepted", status, reason, message, now, matchedSeries=matched)
 
 
@@ -94,28 +98,21 @@ def _parse(body: dict[str, Any]) -> Any:
         return str(exc)
 
 
-def _rule_verdict(body: dict[str, Any], detectors: set[str]) -> tuple[str, str, str]:
+def _rule_verdict(body: dict[str, Any], detectors: set[str], series: list[Any]) -> tuple[str, str, str]:
+    """Accepted or not, and why. A refused rule stays out of the gateway's config, whose `load_plant`
+    refuses the same things (a rule watching no series, an unknown receiver): the gateway never
+    crash-loops on a plant the operator rendered, and the rule is accepted once nodes match it."""
     parsed = _parse(body)
     if isinstance(parsed, str):
         return "False", "InvalidSpec", parsed
     score = parsed.spec.condition.anomaly_score
     if score is not None and score.detector not in detectors:
         return "False", "DetectorNotFound", f"condition.anomalyScore.detector {score.detector!r} names no DetectorModel in this namespace"
+    if unknown := unknown_receivers(parsed):
+        return "False", "UnknownReceiver", unknown
+    if nothing := selects_nothing(parsed, series):
+        return "False", "NoMatchingSeries", f"in this namespace: {nothing}"
     return "True", "Loaded", "the rule is part of the gateway's config"
-
-
-def _matched_series(body: dict[str, Any], nodes: list[Any]) -> int:
-    parsed = _parse(body)
-    if isinstance(parsed, str):
-        return 0
-    sel = parsed.spec.selector
-    count = 0
-    for node in nodes:
-        if not selector_matches(sel.node_selector, node.meta.labels):
-            continue
-        count += sum(1 for s in node.spec.sensors
-                     if (sel.sensor is None or sel.sensor == s.name) and (sel.sensor_type is None or sel.sensor_type == s.type))
-    return count
 
 
 def _report_node(body: dict[str, Any], parsed: Any, digest: str, now: str) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import shutil
 
 import pytest
+import yaml
 
 from plantwatch.cli import main
 from plantwatch.plant.load import PlantError, load_plant
@@ -107,3 +108,17 @@ def test_an_anomaly_rule_needs_a_detector_that_scores_some_node(tmp_path):
 def test_the_shipped_plants_validate(capsys):
     assert main(["validate", "-f", str(EXAMPLE_PLANT)]) == 0
     assert capsys.readouterr().out.startswith("valid: 5 SensorNodes, 4 AlertRules")
+
+
+def test_the_operator_refuses_the_rules_the_gateway_would_refuse():
+    """The operator keeps a refused rule out of the gateway's config (Accepted=False with the reason),
+    so `serve ingest`'s load_plant never meets it."""
+    from plantwatch_operator.handlers import _parse, _rule_verdict
+    from plantwatch.plant.load import plant_series
+
+    node = yaml.safe_load(NODE)
+    series = plant_series([_parse(node)], [])
+    verdict = lambda text: _rule_verdict(yaml.safe_load(text), set(), series)[:2]  # noqa: E731
+    assert verdict(rule("fine", "{sensorType: vibration}")) == ("True", "Loaded")
+    assert verdict(rule("typo", "{sensor: temprature}")) == ("False", "NoMatchingSeries")
+    assert verdict(rule("paged", "{sensorType: vibration}", receivers="[pager]")) == ("False", "UnknownReceiver")

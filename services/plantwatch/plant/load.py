@@ -39,13 +39,15 @@ SCORE_TYPE = "anomaly_score"
 
 
 def rule_selects(rule: AlertRule, node: SensorNode, sensor_name: str, sensor_type: str) -> bool:
-    """Whether the rule watches this series: every criterion of its selector matches, and an
-    AnomalyScore rule watches only its own detector's scores (sensor = the DetectorModel's name)."""
+    """Whether the rule watches this series: every criterion of its selector matches, an
+    AnomalyScore rule watches only its own detector's scores (sensor = the DetectorModel's name)
+    and an Absence rule only the node's own sensors (the rule engine's absence watches)."""
     sel = rule.spec.selector
-    score = rule.spec.condition.anomaly_score
+    kind = rule.spec.condition.type
     return ((sel.sensor_type is None or sel.sensor_type == sensor_type)
             and (sel.sensor is None or sel.sensor == sensor_name)
-            and (rule.spec.condition.type != "AnomalyScore" or score.detector == sensor_name)
+            and (kind != "AnomalyScore" or rule.spec.condition.anomaly_score.detector == sensor_name)
+            and (kind != "Absence" or any(s.name == sensor_name for s in node.spec.sensors))
             and selector_matches(sel.node_selector, node.meta.labels))
 
 
