@@ -18,5 +18,9 @@ STAGE = Histogram("plantwatch_stage_seconds_per_message", "Mean time per message
 STORE_WRITE = Histogram("plantwatch_store_write_seconds", "Time to write one batch to the store (one transaction).",
                         buckets=(0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5))
 SPOOL = Gauge("plantwatch_store_spool", "What waits in a store's disk spool (InfluxDB down), in batches and bytes.", ["unit"])
+STATE_EVICTIONS = Counter("plantwatch_state_evictions_total",
+                          "Entries dropped from a bounded per-key structure fed by the network, by structure.", ["structure"])
+DEAD_LETTERS_EXPIRED = Counter("plantwatch_dead_letters_expired_total",
+                               "Dead letters deleted from the embedded store after their retention period.")
 SCORES_SKIPPED = Counter("plantwatch_anomaly_scores_skipped_total",
                          "Feature rows not scored because the detector's model could not be reached, by detector.", ["detector"])

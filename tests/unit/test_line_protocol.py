@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import hashlib
 
 import pytest
 
@@ -70,7 +71,8 @@ def test_alert_event_without_value_has_no_value_field():
 
 def test_dead_letters_received_together_are_distinct_points():
     lines = list(dead_letter_lines([(1.0, "t/a", "malformed", "bad", b"\xff\x00"), (1.0, "t/a", "malformed", "bad", b"x")]))
-    assert lines[0] == 'dead_letter,reason=malformed topic="t/a",detail="bad",payload="/wA=" 1000000000'
+    sha = hashlib.sha256(b"\xff\x00").hexdigest()
+    assert lines[0] == f'dead_letter,reason=malformed topic="t/a",detail="bad",payload="/wA=",payload_bytes=2i,payload_sha256="{sha}" 1000000000'
     assert base64.b64decode("/wA=") == b"\xff\x00"
     assert lines[1].endswith(" 1000000001")
 

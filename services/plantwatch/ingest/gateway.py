@@ -36,12 +36,14 @@ from plantwatch.plant.model import duration_seconds
 from plantwatch.readings import AlertEvent, Reading
 from plantwatch.rules.engine import RuleEngine
 from plantwatch.rules.windows import window_start
-from plantwatch.store.sqlite import SqliteStore
+from plantwatch.store.sqlite import EXPIRE_ROWS, SqliteStore, payload_record
 
 log = logging.getLogger(__name__)
 
 DEAD_LETTER_PREFIX = "plantwatch/dead-letter"
 SPARKPLUG_PREFIX = sparkplug.NAMESPACE + "/"
+#: The Sparkplug messages that carry readings (births carry their metrics' current values).
+_SPARKPLUG_READINGS = frozenset({"NBIRTH", "DBIRTH", "NDATA", "DDATA"})
 _TIMESTAMP = attrgetter("ts")
 #: At most one rebirth request per edge node in this many seconds (the births take a moment).
 REBIRTH_INTERVAL_S = 5.0
@@ -49,6 +51,10 @@ REBIRTH_INTERVAL_S = 5.0
 #: forgotten first): enough to dead-letter a few strangers sensibly, and bounded, since anyone
 #: may publish under the namespace. One forgotten and heard from again is asked for a rebirth.
 MAX_STRANGER_SESSIONS = 1024
+#: How long dead letters are kept in the embedded store by default (`--dead-letter-retention-days`).
+DEAD_LETTER_RETENTION_S = 7 * 86400.0
+#: Seconds between the tick's retention sweeps (sooner while a sweep finds a full chunk to delete).
+DEAD_LETTER_SWEEP_S = 60.0
 
 
 def sparkplug_key(topic: str) -> tuple[str, str, str | None]:
@@ -86,11 +92,15 @@ def load_gateway_plant(*paths: str) -> Plant:
 
 def dead_letter(topic: str, payload: bytes, node: str | None, rejections: list[Rejection], now: float,
                 correlation_id: str) -> bytes:
-    """The DLQ message: the original payload, verbatim, with every reason."""
+    """The DLQ message: the payload's first DEAD_LETTER_PAYLOAD_BYTES bytes, verbatim, its size and sha256, every reason."""
+    prefix, size, sha256 = payload_record(payload)
     try:
-        body, encoding = payload.decode("utf-8"), "utf-8"
-    except UnicodeDecodeError:
-        body, encoding = base64.b64encode(payload).decode(), "base64"
+        body, encoding = prefix.decode("utf-8"), "utf-8"
+    except UnicodeDecodeError as exc:
+        if size > len(prefix) and exc.reason == "unexpected end of data":  # the cut split a character: drop its start
+            body, encoding = prefix[:exc.start].decode("utf-8"), "utf-8"
+        else:
+            body, encoding = base64.b64encode(prefix).decode(), "base64"
     return orjson.dumps({
         "correlation_id": correlation_id,
         "reason": rejections[0].reason,
@@ -100,6 +110,9 @@ def dead_letter(topic: str, payload: bytes, node: str | None, rejections: list[R
         "received_at": now,
         "payload": body,
         "payload_encoding": encoding,
+        "payload_bytes": size,
+        "payload_sha256": sha256,
+        "payload_truncated": size > len(prefix),
     })
 
 
@@ -143,9 +156,15 @@ class Pipeline:
     def __init__(self, plant: Plant, store: SqliteStore, router: AlertRouter,
                  publish: Callable[[str, bytes], None] | None = None, policy: Policy = Policy(),
                  now: float | None = None, window_s: float = 60.0, window_grace_s: float = 5.0,
-                 sinks: Sequence[Any] = (), scorers: Sequence[Any] = (), sinks_before_store: bool | None = None):
+                 sinks: Sequence[Any] = (), scorers: Sequence[Any] = (), sinks_before_store: bool | None = None,
+                 dead_letter_retention_s: float = DEAD_LETTER_RETENTION_S, dead_letter_store: SqliteStore | None = None):
         self.plant = plant
         self.store = store
+        #: Dead letters older than the retention are deleted from the embedded store by the tick;
+        #: `dead_letter_store` is that store when `store` is a view of it (a shard's ShardStore).
+        self.dead_letter_retention_s = dead_letter_retention_s
+        self._dead_letter_store = dead_letter_store or store
+        self._next_sweep = 0.0
         #: Further stores every batch is written to beside the embedded one (InfluxDB): a sink
         #: that cannot take a batch raises, and the batch is not acknowledged.
         self.sinks = sinks
@@ -173,7 +192,10 @@ class Pipeline:
         self._topics = {c.name: c.topic for c in compiled}
         #: Sparkplug sessions of the plant's edge nodes (a fixed set), and of strangers (bounded, LRU).
         self._sessions: dict[tuple[str, str], sparkplug.EdgeNodeSession] = {}
-        self._known_edges = {(group, edge) for group, edge, _ in self._sparkplug}
+        #: The devices (None: the edge node itself) of each of the plant's edge nodes: a session keeps their aliases only.
+        self._known_edges: dict[tuple[str, str], frozenset[str | None]] = {}
+        for group, edge, device in self._sparkplug:
+            self._known_edges[(group, edge)] = self._known_edges.get((group, edge), frozenset()) | {device}
         self._stranger_sessions: OrderedDict[tuple[str, str], sparkplug.EdgeNodeSession] = OrderedDict()
         self._rebirth_asked: dict[tuple[str, str], float] = {}
         #: How long each node may be silent before it is Offline: heartbeat interval × missed beats.
@@ -414,6 +436,8 @@ class Pipeline:
             return node, [], [Rejection(exc.reason, exc.detail)]
         session = self._session((t.group, t.edge_node))
         outcome = sparkplug.apply(session, t, message)
+        if outcome.evicted:
+            metrics.STATE_EVICTIONS.labels("sparkplug_aliases").inc(outcome.evicted)
         if outcome.offline:  # NDEATH takes the edge node's devices with it; DDEATH only its device
             for (group, edge, device), dead in self._sparkplug.items():
                 if (group, edge) == (t.group, t.edge_node) and (t.device is None or device == t.device):
@@ -425,31 +449,38 @@ class Pipeline:
                 self._rebirth_asked[key] = now
                 outbox.append(sparkplug.rebirth_request(t, int(now * 1000)))
             rejections.append(Rejection("sequence_gap", f"{outcome.problem}; rebirth requested from {t.edge_node}"))
-        if not outcome.values:
-            return node, [], rejections
         if node is None:
-            if self.policy.unknown_node == "ignore":
+            # Judged by the message, not by what it resolves to: a stranger's aliases are never kept.
+            if (outcome.rebirth or not message.metrics or t.message_type not in _SPARKPLUG_READINGS
+                    or self.policy.unknown_node == "ignore"):
                 return None, [], rejections
             return None, [], [*rejections, Rejection("unknown_node", f"no SensorNode is Sparkplug {t.group}/{t.edge_node}"
                                                                       + (f"/{t.device}" if t.device else ""))]
+        if not outcome.values:
+            return node, [], rejections
         ts = outcome.timestamp_ms / 1000.0 if outcome.timestamp_ms is not None else None
         readings: list[Reading] = []
         check_sample(node, Sample(outcome.values, ts), now, self.policy, readings, rejections)
         return node, readings, rejections
 
     def _session(self, key: tuple[str, str]) -> sparkplug.EdgeNodeSession:
-        """The edge node's Sparkplug session; a stranger's is kept only among the most recent few."""
-        if key in self._known_edges:
-            return self._sessions.setdefault(key, sparkplug.EdgeNodeSession())
+        """The edge node's Sparkplug session; a stranger's is kept only among the most recent few, without aliases."""
+        devices = self._known_edges.get(key)
+        if devices is not None:
+            session = self._sessions.get(key)
+            if session is None:
+                session = self._sessions[key] = sparkplug.EdgeNodeSession(devices=devices)
+            return session
         strangers = self._stranger_sessions
         session = strangers.get(key)
         if session is not None:
             strangers.move_to_end(key)
             return session
-        session = strangers[key] = sparkplug.EdgeNodeSession()
+        session = strangers[key] = sparkplug.EdgeNodeSession(devices=frozenset())
         if len(strangers) > MAX_STRANGER_SESSIONS:
             forgotten, _ = strangers.popitem(last=False)
             self._rebirth_asked.pop(forgotten, None)
+            metrics.STATE_EVICTIONS.labels("sparkplug_stranger_sessions").inc()
         return session
 
     def tick(self, now: float) -> None:
@@ -487,6 +518,10 @@ class Pipeline:
             self.router.repeat_due(now)
         for node, silence in self.silence.items():
             metrics.NODE_ONLINE.labels(node).set(1 if now - self.last_seen.get(node, -1e18) <= silence else 0)
+        if now >= self._next_sweep:
+            expired = self._dead_letter_store.expire_dead_letters(now - self.dead_letter_retention_s)
+            metrics.DEAD_LETTERS_EXPIRED.inc(expired)
+            self._next_sweep = now if expired >= EXPIRE_ROWS else now + DEAD_LETTER_SWEEP_S
 
     def close_windows(self) -> None:
         """Summarize every window that has readings, open or not (at shutdown)."""

@@ -15,7 +15,7 @@ from typing import Any, Sequence
 
 from plantwatch.alerts.router import AlertRouter
 from plantwatch.health import HealthServer
-from plantwatch.ingest.gateway import IngestService, Pipeline, load_gateway_plant
+from plantwatch.ingest.gateway import DEAD_LETTER_RETENTION_S, IngestService, Pipeline, load_gateway_plant
 from plantwatch.ingest.scaleout import DEFAULT_LEASE_S, LockedSink, ShardedIngest, SharedLines
 from plantwatch.ingest.shards import owned_shards
 from plantwatch.ingest.node_status import NodeStatusReporter
@@ -38,7 +38,8 @@ class Scale:
 
 def serve(paths: list[str], broker_url: str, db: str, http_port: int, client_id: str = "plantwatch-gateway",
           policy: Policy = Policy(), status_namespace: str | None = None, sinks: Sequence[Any] = (),
-          scale: Scale | None = None, score_url: str | None = None) -> int:
+          scale: Scale | None = None, score_url: str | None = None,
+          dead_letter_retention_s: float = DEAD_LETTER_RETENTION_S) -> int:
     """Run the gateway until SIGTERM; with `status_namespace`, report SensorNode Online there.
 
     With `score_url` (e.g. http://plantwatch-detector-{name}:8080), every DetectorModel is
@@ -62,7 +63,8 @@ def serve(paths: list[str], broker_url: str, db: str, http_port: int, client_id:
 
         def shard_pipeline(subset: Plant, shard_store: Any) -> Pipeline:
             return Pipeline(subset, shard_store, AlertRouter(subset, lines), publish=dlq.publish, policy=policy, sinks=shared,
-                            scorers=_scorers(subset, score_url))
+                            scorers=_scorers(subset, score_url), dead_letter_retention_s=dead_letter_retention_s,
+                            dead_letter_store=store)
 
         owned = owned_shards(scale.index, scale.shards, scale.replicas)
         service = ShardedIngest(plant, store, broker_url, scale.shards, owned, client_id,
@@ -71,7 +73,7 @@ def serve(paths: list[str], broker_url: str, db: str, http_port: int, client_id:
         view: Any = service
     else:
         view = Pipeline(plant, store, AlertRouter(plant), publish=dlq.publish, policy=policy, sinks=sinks,
-                        scorers=_scorers(plant, score_url))
+                        scorers=_scorers(plant, score_url), dead_letter_retention_s=dead_letter_retention_s)
         service = IngestService(view, broker_url, client_id)
     health = HealthServer(http_port, healthy=lambda: service.alive, ready=lambda: service.ready, host="0.0.0.0")
     health.start()

@@ -245,15 +245,23 @@ def rebirth_request(t: Topic, now_ms: int) -> tuple[str, bytes]:
 
 # --- session state -------------------------------------------------------------------
 
+#: Aliases one edge node's session keeps, over all its devices: a birth that would pass it
+#: evicts the tables of the devices born longest ago (and of one birth, keeps the first this many).
+MAX_ALIASES = 16384
+
+
 @dataclass
 class EdgeNodeSession:
     """What the host knows about one edge node: online, last seq, metric aliases."""
 
     online: bool = False
     seq: int | None = None
-    #: (device or None, alias) → metric name, from the births.
-    aliases: dict[tuple[str | None, int], str] = field(default_factory=dict)
-    offline_devices: set[str] = field(default_factory=set)
+    #: device (None: the edge node itself) → alias → metric name, from the births, oldest birth first.
+    aliases: dict[str | None, dict[int, str]] = field(default_factory=dict)
+    alias_count: int = 0
+    #: The devices whose aliases are kept (None: every device's). A host needs those of the devices
+    #: whose data it stores, and anyone on the network may publish births for any other.
+    devices: frozenset[str | None] | None = None
 
 
 @dataclass(frozen=True)
@@ -265,6 +273,8 @@ class Outcome:
     rebirth: bool = False
     offline: bool = False
     problem: str | None = None
+    #: Aliases this message's birth made the session forget (MAX_ALIASES).
+    evicted: int = 0
 
 
 def apply(session: EdgeNodeSession, t: Topic, p: Payload) -> Outcome:
@@ -276,11 +286,9 @@ def apply(session: EdgeNodeSession, t: Topic, p: Payload) -> Outcome:
         return Outcome({}, p.timestamp, offline=True)
     if kind == "NBIRTH":
         session.online = True
-        session.aliases = {k: v for k, v in session.aliases.items() if k[0] is not None}
-        session.offline_devices.clear()
         session.seq = p.seq
-        _learn(session, None, p)
-        return Outcome(_values(session, None, p), p.timestamp)
+        evicted = _learn(session, None, p)
+        return Outcome(_values(session, None, p), p.timestamp, evicted=evicted)
     if not session.online:
         return Outcome({}, p.timestamp, rebirth=True, problem="data from an edge node without an NBIRTH")
     expected = (session.seq + 1) % 256 if session.seq is not None else None
@@ -289,27 +297,43 @@ def apply(session: EdgeNodeSession, t: Topic, p: Payload) -> Outcome:
         return Outcome({}, p.timestamp, rebirth=True, problem=f"seq {p.seq}, expected {expected}: messages were lost")
     session.seq = p.seq
     if kind == "DBIRTH":
-        session.offline_devices.discard(t.device)
-        _learn(session, t.device, p)
-        return Outcome(_values(session, t.device, p), p.timestamp)
+        evicted = _learn(session, t.device, p)
+        return Outcome(_values(session, t.device, p), p.timestamp, evicted=evicted)
     if kind == "DDEATH":
-        session.offline_devices.add(t.device)
         return Outcome({}, p.timestamp, offline=True)
     if kind in ("NDATA", "DDATA"):
         return Outcome(_values(session, t.device, p), p.timestamp)
     return Outcome({}, p.timestamp)
 
 
-def _learn(session: EdgeNodeSession, device: str | None, p: Payload) -> None:
-    for m in p.metrics:
-        if m.name is not None and m.alias is not None:
-            session.aliases[(device, m.alias)] = m.name
+def _learn(session: EdgeNodeSession, device: str | None, p: Payload) -> int:
+    """Replace the device's alias table with its birth's; how many aliases the session forgot for room."""
+    tables = session.aliases
+    old = tables.pop(device, None)
+    if old:
+        session.alias_count -= len(old)
+    if session.devices is not None and device not in session.devices:
+        return 0
+    table = {m.alias: m.name for m in p.metrics if m.name is not None and m.alias is not None}
+    evicted = 0
+    if len(table) > MAX_ALIASES:
+        evicted = len(table) - MAX_ALIASES
+        table = dict(list(table.items())[:MAX_ALIASES])
+    while tables and session.alias_count + len(table) > MAX_ALIASES:
+        oldest = tables.pop(next(iter(tables)))  # dicts keep insertion order: the earliest birth
+        session.alias_count -= len(oldest)
+        evicted += len(oldest)
+    if table:
+        tables[device] = table
+        session.alias_count += len(table)
+    return evicted
 
 
 def _values(session: EdgeNodeSession, device: str | None, p: Payload) -> dict[str, Any]:
     out: dict[str, Any] = {}
+    table = session.aliases.get(device, {})
     for m in p.metrics:
-        name = m.name if m.name is not None else session.aliases.get((device, m.alias))
+        name = m.name if m.name is not None else table.get(m.alias)
         if name is None or m.is_null:
             continue
         out[name] = m.value

@@ -20,7 +20,7 @@ from typing import TextIO
 
 from plantwatch.alerts.router import AlertRouter
 from plantwatch.ingest.codecs import iso
-from plantwatch.ingest.gateway import IngestService, Pipeline, load_gateway_plant
+from plantwatch.ingest.gateway import DEAD_LETTER_RETENTION_S, IngestService, Pipeline, load_gateway_plant
 from plantwatch.ingest.validate import Policy
 from plantwatch.health import HealthServer
 from plantwatch.inference.plant_scorers import plant_scorers
@@ -43,6 +43,7 @@ class UpOptions:
     http_port: int = 9464
     status_every: float = 5.0
     window_s: float = 60.0
+    dead_letter_retention_s: float = DEAD_LETTER_RETENTION_S
     policy: Policy = field(default_factory=Policy)
     out: TextIO = field(default=sys.stdout)
 
@@ -71,6 +72,7 @@ def up(opts: UpOptions) -> int:
     for problem in problems:
         print(f"plantwatch up: not scoring: {problem.reason}: {problem}", file=sys.stderr)
     pipeline = Pipeline(plant, store, router, publish=dlq.publish, policy=opts.policy, window_s=opts.window_s,
+                        dead_letter_retention_s=opts.dead_letter_retention_s,
                         scorers=scorers)
     service = IngestService(pipeline, url)
     service.start()

@@ -22,6 +22,7 @@ from urllib.parse import urlparse
 
 import paho.mqtt.client as mqtt
 
+from plantwatch import metrics
 from plantwatch.mqtt import wire
 
 log = logging.getLogger(__name__)
@@ -145,7 +146,7 @@ class BatchSubscriber:
 
     def _receive(self, sock: socket.socket, handle, stop: threading.Event, idle) -> None:
         buf = self._pending
-        topics: dict[bytes, str] = {}
+        topics = wire.TopicCache()
         sock.settimeout(0.1)
         send_lock = threading.Lock()  # PUBACKs may be sent from the thread that stores a batch
         in_hand: deque[Future] = deque()  # batches handed over and not yet stored, oldest first
@@ -160,6 +161,9 @@ class BatchSubscriber:
                 except socket.timeout:
                     pass
                 publishes, controls, used = wire.parse(buf, topics)
+                if topics.evicted:
+                    metrics.STATE_EVICTIONS.labels("mqtt_topic_cache").inc(topics.evicted)
+                    topics.evicted = 0
                 if used:
                     del buf[:used]
                 for c in controls:

@@ -60,6 +60,25 @@ def puback(packet_ids: list[int]) -> bytes:
     return b"".join(b"\x40\x02" + struct.pack("!H", pid) for pid in packet_ids)
 
 
+#: Decoded topic names a receive loop keeps (mqtt.client): a plant has a few hundred topics, and
+#: anyone may publish under its prefixes, so the cache is emptied when it holds this many.
+TOPIC_CACHE_SIZE = 4096
+
+
+class TopicCache(dict):
+    """Topic names by their raw bytes (`parse` empties it at TOPIC_CACHE_SIZE); `evicted` counts names dropped."""
+
+    __slots__ = ("evicted",)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.evicted = 0
+
+    def clear(self) -> None:
+        self.evicted += len(self)
+        super().clear()
+
+
 PINGREQ_PACKET = bytes([PINGREQ << 4, 0])
 DISCONNECT_PACKET = bytes([DISCONNECT << 4, 0])
 
@@ -84,7 +103,9 @@ class Control:
 def parse(buf: bytearray, topics: dict[bytes, str]) -> tuple[list[Publish], list[Control], int]:
     """Every complete packet at the start of `buf`: (publishes, others, bytes consumed).
 
-    `topics` caches decoded topic names: a plant has few topics and many messages.
+    `topics` caches decoded topic names: a plant has few topics and many messages. Full
+    (TOPIC_CACHE_SIZE), it is emptied: the plant's own topics come back with their next
+    message, and a flood of distinct topics costs a decode each, never memory.
     """
     publishes: list[Publish] = []
     controls: list[Control] = []
@@ -127,6 +148,8 @@ def parse(buf: bytearray, topics: dict[bytes, str]) -> tuple[list[Publish], list
                 last_raw = data[i + 2:j]
                 topic = topics.get(last_raw)
                 if topic is None:
+                    if len(topics) >= TOPIC_CACHE_SIZE:
+                        topics.clear()
                     topic = topics[last_raw] = last_raw.decode("utf-8", "replace")
                 last_topic = topic
             packet_id = 0

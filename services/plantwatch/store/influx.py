@@ -39,6 +39,7 @@ from influxdb_client import InfluxDBClient, WritePrecision, WriteService
 from influxdb_client.rest import ApiException
 
 from plantwatch.readings import AlertEvent, Reading
+from plantwatch.store.sqlite import DeadLetter, payload_record
 
 log = logging.getLogger(__name__)
 
@@ -51,8 +52,6 @@ REJECTED_STATUSES = frozenset({400, 413, 422})
 
 _TAG_ESCAPES = str.maketrans({",": r"\,", "=": r"\=", " ": r"\ ", "\n": r"\n", "\r": r"\r", "\t": r"\t"})
 _STRING_ESCAPES = str.maketrans({'"': r"\"", "\\": r"\\"})
-
-DeadLetter = tuple[float, str, str, str, bytes]
 
 
 class SpoolFullError(RuntimeError):
@@ -127,10 +126,12 @@ def alert_line(a: AlertEvent) -> str:
 
 
 def dead_letter_lines(dead_letters: Iterable[DeadLetter]) -> Iterator[str]:
-    """Dead letters, payload in base64; the i-th of a batch at received + i ns, so that letters received together stay apart."""
+    """Dead letters, the payload's prefix in base64 with its full size and sha256 (as SQLite keeps them);
+    the i-th of a batch at received + i ns, so that letters received together stay apart."""
     for i, (received, topic, reason, detail, payload) in enumerate(dead_letters):
+        prefix, size, sha256 = payload_record(payload)
         fields = (f"topic={_string(topic)},detail={_string(detail)},"
-                  f"payload={_string(base64.b64encode(payload).decode())}")
+                  f"payload={_string(base64.b64encode(prefix).decode())},payload_bytes={size}i,payload_sha256={_string(sha256)}")
         yield f"dead_letter{_tags((('reason', reason),))} {fields} {ns(received) + i}"
 
 

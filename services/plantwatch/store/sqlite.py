@@ -10,6 +10,7 @@ that produced it, under the shard's fencing epoch (docs/scale-out.md).
 
 from __future__ import annotations
 
+import hashlib
 import sqlite3
 import threading
 import time
@@ -63,7 +64,9 @@ CREATE TABLE IF NOT EXISTS dead_letters (
     topic    TEXT NOT NULL,
     reason   TEXT NOT NULL,
     detail   TEXT NOT NULL,
-    payload  BLOB NOT NULL
+    payload  BLOB NOT NULL,
+    payload_bytes  INTEGER,
+    payload_sha256 TEXT
 );
 CREATE TABLE IF NOT EXISTS shard_checkpoints (
     shard   INTEGER PRIMARY KEY,
@@ -73,6 +76,23 @@ CREATE TABLE IF NOT EXISTS shard_checkpoints (
     state   BLOB
 );
 """
+#: Columns a dead_letters table made before payloads were cut to a prefix lacks.
+_DEAD_LETTER_COLUMNS = (("payload_bytes", "INTEGER"), ("payload_sha256", "TEXT"))
+
+#: Bytes of a rejected payload a dead letter keeps (stored and republished), beside its full
+#: size and sha256: enough to see what was wrong, while a hostile 10 MB message costs 4 KiB.
+DEAD_LETTER_PAYLOAD_BYTES = 4096
+#: Rows one retention sweep deletes at most, so that it holds the write lock briefly; a sweep
+#: that deleted this many is followed by another (SqliteStore.expire_dead_letters).
+EXPIRE_ROWS = 10_000
+
+DeadLetter = tuple[float, str, str, str, bytes]
+"""(received, topic, reason, detail, payload): the payload in full; stores keep `payload_record` of it."""
+
+
+def payload_record(payload: bytes) -> tuple[bytes, int, str]:
+    """(the first DEAD_LETTER_PAYLOAD_BYTES bytes, the full size, the full payload's sha256 in hex)."""
+    return payload[:DEAD_LETTER_PAYLOAD_BYTES], len(payload), hashlib.sha256(payload).hexdigest()
 
 
 @dataclass(frozen=True)
@@ -140,9 +160,29 @@ class SqliteStore:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=NORMAL")
             self._db.executescript(SCHEMA)
+            self._migrate_dead_letters()
+
+    def _migrate_dead_letters(self) -> None:
+        """Give a file from before payload prefixes the size and hash columns, and cut its payloads."""
+        db = self._db
+        have = {row[1] for row in db.execute("PRAGMA table_info(dead_letters)")}
+        missing = [(name, kind) for name, kind in _DEAD_LETTER_COLUMNS if name not in have]
+        if missing:
+            db.create_function("sha256", 1, lambda b: hashlib.sha256(b).hexdigest(), deterministic=True)
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                for name, kind in missing:
+                    db.execute(f"ALTER TABLE dead_letters ADD COLUMN {name} {kind}")
+                db.execute("UPDATE dead_letters SET payload_bytes = length(payload), payload_sha256 = sha256(payload),"
+                           " payload = substr(payload, 1, ?) WHERE payload_bytes IS NULL", (DEAD_LETTER_PAYLOAD_BYTES,))
+                db.execute("COMMIT")
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+        db.execute("CREATE INDEX IF NOT EXISTS dead_letters_received ON dead_letters (received)")
 
     def write(self, readings: Iterable[Reading] = (), alerts: Iterable[AlertEvent] = (),
-              dead_letters: Iterable[tuple[float, str, str, str, bytes]] = (),
+              dead_letters: Iterable[DeadLetter] = (),
               checkpoint: Checkpoint | None = None) -> int:
         """Write one batch in one transaction; return how many readings were new.
 
@@ -166,8 +206,9 @@ class SqliteStore:
                     ((a.fingerprint, a.rule, a.node, a.sensor, a.state, a.severity, a.value, a.ts, a.summary) for a in alerts),
                 )
                 db.executemany(
-                    "INSERT INTO dead_letters (received, topic, reason, detail, payload) VALUES (?, ?, ?, ?, ?)",
-                    dead_letters,
+                    "INSERT INTO dead_letters (received, topic, reason, detail, payload, payload_bytes, payload_sha256)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    ((*letter[:4], *payload_record(letter[4])) for letter in dead_letters),
                 )
                 db.execute("COMMIT")
             except BaseException:
@@ -261,6 +302,15 @@ class SqliteStore:
                 db.execute("ROLLBACK")
                 raise
         return out
+
+    def expire_dead_letters(self, before: float) -> int:
+        """Delete up to EXPIRE_ROWS dead letters received before `before` (oldest first); how many."""
+        with self._lock:
+            db = self._db
+            changes = db.total_changes
+            db.execute("DELETE FROM dead_letters WHERE id IN"
+                       " (SELECT id FROM dead_letters WHERE received < ? ORDER BY received LIMIT ?)", (before, EXPIRE_ROWS))
+            return db.total_changes - changes
 
     def count(self, table: str) -> int:
         if table not in ("readings", "alert_events", "dead_letters", "summaries"):
