@@ -168,8 +168,10 @@ def render_detector(detector: DetectorModel, config: Config) -> list[dict[str, A
     name = detector_name(detector.name)
     namespace = detector.meta.namespace
     lab = {**labels("inference", detector.name), f"{GROUP}/detector": detector.name}
+    # The service listens on loopback unless told otherwise; in a pod, the Service and the kubelet's probes come in
+    # over the pod's own address.
     args = ["serve", "inference", "--model-name", detector.name, "--provider", spec.execution_provider,
-            "--http-port", str(HTTP_PORT), "--status-namespace", "$(POD_NAMESPACE)"]
+            "--host", "0.0.0.0", "--http-port", str(HTTP_PORT), "--status-namespace", "$(POD_NAMESPACE)"]
     volumes: list[dict[str, Any]] = []
     mounts: list[dict[str, Any]] = []
     source = spec.source

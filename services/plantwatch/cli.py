@@ -37,7 +37,8 @@ def _up(args: argparse.Namespace) -> int:
 
     return up(UpOptions(
         paths=args.file, simulate=args.simulate, duration=args.duration, summary_json=args.summary_json,
-        broker_url=args.broker, broker_kind=args.broker_kind, db=args.db, http_port=args.http_port,
+        broker_url=args.broker, broker_kind=args.broker_kind, db=args.db, client_id=args.client_id,
+        http_port=args.http_port,
         status_every=args.status_every, window_s=args.window_seconds, policy=_policy(args),
         dead_letter_retention_s=args.dead_letter_retention_days * 86400,
     ))
@@ -99,9 +100,12 @@ def _serve_ingest(args: argparse.Namespace) -> int:
 def _serve_inference(args: argparse.Namespace) -> int:
     from plantwatch.inference.service import InferenceOptions, serve
 
+    from plantwatch.inference.server import Limits
+
+    limits = Limits(args.max_body_bytes, args.read_timeout, args.idle_timeout, args.workers, args.max_connections)
     return serve(InferenceOptions(args.model_name, args.model, args.model_url, args.provider, args.sha256, args.threads,
                                   args.host, args.http_port, args.max_batch, args.max_wait_ms, args.reload_interval,
-                                  args.status_namespace))
+                                  args.status_namespace, limits))
 
 
 def _operator(args: argparse.Namespace) -> int:
@@ -127,7 +131,12 @@ def parser(with_detector: bool = True) -> argparse.ArgumentParser:
     up.add_argument("--broker", metavar="URL", help="use this MQTT broker (mqtt://host:port) instead of starting one")
     up.add_argument("--broker-kind", choices=("auto", "mosquitto", "embedded"), default="auto",
                     help="which broker to start when --broker is not given (auto: mosquitto when installed)")
-    up.add_argument("--db", metavar="FILE", help="SQLite file for the embedded store (default: a temporary file)")
+    up.add_argument("--db", metavar="FILE",
+                    help="SQLite file for the embedded store (default: a temporary file); with it the run is durable: "
+                         "a persistent MQTT session, and the rule state checkpointed, so a restart continues")
+    up.add_argument("--client-id",
+                    help="with --db: MQTT client id of the persistent session (default: plantwatch-up-<hash of the "
+                         "--db path>); the dead-letter publisher and simulator use <client-id>-dlq and -sim")
     up.add_argument("--http-port", type=port, default=9464, help="port of /metrics /healthz /readyz (0: any free port)")
     up.add_argument("--status-every", type=positive_float, default=5.0, help="seconds between console status lines")
     up.add_argument("--window-seconds", type=positive_float, default=60.0, help="width of the tumbling-window summaries")
@@ -185,8 +194,20 @@ def parser(with_detector: bool = True) -> argparse.ArgumentParser:
     inf.add_argument("--provider", choices=("cpu", "cuda", "tensorrt"), default="cpu", help="execution provider (falls back to cpu)")
     inf.add_argument("--sha256", help="refuse to serve a model with another checksum")
     inf.add_argument("--threads", type=non_negative_int, default=1, help="ONNX Runtime intra-op threads (0: its default)")
-    inf.add_argument("--host", default="0.0.0.0", help="address to listen on")
+    inf.add_argument("--host", default="127.0.0.1",
+                     help="address to listen on (default: loopback only; 0.0.0.0: every interface, as in a pod)")
     inf.add_argument("--http-port", type=port, default=8080, help="port of the OIP endpoints and /metrics")
+    inf.add_argument("--max-body-bytes", type=positive_int, default=4 << 20,
+                     help="largest request body; a larger one is refused (413) unread (default 4 MiB)")
+    inf.add_argument("--read-timeout", type=positive_float, default=10.0,
+                     help="seconds a request's body may take to arrive after its head (408 after; default 10)")
+    inf.add_argument("--idle-timeout", type=positive_float, default=15.0,
+                     help="seconds a connection may go without a complete request head before it is closed (default 15)")
+    inf.add_argument("--workers", type=positive_int, default=16,
+                     help="threads serving infer requests; more wait unread, and at most this many share a "
+                          "micro-batch (default 16)")
+    inf.add_argument("--max-connections", type=positive_int, default=512,
+                     help="open connections; a request on one more is answered 503 and closed (default 512)")
     inf.add_argument("--max-batch", type=positive_int,
                      help="most rows of concurrent requests coalesced into one model call; 1: none "
                           "(default: 256 on cuda/tensorrt, 1 on cpu, where it measured no gain)")

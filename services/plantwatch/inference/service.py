@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from plantwatch.inference.models import ModelError, fetch_model
-from plantwatch.inference.server import InferenceServer
+from plantwatch.inference.server import InferenceServer, Limits
 from plantwatch.inference.serving import ModelSlot
 
 
@@ -23,12 +23,13 @@ class InferenceOptions:
     provider: str = "cpu"
     sha256: str | None = None
     threads: int = 1
-    host: str = "0.0.0.0"
+    host: str = "127.0.0.1"  # the pod the operator renders binds 0.0.0.0 explicitly
     http_port: int = 8080
     max_batch: int | None = None  # None: serving.default_max_batch of the provider in use
     max_wait_ms: float = 1.0
     reload_interval_s: float = 2.0
     status_namespace: str | None = None
+    limits: Limits = Limits()
 
 
 def serve(opts: InferenceOptions) -> int:
@@ -60,7 +61,15 @@ def serve(opts: InferenceOptions) -> int:
               file=sys.stderr)
     if opts.model and opts.reload_interval_s > 0:  # a downloaded model is fixed by its sha256; nothing to watch
         slot.watch(opts.reload_interval_s)
-    server = InferenceServer({slot.name: slot}, opts.http_port, host=opts.host)
+    try:
+        server = InferenceServer({slot.name: slot}, opts.http_port, host=opts.host, limits=opts.limits)
+    except OSError as exc:
+        print(f"plantwatch serve inference: cannot listen on {opts.host}:{opts.http_port}: {exc.strerror or exc}",
+              file=sys.stderr)
+        slot.close()
+        if reporter:
+            reporter.close()
+        return 2
     server.start()
     stop = threading.Event()
     for s in (signal.SIGINT, signal.SIGTERM):

@@ -4,31 +4,48 @@ Broker (an external one if given, else mosquitto or the embedded broker), the
 ingestion pipeline with the embedded SQLite store and the rules, alert routing to the
 console, /metrics /healthz /readyz, and optionally simulated nodes. Runs for a
 duration or until interrupted, then drains what was received and writes a summary.
+
+With `--db` the run is durable as `serve ingest` is: its MQTT session is persistent
+under a client id derived from the store's path (`--client-id` to choose), and its rule
+state is checkpointed in the store with every batch, so a restart on the same store
+after a crash gets what was never acknowledged from the broker, stores it once, and
+carries the alerts that were firing instead of firing them again. Without `--db` the
+store is a temporary file and the session is clean. The dead-letter publisher and the
+simulator connect as `<gateway's client id>-dlq` and `-sim`.
 """
 
 from __future__ import annotations
 
+import errno
+import hashlib
 import json
 import signal
+import sqlite3
 import sys
 import tempfile
 import threading
 import time
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 
-from plantwatch.alerts.router import AlertRouter
+import orjson
+
+from plantwatch.alerts.router import AlertRouter, _Active
 from plantwatch.ingest.codecs import iso
 from plantwatch.ingest.gateway import DEAD_LETTER_RETENTION_S, IngestService, Pipeline, load_gateway_plant
+from plantwatch.ingest.scaleout import ShardStore
 from plantwatch.ingest.validate import Policy
 from plantwatch.health import HealthServer
 from plantwatch.inference.plant_scorers import plant_scorers
+from plantwatch.logs import mask
 from plantwatch.mqtt.broker import Broker, start_broker
-from plantwatch.mqtt.client import Publisher
+from plantwatch.mqtt.client import Endpoint, Publisher
 from plantwatch.plant.load import Plant, PlantError
+from plantwatch.readings import AlertEvent
 from plantwatch.sim.fleet import Fleet
-from plantwatch.store.sqlite import SqliteStore
+from plantwatch.store.sqlite import Fenced, SqliteStore
 
 
 @dataclass
@@ -40,12 +57,74 @@ class UpOptions:
     broker_url: str | None = None
     broker_kind: str = "auto"
     db: str | None = None
+    #: MQTT client id of the persistent session (needs `db`); default: default_client_id(db).
+    client_id: str | None = None
     http_port: int = 9464
     status_every: float = 5.0
     window_s: float = 60.0
     dead_letter_retention_s: float = DEAD_LETTER_RETENTION_S
     policy: Policy = field(default_factory=Policy)
     out: TextIO = field(default=sys.stdout)
+
+
+#: The row of shard_checkpoints that holds `up`'s rule state: below the scale-out's shard
+#: numbers (0 and up), so a store once used by a sharded gateway does not mix the two.
+UP_CHECKPOINT = -1
+
+
+class StartupError(Exception):
+    """What kept `up` from starting, as one line for the user (everything it had started is stopped)."""
+
+
+def default_client_id(db: str) -> str:
+    """`plantwatch-up-<hash of the store's absolute path>`: the session belongs with the store it fills.
+
+    Stable across restarts on one store (the broker keeps what was not acknowledged into it),
+    distinct for every other store, so two plants on one broker never share a session.
+    """
+    return "plantwatch-up-" + hashlib.sha256(str(Path(db).resolve()).encode()).hexdigest()[:12]
+
+
+class _CheckpointedStore(ShardStore):
+    """The store as a durable `up`'s pipeline sees it: every write commits the rule state with it (ShardStore).
+
+    Fenced when another process claimed the checkpoint since (two `up` on one --db).
+    Anything else a pipeline asks of its store is the store's own.
+    """
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._store, name)
+
+
+class _SerialIngest(IngestService):
+    """Every batch stored, and its checkpoint taken, before the next one goes through the rules.
+
+    IngestService overlaps one batch's commit with the next batch's rules; the checkpoint a
+    commit takes could then hold the next batch's state too, and that batch, redelivered
+    after a crash, would find its readings already applied and never raise its alerts.
+    """
+
+    INLINE_BELOW = sys.maxsize
+
+
+@dataclass
+class _Running:
+    """What `up` started, in the order it stops them."""
+
+    url: str
+    db: str
+    client_id: str
+    durable: bool
+    store: SqliteStore
+    router: AlertRouter
+    pipeline: Pipeline
+    service: IngestService
+    health: HealthServer
+    dlq: Publisher
+    broker: Broker | None = None
+    fleet: Fleet | None = None
+    tmp: tempfile.TemporaryDirectory | None = None
+    carried: int = 0
 
 
 def up(opts: UpOptions) -> int:
@@ -55,42 +134,45 @@ def up(opts: UpOptions) -> int:
     except PlantError as exc:
         print(f"plantwatch up: {exc}", file=sys.stderr)
         return 2
-    tmp = None
-    db = opts.db
-    if db is None:
-        tmp = tempfile.TemporaryDirectory(prefix="plantwatch-")
-        db = str(Path(tmp.name) / "plant.db")
-    broker: Broker | None = None
-    if opts.broker_url is None:
-        broker = start_broker(opts.broker_kind)
-    url = opts.broker_url or broker.url
-    store = SqliteStore(db)
-    router = AlertRouter(plant, out=out)
-    dlq = Publisher(url, client_id="plantwatch-dlq")
-    dlq.start()
-    scorers, problems = plant_scorers(plant)
-    for problem in problems:
-        print(f"plantwatch up: not scoring: {problem.reason}: {problem}", file=sys.stderr)
-    pipeline = Pipeline(plant, store, router, publish=dlq.publish, policy=opts.policy, window_s=opts.window_s,
-                        dead_letter_retention_s=opts.dead_letter_retention_s,
-                        scorers=scorers)
-    service = IngestService(pipeline, url)
-    service.start()
-    health = HealthServer(opts.http_port, healthy=lambda: service.alive, ready=lambda: service.ready)
-    health.start()
-    fleet = Fleet(plant, url) if opts.simulate else None
+    if opts.client_id is not None and opts.db is None:
+        print("plantwatch up: --client-id names a persistent session, which needs --db FILE: with the default "
+              "temporary store, what the session acknowledged would be deleted at exit", file=sys.stderr)
+        return 2
+    if opts.broker_url is not None:
+        try:
+            Endpoint.parse(opts.broker_url)
+        except ValueError as exc:
+            print(f"plantwatch up: --broker: {exc}", file=sys.stderr)
+            return 2
+    started = ExitStack()
+    try:
+        run = _start(opts, plant, started)
+    except Exception as exc:  # noqa: BLE001 (any failure to start is one line, after stopping what started)
+        try:
+            started.close()
+        except Exception as stop_exc:  # noqa: BLE001
+            print(f"plantwatch up: while stopping after a failed start: {mask(repr(stop_exc))}", file=sys.stderr)
+        reason = str(exc) if isinstance(exc, StartupError) else f"could not start: {type(exc).__name__}: {exc}"
+        print(f"plantwatch up: {mask(reason)}", file=sys.stderr)
+        return 1
+    started.pop_all()  # from here on the run stops them in its own order, draining first
+    pipeline, router, service, fleet = run.pipeline, run.router, run.service, run.fleet
+    broker_shown = f"{run.broker.kind if run.broker else 'external'} {mask(run.url)}"
+    session = f"session {run.client_id} " + ("(persistent)" if run.durable else "(clean: no --db)")
     print(f"plantwatch: {len(plant.nodes)} nodes, {len(plant.rules)} rules, {len(plant.detectors)} detectors | "
-          f"broker {broker.kind if broker else 'external'} {url} | store sqlite {db} | "
-          f"http://127.0.0.1:{health.port}/metrics", file=out, flush=True)
-    started = time.time()
+          f"broker {broker_shown} {session} | store sqlite {run.db} | "
+          f"http://127.0.0.1:{run.health.port}/metrics", file=out, flush=True)
+    if run.carried:
+        print(f"plantwatch: resumed from the store's checkpoint, {run.carried} alerts still firing", file=out, flush=True)
+    started_at = time.time()
     if fleet:
         fleet.start()
     stop = threading.Event()
     previous = {s: signal.signal(s, lambda *_: stop.set()) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
-        next_status = started + opts.status_every
+        next_status = started_at + opts.status_every
         while not stop.is_set() and service.alive:
-            if opts.duration is not None and time.time() - started >= opts.duration:
+            if opts.duration is not None and time.time() - started_at >= opts.duration:
                 break
             stop.wait(0.2)
             if time.time() >= next_status:
@@ -104,23 +186,127 @@ def up(opts: UpOptions) -> int:
             fleet.stop()
         _wait_caught_up(service, pipeline, expected=None if fleet is None else fleet.sent + fleet.sent_bad)
         service.stop()
-        pipeline.close_windows()
-        dlq.stop()
-        health.stop()
-        if broker:
-            broker.stop()
-    summary = _summary(plant, pipeline, router, store, fleet, broker, url, db, started, ended)
-    store.close()
-    if tmp:
-        tmp.cleanup()
+        if service.error is None:  # after a failed batch the rule state is ahead of the store: nothing more is written
+            pipeline.close_windows()
+        run.dlq.stop()
+        run.health.stop()
+        if run.broker:
+            run.broker.stop()
+    summary = _summary(plant, run, started_at, ended)
+    run.store.close()
+    if run.tmp:
+        run.tmp.cleanup()
     if opts.summary_json:
         Path(opts.summary_json).write_text(json.dumps(summary, indent=2) + "\n")
     print(f"plantwatch: stopped after {summary['duration_s']}s: {summary['readings_stored']} readings stored, "
           f"{summary['alerts_fired']} alerts fired, {summary['rejected']} rejected", file=out, flush=True)
     if service.error is not None:
-        print(f"plantwatch up: the pipeline failed: {service.error!r}", file=sys.stderr)
+        print(f"plantwatch up: {mask(_failure(service.error, run))}", file=sys.stderr)
         return 1
     return 0
+
+
+def _start(opts: UpOptions, plant: Plant, started: ExitStack) -> _Running:
+    """Start every part, each one's stop pushed on `started`; StartupError says which part failed."""
+    tmp = None
+    db = opts.db
+    if db is None:
+        tmp = tempfile.TemporaryDirectory(prefix="plantwatch-")
+        started.callback(tmp.cleanup)
+        db = str(Path(tmp.name) / "plant.db")
+    durable = opts.db is not None
+    broker: Broker | None = None
+    if opts.broker_url is None:
+        try:
+            # die_with_parent: even an `up` killed with SIGKILL leaves no mosquitto behind
+            broker = start_broker(opts.broker_kind, die_with_parent=True)
+        except Exception as exc:  # noqa: BLE001
+            raise StartupError(f"could not start the {opts.broker_kind} broker: {exc}") from exc
+        started.callback(broker.stop)
+    url = opts.broker_url or broker.url
+    try:
+        store = SqliteStore(db)
+    except sqlite3.Error as exc:
+        raise StartupError(f"could not open the store {db}: {exc}") from exc
+    started.callback(store.close)
+    router = AlertRouter(plant, out=opts.out)
+    scorers, problems = plant_scorers(plant)
+    for problem in problems:
+        print(f"plantwatch up: not scoring: {problem.reason}: {problem}", file=sys.stderr)
+    client_id = (opts.client_id or default_client_id(db)) if durable else None
+    view: Any = store
+    state = None
+    if durable:
+        epoch, state = store.claim_shard(UP_CHECKPOINT, client_id, time.time())
+        view = _CheckpointedStore(store, UP_CHECKPOINT, epoch)
+    # The dead-letter publisher's client id derives from the gateway's, known once the
+    # service exists; the pipeline publishes only after it has started.
+    dlq: Publisher | None = None
+    pipeline = Pipeline(plant, view, router, publish=lambda topic, body: dlq.publish(topic, body), policy=opts.policy,
+                        window_s=opts.window_s, dead_letter_retention_s=opts.dead_letter_retention_s, scorers=scorers)
+    carried = 0
+    if durable:
+        view.pipeline = pipeline
+        if state is not None:
+            carried = _resume(pipeline, router, store, orjson.loads(state), time.time())
+    try:
+        service = (_SerialIngest if durable else IngestService)(pipeline, url, client_id)
+    except ValueError as exc:
+        raise StartupError(f"the plant: {exc}") from exc
+    gateway_id = service.subscriber.client_id
+    dlq = Publisher(url, client_id=f"{gateway_id}-dlq")
+    try:
+        dlq.start()
+    except (OSError, TimeoutError) as exc:
+        raise StartupError(f"the dead-letter publisher ({gateway_id}-dlq): {exc}") from exc
+    started.callback(dlq.stop)
+    try:
+        health = HealthServer(opts.http_port, healthy=lambda: service.alive, ready=lambda: service.ready)
+    except OSError as exc:
+        why = "is in use (another plantwatch up?)" if exc.errno == errno.EADDRINUSE else f"cannot be served: {exc.strerror}"
+        raise StartupError(f"--http-port {opts.http_port} {why}; pick another, or 0 for any free port") from exc
+    health.start()
+    started.callback(health.stop)
+    try:
+        service.start()
+    except TimeoutError as exc:
+        raise StartupError(f"the gateway ({gateway_id}) {exc} at {url}") from exc
+    started.callback(service.stop)
+    fleet = Fleet(plant, url, client_id=f"{gateway_id}-sim") if opts.simulate else None
+    return _Running(url, db, gateway_id, durable, store, router, pipeline, service, health, dlq, broker, fleet, tmp, carried)
+
+
+def _resume(pipeline: Pipeline, router: AlertRouter, store: SqliteStore, state: dict[str, Any], now: float) -> int:
+    """Continue from the checkpoint the killed (or stopped) run committed; how many alerts are still firing.
+
+    The router learns the firing alerts from their last stored events, so they repeat on
+    schedule and resolve once, and the rules do not fire them a second time. An absence
+    watch not firing restarts its wait from now: the readings the nodes sent while `up`
+    was away are still on their way from the broker, and must not be mistaken for silence.
+    """
+    watches = state["rules"]["watches"]
+    for key, (last_seen, firing) in watches.items():
+        if not firing:
+            watches[key] = [max(last_seen, now), firing]
+    pipeline.restore(state)
+    rules = pipeline.snapshot()["rules"]  # what the engine kept: rules the plant no longer has are dropped
+    firing = ({fp for fp, (severity, *_) in rules["alerts"].items() if severity is not None}
+              | {fp for fp, (_, on) in rules["watches"].items() if on})
+    last_events = store.query(
+        "SELECT fingerprint, rule, node, sensor, state, severity, value, ts, summary FROM alert_events"
+        " WHERE id IN (SELECT max(id) FROM alert_events GROUP BY fingerprint)")
+    for row in last_events:
+        event = AlertEvent(*row)
+        if event.state == "firing" and event.fingerprint in firing:
+            router.active[event.fingerprint] = _Active(event, now)
+    return len(router.active)
+
+
+def _failure(error: BaseException, run: _Running) -> str:
+    if isinstance(error, Fenced):
+        return (f"another process took over the store {run.db} (its checkpoint is now {error.owner}'s, "
+                f"epoch {error.current}); this one stopped without acknowledging its last batch")
+    return f"the pipeline failed: {error!r}"
 
 
 def _wait_caught_up(service: IngestService, pipeline: Pipeline, expected: int | None, timeout: float = 10.0) -> None:
@@ -145,14 +331,16 @@ def _status(pipeline: Pipeline, router: AlertRouter, out: TextIO) -> None:
           f"{sum(online.values())}/{len(online)} nodes online", file=out, flush=True)
 
 
-def _summary(plant: Plant, pipeline: Pipeline, router: AlertRouter, store: SqliteStore, fleet: Fleet | None,
-             broker: Broker | None, url: str, db: str, started: float, ended: float) -> dict:
+def _summary(plant: Plant, run: _Running, started: float, ended: float) -> dict:
     """The run as numbers; node liveness is judged at the end of the run, not after shutdown."""
+    pipeline, router, store, fleet = run.pipeline, run.router, run.store, run.fleet
     online = pipeline.online(ended)
     return {
         "duration_s": round(ended - started, 1),
-        "broker": {"kind": broker.kind if broker else "external", "url": url},
-        "store": {"kind": "sqlite", "path": db},
+        "broker": {"kind": run.broker.kind if run.broker else "external", "url": mask(run.url),
+                   "client_id": run.client_id, "persistent_session": run.durable},
+        "store": {"kind": "sqlite", "path": run.db},
+        "alerts_carried": run.carried,
         "messages_received": pipeline.messages,
         "readings_stored": store.count("readings"),
         "rejected": sum(pipeline.rejected.values()),

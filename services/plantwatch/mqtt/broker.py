@@ -7,9 +7,12 @@ embedded broker (amqtt) keeps `plantwatch up` working with nothing but pip.
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import shutil
+import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -53,11 +56,34 @@ class Broker:
         self._stop()
 
 
-def start_mosquitto(port: int | None = None, workdir: str | Path | None = None, data_dir: str | Path | None = None) -> Broker:
-    """Run the mosquitto binary with a loopback-only, anonymous config.
+def _die_with_parent() -> None:
+    """In the child before exec: the kernel sends it SIGTERM when the thread that started it dies.
+
+    So a `plantwatch up` killed with SIGKILL (no handler runs) leaves no broker behind.
+    """
+    PR_SET_PDEATHSIG = 1
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+def _password_file(folder: Path, users: dict[str, str]) -> Path:
+    """A mosquitto password file, hashed by mosquitto_passwd (the passwords never on a command line)."""
+    tool = shutil.which("mosquitto_passwd")
+    if tool is None:
+        raise FileNotFoundError("mosquitto_passwd is not installed (it comes with the mosquitto package)")
+    path = folder / "passwords"
+    path.write_text("".join(f"{user}:{password}\n" for user, password in users.items()))
+    path.chmod(0o600)
+    subprocess.run([tool, "-U", str(path)], check=True, capture_output=True)
+    return path
+
+
+def start_mosquitto(port: int | None = None, workdir: str | Path | None = None, data_dir: str | Path | None = None,
+                    users: dict[str, str] | None = None, die_with_parent: bool = False) -> Broker:
+    """Run the mosquitto binary with a loopback-only config: anonymous, or with `users` {name: password} only.
 
     In memory by default; with `data_dir`, sessions and queued messages persist there,
     so a broker restarted on the same folder keeps what subscribers have not yet taken.
+    With `die_with_parent` (Linux), the broker ends when the calling thread does, even killed.
     """
     binary = shutil.which("mosquitto") or ("/usr/sbin/mosquitto" if Path("/usr/sbin/mosquitto").exists() else None)
     if binary is None:
@@ -67,15 +93,18 @@ def start_mosquitto(port: int | None = None, workdir: str | Path | None = None, 
     conf = Path(tmp.name) / "mosquitto.conf"
     persistence = (f"persistence true\npersistence_location {Path(data_dir).resolve()}/\nautosave_interval 1\n"
                    if data_dir else "persistence false\n")
+    auth = (f"allow_anonymous false\npassword_file {_password_file(Path(tmp.name), users)}\n" if users
+            else "allow_anonymous true\n")
     conf.write_text(
-        f"listener {port} 127.0.0.1\nallow_anonymous true\n{persistence}"
+        f"listener {port} 127.0.0.1\n{auth}{persistence}"
         # Room for a gateway's backlog while it restarts, and a wide window of unacknowledged
         # messages: the gateway acknowledges a whole batch once it is stored.
         "max_queued_messages 1000000\nmax_inflight_messages 10000\n"
         "log_dest stderr\nlog_type error\nlog_type warning\n"
     )
     log = open(Path(tmp.name) / "mosquitto.log", "wb")
-    proc = subprocess.Popen([binary, "-c", str(conf)], stdout=log, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen([binary, "-c", str(conf)], stdout=log, stderr=subprocess.STDOUT,
+                            preexec_fn=_die_with_parent if die_with_parent and sys.platform == "linux" else None)
 
     def stop() -> None:
         proc.terminate()
@@ -127,10 +156,10 @@ def start_embedded(port: int | None = None) -> Broker:
     return Broker("embedded", port, stop)
 
 
-def start_broker(kind: str = "auto", port: int | None = None) -> Broker:
-    """kind: `mosquitto`, `embedded`, or `auto` (mosquitto when installed)."""
+def start_broker(kind: str = "auto", port: int | None = None, die_with_parent: bool = False) -> Broker:
+    """kind: `mosquitto`, `embedded`, or `auto` (mosquitto when installed); `die_with_parent`: see start_mosquitto."""
     if kind == "mosquitto" or (kind == "auto" and (shutil.which("mosquitto") or Path("/usr/sbin/mosquitto").exists())):
-        return start_mosquitto(port)
+        return start_mosquitto(port, die_with_parent=die_with_parent)
     if kind in ("embedded", "auto"):
         return start_embedded(port)
     raise ValueError(f"broker kind {kind!r}; accepted: auto, mosquitto, embedded")

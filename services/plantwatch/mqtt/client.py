@@ -15,7 +15,7 @@ import time
 import uuid
 from collections import deque
 from concurrent.futures import Future, wait
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 from typing import Callable
 from urllib.parse import urlparse
@@ -23,6 +23,7 @@ from urllib.parse import urlparse
 import paho.mqtt.client as mqtt
 
 from plantwatch import metrics
+from plantwatch.logs import mask
 from plantwatch.mqtt import wire
 
 log = logging.getLogger(__name__)
@@ -43,14 +44,19 @@ class Endpoint:
     host: str
     port: int
     username: str | None = None
-    password: str | None = None
+    password: str | None = field(default=None, repr=False)
 
     @classmethod
     def parse(cls, url: str) -> Endpoint:
-        u = urlparse(url if "://" in url else f"mqtt://{url}")
+        """ValueError (the URL masked: it may carry a password) for what is no mqtt://[user:password@]host[:port]."""
+        try:
+            u = urlparse(url if "://" in url else f"mqtt://{url}")
+            port = u.port
+        except ValueError as exc:
+            raise ValueError(f"broker URL {mask(url)!r}: {exc} (expected mqtt://[user:password@]host[:port])") from None
         if u.scheme not in ("mqtt", "tcp"):
-            raise ValueError(f"broker URL {url!r}: scheme must be mqtt:// (e.g. mqtt://127.0.0.1:1883)")
-        return cls(u.hostname or "127.0.0.1", u.port or 1883, u.username, u.password)
+            raise ValueError(f"broker URL {mask(url)!r}: scheme must be mqtt:// (e.g. mqtt://127.0.0.1:1883)")
+        return cls(u.hostname or "127.0.0.1", port or 1883, u.username, u.password)
 
 
 def _client(endpoint: Endpoint, client_id: str) -> mqtt.Client:
@@ -73,11 +79,19 @@ class BatchSubscriber:
     acknowledged comes again after a crash or a reconnect.
     """
 
+    #: A connection must have stayed up this long for the next reconnect to be immediate: one
+    #: the broker drops at once (another client took the same id, a refused subscription) is
+    #: retried with the growing delay, not in a loop as fast as the broker answers.
+    STABLE_S = 10.0
+
     def __init__(self, url: str, topics: list[str], client_id: str | None = None, keepalive: int = 30,
                  read_size: int = 1 << 20):
+        if not topics:
+            raise ValueError("nothing to subscribe to: the plant has no SensorNode topics")
         self._endpoint = Endpoint.parse(url)
         self._topics = topics
-        self._client_id = client_id or f"plantwatch-{uuid.uuid4().hex[:8]}"
+        #: The MQTT client id: the given one (a persistent session), else a random one (a clean session).
+        self.client_id = client_id or f"plantwatch-{uuid.uuid4().hex[:8]}"
         self._clean = client_id is None
         self._keepalive = keepalive
         self._read_size = read_size
@@ -110,11 +124,13 @@ class BatchSubscriber:
                 stop.wait(delay)
                 delay = min(delay * 2, 5.0)
                 continue
-            delay = 0.1
+            connected_at = time.monotonic()
             try:
                 self._receive(sock, handle, stop, idle)
             except (OSError, wire.ProtocolError) as exc:
-                log.warning("lost the broker: %s; reconnecting", exc)
+                if time.monotonic() - connected_at >= self.STABLE_S:
+                    delay = 0.1
+                log.warning("lost the broker: %s; reconnecting in %.1fs", exc, delay)
             finally:
                 self._connected = False
                 try:
@@ -123,11 +139,13 @@ class BatchSubscriber:
                 except OSError:
                     pass
                 sock.close()
+            stop.wait(delay)
+            delay = min(delay * 2, 5.0)
 
     def _connect(self) -> socket.socket:
         sock = socket.create_connection((self._endpoint.host, self._endpoint.port), timeout=10)
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        sock.sendall(wire.connect(self._client_id, self._keepalive, self._clean, self._endpoint.username, self._endpoint.password))
+        sock.sendall(wire.connect(self.client_id, self._keepalive, self._clean, self._endpoint.username, self._endpoint.password))
         # CONNACK is always 4 bytes; whatever follows it (a persistent session's queued
         # messages may come in the same read) is kept for the receive loop.
         buf = bytearray()
@@ -219,18 +237,37 @@ class Publisher:
         self._client = _client(self._endpoint, client_id or f"plantwatch-pub-{uuid.uuid4().hex[:8]}")
         self._last: mqtt.MQTTMessageInfo | None = None
         self._connected = threading.Event()
-        self._client.on_connect = lambda c, u, f, reason, p: None if reason.is_failure else self._connected.set()
+        #: Set by the broker's first answer, a refusal included; `refused` says why it refused.
+        self._answered = threading.Event()
+        self.refused: str | None = None
+        self._client.on_connect = self._on_connect
+
+    def _on_connect(self, client: mqtt.Client, userdata: object, flags: object, reason: mqtt.ReasonCode,
+                    properties: object) -> None:
+        if reason.is_failure:
+            self.refused = str(reason)
+        else:
+            self._connected.set()
+        self._answered.set()
 
     def start(self, timeout: float | None = 10.0) -> None:
         """Connect in the background (retrying); wait up to `timeout` (None: do not wait).
 
-        Messages published before the connection wait in paho's queue (QoS 1).
+        Messages published before the connection wait in paho's queue (QoS 1). Waiting, a
+        refusal (bad credentials, a client id the broker rejects) raises ConnectionRefusedError
+        at once: retrying would only be refused again.
         """
         self._client.connect_async(self._endpoint.host, self._endpoint.port, keepalive=30)
         self._client.loop_start()
-        if timeout is not None and not self._connected.wait(timeout):
+        if timeout is None:
+            return
+        where = f"{self._endpoint.host}:{self._endpoint.port}"
+        if self._answered.wait(timeout) and self.refused is not None:
             self._client.loop_stop()
-            raise TimeoutError(f"could not connect to the broker at {self._endpoint.host}:{self._endpoint.port} within {timeout:g}s")
+            raise ConnectionRefusedError(f"the broker at {where} refused the connection: {self.refused}")
+        if not self._connected.is_set():
+            self._client.loop_stop()
+            raise TimeoutError(f"could not connect to the broker at {where} within {timeout:g}s")
 
     def publish(self, topic: str, payload: bytes, qos: int = 1) -> None:
         self._last = self._client.publish(topic, payload, qos=qos)

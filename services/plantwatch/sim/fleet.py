@@ -57,13 +57,17 @@ def _baseline(node: SensorNode, sensor) -> tuple[float, float]:
 
 
 class Fleet:
-    """Publishes every node's readings at its heartbeat interval until stopped."""
+    """Publishes every node's readings at its heartbeat interval until stopped.
 
-    def __init__(self, plant: Plant, broker_url: str, scenario: Scenario = Scenario(), seed: int = 7):
+    `client_id` must be unique on the broker (`plantwatch up` derives it from its gateway's,
+    `<gateway>-sim`): a second client with the same id takes the connection over.
+    """
+
+    def __init__(self, plant: Plant, broker_url: str, client_id: str, scenario: Scenario = Scenario(), seed: int = 7):
         self.plant = plant
         self.scenario = scenario
         self._rng = random.Random(seed)
-        self._publisher = Publisher(broker_url, client_id="plantwatch-sim")
+        self._publisher = Publisher(broker_url, client_id=client_id)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="simulator", daemon=True)
         self.sent = 0
