@@ -88,8 +88,9 @@ def selects_nothing(rule: AlertRule, series: list[tuple[SensorNode, str, str]]) 
     if sel.node_selector is not None:
         criteria.append("its nodeSelector")
     if rule.spec.condition.type == "AnomalyScore":
-        criteria.append(f"the scores of DetectorModel {rule.spec.condition.anomaly_score.detector!r}, "
-                        f"which it scores on {len({n.name for n, s, t in series if t == SCORE_TYPE and s == rule.spec.condition.anomaly_score.detector})} node(s)")
+        detector = rule.spec.condition.anomaly_score.detector
+        scored = {n.name for n, s, t in series if t == SCORE_TYPE and s == detector}
+        criteria.append(f"the scores of DetectorModel {detector!r}, which it scores on {len(scored)} node(s)")
     return f"spec.selector matches no sensor of any SensorNode: nothing has {' and '.join(criteria) or 'a sensor'}"
 
 
