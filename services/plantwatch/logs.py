@@ -54,7 +54,14 @@ class TextFormatter(logging.Formatter):
         return mask(super().format(record))
 
 
+#: Libraries whose DEBUG lines are their own internals, not Plantwatch's: at most INFO from them.
+#: (celpy logs every step of every CEL rule the plant loader evaluates: tens of thousands of lines.)
+_CHATTY = ("celpy",)
+
+
 def configure(level: str = "WARNING", fmt: str = "text") -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
     logging.basicConfig(level=level.upper(), handlers=[handler], force=True)
+    for name in _CHATTY:
+        logging.getLogger(name).setLevel(max(logging.getLogger().level, logging.INFO))

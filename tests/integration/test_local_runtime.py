@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 import json
+import logging
+import os
+import signal
+import socket
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -14,6 +19,7 @@ import paho.mqtt.client as mqtt
 import pytest
 
 from plantwatch.mqtt.broker import start_broker
+from plantwatch.mqtt.client import BatchSubscriber
 
 from tests.conftest import EXAMPLE_PLANT
 
@@ -123,3 +129,83 @@ def test_health_and_metrics_endpoints(tmp_path):
         service.stop()
         health.stop()
         broker.stop()
+
+
+def test_two_plants_share_one_broker(tmp_path):
+    """Each `up` connects as its own gateway, <gateway>-dlq and <gateway>-sim: neither takes the other's connections."""
+    other = tmp_path / "site-b"
+    other.mkdir()
+    for f in EXAMPLE_PLANT.iterdir():
+        (other / f.name).write_text(f.read_text().replace("topic: sensors/", "topic: site-b/"))
+    broker = start_broker("mosquitto")
+    runs = {}
+    try:
+        for name, plant in (("a", EXAMPLE_PLANT), ("b", other)):
+            (tmp_path / name).mkdir()
+            runs[name] = subprocess.Popen(
+                [sys.executable, "-m", "plantwatch.cli", "up", "-f", str(plant), "--broker", broker.url, "--simulate",
+                 "--duration", "8", "--http-port", "0", "--db", str(tmp_path / name / "plant.db"),
+                 "--summary-json", str(tmp_path / name / "summary.json")],
+                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        errors = {name: proc.communicate(timeout=90)[1] for name, proc in runs.items()}
+    finally:
+        broker.stop()
+    assert {name: proc.returncode for name, proc in runs.items()} == {"a": 0, "b": 0}, errors
+    summaries = {name: json.loads((tmp_path / name / "summary.json").read_text()) for name in runs}
+    assert summaries["a"]["broker"]["client_id"] != summaries["b"]["broker"]["client_id"]
+    for s in summaries.values():
+        # every message its simulator sent arrived, and none of the other plant's
+        assert s["messages_received"] == s["simulated"]["sent"] + s["simulated"]["sent_invalid"] > 0
+        assert s["readings_stored"] > 0
+
+
+def processes_mentioning(text: str) -> list[int]:
+    found = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            if text.encode() in Path(f"/proc/{pid}/cmdline").read_bytes():
+                found.append(int(pid))
+        except OSError:
+            pass
+    return found
+
+
+def test_busy_http_port_is_one_line_and_leaves_no_broker(tmp_path):
+    scratch = tmp_path / "tmp"  # where up's mosquitto keeps its config: its command line names it
+    scratch.mkdir()
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        proc = subprocess.run(
+            [sys.executable, "-m", "plantwatch.cli", "up", "-f", str(EXAMPLE_PLANT), "--broker-kind", "mosquitto",
+             "--http-port", str(port), "--duration", "5"],
+            capture_output=True, text=True, timeout=60, env={**os.environ, "TMPDIR": str(scratch)})
+    left = processes_mentioning(str(scratch))
+    for pid in left:
+        os.kill(pid, signal.SIGTERM)
+    assert proc.returncode == 1
+    assert proc.stderr.splitlines() == [f"plantwatch up: --http-port {port} is in use (another plantwatch up?); "
+                                        "pick another, or 0 for any free port"]
+    assert not left, f"up left its broker running: {left}"
+
+
+def test_a_session_taken_over_reconnects_with_backoff(caplog):
+    """Two subscribers with one client id take the session from each other; each retries ever later, not in a loop."""
+    broker = start_broker("mosquitto")
+    stop = threading.Event()
+    subscribers = [BatchSubscriber(broker.url, ["plant/#"], "one-id-for-two") for _ in range(2)]
+    threads = [threading.Thread(target=s.run, args=(lambda batch: None, stop)) for s in subscribers]
+    try:
+        with caplog.at_level(logging.WARNING, logger="plantwatch.mqtt.client"):
+            for t in threads:
+                t.start()
+            stop.wait(6)
+            stop.set()
+            for t in threads:
+                t.join(10)
+    finally:
+        broker.stop()
+    takeovers = [r for r in caplog.records if "lost the broker" in r.getMessage()]
+    # 0.1 + 0.2 + 0.4 + 0.8 + 1.6 + 3.2 s: at most six retries each in 6 s (reconnecting at once: hundreds)
+    assert 2 <= len(takeovers) <= 14, len(takeovers)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import ctypes
+import getpass
 import shutil
 import signal
 import socket
@@ -96,6 +97,9 @@ def start_mosquitto(port: int | None = None, workdir: str | Path | None = None, 
     auth = (f"allow_anonymous false\npassword_file {_password_file(Path(tmp.name), users)}\n" if users
             else "allow_anonymous true\n")
     conf.write_text(
+        # Started by root, mosquitto would switch to the `mosquitto` user, who cannot read this
+        # private folder (its password file); as anyone else it runs as them anyway.
+        f"user {getpass.getuser()}\n"
         f"listener {port} 127.0.0.1\n{auth}{persistence}"
         # Room for a gateway's backlog while it restarts, and a wide window of unacknowledged
         # messages: the gateway acknowledges a whole batch once it is stored.
@@ -118,9 +122,10 @@ def start_mosquitto(port: int | None = None, workdir: str | Path | None = None, 
 
     try:
         wait_for_port(port, alive=lambda: proc.poll() is None)
-    except Exception:
+    except Exception as exc:
+        said = (Path(tmp.name) / "mosquitto.log").read_text(errors="replace").strip().splitlines()
         stop()
-        raise
+        raise RuntimeError(f"mosquitto on port {port}: {exc}" + (f": {said[-1]}" if said else "")) from exc
     return Broker("mosquitto", port, stop)
 
 
