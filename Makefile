@@ -13,7 +13,7 @@ CACHE := .cache
 DEBIAN_PACKAGES := mosquitto mosquitto-clients cmake ninja-build g++ libgtest-dev nlohmann-json3-dev
 DEMO_SECONDS ?= 120
 
-.PHONY: demo test deps python-deps debian-deps tools generate check test-python test-firmware test-e2e bench clean
+.PHONY: demo test deps python-deps debian-deps tools generate check test-python test-firmware test-e2e bench soak clean
 
 demo: python-deps debian-deps
 	$(VENV)/bin/plantwatch up -f examples/plant --simulate --duration $(DEMO_SECONDS) --summary-json $(CACHE)/demo-summary.json
@@ -74,6 +74,12 @@ bench: python-deps debian-deps tools
 	$(PY) bench/ingest.py
 	$(PY) bench/inference.py
 	$(PY) bench/scale_out.py
+
+# Soak: SOAK_MESSAGES hostile messages (distinct topics, unknown nodes, Sparkplug births) through
+# mosquitto to a running gateway, whose RSS must stay flat; `make test` runs 200,000 of them.
+SOAK_MESSAGES ?= 2000000
+soak: python-deps debian-deps
+	SOAK_MESSAGES=$(SOAK_MESSAGES) $(PY) -m pytest -q -s -o timeout=7200 tests/integration/test_soak_memory.py
 
 clean:
 	rm -rf $(CACHE)/firmware-build $(CACHE)/venv.stamp

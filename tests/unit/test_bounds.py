@@ -3,6 +3,7 @@ an eviction rule and a metric; dead letters keep a bounded prefix and expire."""
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import io
 import sqlite3
@@ -143,6 +144,16 @@ def test_the_topic_cache_is_bounded_and_names_stay_right():
     assert topics[b"sensors/h/mine/data"] == "sensors/h/mine/data"
 
 
+def test_a_bounded_publisher_drops_and_counts_what_would_queue_beyond_its_cap():
+    from plantwatch.mqtt.client import Publisher
+
+    before = evictions("mqtt_publish_queue")
+    pub = Publisher("mqtt://127.0.0.1:1", max_queued=10)  # never connected: everything would wait in the client
+    for i in range(1000):
+        pub.publish("plantwatch/dead-letter/x", b"%d" % i)
+    assert pub.dropped == 990 and evictions("mqtt_publish_queue") - before == 990
+
+
 # --- dead letters -----------------------------------------------------------------------------
 
 REJECTION = [Rejection("oversized", "too big")]
@@ -156,9 +167,11 @@ def test_a_huge_payload_becomes_a_bounded_dead_letter_with_its_size_and_hash():
     assert letter["payload"] == "x" * DEAD_LETTER_PAYLOAD_BYTES and letter["payload_encoding"] == "utf-8"
     assert (letter["payload_bytes"], letter["payload_truncated"]) == (10_000_000, True)
     assert letter["payload_sha256"] == hashlib.sha256(payload).hexdigest()
-    # JSON escapes control characters six bytes each: bounded all the same
-    control = orjson.loads(dead_letter("sensors/a", b"\x01" * 1_000_000, "n", REJECTION, NOW, "c2"))
-    assert len(control["payload"]) == DEAD_LETTER_PAYLOAD_BYTES and control["payload_bytes"] == 1_000_000
+    # JSON would escape control characters six bytes each: such a prefix goes as base64 instead
+    body = dead_letter("sensors/a", b"\x01" * 1_000_000, "n", REJECTION, NOW, "c2")
+    control = orjson.loads(body)
+    assert len(body) < 2 * DEAD_LETTER_PAYLOAD_BYTES and control["payload_encoding"] == "base64"
+    assert base64.b64decode(control["payload"]) == b"\x01" * DEAD_LETTER_PAYLOAD_BYTES and control["payload_bytes"] == 1_000_000
 
 
 def test_a_small_payload_is_kept_verbatim_and_a_cut_character_does_not_turn_text_into_base64():

@@ -55,6 +55,9 @@ MAX_STRANGER_SESSIONS = 1024
 DEAD_LETTER_RETENTION_S = 7 * 86400.0
 #: Seconds between the tick's retention sweeps (sooner while a sweep finds a full chunk to delete).
 DEAD_LETTER_SWEEP_S = 60.0
+#: Dead letters and rebirth requests waiting to be published (mqtt.client.Publisher's max_queued):
+#: under a flood of bad messages the rest are dropped from MQTT, and counted; stored all the same.
+DEAD_LETTER_QUEUE = 10_000
 
 
 def sparkplug_key(topic: str) -> tuple[str, str, str | None]:
@@ -101,6 +104,8 @@ def dead_letter(topic: str, payload: bytes, node: str | None, rejections: list[R
             body, encoding = prefix[:exc.start].decode("utf-8"), "utf-8"
         else:
             body, encoding = base64.b64encode(prefix).decode(), "base64"
+    if encoding == "utf-8" and len(orjson.dumps(body)) > 2 * len(prefix) + 2:
+        body, encoding = base64.b64encode(prefix).decode(), "base64"  # mostly control characters: \u0001 is six bytes
     return orjson.dumps({
         "correlation_id": correlation_id,
         "reason": rejections[0].reason,

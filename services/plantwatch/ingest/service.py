@@ -15,7 +15,7 @@ from typing import Any, Sequence
 
 from plantwatch.alerts.router import AlertRouter
 from plantwatch.health import HealthServer
-from plantwatch.ingest.gateway import DEAD_LETTER_RETENTION_S, IngestService, Pipeline, load_gateway_plant
+from plantwatch.ingest.gateway import DEAD_LETTER_QUEUE, DEAD_LETTER_RETENTION_S, IngestService, Pipeline, load_gateway_plant
 from plantwatch.ingest.scaleout import DEFAULT_LEASE_S, LockedSink, ShardedIngest, SharedLines
 from plantwatch.ingest.shards import owned_shards
 from plantwatch.ingest.node_status import NodeStatusReporter
@@ -56,7 +56,8 @@ def serve(paths: list[str], broker_url: str, db: str, http_port: int, client_id:
     store = SqliteStore(db)
     # Replicas must not share a client id (the broker would keep disconnecting one for the
     # other), not even two generations of one replica during a rescale.
-    dlq = Publisher(broker_url, client_id=f"{client_id}-dlq" + (f"-{uuid.uuid4().hex[:8]}" if scale else ""))
+    dlq = Publisher(broker_url, client_id=f"{client_id}-dlq" + (f"-{uuid.uuid4().hex[:8]}" if scale else ""),
+                    max_queued=DEAD_LETTER_QUEUE)
     dlq.start(timeout=None)
     if scale:
         shared, lines = [LockedSink(s) for s in sinks], SharedLines(sys.stdout)

@@ -34,7 +34,7 @@ import orjson
 
 from plantwatch.alerts.router import AlertRouter, _Active
 from plantwatch.ingest.codecs import iso
-from plantwatch.ingest.gateway import DEAD_LETTER_RETENTION_S, IngestService, Pipeline, load_gateway_plant
+from plantwatch.ingest.gateway import DEAD_LETTER_QUEUE, DEAD_LETTER_RETENTION_S, IngestService, Pipeline, load_gateway_plant
 from plantwatch.ingest.scaleout import ShardStore
 from plantwatch.ingest.validate import Policy
 from plantwatch.health import HealthServer
@@ -109,7 +109,7 @@ class _SerialIngest(IngestService):
 
 @dataclass
 class _Running:
-    """What `up` started, in the order it stops them."""
+    """What `up` started."""
 
     url: str
     db: str
@@ -147,6 +147,10 @@ def up(opts: UpOptions) -> int:
     started = ExitStack()
     try:
         run = _start(opts, plant, started)
+    except KeyboardInterrupt:  # Ctrl-C while waiting for the broker: stop what started, quietly
+        started.close()
+        print("plantwatch up: interrupted while starting", file=sys.stderr)
+        return 130
     except Exception as exc:  # noqa: BLE001 (any failure to start is one line, after stopping what started)
         try:
             started.close()
@@ -165,8 +169,6 @@ def up(opts: UpOptions) -> int:
     if run.carried:
         print(f"plantwatch: resumed from the store's checkpoint, {run.carried} alerts still firing", file=out, flush=True)
     started_at = time.time()
-    if fleet:
-        fleet.start()
     stop = threading.Event()
     previous = {s: signal.signal(s, lambda *_: stop.set()) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
@@ -254,7 +256,7 @@ def _start(opts: UpOptions, plant: Plant, started: ExitStack) -> _Running:
     except ValueError as exc:
         raise StartupError(f"the plant: {exc}") from exc
     gateway_id = service.subscriber.client_id
-    dlq = Publisher(url, client_id=f"{gateway_id}-dlq")
+    dlq = Publisher(url, client_id=f"{gateway_id}-dlq", max_queued=DEAD_LETTER_QUEUE)
     try:
         dlq.start()
     except (OSError, TimeoutError) as exc:
@@ -272,7 +274,14 @@ def _start(opts: UpOptions, plant: Plant, started: ExitStack) -> _Running:
     except TimeoutError as exc:
         raise StartupError(f"the gateway ({gateway_id}) {exc} at {url}") from exc
     started.callback(service.stop)
-    fleet = Fleet(plant, url, client_id=f"{gateway_id}-sim") if opts.simulate else None
+    fleet = None
+    if opts.simulate:
+        fleet = Fleet(plant, url, client_id=f"{gateway_id}-sim")
+        try:
+            fleet.start()
+        except (OSError, TimeoutError) as exc:
+            raise StartupError(f"the simulator ({gateway_id}-sim): {exc}") from exc
+        started.callback(fleet.stop)
     return _Running(url, db, gateway_id, durable, store, router, pipeline, service, health, dlq, broker, fleet, tmp, carried)
 
 

@@ -230,11 +230,19 @@ def _acknowledge(sock: socket.socket, lock: threading.Lock, acks: bytes, stored:
 
 
 class Publisher:
-    """Publishes on a background network thread; `publish` never blocks on the network."""
+    """Publishes on a background network thread; `publish` never blocks on the network.
 
-    def __init__(self, url: str, client_id: str | None = None):
+    With `max_queued`, at most that many messages wait for the network (in flight included):
+    one published beyond is dropped and counted (`dropped`, and the metric
+    plantwatch_state_evictions_total{structure="mqtt_publish_queue"}). For a publisher fed
+    by the network, such as the gateway's dead letters, whose own rate an attacker sets.
+    """
+
+    def __init__(self, url: str, client_id: str | None = None, max_queued: int = 0):
         self._endpoint = Endpoint.parse(url)
         self._client = _client(self._endpoint, client_id or f"plantwatch-pub-{uuid.uuid4().hex[:8]}")
+        self._client.max_queued_messages_set(max_queued)
+        self.dropped = 0
         self._last: mqtt.MQTTMessageInfo | None = None
         self._connected = threading.Event()
         #: Set by the broker's first answer, a refusal included; `refused` says why it refused.
@@ -270,7 +278,12 @@ class Publisher:
             raise TimeoutError(f"could not connect to the broker at {where} within {timeout:g}s")
 
     def publish(self, topic: str, payload: bytes, qos: int = 1) -> None:
-        self._last = self._client.publish(topic, payload, qos=qos)
+        info = self._client.publish(topic, payload, qos=qos)
+        if info.rc == mqtt.MQTT_ERR_QUEUE_SIZE:
+            self.dropped += 1
+            metrics.STATE_EVICTIONS.labels("mqtt_publish_queue").inc()
+        else:
+            self._last = info
 
     def stop(self, timeout: float = 10.0) -> None:
         """Wait until what was published has left (QoS 1: acknowledged), then disconnect."""
