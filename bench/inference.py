@@ -21,10 +21,10 @@ ratios compare like with like. Absolute rates move with the machine's load
    against each thread calling the session itself; and the same over HTTP (the
    Open Inference Protocol server, kept-alive connections), `--max-batch 256`
    against `--max-batch 1`.
-5. The HTTP server itself: requests/s of 8 kept-alive clients sending one-row requests
-   (default recipe, CPU, no micro-batching) against a trivial standard-library HTTP/1.1
-   echo server fed the same bodies by the same clients in the same run
-   (`ratio_vs_stdlib_echo`).
+5. The HTTP server itself: requests/s of 8 kept-alive clients sending one-row (and
+   64-row) requests (default recipe, CPU, no micro-batching) against a trivial
+   standard-library HTTP/1.1 echo server fed the same bodies by the same clients in the
+   same run (`ratio_vs_stdlib_echo`).
 """
 
 from __future__ import annotations
@@ -55,7 +55,7 @@ import sklearn  # noqa: E402
 
 from plantwatch.detect.features import window_features  # noqa: E402
 from plantwatch.detect.recipes import DEFAULT_RECIPE, RECIPES, fit_recipe  # noqa: E402
-from plantwatch.inference.server import InferenceServer  # noqa: E402
+from plantwatch.inference.server import InferenceServer, Limits  # noqa: E402
 from plantwatch.inference.serving import ModelSlot  # noqa: E402
 
 CHANNELS = 9
@@ -213,9 +213,9 @@ def http_rate(port: int, path: str, bodies: list[bytes], seconds: float) -> floa
             connection.close()
 
 
-def infer_bodies(x: np.ndarray, clients: int) -> list[bytes]:
-    return [json.dumps({"inputs": [{"name": "features", "shape": [1, x.shape[1]], "datatype": "FP32",
-                                    "data": x[k].tolist()}]}).encode() for k in range(clients)]
+def infer_bodies(x: np.ndarray, clients: int, rows: int = 1) -> list[bytes]:
+    return [json.dumps({"inputs": [{"name": "features", "shape": [rows, x.shape[1]], "datatype": "FP32",
+                                    "data": x[k * rows:(k + 1) * rows].ravel().tolist()}]}).encode() for k in range(clients)]
 
 
 def http_load(slot: ModelSlot, x: np.ndarray, seconds: float, clients: int) -> float:
@@ -249,25 +249,35 @@ class EchoHandler(BaseHTTPRequestHandler):
 def http_server(x: np.ndarray, folder: Path, seconds: float, clients: int = 8) -> dict:
     """The inference server's request rate against a trivial standard-library echo server, same clients, same run.
 
-    One-row requests to the default recipe on the CPU (no micro-batching), so the figure is the
-    server's own cost per request: HTTP parsing, JSON, validation, the hop to a worker, one tiny
-    model call. The clients share this process (and its GIL) with either server alike.
+    Requests of one row, then of 64, to the default recipe on the CPU (no micro-batching): the
+    one-row figure is the server's own cost per request (HTTP, JSON, validation, the hop to a
+    worker thread, one tiny model call); at 64 rows the rows' JSON and checks weigh more. The
+    clients share this process (and its GIL) with either server alike.
     """
+    import aiohttp
+
     fitted = fit_recipe(RECIPES[DEFAULT_RECIPE], VALUES[:400])
     slot = served_slot(fitted, "http", folder, 1)
-    bodies = infer_bodies(x, clients)
     echo = ThreadingHTTPServer(("127.0.0.1", 0), EchoHandler)
     threading.Thread(target=echo.serve_forever, daemon=True).start()
+    server = InferenceServer({slot.name: slot}, 0)
+    server.start()
+    by_rows = {}
     try:
-        echo_rate = http_rate(echo.server_address[1], "/", bodies, seconds)
+        for rows in (1, 64):
+            bodies = infer_bodies(x, clients, rows)
+            echo_rate = http_rate(echo.server_address[1], "/", bodies, seconds)
+            served = http_rate(server.port, f"/v2/models/{slot.name}/infer", bodies, seconds)
+            by_rows[str(rows)] = {"body_bytes": len(bodies[0]), "served_requests_per_s": round(served),
+                                  "stdlib_echo_requests_per_s": round(echo_rate), "ratio_vs_stdlib_echo": round(served / echo_rate, 2)}
     finally:
         echo.shutdown()
         echo.server_close()
-    served = http_load(slot, x, seconds, clients)
-    slot.close()
-    return {"clients": clients, "request": f"one row of {x.shape[1]} features, {len(bodies[0])} bytes, kept-alive connections",
-            "served_requests_per_s": round(served), "stdlib_echo_requests_per_s": round(echo_rate),
-            "ratio_vs_stdlib_echo": round(served / echo_rate, 2)}
+        server.stop()
+        slot.close()
+    return {"clients": clients, "request": f"rows of {x.shape[1]} features, kept-alive connections",
+            "server": f"aiohttp {aiohttp.__version__} low-level server, {Limits().workers} worker threads (inference/server.py)",
+            "ratio_vs_stdlib_echo": by_rows["1"]["ratio_vs_stdlib_echo"], "by_rows_per_request": by_rows}
 
 
 VALUES = recording(5000)

@@ -9,7 +9,8 @@ checks (`serving.ModelSlot`).
 The HTTP side is aiohttp's low-level server (Apache-2.0, already installed for kopf and
 the Kubernetes client): its C parser refuses malformed framing (a `Content-Length` of
 `abc` or `-1`, smuggling pairs), and a connection is a coroutine, not a thread, so idle
-clients cost a few kilobytes each. Infer requests run on a fixed pool of worker threads.
+clients cost a few kilobytes each. Infer requests run on a fixed pool of worker threads (small
+ones to a fast, unbatched model on the event loop itself: `INLINE_MAX_SECONDS`).
 What one client can take is bounded by `Limits`; whatever is refused gets a JSON
 `{"error": "..."}` with a 4xx (5xx only for a model that cannot serve, or a bug), never an
 empty reply. JSON has no NaN or Infinity: inputs must be finite numbers (400 otherwise),
@@ -212,6 +213,21 @@ def answer_infer(slot: ModelSlot, body: bytes) -> tuple[int, dict]:
     return 200, reply
 
 
+def timed_answer(slot: ModelSlot, body: bytes) -> tuple[int, dict, float]:
+    """`answer_infer` and the seconds it took, on whichever thread runs it."""
+    started = time.perf_counter()
+    status, reply = answer_infer(slot, body)
+    return status, reply, time.perf_counter() - started
+
+
+#: An infer request is answered on the event loop itself rather than handed to a worker thread when its
+#: model is not micro-batched (a batched call waits for others), its body is small and the model's recent
+#: small requests took less than INLINE_MAX_SECONDS: the hand-off to a thread and back costs more than such a
+#: request (bench/inference.py, http_server), while a model that turns out slow goes to the workers after one.
+INLINE_MAX_BYTES = 64 * 1024
+INLINE_MAX_SECONDS = 0.0005
+
+
 def answer_get(slots: dict[str, ModelSlot], path: str) -> tuple[int, dict]:
     """The status and JSON reply to a GET of an Open Inference Protocol path (pure but for reading the slots)."""
     parts = path.strip("/").split("/")
@@ -232,8 +248,11 @@ def answer_get(slots: dict[str, ModelSlot], path: str) -> tuple[int, dict]:
     return 404, {"error": "not found; see /v2/health/live, /v2/models/{name}, POST /v2/models/{name}/infer, /metrics"}
 
 
+JSON_HEADERS = {"Content-Type": "application/json"}
+
+
 def json_response(status: int, obj: Any, close: bool = False) -> web.Response:
-    reply = web.Response(status=status, body=orjson.dumps(obj), content_type="application/json")
+    reply = web.Response(status=status, body=orjson.dumps(obj), headers=JSON_HEADERS)
     if close:
         reply.force_close()
     return reply
@@ -308,6 +327,7 @@ class InferenceServer:
         self._manager: _Manager | None = None
         self._server: asyncio.Server | None = None
         self._workers: asyncio.Semaphore | None = None
+        self._small_request_s: dict[str, float] = {}  # per model: moving average of a small request's time
 
     def start(self) -> None:
         self._thread.start()
@@ -367,10 +387,23 @@ class InferenceServer:
                                                      "(--read-timeout)"}, close=True)
             except _BodyTooLarge:
                 return self._too_large(None)
-            status, reply = await self._loop.run_in_executor(self._pool, answer_infer, slot, body)
+            except asyncio.IncompleteReadError as exc:  # the client stopped sending and closed its side
+                REFUSED.labels("incomplete_body").inc()
+                return json_response(400, {"error": f"the body ended after {len(exc.partial)} of {exc.expected} bytes"},
+                                     close=True)
+            small = len(body) <= INLINE_MAX_BYTES
+            cost = self._small_request_s.get(slot.name, 0.0)
+            if small and not slot.batched and cost < INLINE_MAX_SECONDS:
+                status, reply, took = timed_answer(slot, body)
+            else:
+                status, reply, took = await self._loop.run_in_executor(self._pool, timed_answer, slot, body)
+            if small:
+                self._small_request_s[slot.name] = 0.8 * cost + 0.2 * took
         return json_response(status, reply)
 
     async def _read_body(self, request: web.BaseRequest) -> bytes:
+        if request.content_length is not None:  # already checked against the limit
+            return await request.content.readexactly(request.content_length)
         chunks, size = [], 0
         while chunk := await request.content.readany():
             size += len(chunk)

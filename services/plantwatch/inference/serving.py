@@ -181,6 +181,11 @@ class ModelSlot:
 
     # --- serving -------------------------------------------------------------------------
 
+    @property
+    def batched(self) -> bool:
+        """Requests go through the micro-batcher: a call waits for others to share it."""
+        return self._batcher is not None
+
     def run(self, feeds: dict[str, np.ndarray]) -> tuple[LoadedModel, list[np.ndarray]]:
         """Outputs for validated feeds, through the micro-batcher when the model allows it."""
         with self._lock:
