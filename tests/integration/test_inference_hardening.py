@@ -188,6 +188,12 @@ def test_idle_and_slow_clients_are_timed_out(server):
         assert status == 408 and "--read-timeout" in strict_json(body)["error"]
         for sock in (silent, half_head, slow_body, kept_alive):  # --idle-timeout 2
             assert closed(sock)
+    with server.connect() as cut_short:  # the client stops half-way through its body and hangs up
+        cut_short.sendall(b"POST " + INFER.encode() + b" HTTP/1.1\r\nHost: p\r\nContent-Length: 100\r\n\r\n{\"inputs\"")
+        cut_short.shutdown(socket.SHUT_WR)
+        assert closed(cut_short)
+    assert exchange(server, post(infer_body([3, 4])))[0] == 200
+    assert "Traceback" not in server.stderr.read_text(), server.stderr.read_text()  # an unfinished body is no error of ours
 
 
 def test_idle_connections_take_no_thread_and_past_the_cap_are_refused_with_503(server):

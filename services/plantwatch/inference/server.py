@@ -387,10 +387,9 @@ class InferenceServer:
                                                      "(--read-timeout)"}, close=True)
             except _BodyTooLarge:
                 return self._too_large(None)
-            except asyncio.IncompleteReadError as exc:  # the client stopped sending and closed its side
+            except (ConnectionError, asyncio.IncompleteReadError):  # the client hung up before its body was complete
                 REFUSED.labels("incomplete_body").inc()
-                return json_response(400, {"error": f"the body ended after {len(exc.partial)} of {exc.expected} bytes"},
-                                     close=True)
+                return json_response(400, {"error": "the connection ended before the body was complete"}, close=True)
             small = len(body) <= INLINE_MAX_BYTES
             cost = self._small_request_s.get(slot.name, 0.0)
             if small and not slot.batched and cost < INLINE_MAX_SECONDS:
