@@ -202,9 +202,9 @@ def parser(with_detector: bool = True) -> argparse.ArgumentParser:
                      help="seconds a request's body may take to arrive after its head (408 after; default 10)")
     inf.add_argument("--idle-timeout", type=positive_float, default=15.0,
                      help="seconds a connection may go without a complete request head before it is closed (default 15)")
-    inf.add_argument("--workers", type=positive_int, default=16,
-                     help="threads serving infer requests; more wait unread, and at most this many share a "
-                          "micro-batch (default 16)")
+    inf.add_argument("--workers", type=positive_int, default=8,
+                     help="requests served at once; more wait unread (memory: about 15 x --max-body-bytes each), and at "
+                          "most this many share a micro-batch (default 8)")
     inf.add_argument("--max-connections", type=positive_int, default=512,
                      help="open connections; a request on one more is answered 503 and closed (default 512)")
     inf.add_argument("--max-batch", type=positive_int,
