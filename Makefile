@@ -13,7 +13,7 @@ CACHE := .cache
 DEBIAN_PACKAGES := mosquitto mosquitto-clients cmake ninja-build g++ libgtest-dev nlohmann-json3-dev
 DEMO_SECONDS ?= 120
 
-.PHONY: demo test deps python-deps debian-deps tools generate check test-python test-firmware test-e2e bench soak clean
+.PHONY: demo test deps python-deps debian-deps tools generate check test-python test-firmware test-e2e bench soak fuzz clean
 
 demo: python-deps debian-deps
 	$(VENV)/bin/plantwatch up -f examples/plant --simulate --duration $(DEMO_SECONDS) --summary-json $(CACHE)/demo-summary.json
@@ -68,6 +68,12 @@ test-python: python-deps
 
 test-e2e: python-deps tools
 	$(PY) -m pytest -q tests/e2e
+
+# The whole pipeline (decode → rules → SQLite) under structure-aware fuzzing: FUZZ_CASES generated
+# messages shared among the formats; `make test` runs a slice of 7,000 (tests/unit/test_pipeline_fuzz.py).
+FUZZ_CASES ?= 1000000
+fuzz: python-deps
+	FUZZ_CASES=$(FUZZ_CASES) $(PY) -m pytest -q -p no:cacheprovider -o timeout=0 tests/unit/test_pipeline_fuzz.py
 
 # Benchmarks: ratios against a baseline measured in the same run (see bench/*.py); the InfluxDB run needs the built influxd.
 bench: python-deps debian-deps tools

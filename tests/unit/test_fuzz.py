@@ -11,6 +11,7 @@ import random
 from pathlib import Path
 
 from plantwatch.alerts.router import AlertRouter
+from plantwatch.ingest import codecs
 from plantwatch.ingest import sparkplug as sp
 from plantwatch.ingest.gateway import Pipeline
 from plantwatch.ingest.validate import REASONS, CompiledNode, check_message
@@ -105,3 +106,71 @@ def test_100k_generated_payloads_never_crash_the_gateway(tmp_path):
     # the generator reaches deep: most reason codes are exercised, and some inputs still pass
     assert {"malformed", "missing_field", "wrong_type", "not_finite", "bad_timestamp", "no_known_sensor"} <= reasons
     assert accepted > 0
+
+
+# --- a bug met by one message costs that message only ----------------------------------------
+
+ESP32 = "sensors/hall-1/esp32-press-01/data"
+
+
+def esp32(t: float, temperature: float) -> tuple[str, bytes]:
+    return ESP32, json.dumps({"device_id": "esp32-press-01", "timestamp": t, "temperature_c": temperature}).encode()
+
+
+def run_batch(tmp_path, batch):
+    plant = load_plant(EXAMPLE_PLANT)
+    sent = []
+    pipeline = Pipeline(plant, SqliteStore(tmp_path / "p.db"), AlertRouter(plant, out=io.StringIO()),
+                        publish=lambda topic, body: sent.append(json.loads(body)), now=NOW)
+    pipeline.process(batch, NOW)
+    return pipeline, sent
+
+
+def test_a_decoder_that_raises_costs_only_its_message_and_logs_one_traceback(tmp_path, monkeypatch, caplog):
+    real = codecs.DECODERS["esp32-json"]
+
+    def buggy(payload: bytes):
+        if b"66.6" in payload:
+            raise KeyError("a decoder bug")
+        return real(payload)
+
+    monkeypatch.setitem(codecs.DECODERS, "esp32-json", buggy)
+    pipeline, sent = run_batch(tmp_path, [esp32(NOW - 3, 20.0), esp32(NOW - 2, 66.6), esp32(NOW - 1, 66.6), esp32(NOW, 21.0)])
+    assert pipeline.readings_stored == 2 and pipeline.messages == 4
+    assert pipeline.rejected == {"internal_error": 2}
+    assert [letter["reason"] for letter in sent] == ["internal_error", "internal_error"]
+    assert "KeyError in decoding and validation: 'a decoder bug'" in sent[0]["rejections"][0]["detail"]
+    tracebacks = [r for r in caplog.records if r.levelname == "ERROR" and r.exc_info]
+    assert len(tracebacks) == 1 and "KeyError" in caplog.text  # once, not once per message
+
+
+def test_a_rule_that_raises_costs_only_its_message(tmp_path, monkeypatch):
+    plant = load_plant(EXAMPLE_PLANT)
+    pipeline = Pipeline(plant, SqliteStore(tmp_path / "p.db"), AlertRouter(plant, out=io.StringIO()), now=NOW)
+    real = pipeline.engine.on_reading
+
+    def buggy(reading):
+        if reading.value == 66.6:
+            raise ZeroDivisionError("a rule bug")
+        return real(reading)
+
+    monkeypatch.setattr(pipeline.engine, "on_reading", buggy)
+    p = pipeline.prepare([esp32(NOW - 2, 20.0), esp32(NOW - 1, 66.6), esp32(NOW, 21.0)], NOW)
+    pipeline.commit(p)
+    pipeline.finish(p)
+    assert [r.value for r in p.readings] == [20.0, 21.0] and p.stored == 2
+    assert p.results == {"accepted": 2, "rejected": 1}
+    (dead,) = p.dead
+    assert dead[2] == "internal_error" and dead[3].startswith("ZeroDivisionError in the alert rules: a rule bug")
+
+
+def test_a_sparkplug_session_that_raises_costs_only_its_message(tmp_path, monkeypatch):
+    def buggy(session, topic, payload):
+        raise IndexError("a session bug")
+
+    monkeypatch.setattr(sp, "apply", buggy)
+    good = esp32(NOW, 20.0)
+    cell = ("spBv1.0/plant-a/NDATA/edge-7", sp.encode_payload(sp.Payload(1, 0, ())))
+    pipeline, sent = run_batch(tmp_path, [cell, good])
+    assert pipeline.readings_stored == 1 and pipeline.rejected == {"internal_error": 1}
+    assert sent[0]["topic"] == cell[0] and "IndexError" in sent[0]["rejections"][0]["detail"]

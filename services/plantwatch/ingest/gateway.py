@@ -58,6 +58,9 @@ DEAD_LETTER_SWEEP_S = 60.0
 #: Dead letters and rebirth requests waiting to be published (mqtt.client.Publisher's max_queued):
 #: under a flood of bad messages the rest are dropped from MQTT, and counted; stored all the same.
 DEAD_LETTER_QUEUE = 10_000
+#: Seconds between two tracebacks of one internal error (exception type and the line that raised
+#: it): each such message is still dead-lettered and counted, and a bug stays visible in the log.
+INTERNAL_ERROR_LOG_S = 60.0
 
 
 def sparkplug_key(topic: str) -> tuple[str, str, str | None]:
@@ -224,6 +227,8 @@ class Pipeline:
         self.messages = 0
         self.readings_stored = 0
         self.rejected: Counter[str] = Counter()
+        #: When each internal error (type, file, line; bounded by the code) last logged its traceback.
+        self._internal_errors_logged: dict[tuple[str, str, int], float] = {}
 
     @property
     def subscriptions(self) -> list[str]:
@@ -251,9 +256,11 @@ class Pipeline:
             raise PipelineFailed(f"an earlier batch could not be committed ({self.failed!r}); "
                                  "its rule state is ahead of the store") from self.failed
         p = PreparedBatch(len(batch), now)
-        readings, dead, outbox, results = p.readings, p.dead, p.outbox, p.results
+        readings, outbox, results = p.readings, p.outbox, p.results
         last_seen, by_node = self.last_seen, self.readings_by_node
-        per_message: list[list[Reading]] = []
+        #: Each message's accepted readings, the message, and whether it was partly refused:
+        #: a rule may still refuse it.
+        per_message: list[tuple[list[Reading], Any, bool]] = []
         check_conflicts = self._series.check
         clock = time.perf_counter
         t0 = clock()
@@ -261,21 +268,25 @@ class Pipeline:
             topic, payload = item[0], item[1]
             if topic.startswith(DEAD_LETTER_PREFIX):
                 continue  # our own dead letters, seen when a node topic shares their top level
-            if topic.startswith(SPARKPLUG_PREFIX):
-                node, accepted, rejections = self._sparkplug_message(topic, payload, now, outbox)
-            else:
-                node = self._nodes.get(topic)
-                if node is None:
-                    unknown = self.policy.unknown_node == "reject"
-                    accepted, rejections = [], [Rejection("unknown_node", f"no SensorNode publishes to topic {topic!r}")] if unknown else []
+            node = None
+            try:  # free in CPython 3.11+ unless something raises
+                if topic.startswith(SPARKPLUG_PREFIX):
+                    node, accepted, rejections = self._sparkplug_message(topic, payload, now, outbox)
                 else:
-                    accepted, rejections = check_message(node, payload, now, self.policy)
+                    node = self._nodes.get(topic)
+                    if node is None:
+                        unknown = self.policy.unknown_node == "reject"
+                        accepted, rejections = [], [Rejection("unknown_node", f"no SensorNode publishes to topic {topic!r}")] if unknown else []
+                    else:
+                        accepted, rejections = check_message(node, payload, now, self.policy)
+            except Exception as exc:  # a bug met by this message: it alone is refused, never the batch
+                accepted, rejections = [], [self._internal_error(exc, "decoding and validation", topic)]
             if accepted:
                 accepted, conflicts = check_conflicts(accepted)
                 if conflicts:
                     rejections = [*rejections, *self._conflicts(conflicts, now)]
             if accepted:
-                per_message.append(accepted)
+                per_message.append((accepted, item, bool(rejections)))
                 node_name = accepted[0].node
                 by_node[node_name] += len(accepted)
                 newest = max(map(_TIMESTAMP, accepted))  # map and max in C: no generator per message
@@ -285,32 +296,32 @@ class Pipeline:
                 results["accepted"] += 1
                 continue
             results["partial" if accepted else "rejected"] += 1
-            for rej in rejections:
-                self.rejected[rej.reason] += 1
-                metrics.REJECTED.labels(rej.reason).inc()
-            detail = "; ".join(r.detail for r in rejections)
-            node_name = node.name if node else None
-            correlation_id = uuid.uuid4().hex[:16]
-            log.info("rejected: %s", detail, extra={"correlation_id": correlation_id, "node": node_name,
-                                                    "topic": topic, "reason": rejections[0].reason})
-            dead.append((now, topic, rejections[0].reason, detail, payload))
-            outbox.append((f"{DEAD_LETTER_PREFIX}/{node_name or 'unknown'}",
-                           dead_letter(topic, payload, node_name, rejections, now, correlation_id)))
+            self._reject(p, topic, payload, node.name if node else None, rejections)
         t1 = clock()
         # The rules after decoding the whole batch, in message order: two clock readings per
         # batch instead of two per message, and the loop below stays small.
         on_reading, alerts, windows = self.engine.on_reading, p.alerts, p.windows
         add_window, width = windows.add, self.window_s
         last_ts = start = None
-        for accepted in per_message:
-            for r in accepted:
-                events = on_reading(r)
-                if events:
-                    alerts.extend(events)
-                if r.ts != last_ts:  # the readings of one message share its timestamp
-                    last_ts = r.ts
-                    start = window_start(last_ts, width)
-                add_window((r.node, r.sensor, start))
+        for accepted, item, partial in per_message:
+            try:
+                for r in accepted:
+                    events = on_reading(r)
+                    if events:
+                        alerts.extend(events)
+                    if r.ts != last_ts:  # the readings of one message share its timestamp
+                        last_ts = r.ts
+                        start = window_start(last_ts, width)
+                    add_window((r.node, r.sensor, start))
+            except Exception as exc:
+                # The readings before this one went through the rules and stay (the rule state
+                # has them); this one and the rest of its message are refused with the message.
+                done = next(i for i, x in enumerate(accepted) if x is r)
+                readings.extend(accepted[:done])
+                results["partial" if partial else "accepted"] -= 1
+                results["partial" if done or partial else "rejected"] += 1
+                self._reject(p, item[0], item[1], r.node, [self._internal_error(exc, "the alert rules", item[0], r.sensor)])
+                continue
             readings.extend(accepted)
         t2 = clock()
         for scorer in self.scorers:
@@ -421,6 +432,37 @@ class Pipeline:
                 log.warning("conflicting reading: %s", detail, extra={"node": reading.node, "reason": "conflict"})
             rejections.append(Rejection("conflict", detail, reading.sensor))
         return rejections
+
+    def _reject(self, p: PreparedBatch, topic: str, payload: bytes, node_name: str | None, rejections: list[Rejection]) -> None:
+        """Count a message's rejections and dead-letter it (stored with the batch, published after it)."""
+        for rej in rejections:
+            self.rejected[rej.reason] += 1
+            metrics.REJECTED.labels(rej.reason).inc()
+        detail = "; ".join(r.detail for r in rejections)
+        correlation_id = uuid.uuid4().hex[:16]
+        log.info("rejected: %s", detail, extra={"correlation_id": correlation_id, "node": node_name,
+                                                "topic": topic, "reason": rejections[0].reason})
+        p.dead.append((p.now, topic, rejections[0].reason, detail, payload))
+        p.outbox.append((f"{DEAD_LETTER_PREFIX}/{node_name or 'unknown'}",
+                         dead_letter(topic, payload, node_name, rejections, p.now, correlation_id)))
+
+    def _internal_error(self, exc: Exception, stage: str, topic: str, field: str | None = None) -> Rejection:
+        """The rejection of a message that met a bug; its traceback is logged once per kind per interval."""
+        where = exc.__traceback__
+        while where is not None and where.tb_next is not None:
+            where = where.tb_next
+        kind = (type(exc).__name__, where.tb_frame.f_code.co_filename if where else "", where.tb_lineno if where else 0)
+        now, last = time.monotonic(), self._internal_errors_logged.get(kind)
+        if last is None or now - last >= INTERNAL_ERROR_LOG_S:
+            self._internal_errors_logged[kind] = now
+            log.error("internal error in %s of a message on %s (the message is dead-lettered; further ones "
+                      "like it are counted, their tracebacks not logged for %gs)", stage, topic, INTERNAL_ERROR_LOG_S,
+                      exc_info=exc)
+        detail = f"{type(exc).__name__} in {stage}: {exc}"
+        if len(detail) > 300:  # the exception may quote the payload
+            detail = detail[:300] + "…"
+        detail = detail.encode("utf-8", "backslashreplace").decode()  # a lone surrogate would fail the store
+        return Rejection("internal_error", f"{detail} (a gateway bug: please report it with this payload)", field)
 
     def _sparkplug_message(self, topic: str, payload: bytes, now: float, outbox: list[tuple[str, bytes]]
                            ) -> tuple[CompiledNode | None, list[Reading], list[Rejection]]:

@@ -30,6 +30,10 @@ REASONS = (
     "unsupported_format",
     "sequence_gap",
     "unknown_sensor",
+    #: A reading whose node, sensor and timestamp already have another value (ingest/conflicts.py).
+    "conflict",
+    #: The gateway failed on the message (a bug): refused alone, the traceback in the log.
+    "internal_error",
 )
 
 
