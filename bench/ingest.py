@@ -36,6 +36,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "services"))
+sys.path.append(str(ROOT))  # tests.support: the launchers of the real servers
 
 from plantwatch.alerts.router import AlertRouter  # noqa: E402
 from plantwatch.ingest.codecs import encode  # noqa: E402
@@ -181,7 +182,7 @@ def stage_costs(messages: list[bytes], workdir: Path, batch: int = 5000) -> dict
 def influx_rate(broker, messages: list[bytes], workdir: Path) -> dict:
     """The same drain with every batch also written to a real InfluxDB 2.x (built by make tools)."""
     from plantwatch.store.influx import InfluxStore
-    from plantwatch.store.influxd import BUCKET, INFLUXD, ORG, TOKEN, Influxd
+    from tests.support.influxd import BUCKET, INFLUXD, ORG, TOKEN, Influxd
 
     if not INFLUXD.exists():
         raise SystemExit(f"{INFLUXD} is missing: run make tools")

@@ -15,7 +15,7 @@ from influxdb_client.client.write_api import SYNCHRONOUS
 
 from plantwatch.readings import AlertEvent, Reading
 from plantwatch.store.influx import InfluxStore, SpoolDepth, SpoolFullError, ns, to_line_protocol
-from plantwatch.store.influxd import BUCKET, INFLUXD, ORG, TOKEN, Influxd
+from tests.support.influxd import BUCKET, INFLUXD, ORG, TOKEN, Influxd
 
 EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 T0 = 1_700_000_000.0

@@ -14,7 +14,7 @@ from influxdb_client import InfluxDBClient
 
 from plantwatch.mqtt.broker import free_port
 
-INFLUXD = Path(__file__).resolve().parents[3] / ".cache" / "bin" / "influxd"
+INFLUXD = Path(__file__).resolve().parents[2] / ".cache" / "bin" / "influxd"
 ORG, BUCKET, TOKEN = "plantwatch", "plant", "plantwatch-test-token"
 
 
