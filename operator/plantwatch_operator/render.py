@@ -142,19 +142,24 @@ def render_ingestion(namespace: str, manifests: list[dict[str, Any]], config: Co
         "spec": {"selector": selector("gateway", namespace),
                  "ports": [{"name": "http", "port": HTTP_PORT, "targetPort": "http"}]},
     }
-    return [configmap, *gateway_identity(namespace, lab), deployment, service]
+    # The gateway reports its nodes' Online status.
+    return [configmap, *status_reporter_identity(GATEWAY, namespace, lab, "sensornodes/status"), deployment, service]
 
 
-def gateway_identity(namespace: str, lab: dict[str, str]) -> list[dict[str, Any]]:
-    """The gateway's ServiceAccount, allowed exactly one thing: to report its nodes' status."""
-    meta = {"name": GATEWAY, "namespace": namespace, "labels": lab}
+def status_reporter_identity(name: str, namespace: str, lab: dict[str, str], status_of: str,
+                             only: str | None = None) -> list[dict[str, Any]]:
+    """A workload's ServiceAccount, Role and RoleBinding `name`, allowed exactly one thing: to get and
+    patch the status subresource `status_of` (`sensornodes/status`), of the one object `only` when given."""
+    meta = {"name": name, "namespace": namespace, "labels": lab}
+    rule: dict[str, Any] = {"apiGroups": [GROUP], "resources": [status_of], "verbs": ["get", "patch"]}
+    if only is not None:
+        rule["resourceNames"] = [only]
     return [
         {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": meta},
-        {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role", "metadata": meta,
-         "rules": [{"apiGroups": [GROUP], "resources": ["sensornodes/status"], "verbs": ["get", "patch"]}]},
+        {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role", "metadata": meta, "rules": [rule]},
         {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding", "metadata": meta,
-         "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": GATEWAY},
-         "subjects": [{"kind": "ServiceAccount", "name": GATEWAY, "namespace": namespace}]},
+         "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": name},
+         "subjects": [{"kind": "ServiceAccount", "name": name, "namespace": namespace}]},
     ]
 
 
@@ -245,22 +250,9 @@ def render_detector(detector: DetectorModel, config: Config) -> list[dict[str, A
         },
     }
     # The identity last: a pod created a moment before its ServiceAccount is retried by the
-    # ReplicaSet controller, and callers keep the serving objects first.
-    return [deployment, service, hpa, *detector_identity(name, namespace, detector.name, lab)]
-
-
-def detector_identity(name: str, namespace: str, detector: str, lab: dict[str, str]) -> list[dict[str, Any]]:
-    """The inference pods' ServiceAccount, allowed exactly one thing: to report their own DetectorModel's status."""
-    meta = {"name": name, "namespace": namespace, "labels": lab}
-    return [
-        {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": meta},
-        {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role", "metadata": meta,
-         "rules": [{"apiGroups": [GROUP], "resources": ["detectormodels/status"], "resourceNames": [detector],
-                    "verbs": ["get", "patch"]}]},
-        {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding", "metadata": meta,
-         "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": name},
-         "subjects": [{"kind": "ServiceAccount", "name": name, "namespace": namespace}]},
-    ]
+    # ReplicaSet controller, and callers keep the serving objects first. The pods report their
+    # own DetectorModel's status, no other's.
+    return [deployment, service, hpa, *status_reporter_identity(name, namespace, lab, "detectormodels/status", only=detector.name)]
 
 
 def owner_reference(body: dict[str, Any], controller: bool) -> dict[str, Any]:

@@ -113,12 +113,12 @@ def test_the_shipped_plants_validate(capsys):
 def test_the_operator_refuses_the_rules_the_gateway_would_refuse():
     """The operator keeps a refused rule out of the gateway's config (Accepted=False with the reason),
     so `serve ingest`'s load_plant never meets it."""
-    from plantwatch_operator.handlers import _parse, _rule_verdict
+    from plantwatch_operator.verdicts import parse, rule_verdict
     from plantwatch.plant.load import plant_series
 
     node = yaml.safe_load(NODE)
-    series = plant_series([_parse(node)], [])
-    verdict = lambda text: _rule_verdict(yaml.safe_load(text), set(), series)[:2]  # noqa: E731
+    series = plant_series([parse(node)], [])
+    verdict = lambda text: rule_verdict(yaml.safe_load(text), set(), series)[:2]  # noqa: E731
     assert verdict(rule("fine", "{sensorType: vibration}")) == ("True", "Loaded")
     assert verdict(rule("typo", "{sensor: temprature}")) == ("False", "NoMatchingSeries")
     assert verdict(rule("paged", "{sensorType: vibration}", receivers="[pager]")) == ("False", "UnknownReceiver")

@@ -1,0 +1,133 @@
+"""The operator's verdicts without a cluster: which nodes and rules go into the gateway's config
+(and why the others do not), and whether a DetectorModel's source holds the model it names."""
+
+from __future__ import annotations
+
+import base64
+import copy
+import hashlib
+
+import yaml
+
+from plantwatch_operator.verdicts import SourceVerdict, Verdict, judge_plant, source_verdict
+
+from tests.conftest import EXAMPLE_PLANT
+
+
+def listed(kind: str) -> list[dict]:
+    """The sample plant's objects of one kind, as the API server lists them in namespace plant-a."""
+    docs = [d for f in sorted(EXAMPLE_PLANT.glob("*.yaml")) for d in yaml.safe_load_all(f.read_text())]
+    return [{**d, "metadata": {**d["metadata"], "namespace": "plant-a", "uid": f"uid-{d['metadata']['name']}", "generation": 1}}
+            for d in docs if d and d.get("kind") == kind]
+
+
+def verdicts(nodes: list[dict], rules: list[dict], detectors: list[dict]) -> dict[str, tuple[Verdict, int]]:
+    return {body["metadata"]["name"]: (verdict, matched) for body, verdict, matched in judge_plant(nodes, rules, detectors).rules}
+
+
+def test_the_sample_plant_is_accepted_whole():
+    nodes, rules, detectors = listed("SensorNode"), listed("AlertRule"), listed("DetectorModel")
+    plant = judge_plant(nodes, rules, detectors)
+    assert plant.valid_nodes == nodes and plant.accepted_rules == rules and plant.detectors == detectors
+    for name, (verdict, matched) in verdicts(nodes, rules, detectors).items():
+        assert verdict == ("True", "Loaded", "the rule is part of the gateway's config"), name
+        assert matched > 0, name
+
+
+def test_an_anomaly_rule_waits_for_its_detector():
+    result = verdicts(listed("SensorNode"), listed("AlertRule"), [])
+    verdict, _ = result["bearing-anomaly"]
+    assert verdict == ("False", "DetectorNotFound",
+                       "condition.anomalyScore.detector 'bearing-wear' names no DetectorModel in this namespace")
+    assert all(v.status == "True" for name, (v, _) in result.items() if name != "bearing-anomaly")
+
+
+def test_a_rule_with_an_unknown_receiver_is_refused():
+    rules = copy.deepcopy(listed("AlertRule"))
+    rules[0]["spec"]["receivers"] = ["console", "pager"]
+    verdict, matched = verdicts(listed("SensorNode"), rules, listed("DetectorModel"))[rules[0]["metadata"]["name"]]
+    assert verdict == ("False", "UnknownReceiver", "spec.receivers: unknown 'pager' (known: console)")
+    assert matched > 0  # still reported: the selector is not what is wrong
+
+
+def test_a_rule_matching_no_series_is_refused_with_what_exists():
+    rules = copy.deepcopy(listed("AlertRule"))
+    rules[1]["spec"]["selector"] = {"sensor": "temprature"}
+    verdict, matched = verdicts(listed("SensorNode"), rules, listed("DetectorModel"))[rules[1]["metadata"]["name"]]
+    assert (verdict.status, verdict.reason, matched) == ("False", "NoMatchingSeries", 0)
+    assert verdict.message.startswith("in this namespace: spec.selector matches no sensor of any SensorNode: nothing has sensor 'temprature' (sensors: ")
+
+
+def test_an_invalid_rule_says_which_field():
+    rules = copy.deepcopy(listed("AlertRule"))
+    rules[0]["spec"]["condition"]["type"] = "Magic"
+    verdict, matched = verdicts(listed("SensorNode"), rules, listed("DetectorModel"))[rules[0]["metadata"]["name"]]
+    assert (verdict.status, verdict.reason, matched) == ("False", "InvalidSpec", 0)
+    assert "spec.condition.type" in verdict.message and '"Magic"' in verdict.message
+
+
+def test_an_invalid_node_stays_out_with_its_message():
+    nodes = copy.deepcopy(listed("SensorNode"))
+    nodes[0]["spec"]["sensors"][0]["type"] = "smell"
+    plant = judge_plant(nodes, listed("AlertRule"), listed("DetectorModel"))
+    (body, message), *rest = plant.nodes
+    assert body is nodes[0] and isinstance(message, str) and "spec.sensors[0].type" in message
+    assert plant.valid_nodes == nodes[1:] and all(not isinstance(p, str) for _, p in rest)
+
+
+def test_objects_being_deleted_have_left_the_plant():
+    nodes = [{**n, "metadata": {**n["metadata"], "deletionTimestamp": "2026-01-01T00:00:00Z"}} for n in listed("SensorNode")]
+    detectors = [{**d, "metadata": {**d["metadata"], "deletionTimestamp": "2026-01-01T00:00:00Z"}} for d in listed("DetectorModel")]
+    plant = judge_plant(nodes, listed("AlertRule"), detectors)
+    assert plant.nodes == [] and plant.valid_nodes == [] and plant.detectors == []
+    assert {name: v.reason for name, (v, _) in verdicts(nodes, listed("AlertRule"), detectors).items()} == {
+        "machine-overtemperature": "NoMatchingSeries", "vibration-high": "NoMatchingSeries",
+        "node-silent": "NoMatchingSeries", "bearing-anomaly": "DetectorNotFound"}
+
+
+MODEL = b"\x08\x07onnx-bytes"
+DIGEST = hashlib.sha256(MODEL).hexdigest()
+
+
+def configmap(**keys: bytes) -> dict:
+    return {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "bearing-wear-model"},
+            "binaryData": {k: base64.b64encode(v).decode() for k, v in keys.items()}}
+
+
+def test_a_configmap_source_is_verified_by_its_sha256():
+    source = {"configMap": {"name": "bearing-wear-model", "key": "model.onnx"}, "sha256": DIGEST}
+    assert source_verdict(source, configmap(**{"model.onnx": MODEL})) == SourceVerdict(
+        "True", "SourceVerified", f"ConfigMap bearing-wear-model/model.onnx, {len(MODEL)} bytes, sha256 {DIGEST[:12]}", DIGEST)
+
+
+def test_a_configmap_source_without_sha256_reports_the_digest_it_found():
+    source = {"configMap": {"name": "bearing-wear-model"}}  # key defaults to model.onnx
+    verdict = source_verdict(source, configmap(**{"model.onnx": MODEL}))
+    assert (verdict.status, verdict.reason, verdict.sha256) == ("True", "SourceVerified", DIGEST)
+
+
+def test_a_text_key_is_hashed_as_utf8():
+    source = {"configMap": {"name": "m", "key": "model.onnx"}}
+    cm = {"metadata": {"name": "m"}, "data": {"model.onnx": "plain"}}
+    assert source_verdict(source, cm).sha256 == hashlib.sha256(b"plain").hexdigest()
+
+
+def test_a_wrong_model_is_a_checksum_mismatch_naming_both():
+    source = {"configMap": {"name": "bearing-wear-model", "key": "model.onnx"}, "sha256": "b" * 64}
+    assert source_verdict(source, configmap(**{"model.onnx": MODEL})) == SourceVerdict(
+        "False", "ChecksumMismatch", f"the model's sha256 is {DIGEST}, spec.source.sha256 says {'b' * 64}", DIGEST)
+
+
+def test_a_missing_configmap_or_key_is_source_not_found():
+    source = {"configMap": {"name": "bearing-wear-model", "key": "model.onnx"}}
+    assert source_verdict(source, None) == SourceVerdict("False", "SourceNotFound", "ConfigMap bearing-wear-model does not exist", None)
+    assert source_verdict(source, configmap(**{"other.onnx": MODEL})) == SourceVerdict(
+        "False", "SourceNotFound", "ConfigMap bearing-wear-model has no key 'model.onnx'", None)
+
+
+def test_url_and_pvc_sources_are_left_to_the_pods():
+    url = source_verdict({"url": {"url": "https://models.example/m.onnx", "sha256": "a" * 64}}, None)
+    assert (url.status, url.reason, url.sha256) == ("True", "NotVerifiedByOperator", "a" * 64)
+    pvc = source_verdict({"pvc": {"claimName": "models", "path": "m.onnx"}}, None)
+    assert (pvc.status, pvc.reason, pvc.sha256) == ("True", "NotVerifiedByOperator", None)
+    assert source_verdict({"pvc": {"claimName": "models", "path": "m.onnx"}, "sha256": "c" * 64}, None).sha256 == "c" * 64
