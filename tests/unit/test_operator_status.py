@@ -16,9 +16,11 @@ from plantwatch_operator.verdicts import SourceVerdict, Verdict
 T0, T1 = "2026-01-01T00:00:00Z", "2026-01-01T00:05:00Z"
 
 
-def body(kind: str, status: dict | None = None, generation: int = 3, managed: list | None = None, spec: dict | None = None) -> dict:
+def body(kind: str, status: dict | None = None, generation: int = 3, managed: list | None = None,
+         spec: dict | None = None) -> dict:
     meta = {"name": "x", "namespace": "plant-a", "generation": generation, "managedFields": managed or []}
-    return {"apiVersion": "plantwatch.io/v1alpha1", "kind": kind, "metadata": meta, "spec": spec or {}, **({"status": status} if status else {})}
+    obj = {"apiVersion": "plantwatch.io/v1alpha1", "kind": kind, "metadata": meta, "spec": spec or {}}
+    return {**obj, "status": status} if status else obj
 
 
 def written(obj: dict, status: dict) -> dict:
@@ -32,8 +34,10 @@ def written(obj: dict, status: dict) -> dict:
 def test_a_new_node_is_ready_and_online_unknown_until_the_gateway_reports():
     update = node_status(body("SensorNode"), object(), "abc123", T0)
     assert update.status == {"observedGeneration": 3, "conditions": [
-        {"type": "Online", "status": "Unknown", "reason": "NoData", "message": "no data-plane report yet", "observedGeneration": 3, "lastTransitionTime": T0},
-        {"type": "Ready", "status": "True", "reason": "Rendered", "message": "in the gateway config abc123", "observedGeneration": 3, "lastTransitionTime": T0},
+        {"type": "Online", "status": "Unknown", "reason": "NoData", "message": "no data-plane report yet",
+         "observedGeneration": 3, "lastTransitionTime": T0},
+        {"type": "Ready", "status": "True", "reason": "Rendered", "message": "in the gateway config abc123",
+         "observedGeneration": 3, "lastTransitionTime": T0},
     ]}
     assert update.events == (Announcement("Normal", "Rendered", "Ready=True: in the gateway config abc123"),)
 
@@ -55,7 +59,8 @@ def test_the_gateways_online_condition_is_left_to_it():
 def test_an_invalid_node_is_not_ready_and_says_why():
     update = node_status(body("SensorNode"), "SensorNode x: spec.sensors[0].type: Unsupported value", "abc123", T0)
     [ready] = update.status["conditions"]
-    assert (ready["status"], ready["reason"], ready["message"]) == ("False", "InvalidSpec", "SensorNode x: spec.sensors[0].type: Unsupported value")
+    assert (ready["status"], ready["reason"], ready["message"]) == \
+        ("False", "InvalidSpec", "SensorNode x: spec.sensors[0].type: Unsupported value")
     assert update.events == (Announcement("Warning", "InvalidSpec", "Ready=False: SensorNode x: spec.sensors[0].type: Unsupported value"),)
 
 

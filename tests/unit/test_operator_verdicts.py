@@ -55,7 +55,8 @@ def test_a_rule_matching_no_series_is_refused_with_what_exists():
     rules[1]["spec"]["selector"] = {"sensor": "temprature"}
     verdict, matched = verdicts(listed("SensorNode"), rules, listed("DetectorModel"))[rules[1]["metadata"]["name"]]
     assert (verdict.status, verdict.reason, matched) == ("False", "NoMatchingSeries", 0)
-    assert verdict.message.startswith("in this namespace: spec.selector matches no sensor of any SensorNode: nothing has sensor 'temprature' (sensors: ")
+    assert verdict.message.startswith("in this namespace: spec.selector matches no sensor of any SensorNode: "
+                                      "nothing has sensor 'temprature' (sensors: ")
 
 
 def test_an_invalid_rule_says_which_field():
