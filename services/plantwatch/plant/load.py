@@ -8,6 +8,7 @@ from typing import Any, Iterable
 
 import yaml
 
+from plantwatch.contracts.names import RECEIVERS
 from plantwatch.plant.model import (
     AlertRule,
     DetectorModel,
@@ -17,6 +18,7 @@ from plantwatch.plant.model import (
     parse_resource,
     selector_matches,
 )
+from plantwatch.rules import summary
 
 
 @dataclass(frozen=True)
@@ -70,8 +72,6 @@ def matched_series(rule: AlertRule, series: Iterable[tuple[SensorNode, str, str]
 
 def known_receivers() -> tuple[str, ...]:
     """Receiver names an AlertRule may use: the router's built-in ones (`console`)."""
-    from plantwatch.alerts.router import RECEIVERS  # the router imports this module
-
     return RECEIVERS
 
 
@@ -185,6 +185,8 @@ def _cross_checks(placed: list[tuple[str, Any]], rules_must_match: bool) -> list
             problems.append(f"{label(where, r)}: {nothing}")
         if unknown := unknown_receivers(r):
             problems.append(f"{label(where, r)}: {unknown}")
+        if r.spec.annotations and r.spec.annotations.summary and (bad := summary.check(r.spec.annotations.summary)):
+            problems.append(f"{label(where, r)}: {bad}")
     return problems
 
 

@@ -22,6 +22,7 @@ from typing import Any
 from plantwatch.plant.load import Plant
 from plantwatch.plant.model import AlertRule, duration_seconds, selector_matches
 from plantwatch.readings import AlertEvent, Reading
+from plantwatch.rules import summary as summaries
 
 LEVELS = ("warning", "critical", "emergency")
 
@@ -47,7 +48,7 @@ class CompiledRule:
     def of(cls, rule: AlertRule, detector_thresholds: dict[str, float]) -> CompiledRule:
         spec = rule.spec
         cond = spec.condition
-        summary = spec.annotations.summary if spec.annotations and spec.annotations.summary else f"{rule.name} on {{node}}/{{sensor}}: {{value}} ({{level}})"
+        summary = spec.annotations.summary if spec.annotations and spec.annotations.summary else summaries.DEFAULT
         base = dict(name=rule.name, type=cond.type, for_s=duration_seconds(spec.for_), severity=spec.severity, summary=summary)
         if cond.type == "Threshold":
             t = cond.threshold
@@ -230,13 +231,7 @@ class RuleEngine:
 
     @staticmethod
     def _event(rule: CompiledRule, node: str, sensor: str, state: str, severity: str, value: float | None, ts: float) -> AlertEvent:
-        shown = "" if value is None else f"{value:g}"
-        summary = rule.summary.format_map(_Default(node=node, sensor=sensor, value=shown, level=severity if state == "firing" else f"{severity} resolved"))
+        summary = summaries.render_or_default(rule.summary, rule.name, node, sensor, value,
+                                              severity if state == "firing" else f"{severity} resolved")
         return AlertEvent(f"{rule.name}/{node}/{sensor}", rule.name, node, sensor, state, severity, value, ts, summary)
 
-
-class _Default(dict):
-    """format_map that leaves unknown placeholders as they are (annotations are user text)."""
-
-    def __missing__(self, key: str) -> str:
-        return "{" + key + "}"
