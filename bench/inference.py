@@ -53,10 +53,10 @@ sys.path.insert(0, str(ROOT / "services"))
 import onnxruntime  # noqa: E402
 import sklearn  # noqa: E402
 
-from plantwatch.detect.features import window_features  # noqa: E402
+from plantwatch.features import window_features  # noqa: E402
 from plantwatch.detect.recipes import DEFAULT_RECIPE, RECIPES, fit_recipe  # noqa: E402
-from plantwatch.inference.server import InferenceServer, Limits  # noqa: E402
-from plantwatch.inference.serving import ModelSlot  # noqa: E402
+from plantwatch.inference.oip import InferenceServer, Limits  # noqa: E402
+from plantwatch.inference.slot import ModelSlot  # noqa: E402
 
 CHANNELS = 9
 BATCH_SIZES = (1, 16, 256, 4096)
@@ -276,7 +276,7 @@ def http_server(x: np.ndarray, folder: Path, seconds: float, clients: int = 8) -
         server.stop()
         slot.close()
     return {"clients": clients, "request": f"rows of {x.shape[1]} features, kept-alive connections",
-            "server": f"aiohttp {aiohttp.__version__} low-level server, {Limits().workers} worker threads (inference/server.py)",
+            "server": f"aiohttp {aiohttp.__version__} low-level server, {Limits().workers} worker threads (inference/oip.py)",
             "ratio_vs_stdlib_echo": by_rows["1"]["ratio_vs_stdlib_echo"], "by_rows_per_request": by_rows}
 
 

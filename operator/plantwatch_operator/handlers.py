@@ -15,15 +15,14 @@ from typing import Any
 
 import kopf
 
+from plantwatch.contracts.names import GROUP, VERSION
+from plantwatch.contracts.times import now_rfc3339
 from plantwatch.plant.model import parse_resource
 from plantwatch_operator import kube
-from plantwatch_operator.conditions import now_rfc3339
 from plantwatch_operator.config import Config
 from plantwatch_operator.metrics import reconciling
 from plantwatch_operator.render import (
     CONFIG_HASH,
-    GROUP,
-    VERSION,
     detector_name,
     owned,
     owner_reference,

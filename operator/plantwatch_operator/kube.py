@@ -12,8 +12,8 @@ from kubernetes import client
 from kubernetes.client.rest import ApiException
 
 from plantwatch import kube as shared
+from plantwatch.contracts.names import GROUP, OPERATOR_MANAGER, VERSION
 from plantwatch.kube import api_client, dynamic
-from plantwatch_operator.render import GROUP, MANAGER, VERSION
 
 
 def apply(manifest: dict[str, Any]) -> dict[str, Any]:
@@ -21,7 +21,7 @@ def apply(manifest: dict[str, Any]) -> dict[str, Any]:
     resource = dynamic().resources.get(api_version=manifest["apiVersion"], kind=manifest["kind"])
     result = resource.server_side_apply(body=manifest, name=manifest["metadata"]["name"],
                                         namespace=manifest["metadata"].get("namespace"),
-                                        field_manager=MANAGER, force_conflicts=True)
+                                        field_manager=OPERATOR_MANAGER, force_conflicts=True)
     return result.to_dict()
 
 
@@ -53,4 +53,4 @@ def list_plant(namespace: str, plural: str) -> list[dict[str, Any]]:
 
 def apply_status(body: dict[str, Any], status: dict[str, Any]) -> None:
     """The operator's part of a resource's status (see plantwatch.kube.apply_status)."""
-    shared.apply_status(body, status, MANAGER)
+    shared.apply_status(body, status, OPERATOR_MANAGER)

@@ -12,12 +12,10 @@ from typing import Any
 
 import yaml
 
+from plantwatch.contracts.names import DETECTOR_LABEL, GROUP, OPERATOR_MANAGER, PART_OF_LABEL
 from plantwatch.plant.model import DetectorModel
 from plantwatch_operator.config import Config
 
-GROUP = "plantwatch.io"
-VERSION = "v1alpha1"
-MANAGER = "plantwatch-operator"
 PLANT_CONFIGMAP = "plantwatch-plant"
 GATEWAY = "plantwatch-gateway"
 CONFIG_HASH = f"{GROUP}/config-hash"
@@ -32,8 +30,8 @@ def labels(component: str, instance: str) -> dict[str, str]:
         "app.kubernetes.io/name": "plantwatch",
         "app.kubernetes.io/component": component,
         "app.kubernetes.io/instance": instance,
-        "app.kubernetes.io/part-of": "plantwatch",
-        "app.kubernetes.io/managed-by": MANAGER,
+        PART_OF_LABEL: "plantwatch",
+        "app.kubernetes.io/managed-by": OPERATOR_MANAGER,
     }
 
 
@@ -172,7 +170,7 @@ def render_detector(detector: DetectorModel, config: Config) -> list[dict[str, A
     spec = detector.spec
     name = detector_name(detector.name)
     namespace = detector.meta.namespace
-    lab = {**labels("inference", detector.name), f"{GROUP}/detector": detector.name}
+    lab = {**labels("inference", detector.name), DETECTOR_LABEL: detector.name}
     # The service listens on loopback unless told otherwise; in a pod, the Service and the kubelet's probes come in
     # over the pod's own address.
     args = ["serve", "inference", "--model-name", detector.name, "--provider", spec.execution_provider,

@@ -10,12 +10,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from plantwatch_operator.conditions import set_condition
+from plantwatch.contracts.conditions import set_condition
+from plantwatch.contracts.names import INFERENCE_MANAGER
 from plantwatch_operator.verdicts import SourceVerdict, Verdict
-
-#: The inference service's field manager (plantwatch.inference.status): once it has written
-#: ModelValid, it owns that condition, activeProvider and modelSha256.
-INFERENCE_MANAGER = "plantwatch-inference"
 
 
 @dataclass(frozen=True)

@@ -98,8 +98,8 @@ def _serve_ingest(args: argparse.Namespace) -> int:
 
 
 def _serve_inference(args: argparse.Namespace) -> int:
-    from plantwatch.inference.server import Limits
-    from plantwatch.inference.service import InferenceOptions, serve
+    from plantwatch.inference.oip import Limits
+    from plantwatch.inference.app import InferenceOptions, serve
 
     limits = Limits(args.max_body_bytes, args.read_timeout, args.idle_timeout, args.workers, args.max_connections)
     return serve(InferenceOptions(args.model_name, args.model, args.model_url, args.provider, args.sha256, args.threads,

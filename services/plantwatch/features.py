@@ -1,7 +1,9 @@
 """Causal rolling-window features per channel, and the robust scaler fitted on training rows.
 
-Decision (see README): features are computed here, in numpy, in both the CLI and
-anything that feeds the served model; the ONNX graph starts at these features
+Shared by training (`plantwatch.detect`) and serving (`plantwatch.inference.stream`,
+which turns a model card's window into the same rows), so it belongs to neither.
+Decision (see detect/README.md): features are computed here, in numpy, in both the
+CLI and anything that feeds the served model; the ONNX graph starts at these features
 (robust scaling, clipping and the detector are inside the graph). Rolling medians
 and a growing history do not fit a stateless `features [batch, n] -> score [batch]`
 graph, while these few lines of numpy are cheap to share. Every window looks only

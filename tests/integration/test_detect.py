@@ -10,7 +10,7 @@ import pytest
 
 from plantwatch.detect.alarms import alarm_rule
 from plantwatch.detect.cli import main
-from plantwatch.detect.features import window_features
+from plantwatch.features import window_features
 from plantwatch.detect.recipes import RECIPES, fit_recipe
 from plantwatch.detect.simulate import simulate
 from plantwatch.inference.models import load_model, sha256_of

@@ -136,8 +136,8 @@ def swap_in(folder, model: bytes, card_sha: str | None = None) -> None:
 def test_concurrent_requests_share_model_calls_and_get_their_own_rows(tmp_path):
     import concurrent.futures
 
-    from plantwatch.inference.server import InferenceServer
-    from plantwatch.inference.serving import ModelSlot
+    from plantwatch.inference.oip import InferenceServer
+    from plantwatch.inference.slot import ModelSlot
 
     (tmp_path / "model.onnx").write_bytes(zscore_model([0.0, 0.0], [1.0, 1.0]))
     slot = ModelSlot("m", tmp_path / "model.onnx", max_batch=64, max_wait_s=0.005)
@@ -163,7 +163,7 @@ def test_concurrent_requests_share_model_calls_and_get_their_own_rows(tmp_path):
 
 def served_metadata(slot) -> dict:
     """The slot's model metadata as a client of the Open Inference Protocol sees it."""
-    from plantwatch.inference.server import InferenceServer
+    from plantwatch.inference.oip import InferenceServer
 
     server = InferenceServer({slot.name: slot}, 0)
     server.start()
@@ -174,8 +174,8 @@ def served_metadata(slot) -> dict:
 
 
 def test_a_changed_model_is_hot_reloaded_and_a_bad_one_refused_while_the_old_one_serves(tmp_path):
-    from plantwatch.inference.server import infer
-    from plantwatch.inference.serving import ModelSlot
+    from plantwatch.inference.oip import infer
+    from plantwatch.inference.slot import ModelSlot
 
     first, second = zscore_model([0.0, 0.0], [1.0, 1.0]), zscore_model([1.0, 1.0], [1.0, 1.0])
     swap_in(tmp_path, first, sha256_of(first))
@@ -208,7 +208,7 @@ def test_a_changed_model_is_hot_reloaded_and_a_bad_one_refused_while_the_old_one
 
 
 def test_a_changed_card_beside_the_same_model_is_served(tmp_path):
-    from plantwatch.inference.serving import ModelSlot
+    from plantwatch.inference.slot import ModelSlot
 
     model = zscore_model([0.0, 0.0], [1.0, 1.0])
     (tmp_path / "model.onnx").write_bytes(model)
@@ -254,7 +254,7 @@ def test_serve_inference_watches_the_model_file(tmp_path):
 
 
 def test_requests_are_coalesced_on_gpu_providers_by_default_not_on_cpu(tmp_path):
-    from plantwatch.inference.serving import ModelSlot, default_max_batch
+    from plantwatch.inference.slot import ModelSlot, default_max_batch
 
     (tmp_path / "model.onnx").write_bytes(zscore_model([0.0, 0.0], [1.0, 1.0]))
     assert (default_max_batch("cpu"), default_max_batch("cuda"), default_max_batch("tensorrt")) == (1, 256, 256)

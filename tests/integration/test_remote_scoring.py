@@ -10,8 +10,8 @@ from plantwatch.detect.publish import manifests
 from plantwatch.detect.recipes import DEFAULT_RECIPE, RECIPES, fit_recipe
 from plantwatch.inference.client import RemoteModel, RemoteModelError
 from plantwatch.inference.plant_scorers import DeferredScorer, _remote_scorer, plant_scorers, remote_scorers
-from plantwatch.inference.server import InferenceServer
-from plantwatch.inference.serving import ModelSlot
+from plantwatch.inference.oip import InferenceServer
+from plantwatch.inference.slot import ModelSlot
 from plantwatch.plant.load import plant_from_documents
 from plantwatch.readings import Reading
 

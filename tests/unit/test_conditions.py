@@ -9,7 +9,8 @@ import jsonschema
 import pytest
 import yaml
 
-from plantwatch_operator.conditions import condition_status, now_rfc3339, set_condition
+from plantwatch.contracts.conditions import condition_status, set_condition
+from plantwatch.contracts.times import now_rfc3339
 
 from tests.conftest import ROOT
 

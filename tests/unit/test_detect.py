@@ -9,7 +9,7 @@ import pytest
 from plantwatch.detect.alarms import alarm_rule, choose_threshold, ewma, hysteresis, smooth
 from plantwatch.detect.data import detect_delimiter, labels_of, parse_time, pivot, read_table
 from plantwatch.detect.evaluate import Counts, confusion, meets_target, pooled
-from plantwatch.detect.features import CLIP, FeatureSpec, feature_names, fill_missing, fit_scaler, window_features
+from plantwatch.features import CLIP, FeatureSpec, feature_names, fill_missing, fit_scaler, window_features
 from plantwatch.detect.experiment import run_in_memory
 from plantwatch.detect.recipes import DEFAULT_RECIPE, RECIPES, fit_recipe
 from plantwatch.detect.simulate import _lag, recording_seed, simulate

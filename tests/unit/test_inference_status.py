@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from plantwatch.inference.serving import ModelSlot, Verdict
+from plantwatch.inference.slot import ModelSlot, Verdict
 from plantwatch.inference.status import model_valid_condition, served_status
 from plantwatch.inference.zscore import zscore_model
 

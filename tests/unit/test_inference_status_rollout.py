@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from plantwatch.inference.models import sha256_of
-from plantwatch.inference.serving import ModelSlot
+from plantwatch.inference.slot import ModelSlot
 from plantwatch.inference.status import spec_sha256, status_to_report
 from plantwatch.inference.zscore import zscore_model
 

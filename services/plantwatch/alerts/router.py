@@ -11,12 +11,11 @@ import sys
 from dataclasses import dataclass
 from typing import Callable, TextIO
 
-from plantwatch.ingest.codecs import iso, parse_timestamp
+from plantwatch.contracts.names import RECEIVERS
+from plantwatch.contracts.times import iso, parse_timestamp
 from plantwatch.plant.load import Plant
 from plantwatch.plant.model import duration_seconds
 from plantwatch.readings import AlertEvent
-
-RECEIVERS = ("console",)
 
 
 @dataclass

@@ -13,6 +13,7 @@ DETECTOR_MODEL = "DetectorModel"
 #: Server-side apply field managers: each writer owns what it observes (docs/kubernetes.md).
 OPERATOR_MANAGER = "plantwatch-operator"
 GATEWAY_MANAGER = "plantwatch-gateway"
+#: Once the inference service has written ModelValid it owns that condition, activeProvider and modelSha256.
 INFERENCE_MANAGER = "plantwatch-inference"
 
 #: Label keys.
@@ -22,6 +23,9 @@ DETECTOR_LABEL = f"{GROUP}/detector"
 #: DetectorModel spec.executionProvider values (the CRD's enum), each with its ONNX Runtime provider.
 ORT_PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider", "tensorrt": "TensorrtExecutionProvider"}
 EXECUTION_PROVIDERS = tuple(ORT_PROVIDERS)
+
+#: AlertRule spec.receivers the alert router can send to (plant validation refuses others).
+RECEIVERS = ("console",)
 
 #: A trained detector's files: in its directory, and as keys of the ConfigMap that `detector publish` writes.
 MODEL_FILE = "model.onnx"

@@ -9,47 +9,40 @@ compute the same numbers.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from plantwatch.contracts import model_card
+from plantwatch.contracts.model_card import ModelCard
+from plantwatch.contracts.names import MODEL_FILE
 from plantwatch.detect.alarms import alarm_rule
-from plantwatch.detect.features import FeatureSpec, feature_names, window_features
 from plantwatch.detect.recipes import Fitted
+from plantwatch.features import FeatureSpec, feature_names, window_features
 from plantwatch.inference.models import LoadedModel, load_model, sha256_of
 
-MODEL_FILE = "model.onnx"
-CARD_FILE = "model-card.json"
 
-
-def model_card(fitted: Fitted, channels: tuple[str, ...], train_rows: int, model_bytes: bytes, source: str = "") -> dict:
+def card_of(fitted: Fitted, channels: tuple[str, ...], train_rows: int, model_bytes: bytes, source: str = "") -> ModelCard:
     """Everything needed to reproduce the features and the alarm rule, and to check the model file."""
     recipe = fitted.recipe
-    return {
-        "kind": "plantwatch-detector",
-        "version": 1,
-        "recipe": recipe.to_json(),
-        "channels": list(channels),
-        "features": {"names": feature_names(channels, recipe.features), "window": recipe.features.to_json()},
-        "model": {"file": MODEL_FILE, "sha256": sha256_of(model_bytes), "input": "features", "output": "score"},
-        "alarm": {"threshold": fitted.threshold, "ewma_span": recipe.span, "on_count": recipe.on_count,
-                  "off_count": recipe.off_count, "off_ratio": recipe.off_ratio, "cap": recipe.cap,
-                  "release": recipe.release, "rearm": recipe.rearm, "release_span": recipe.release_span},
-        "training": {"rows": train_rows, "source": source},
-        "validation": fitted.validation,
-    }
+    return model_card.card(
+        recipe=recipe.to_json(), channels=list(channels), feature_names=feature_names(channels, recipe.features),
+        window=recipe.features.to_json(), sha256=sha256_of(model_bytes),
+        alarm={"threshold": fitted.threshold, "ewma_span": recipe.span, "on_count": recipe.on_count,
+               "off_count": recipe.off_count, "off_ratio": recipe.off_ratio, "cap": recipe.cap,
+               "release": recipe.release, "rearm": recipe.rearm, "release_span": recipe.release_span},
+        train_rows=train_rows, source=source, validation=fitted.validation)
 
 
-def save(out: str | Path, fitted: Fitted, channels: tuple[str, ...], train_rows: int, source: str = "") -> dict:
+def save(out: str | Path, fitted: Fitted, channels: tuple[str, ...], train_rows: int, source: str = "") -> ModelCard:
     """Write DIR/model.onnx and DIR/model-card.json; returns the card."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     data = fitted.to_onnx()
     (out / MODEL_FILE).write_bytes(data)
-    card = model_card(fitted, channels, train_rows, data, source)
-    (out / CARD_FILE).write_text(json.dumps(card, indent=2) + "\n")
+    card = card_of(fitted, channels, train_rows, data, source)
+    model_card.write(out, card)
     return card
 
 
@@ -64,7 +57,7 @@ class Scores:
 class Scorer:
     """A loaded detector: card + ONNX Runtime session."""
 
-    card: dict
+    card: ModelCard
     model: LoadedModel
 
     @property
@@ -72,7 +65,7 @@ class Scorer:
         return tuple(self.card["channels"])
 
     def raw_scores(self, values: np.ndarray) -> np.ndarray:
-        features = window_features(values, FeatureSpec(**self.card["features"]["window"])).astype(np.float32)
+        features = window_features(values, FeatureSpec(**model_card.window(self.card))).astype(np.float32)
         return self.model.session.run(["score"], {"features": features})[0].astype(np.float64)
 
     def score(self, values: np.ndarray) -> Scores:
@@ -88,10 +81,7 @@ class Scorer:
 def load(directory: str | Path) -> Scorer:
     """Load a detector directory; the model's sha256 must match its card."""
     directory = Path(directory)
-    try:
-        card = json.loads((directory / CARD_FILE).read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise ValueError(f"{directory}: cannot read {CARD_FILE}: {exc}") from None
+    card = model_card.read(directory)
     model = load_model(directory.name or "detector", directory / card["model"]["file"],
                        expected_sha256=card["model"]["sha256"])
     return Scorer(card, model)

@@ -6,8 +6,8 @@ Also runnable on its own: `python -m plantwatch.detect.cli detector ...`.
 from __future__ import annotations
 
 import argparse
-import json
 import functools
+import json
 import sys
 from pathlib import Path
 
@@ -15,6 +15,7 @@ from plantwatch.cliargs import non_negative_int, positive_int
 from plantwatch.detect import bundle, experiment
 from plantwatch.detect.data import labels_of, parse_time, read_predictions, read_store, read_table, write_predictions
 from plantwatch.detect.evaluate import confusion, meets_target, pooled
+from plantwatch.detect.publish import add_command as add_publish_command
 from plantwatch.detect.recipes import DEFAULT_RECIPE, RECIPES, fit_recipe
 
 
@@ -164,10 +165,7 @@ def add_commands(subparsers) -> None:
     simulate.add_argument("--train-rows", type=positive_int, default=400, help="fault-free rows at the start of each recording")
     simulate.add_argument("--variant", default="skid", help="plant variant: skid (default), rig, harsh (see detect/README.md)")
     simulate.set_defaults(func=_user_errors(_simulate))
-
-    from plantwatch.detect.publish import add_command as add_publish_command
-
-    add_publish_command(sub)
+    add_publish_command(sub, _user_errors)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -18,8 +18,8 @@ from plantwatch.detect import bundle
 from plantwatch.detect.alarms import alarm_rule
 from plantwatch.detect.data import labels_of, read_table
 from plantwatch.detect.evaluate import Counts, confusion, pooled
-from plantwatch.detect.features import window_features
 from plantwatch.detect.recipes import Recipe, fit_recipe
+from plantwatch.features import window_features
 
 
 @dataclass(frozen=True)

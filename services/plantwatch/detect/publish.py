@@ -11,18 +11,18 @@ threshold the card's, and its window the history the card's features need.
 from __future__ import annotations
 
 import base64
-import json
 from pathlib import Path
+from typing import Callable
 
 import yaml
 
 from plantwatch.cliargs import finite_float, positive_int
-from plantwatch.detect.bundle import CARD_FILE
+from plantwatch.contracts import model_card
+from plantwatch.contracts.names import API_VERSION, CARD_FILE, DETECTOR_LABEL, DETECTOR_MODEL, EXECUTION_PROVIDERS, MODEL_FILE, PART_OF_LABEL
 from plantwatch.inference.models import sha256_of
 
 #: A ConfigMap (like any object) must fit in etcd's 1 MiB request limit, with room for its metadata.
 CONFIG_MAP_LIMIT = 1_000_000
-PROVIDERS = ("cpu", "cuda", "tensorrt")
 
 
 def _decimal(value: float) -> str:
@@ -31,51 +31,47 @@ def _decimal(value: float) -> str:
     return text + "0" if text.endswith(".") else text
 
 
-def _history(card: dict) -> int:
-    return 1 + max(v for v in card["features"]["window"].values() if isinstance(v, int))
-
-
 def manifests(model_dir: str | Path, name: str, namespace: str | None = None, provider: str = "cpu",
               node_labels: dict[str, str] | None = None, threshold: float | None = None,
               min_replicas: int = 1, max_replicas: int = 3) -> list[dict]:
     """The ConfigMap and DetectorModel of a detector directory (pure apart from reading the directory)."""
     model_dir = Path(model_dir)
     try:
-        card = json.loads((model_dir / CARD_FILE).read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise ValueError(f"{model_dir}: cannot read {CARD_FILE} (a directory from `plantwatch detector train`): {exc}") from None
+        card = model_card.read(model_dir)
+    except ValueError as exc:
+        raise ValueError(f"{exc} (expected a directory from `plantwatch detector train`)") from None
     model_path = model_dir / card["model"]["file"]
     data = model_path.read_bytes()
     digest = sha256_of(data)
     if digest != card["model"]["sha256"]:
         raise ValueError(f"{model_path} has sha256 {digest}, its model card says {card['model']['sha256']}: retrain or restore the file")
-    if provider not in PROVIDERS:
-        raise ValueError(f"provider {provider!r}; accepted: {', '.join(PROVIDERS)}")
-    card_text = json.dumps(card, indent=2) + "\n"
+    if provider not in EXECUTION_PROVIDERS:
+        raise ValueError(f"provider {provider!r}; accepted: {', '.join(EXECUTION_PROVIDERS)}")
+    card_text = model_card.dumps(card)
     size = len(base64.b64encode(data)) + len(card_text)
     if size > CONFIG_MAP_LIMIT:
         raise ValueError(f"the model is {len(data)} bytes ({size} in a ConfigMap), over the ~1 MiB a ConfigMap can hold; "
                          "serve it from a url or pvc source instead")
     if min_replicas > max_replicas:
         raise ValueError(f"--min-replicas {min_replicas} exceeds --max-replicas {max_replicas}")
-    metadata = {"name": f"{name}-model", "labels": {"app.kubernetes.io/part-of": "plantwatch", "plantwatch.io/detector": name}}
+    metadata = {"name": f"{name}-model", "labels": {PART_OF_LABEL: "plantwatch", DETECTOR_LABEL: name}}
     if namespace:
         metadata["namespace"] = namespace
     config_map = {
         "apiVersion": "v1", "kind": "ConfigMap", "metadata": metadata,
-        "binaryData": {"model.onnx": base64.b64encode(data).decode()},
+        "binaryData": {MODEL_FILE: base64.b64encode(data).decode()},
         "data": {CARD_FILE: card_text},
     }
-    history = _history(card)
+    history = model_card.history(card)
     features: dict = {"sensors": list(card["channels"]), "window": history, "step": 1}
     if node_labels:
         features["nodeSelector"] = {"matchLabels": dict(node_labels)}
     detector = {
-        "apiVersion": "plantwatch.io/v1alpha1", "kind": "DetectorModel",
+        "apiVersion": API_VERSION, "kind": DETECTOR_MODEL,
         "metadata": {"name": name, **({"namespace": namespace} if namespace else {}),
-                     "labels": {"app.kubernetes.io/part-of": "plantwatch"}},
+                     "labels": {PART_OF_LABEL: "plantwatch"}},
         "spec": {
-            "source": {"configMap": {"name": metadata["name"], "key": "model.onnx"}, "sha256": digest},
+            "source": {"configMap": {"name": metadata["name"], "key": MODEL_FILE}, "sha256": digest},
             "features": features,
             "threshold": _decimal(card["alarm"]["threshold"] if threshold is None else threshold),
             "executionProvider": provider,
@@ -92,9 +88,8 @@ def to_yaml(objects: list[dict], model_dir: str | Path) -> str:
     return header + yaml.safe_dump_all(objects, sort_keys=False, width=120)
 
 
-def add_command(sub) -> None:
-    """Register `detector publish` on the `detector` subparsers."""
-    from plantwatch.detect.cli import _user_errors  # the shared message-and-exit-2 wrapper
+def add_command(sub, user_errors: Callable) -> None:
+    """Register `detector publish` on the `detector` subparsers; `user_errors`: the CLI's message-and-exit-2 wrapper."""
 
     def labels(text: str) -> dict[str, str]:
         pairs = [item.split("=", 1) for item in text.split(",") if item]
@@ -117,10 +112,10 @@ def add_command(sub) -> None:
     publish.add_argument("--model", required=True, metavar="DIR", help="model directory from `detector train`")
     publish.add_argument("--name", required=True, help="the DetectorModel's name (the ConfigMap is NAME-model)")
     publish.add_argument("--namespace", help="namespace of both objects (default: kubectl's)")
-    publish.add_argument("--provider", choices=PROVIDERS, default="cpu", help="ONNX Runtime execution provider (falls back to cpu)")
+    publish.add_argument("--provider", choices=EXECUTION_PROVIDERS, default="cpu", help="ONNX Runtime execution provider (falls back to cpu)")
     publish.add_argument("--node-selector", metavar="KEY=VALUE,...", help="score only SensorNodes with these labels")
     publish.add_argument("--threshold", type=finite_float, help="alert above this smoothed score (default: the model card's)")
     publish.add_argument("--min-replicas", type=positive_int, default=1)
     publish.add_argument("--max-replicas", type=positive_int, default=3)
     publish.add_argument("--out", metavar="FILE", help="write here instead of standard output")
-    publish.set_defaults(func=_user_errors(run))
+    publish.set_defaults(func=user_errors(run))

@@ -24,7 +24,7 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from plantwatch.detect.alarms import alarm_rule, choose_threshold, ewma
-from plantwatch.detect.features import CLIP, FeatureSpec, RobustScaler, feature_names, fit_scaler, window_features
+from plantwatch.features import CLIP, FeatureSpec, RobustScaler, feature_names, fit_scaler, window_features
 
 OPSET = 18
 

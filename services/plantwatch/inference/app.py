@@ -11,8 +11,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from plantwatch.inference.models import ModelError, fetch_model
-from plantwatch.inference.server import InferenceServer, Limits
-from plantwatch.inference.serving import ModelSlot
+from plantwatch.inference.oip import InferenceServer, Limits
+from plantwatch.inference.slot import ModelSlot
+from plantwatch.inference.status import StatusReporter
 
 
 @dataclass(frozen=True)
@@ -25,7 +26,7 @@ class InferenceOptions:
     threads: int = 1
     host: str = "127.0.0.1"  # the pod the operator renders binds 0.0.0.0 explicitly
     http_port: int = 8080
-    max_batch: int | None = None  # None: serving.default_max_batch of the provider in use
+    max_batch: int | None = None  # None: slot.default_max_batch of the provider in use
     max_wait_ms: float = 1.0
     reload_interval_s: float = 2.0
     status_namespace: str | None = None
@@ -39,8 +40,6 @@ def serve(opts: InferenceOptions) -> int:
         return 2
     reporter = None
     if opts.status_namespace:
-        from plantwatch.inference.status import StatusReporter
-
         # The heartbeat that re-applies the service's verdict (StatusReporter); the e2e test shortens it.
         reporter = StatusReporter(opts.status_namespace, heartbeat_s=float(os.environ.get("PLANTWATCH_STATUS_HEARTBEAT_S", "60")))
     try:

@@ -16,6 +16,8 @@ from urllib.parse import urlsplit
 
 import numpy as np
 
+from plantwatch.contracts import model_card
+from plantwatch.contracts.model_card import ModelCard
 from plantwatch.inference.stream import ScoringUnavailable
 
 
@@ -80,9 +82,9 @@ class RemoteModel:
             self._input = inputs[0]["name"]  # the infer calls need it: no second request
         return meta
 
-    def card(self) -> dict | None:
+    def card(self) -> ModelCard | None:
         card = self.metadata().get("parameters", {}).get("model_card")
-        return json.loads(card) if card else None
+        return model_card.loads(card) if card else None
 
     def __call__(self, vectors: np.ndarray) -> np.ndarray:
         vectors = np.asarray(vectors, dtype=np.float32)

@@ -3,18 +3,22 @@
 from __future__ import annotations
 
 import hashlib
+import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
 
-#: DetectorModel executionProvider → ONNX Runtime provider names, in preference order.
-PROVIDERS = {
-    "cpu": ["CPUExecutionProvider"],
-    "cuda": ["CUDAExecutionProvider", "CPUExecutionProvider"],
-    "tensorrt": ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"],
+from plantwatch.contracts.names import EXECUTION_PROVIDERS, ORT_PROVIDERS
+
+#: DetectorModel executionProvider → ONNX Runtime providers to try, in preference order: each falls back to cpu.
+FALLBACKS = {
+    "cpu": [ORT_PROVIDERS["cpu"]],
+    "cuda": [ORT_PROVIDERS["cuda"], ORT_PROVIDERS["cpu"]],
+    "tensorrt": [ORT_PROVIDERS["tensorrt"], ORT_PROVIDERS["cuda"], ORT_PROVIDERS["cpu"]],
 }
+_FROM_ORT = {ort_name: provider for provider, ort_name in ORT_PROVIDERS.items()}
 _ORT_TO_OIP = {
     "tensor(float)": "FP32", "tensor(double)": "FP64", "tensor(int64)": "INT64",
     "tensor(int32)": "INT32", "tensor(bool)": "BOOL", "tensor(float16)": "FP16",
@@ -56,8 +60,6 @@ def sha256_of(data: bytes) -> str:
 
 def fetch_model(url: str, expected_sha256: str, dest: Path, timeout: float = 60.0) -> Path:
     """Download a model over HTTP(S); nothing is kept unless its sha256 matches."""
-    import urllib.request
-
     try:
         with urllib.request.urlopen(url, timeout=timeout) as response:
             data = response.read()
@@ -80,10 +82,10 @@ def load_model(name: str, path: str | Path, provider: str = "cpu", expected_sha2
     digest = sha256_of(data)
     if expected_sha256 and digest != expected_sha256:
         raise ModelError("ChecksumMismatch", f"model sha256 is {digest}, the DetectorModel expects {expected_sha256}")
-    if provider not in PROVIDERS:
-        raise ModelError("UnknownProvider", f"execution provider {provider!r}; accepted: {', '.join(PROVIDERS)}")
+    if provider not in EXECUTION_PROVIDERS:
+        raise ModelError("UnknownProvider", f"execution provider {provider!r}; accepted: {', '.join(EXECUTION_PROVIDERS)}")
     available = set(ort.get_available_providers())
-    providers = [p for p in PROVIDERS[provider] if p in available]
+    providers = [p for p in FALLBACKS[provider] if p in available]
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
@@ -91,7 +93,7 @@ def load_model(name: str, path: str | Path, provider: str = "cpu", expected_sha2
         session = ort.InferenceSession(data, sess_options=options, providers=providers)
     except Exception as exc:  # onnxruntime raises several unrelated types for a bad file
         raise ModelError("InvalidModel", f"ONNX Runtime cannot load the model: {exc}") from None
-    active = {"CPUExecutionProvider": "cpu", "CUDAExecutionProvider": "cuda", "TensorrtExecutionProvider": "tensorrt"}[session.get_providers()[0]]
+    active = _FROM_ORT[session.get_providers()[0]]
 
     def specs(args) -> list[TensorSpec]:
         return [TensorSpec(a.name, _ORT_TO_OIP.get(a.type, a.type), [d if isinstance(d, int) else -1 for d in a.shape]) for a in args]

@@ -4,7 +4,7 @@ Endpoints: GET /v2/health/live, /v2/health/ready, /v2/models/{name}, /v2/models/
 POST /v2/models/{name}/infer, and /metrics. One ONNX Runtime session per model, reused
 for every request; concurrent requests to a model are coalesced into one session call
 (`batcher.MicroBatcher`), and a changed model file is hot-reloaded once it passes its
-checks (`serving.ModelSlot`).
+checks (`slot.ModelSlot`).
 
 The HTTP side is aiohttp's low-level server (Apache-2.0, already installed for kopf and
 the Kubernetes client): its C parser refuses malformed framing (a `Content-Length` of
@@ -21,7 +21,6 @@ cost the other rows of its batch their scores.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import math
 import socket
@@ -37,8 +36,9 @@ from aiohttp import web
 from onnxruntime.capi.onnxruntime_pybind11_state import InvalidArgument
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_latest
 
+from plantwatch.contracts import model_card
 from plantwatch.inference.models import OIP_TO_NUMPY, LoadedModel, ModelError
-from plantwatch.inference.serving import ModelSlot
+from plantwatch.inference.slot import ModelSlot
 
 log = logging.getLogger(__name__)
 
@@ -189,7 +189,7 @@ def metadata(slot: ModelSlot) -> dict:
                            "requested_provider": model.requested_provider,
                            "model_valid": slot.verdict.valid, "reason": slot.verdict.reason,
                            "message": slot.verdict.message,
-                           **({"model_card": json.dumps(slot.card)} if slot.card else {})}}
+                           **({"model_card": model_card.dumps(slot.card)} if slot.card else {})}}
 
 
 def answer_infer(slot: ModelSlot, body: bytes) -> tuple[int, dict]:

@@ -15,7 +15,6 @@ taking the card the service serves, so both paths compute the same scores.
 from __future__ import annotations
 
 import base64
-import json
 import logging
 import tempfile
 import time
@@ -25,6 +24,10 @@ from typing import Callable
 
 import numpy as np
 
+from plantwatch.contracts import model_card
+from plantwatch.contracts.model_card import ModelCard
+from plantwatch.contracts.names import CARD_FILE, MODEL_FILE
+from plantwatch.inference.client import RemoteModel, RemoteModelError
 from plantwatch.inference.models import LoadedModel, ModelError, fetch_model, load_model
 from plantwatch.inference.stream import Aggregations, CardFeatures, ScoringUnavailable, Smoothing, StreamScorer
 from plantwatch.plant.load import Plant
@@ -32,15 +35,13 @@ from plantwatch.plant.model import selector_matches
 
 log = logging.getLogger(__name__)
 
-CARD_KEY = "model-card.json"
-
 
 @dataclass(frozen=True)
 class ModelSource:
     """The files of a DetectorModel's model: the ONNX bytes, the model card when there is one."""
 
     model: bytes
-    card: dict | None
+    card: ModelCard | None
     expected_sha256: str | None
     where: str
 
@@ -66,10 +67,10 @@ def model_source(plant: Plant, detector) -> ModelSource:
         if ref.key not in files:
             raise ModelError("SourceNotFound", f"ConfigMap {ref.name} has no key {ref.key!r} "
                                                f"(keys: {', '.join(sorted(files))})")
-        card = json.loads(files[CARD_KEY]) if CARD_KEY in files else None
+        card = model_card.loads(files[CARD_FILE]) if CARD_FILE in files else None
         return ModelSource(files[ref.key], card, source.sha256, f"ConfigMap {ref.name}/{ref.key}")
     if source.url is not None:
-        path = fetch_model(source.url.url, source.url.sha256, Path(tempfile.mkdtemp(prefix="plantwatch-model-")) / "model.onnx")
+        path = fetch_model(source.url.url, source.url.sha256, Path(tempfile.mkdtemp(prefix="plantwatch-model-")) / MODEL_FILE)
         return ModelSource(path.read_bytes(), None, source.url.sha256, source.url.url)
     raise ModelError("SourceNotFound", "a pvc source exists only in a cluster; "
                                        "use a configMap (plantwatch detector publish) or url source to run it here")
@@ -83,7 +84,7 @@ def scored_nodes(plant: Plant, detector) -> list[str]:
             if selector_matches(features.node_selector, n.meta.labels) and wanted <= {s.name for s in n.spec.sensors}]
 
 
-def stream_scorer(plant: Plant, detector, run: Callable[[np.ndarray], np.ndarray], card: dict | None,
+def stream_scorer(plant: Plant, detector, run: Callable[[np.ndarray], np.ndarray], card: ModelCard | None,
                   model_width: int = -1) -> StreamScorer:
     """The StreamScorer of one DetectorModel around `run` (the model, here or remote); `model_width`: its feature count, -1 unknown."""
     features = detector.spec.features
@@ -117,7 +118,7 @@ def plant_scorers(plant: Plant, provider: str | None = None) -> tuple[list[Strea
         try:
             source = model_source(plant, detector)
             with tempfile.TemporaryDirectory(prefix="plantwatch-model-") as tmp:
-                path = Path(tmp) / "model.onnx"
+                path = Path(tmp) / MODEL_FILE
                 path.write_bytes(source.model)
                 model = load_model(detector.name, path, provider or detector.spec.execution_provider, source.expected_sha256)
             width = model.inputs[0].shape[-1] if model.inputs[0].shape else -1
@@ -144,7 +145,7 @@ def _remote_scorer(plant: Plant, detector, model) -> StreamScorer:
     meta = model.metadata(timeout=model.score_timeout_s)  # DeferredScorer probes on the pipeline's thread
     card = meta.get("parameters", {}).get("model_card")
     shape = meta["inputs"][0]["shape"]
-    return stream_scorer(plant, detector, model, json.loads(card) if card else None, shape[-1] if shape else -1)
+    return stream_scorer(plant, detector, model, model_card.loads(card) if card else None, shape[-1] if shape else -1)
 
 
 class DeferredScorer:
@@ -195,8 +196,6 @@ def remote_scorers(plant: Plant, url_template: str, wait_s: float = 60.0, retry_
     answered by then is reported as a problem and asked again every `retry_s` (a
     DeferredScorer). A detector whose spec does not fit what its service serves is left out.
     """
-    from plantwatch.inference.client import RemoteModel, RemoteModelError
-
     scorers: list[StreamScorer | DeferredScorer] = []
     problems = []
     deadline = time.monotonic() + wait_s

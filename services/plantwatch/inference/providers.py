@@ -20,21 +20,19 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
+import onnxruntime as ort
 
-from plantwatch.inference.models import PROVIDERS, ModelError, load_model
+from plantwatch.contracts.names import EXECUTION_PROVIDERS, ORT_PROVIDERS
+from plantwatch.inference.models import ModelError, load_model
 from plantwatch.inference.zscore import zscore_model
-
-_ORT_NAME = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider", "tensorrt": "TensorrtExecutionProvider"}
 
 
 def check(provider: str, rows: int = 4096) -> dict:
     """One provider's verdict, as a JSON-ready dict with `result` passed / failed / not run."""
-    import onnxruntime as ort
-
-    if provider not in PROVIDERS:
-        raise ValueError(f"provider {provider!r}; accepted: {', '.join(PROVIDERS)}")
+    if provider not in EXECUTION_PROVIDERS:
+        raise ValueError(f"provider {provider!r}; accepted: {', '.join(EXECUTION_PROVIDERS)}")
     available = ort.get_available_providers()
-    if _ORT_NAME[provider] not in available:
+    if ORT_PROVIDERS[provider] not in available:
         return {"provider": provider, "result": "not run",
                 "reason": f"this onnxruntime {ort.__version__} has {available}; the service falls back to cpu and reports it"}
     rng = np.random.default_rng(0)
@@ -49,7 +47,7 @@ def check(provider: str, rows: int = 4096) -> dict:
             return {"provider": provider, "result": "failed", "reason": f"{exc.reason}: {exc}"}
     if model.active_provider != provider:
         return {"provider": provider, "result": "failed",
-                "reason": f"ONNX Runtime lists {_ORT_NAME[provider]} but the session runs on {model.active_provider}"}
+                "reason": f"ONNX Runtime lists {ORT_PROVIDERS[provider]} but the session runs on {model.active_provider}"}
     got = model.session.run(None, {"features": features})[0]
     want = reference.session.run(None, {"features": features})[0]
     difference = float(np.abs(got - want).max())

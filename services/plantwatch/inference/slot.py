@@ -18,7 +18,6 @@ at once), which catches a model and card that do not belong together.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import threading
@@ -28,11 +27,13 @@ from typing import Callable
 
 import numpy as np
 
+from plantwatch.contracts import model_card
+from plantwatch.contracts.model_card import ModelCard
+from plantwatch.contracts.names import CARD_FILE
 from plantwatch.inference.batcher import MicroBatcher
 from plantwatch.inference.models import LoadedModel, ModelError, TensorSpec, load_model
 
 log = logging.getLogger(__name__)
-CARD_FILE = "model-card.json"
 
 
 @dataclass(frozen=True)
@@ -85,7 +86,7 @@ class ModelSlot:
         self.on_change = on_change
         self.model: LoadedModel | None = None
         #: The model card beside the served model, if any: its features and smoothing, for stream clients.
-        self.card: dict | None = None
+        self.card: ModelCard | None = None
         self.verdict = Verdict(False, "NotLoaded", "no model loaded yet")
         self._batcher: MicroBatcher | None = None
         self._seen: tuple | None = None
@@ -106,14 +107,13 @@ class ModelSlot:
         card_id = (card_st.st_ino, card_st.st_size, card_st.st_mtime_ns) if card_st else None
         return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, card_id)
 
-    def _read_card(self) -> dict | None:
+    def _read_card(self) -> ModelCard | None:
         card = self.path.parent / CARD_FILE
         if not card.exists():
             return None
         try:
-            parsed = json.loads(card.read_text())
-            if not isinstance(parsed["model"]["sha256"], str):
-                raise TypeError("model.sha256 is not a string")
+            parsed = model_card.loads(card.read_text())
+            model_card.model_sha256(parsed)
             return parsed
         except (OSError, ValueError, KeyError, TypeError) as exc:
             raise ModelError("InvalidModel", f"{card}: not a model card with model.sha256: {exc}") from None
@@ -126,7 +126,7 @@ class ModelSlot:
         self._seen = identity
         try:
             card = self._read_card()
-            expected = self.expected_sha256 or (card["model"]["sha256"] if card else None)
+            expected = self.expected_sha256 or (model_card.model_sha256(card) if card else None)
             try:
                 model = load_model(self.name, self.path, self.provider, expected, self.threads)
             except ModelError as exc:

@@ -17,29 +17,25 @@ import threading
 import time
 from typing import Any
 
-from plantwatch.inference.serving import ModelSlot, Verdict
+from plantwatch.contracts.conditions import condition, find_condition
+from plantwatch.contracts.names import API_VERSION, DETECTOR_MODEL, INFERENCE_MANAGER
+from plantwatch.contracts.times import iso
+from plantwatch.inference.slot import ModelSlot, Verdict
 
 log = logging.getLogger(__name__)
-MANAGER = "plantwatch-inference"
-API_VERSION = "plantwatch.io/v1alpha1"
 #: The operator's ModelValid reason for a DetectorModel whose source is missing (plantwatch_operator.handlers.check_source).
 SOURCE_NOT_FOUND = "SourceNotFound"
 
 
 def model_valid_condition(verdict: Verdict, previous: dict[str, Any] | None, generation: int | None, now: str) -> dict[str, Any]:
     """ModelValid from the last load (pure); lastTransitionTime moves only when the status flips."""
-    status = "True" if verdict.valid else "False"
-    changed = previous is None or previous.get("status") != status
-    condition = {"type": "ModelValid", "status": status, "reason": verdict.reason, "message": verdict.message,
-                 "lastTransitionTime": now if changed else previous.get("lastTransitionTime", now)}
-    if generation is not None:
-        condition["observedGeneration"] = generation
-    return condition
+    return condition("ModelValid", "True" if verdict.valid else "False", verdict.reason, verdict.message, previous,
+                     generation, now)
 
 
 def served_status(slot: ModelSlot, previous_conditions: list[dict] | None, generation: int | None, now: str) -> dict[str, Any]:
     """The status fields this service owns, for the model the slot serves (pure)."""
-    previous = next((c for c in previous_conditions or () if c.get("type") == "ModelValid"), None)
+    previous = find_condition(previous_conditions, "ModelValid")
     status: dict[str, Any] = {"conditions": [model_valid_condition(slot.verdict, previous, generation, now)]}
     model = slot.model
     if model is not None:  # a refused reload still serves (and reports) the previous model
@@ -71,7 +67,7 @@ def status_to_report(slot: ModelSlot, current: dict[str, Any], now: str) -> dict
     if spec_sha256(current) != (slot.expected_sha256 or None):
         return None
     conditions = (current.get("status") or {}).get("conditions")
-    previous = next((c for c in conditions or () if c.get("type") == "ModelValid"), None)
+    previous = find_condition(conditions, "ModelValid")
     if previous is not None and previous.get("reason") == SOURCE_NOT_FOUND:
         return None
     return served_status(slot, conditions, current["metadata"].get("generation"), now)
@@ -110,14 +106,15 @@ class StatusReporter:
         self._stop.set()
 
     def report(self, slot: ModelSlot) -> None:
-        from plantwatch.ingest.codecs import iso
+        # Not at the top: the Kubernetes client takes ~0.4 s to import, which `serve inference` without
+        # --status-namespace (and every unit test of the pure functions above) need not pay.
         from plantwatch.kube import apply_status, dynamic
 
         with self._lock:
             self._last = slot
             self._reported_at = time.monotonic()
             try:
-                resource = dynamic().resources.get(api_version=API_VERSION, kind="DetectorModel")
+                resource = dynamic().resources.get(api_version=API_VERSION, kind=DETECTOR_MODEL)
                 # Through the status subresource: all the pod's Role allows (get, patch on its own detectormodels/status).
                 current = dynamic().get(resource.status, name=slot.name, namespace=self.namespace).to_dict()
                 status = status_to_report(slot, current, iso(int(time.time())))
@@ -125,7 +122,7 @@ class StatusReporter:
                     log.info("DetectorModel %s/%s: not reporting (spec.source.sha256 %s, this pod's %s; or the operator's "
                              "SourceNotFound stands)", self.namespace, slot.name, spec_sha256(current), slot.expected_sha256)
                 else:
-                    apply_status(current, status, MANAGER)
+                    apply_status(current, status, INFERENCE_MANAGER)
                 self._unreported = None
             except Exception:  # reporting must never stop serving; retried (see the class doc)
                 self._unreported = slot

@@ -34,6 +34,9 @@ from typing import Callable, Iterable, Protocol
 import numpy as np
 
 from plantwatch import metrics
+from plantwatch.contracts import model_card
+from plantwatch.contracts.model_card import ModelCard
+from plantwatch.features import FeatureSpec, window_features
 from plantwatch.readings import Reading
 
 log = logging.getLogger(__name__)
@@ -123,27 +126,23 @@ _AGGREGATE = {
 class CardFeatures:
     """The features a `plantwatch detector` model was trained on (its model card's `features.window`)."""
 
-    card: dict
+    card: ModelCard
 
     @property
     def history(self) -> int:
         # Every window length in the card (short, long, noise, ...) fits in the kept history.
-        return 1 + max(v for v in self.card["features"]["window"].values() if isinstance(v, int))
+        return model_card.history(self.card)
 
     uses_missing = True  # the detector's features forward-fill and count missing readings themselves
 
     @property
     def warmup(self) -> int:
-        from plantwatch.detect.features import FeatureSpec
-
-        return FeatureSpec(**self.card["features"]["window"]).warmup
+        return FeatureSpec(**model_card.window(self.card)).warmup
 
     def vectors(self, rows: np.ndarray, newest: int) -> np.ndarray:
-        from plantwatch.detect.features import FeatureSpec, window_features
-
         if len(rows) < 2:  # window_features needs two rows; a lone first row is still in warm-up
             rows = np.concatenate([rows, rows])
-        return window_features(rows, FeatureSpec(**self.card["features"]["window"]))[-newest:].astype(np.float32)
+        return window_features(rows, FeatureSpec(**model_card.window(self.card)))[-newest:].astype(np.float32)
 
 
 @dataclass(frozen=True)
@@ -155,7 +154,7 @@ class Smoothing:
     cap: float = 0.0
 
     @classmethod
-    def of_card(cls, card: dict) -> Smoothing:
+    def of_card(cls, card: ModelCard) -> Smoothing:
         alarm = card["alarm"]
         return cls(float(alarm["ewma_span"]), float(alarm["threshold"]), float(alarm.get("cap", 0.0)))
 

@@ -21,7 +21,7 @@ from typing import Any
 import celpy
 import yaml
 
-GROUP = "plantwatch.io"
+from plantwatch.contracts.names import GROUP
 
 
 @dataclass(frozen=True)
