@@ -23,7 +23,7 @@ from plantwatch.contracts.times import iso
 from plantwatch.inference.slot import ModelSlot, Verdict
 
 log = logging.getLogger(__name__)
-#: The operator's ModelValid reason for a DetectorModel whose source is missing (plantwatch_operator.handlers.check_source).
+#: The operator's ModelValid reason for a DetectorModel whose source is missing (plantwatch_operator.verdicts.source_verdict).
 SOURCE_NOT_FOUND = "SourceNotFound"
 
 
