@@ -1,4 +1,9 @@
-"""The `plantwatch` command."""
+"""The `plantwatch` command.
+
+Each command imports what it runs inside its own function: `plantwatch validate` need not
+load numpy, ONNX Runtime, aiohttp, paho or the Kubernetes client that `up`, `serve` and
+`operator` use (these lazy imports keep commands fast; none hides a cycle).
+"""
 
 from __future__ import annotations
 

@@ -17,6 +17,7 @@ from plantwatch.detect.data import labels_of, parse_time, read_predictions, read
 from plantwatch.detect.evaluate import confusion, meets_target, pooled
 from plantwatch.detect.publish import add_command as add_publish_command
 from plantwatch.detect.recipes import DEFAULT_RECIPE, RECIPES, fit_recipe
+from plantwatch.detect.simulate import write_dataset
 
 
 def _user_errors(func):
@@ -108,8 +109,6 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 
 def _simulate(args: argparse.Namespace) -> int:
-    from plantwatch.detect.simulate import write_dataset
-
     paths = write_dataset(Path(args.out), args.recordings, args.seed, args.train_rows, args.variant)
     print(f"wrote {len(paths)} recordings to {args.out}")
     return 0

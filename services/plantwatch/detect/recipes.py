@@ -24,6 +24,7 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from plantwatch.detect.alarms import alarm_rule, choose_threshold, ewma
+from plantwatch.detect.iforest_onnx import anomaly_score_graph
 from plantwatch.features import CLIP, FeatureSpec, RobustScaler, feature_names, fit_scaler, window_features
 
 OPSET = 18
@@ -325,8 +326,6 @@ class IsolationForestDetector:
 
     def graph(self):
         # One TreeEnsembleRegressor instead of skl2onnx's per-tree subgraphs (see iforest_onnx).
-        from plantwatch.detect.iforest_onnx import anomaly_score_graph
-
         return anomaly_score_graph(self.forest)
 
 
