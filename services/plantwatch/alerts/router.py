@@ -11,7 +11,6 @@ import sys
 from dataclasses import dataclass
 from typing import Callable, TextIO
 
-from plantwatch.contracts.names import RECEIVERS
 from plantwatch.contracts.times import iso, parse_timestamp
 from plantwatch.plant.load import Plant
 from plantwatch.plant.model import duration_seconds

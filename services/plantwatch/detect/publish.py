@@ -18,7 +18,8 @@ import yaml
 
 from plantwatch.cliargs import finite_float, positive_int
 from plantwatch.contracts import model_card
-from plantwatch.contracts.names import API_VERSION, CARD_FILE, DETECTOR_LABEL, DETECTOR_MODEL, EXECUTION_PROVIDERS, MODEL_FILE, PART_OF_LABEL
+from plantwatch.contracts.names import (API_VERSION, CARD_FILE, DETECTOR_LABEL, DETECTOR_MODEL, EXECUTION_PROVIDERS, MODEL_FILE,
+                                        PART_OF_LABEL)
 from plantwatch.inference.models import sha256_of
 
 #: A ConfigMap (like any object) must fit in etcd's 1 MiB request limit, with room for its metadata.
