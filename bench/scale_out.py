@@ -30,9 +30,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "services"))
 
-from plantwatch.ingest.codecs import encode  # noqa: E402
+from plantwatch.ingest.formats import encode  # noqa: E402
 from plantwatch.mqtt.broker import free_port, start_mosquitto  # noqa: E402
-from plantwatch.mqtt.client import Publisher  # noqa: E402
+from plantwatch.mqtt.publisher import Publisher  # noqa: E402
 
 SHARDS = 16
 #: name → replicas (None: the unsharded gateway, the baseline)

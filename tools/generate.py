@@ -3,7 +3,10 @@
     python tools/generate.py          # rewrite the generated files
     python tools/generate.py --check  # exit 1 if a checked-in file is stale (CI)
 
-Generated: services/plantwatch/plant/specs.py (typed spec classes),
+Generated: the SensorNode CRD's `spec.payload.format` enum (from the payload-format
+registry, plantwatch.ingest.formats: a format is added there, not here; the
+description beside the enum stays hand-written and must name every format),
+services/plantwatch/plant/specs.py (typed spec classes),
 charts/plantwatch/values.schema.json (the chart's values, whose plant resources are
 checked against the CRDs' spec schemas), and examples/plant/bearing-wear-model.yaml
 (the sample DetectorModel's starter model, a z-score over the press's normal
@@ -28,7 +31,12 @@ from pathlib import Path
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "services"))
+
+from plantwatch.ingest.formats import FORMATS  # noqa: E402
+
 CRDS = ROOT / "crds"
+SENSORNODE_CRD = CRDS / "sensornodes.plantwatch.io.yaml"
 SPECS = ROOT / "services" / "plantwatch" / "plant" / "specs.py"
 VALUES_SCHEMA = ROOT / "charts" / "plantwatch" / "values.schema.json"
 STARTER_MODEL = ROOT / "examples" / "plant" / "bearing-wear-model.yaml"
@@ -127,6 +135,26 @@ class Generator:
         return pytype, expr
 
 
+#: The `format:` property of the SensorNode's payload: its description lines, then its enum's items.
+_FORMAT_PROPERTY = re.compile(r"\n( +)format:\n\1  type: string\n((?:\1  .*\n)*?)\1  enum: \[([^\]\n]*)\]\n")
+
+
+def generate_sensornode_crd(path: Path = SENSORNODE_CRD) -> str:
+    """The SensorNode CRD at `path` with the enum of spec.payload.format set to the registered formats, in their order."""
+    text = path.read_text()
+    where = f"crds/{path.name}"
+    found = list(_FORMAT_PROPERTY.finditer(text))
+    if len(found) != 1:
+        raise SystemExit(f"{where}: expected one `format:` property of type string ending in `enum: [...]`, "
+                         f"found {len(found)}")
+    match = found[0]
+    undescribed = [name for name in FORMATS if f"`{name}`:" not in " ".join(match.group(2).split())]
+    if undescribed:
+        raise SystemExit(f"{where}: the description of spec.payload.format says nothing of {', '.join(undescribed)}; "
+                         "add a sentence \"`<format>`: what its messages look like.\" per format")
+    return text[:match.start(3)] + ", ".join(FORMATS) + text[match.end(3):]
+
+
 def spec_schemas() -> dict[str, dict]:
     """kind → the storage version's spec schema, in file order."""
     out = {}
@@ -212,7 +240,6 @@ def generate_values_schema() -> str:
 def generate_starter_model() -> str:
     import base64
 
-    sys.path.insert(0, str(ROOT / "services"))
     from plantwatch.inference.zscore import zscore_model
 
     # features: [last, mean, std] of temperature (celsius), vibration (g), current (A),
@@ -234,8 +261,11 @@ def main() -> int:
     parser.add_argument("--check", action="store_true", help="fail if a generated file is stale")
     args = parser.parse_args()
     stale = []
-    outputs = ((SPECS, generate_specs()), (VALUES_SCHEMA, generate_values_schema()), (STARTER_MODEL, generate_starter_model()))
-    for target, text in outputs:
+    # In order: the spec classes and the values schema read the CRD as written just before.
+    outputs = ((SENSORNODE_CRD, generate_sensornode_crd), (SPECS, generate_specs),
+               (VALUES_SCHEMA, generate_values_schema), (STARTER_MODEL, generate_starter_model))
+    for target, generate in outputs:
+        text = generate()
         if args.check:
             if not target.exists() or target.read_text() != text:
                 stale.append(str(target.relative_to(ROOT)))

@@ -320,9 +320,9 @@ def test_the_gateway_reports_online_beside_the_operators_ready(cluster, plant, t
     import threading
     import time
 
-    from plantwatch.ingest.codecs import encode
+    from plantwatch.ingest.formats import encode
     from plantwatch.mqtt.broker import free_port, start_mosquitto
-    from plantwatch.mqtt.client import Publisher
+    from plantwatch.mqtt.publisher import Publisher
 
     ns = plant
     wait_for(lambda: all_true(get(cluster, "sensornode", "esp32-press-01", "-n", ns), "Ready"), "the node Ready")

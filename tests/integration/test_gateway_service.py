@@ -9,9 +9,9 @@ import time
 import urllib.error
 import urllib.request
 
-from plantwatch.ingest.codecs import encode
+from plantwatch.ingest.formats import encode
 from plantwatch.mqtt.broker import free_port, start_mosquitto
-from plantwatch.mqtt.client import Publisher
+from plantwatch.mqtt.publisher import Publisher
 
 from tests.conftest import EXAMPLE_PLANT
 

@@ -15,9 +15,9 @@ import time
 from pathlib import Path
 
 from plantwatch.ingest import sparkplug as sp
-from plantwatch.ingest.codecs import encode
+from plantwatch.ingest.formats import encode
 from plantwatch.mqtt.broker import free_port, start_mosquitto
-from plantwatch.mqtt.client import Publisher
+from plantwatch.mqtt.publisher import Publisher
 
 from tests.conftest import EXAMPLE_PLANT
 from tests.integration.test_gateway_service import status, wait_status

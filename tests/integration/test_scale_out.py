@@ -23,10 +23,10 @@ from pathlib import Path
 
 import pytest
 
-from plantwatch.ingest.codecs import encode
+from plantwatch.ingest.formats import encode
 from plantwatch.ingest.shards import assignment
 from plantwatch.mqtt.broker import free_port, start_mosquitto
-from plantwatch.mqtt.client import Publisher
+from plantwatch.mqtt.publisher import Publisher
 from plantwatch.plant.load import load_plant
 from plantwatch.readings import Reading
 from plantwatch.rules.engine import RuleEngine

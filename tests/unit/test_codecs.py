@@ -8,7 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from plantwatch.ingest.codecs import DecodeError, decode, encode, parse_timestamp
+from plantwatch.contracts.times import parse_timestamp
+from plantwatch.ingest.codecs import DecodeError
+from plantwatch.ingest.formats import decode, encode
 from plantwatch.ingest.validate import CompiledNode, Policy, check_message
 
 VECTORS = sorted((Path(__file__).parents[1] / "vectors").glob("*/*.json"))

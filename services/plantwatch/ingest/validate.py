@@ -8,10 +8,12 @@ partly accepted: one sensor out of range does not cost the other sensors' readin
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, Callable
 
-from plantwatch.ingest.codecs import DecodeError, Sample, decode, default_field, parse_timestamp
+from plantwatch.contracts.times import parse_timestamp
+from plantwatch.ingest.codecs import DecodeError, Sample
+from plantwatch.ingest.formats import decoder, default_field
 from plantwatch.plant.model import SensorNode, device_id
 from plantwatch.readings import Reading
 
@@ -77,7 +79,7 @@ class SensorSpec:
 
 @dataclass(frozen=True)
 class CompiledNode:
-    """A SensorNode prepared for the hot path: field → sensor lookups, numeric ranges."""
+    """A SensorNode prepared for the hot path: its format's decoder, field → sensor lookups, numeric ranges."""
 
     name: str
     device_id: str
@@ -85,16 +87,19 @@ class CompiledNode:
     topic: str
     max_bytes: int
     sensors: dict[str, SensorSpec]
+    decode: Callable[[bytes], list[Sample]] = field(repr=False, compare=False)
 
     @classmethod
     def of(cls, node: SensorNode) -> CompiledNode:
         spec = node.spec
+        fmt = spec.payload.format
         sensors = {}
         for s in spec.sensors:
-            f = s.field or default_field(spec.payload.format, s.type, s.name)
+            f = s.field or default_field(fmt, s.type, s.name)
             low, high = (float(s.range.min), float(s.range.max)) if s.range else (-math.inf, math.inf)
             sensors[f] = SensorSpec(s.name, s.type, s.unit or "", low, high)
-        return cls(node.meta.name, device_id(node), spec.payload.format, spec.payload.topic, spec.payload.max_bytes, sensors)
+        return cls(node.meta.name, device_id(node), fmt, spec.payload.topic, spec.payload.max_bytes, sensors,
+                   decoder(fmt))
 
 
 def check_message(node: CompiledNode, payload: bytes, now: float, policy: Policy = Policy()) -> tuple[list[Reading], list[Rejection]]:
@@ -102,7 +107,7 @@ def check_message(node: CompiledNode, payload: bytes, now: float, policy: Policy
     if len(payload) > node.max_bytes:
         return [], [Rejection("oversized", f"{len(payload)} bytes; this node's payload.maxBytes is {node.max_bytes}")]
     try:
-        samples = decode(node.format, payload)
+        samples = node.decode(payload)
     except DecodeError as exc:
         return [], [Rejection(exc.reason, exc.detail)]
     readings: list[Reading] = []

@@ -60,7 +60,7 @@ def puback(packet_ids: list[int]) -> bytes:
     return b"".join(b"\x40\x02" + struct.pack("!H", pid) for pid in packet_ids)
 
 
-#: Decoded topic names a receive loop keeps (mqtt.client): a plant has a few hundred topics, and
+#: Decoded topic names a receive loop keeps (mqtt.subscriber): a plant has a few hundred topics, and
 #: anyone may publish under its prefixes, so the cache is emptied when it holds this many.
 TOPIC_CACHE_SIZE = 4096
 

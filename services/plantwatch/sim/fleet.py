@@ -19,8 +19,8 @@ import time
 from dataclasses import dataclass
 
 from plantwatch.ingest import sparkplug
-from plantwatch.ingest.codecs import default_field, encode
-from plantwatch.mqtt.client import Publisher
+from plantwatch.ingest.formats import FORMATS
+from plantwatch.mqtt.publisher import Publisher
 from plantwatch.plant.load import Plant
 from plantwatch.plant.model import SensorNode, device_id, duration_seconds
 
@@ -103,14 +103,14 @@ class Fleet:
 
     def messages(self, node: SensorNode, elapsed: float, now: float) -> list[tuple[str, bytes]]:
         """The node's (topic, message)s for one heartbeat: one per sensor for single-value formats."""
-        fmt = node.spec.payload.format
+        fmt = FORMATS[node.spec.payload.format]
         topic = node.spec.payload.topic
-        values = {s.field or default_field(fmt, s.type, s.name): self.value(node, s, elapsed) for s in node.spec.sensors}
-        if fmt == "sparkplug-b":
+        values = {s.field or fmt.default_field(s.type, s.name): self.value(node, s, elapsed) for s in node.spec.sensors}
+        if fmt.encode is None:  # sparkplug-b, the one format sent in a session
             return self._sparkplug(node, values, now)
-        if fmt == "sensor-event":
-            return [(topic, encode(fmt, device_id(node), now, {k: v})) for k, v in values.items()]
-        return [(topic, encode(fmt, device_id(node), now, values))]
+        if fmt.one_value:
+            return [(topic, fmt.encode(device_id(node), now, {k: v})) for k, v in values.items()]
+        return [(topic, fmt.encode(device_id(node), now, values))]
 
     def _sparkplug(self, node: SensorNode, values: dict[str, float], now: float) -> list[tuple[str, bytes]]:
         """Births (metric names with aliases) on the first heartbeat, then data by alias, seq +1 each."""
@@ -140,22 +140,22 @@ class Fleet:
 
     def bad_message(self, now: float) -> tuple[str, bytes]:
         """One of the ways real nodes get it wrong, in turn."""
-        candidates = [n for n in self.plant.nodes if n.spec.payload.format != "sparkplug-b"]
+        candidates = [n for n in self.plant.nodes if FORMATS[n.spec.payload.format].encode is not None]
         node = candidates[self.sent_bad % len(candidates)] if candidates else self.plant.nodes[0]
         kind = self.sent_bad % 5 if candidates else 4
         topic = node.spec.payload.topic
-        fmt = node.spec.payload.format
+        fmt = FORMATS[node.spec.payload.format]
         s = node.spec.sensors[0]
-        f = s.field or default_field(fmt, s.type, s.name)
+        f = s.field or fmt.default_field(s.type, s.name)
         if kind == 0:
             return topic, b'{"device_id": "' + device_id(node).encode() + b'", "temperature_c": 21.5,'
         if kind == 1:
             high = float(s.range.max) if s.range else 1e6
-            return topic, encode(fmt, device_id(node), now, {f: high * 10 + 1})
+            return topic, fmt.encode(device_id(node), now, {f: high * 10 + 1})
         if kind == 2:
-            return topic, encode(fmt, device_id(node), now, {f: "NaN"})
-        if kind == 3 and fmt in ("esp32-json", "rpi-json", "influx-line"):
-            return topic, encode(fmt, "impostor-99", now, {f: 1.0})
+            return topic, fmt.encode(device_id(node), now, {f: "NaN"})
+        if kind == 3 and fmt.names_device:
+            return topic, fmt.encode("impostor-99", now, {f: 1.0})
         prefix = topic.split("/", 1)[0]
         return f"{prefix}/unregistered/node-x/data", b'{"device_id": "node-x", "timestamp": 0}'
 

@@ -1,4 +1,4 @@
-"""MQTT clients: the gateway's batch subscriber (our own, see wire.py) and a publisher (paho).
+"""The gateway's MQTT subscriber: our own client (see wire.py) that reads in bulk and acknowledges per batch.
 
 Delivery is at-least-once end to end: messages arrive with QoS 1 on a persistent
 session and are acknowledged only after the pipeline has persisted them, so a gateway
@@ -15,16 +15,12 @@ import time
 import uuid
 from collections import deque
 from concurrent.futures import Future, wait
-from dataclasses import dataclass, field
 from functools import partial
 from typing import Callable
-from urllib.parse import urlparse
-
-import paho.mqtt.client as mqtt
 
 from plantwatch import metrics
-from plantwatch.logs import mask
 from plantwatch.mqtt import wire
+from plantwatch.mqtt.endpoint import Endpoint
 
 log = logging.getLogger(__name__)
 
@@ -37,36 +33,6 @@ class BatchFailed(RuntimeError):
     state has run ahead of what is stored, and only a restart (the broker redelivers what
     was never acknowledged) continues from what is.
     """
-
-
-@dataclass(frozen=True)
-class Endpoint:
-    host: str
-    port: int
-    username: str | None = None
-    password: str | None = field(default=None, repr=False)
-
-    @classmethod
-    def parse(cls, url: str) -> Endpoint:
-        """ValueError (the URL masked: it may carry a password) for what is no mqtt://[user:password@]host[:port]."""
-        try:
-            u = urlparse(url if "://" in url else f"mqtt://{url}")
-            port = u.port
-        except ValueError as exc:
-            raise ValueError(f"broker URL {mask(url)!r}: {exc} (expected mqtt://[user:password@]host[:port])") from None
-        if u.scheme not in ("mqtt", "tcp"):
-            raise ValueError(f"broker URL {mask(url)!r}: scheme must be mqtt:// (e.g. mqtt://127.0.0.1:1883)")
-        return cls(u.hostname or "127.0.0.1", port or 1883, u.username, u.password)
-
-
-def _client(endpoint: Endpoint, client_id: str) -> mqtt.Client:
-    c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id)
-    if endpoint.username:
-        c.username_pw_set(endpoint.username, endpoint.password)
-    c.max_queued_messages_set(0)
-    c.max_inflight_messages_set(1000)
-    c.reconnect_delay_set(0.1, 5)
-    return c
 
 
 class BatchSubscriber:
@@ -227,67 +193,3 @@ def _acknowledge(sock: socket.socket, lock: threading.Lock, acks: bytes, stored:
             sock.sendall(acks)
         except OSError:
             pass  # the connection is gone: the broker sends the batch again and the store keeps one copy
-
-
-class Publisher:
-    """Publishes on a background network thread; `publish` never blocks on the network.
-
-    With `max_queued`, at most that many messages wait for the network (in flight included):
-    one published beyond is dropped and counted (`dropped`, and the metric
-    plantwatch_state_evictions_total{structure="mqtt_publish_queue"}). For a publisher fed
-    by the network, such as the gateway's dead letters, whose own rate an attacker sets.
-    """
-
-    def __init__(self, url: str, client_id: str | None = None, max_queued: int = 0):
-        self._endpoint = Endpoint.parse(url)
-        self._client = _client(self._endpoint, client_id or f"plantwatch-pub-{uuid.uuid4().hex[:8]}")
-        self._client.max_queued_messages_set(max_queued)
-        self.dropped = 0
-        self._last: mqtt.MQTTMessageInfo | None = None
-        self._connected = threading.Event()
-        #: Set by the broker's first answer, a refusal included; `refused` says why it refused.
-        self._answered = threading.Event()
-        self.refused: str | None = None
-        self._client.on_connect = self._on_connect
-
-    def _on_connect(self, client: mqtt.Client, userdata: object, flags: object, reason: mqtt.ReasonCode,
-                    properties: object) -> None:
-        if reason.is_failure:
-            self.refused = str(reason)
-        else:
-            self._connected.set()
-        self._answered.set()
-
-    def start(self, timeout: float | None = 10.0) -> None:
-        """Connect in the background (retrying); wait up to `timeout` (None: do not wait).
-
-        Messages published before the connection wait in paho's queue (QoS 1). Waiting, a
-        refusal (bad credentials, a client id the broker rejects) raises ConnectionRefusedError
-        at once: retrying would only be refused again.
-        """
-        self._client.connect_async(self._endpoint.host, self._endpoint.port, keepalive=30)
-        self._client.loop_start()
-        if timeout is None:
-            return
-        where = f"{self._endpoint.host}:{self._endpoint.port}"
-        if self._answered.wait(timeout) and self.refused is not None:
-            self._client.loop_stop()
-            raise ConnectionRefusedError(f"the broker at {where} refused the connection: {self.refused}")
-        if not self._connected.is_set():
-            self._client.loop_stop()
-            raise TimeoutError(f"could not connect to the broker at {where} within {timeout:g}s")
-
-    def publish(self, topic: str, payload: bytes, qos: int = 1) -> None:
-        info = self._client.publish(topic, payload, qos=qos)
-        if info.rc == mqtt.MQTT_ERR_QUEUE_SIZE:
-            self.dropped += 1
-            metrics.STATE_EVICTIONS.labels("mqtt_publish_queue").inc()
-        else:
-            self._last = info
-
-    def stop(self, timeout: float = 10.0) -> None:
-        """Wait until what was published has left (QoS 1: acknowledged), then disconnect."""
-        if self._last is not None and self._client.is_connected():
-            self._last.wait_for_publish(timeout)
-        self._client.disconnect()
-        self._client.loop_stop()
