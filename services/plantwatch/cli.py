@@ -51,11 +51,12 @@ def _up(args: argparse.Namespace) -> int:
 
 def _validate(args: argparse.Namespace) -> int:
     try:
-        plant = load_plant(*args.file)
+        plant = load_plant(*args.file, runnable=False)
     except PlantError as exc:
         print(exc, file=sys.stderr)
         return 1
-    print(f"valid: {len(plant.nodes)} SensorNodes, {len(plant.rules)} AlertRules, {len(plant.detectors)} DetectorModels")
+    print(f"valid: {len(plant.nodes)} SensorNodes, {len(plant.rules)} AlertRules, {len(plant.detectors)} DetectorModels"
+          + ("" if plant.nodes else " (not a plant to run: up and serve ingest need at least one SensorNode)"))
     return 0
 
 

@@ -46,6 +46,18 @@ def test_an_empty_folder_is_not_a_plant(tmp_path, capsys):
     assert "valid:" not in capsys.readouterr().out
 
 
+def test_some_resources_of_a_plant_validate_but_do_not_run(tmp_path, capsys):
+    """A published DetectorModel is checked on its own; running it alone is refused (nothing to subscribe to)."""
+    (tmp_path / "detector.yaml").write_text(
+        "apiVersion: plantwatch.io/v1alpha1\nkind: DetectorModel\nmetadata: {name: pump-wear}\n"
+        "spec:\n  source: {configMap: {name: pump-wear-model, key: model.onnx}}\n"
+        "  features: {sensors: [temperature]}\n")
+    assert main(["validate", "-f", str(tmp_path)]) == 0
+    assert "valid: 0 SensorNodes, 0 AlertRules, 1 DetectorModels (not a plant to run" in capsys.readouterr().out
+    (problem,) = problems(tmp_path)
+    assert "a plant needs at least one SensorNode" in problem
+
+
 @pytest.mark.parametrize("content, expected", [
     (b"\x89PNG\r\n\x1a\n\x00\x00", "not UTF-8 text (byte 0x89 at offset 0); a plant file must be UTF-8 YAML"),
     ("metadata: {name: caf\u00e9}\n".encode("latin-1"), "not UTF-8 text (byte 0xe9 at offset 20)"),

@@ -268,11 +268,13 @@ def read_manifests(f: Path) -> tuple[list[tuple[str, Any]] | None, list[str]]:
     return docs, problems
 
 
-def load_plant(*paths: str | Path) -> Plant:
+def load_plant(*paths: str | Path, runnable: bool = True) -> Plant:
     """Load and validate every manifest under the given files or folders; PlantError lists every problem.
 
-    A plant without a SensorNode is an error: nothing would be subscribed to, stored or alerted on,
-    so a wrong path or an empty folder must not look like a running plant.
+    A plant to run without a SensorNode is an error: nothing would be subscribed to, stored or
+    alerted on, so a wrong path or an empty folder must not look like a running plant. With
+    `runnable=False` (checking some resources of a plant, e.g. a published DetectorModel) the
+    files must hold at least one Plantwatch resource.
     """
     files = manifest_files(paths)
     docs: list[tuple[str, Any]] = []
@@ -285,13 +287,17 @@ def load_plant(*paths: str | Path) -> Plant:
         problems.extend(wrong)
     if unusable:
         raise PlantError(problems)  # the resources of an unusable file are unknown: cross-checks would mislead
-    if not any(isinstance(d, dict) and is_plantwatch(d) and d.get("kind") == "SensorNode" for _, d in docs):
+    ours = [d.get("kind") for _, d in docs if isinstance(d, dict) and is_plantwatch(d)]
+    if ("SensorNode" not in ours) if runnable else not ours:
         shown = ", ".join(map(str, files[:5])) + (", ..." if len(files) > 5 else "")
+        wanted = "SensorNode" if runnable else "Plantwatch resource"
         problems.append(
-            f"{', '.join(map(str, paths))}: no SensorNode in the {len(files)} YAML file(s) found"
+            f"{', '.join(map(str, paths))}: no {wanted} in the {len(files)} YAML file(s) found"
             + (f" ({shown})" if files else "")
-            + "; a plant needs at least one SensorNode (apiVersion plantwatch.io/v1alpha1, kind SensorNode) "
-              "in a .yaml or .yml file (folders are searched recursively)"
+            + ("; a plant needs at least one SensorNode (apiVersion plantwatch.io/v1alpha1, kind SensorNode) "
+               if runnable else "; expected apiVersion plantwatch.io/v1alpha1 and kind SensorNode, AlertRule or "
+               "DetectorModel ")
+            + "in a .yaml or .yml file (folders are searched recursively)"
         )
     try:
         plant = plant_from_documents(docs, rules_must_match=True)
