@@ -107,4 +107,4 @@ def test_serve_ingest_says_what_a_replica_index_must_be(monkeypatch, capsys):
     assert main(base) == 2
     assert "give --replica-index" in capsys.readouterr().err
     assert main([*base, "--replicas", "3", "--replica-index", "3"]) == 2
-    assert "--replica-index within 0..--replicas-1" in capsys.readouterr().err
+    assert "--replica-index must be within 0..--replicas-1 (got --shards 16, index 3, --replicas 3)" in capsys.readouterr().err
