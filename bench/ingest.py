@@ -39,11 +39,12 @@ sys.path.insert(0, str(ROOT / "services"))
 sys.path.append(str(ROOT))  # tests.support: the launchers of the real servers
 
 from plantwatch.alerts.router import AlertRouter  # noqa: E402
-from plantwatch.ingest.codecs import encode  # noqa: E402
-from plantwatch.ingest.gateway import IngestService, Pipeline  # noqa: E402
+from plantwatch.ingest.formats import encode  # noqa: E402
+from plantwatch.ingest.pipeline import Pipeline  # noqa: E402
+from plantwatch.ingest.runner import IngestService  # noqa: E402
 from plantwatch.mqtt import wire  # noqa: E402
 from plantwatch.mqtt.broker import start_mosquitto  # noqa: E402
-from plantwatch.mqtt.client import Publisher  # noqa: E402
+from plantwatch.mqtt.publisher import Publisher  # noqa: E402
 from plantwatch.plant.load import load_plant  # noqa: E402
 from plantwatch.store.sqlite import SqliteStore  # noqa: E402
 
@@ -206,8 +207,8 @@ def influx_rate(broker, messages: list[bytes], workdir: Path) -> dict:
 PUBLISHER = r"""
 import sys, time
 sys.path.insert(0, sys.argv[1])
-from plantwatch.ingest.codecs import encode
-from plantwatch.mqtt.client import Publisher
+from plantwatch.ingest.formats import encode
+from plantwatch.mqtt.publisher import Publisher
 url, rate, seconds = sys.argv[2], float(sys.argv[3]), float(sys.argv[4])
 pub = Publisher(url, client_id="bench-latency-node")
 pub.start()

@@ -14,10 +14,12 @@ import pytest
 
 from plantwatch import metrics
 from plantwatch.alerts.router import AlertRouter
-from plantwatch.ingest.codecs import encode
-from plantwatch.ingest.gateway import IngestService, Pipeline, PipelineFailed, load_gateway_plant
+from plantwatch.ingest.formats import encode
+from plantwatch.ingest.pipeline import Pipeline, PipelineFailed, load_gateway_plant
+from plantwatch.ingest.runner import IngestService
 from plantwatch.mqtt.broker import start_mosquitto
-from plantwatch.mqtt.client import BatchFailed, Publisher
+from plantwatch.mqtt.publisher import Publisher
+from plantwatch.mqtt.subscriber import BatchFailed
 from plantwatch.store.influx import SpoolDepth
 from plantwatch.store.sqlite import SqliteStore
 

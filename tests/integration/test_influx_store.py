@@ -235,8 +235,8 @@ def test_the_gateway_pipeline_writes_to_influxdb_beside_sqlite(influxd, bucket, 
     import io
 
     from plantwatch.alerts.router import AlertRouter
-    from plantwatch.ingest.codecs import encode
-    from plantwatch.ingest.gateway import Pipeline
+    from plantwatch.ingest.formats import encode
+    from plantwatch.ingest.pipeline import Pipeline
     from plantwatch.plant.load import load_plant
     from plantwatch.store.sqlite import SqliteStore
 

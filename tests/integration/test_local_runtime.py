@@ -19,7 +19,7 @@ import paho.mqtt.client as mqtt
 import pytest
 
 from plantwatch.mqtt.broker import start_broker
-from plantwatch.mqtt.client import BatchSubscriber
+from plantwatch.mqtt.subscriber import BatchSubscriber
 
 from tests.conftest import EXAMPLE_PLANT
 
@@ -105,7 +105,8 @@ def test_health_and_metrics_endpoints(tmp_path):
 
     from plantwatch.alerts.router import AlertRouter
     from plantwatch.health import HealthServer
-    from plantwatch.ingest.gateway import IngestService, Pipeline
+    from plantwatch.ingest.pipeline import Pipeline
+    from plantwatch.ingest.runner import IngestService
     from plantwatch.plant.load import load_plant
     from plantwatch.store.sqlite import SqliteStore
 
@@ -197,7 +198,7 @@ def test_a_session_taken_over_reconnects_with_backoff(caplog):
     subscribers = [BatchSubscriber(broker.url, ["plant/#"], "one-id-for-two") for _ in range(2)]
     threads = [threading.Thread(target=s.run, args=(lambda batch: None, stop)) for s in subscribers]
     try:
-        with caplog.at_level(logging.WARNING, logger="plantwatch.mqtt.client"):
+        with caplog.at_level(logging.WARNING, logger="plantwatch.mqtt.subscriber"):
             for t in threads:
                 t.start()
             stop.wait(6)

@@ -8,7 +8,7 @@ import yaml
 
 from plantwatch.alerts.router import AlertRouter
 from plantwatch.ingest import sparkplug as sp
-from plantwatch.ingest.gateway import Pipeline, check_plant
+from plantwatch.ingest.pipeline import Pipeline, check_plant
 from plantwatch.plant.load import plant_from_documents
 from plantwatch.store.sqlite import SqliteStore
 
@@ -89,7 +89,7 @@ def test_unknown_node_policy_ignore(plant, tmp_path):
 
 def test_strangers_sparkplug_sessions_are_bounded_and_the_plants_own_are_kept(tmp_path):
     """Anyone may publish under spBv1.0/: a session per unknown edge node must not grow the gateway forever."""
-    from plantwatch.ingest.gateway import MAX_STRANGER_SESSIONS
+    from plantwatch.ingest.sparkplug_sessions import MAX_STRANGER_SESSIONS
 
     sent = []
     p = pipeline(tmp_path, sent)
@@ -99,7 +99,7 @@ def test_strangers_sparkplug_sessions_are_bounded_and_the_plants_own_are_kept(tm
         p.process([(sp.topic(sp.Topic("plant-a", "NBIRTH", f"stranger-{i}")),
                     sp.encode_payload(sp.Payload(None, 0, (sp.Metric("x", 1, None, sp.DOUBLE, 1.0),))))], NOW)
     assert p.rejected["unknown_node"] == strangers  # every stranger is still dead-lettered
-    held = len(p._sessions) + len(p._stranger_sessions)
+    held = len(p.sparkplug._sessions) + len(p.sparkplug._stranger_sessions)
     assert held <= MAX_STRANGER_SESSIONS + 1
     # the plant's own edge node kept its session: alias-only data still decodes, no rebirth asked
     p.process([msg("DDATA", 2, sp.Metric(None, 1, None, sp.DOUBLE, 61.0))], NOW + 1)

@@ -13,8 +13,9 @@ import threading
 import time
 
 from plantwatch.alerts.router import AlertRouter
-from plantwatch.ingest.codecs import encode
-from plantwatch.ingest.gateway import IngestService, Pipeline
+from plantwatch.ingest.formats import encode
+from plantwatch.ingest.pipeline import Pipeline
+from plantwatch.ingest.runner import IngestService
 from plantwatch.plant.load import load_plant
 from plantwatch.store.sqlite import SqliteStore
 

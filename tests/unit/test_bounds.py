@@ -17,7 +17,8 @@ from prometheus_client import REGISTRY
 from plantwatch.alerts.router import AlertRouter
 from plantwatch.cli import parser
 from plantwatch.ingest import sparkplug as sp
-from plantwatch.ingest.gateway import DEAD_LETTER_SWEEP_S, Pipeline, dead_letter
+from plantwatch.ingest.dead_letters import DEAD_LETTER_SWEEP_S, dead_letter
+from plantwatch.ingest.pipeline import Pipeline
 from plantwatch.ingest.validate import Rejection
 from plantwatch.mqtt import wire
 from plantwatch.plant.load import plant_from_documents
@@ -98,7 +99,7 @@ def test_births_of_strangers_and_of_unknown_devices_grow_no_alias_table(tmp_path
         batch.append(message("NBIRTH", f"stranger-{i}", 0, birth(0, range(100))))
         batch.append(message("DDATA", f"stranger-{i}", 1, sp.Payload(None, 1, (sp.Metric(None, 3, None, sp.DOUBLE, 1.0),)), "d"))
     p.process(batch, NOW)
-    held = sum(s.alias_count for s in (*p._sessions.values(), *p._stranger_sessions.values()))
+    held = sum(s.alias_count for s in (*p.sparkplug._sessions.values(), *p.sparkplug._stranger_sessions.values()))
     assert held == 1  # the plant's own device's one alias
     # every unknown device's birth and every stranger's birth and alias-only data is still dead-lettered
     assert p.rejected["unknown_node"] == 600
@@ -108,12 +109,12 @@ def test_births_of_strangers_and_of_unknown_devices_grow_no_alias_table(tmp_path
 
 
 def test_forgotten_strangers_are_counted(tmp_path):
-    from plantwatch.ingest.gateway import MAX_STRANGER_SESSIONS
+    from plantwatch.ingest.sparkplug_sessions import MAX_STRANGER_SESSIONS
 
     p = pipeline(tmp_path)
     before = evictions("sparkplug_stranger_sessions")
     p.process([message("NBIRTH", f"s-{i}", 0) for i in range(MAX_STRANGER_SESSIONS + 7)], NOW)
-    assert len(p._stranger_sessions) == MAX_STRANGER_SESSIONS
+    assert len(p.sparkplug._stranger_sessions) == MAX_STRANGER_SESSIONS
     assert evictions("sparkplug_stranger_sessions") - before == 7
 
 
@@ -145,7 +146,7 @@ def test_the_topic_cache_is_bounded_and_names_stay_right():
 
 
 def test_a_bounded_publisher_drops_and_counts_what_would_queue_beyond_its_cap():
-    from plantwatch.mqtt.client import Publisher
+    from plantwatch.mqtt.publisher import Publisher
 
     before = evictions("mqtt_publish_queue")
     pub = Publisher("mqtt://127.0.0.1:1", max_queued=10)  # never connected: everything would wait in the client

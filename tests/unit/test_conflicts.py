@@ -7,9 +7,9 @@ import orjson
 from prometheus_client import REGISTRY
 
 from plantwatch.alerts.router import AlertRouter
-from plantwatch.ingest.codecs import encode
 from plantwatch.ingest.conflicts import LogLimiter, SeriesGuard
-from plantwatch.ingest.gateway import Pipeline
+from plantwatch.ingest.formats import encode
+from plantwatch.ingest.pipeline import Pipeline
 from plantwatch.readings import Reading
 from plantwatch.store.sqlite import SqliteStore
 
@@ -94,7 +94,7 @@ def test_a_second_value_for_the_same_timestamp_is_a_visible_conflict(plant, tmp_
     published: list = []
     pipeline = gateway(plant, tmp_path / "p.db", published)
     before = conflicts_metric()
-    caplog.set_level(logging.WARNING, logger="plantwatch.ingest.gateway")
+    caplog.set_level(logging.WARNING, logger="plantwatch.ingest.pipeline")
     pipeline.process([message(T0, 20.0)], T0)
     # Two more messages stamped with the same whole second, one an exact re-delivery.
     pipeline.process([message(T0, 20.0), message(T0, 21.0), message(T0 + 1, 22.0), message(T0, 23.0)], T0 + 1)

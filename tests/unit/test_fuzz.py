@@ -8,12 +8,13 @@ from __future__ import annotations
 import io
 import json
 import random
+from dataclasses import replace
 from pathlib import Path
 
 from plantwatch.alerts.router import AlertRouter
-from plantwatch.ingest import codecs
 from plantwatch.ingest import sparkplug as sp
-from plantwatch.ingest.gateway import Pipeline
+from plantwatch.ingest.formats import FORMATS
+from plantwatch.ingest.pipeline import Pipeline
 from plantwatch.ingest.validate import REASONS, CompiledNode, check_message
 from plantwatch.plant.load import load_plant
 from plantwatch.store.sqlite import SqliteStore
@@ -96,7 +97,7 @@ def test_100k_generated_payloads_never_crash_the_gateway(tmp_path):
             if i % 10 == 0:  # the stateful Sparkplug path, through the pipeline itself
                 topic = rng.choice(["spBv1.0/plant-a/NDATA/edge-7", "spBv1.0/plant-a/DBIRTH/edge-7/press-3",
                                     "spBv1.0/x", "spBv1.0/plant-a/NCMD/edge-7"])
-                pipeline._sparkplug_message(topic, payload, NOW, [])
+                pipeline.sparkplug.message(topic, payload, NOW, [])
         except Exception as exc:  # the assertion this test exists for
             raise AssertionError(f"payload #{i} for {node.name} ({node.format}) crashed: {exc!r}\n{payload!r}") from exc
         accepted += len(readings)
@@ -127,14 +128,14 @@ def run_batch(tmp_path, batch):
 
 
 def test_a_decoder_that_raises_costs_only_its_message_and_logs_one_traceback(tmp_path, monkeypatch, caplog):
-    real = codecs.DECODERS["esp32-json"]
+    real = FORMATS["esp32-json"].decode
 
     def buggy(payload: bytes):
         if b"66.6" in payload:
             raise KeyError("a decoder bug")
         return real(payload)
 
-    monkeypatch.setitem(codecs.DECODERS, "esp32-json", buggy)
+    monkeypatch.setitem(FORMATS, "esp32-json", replace(FORMATS["esp32-json"], decode=buggy))
     pipeline, sent = run_batch(tmp_path, [esp32(NOW - 3, 20.0), esp32(NOW - 2, 66.6), esp32(NOW - 1, 66.6), esp32(NOW, 21.0)])
     assert pipeline.readings_stored == 2 and pipeline.messages == 4
     assert pipeline.rejected == {"internal_error": 2}

@@ -30,8 +30,8 @@ from hypothesis import strategies as st
 
 from plantwatch.alerts.router import AlertRouter
 from plantwatch.ingest import sparkplug as sp
-from plantwatch.ingest.codecs import iso
-from plantwatch.ingest.gateway import Pipeline
+from plantwatch.contracts.times import iso
+from plantwatch.ingest.pipeline import Pipeline
 from plantwatch.ingest.validate import REASONS, CompiledNode
 from plantwatch.plant.load import load_plant
 from plantwatch.store.sqlite import SqliteStore

@@ -10,7 +10,8 @@ import pytest
 
 from plantwatch.readings import Reading
 from plantwatch.rules.engine import RuleEngine
-from plantwatch.store.sqlite import Checkpoint, Fenced, SqliteStore
+from plantwatch.store.shard_state import Checkpoint, Fenced
+from plantwatch.store.sqlite import SqliteStore
 
 VALUES = [60, 71, 72, 73, 74, 82, 83, 79, 78.5, 69, 67, 95, 60, 71, 71.5, 72, 60]
 

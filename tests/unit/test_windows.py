@@ -7,8 +7,8 @@ import io
 import pytest
 
 from plantwatch.alerts.router import AlertRouter
-from plantwatch.ingest.codecs import encode
-from plantwatch.ingest.gateway import Pipeline
+from plantwatch.ingest.formats import encode
+from plantwatch.ingest.pipeline import Pipeline
 from plantwatch.rules.windows import percentile, summarize, window_start
 from plantwatch.store.sqlite import SqliteStore
 

@@ -20,13 +20,15 @@ from typing import Any, Callable, Iterable, TextIO
 
 import orjson
 
-from plantwatch.ingest.gateway import Pipeline
+from plantwatch.ingest.pipeline import Pipeline
 from plantwatch.ingest.shards import UNKNOWN_SHARD, ShardPlan
+from plantwatch.ingest.writes import Sink, SpoolDepth, Store
 from plantwatch.mqtt import wire
-from plantwatch.mqtt.client import BatchSubscriber
+from plantwatch.mqtt.subscriber import BatchSubscriber
 from plantwatch.plant.load import Plant
 from plantwatch.readings import AlertEvent, Reading
-from plantwatch.store.sqlite import Checkpoint, Fenced, SqliteStore
+from plantwatch.store.shard_state import Checkpoint, Fenced
+from plantwatch.store.sqlite import DeadLetter, SqliteStore
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +36,7 @@ log = logging.getLogger(__name__)
 #: before the replica the assignment gives the shard to takes it back.
 DEFAULT_LEASE_S = 10.0
 #: (plant of the shard's nodes, the shard's view of the store) → the shard's Pipeline
-PipelineFactory = Callable[[Plant, Any], Pipeline]
+PipelineFactory = Callable[[Plant, Store], Pipeline]
 
 
 def shard_plan(plant: Plant, shards: int) -> ShardPlan:
@@ -42,12 +44,12 @@ def shard_plan(plant: Plant, shards: int) -> ShardPlan:
 
 
 class ShardStore:
-    """The store as one shard's pipeline sees it: every write carries the shard's checkpoint."""
+    """The store as one shard's pipeline sees it (an ingest.writes.Store): every write carries the shard's checkpoint."""
 
-    #: The pipeline writes its sinks (InfluxDB) before this store: once a batch is committed with
+    #: So the pipeline writes its sinks (InfluxDB) before this store: once a batch is committed with
     #: its checkpoint, no owner computes its alerts again, so they must already be in every sink;
     #: a sink that fails first leaves the batch uncommitted, and the next owner computes it again.
-    sinks_before_store = True
+    commits_checkpoint = True
 
     def __init__(self, store: SqliteStore, shard: int, epoch: int):
         self._store = store
@@ -56,7 +58,7 @@ class ShardStore:
         self.pipeline: Pipeline | None = None
 
     def write(self, readings: Iterable[Reading] = (), alerts: Iterable[AlertEvent] = (),
-              dead_letters: Iterable[tuple[float, str, str, str, bytes]] = ()) -> int:
+              dead_letters: Iterable[DeadLetter] = ()) -> int:
         # The pipeline has applied the batch to its rules before writing it: the snapshot
         # is the state right after this batch, so it commits (or is refused) with it.
         state = orjson.dumps(self.pipeline.snapshot())
@@ -65,25 +67,38 @@ class ShardStore:
     def conflicting(self, readings: list[Reading]) -> list[tuple[Reading, float]]:
         return self._store.conflicting(readings)
 
-    def summarize(self, windows):
+    def summarize(self, windows: Iterable[tuple[str, str, float, float]]) -> Any:
         # Summaries are recomputed from the stored readings and upserted: any owner may write them.
         return self._store.summarize(windows)
+
+    def expire_dead_letters(self, before: float) -> int:
+        # Dead letters belong to no shard: any owner may sweep them.
+        return self._store.expire_dead_letters(before)
 
 
 class LockedSink:
     """A sink (InfluxDB) shared by the shard threads of a replica, one batch at a time."""
 
-    def __init__(self, sink: Any):
+    def __init__(self, sink: Sink):
         self._sink = sink
         self._lock = threading.Lock()
 
-    def write(self, *args: Any, **kwargs: Any) -> Any:
+    def write(self, readings: Iterable[Reading] = (), alerts: Iterable[AlertEvent] = (),
+              dead_letters: Iterable[DeadLetter] = ()) -> Any:
         with self._lock:
-            return self._sink.write(*args, **kwargs)
+            return self._sink.write(readings, alerts, dead_letters)
 
-    def spool_depth(self) -> Any:
+    def spool_depth(self) -> SpoolDepth:
         with self._lock:
             return self._sink.spool_depth()
+
+    def flush(self) -> Any:
+        with self._lock:
+            return self._sink.flush()
+
+    def close(self) -> None:
+        with self._lock:
+            self._sink.close()
 
 
 class SharedLines:

@@ -15,12 +15,16 @@ from typing import Any, Sequence
 
 from plantwatch.alerts.router import AlertRouter
 from plantwatch.health import HealthServer
-from plantwatch.ingest.gateway import DEAD_LETTER_QUEUE, DEAD_LETTER_RETENTION_S, IngestService, Pipeline, load_gateway_plant
+from plantwatch.inference.plant_scorers import remote_scorers
+from plantwatch.ingest.dead_letters import DEAD_LETTER_QUEUE, DEAD_LETTER_RETENTION_S
+from plantwatch.ingest.node_status import NodeStatusReporter
+from plantwatch.ingest.pipeline import Pipeline, Scorer, load_gateway_plant
+from plantwatch.ingest.runner import IngestService
 from plantwatch.ingest.scaleout import DEFAULT_LEASE_S, LockedSink, ShardedIngest, SharedLines
 from plantwatch.ingest.shards import owned_shards
-from plantwatch.ingest.node_status import NodeStatusReporter
 from plantwatch.ingest.validate import Policy
-from plantwatch.mqtt.client import Publisher
+from plantwatch.ingest.writes import Sink, Store
+from plantwatch.mqtt.publisher import Publisher
 from plantwatch.plant.load import Plant, PlantError
 from plantwatch.store.sqlite import SqliteStore
 
@@ -37,7 +41,7 @@ class Scale:
 
 
 def serve(paths: list[str], broker_url: str, db: str, http_port: int, client_id: str = "plantwatch-gateway",
-          policy: Policy = Policy(), status_namespace: str | None = None, sinks: Sequence[Any] = (),
+          policy: Policy = Policy(), status_namespace: str | None = None, sinks: Sequence[Sink] = (),
           scale: Scale | None = None, score_url: str | None = None,
           dead_letter_retention_s: float = DEAD_LETTER_RETENTION_S) -> int:
     """Run the gateway until SIGTERM; with `status_namespace`, report SensorNode Online there.
@@ -62,10 +66,9 @@ def serve(paths: list[str], broker_url: str, db: str, http_port: int, client_id:
     if scale:
         shared, lines = [LockedSink(s) for s in sinks], SharedLines(sys.stdout)
 
-        def shard_pipeline(subset: Plant, shard_store: Any) -> Pipeline:
+        def shard_pipeline(subset: Plant, shard_store: Store) -> Pipeline:
             return Pipeline(subset, shard_store, AlertRouter(subset, lines), publish=dlq.publish, policy=policy, sinks=shared,
-                            scorers=_scorers(subset, score_url), dead_letter_retention_s=dead_letter_retention_s,
-                            dead_letter_store=store)
+                            scorers=_scorers(subset, score_url), dead_letter_retention_s=dead_letter_retention_s)
 
         owned = owned_shards(scale.index, scale.shards, scale.replicas)
         service = ShardedIngest(plant, store, broker_url, scale.shards, owned, client_id,
@@ -100,12 +103,10 @@ def serve(paths: list[str], broker_url: str, db: str, http_port: int, client_id:
     return 1 if service.error else 0
 
 
-def _scorers(plant: Plant, score_url: str | None) -> list[Any]:
+def _scorers(plant: Plant, score_url: str | None) -> list[Scorer]:
     """The plant's DetectorModels scored through their inference services; each one that cannot be is said once."""
     if not score_url:
         return []
-    from plantwatch.inference.plant_scorers import remote_scorers
-
     # Inference services starting alongside get 20 s: the health server is not up yet, and the
     # kubelet's liveness probe gives up after 30.
     scorers, problems = remote_scorers(plant, score_url, wait_s=20.0)

@@ -33,19 +33,23 @@ from typing import Any, TextIO
 import orjson
 
 from plantwatch.alerts.router import AlertRouter, _Active
-from plantwatch.ingest.codecs import iso
-from plantwatch.ingest.gateway import DEAD_LETTER_QUEUE, DEAD_LETTER_RETENTION_S, IngestService, Pipeline, load_gateway_plant
-from plantwatch.ingest.scaleout import ShardStore
-from plantwatch.ingest.validate import Policy
+from plantwatch.contracts.times import iso
 from plantwatch.health import HealthServer
 from plantwatch.inference.plant_scorers import plant_scorers
+from plantwatch.ingest.dead_letters import DEAD_LETTER_QUEUE, DEAD_LETTER_RETENTION_S
+from plantwatch.ingest.pipeline import Pipeline, load_gateway_plant
+from plantwatch.ingest.runner import IngestService
+from plantwatch.ingest.scaleout import ShardStore
+from plantwatch.ingest.validate import Policy
 from plantwatch.logs import mask
 from plantwatch.mqtt.broker import Broker, start_broker
-from plantwatch.mqtt.client import Endpoint, Publisher
+from plantwatch.mqtt.endpoint import Endpoint
+from plantwatch.mqtt.publisher import Publisher
 from plantwatch.plant.load import Plant, PlantError
 from plantwatch.readings import AlertEvent
 from plantwatch.sim.fleet import Fleet
-from plantwatch.store.sqlite import Fenced, SqliteStore
+from plantwatch.store.shard_state import Fenced
+from plantwatch.store.sqlite import SqliteStore
 
 
 @dataclass
@@ -83,17 +87,6 @@ def default_client_id(db: str) -> str:
     distinct for every other store, so two plants on one broker never share a session.
     """
     return "plantwatch-up-" + hashlib.sha256(str(Path(db).resolve()).encode()).hexdigest()[:12]
-
-
-class _CheckpointedStore(ShardStore):
-    """The store as a durable `up`'s pipeline sees it: every write commits the rule state with it (ShardStore).
-
-    Fenced when another process claimed the checkpoint since (two `up` on one --db).
-    Anything else a pipeline asks of its store is the store's own.
-    """
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._store, name)
 
 
 class _SerialIngest(IngestService):
@@ -236,19 +229,22 @@ def _start(opts: UpOptions, plant: Plant, started: ExitStack) -> _Running:
     for problem in problems:
         print(f"plantwatch up: not scoring: {problem.reason}: {problem}", file=sys.stderr)
     client_id = (opts.client_id or default_client_id(db)) if durable else None
-    view: Any = store
+    checkpointed: ShardStore | None = None
     state = None
     if durable:
+        # The store as the pipeline sees it: every write commits the rule state with it, or is
+        # Fenced when another process claimed the checkpoint since (two `up` on one --db).
         epoch, state = store.claim_shard(UP_CHECKPOINT, client_id, time.time())
-        view = _CheckpointedStore(store, UP_CHECKPOINT, epoch)
+        checkpointed = ShardStore(store, UP_CHECKPOINT, epoch)
     # The dead-letter publisher's client id derives from the gateway's, known once the
     # service exists; the pipeline publishes only after it has started.
     dlq: Publisher | None = None
-    pipeline = Pipeline(plant, view, router, publish=lambda topic, body: dlq.publish(topic, body), policy=opts.policy,
-                        window_s=opts.window_s, dead_letter_retention_s=opts.dead_letter_retention_s, scorers=scorers)
+    pipeline = Pipeline(plant, checkpointed or store, router, publish=lambda topic, body: dlq.publish(topic, body),
+                        policy=opts.policy, window_s=opts.window_s, dead_letter_retention_s=opts.dead_letter_retention_s,
+                        scorers=scorers)
     carried = 0
-    if durable:
-        view.pipeline = pipeline
+    if checkpointed:
+        checkpointed.pipeline = pipeline
         if state is not None:
             carried = _resume(pipeline, router, store, orjson.loads(state), time.time())
     try:

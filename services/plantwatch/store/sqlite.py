@@ -5,7 +5,7 @@ WAL mode, one writer, one transaction per batch. Readings are keyed by
 
 Several gateway processes may share one file (on one host): each batch takes the write
 lock at BEGIN, and a shard's rule state is checkpointed in the transaction of the batch
-that produced it, under the shard's fencing epoch (docs/scale-out.md).
+that produced it, under the shard's fencing epoch (store/shard_state.py, docs/scale-out.md).
 """
 
 from __future__ import annotations
@@ -13,8 +13,6 @@ from __future__ import annotations
 import hashlib
 import sqlite3
 import threading
-import time
-from dataclasses import dataclass
 from functools import lru_cache
 from itertools import chain
 from pathlib import Path
@@ -22,6 +20,7 @@ from typing import Iterable
 
 from plantwatch.readings import AlertEvent, Reading
 from plantwatch.rules.windows import Summary, summarize
+from plantwatch.store import shard_state
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS readings (
@@ -68,13 +67,6 @@ CREATE TABLE IF NOT EXISTS dead_letters (
     payload_bytes  INTEGER,
     payload_sha256 TEXT
 );
-CREATE TABLE IF NOT EXISTS shard_checkpoints (
-    shard   INTEGER PRIMARY KEY,
-    epoch   INTEGER NOT NULL,
-    owner   TEXT NOT NULL,
-    renewed REAL NOT NULL,
-    state   BLOB
-);
 """
 #: Columns a dead_letters table made before payloads were cut to a prefix lacks.
 _DEAD_LETTER_COLUMNS = (("payload_bytes", "INTEGER"), ("payload_sha256", "TEXT"))
@@ -93,24 +85,6 @@ DeadLetter = tuple[float, str, str, str, bytes]
 def payload_record(payload: bytes) -> tuple[bytes, int, str]:
     """(the first DEAD_LETTER_PAYLOAD_BYTES bytes, the full size, the full payload's sha256 in hex)."""
     return payload[:DEAD_LETTER_PAYLOAD_BYTES], len(payload), hashlib.sha256(payload).hexdigest()
-
-
-@dataclass(frozen=True)
-class Checkpoint:
-    """A shard's state after a batch, committed with it only while `epoch` is the shard's current one."""
-
-    shard: int
-    epoch: int
-    state: bytes
-
-
-class Fenced(Exception):
-    """Another consumer claimed the shard since this one did: its state is stale, nothing was written."""
-
-    def __init__(self, shard: int, epoch: int, current: int | None, owner: str | None):
-        self.shard, self.epoch, self.current, self.owner = shard, epoch, current, owner
-        by = f"epoch {current}" + (f" ({owner})" if owner else "")
-        super().__init__(f"shard {shard}: epoch {epoch} was superseded by {by}; nothing was committed")
 
 
 #: Rows per INSERT statement. One statement is one sqlite3_step, during which Python lets
@@ -149,6 +123,9 @@ def _insert_readings(db: sqlite3.Connection, readings: list[Reading]) -> None:
 class SqliteStore:
     """Thread-safe (one lock) SQLite store; callers batch their writes."""
 
+    #: A write with no checkpoint commits no pipeline state (ingest.writes.Store).
+    commits_checkpoint = False
+
     def __init__(self, path: str | Path):
         self.path = str(path)
         if self.path != ":memory:":
@@ -159,7 +136,7 @@ class SqliteStore:
         with self._lock:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=NORMAL")
-            self._db.executescript(SCHEMA)
+            self._db.executescript(SCHEMA + shard_state.SCHEMA)
             self._migrate_dead_letters()
 
     def _migrate_dead_letters(self) -> None:
@@ -183,7 +160,7 @@ class SqliteStore:
 
     def write(self, readings: Iterable[Reading] = (), alerts: Iterable[AlertEvent] = (),
               dead_letters: Iterable[DeadLetter] = (),
-              checkpoint: Checkpoint | None = None) -> int:
+              checkpoint: shard_state.Checkpoint | None = None) -> int:
         """Write one batch in one transaction; return how many readings were new.
 
         With a checkpoint, the shard's state is replaced in the same transaction, or, if
@@ -196,7 +173,7 @@ class SqliteStore:
             db.execute("BEGIN IMMEDIATE")
             try:
                 if checkpoint is not None:
-                    self._checkpoint(checkpoint)
+                    shard_state.save(db, checkpoint)
                 before = db.total_changes
                 _insert_readings(db, readings if isinstance(readings, list) else list(readings))
                 stored = db.total_changes - before
@@ -236,48 +213,28 @@ class SqliteStore:
                 out.extend((chunk[i], stored) for i, stored in rows)
         return out
 
-    def _checkpoint(self, c: Checkpoint) -> None:
-        db = self._db
-        before = db.total_changes
-        # A committed batch renews the lease too: an owner busy with long batches (or waiting
-        # for the write lock, up to the busy timeout) is alive, whether or not it got to tick.
-        db.execute("UPDATE shard_checkpoints SET state = ?, renewed = ? WHERE shard = ? AND epoch = ?",
-                   (c.state, time.time(), c.shard, c.epoch))
-        if db.total_changes == before:
-            row = db.execute("SELECT epoch, owner FROM shard_checkpoints WHERE shard = ?", (c.shard,)).fetchone()
-            raise Fenced(c.shard, c.epoch, *(row or (None, None)))
-
     def claim_shard(self, shard: int, owner: str, now: float) -> tuple[int, bytes | None]:
         """Become the shard's consumer: bump its epoch (fencing off the previous owner); (epoch, last state)."""
         with self._lock:
             db = self._db
             db.execute("BEGIN IMMEDIATE")
             try:
-                db.execute("INSERT INTO shard_checkpoints (shard, epoch, owner, renewed) VALUES (?, 1, ?, ?)"
-                           " ON CONFLICT (shard) DO UPDATE SET epoch = epoch + 1, owner = excluded.owner,"
-                           " renewed = excluded.renewed", (shard, owner, now))
-                epoch, state = db.execute("SELECT epoch, state FROM shard_checkpoints WHERE shard = ?", (shard,)).fetchone()
+                claimed = shard_state.claim(db, shard, owner, now)
                 db.execute("COMMIT")
             except BaseException:
                 db.execute("ROLLBACK")
                 raise
-        return epoch, state
+        return claimed
 
     def renew_shard(self, shard: int, epoch: int, now: float) -> None:
         """Say the shard's consumer is alive (its lease); Fenced if another one has claimed it since."""
         with self._lock:
-            db = self._db
-            before = db.total_changes
-            db.execute("UPDATE shard_checkpoints SET renewed = ? WHERE shard = ? AND epoch = ?", (now, shard, epoch))
-            if db.total_changes == before:
-                row = db.execute("SELECT epoch, owner FROM shard_checkpoints WHERE shard = ?", (shard,)).fetchone()
-                raise Fenced(shard, epoch, *(row or (None, None)))
+            shard_state.renew(self._db, shard, epoch, now)
 
     def shard_lease(self, shard: int) -> tuple[int, str, float] | None:
         """(epoch, owner, last renewed) of the shard's consumer; None if it was never claimed."""
         with self._lock:
-            return self._db.execute("SELECT epoch, owner, renewed FROM shard_checkpoints WHERE shard = ?",
-                                    (shard,)).fetchone()
+            return shard_state.lease(self._db, shard)
 
     def summarize(self, windows: Iterable[tuple[str, str, float, float]]) -> list[Summary]:
         """(Re)compute the summaries of (node, sensor, start, width) windows from the stored readings."""

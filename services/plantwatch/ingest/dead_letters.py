@@ -1,0 +1,54 @@
+"""What a refused message becomes: a row stored with its batch, and a message published on plantwatch/dead-letter/<node>."""
+
+from __future__ import annotations
+
+import base64
+
+import orjson
+
+from plantwatch.ingest.validate import Rejection
+from plantwatch.store.sqlite import DeadLetter, payload_record
+
+DEAD_LETTER_PREFIX = "plantwatch/dead-letter"
+#: How long dead letters are kept in the embedded store by default (`--dead-letter-retention-days`).
+DEAD_LETTER_RETENTION_S = 7 * 86400.0
+#: Seconds between the tick's retention sweeps (sooner while a sweep finds a full chunk to delete).
+DEAD_LETTER_SWEEP_S = 60.0
+#: Dead letters and rebirth requests waiting to be published (mqtt.publisher.Publisher's max_queued):
+#: under a flood of bad messages the rest are dropped from MQTT, and counted; stored all the same.
+DEAD_LETTER_QUEUE = 10_000
+
+
+def dead_letter(topic: str, payload: bytes, node: str | None, rejections: list[Rejection], now: float,
+                correlation_id: str) -> bytes:
+    """The DLQ message: the payload's first DEAD_LETTER_PAYLOAD_BYTES bytes, verbatim, its size and sha256, every reason."""
+    prefix, size, sha256 = payload_record(payload)
+    try:
+        body, encoding = prefix.decode("utf-8"), "utf-8"
+    except UnicodeDecodeError as exc:
+        if size > len(prefix) and exc.reason == "unexpected end of data":  # the cut split a character: drop its start
+            body, encoding = prefix[:exc.start].decode("utf-8"), "utf-8"
+        else:
+            body, encoding = base64.b64encode(prefix).decode(), "base64"
+    if encoding == "utf-8" and len(orjson.dumps(body)) > 2 * len(prefix) + 2:
+        body, encoding = base64.b64encode(prefix).decode(), "base64"  # mostly control characters: \u0001 is six bytes
+    return orjson.dumps({
+        "correlation_id": correlation_id,
+        "reason": rejections[0].reason,
+        "rejections": [{"reason": r.reason, "detail": r.detail, "field": r.field} for r in rejections],
+        "topic": topic,
+        "node": node,
+        "received_at": now,
+        "payload": body,
+        "payload_encoding": encoding,
+        "payload_bytes": size,
+        "payload_sha256": sha256,
+        "payload_truncated": size > len(prefix),
+    })
+
+
+def letter(topic: str, payload: bytes, node: str | None, rejections: list[Rejection], now: float,
+           correlation_id: str) -> tuple[DeadLetter, tuple[str, bytes]]:
+    """A refused message's row for the store, and its (topic, body) to publish once that row is stored."""
+    row = (now, topic, rejections[0].reason, "; ".join(r.detail for r in rejections), payload)
+    return row, (f"{DEAD_LETTER_PREFIX}/{node or 'unknown'}", dead_letter(topic, payload, node, rejections, now, correlation_id))
