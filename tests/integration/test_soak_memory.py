@@ -30,9 +30,9 @@ from plantwatch.mqtt.broker import free_port, start_mosquitto
 PLANTS = (Path(__file__).parent / "plants", Path(__file__).parents[2] / "examples" / "plant")
 MESSAGES = int(os.environ.get("SOAK_MESSAGES", "200000"))
 CHUNK = 20_000
-#: RSS may rise this much after the first quarter of the messages (allocator and SQLite page
-#: cache settling, the dead-letter publisher's queue filling to its cap of 10,000, about 15 MB);
-#: unbounded, the same run grows by hundreds of MB (50 MB per 20,000 messages measured).
+#: RSS may rise this much in the second half over the second quarter's highest sample
+#: (allocator and SQLite page cache settling, the dead-letter publisher's queue filling to
+#: its cap); unbounded, the same run grows by hundreds of MB (50 MB per 20,000 messages measured).
 ALLOWED_GROWTH_KIB = 32 * 1024
 #: Aliases per birth: enough that each birth kept would cost about a kilobyte (decoding them is the gateway's main cost here).
 ALIASES = 8
@@ -126,8 +126,11 @@ def test_rss_is_flat_under_hostile_topics_and_births(tmp_path):
         gateway.terminate()
         gateway.wait(30)
         broker.stop()
-    warm = next(rss for count, rss in samples if count >= MESSAGES // 4)
-    after = [rss for count, rss in samples if count >= MESSAGES // 4]
+    # Flat after warm-up: the second half never rises past the highest RSS of the second quarter
+    # by more than the allowance. A batch of thousands of dead letters is held until it is stored,
+    # so single samples swing by tens of MiB; a cap that leaks would climb chunk after chunk.
+    warm = max(rss for count, rss in samples if MESSAGES // 4 <= count <= MESSAGES // 2)
+    after = [rss for count, rss in samples if count > MESSAGES // 2]
     print(f"soak: {MESSAGES} messages; RSS KiB after each chunk: {[rss for _, rss in samples]}")
     assert max(after) - warm <= ALLOWED_GROWTH_KIB, f"RSS grew from {warm} KiB to {max(after)} KiB: {samples}"
 

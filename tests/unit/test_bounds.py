@@ -17,7 +17,7 @@ from prometheus_client import REGISTRY
 from plantwatch.alerts.router import AlertRouter
 from plantwatch.cli import parser
 from plantwatch.ingest import sparkplug as sp
-from plantwatch.ingest.dead_letters import DEAD_LETTER_SWEEP_S, dead_letter
+from plantwatch.ingest.dead_letters import DEAD_LETTER_SWEEP_S, DEAD_LETTER_TEXT, dead_letter
 from plantwatch.ingest.pipeline import Pipeline
 from plantwatch.ingest.validate import Rejection
 from plantwatch.mqtt import wire
@@ -185,6 +185,23 @@ def test_a_small_payload_is_kept_verbatim_and_a_cut_character_does_not_turn_text
     assert len(cut["payload"].encode()) == DEAD_LETTER_PAYLOAD_BYTES - 1
     binary = orjson.loads(dead_letter("sensors/a", b"\xff" * 10_000, None, REJECTION, NOW, "c"))
     assert binary["payload_encoding"] == "base64" and binary["payload_bytes"] == 10_000
+
+
+def test_a_64k_topic_makes_a_bounded_dead_letter_row_and_message(tmp_path):
+    """An unknown topic as long as MQTT allows, quoted by its reason too: both clipped, marked where cut."""
+    published: list[tuple[str, bytes]] = []
+    plant = plant_from_documents([("node.yaml", yaml.safe_load(NODE))])
+    pipeline = Pipeline(plant, SqliteStore(tmp_path / "d.db"), AlertRouter(plant, out=io.StringIO()),
+                        publish=lambda topic, body: published.append((topic, body)), now=NOW)
+    topic = "spBv1.0/" + "t" * 65_000
+    pipeline.process([("sensors/" + "t" * 65_000, b'{"t": 1}'), (topic + "/NDATA/x", b"\x00")], NOW)
+    bodies = [body for t, body in published if t.startswith("plantwatch/dead-letter/")]
+    assert len(bodies) == 2 and all(len(body) < 4 * DEAD_LETTER_TEXT for body in bodies), [len(b) for b in bodies]
+    letter = orjson.loads(bodies[0])
+    assert letter["topic"].startswith("sensors/ttt") and letter["topic"].endswith("… (65008 characters)")
+    assert all(len(r["detail"]) < DEAD_LETTER_TEXT + 30 for r in letter["rejections"])
+    rows = pipeline.store.query("SELECT length(topic), length(detail) FROM dead_letters")
+    assert len(rows) == 2 and all(t < DEAD_LETTER_TEXT + 30 and d < 4 * DEAD_LETTER_TEXT + 30 for t, d in rows), rows
 
 
 def test_the_store_keeps_a_prefix_the_size_and_the_hash(tmp_path):

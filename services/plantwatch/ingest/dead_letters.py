@@ -14,9 +14,19 @@ DEAD_LETTER_PREFIX = "plantwatch/dead-letter"
 DEAD_LETTER_RETENTION_S = 7 * 86400.0
 #: Seconds between the tick's retention sweeps (sooner while a sweep finds a full chunk to delete).
 DEAD_LETTER_SWEEP_S = 60.0
+#: Characters kept of a dead letter's topic and of each rejection's detail: an MQTT topic may be
+#: 64 KiB, and the details quote it, so without this a queued dead letter could be 130 KiB.
+DEAD_LETTER_TEXT = 1024
 #: Dead letters and rebirth requests waiting to be published (mqtt.publisher.Publisher's max_queued):
 #: under a flood of bad messages the rest are dropped from MQTT, and counted; stored all the same.
-DEAD_LETTER_QUEUE = 10_000
+#: Each is under about 10 KiB (a 4 KiB payload prefix, base64 at worst, and clipped texts), so
+#: the queue holds at most about 20 MiB.
+DEAD_LETTER_QUEUE = 2_000
+
+
+def clip(text: str, limit: int = DEAD_LETTER_TEXT) -> str:
+    """At most `limit` characters of a text an attacker may have made long, marked where it was cut."""
+    return text if len(text) <= limit else f"{text[:limit]}… ({len(text)} characters)"
 
 
 def dead_letter(topic: str, payload: bytes, node: str | None, rejections: list[Rejection], now: float,
@@ -35,8 +45,9 @@ def dead_letter(topic: str, payload: bytes, node: str | None, rejections: list[R
     return orjson.dumps({
         "correlation_id": correlation_id,
         "reason": rejections[0].reason,
-        "rejections": [{"reason": r.reason, "detail": r.detail, "field": r.field} for r in rejections],
-        "topic": topic,
+        "rejections": [{"reason": r.reason, "detail": clip(r.detail), "field": r.field and clip(r.field)}
+                       for r in rejections],
+        "topic": clip(topic),
         "node": node,
         "received_at": now,
         "payload": body,
@@ -50,5 +61,5 @@ def dead_letter(topic: str, payload: bytes, node: str | None, rejections: list[R
 def letter(topic: str, payload: bytes, node: str | None, rejections: list[Rejection], now: float,
            correlation_id: str) -> tuple[DeadLetter, tuple[str, bytes]]:
     """A refused message's row for the store, and its (topic, body) to publish once that row is stored."""
-    row = (now, topic, rejections[0].reason, "; ".join(r.detail for r in rejections), payload)
+    row = (now, clip(topic), rejections[0].reason, clip("; ".join(r.detail for r in rejections), 4 * DEAD_LETTER_TEXT), payload)
     return row, (f"{DEAD_LETTER_PREFIX}/{node or 'unknown'}", dead_letter(topic, payload, node, rejections, now, correlation_id))
