@@ -13,7 +13,7 @@ CACHE := .cache
 DEBIAN_PACKAGES := mosquitto mosquitto-clients cmake ninja-build g++ libgtest-dev nlohmann-json3-dev
 DEMO_SECONDS ?= 120
 
-.PHONY: demo test deps python-deps debian-deps tools generate check test-python test-firmware test-e2e bench soak fuzz clean
+.PHONY: demo test deps python-deps debian-deps tools generate check format test-python test-firmware test-e2e bench soak fuzz clean
 
 demo: python-deps debian-deps
 	$(VENV)/bin/plantwatch up -f examples/plant --simulate --duration $(DEMO_SECONDS) --summary-json $(CACHE)/demo-summary.json
@@ -54,9 +54,16 @@ tools:
 generate: python-deps
 	$(PY) tools/generate.py
 
-# Drift checks: the generated spec classes must match crds/.
+# Drift and style checks: the generated spec classes must match crds/; ruff (configured in
+# pyproject.toml) lints and checks the formatting of every Python file (`make format` fixes it).
 check: python-deps
 	$(PY) tools/generate.py --check
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+format: python-deps
+	$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/ruff format .
 
 test-firmware: debian-deps
 	cmake -S firmware -B $(CACHE)/firmware-build -G Ninja -DCMAKE_BUILD_TYPE=Debug >/dev/null

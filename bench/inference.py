@@ -41,8 +41,8 @@ import sys  # noqa: E402
 import tempfile  # noqa: E402
 import threading  # noqa: E402
 import time  # noqa: E402
+from collections.abc import Callable  # noqa: E402
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer  # noqa: E402
-from typing import Callable  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
@@ -53,8 +53,8 @@ sys.path.insert(0, str(ROOT / "services"))
 import onnxruntime  # noqa: E402
 import sklearn  # noqa: E402
 
-from plantwatch.features import window_features  # noqa: E402
 from plantwatch.detect.recipes import DEFAULT_RECIPE, RECIPES, fit_recipe  # noqa: E402
+from plantwatch.features import window_features  # noqa: E402
 from plantwatch.inference.oip import InferenceServer, Limits  # noqa: E402
 from plantwatch.inference.slot import ModelSlot  # noqa: E402
 
@@ -106,15 +106,18 @@ def isolation_forest(features: np.ndarray, folder: Path, seconds: float, max_bat
         xb, zb = x[:size], z[:size]
         served = rate(lambda: slot.run({"features": xb}), size, seconds)
         sk = rate(lambda: forest.score_samples(zb), size, seconds)
-        per_batch[str(size)] = {"served_rows_per_s": round(served), "sklearn_rows_per_s": round(sk),
-                                "ratio_vs_sklearn": round(served / sk, 2)}
-    seed_rate = rate(lambda: [forest.score_samples(zb[i:i + 1]) for i in range(16)], 16, seconds)
+        per_batch[str(size)] = {
+            "served_rows_per_s": round(served),
+            "sklearn_rows_per_s": round(sk),
+            "ratio_vs_sklearn": round(served / sk, 2),
+        }
+    seed_rate = rate(lambda: [forest.score_samples(zb[i : i + 1]) for i in range(16)], 16, seconds)
     contention = batching_effect(slot, x, seconds)
     slot.close()
     headline = per_batch[str(max_batch)] if str(max_batch) in per_batch else None
     return {
         "model": f"sklearn IsolationForest, {len(forest.estimators_)} trees, max_samples {forest.max_samples_}, "
-                 f"{forest.n_features_in_} features; ONNX: one ai.onnx.ml TreeEnsembleRegressor (detect/iforest_onnx.py)",
+        f"{forest.n_features_in_} features; ONNX: one ai.onnx.ml TreeEnsembleRegressor (detect/iforest_onnx.py)",
         "max_abs_difference_vs_score_samples": agreement,
         "batch_size": max_batch,
         "ratio_vs_sklearn": headline["ratio_vs_sklearn"] if headline else None,
@@ -136,7 +139,7 @@ def default_recipe(features: np.ndarray, folder: Path, seconds: float, max_batch
     served = rate(lambda: slot.run({"features": batch}), len(batch), seconds)
     latencies = []
     one = x[:1]
-    for i in range(3000):
+    for _ in range(3000):
         start = time.perf_counter()
         slot.run({"features": one})
         latencies.append(time.perf_counter() - start)
@@ -147,8 +150,11 @@ def default_recipe(features: np.ndarray, folder: Path, seconds: float, max_batch
         "recipe": DEFAULT_RECIPE,
         "served_rows_per_s_at_batch": round(served),
         "batch_size": max_batch,
-        "single_row_latency_ms": {"p50": round(float(np.percentile(latencies, 50)), 4),
-                                  "p99": round(float(np.percentile(latencies, 99)), 4), "calls": len(latencies)},
+        "single_row_latency_ms": {
+            "p50": round(float(np.percentile(latencies, 50)), 4),
+            "p99": round(float(np.percentile(latencies, 99)), 4),
+            "calls": len(latencies),
+        },
         "single_row_p99_target_ms": 0.5,
         "micro_batching": contention,
     }
@@ -179,18 +185,27 @@ def batching_effect(slot: ModelSlot, x: np.ndarray, seconds: float, clients: int
     """Clients each sending one-row requests: through the micro-batcher, and each calling the session itself."""
     session, name = slot.model.session, slot.model.inputs[0].name
     before_batches, before_rows = slot._batcher.batches, slot._batcher.rows
-    batched = concurrent_rate(clients, seconds, lambda k: slot.run({name: x[k:k + 1]}))
+    batched = concurrent_rate(clients, seconds, lambda k: slot.run({name: x[k : k + 1]}))
     batches, rows = slot._batcher.batches - before_batches, slot._batcher.rows - before_rows
-    direct = concurrent_rate(clients, seconds, lambda k: session.run(None, {name: x[k:k + 1]}))
+    direct = concurrent_rate(clients, seconds, lambda k: session.run(None, {name: x[k : k + 1]}))
     unbatched_slot = ModelSlot(slot.name, slot.path, threads=1, max_batch=1)
     unbatched_slot.check()
     http_batched, http_direct = http_load(slot, x, seconds, clients), http_load(unbatched_slot, x, seconds, clients)
     unbatched_slot.close()
-    return {"clients": clients, "in_process": {
-                "batched_requests_per_s": round(batched), "unbatched_requests_per_s": round(direct),
-                "ratio_batched_vs_unbatched": round(batched / direct, 2), "mean_rows_per_model_call": round(rows / max(batches, 1), 1)},
-            "http": {"batched_requests_per_s": round(http_batched), "unbatched_requests_per_s": round(http_direct),
-                     "ratio_batched_vs_unbatched": round(http_batched / http_direct, 2)}}
+    return {
+        "clients": clients,
+        "in_process": {
+            "batched_requests_per_s": round(batched),
+            "unbatched_requests_per_s": round(direct),
+            "ratio_batched_vs_unbatched": round(batched / direct, 2),
+            "mean_rows_per_model_call": round(rows / max(batches, 1), 1),
+        },
+        "http": {
+            "batched_requests_per_s": round(http_batched),
+            "unbatched_requests_per_s": round(http_direct),
+            "ratio_batched_vs_unbatched": round(http_batched / http_direct, 2),
+        },
+    }
 
 
 def http_rate(port: int, path: str, bodies: list[bytes], seconds: float) -> float:
@@ -214,8 +229,21 @@ def http_rate(port: int, path: str, bodies: list[bytes], seconds: float) -> floa
 
 
 def infer_bodies(x: np.ndarray, clients: int, rows: int = 1) -> list[bytes]:
-    return [json.dumps({"inputs": [{"name": "features", "shape": [rows, x.shape[1]], "datatype": "FP32",
-                                    "data": x[k * rows:(k + 1) * rows].ravel().tolist()}]}).encode() for k in range(clients)]
+    return [
+        json.dumps(
+            {
+                "inputs": [
+                    {
+                        "name": "features",
+                        "shape": [rows, x.shape[1]],
+                        "datatype": "FP32",
+                        "data": x[k * rows : (k + 1) * rows].ravel().tolist(),
+                    }
+                ]
+            }
+        ).encode()
+        for k in range(clients)
+    ]
 
 
 def http_load(slot: ModelSlot, x: np.ndarray, seconds: float, clients: int) -> float:
@@ -268,16 +296,24 @@ def http_server(x: np.ndarray, folder: Path, seconds: float, clients: int = 8) -
             bodies = infer_bodies(x, clients, rows)
             echo_rate = http_rate(echo.server_address[1], "/", bodies, seconds)
             served = http_rate(server.port, f"/v2/models/{slot.name}/infer", bodies, seconds)
-            by_rows[str(rows)] = {"body_bytes": len(bodies[0]), "served_requests_per_s": round(served),
-                                  "stdlib_echo_requests_per_s": round(echo_rate), "ratio_vs_stdlib_echo": round(served / echo_rate, 2)}
+            by_rows[str(rows)] = {
+                "body_bytes": len(bodies[0]),
+                "served_requests_per_s": round(served),
+                "stdlib_echo_requests_per_s": round(echo_rate),
+                "ratio_vs_stdlib_echo": round(served / echo_rate, 2),
+            }
     finally:
         echo.shutdown()
         echo.server_close()
         server.stop()
         slot.close()
-    return {"clients": clients, "request": f"rows of {x.shape[1]} features, kept-alive connections",
-            "server": f"aiohttp {aiohttp.__version__} low-level server, {Limits().workers} worker threads (inference/oip.py)",
-            "ratio_vs_stdlib_echo": by_rows["1"]["ratio_vs_stdlib_echo"], "by_rows_per_request": by_rows}
+    return {
+        "clients": clients,
+        "request": f"rows of {x.shape[1]} features, kept-alive connections",
+        "server": f"aiohttp {aiohttp.__version__} low-level server, {Limits().workers} worker threads (inference/oip.py)",
+        "ratio_vs_stdlib_echo": by_rows["1"]["ratio_vs_stdlib_echo"],
+        "by_rows_per_request": by_rows,
+    }
 
 
 VALUES = recording(5000)
@@ -292,10 +328,19 @@ def main() -> int:
     features = window_features(VALUES, RECIPES[DEFAULT_RECIPE].features)[400:]
     with tempfile.TemporaryDirectory(prefix="plantwatch-bench-") as tmp:
         result = {
-            "machine": {"python": platform.python_version(), "cpus": os.cpu_count(), "load_avg_1m": round(os.getloadavg()[0], 2),
-                        "onnxruntime": onnxruntime.__version__, "scikit_learn": sklearn.__version__},
-            "threads": {"onnxruntime_intra_op": 1, "onnxruntime_inter_op": 1, "sklearn": "sequential trees (n_jobs None)",
-                        "blas_openmp": 1},
+            "machine": {
+                "python": platform.python_version(),
+                "cpus": os.cpu_count(),
+                "load_avg_1m": round(os.getloadavg()[0], 2),
+                "onnxruntime": onnxruntime.__version__,
+                "scikit_learn": sklearn.__version__,
+            },
+            "threads": {
+                "onnxruntime_intra_op": 1,
+                "onnxruntime_inter_op": 1,
+                "sklearn": "sequential trees (n_jobs None)",
+                "blas_openmp": 1,
+            },
             "isolation_forest": isolation_forest(features, Path(tmp), args.seconds, args.max_batch),
             "default_recipe": default_recipe(features, Path(tmp), args.seconds, args.max_batch),
             "http_server": http_server(features.astype(np.float32), Path(tmp), args.seconds),

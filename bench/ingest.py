@@ -54,9 +54,15 @@ PLANT = ROOT / "examples" / "plant"
 
 def seed_messages(n: int, t0: float) -> list[bytes]:
     """The seed firmware's flat JSON, distinct timestamps, realistic values."""
-    return [encode("esp32-json", "esp32-press-01", t0 + i * 0.001,
-                   {"temperature_c": 45.0 + (i % 50) / 10, "vibration_g": 1.5, "current_a": 12.0, "battery_voltage": 3.7})
-            for i in range(n)]
+    return [
+        encode(
+            "esp32-json",
+            "esp32-press-01",
+            t0 + i * 0.001,
+            {"temperature_c": 45.0 + (i % 50) / 10, "vibration_g": 1.5, "current_a": 12.0, "battery_voltage": 3.7},
+        )
+        for i in range(n)
+    ]
 
 
 def queue_for(url: str, messages: list[bytes]) -> None:
@@ -159,14 +165,16 @@ def stage_costs(messages: list[bytes], workdir: Path, batch: int = 5000) -> dict
     store = SqliteStore(workdir / "stages.db")
     pipeline = Pipeline(plant, store, AlertRouter(plant, out=io.StringIO()))
     topic = TOPIC.encode()
-    frames = [wire._packet(wire.PUBLISH << 4 | 0x02, struct.pack("!H", len(topic)) + topic + struct.pack("!H", i % 65535 + 1) + m)
-              for i, m in enumerate(messages)]  # QoS 1 PUBLISH packets, as the broker sends them
+    frames = [
+        wire._packet(wire.PUBLISH << 4 | 0x02, struct.pack("!H", len(topic)) + topic + struct.pack("!H", i % 65535 + 1) + m)
+        for i, m in enumerate(messages)
+    ]  # QoS 1 PUBLISH packets, as the broker sends them
     spent = dict.fromkeys(("mqtt_parse", "decode_validate_rules", "sqlite_commit", "finish"), 0.0)
     topics: dict[bytes, str] = {}
     clock = time.perf_counter
     for start in range(0, len(frames), batch):
         t0 = clock()
-        publishes, _, _ = wire.parse(bytearray(b"".join(frames[start:start + batch])), topics)
+        publishes, _, _ = wire.parse(bytearray(b"".join(frames[start : start + batch])), topics)
         t1 = clock()
         prepared = pipeline.prepare(publishes, time.time())
         t2 = clock()
@@ -196,8 +204,9 @@ def influx_rate(broker, messages: list[bytes], workdir: Path) -> dict:
         rate, stored = gateway_rate(broker, messages, workdir, sinks=[sink], client_id="bench-gateway-influx")
         sink.close()
         with server.client() as c:
-            tables = c.query_api().query(f'from(bucket: "{BUCKET}") |> range(start: 0) '
-                                         '|> filter(fn: (r) => r._measurement == "reading") |> group() |> count()')
+            tables = c.query_api().query(
+                f'from(bucket: "{BUCKET}") |> range(start: 0) |> filter(fn: (r) => r._measurement == "reading") |> group() |> count()'
+            )
             points = sum(r.get_value() for t in tables for r in t.records)
     finally:
         server.stop()
@@ -234,8 +243,14 @@ def alert_latency(broker, rate: float, seconds: float, workdir: Path) -> dict:
     pipeline = Pipeline(plant, SqliteStore(workdir / "latency.db"), router)
     service = IngestService(pipeline, broker.url, client_id="bench-latency-gateway")
     service.start()
-    sent = int(subprocess.run([sys.executable, "-c", PUBLISHER, str(ROOT / "services"), broker.url, str(rate), str(seconds)],
-                              check=True, capture_output=True, text=True).stdout)
+    sent = int(
+        subprocess.run(
+            [sys.executable, "-c", PUBLISHER, str(ROOT / "services"), broker.url, str(rate), str(seconds)],
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout
+    )
     deadline = time.time() + 30
     while pipeline.messages < sent and time.time() < deadline:
         time.sleep(0.01)
@@ -246,9 +261,16 @@ def alert_latency(broker, rate: float, seconds: float, workdir: Path) -> dict:
         return round(vibration[min(len(vibration) - 1, int(q / 100 * len(vibration)))] * 1000, 2) if vibration else float("nan")
 
     achieved = sent / seconds
-    return {"target_msg_per_s": rate, "achieved_msg_per_s": round(achieved), "messages": sent,
-            "processed": pipeline.messages, "alert_transitions": len(vibration),
-            "p50_ms": pct(50), "p99_ms": pct(99), "max_ms": pct(100)}
+    return {
+        "target_msg_per_s": rate,
+        "achieved_msg_per_s": round(achieved),
+        "messages": sent,
+        "processed": pipeline.messages,
+        "alert_transitions": len(vibration),
+        "p50_ms": pct(50),
+        "p99_ms": pct(99),
+        "max_ms": pct(100),
+    }
 
 
 def main() -> int:
@@ -277,15 +299,24 @@ def main() -> int:
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()},
         "stream": {"messages": args.messages, "format": "esp32-json (seed flat JSON, 4 readings each)", "qos": 1},
         "mosquitto_sub_msg_per_s": round(baseline),
-        "paho_callback": {"msg_per_s": round(paho), "ratio_vs_mosquitto_sub": round(paho / baseline, 3),
-                          "note": "bare paho-mqtt callback that only counts: no decoding, no store"},
-        "embedded_store": {"msg_per_s": round(ours), "readings_stored": stored,
-                           "ratio_vs_mosquitto_sub": round(ours / baseline, 3), "target": 0.6,
-                           "ratio_vs_paho_callback": round(ours / paho, 3)},
+        "paho_callback": {
+            "msg_per_s": round(paho),
+            "ratio_vs_mosquitto_sub": round(paho / baseline, 3),
+            "note": "bare paho-mqtt callback that only counts: no decoding, no store",
+        },
+        "embedded_store": {
+            "msg_per_s": round(ours),
+            "readings_stored": stored,
+            "ratio_vs_mosquitto_sub": round(ours / baseline, 3),
+            "target": 0.6,
+            "ratio_vs_paho_callback": round(ours / paho, 3),
+        },
         "influxdb_store": {**influx, "ratio_vs_mosquitto_sub": round(influx["msg_per_s"] / baseline, 3), "target": 0.5},
         "alert_latency": {**latency, "target_p99_ms": 20},
-        "pipeline_us_per_message": {**stages, "note": "one thread, no broker, batches of 5,000; "
-                                    "the gateway overlaps sqlite_commit with the next batch's decoding"},
+        "pipeline_us_per_message": {
+            **stages,
+            "note": "one thread, no broker, batches of 5,000; the gateway overlaps sqlite_commit with the next batch's decoding",
+        },
     }
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=2) + "\n")

@@ -40,7 +40,8 @@ CONTENDERS = {"unsharded": None, "replicas_1": 1, "replicas_2": 2, "replicas_3":
 
 
 def plant(nodes: int) -> str:
-    docs = [f"""apiVersion: plantwatch.io/v1alpha1
+    docs = [
+        f"""apiVersion: plantwatch.io/v1alpha1
 kind: SensorNode
 metadata: {{name: press-{i:03d}, labels: {{plantwatch.io/line: line-1}}}}
 spec:
@@ -51,7 +52,9 @@ spec:
   - {{name: vibration, type: vibration, unit: g, field: vibration_g, range: {{min: "0", max: "16"}}}}
   - {{name: current, type: current, unit: ampere, field: current_a, range: {{min: "0", max: "50"}}}}
   - {{name: battery, type: voltage, unit: volt, field: battery_voltage, range: {{min: "0", max: "5"}}}}
-""" for i in range(nodes)]
+"""
+        for i in range(nodes)
+    ]
     docs.append("""apiVersion: plantwatch.io/v1alpha1
 kind: AlertRule
 metadata: {name: overtemperature}
@@ -73,17 +76,39 @@ def ready(port: int) -> bool:
         return False
 
 
-def gateways(plant_dir: Path, url: str, db: Path, client_id: str, replicas: int | None
-             ) -> list[tuple[subprocess.Popen, int]]:
+def gateways(plant_dir: Path, url: str, db: Path, client_id: str, replicas: int | None) -> list[tuple[subprocess.Popen, int]]:
     """Start the gateway processes: (process, HTTP port) each."""
     started = []
     for i in range(replicas or 1):
         scale = ["--shards", str(SHARDS), "--replicas", str(replicas), "--replica-index", str(i)] if replicas else []
         port = free_port()
-        started.append((subprocess.Popen(
-            [sys.executable, "-m", "plantwatch.cli", "serve", "ingest", "-f", str(plant_dir), "--broker", url,
-             "--db", str(db), "--client-id", client_id, "--http-port", str(port), *scale],
-            stdout=subprocess.DEVNULL, env={**os.environ, "PYTHONPATH": str(ROOT / "services")}), port))
+        started.append(
+            (
+                subprocess.Popen(
+                    [
+                        sys.executable,
+                        "-m",
+                        "plantwatch.cli",
+                        "serve",
+                        "ingest",
+                        "-f",
+                        str(plant_dir),
+                        "--broker",
+                        url,
+                        "--db",
+                        str(db),
+                        "--client-id",
+                        client_id,
+                        "--http-port",
+                        str(port),
+                        *scale,
+                    ],
+                    stdout=subprocess.DEVNULL,
+                    env={**os.environ, "PYTHONPATH": str(ROOT / "services")},
+                ),
+                port,
+            )
+        )
     return started
 
 
@@ -121,9 +146,15 @@ def drain(plant_dir: Path, url: str, work: Path, name: str, replicas: int | None
     t0 = float(int(time.time()) - 3000)
     for n in range(messages):
         node = n % nodes
-        pub.publish(f"sensors/line-1/press-{node:03d}/data",
-                    encode("esp32-json", f"press-{node:03d}", t0 + (n // nodes) * 0.01,
-                           {"temperature_c": 60.0 + (n % 30), "vibration_g": 1.0, "current_a": 10.0, "battery_voltage": 3.7}))
+        pub.publish(
+            f"sensors/line-1/press-{node:03d}/data",
+            encode(
+                "esp32-json",
+                f"press-{node:03d}",
+                t0 + (n // nodes) * 0.01,
+                {"temperature_c": 60.0 + (n % 30), "vibration_g": 1.0, "current_a": 10.0, "battery_voltage": 3.7},
+            ),
+        )
     pub.stop()
     want = messages * 4
     started = gateways(plant_dir, url, db, client_id, replicas)
@@ -166,8 +197,16 @@ def main() -> int:
     for name in list(CONTENDERS)[1:]:
         rate = statistics.median(rates[name])
         results[name] = {"msgs_per_s": round(rate), "ratio_vs_unsharded": round(rate / base, 2)}
-    report = {"benchmark": "scale_out", "messages": args.messages, "nodes": args.nodes, "shards": SHARDS, "rounds": args.rounds,
-              "cpus": os.cpu_count(), "python": platform.python_version(), **results}
+    report = {
+        "benchmark": "scale_out",
+        "messages": args.messages,
+        "nodes": args.nodes,
+        "shards": SHARDS,
+        "rounds": args.rounds,
+        "cpus": os.cpu_count(),
+        "python": platform.python_version(),
+        **results,
+    }
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
     print(json.dumps(report, indent=2))

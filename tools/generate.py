@@ -100,16 +100,17 @@ class Generator:
             if optional and not pytype.startswith(("tuple", "dict")):
                 pytype = f"{pytype} | None"
             doc = " ".join(sub.get("description", "").split())
-            fields.append("".join(f"    #: {line}\n" for line in textwrap.wrap(doc, 80))
-                          + f"    {attr}: {pytype}\n")
+            fields.append("".join(f"    #: {line}\n" for line in textwrap.wrap(doc, 80)) + f"    {attr}: {pytype}\n")
             parsers.append(f"            {attr}={parse},")
         doc = " ".join(schema.get("description", f"{name}.").split())
         body = "\n".join(textwrap.wrap(doc, 84, initial_indent="    ", subsequent_indent="    "))
         code = (
-            f"@dataclass(frozen=True)\nclass {name}:\n    \"\"\"\n{body}\n    \"\"\"\n\n"
+            f'@dataclass(frozen=True)\nclass {name}:\n    """\n{body}\n    """\n\n'
             + "\n".join(fields)
             + f"\n    @classmethod\n    def from_dict(cls, d: dict[str, Any]) -> {name}:\n"
-            + "        return cls(\n" + "\n".join(parsers) + "\n        )\n"
+            + "        return cls(\n"
+            + "\n".join(parsers)
+            + "\n        )\n"
         )
         self.classes.append(code)
         return name
@@ -145,14 +146,15 @@ def generate_sensornode_crd(path: Path = SENSORNODE_CRD) -> str:
     where = f"crds/{path.name}"
     found = list(_FORMAT_PROPERTY.finditer(text))
     if len(found) != 1:
-        raise SystemExit(f"{where}: expected one `format:` property of type string ending in `enum: [...]`, "
-                         f"found {len(found)}")
+        raise SystemExit(f"{where}: expected one `format:` property of type string ending in `enum: [...]`, found {len(found)}")
     match = found[0]
     undescribed = [name for name in FORMATS if f"`{name}`:" not in " ".join(match.group(2).split())]
     if undescribed:
-        raise SystemExit(f"{where}: the description of spec.payload.format says nothing of {', '.join(undescribed)}; "
-                         "add a sentence \"`<format>`: what its messages look like.\" per format")
-    return text[:match.start(3)] + ", ".join(FORMATS) + text[match.end(3):]
+        raise SystemExit(
+            f"{where}: the description of spec.payload.format says nothing of {', '.join(undescribed)}; "
+            'add a sentence "`<format>`: what its messages look like." per format'
+        )
+    return text[: match.start(3)] + ", ".join(FORMATS) + text[match.end(3) :]
 
 
 def spec_schemas() -> dict[str, dict]:
@@ -200,10 +202,17 @@ def generate_values_schema() -> str:
                 "required": ["name", "spec"],
                 "additionalProperties": False,
                 "properties": {
-                    "name": {"type": "string", "description": "metadata.name of the resource.",
-                             "pattern": "^[a-z0-9]([-a-z0-9]*[a-z0-9])?$", "maxLength": 63},
-                    "labels": {"type": "object", "description": "metadata.labels of the resource.",
-                               "additionalProperties": {"type": "string"}},
+                    "name": {
+                        "type": "string",
+                        "description": "metadata.name of the resource.",
+                        "pattern": "^[a-z0-9]([-a-z0-9]*[a-z0-9])?$",
+                        "maxLength": 63,
+                    },
+                    "labels": {
+                        "type": "object",
+                        "description": "metadata.labels of the resource.",
+                        "additionalProperties": {"type": "string"},
+                    },
                     "spec": _json_schema(spec),
                 },
             },
@@ -215,23 +224,40 @@ def generate_values_schema() -> str:
         "title": "Values of the plantwatch chart (generated from crds/ by tools/generate.py)",
         "type": "object",
         "properties": {
-            "image": {"type": "object", "properties": {
-                "repository": {"type": "string", "minLength": 1},
-                "tag": {"type": "string"},
-                "pullPolicy": {"type": "string", "enum": ["Always", "IfNotPresent", "Never"]}}},
-            "operator": {"type": "object", "properties": {
-                "enabled": {"type": "boolean"},
-                "watchNamespaces": {"type": "array", "items": {"type": "string"}},
-                "resources": {"type": "object"}}},
-            "broker": {"type": "object", "properties": {
-                "enabled": {"type": "boolean"},
-                "image": {"type": "string", "minLength": 1},
-                "port": {"type": "integer", "minimum": 1, "maximum": 65535},
-                "url": {"type": "string", "pattern": "^(mqtt://.+)?$"}}},
-            "plant": {"type": "object", "additionalProperties": False, "properties": {
-                "sensorNodes": resource["SensorNode"],
-                "alertRules": resource["AlertRule"],
-                "detectorModels": resource["DetectorModel"]}},
+            "image": {
+                "type": "object",
+                "properties": {
+                    "repository": {"type": "string", "minLength": 1},
+                    "tag": {"type": "string"},
+                    "pullPolicy": {"type": "string", "enum": ["Always", "IfNotPresent", "Never"]},
+                },
+            },
+            "operator": {
+                "type": "object",
+                "properties": {
+                    "enabled": {"type": "boolean"},
+                    "watchNamespaces": {"type": "array", "items": {"type": "string"}},
+                    "resources": {"type": "object"},
+                },
+            },
+            "broker": {
+                "type": "object",
+                "properties": {
+                    "enabled": {"type": "boolean"},
+                    "image": {"type": "string", "minLength": 1},
+                    "port": {"type": "integer", "minimum": 1, "maximum": 65535},
+                    "url": {"type": "string", "pattern": "^(mqtt://.+)?$"},
+                },
+            },
+            "plant": {
+                "type": "object",
+                "additionalProperties": False,
+                "properties": {
+                    "sensorNodes": resource["SensorNode"],
+                    "alertRules": resource["AlertRule"],
+                    "detectorModels": resource["DetectorModel"],
+                },
+            },
         },
     }
     return json.dumps(schema, indent=2) + "\n"
@@ -262,8 +288,12 @@ def main() -> int:
     args = parser.parse_args()
     stale = []
     # In order: the spec classes and the values schema read the CRD as written just before.
-    outputs = ((SENSORNODE_CRD, generate_sensornode_crd), (SPECS, generate_specs),
-               (VALUES_SCHEMA, generate_values_schema), (STARTER_MODEL, generate_starter_model))
+    outputs = (
+        (SENSORNODE_CRD, generate_sensornode_crd),
+        (SPECS, generate_specs),
+        (VALUES_SCHEMA, generate_values_schema),
+        (STARTER_MODEL, generate_starter_model),
+    )
     for target, generate in outputs:
         text = generate()
         if args.check:

@@ -47,6 +47,7 @@ def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
 
 # --- the plant's ingestion: SensorNodes + AlertRules of a namespace ---------------------
 
+
 @kopf.on.resume(GROUP, VERSION, "sensornodes")
 @kopf.on.create(GROUP, VERSION, "sensornodes")
 @kopf.on.update(GROUP, VERSION, "sensornodes")
@@ -62,8 +63,11 @@ def plant_changed(namespace: str, **_: Any) -> None:
 def reconcile_plant(namespace: str) -> None:
     """Render and apply the namespace's ingestion, then report on every node and rule."""
     with _namespace_locks[namespace], reconciling("plant"):
-        plant = judge_plant(kube.list_plant(namespace, "sensornodes"), kube.list_plant(namespace, "alertrules"),
-                            kube.list_plant(namespace, "detectormodels"))
+        plant = judge_plant(
+            kube.list_plant(namespace, "sensornodes"),
+            kube.list_plant(namespace, "alertrules"),
+            kube.list_plant(namespace, "detectormodels"),
+        )
         valid_nodes = plant.valid_nodes
         if not valid_nodes:
             return  # the ingestion objects are owned by the nodes: the garbage collector removes them
@@ -91,6 +95,7 @@ def _write_status(body: dict[str, Any], update: StatusUpdate | None) -> None:
 
 # --- detectors ------------------------------------------------------------------------
 
+
 @kopf.on.resume(GROUP, VERSION, "detectormodels")
 @kopf.on.create(GROUP, VERSION, "detectormodels")
 @kopf.on.update(GROUP, VERSION, "detectormodels")
@@ -114,8 +119,9 @@ def detector_recheck(body: kopf.Body, **_: Any) -> None:
     report_detector(dict(body))
 
 
-@kopf.on.event("apps", "v1", "deployments", labels={"app.kubernetes.io/managed-by": "plantwatch-operator",
-                                                   "app.kubernetes.io/component": "inference"})
+@kopf.on.event(
+    "apps", "v1", "deployments", labels={"app.kubernetes.io/managed-by": "plantwatch-operator", "app.kubernetes.io/component": "inference"}
+)
 def inference_deployment_event(body: kopf.Body, namespace: str, **_: Any) -> None:
     name = body["metadata"]["labels"].get(f"{GROUP}/detector")
     detector = kube.get(f"{GROUP}/{VERSION}", "DetectorModel", name, namespace) if name else None

@@ -19,9 +19,13 @@ from plantwatch.kube import api_client, dynamic
 def apply(manifest: dict[str, Any]) -> dict[str, Any]:
     """Server-side apply (create or update) as the operator's field manager."""
     resource = dynamic().resources.get(api_version=manifest["apiVersion"], kind=manifest["kind"])
-    result = resource.server_side_apply(body=manifest, name=manifest["metadata"]["name"],
-                                        namespace=manifest["metadata"].get("namespace"),
-                                        field_manager=OPERATOR_MANAGER, force_conflicts=True)
+    result = resource.server_side_apply(
+        body=manifest,
+        name=manifest["metadata"]["name"],
+        namespace=manifest["metadata"].get("namespace"),
+        field_manager=OPERATOR_MANAGER,
+        force_conflicts=True,
+    )
     return result.to_dict()
 
 

@@ -3,15 +3,20 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Iterator
 
 from prometheus_client import Counter, Histogram
 
-RECONCILES = Counter("plantwatch_operator_reconciles_total", "Reconciliations, by what was reconciled and the result.",
-                     ["target", "result"])
-RECONCILE_SECONDS = Histogram("plantwatch_operator_reconcile_seconds", "Time to reconcile, by what was reconciled.",
-                              ["target"], buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10))
+RECONCILES = Counter(
+    "plantwatch_operator_reconciles_total", "Reconciliations, by what was reconciled and the result.", ["target", "result"]
+)
+RECONCILE_SECONDS = Histogram(
+    "plantwatch_operator_reconcile_seconds",
+    "Time to reconcile, by what was reconciled.",
+    ["target"],
+    buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)
 
 
 @contextmanager

@@ -75,8 +75,7 @@ def _security_context() -> dict[str, Any]:
 
 
 def _pod_security() -> dict[str, Any]:
-    return {"runAsNonRoot": True, "runAsUser": 10001, "runAsGroup": 10001, "fsGroup": 10001,
-            "seccompProfile": {"type": "RuntimeDefault"}}
+    return {"runAsNonRoot": True, "runAsUser": 10001, "runAsGroup": 10001, "fsGroup": 10001, "seccompProfile": {"type": "RuntimeDefault"}}
 
 
 def _probes(live: str, ready: str) -> dict[str, Any]:
@@ -92,13 +91,14 @@ def render_ingestion(namespace: str, manifests: list[dict[str, Any]], config: Co
     digest = config_hash(document)
     lab = labels("gateway", namespace)
     configmap = {
-        "apiVersion": "v1", "kind": "ConfigMap",
-        "metadata": {"name": PLANT_CONFIGMAP, "namespace": namespace, "labels": lab,
-                     "annotations": {CONFIG_HASH: digest}},
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {"name": PLANT_CONFIGMAP, "namespace": namespace, "labels": lab, "annotations": {CONFIG_HASH: digest}},
         "data": {"plant.yaml": document},
     }
     deployment = {
-        "apiVersion": "apps/v1", "kind": "Deployment",
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
         "metadata": {"name": GATEWAY, "namespace": namespace, "labels": lab},
         "spec": {
             # One replica: per-series rule state lives in the process (keyed routing arrives with scale-out).
@@ -110,22 +110,36 @@ def render_ingestion(namespace: str, manifests: list[dict[str, Any]], config: Co
                 "spec": {
                     "serviceAccountName": GATEWAY,
                     "securityContext": _pod_security(),
-                    "containers": [{
-                        "name": "gateway",
-                        "image": config.image,
-                        "args": ["serve", "ingest", "-f", "/etc/plantwatch", "--broker", config.broker_url,
-                                 "--db", "/var/lib/plantwatch/plant.db", "--http-port", str(HTTP_PORT),
-                                 "--report-status", "--score-url", f"http://{detector_name('{name}')}:{HTTP_PORT}"],
-                        "env": [{"name": "POD_NAMESPACE", "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}}],
-                        "ports": [{"name": "http", "containerPort": HTTP_PORT}],
-                        "resources": {"requests": {"cpu": "100m", "memory": "128Mi"}, "limits": {"memory": "512Mi"}},
-                        "securityContext": _security_context(),
-                        "volumeMounts": [
-                            {"name": "plant", "mountPath": "/etc/plantwatch", "readOnly": True},
-                            {"name": "data", "mountPath": "/var/lib/plantwatch"},
-                        ],
-                        **_probes("/healthz", "/readyz"),
-                    }],
+                    "containers": [
+                        {
+                            "name": "gateway",
+                            "image": config.image,
+                            "args": [
+                                "serve",
+                                "ingest",
+                                "-f",
+                                "/etc/plantwatch",
+                                "--broker",
+                                config.broker_url,
+                                "--db",
+                                "/var/lib/plantwatch/plant.db",
+                                "--http-port",
+                                str(HTTP_PORT),
+                                "--report-status",
+                                "--score-url",
+                                f"http://{detector_name('{name}')}:{HTTP_PORT}",
+                            ],
+                            "env": [{"name": "POD_NAMESPACE", "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}}],
+                            "ports": [{"name": "http", "containerPort": HTTP_PORT}],
+                            "resources": {"requests": {"cpu": "100m", "memory": "128Mi"}, "limits": {"memory": "512Mi"}},
+                            "securityContext": _security_context(),
+                            "volumeMounts": [
+                                {"name": "plant", "mountPath": "/etc/plantwatch", "readOnly": True},
+                                {"name": "data", "mountPath": "/var/lib/plantwatch"},
+                            ],
+                            **_probes("/healthz", "/readyz"),
+                        }
+                    ],
                     "volumes": [
                         {"name": "plant", "configMap": {"name": PLANT_CONFIGMAP}},
                         {"name": "data", "emptyDir": {}},
@@ -135,17 +149,18 @@ def render_ingestion(namespace: str, manifests: list[dict[str, Any]], config: Co
         },
     }
     service = {
-        "apiVersion": "v1", "kind": "Service",
+        "apiVersion": "v1",
+        "kind": "Service",
         "metadata": {"name": GATEWAY, "namespace": namespace, "labels": lab},
-        "spec": {"selector": selector("gateway", namespace),
-                 "ports": [{"name": "http", "port": HTTP_PORT, "targetPort": "http"}]},
+        "spec": {"selector": selector("gateway", namespace), "ports": [{"name": "http", "port": HTTP_PORT, "targetPort": "http"}]},
     }
     # The gateway reports its nodes' Online status.
     return [configmap, *status_reporter_identity(GATEWAY, namespace, lab, "sensornodes/status"), deployment, service]
 
 
-def status_reporter_identity(name: str, namespace: str, lab: dict[str, str], status_of: str,
-                             only: str | None = None) -> list[dict[str, Any]]:
+def status_reporter_identity(
+    name: str, namespace: str, lab: dict[str, str], status_of: str, only: str | None = None
+) -> list[dict[str, Any]]:
     """A workload's ServiceAccount, Role and RoleBinding `name`, allowed exactly one thing: to get and
     patch the status subresource `status_of` (`sensornodes/status`), of the one object `only` when given."""
     meta = {"name": name, "namespace": namespace, "labels": lab}
@@ -155,9 +170,13 @@ def status_reporter_identity(name: str, namespace: str, lab: dict[str, str], sta
     return [
         {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": meta},
         {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role", "metadata": meta, "rules": [rule]},
-        {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding", "metadata": meta,
-         "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": name},
-         "subjects": [{"kind": "ServiceAccount", "name": name, "namespace": namespace}]},
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "RoleBinding",
+            "metadata": meta,
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": name},
+            "subjects": [{"kind": "ServiceAccount", "name": name, "namespace": namespace}],
+        },
     ]
 
 
@@ -173,8 +192,20 @@ def render_detector(detector: DetectorModel, config: Config) -> list[dict[str, A
     lab = {**labels("inference", detector.name), DETECTOR_LABEL: detector.name}
     # The service listens on loopback unless told otherwise; in a pod, the Service and the kubelet's probes come in
     # over the pod's own address.
-    args = ["serve", "inference", "--model-name", detector.name, "--provider", spec.execution_provider,
-            "--host", "0.0.0.0", "--http-port", str(HTTP_PORT), "--status-namespace", "$(POD_NAMESPACE)"]
+    args = [
+        "serve",
+        "inference",
+        "--model-name",
+        detector.name,
+        "--provider",
+        spec.execution_provider,
+        "--host",
+        "0.0.0.0",
+        "--http-port",
+        str(HTTP_PORT),
+        "--status-namespace",
+        "$(POD_NAMESPACE)",
+    ]
     volumes: list[dict[str, Any]] = []
     mounts: list[dict[str, Any]] = []
     source = spec.source
@@ -203,17 +234,19 @@ def render_detector(detector: DetectorModel, config: Config) -> list[dict[str, A
     pod_spec: dict[str, Any] = {
         "serviceAccountName": name,
         "securityContext": _pod_security(),
-        "containers": [{
-            "name": "inference",
-            "image": config.image,
-            "args": args,
-            "env": [{"name": "POD_NAMESPACE", "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}}],
-            "ports": [{"name": "http", "containerPort": HTTP_PORT}],
-            "resources": resources,
-            "securityContext": _security_context(),
-            "volumeMounts": mounts,
-            **_probes("/v2/health/live", "/v2/health/ready"),  # the Open Inference Protocol's own
-        }],
+        "containers": [
+            {
+                "name": "inference",
+                "image": config.image,
+                "args": args,
+                "env": [{"name": "POD_NAMESPACE", "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}}],
+                "ports": [{"name": "http", "containerPort": HTTP_PORT}],
+                "resources": resources,
+                "securityContext": _security_context(),
+                "volumeMounts": mounts,
+                **_probes("/v2/health/live", "/v2/health/ready"),  # the Open Inference Protocol's own
+            }
+        ],
         "volumes": volumes,
     }
     if node_selector:
@@ -222,7 +255,8 @@ def render_detector(detector: DetectorModel, config: Config) -> list[dict[str, A
         pod_spec["tolerations"] = tolerations
     auto = spec.autoscaling
     deployment = {
-        "apiVersion": "apps/v1", "kind": "Deployment",
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
         "metadata": {"name": name, "namespace": namespace, "labels": lab},
         # No replicas: the HorizontalPodAutoscaler owns that field (server-side apply would fight it).
         "spec": {
@@ -231,20 +265,28 @@ def render_detector(detector: DetectorModel, config: Config) -> list[dict[str, A
         },
     }
     service = {
-        "apiVersion": "v1", "kind": "Service",
+        "apiVersion": "v1",
+        "kind": "Service",
         "metadata": {"name": name, "namespace": namespace, "labels": lab},
-        "spec": {"selector": selector("inference", detector.name),
-                 "ports": [{"name": "http", "port": HTTP_PORT, "targetPort": "http"}]},
+        "spec": {"selector": selector("inference", detector.name), "ports": [{"name": "http", "port": HTTP_PORT, "targetPort": "http"}]},
     }
     hpa = {
-        "apiVersion": "autoscaling/v2", "kind": "HorizontalPodAutoscaler",
+        "apiVersion": "autoscaling/v2",
+        "kind": "HorizontalPodAutoscaler",
         "metadata": {"name": name, "namespace": namespace, "labels": lab},
         "spec": {
             "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": name},
             "minReplicas": auto.min_replicas,
             "maxReplicas": auto.max_replicas,
-            "metrics": [{"type": "Resource", "resource": {"name": "cpu", "target": {
-                "type": "Utilization", "averageUtilization": auto.target_cpu_utilization_percentage}}}],
+            "metrics": [
+                {
+                    "type": "Resource",
+                    "resource": {
+                        "name": "cpu",
+                        "target": {"type": "Utilization", "averageUtilization": auto.target_cpu_utilization_percentage},
+                    },
+                }
+            ],
         },
     }
     # The identity last: a pod created a moment before its ServiceAccount is retried by the
@@ -255,8 +297,14 @@ def render_detector(detector: DetectorModel, config: Config) -> list[dict[str, A
 
 def owner_reference(body: dict[str, Any], controller: bool) -> dict[str, Any]:
     meta = body["metadata"]
-    return {"apiVersion": body["apiVersion"], "kind": body["kind"], "name": meta["name"], "uid": meta["uid"],
-            "controller": controller, "blockOwnerDeletion": controller}
+    return {
+        "apiVersion": body["apiVersion"],
+        "kind": body["kind"],
+        "name": meta["name"],
+        "uid": meta["uid"],
+        "controller": controller,
+        "blockOwnerDeletion": controller,
+    }
 
 
 def owned(manifest: dict[str, Any], owners: list[dict[str, Any]]) -> dict[str, Any]:

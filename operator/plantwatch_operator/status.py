@@ -32,19 +32,20 @@ class StatusUpdate:
     events: tuple[Announcement, ...]
 
 
-def announcements(before: list[dict[str, Any]] | None, after: list[dict[str, Any]],
-                  types: tuple[str, ...]) -> tuple[Announcement, ...]:
+def announcements(before: list[dict[str, Any]] | None, after: list[dict[str, Any]], types: tuple[str, ...]) -> tuple[Announcement, ...]:
     """An Event for each named condition whose status, reason or message changed (a new gateway
     config, a rule refused, a model gone): what `kubectl describe` should tell a user."""
     old = {c["type"]: c for c in before or []}
     return tuple(
         Announcement("Normal" if c["status"] == "True" else "Warning", c["reason"], f"{c['type']}={c['status']}: {c['message']}")
         for c in after
-        if c["type"] in types and any(old.get(c["type"], {}).get(k) != c[k] for k in ("status", "reason", "message")))
+        if c["type"] in types and any(old.get(c["type"], {}).get(k) != c[k] for k in ("status", "reason", "message"))
+    )
 
 
-def condition_update(body: dict[str, Any], type_: str, verdict: Verdict, now: str, also: tuple[str, ...] = (),
-                     **fields: Any) -> StatusUpdate | None:
+def condition_update(
+    body: dict[str, Any], type_: str, verdict: Verdict, now: str, also: tuple[str, ...] = (), **fields: Any
+) -> StatusUpdate | None:
     """The operator's condition `type_` (and the conditions in `also`, and extra status fields),
     or None when the status already says so.
 
@@ -71,8 +72,15 @@ def node_status(body: dict[str, Any], parsed: Any, digest: str, now: str) -> Sta
     online = next((c for c in body.get("status", {}).get("conditions", []) if c.get("type") == "Online"), None)
     also = ("Online",) if online is None or online.get("reason") == "NoData" else ()
     if also:
-        conditions = set_condition(body.get("status", {}).get("conditions"), "Online", "Unknown", "NoData",
-                                   "no data-plane report yet", body["metadata"].get("generation"), now)
+        conditions = set_condition(
+            body.get("status", {}).get("conditions"),
+            "Online",
+            "Unknown",
+            "NoData",
+            "no data-plane report yet",
+            body["metadata"].get("generation"),
+            now,
+        )
         body = {**body, "status": {**body.get("status", {}), "conditions": conditions}}
     return condition_update(body, "Ready", Verdict("True", "Rendered", f"in the gateway config {digest}"), now, also=also)
 
@@ -88,7 +96,7 @@ def owns_condition(body: dict[str, Any], manager: str, type_: str) -> bool:
     The reason, not the list entry: every manager that ever applied the entry keeps
     co-owning its `type`, while a forced apply of another reason takes `reason` away.
     """
-    key = 'k:{"type":"%s"}' % type_
+    key = f'k:{{"type":"{type_}"}}'
     for entry in body["metadata"].get("managedFields") or ():
         fields = ((entry.get("fieldsV1") or {}).get("f:status") or {}).get("f:conditions") or {}
         if entry.get("manager") == manager and "f:reason" in (fields.get(key) or {}):
@@ -113,9 +121,15 @@ def detector_status(body: dict[str, Any], source: SourceVerdict, deployment: dic
     conditions = old.get("conditions")
     if not service_owns:
         conditions = set_condition(conditions, "ModelValid", source.status, source.reason, source.message, generation, now)
-    conditions = set_condition(conditions, "Available", "True" if ready >= wanted else "False",
-                               "MinimumReplicasReady" if ready >= wanted else "ReplicasNotReady",
-                               f"{ready}/{wanted} inference pods ready", generation, now)
+    conditions = set_condition(
+        conditions,
+        "Available",
+        "True" if ready >= wanted else "False",
+        "MinimumReplicasReady" if ready >= wanted else "ReplicasNotReady",
+        f"{ready}/{wanted} inference pods ready",
+        generation,
+        now,
+    )
     new = {"observedGeneration": generation, "conditions": [c for c in conditions if c["type"] in owned], "replicas": ready}
     if not service_owns:
         new["activeProvider"] = spec.get("executionProvider", "cpu")

@@ -92,8 +92,9 @@ def rule_verdict(body: dict[str, Any], detectors: set[str], series: list[Any]) -
         return Verdict("False", "InvalidSpec", parsed)
     score = parsed.spec.condition.anomaly_score
     if score is not None and score.detector not in detectors:
-        return Verdict("False", "DetectorNotFound",
-                       f"condition.anomalyScore.detector {score.detector!r} names no DetectorModel in this namespace")
+        return Verdict(
+            "False", "DetectorNotFound", f"condition.anomalyScore.detector {score.detector!r} names no DetectorModel in this namespace"
+        )
     if unknown := unknown_receivers(parsed):
         return Verdict("False", "UnknownReceiver", unknown)
     if nothing := selects_nothing(parsed, series):
@@ -117,10 +118,14 @@ def source_verdict(source: dict[str, Any], configmap: dict[str, Any] | None) -> 
         expected = source.get("sha256")
         if expected and expected != digest:
             return SourceVerdict("False", "ChecksumMismatch", f"the model's sha256 is {digest}, spec.source.sha256 says {expected}", digest)
-        return SourceVerdict("True", "SourceVerified", f"ConfigMap {ref['name']}/{key}, {len(data)} bytes, sha256 {digest[:12]}",
-                             digest)
+        return SourceVerdict("True", "SourceVerified", f"ConfigMap {ref['name']}/{key}, {len(data)} bytes, sha256 {digest[:12]}", digest)
     if "url" in source:
-        return SourceVerdict("True", "NotVerifiedByOperator", "the inference pods download the model and refuse it unless its sha256 matches",
-                             source["url"]["sha256"])
-    return SourceVerdict("True", "NotVerifiedByOperator", "the inference pods read the model from the volume and check it at load",
-                         source.get("sha256"))
+        return SourceVerdict(
+            "True",
+            "NotVerifiedByOperator",
+            "the inference pods download the model and refuse it unless its sha256 matches",
+            source["url"]["sha256"],
+        )
+    return SourceVerdict(
+        "True", "NotVerifiedByOperator", "the inference pods read the model from the volume and check it at load", source.get("sha256")
+    )

@@ -24,29 +24,56 @@ def _policy(args: argparse.Namespace):
 
 
 def _add_policy(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--unknown-nodes", choices=("reject", "ignore"), default="reject",
-                   help="messages from no SensorNode on the plant's topics: dead-letter them (default) or ignore them")
-    p.add_argument("--unknown-sensors", choices=("ignore", "reject"), default="ignore",
-                   help="payload fields that are no sensor of the node: ignore (default) or dead-letter them")
-    p.add_argument("--max-future-seconds", type=non_negative_float, default=300.0,
-                   help="refuse readings stamped further ahead of this machine's clock (default 300)")
+    p.add_argument(
+        "--unknown-nodes",
+        choices=("reject", "ignore"),
+        default="reject",
+        help="messages from no SensorNode on the plant's topics: dead-letter them (default) or ignore them",
+    )
+    p.add_argument(
+        "--unknown-sensors",
+        choices=("ignore", "reject"),
+        default="ignore",
+        help="payload fields that are no sensor of the node: ignore (default) or dead-letter them",
+    )
+    p.add_argument(
+        "--max-future-seconds",
+        type=non_negative_float,
+        default=300.0,
+        help="refuse readings stamped further ahead of this machine's clock (default 300)",
+    )
 
 
 def _add_retention(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--dead-letter-retention-days", type=positive_float, default=7.0, metavar="DAYS",
-                   help="delete stored dead letters older than this (default 7; checked every minute)")
+    p.add_argument(
+        "--dead-letter-retention-days",
+        type=positive_float,
+        default=7.0,
+        metavar="DAYS",
+        help="delete stored dead letters older than this (default 7; checked every minute)",
+    )
 
 
 def _up(args: argparse.Namespace) -> int:
     from plantwatch.local.runtime import UpOptions, up
 
-    return up(UpOptions(
-        paths=args.file, simulate=args.simulate, duration=args.duration, summary_json=args.summary_json,
-        broker_url=args.broker, broker_kind=args.broker_kind, db=args.db, client_id=args.client_id,
-        http_port=args.http_port,
-        status_every=args.status_every, window_s=args.window_seconds, policy=_policy(args),
-        dead_letter_retention_s=args.dead_letter_retention_days * 86400,
-    ))
+    return up(
+        UpOptions(
+            paths=args.file,
+            simulate=args.simulate,
+            duration=args.duration,
+            summary_json=args.summary_json,
+            broker_url=args.broker,
+            broker_kind=args.broker_kind,
+            db=args.db,
+            client_id=args.client_id,
+            http_port=args.http_port,
+            status_every=args.status_every,
+            window_s=args.window_seconds,
+            policy=_policy(args),
+            dead_letter_retention_s=args.dead_letter_retention_days * 86400,
+        )
+    )
 
 
 def _validate(args: argparse.Namespace) -> int:
@@ -55,8 +82,10 @@ def _validate(args: argparse.Namespace) -> int:
     except PlantError as exc:
         print(exc, file=sys.stderr)
         return 1
-    print(f"valid: {len(plant.nodes)} SensorNodes, {len(plant.rules)} AlertRules, {len(plant.detectors)} DetectorModels"
-          + ("" if plant.nodes else " (not a plant to run: up and serve ingest need at least one SensorNode)"))
+    print(
+        f"valid: {len(plant.nodes)} SensorNodes, {len(plant.rules)} AlertRules, {len(plant.detectors)} DetectorModels"
+        + ("" if plant.nodes else " (not a plant to run: up and serve ingest need at least one SensorNode)")
+    )
     return 0
 
 
@@ -81,8 +110,9 @@ def _serve_ingest(args: argparse.Namespace) -> int:
         if not token:
             print("plantwatch serve ingest: --influx-url needs the token in $INFLUXDB_TOKEN", file=sys.stderr)
             return 2
-        sinks.append(InfluxStore(args.influx_url, token, args.influx_org, args.influx_bucket, args.influx_spool,
-                                 args.influx_spool_max_bytes))
+        sinks.append(
+            InfluxStore(args.influx_url, token, args.influx_org, args.influx_bucket, args.influx_spool, args.influx_spool_max_bytes)
+        )
     scale = None
     if args.shards is not None:
         from plantwatch.ingest.service import Scale
@@ -94,38 +124,65 @@ def _serve_ingest(args: argparse.Namespace) -> int:
             print(f"plantwatch serve ingest: --shards without --replica-index: {exc}", file=sys.stderr)
             return 2
         if not 0 <= index < args.replicas:
-            print(f"plantwatch serve ingest: --replica-index must be within 0..--replicas-1 "
-                  f"(got --shards {args.shards}, index {index}, --replicas {args.replicas})", file=sys.stderr)
+            print(
+                f"plantwatch serve ingest: --replica-index must be within 0..--replicas-1 "
+                f"(got --shards {args.shards}, index {index}, --replicas {args.replicas})",
+                file=sys.stderr,
+            )
             return 2
         scale = Scale(args.shards, index, args.replicas, args.shard_lease_seconds)
-    return serve(args.file, args.broker, args.db, args.http_port, args.client_id, _policy(args),
-                 namespace if args.report_status else None, sinks, scale, args.score_url,
-                 args.dead_letter_retention_days * 86400)
+    return serve(
+        args.file,
+        args.broker,
+        args.db,
+        args.http_port,
+        args.client_id,
+        _policy(args),
+        namespace if args.report_status else None,
+        sinks,
+        scale,
+        args.score_url,
+        args.dead_letter_retention_days * 86400,
+    )
 
 
 def _serve_inference(args: argparse.Namespace) -> int:
-    from plantwatch.inference.oip import Limits
     from plantwatch.inference.app import InferenceOptions, serve
+    from plantwatch.inference.oip import Limits
 
     limits = Limits(args.max_body_bytes, args.read_timeout, args.idle_timeout, args.workers, args.max_connections)
-    return serve(InferenceOptions(args.model_name, args.model, args.model_url, args.provider, args.sha256, args.threads,
-                                  args.host, args.http_port, args.max_batch, args.max_wait_ms, args.reload_interval,
-                                  args.status_namespace, limits))
+    return serve(
+        InferenceOptions(
+            args.model_name,
+            args.model,
+            args.model_url,
+            args.provider,
+            args.sha256,
+            args.threads,
+            args.host,
+            args.http_port,
+            args.max_batch,
+            args.max_wait_ms,
+            args.reload_interval,
+            args.status_namespace,
+            limits,
+        )
+    )
 
 
 def _operator(args: argparse.Namespace) -> int:
     from plantwatch_operator.main import run
 
-    run(namespaces=args.namespace or None, liveness_port=args.liveness_port, peering=args.peering,
-        metrics_port=args.metrics_port)
+    run(namespaces=args.namespace or None, liveness_port=args.liveness_port, peering=args.peering, metrics_port=args.metrics_port)
     return 0
 
 
 def parser(with_detector: bool = True) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="plantwatch", description="Monitor a factory's sensor nodes: one machine or Kubernetes.")
     p.add_argument("--log-level", default="WARNING", help="Python log level (default WARNING)")
-    p.add_argument("--log-format", choices=("text", "json"), default="text",
-                   help="text for people, json (one object per line) for log shippers")
+    p.add_argument(
+        "--log-format", choices=("text", "json"), default="text", help="text for people, json (one object per line) for log shippers"
+    )
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     up = sub.add_parser("up", help="run a plant on this machine (broker, pipeline, store, rules, alerts)")
@@ -134,14 +191,23 @@ def parser(with_detector: bool = True) -> argparse.ArgumentParser:
     up.add_argument("--duration", type=positive_float, help="stop after this many seconds (default: until Ctrl-C)")
     up.add_argument("--summary-json", metavar="FILE", help="write a JSON summary of the run here")
     up.add_argument("--broker", metavar="URL", help="use this MQTT broker (mqtt://host:port) instead of starting one")
-    up.add_argument("--broker-kind", choices=("auto", "mosquitto", "embedded"), default="auto",
-                    help="which broker to start when --broker is not given (auto: mosquitto when installed)")
-    up.add_argument("--db", metavar="FILE",
-                    help="SQLite file for the embedded store (default: a temporary file); with it the run is durable: "
-                         "a persistent MQTT session, and the rule state checkpointed, so a restart continues")
-    up.add_argument("--client-id",
-                    help="with --db: MQTT client id of the persistent session (default: plantwatch-up-<hash of the "
-                         "--db path>); the dead-letter publisher and simulator use <client-id>-dlq and -sim")
+    up.add_argument(
+        "--broker-kind",
+        choices=("auto", "mosquitto", "embedded"),
+        default="auto",
+        help="which broker to start when --broker is not given (auto: mosquitto when installed)",
+    )
+    up.add_argument(
+        "--db",
+        metavar="FILE",
+        help="SQLite file for the embedded store (default: a temporary file); with it the run is durable: "
+        "a persistent MQTT session, and the rule state checkpointed, so a restart continues",
+    )
+    up.add_argument(
+        "--client-id",
+        help="with --db: MQTT client id of the persistent session (default: plantwatch-up-<hash of the "
+        "--db path>); the dead-letter publisher and simulator use <client-id>-dlq and -sim",
+    )
     up.add_argument("--http-port", type=port, default=9464, help="port of /metrics /healthz /readyz (0: any free port)")
     up.add_argument("--status-every", type=positive_float, default=5.0, help="seconds between console status lines")
     up.add_argument("--window-seconds", type=positive_float, default=60.0, help="width of the tumbling-window summaries")
@@ -163,31 +229,53 @@ def parser(with_detector: bool = True) -> argparse.ArgumentParser:
     ingest.add_argument("--broker", required=True, metavar="URL", help="MQTT broker, mqtt://host:port")
     ingest.add_argument("--db", default="/var/lib/plantwatch/plant.db", help="SQLite file of the embedded store")
     ingest.add_argument("--http-port", type=port, default=8080, help="port of /metrics /healthz /readyz")
-    ingest.add_argument("--client-id", default="plantwatch-gateway",
-                        help="MQTT client id of the persistent session (the broker keeps unacknowledged messages for it)")
+    ingest.add_argument(
+        "--client-id",
+        default="plantwatch-gateway",
+        help="MQTT client id of the persistent session (the broker keeps unacknowledged messages for it)",
+    )
     ingest.add_argument("--influx-url", help="also write to this InfluxDB 2.x (http://host:8086); token from $INFLUXDB_TOKEN")
     ingest.add_argument("--influx-org", default="plantwatch", help="InfluxDB organization")
     ingest.add_argument("--influx-bucket", default="plant", help="InfluxDB bucket")
-    ingest.add_argument("--influx-spool", default="/var/lib/plantwatch/influx-spool",
-                        help="where batches wait (on disk, in order) while InfluxDB is unreachable")
-    ingest.add_argument("--influx-spool-max-bytes", type=positive_int, default=1 << 30,
-                        help="spool bound; when full, batches are not acknowledged (the broker keeps them)")
-    ingest.add_argument("--report-status", action="store_true",
-                        help="write each SensorNode's Online condition, lastSeen and rate to Kubernetes")
+    ingest.add_argument(
+        "--influx-spool",
+        default="/var/lib/plantwatch/influx-spool",
+        help="where batches wait (on disk, in order) while InfluxDB is unreachable",
+    )
+    ingest.add_argument(
+        "--influx-spool-max-bytes",
+        type=positive_int,
+        default=1 << 30,
+        help="spool bound; when full, batches are not acknowledged (the broker keeps them)",
+    )
+    ingest.add_argument(
+        "--report-status", action="store_true", help="write each SensorNode's Online condition, lastSeen and rate to Kubernetes"
+    )
     ingest.add_argument("--status-namespace", help="namespace of the SensorNodes (default: $POD_NAMESPACE)")
-    ingest.add_argument("--score-url", metavar="URL",
-                        help="score every DetectorModel through its inference service, {name} = the DetectorModel "
-                             "(e.g. http://plantwatch-detector-{name}:8080); scores become anomaly_score readings")
-    ingest.add_argument("--shards", type=positive_int,
-                        help="scale out: split the nodes into this many shards (fixed for the plant's life, e.g. 16), "
-                             "each its own MQTT session <client-id>-shard-<k>; see docs/scale-out.md")
+    ingest.add_argument(
+        "--score-url",
+        metavar="URL",
+        help="score every DetectorModel through its inference service, {name} = the DetectorModel "
+        "(e.g. http://plantwatch-detector-{name}:8080); scores become anomaly_score readings",
+    )
+    ingest.add_argument(
+        "--shards",
+        type=positive_int,
+        help="scale out: split the nodes into this many shards (fixed for the plant's life, e.g. 16), "
+        "each its own MQTT session <client-id>-shard-<k>; see docs/scale-out.md",
+    )
     ingest.add_argument("--replicas", type=positive_int, default=1, help="with --shards: how many replicas share the shards")
-    ingest.add_argument("--replica-index", type=non_negative_int,
-                        help="with --shards: this replica's index, 0..replicas-1 (default: the ordinal "
-                             "that ends $HOSTNAME, as in a StatefulSet pod)")
-    ingest.add_argument("--shard-lease-seconds", type=positive_float, default=10.0,
-                        help="with --shards: take an assigned shard back when its current owner has not "
-                             "renewed its lease for this long (default 10)")
+    ingest.add_argument(
+        "--replica-index",
+        type=non_negative_int,
+        help="with --shards: this replica's index, 0..replicas-1 (default: the ordinal that ends $HOSTNAME, as in a StatefulSet pod)",
+    )
+    ingest.add_argument(
+        "--shard-lease-seconds",
+        type=positive_float,
+        default=10.0,
+        help="with --shards: take an assigned shard back when its current owner has not renewed its lease for this long (default 10)",
+    )
     _add_policy(ingest)
     _add_retention(ingest)
     ingest.set_defaults(func=_serve_ingest)
@@ -199,29 +287,62 @@ def parser(with_detector: bool = True) -> argparse.ArgumentParser:
     inf.add_argument("--provider", choices=("cpu", "cuda", "tensorrt"), default="cpu", help="execution provider (falls back to cpu)")
     inf.add_argument("--sha256", help="refuse to serve a model with another checksum")
     inf.add_argument("--threads", type=non_negative_int, default=1, help="ONNX Runtime intra-op threads (0: its default)")
-    inf.add_argument("--host", default="127.0.0.1",
-                     help="address to listen on (default: loopback only; 0.0.0.0: every interface, as in a pod)")
+    inf.add_argument(
+        "--host", default="127.0.0.1", help="address to listen on (default: loopback only; 0.0.0.0: every interface, as in a pod)"
+    )
     inf.add_argument("--http-port", type=port, default=8080, help="port of the OIP endpoints and /metrics")
-    inf.add_argument("--max-body-bytes", type=positive_int, default=4 << 20,
-                     help="largest request body; a larger one is refused (413) unread (default 4 MiB)")
-    inf.add_argument("--read-timeout", type=positive_float, default=10.0,
-                     help="seconds a request's body may take to arrive after its head (408 after; default 10)")
-    inf.add_argument("--idle-timeout", type=positive_float, default=15.0,
-                     help="seconds a connection may go without a complete request head before it is closed (default 15)")
-    inf.add_argument("--workers", type=positive_int, default=8,
-                     help="requests served at once; more wait unread (memory: about 15 x --max-body-bytes each), and at "
-                          "most this many share a micro-batch (default 8)")
-    inf.add_argument("--max-connections", type=positive_int, default=512,
-                     help="open connections; a request on one more is answered 503 and closed (default 512)")
-    inf.add_argument("--max-batch", type=positive_int,
-                     help="most rows of concurrent requests coalesced into one model call; 1: none "
-                          "(default: 256 on cuda/tensorrt, 1 on cpu, where it measured no gain)")
-    inf.add_argument("--max-wait-ms", type=non_negative_float, default=1.0,
-                     help="longest a request waits for others to share its model call (default 1 ms)")
-    inf.add_argument("--reload-interval", type=non_negative_float, default=2.0,
-                     help="seconds between checks of the model file for a new version (0: never reload)")
-    inf.add_argument("--status-namespace",
-                     help="report the DetectorModel's ModelValid, activeProvider, modelSha256 and signature in this namespace")
+    inf.add_argument(
+        "--max-body-bytes",
+        type=positive_int,
+        default=4 << 20,
+        help="largest request body; a larger one is refused (413) unread (default 4 MiB)",
+    )
+    inf.add_argument(
+        "--read-timeout",
+        type=positive_float,
+        default=10.0,
+        help="seconds a request's body may take to arrive after its head (408 after; default 10)",
+    )
+    inf.add_argument(
+        "--idle-timeout",
+        type=positive_float,
+        default=15.0,
+        help="seconds a connection may go without a complete request head before it is closed (default 15)",
+    )
+    inf.add_argument(
+        "--workers",
+        type=positive_int,
+        default=8,
+        help="requests served at once; more wait unread (memory: about 15 x --max-body-bytes each), and at "
+        "most this many share a micro-batch (default 8)",
+    )
+    inf.add_argument(
+        "--max-connections",
+        type=positive_int,
+        default=512,
+        help="open connections; a request on one more is answered 503 and closed (default 512)",
+    )
+    inf.add_argument(
+        "--max-batch",
+        type=positive_int,
+        help="most rows of concurrent requests coalesced into one model call; 1: none "
+        "(default: 256 on cuda/tensorrt, 1 on cpu, where it measured no gain)",
+    )
+    inf.add_argument(
+        "--max-wait-ms",
+        type=non_negative_float,
+        default=1.0,
+        help="longest a request waits for others to share its model call (default 1 ms)",
+    )
+    inf.add_argument(
+        "--reload-interval",
+        type=non_negative_float,
+        default=2.0,
+        help="seconds between checks of the model file for a new version (0: never reload)",
+    )
+    inf.add_argument(
+        "--status-namespace", help="report the DetectorModel's ModelValid, activeProvider, modelSha256 and signature in this namespace"
+    )
     inf.set_defaults(func=_serve_inference)
 
     if with_detector:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import argparse
 import math
-from typing import Callable
+from collections.abc import Callable
 
 
 def number(kind: type, low: float | None = None, high: float | None = None, *, above: bool = False) -> Callable[[str], float]:

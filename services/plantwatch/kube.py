@@ -38,11 +38,16 @@ def apply_status(body: dict[str, Any], status: dict[str, Any], manager: str) -> 
     """
     meta = body["metadata"]
     resource = dynamic().resources.get(api_version=body["apiVersion"], kind=body["kind"])
-    patch = {"apiVersion": body["apiVersion"], "kind": body["kind"],
-             "metadata": {"name": meta["name"], "namespace": meta["namespace"]}, "status": status}
+    patch = {
+        "apiVersion": body["apiVersion"],
+        "kind": body["kind"],
+        "metadata": {"name": meta["name"], "namespace": meta["namespace"]},
+        "status": status,
+    }
     try:
-        dynamic().server_side_apply(resource.status, body=patch, name=meta["name"], namespace=meta["namespace"],
-                                    field_manager=manager, force_conflicts=True)
+        dynamic().server_side_apply(
+            resource.status, body=patch, name=meta["name"], namespace=meta["namespace"], field_manager=manager, force_conflicts=True
+        )
     except ApiException as exc:
         if exc.status != 404:
             raise

@@ -6,12 +6,13 @@ import json
 import logging
 import re
 import sys
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 _SECRET_KEYS = re.compile(r"(password|passwd|token|secret|api[_-]?key)", re.IGNORECASE)
 _URL_CREDENTIALS = re.compile(r"(?P<scheme>[a-z][a-z0-9+.-]*://)(?P<user>[^:/@\s]+):(?P<password>[^@/\s]+)@", re.IGNORECASE)
-_KEY_VALUE = re.compile(r"(?P<key>\b\w*(?:password|passwd|token|secret|api[_-]?key)\w*\b)(?P<sep>\s*[=:]\s*)(?P<value>[^\s,;]+)",
-                        re.IGNORECASE)
+_KEY_VALUE = re.compile(
+    r"(?P<key>\b\w*(?:password|passwd|token|secret|api[_-]?key)\w*\b)(?P<sep>\s*[=:]\s*)(?P<value>[^\s,;]+)", re.IGNORECASE
+)
 #: LogRecord attributes that are not user-supplied `extra` fields.
 _STANDARD = set(vars(logging.makeLogRecord({}))) | {"message", "asctime"}
 
@@ -33,7 +34,7 @@ class JsonFormatter(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         entry = {
-            "time": datetime.fromtimestamp(record.created, timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+            "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
             "level": record.levelname.lower(),
             "logger": record.name,
             "message": mask(record.getMessage()),

@@ -6,21 +6,34 @@ from prometheus_client import Counter, Gauge, Histogram
 
 MESSAGES = Counter("plantwatch_messages_total", "MQTT messages processed, by result.", ["result"])
 READINGS = Counter("plantwatch_readings_total", "Readings accepted and stored.")
-CONFLICTS = Counter("plantwatch_reading_conflicts_total",
-                    "Readings refused because their node, sensor and timestamp already had another value.")
+CONFLICTS = Counter(
+    "plantwatch_reading_conflicts_total", "Readings refused because their node, sensor and timestamp already had another value."
+)
 REJECTED = Counter("plantwatch_rejected_total", "Rejected values or messages, by reason code.", ["reason"])
 ALERTS = Counter("plantwatch_alert_events_total", "Alert transitions, by rule, state and severity.", ["rule", "state", "severity"])
 BATCH = Histogram("plantwatch_pipeline_batch_messages", "Messages per pipeline batch.", buckets=(1, 10, 100, 1000, 5000, 20000))
 INFLIGHT = Gauge("plantwatch_pipeline_inflight_messages", "Messages received and not yet stored and acknowledged.")
 NODE_ONLINE = Gauge("plantwatch_node_online", "1 while the node reports within its heartbeat, else 0.", ["node"])
-STAGE = Histogram("plantwatch_stage_seconds_per_message", "Mean time per message of a pipeline stage, observed per batch.",
-                  ["stage"], buckets=(1e-6, 5e-6, 1e-5, 2.5e-5, 5e-5, 1e-4, 5e-4, 1e-3, 1e-2))
-STORE_WRITE = Histogram("plantwatch_store_write_seconds", "Time to write one batch to the store (one transaction).",
-                        buckets=(0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5))
+STAGE = Histogram(
+    "plantwatch_stage_seconds_per_message",
+    "Mean time per message of a pipeline stage, observed per batch.",
+    ["stage"],
+    buckets=(1e-6, 5e-6, 1e-5, 2.5e-5, 5e-5, 1e-4, 5e-4, 1e-3, 1e-2),
+)
+STORE_WRITE = Histogram(
+    "plantwatch_store_write_seconds",
+    "Time to write one batch to the store (one transaction).",
+    buckets=(0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5),
+)
 SPOOL = Gauge("plantwatch_store_spool", "What waits in a store's disk spool (InfluxDB down), in batches and bytes.", ["unit"])
-STATE_EVICTIONS = Counter("plantwatch_state_evictions_total",
-                          "Entries dropped from a bounded per-key structure fed by the network, by structure.", ["structure"])
-DEAD_LETTERS_EXPIRED = Counter("plantwatch_dead_letters_expired_total",
-                               "Dead letters deleted from the embedded store after their retention period.")
-SCORES_SKIPPED = Counter("plantwatch_anomaly_scores_skipped_total",
-                         "Feature rows not scored because the detector's model could not be reached, by detector.", ["detector"])
+STATE_EVICTIONS = Counter(
+    "plantwatch_state_evictions_total", "Entries dropped from a bounded per-key structure fed by the network, by structure.", ["structure"]
+)
+DEAD_LETTERS_EXPIRED = Counter(
+    "plantwatch_dead_letters_expired_total", "Dead letters deleted from the embedded store after their retention period."
+)
+SCORES_SKIPPED = Counter(
+    "plantwatch_anomaly_scores_skipped_total",
+    "Feature rows not scored because the detector's model could not be reached, by detector.",
+    ["detector"],
+)

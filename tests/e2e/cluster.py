@@ -25,9 +25,9 @@ import sys
 import tempfile
 import time
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import yaml
 
@@ -47,6 +47,7 @@ class ClusterError(RuntimeError):
 
 # --- the edge, as fake nodes -------------------------------------------------------------
 
+
 def edge_devices() -> list[dict]:
     """The devices of edge/k3s/nodes.yaml, the one description of the edge."""
     return yaml.safe_load(EDGE_NODES.read_text())
@@ -60,13 +61,21 @@ def k3s_labels(device: dict) -> dict[str, str]:
 def fake_node(device: dict) -> dict:
     """The Node a device's kubelet would register: k3s's labels plus the kubelet's own
     (hostname, arch, os), its capacity, and the annotation that hands it to kwok."""
-    labels = {**k3s_labels(device), "kubernetes.io/hostname": device["name"],
-              "kubernetes.io/arch": device["arch"], "kubernetes.io/os": "linux"}
+    labels = {
+        **k3s_labels(device),
+        "kubernetes.io/hostname": device["name"],
+        "kubernetes.io/arch": device["arch"],
+        "kubernetes.io/os": "linux",
+    }
     return {
-        "apiVersion": "v1", "kind": "Node",
+        "apiVersion": "v1",
+        "kind": "Node",
         "metadata": {"name": device["name"], "labels": labels, "annotations": {KWOK_ANNOTATION: "fake"}},
-        "status": {"capacity": device["capacity"], "allocatable": device["capacity"],
-                   "nodeInfo": {"architecture": device["arch"], "operatingSystem": "linux"}},
+        "status": {
+            "capacity": device["capacity"],
+            "allocatable": device["capacity"],
+            "nodeInfo": {"architecture": device["arch"], "operatingSystem": "linux"},
+        },
     }
 
 
@@ -75,6 +84,7 @@ def edge_nodes() -> list[dict]:
 
 
 # --- certificates and keys ---------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class Pki:
@@ -99,16 +109,16 @@ def write_pki(directory: Path) -> Pki:
     serving = _certificate("kube-apiserver", key.public_key(), ca_key, issuer=ca, names=names)
 
     def private(k) -> bytes:
-        return k.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                               serialization.NoEncryption())
+        return k.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
 
     pki = Pki(*(directory / n for n in ("ca.crt", "apiserver.crt", "apiserver.key", "sa.key", "sa.pub")))
     pki.ca_cert.write_bytes(ca.public_bytes(serialization.Encoding.PEM))
     pki.serving_cert.write_bytes(serving.public_bytes(serialization.Encoding.PEM))
     pki.serving_key.write_bytes(private(key))
     pki.service_account_key.write_bytes(private(sa_key))
-    pki.service_account_pub.write_bytes(sa_key.public_key().public_bytes(
-        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo))
+    pki.service_account_pub.write_bytes(
+        sa_key.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    )
     return pki
 
 
@@ -118,20 +128,25 @@ def _certificate(common_name: str, public_key, signing_key, issuer, names=None):
     from cryptography.hazmat.primitives import hashes
     from cryptography.x509.oid import NameOID
 
-    now = datetime.datetime.now(datetime.timezone.utc)
+    now = datetime.datetime.now(datetime.UTC)
     subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
-    builder = (x509.CertificateBuilder().subject_name(subject).public_key(public_key)
-               .issuer_name(issuer.subject if issuer else subject)
-               .serial_number(x509.random_serial_number())
-               .not_valid_before(now - datetime.timedelta(minutes=5))
-               .not_valid_after(now + datetime.timedelta(days=1))
-               .add_extension(x509.BasicConstraints(ca=issuer is None, path_length=None), critical=True))
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .public_key(public_key)
+        .issuer_name(issuer.subject if issuer else subject)
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=issuer is None, path_length=None), critical=True)
+    )
     if names:
         builder = builder.add_extension(x509.SubjectAlternativeName(names), critical=False)
     return builder.sign(signing_key, hashes.SHA256())
 
 
 # --- processes ---------------------------------------------------------------------------
+
 
 def _die_with_parent() -> None:
     """Runs in each child before exec: if the test process dies without stopping the
@@ -157,6 +172,7 @@ class Component:
 
 # --- clusters ----------------------------------------------------------------------------
 
+
 class Cluster:
     """Any cluster reachable through a kubeconfig (kind, k3s, ... or a ControlPlane)."""
 
@@ -168,8 +184,9 @@ class Cluster:
         binary = BIN / "kubectl" if (BIN / "kubectl").exists() else shutil.which("kubectl")
         if binary is None:
             raise ClusterError("kubectl not found: run `make tools` or put kubectl on PATH")
-        result = subprocess.run([str(binary), "--kubeconfig", self.kubeconfig, *args], input=input,
-                                capture_output=True, text=True, timeout=120)
+        result = subprocess.run(
+            [str(binary), "--kubeconfig", self.kubeconfig, *args], input=input, capture_output=True, text=True, timeout=120
+        )
         if check and result.returncode != 0:
             raise ClusterError(f"kubectl {' '.join(args)} failed ({result.returncode}):\n{result.stderr}")
         return result
@@ -205,8 +222,7 @@ class ControlPlane(Cluster):
             self._start_kwok()
             self.kubectl("create", "-f", "-", input=yaml.safe_dump_all(edge_nodes()))
             self._wait(self._edge_nodes_ready, "the edge nodes to be Ready", timeout)
-            self._wait(lambda: self._api_get("/api/v1/namespaces/default/serviceaccounts/default"),
-                       "the default ServiceAccount", timeout)
+            self._wait(lambda: self._api_get("/api/v1/namespaces/default/serviceaccounts/default"), "the default ServiceAccount", timeout)
         except BaseException:
             self.stop(keep_logs=True)
             raise
@@ -237,18 +253,28 @@ class ControlPlane(Cluster):
     def _spawn(self, name: str, *args: str) -> None:
         log = self.workdir / f"{name}.log"
         with open(log, "wb") as out:
-            proc = subprocess.Popen([str(BIN / name), *args], stdin=subprocess.DEVNULL, stdout=out,
-                                    stderr=subprocess.STDOUT, start_new_session=True,
-                                    preexec_fn=_die_with_parent)
+            proc = subprocess.Popen(
+                [str(BIN / name), *args],
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                preexec_fn=_die_with_parent,
+            )
         self.components.append(Component(name, proc, log))
 
     def _start_etcd(self) -> str:
         client = f"http://127.0.0.1:{free_port()}"
         peer = f"http://127.0.0.1:{free_port()}"
         self._spawn(
-            "etcd", "--name=e2e", f"--data-dir={self.workdir / 'etcd'}",
-            f"--listen-client-urls={client}", f"--advertise-client-urls={client}",
-            f"--listen-peer-urls={peer}", f"--initial-advertise-peer-urls={peer}", f"--initial-cluster=e2e={peer}",
+            "etcd",
+            "--name=e2e",
+            f"--data-dir={self.workdir / 'etcd'}",
+            f"--listen-client-urls={client}",
+            f"--advertise-client-urls={client}",
+            f"--listen-peer-urls={peer}",
+            f"--initial-advertise-peer-urls={peer}",
+            f"--initial-cluster=e2e={peer}",
             "--unsafe-no-fsync",  # throwaway data: an fsync per write would cost seconds per test
             "--log-level=warn",
         )
@@ -259,10 +285,15 @@ class ControlPlane(Cluster):
         tokens = self.workdir / "tokens.csv"
         tokens.write_text(f'{self._token},admin,admin,"system:masters"\n')
         self._spawn(
-            "kube-apiserver", f"--etcd-servers={etcd}",
-            "--bind-address=127.0.0.1", "--advertise-address=127.0.0.1", f"--secure-port={port}",
-            f"--tls-cert-file={pki.serving_cert}", f"--tls-private-key-file={pki.serving_key}",
-            f"--client-ca-file={pki.ca_cert}", f"--token-auth-file={tokens}",
+            "kube-apiserver",
+            f"--etcd-servers={etcd}",
+            "--bind-address=127.0.0.1",
+            "--advertise-address=127.0.0.1",
+            f"--secure-port={port}",
+            f"--tls-cert-file={pki.serving_cert}",
+            f"--tls-private-key-file={pki.serving_key}",
+            f"--client-ca-file={pki.ca_cert}",
+            f"--token-auth-file={tokens}",
             "--authorization-mode=Node,RBAC",
             "--service-account-issuer=https://kubernetes.default.svc",
             f"--service-account-key-file={pki.service_account_pub}",
@@ -278,8 +309,10 @@ class ControlPlane(Cluster):
         ServiceAccount per controller (--use-service-account-credentials) more than doubles
         the start-up time and changes nothing these tests can see."""
         self._spawn(
-            "kube-controller-manager", *self._client_flags(),
-            f"--service-account-private-key-file={pki.service_account_key}", f"--root-ca-file={pki.ca_cert}",
+            "kube-controller-manager",
+            *self._client_flags(),
+            f"--service-account-private-key-file={pki.service_account_key}",
+            f"--root-ca-file={pki.ca_cert}",
         )
 
     def _start_scheduler(self) -> None:
@@ -288,30 +321,45 @@ class ControlPlane(Cluster):
     def _client_flags(self) -> list[str]:
         """What the controller manager and the scheduler share: the admin kubeconfig (also to
         check who calls their own endpoints), no leader election, a free port on 127.0.0.1."""
-        return [f"--kubeconfig={self.kubeconfig}", f"--authentication-kubeconfig={self.kubeconfig}",
-                f"--authorization-kubeconfig={self.kubeconfig}", "--leader-elect=false",
-                "--bind-address=127.0.0.1", f"--secure-port={free_port()}"]
+        return [
+            f"--kubeconfig={self.kubeconfig}",
+            f"--authentication-kubeconfig={self.kubeconfig}",
+            f"--authorization-kubeconfig={self.kubeconfig}",
+            "--leader-elect=false",
+            "--bind-address=127.0.0.1",
+            f"--secure-port={free_port()}",
+        ]
 
     def _start_kwok(self) -> None:
         self._spawn(
-            "kwok", f"--kubeconfig={self.kubeconfig}", f"--config={KWOK_STAGES}",
+            "kwok",
+            f"--kubeconfig={self.kubeconfig}",
+            f"--config={KWOK_STAGES}",
             # only the edge's fake nodes, never a real node of the cluster
-            "--manage-all-nodes=false", f"--manage-nodes-with-annotation-selector={KWOK_ANNOTATION}=fake",
+            "--manage-all-nodes=false",
+            f"--manage-nodes-with-annotation-selector={KWOK_ANNOTATION}=fake",
             # renew each node's Lease like a kubelet, so the node controller keeps them Ready
             "--node-lease-duration-seconds=40",
-            "--node-ip=10.0.0.1", "--cidr=10.42.0.0/16",  # the nodes' InternalIP; pod IPs from k3s's default pod CIDR
+            "--node-ip=10.0.0.1",
+            "--cidr=10.42.0.0/16",  # the nodes' InternalIP; pod IPs from k3s's default pod CIDR
         )
 
     # --- plumbing ------------------------------------------------------------------------
 
     def _write_kubeconfig(self) -> None:
         path = self.workdir / "kubeconfig"
-        path.write_text(yaml.safe_dump({
-            "apiVersion": "v1", "kind": "Config", "current-context": "plantwatch-e2e",
-            "clusters": [{"name": "plantwatch-e2e", "cluster": {"server": self._api, "certificate-authority": str(self._ca)}}],
-            "users": [{"name": "admin", "user": {"token": self._token}}],
-            "contexts": [{"name": "plantwatch-e2e", "context": {"cluster": "plantwatch-e2e", "user": "admin"}}],
-        }))
+        path.write_text(
+            yaml.safe_dump(
+                {
+                    "apiVersion": "v1",
+                    "kind": "Config",
+                    "current-context": "plantwatch-e2e",
+                    "clusters": [{"name": "plantwatch-e2e", "cluster": {"server": self._api, "certificate-authority": str(self._ca)}}],
+                    "users": [{"name": "admin", "user": {"token": self._token}}],
+                    "contexts": [{"name": "plantwatch-e2e", "context": {"cluster": "plantwatch-e2e", "user": "admin"}}],
+                }
+            )
+        )
         self.kubeconfig = str(path)
 
     def _api_get(self, path: str) -> dict | str | None:
@@ -319,8 +367,7 @@ class ControlPlane(Cluster):
         Cheaper than a kubectl process per poll on a two-core machine."""
         request = urllib.request.Request(self._api + path, headers={"Authorization": f"Bearer {self._token}"})
         try:
-            with urllib.request.urlopen(request, context=ssl.create_default_context(cafile=str(self._ca)),
-                                        timeout=5) as response:
+            with urllib.request.urlopen(request, context=ssl.create_default_context(cafile=str(self._ca)), timeout=5) as response:
                 body = response.read().decode()
         except OSError:
             return None
@@ -328,8 +375,11 @@ class ControlPlane(Cluster):
 
     def _edge_nodes_ready(self) -> bool:
         nodes = self._api_get("/api/v1/nodes") or {"items": []}
-        ready = {n["metadata"]["name"] for n in nodes["items"]
-                 if any(c["type"] == "Ready" and c["status"] == "True" for c in n.get("status", {}).get("conditions", []))}
+        ready = {
+            n["metadata"]["name"]
+            for n in nodes["items"]
+            if any(c["type"] == "Ready" and c["status"] == "True" for c in n.get("status", {}).get("conditions", []))
+        }
         return ready >= {d["name"] for d in edge_devices()}
 
     def _wait(self, check: Callable[[], object], what: str, timeout: float) -> None:
@@ -339,8 +389,7 @@ class ControlPlane(Cluster):
         while time.monotonic() < deadline:
             for c in self.components:
                 if c.proc.poll() is not None:
-                    raise ClusterError(f"{c.name} exited with {c.proc.returncode} while waiting for {what}; "
-                                       f"its log ({c.log}):\n{c.tail()}")
+                    raise ClusterError(f"{c.name} exited with {c.proc.returncode} while waiting for {what}; its log ({c.log}):\n{c.tail()}")
             if check():
                 return
             time.sleep(0.2)
@@ -356,8 +405,7 @@ def main(argv: list[str] | None = None) -> int:
     plane = ControlPlane()
     try:
         plane.start()
-        print(f"control plane up in {plane.startup_seconds:.1f}s; Ctrl-C stops it\n"
-              f"export KUBECONFIG={plane.kubeconfig}", flush=True)
+        print(f"control plane up in {plane.startup_seconds:.1f}s; Ctrl-C stops it\nexport KUBECONFIG={plane.kubeconfig}", flush=True)
         while True:
             time.sleep(3600)
     except KeyboardInterrupt:

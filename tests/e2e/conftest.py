@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import time
 import uuid
-from typing import Iterator
+from collections.abc import Iterator
 
 import pytest
 
@@ -64,8 +64,11 @@ def namespace(cluster: Cluster) -> Iterator[str]:
     (without waiting for it to go)."""
     name = f"e2e-{uuid.uuid4().hex[:8]}"
     cluster.kubectl("create", "namespace", name)
-    wait_for(lambda: cluster.kubectl("get", "serviceaccount", "default", "-n", name, check=False).returncode == 0,
-             f"the default ServiceAccount of namespace {name}", timeout=60)
+    wait_for(
+        lambda: cluster.kubectl("get", "serviceaccount", "default", "-n", name, check=False).returncode == 0,
+        f"the default ServiceAccount of namespace {name}",
+        timeout=60,
+    )
     yield name
     cluster.kubectl("delete", "namespace", name, "--wait=false", check=False)
 

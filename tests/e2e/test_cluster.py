@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import json
 
-JETSON = {"plantwatch.io/hardware": "jetson", "kubernetes.io/arch": "arm64",
-          "nvidia.com/gpu.present": "true", "plantwatch.io/accelerator": "nvidia"}
+JETSON = {
+    "plantwatch.io/hardware": "jetson",
+    "kubernetes.io/arch": "arm64",
+    "nvidia.com/gpu.present": "true",
+    "plantwatch.io/accelerator": "nvidia",
+}
 PI = {"plantwatch.io/hardware": "raspberry-pi", "kubernetes.io/arch": "arm64"}
 PAUSE = "registry.k8s.io/pause:3.10"
 
@@ -31,12 +35,31 @@ def test_edge_nodes_are_ready_with_their_labels(edge_cluster):
 
 def test_a_deployment_runs_on_the_pis(edge_cluster, namespace):
     cluster = edge_cluster
-    cluster.kubectl("apply", "-n", namespace, "-f", "-", input=json.dumps({
-        "apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "pi-work"},
-        "spec": {"replicas": 3, "selector": {"matchLabels": {"app": "pi-work"}},
-                 "template": {"metadata": {"labels": {"app": "pi-work"}}, "spec": {
-                     "nodeSelector": {"plantwatch.io/hardware": "raspberry-pi"},
-                     "containers": [{"name": "pause", "image": PAUSE}]}}}}))
+    cluster.kubectl(
+        "apply",
+        "-n",
+        namespace,
+        "-f",
+        "-",
+        input=json.dumps(
+            {
+                "apiVersion": "apps/v1",
+                "kind": "Deployment",
+                "metadata": {"name": "pi-work"},
+                "spec": {
+                    "replicas": 3,
+                    "selector": {"matchLabels": {"app": "pi-work"}},
+                    "template": {
+                        "metadata": {"labels": {"app": "pi-work"}},
+                        "spec": {
+                            "nodeSelector": {"plantwatch.io/hardware": "raspberry-pi"},
+                            "containers": [{"name": "pause", "image": PAUSE}],
+                        },
+                    },
+                },
+            }
+        ),
+    )
     cluster.kubectl("rollout", "status", "-n", namespace, "deployment/pi-work", "--timeout=90s")
     pods = get(cluster, "pods", "-n", namespace, "-l", "app=pi-work")["items"]
     assert len(pods) == 3
@@ -46,10 +69,21 @@ def test_a_deployment_runs_on_the_pis(edge_cluster, namespace):
 
 def test_a_gpu_pod_lands_on_the_jetson(edge_cluster, namespace):
     cluster = edge_cluster
-    cluster.kubectl("apply", "-n", namespace, "-f", "-", input=json.dumps({
-        "apiVersion": "v1", "kind": "Pod", "metadata": {"name": "gpu-work"},
-        "spec": {"containers": [{"name": "pause", "image": PAUSE,
-                                 "resources": {"limits": {"nvidia.com/gpu": "1"}}}]}}))
+    cluster.kubectl(
+        "apply",
+        "-n",
+        namespace,
+        "-f",
+        "-",
+        input=json.dumps(
+            {
+                "apiVersion": "v1",
+                "kind": "Pod",
+                "metadata": {"name": "gpu-work"},
+                "spec": {"containers": [{"name": "pause", "image": PAUSE, "resources": {"limits": {"nvidia.com/gpu": "1"}}}]},
+            }
+        ),
+    )
     cluster.kubectl("wait", "-n", namespace, "--for=condition=Ready", "pod/gpu-work", "--timeout=90s")
     pod = get(cluster, "pod", "-n", namespace, "gpu-work")
     assert pod["spec"]["nodeName"] == "jetson-01"

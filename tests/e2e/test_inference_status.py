@@ -42,8 +42,14 @@ spec:
 
 
 def config_map(model: bytes) -> str:
-    return json.dumps({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "press-wear-model"},
-                       "binaryData": {"model.onnx": base64.b64encode(model).decode()}})
+    return json.dumps(
+        {
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": {"name": "press-wear-model"},
+            "binaryData": {"model.onnx": base64.b64encode(model).decode()},
+        }
+    )
 
 
 def infer(port: int) -> float:
@@ -69,8 +75,11 @@ def as_inference_pod(cluster, namespace: str, tmp_path):
 def owner_of_model_valid(cluster, namespace: str) -> list[str]:
     obj = get(cluster, "detectormodel", "press-wear", "-n", namespace, "--show-managed-fields")
     key = 'k:{"type":"ModelValid"}'
-    return [e["manager"] for e in obj["metadata"].get("managedFields", [])
-            if key in ((e.get("fieldsV1") or {}).get("f:status") or {}).get("f:conditions", {})]
+    return [
+        e["manager"]
+        for e in obj["metadata"].get("managedFields", [])
+        if key in ((e.get("fieldsV1") or {}).get("f:status") or {}).get("f:conditions", {})
+    ]
 
 
 def test_service_owns_model_valid_and_a_refused_model_keeps_the_old_one_serving(cluster, operator, namespace, tmp_path):
@@ -78,17 +87,45 @@ def test_service_owns_model_valid_and_a_refused_model_keeps_the_old_one_serving(
     cluster.kubectl("apply", "-n", namespace, "-f", "-", input=config_map(model))
     cluster.kubectl("apply", "-n", namespace, "-f", "-", input=DETECTOR)
     # The operator's source check comes first: the ConfigMap exists.
-    wait_for(lambda: conditions(get(cluster, "detectormodel", "press-wear", "-n", namespace)).get("ModelValid", {}).get("reason")
-             == "SourceVerified", "the operator's ModelValid")
+    wait_for(
+        lambda: (
+            conditions(get(cluster, "detectormodel", "press-wear", "-n", namespace)).get("ModelValid", {}).get("reason") == "SourceVerified"
+        ),
+        "the operator's ModelValid",
+    )
 
     swap_in(tmp_path, model, sha256_of(model))  # the pod's view of the ConfigMap volume
     port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "plantwatch.cli", "serve", "inference", "--model-name", "press-wear",
-                             "--model", str(tmp_path / "model.onnx"), "--provider", "cuda", "--host", "127.0.0.1",
-                             "--http-port", str(port), "--reload-interval", "0.2", "--status-namespace", namespace],
-                            env={**os.environ, "KUBECONFIG": str(as_inference_pod(cluster, namespace, tmp_path)),
-                                 "PLANTWATCH_STATUS_HEARTBEAT_S": str(HEARTBEAT_S)})
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "plantwatch.cli",
+            "serve",
+            "inference",
+            "--model-name",
+            "press-wear",
+            "--model",
+            str(tmp_path / "model.onnx"),
+            "--provider",
+            "cuda",
+            "--host",
+            "127.0.0.1",
+            "--http-port",
+            str(port),
+            "--reload-interval",
+            "0.2",
+            "--status-namespace",
+            namespace,
+        ],
+        env={
+            **os.environ,
+            "KUBECONFIG": str(as_inference_pod(cluster, namespace, tmp_path)),
+            "PLANTWATCH_STATUS_HEARTBEAT_S": str(HEARTBEAT_S),
+        },
+    )
     try:
+
         def reported(reason: str):
             obj = get(cluster, "detectormodel", "press-wear", "-n", namespace)
             return obj if conditions(obj).get("ModelValid", {}).get("reason") == reason else None
@@ -110,10 +147,15 @@ def test_service_owns_model_valid_and_a_refused_model_keeps_the_old_one_serving(
         assert infer(port) == 4.0
 
         # The operator reconciles the DetectorModel again (a spec change) and leaves ModelValid alone.
-        cluster.kubectl("patch", "detectormodel", "press-wear", "-n", namespace, "--type=merge",
-                        "-p", '{"spec": {"autoscaling": {"maxReplicas": 4}}}')
-        obj = wait_for(lambda: (lambda o: o if conditions(o).get("Available", {}).get("observedGeneration") == 2 else None)(
-            get(cluster, "detectormodel", "press-wear", "-n", namespace)), "the operator's Available for generation 2")
+        cluster.kubectl(
+            "patch", "detectormodel", "press-wear", "-n", namespace, "--type=merge", "-p", '{"spec": {"autoscaling": {"maxReplicas": 4}}}'
+        )
+        obj = wait_for(
+            lambda: (lambda o: o if conditions(o).get("Available", {}).get("observedGeneration") == 2 else None)(
+                get(cluster, "detectormodel", "press-wear", "-n", namespace)
+            ),
+            "the operator's Available for generation 2",
+        )
         assert conditions(obj)["ModelValid"]["reason"] == "InvalidModel"
         assert "plantwatch-inference" in owner_of_model_valid(cluster, namespace)
 

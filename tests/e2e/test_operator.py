@@ -8,15 +8,15 @@ import os
 import subprocess
 import sys
 import urllib.request
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 import yaml
 
-from tests.conftest import EXAMPLE_PLANT, ROOT
 from plantwatch.mqtt.broker import free_port
+from tests.conftest import EXAMPLE_PLANT, ROOT
 from tests.e2e.conftest import wait_for as poll
 
 PLANT_KINDS = ("sensornodes", "alertrules", "detectormodels")
@@ -46,13 +46,21 @@ def crds(cluster) -> None:
 def operator(cluster, crds, tmp_path_factory) -> Iterator[Path]:
     """The operator as a real process, watching every namespace."""
     log = tmp_path_factory.mktemp("operator") / "operator.log"
-    env = {**os.environ, "KUBECONFIG": cluster.kubeconfig, "PLANTWATCH_DETECTOR_CHECK_INTERVAL": "2",
-           # On a real cluster the pods really run: give it an image it can pull (see README).
-           "PLANTWATCH_IMAGE": os.environ.get("PLANTWATCH_E2E_IMAGE", "ghcr.io/plantwatch/plantwatch:0.1.0")}
+    env = {
+        **os.environ,
+        "KUBECONFIG": cluster.kubeconfig,
+        "PLANTWATCH_DETECTOR_CHECK_INTERVAL": "2",
+        # On a real cluster the pods really run: give it an image it can pull (see README).
+        "PLANTWATCH_IMAGE": os.environ.get("PLANTWATCH_E2E_IMAGE", "ghcr.io/plantwatch/plantwatch:0.1.0"),
+    }
     with open(log, "wb") as out:
         metrics_port = free_port()
-        proc = subprocess.Popen([sys.executable, "-m", "plantwatch.cli", "--log-level", "INFO", "operator",
-                                 "--metrics-port", str(metrics_port)], env=env, stdout=out, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "plantwatch.cli", "--log-level", "INFO", "operator", "--metrics-port", str(metrics_port)],
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
     try:
         proc.wait(3)
         pytest.fail(f"the operator exited at start-up:\n{log.read_text()[-4000:]}")
@@ -94,8 +102,10 @@ def all_true(obj: dict | None, *types: str) -> bool:
     """Every named condition is True and computed for the current generation."""
     conds = conditions(obj)
     gen = (obj or {}).get("metadata", {}).get("generation")
-    return all(t in conds and conds[t]["status"] == "True" and conds[t].get("observedGeneration") == gen for t in types) \
+    return (
+        all(t in conds and conds[t]["status"] == "True" and conds[t].get("observedGeneration") == gen for t in types)
         and obj["status"].get("observedGeneration") == gen
+    )
 
 
 BROKER = """
@@ -164,15 +174,18 @@ def test_sample_plant_becomes_workloads_with_status(cluster, plant, operator):
     wait_for(lambda: running_pods(cluster, ns, "app.kubernetes.io/component=inference"), "a Running inference pod")
 
     for name in ("esp32-press-01", "rpi-line1-env", "boiler-gateway", "jetson-cell-01", "coldroom-feed"):
-        node = wait_for(lambda: (lambda o: o if all_true(o, "Ready") else None)(get(cluster, "sensornode", name, "-n", ns)),
-                        f"SensorNode {name} Ready")
+        node = wait_for(
+            lambda: (lambda o: o if all_true(o, "Ready") else None)(get(cluster, "sensornode", name, "-n", ns)), f"SensorNode {name} Ready"
+        )
         assert conditions(node)["Online"]["status"] == "Unknown"
     for name in ("machine-overtemperature", "vibration-high", "node-silent", "bearing-anomaly"):
         wait_for(lambda: all_true(get(cluster, "alertrule", name, "-n", ns), "Accepted"), f"AlertRule {name} Accepted")
     rule = get(cluster, "alertrule", "machine-overtemperature", "-n", ns)
     assert rule["status"]["matchedSeries"] == 2  # line-1 temperature sensors: the press and the Pi's air
-    model = wait_for(lambda: (lambda o: o if all_true(o, "ModelValid", "Available") else None)(
-        get(cluster, "detectormodel", "bearing-wear", "-n", ns)), "DetectorModel ModelValid and Available")
+    model = wait_for(
+        lambda: (lambda o: o if all_true(o, "ModelValid", "Available") else None)(get(cluster, "detectormodel", "bearing-wear", "-n", ns)),
+        "DetectorModel ModelValid and Available",
+    )
     assert model["status"]["replicas"] >= 1 and len(model["status"]["modelSha256"]) == 64
 
     # what `kubectl get plantwatch` shows: the category and printer columns
@@ -181,17 +194,22 @@ def test_sample_plant_becomes_workloads_with_status(cluster, plant, operator):
     text = operator.metrics()
     assert 'plantwatch_operator_reconciles_total{result="ok",target="plant"}' in text
     assert 'plantwatch_operator_reconciles_total{result="ok",target="detector"}' in text
-    wait_for(lambda: "Rendered" in cluster.kubectl("get", "events", "-n", ns, "--field-selector",
-                                                    "involvedObject.kind=DetectorModel").stdout,
-             "the operator's Rendered event on the DetectorModel", timeout=30)
+    wait_for(
+        lambda: "Rendered" in cluster.kubectl("get", "events", "-n", ns, "--field-selector", "involvedObject.kind=DetectorModel").stdout,
+        "the operator's Rendered event on the DetectorModel",
+        timeout=30,
+    )
 
 
 def test_changing_a_sensor_node_rolls_the_gateway(cluster, plant):
     ns = plant
     wait_for(lambda: all_true(get(cluster, "sensornode", "esp32-press-01", "-n", ns), "Ready"), "the node Ready")
-    before = get(cluster, "deployment", "plantwatch-gateway", "-n", ns)["spec"]["template"]["metadata"]["annotations"]["plantwatch.io/config-hash"]
-    cluster.kubectl("patch", "sensornode", "esp32-press-01", "-n", ns, "--type=merge",
-                    "-p", json.dumps({"spec": {"heartbeat": {"interval": "5s"}}}))
+    before = get(cluster, "deployment", "plantwatch-gateway", "-n", ns)["spec"]["template"]["metadata"]["annotations"][
+        "plantwatch.io/config-hash"
+    ]
+    cluster.kubectl(
+        "patch", "sensornode", "esp32-press-01", "-n", ns, "--type=merge", "-p", json.dumps({"spec": {"heartbeat": {"interval": "5s"}}})
+    )
     node = get(cluster, "sensornode", "esp32-press-01", "-n", ns)
     assert node["metadata"]["generation"] == 2
 
@@ -206,9 +224,14 @@ def test_changing_a_sensor_node_rolls_the_gateway(cluster, plant):
     hashes = {rs["spec"]["template"]["metadata"]["annotations"]["plantwatch.io/config-hash"] for rs in replicasets}
     assert {before, after} <= hashes
     assert "interval: 5s" in get(cluster, "configmap", "plantwatch-plant", "-n", ns)["data"]["plant.yaml"]
-    wait_for(lambda: after in cluster.kubectl("get", "events", "-n", ns, "--field-selector",
-                                              "involvedObject.name=esp32-press-01,reason=Rendered").stdout,
-             f"an Event on the node naming the new gateway config {after}", timeout=30)
+    wait_for(
+        lambda: (
+            after
+            in cluster.kubectl("get", "events", "-n", ns, "--field-selector", "involvedObject.name=esp32-press-01,reason=Rendered").stdout
+        ),
+        f"an Event on the node naming the new gateway config {after}",
+        timeout=30,
+    )
 
 
 def test_a_rule_naming_a_missing_detector_is_not_accepted_until_it_exists(cluster, operator, namespace):
@@ -225,9 +248,16 @@ def test_a_rule_naming_a_missing_detector_is_not_accepted_until_it_exists(cluste
     assert conditions(rule)["Accepted"]["reason"] == "DetectorNotFound"
     assert "bearing-wear" in conditions(rule)["Accepted"]["message"]
     assert all_true(get(cluster, "alertrule", "machine-overtemperature", "-n", namespace), "Accepted")
-    wait_for(lambda: "DetectorNotFound" in cluster.kubectl("get", "events", "-n", namespace, "--field-selector",
-                                                           "involvedObject.name=bearing-anomaly,type=Warning").stdout,
-             "a Warning Event on the refused rule", timeout=30)
+    wait_for(
+        lambda: (
+            "DetectorNotFound"
+            in cluster.kubectl(
+                "get", "events", "-n", namespace, "--field-selector", "involvedObject.name=bearing-anomaly,type=Warning"
+            ).stdout
+        ),
+        "a Warning Event on the refused rule",
+        timeout=30,
+    )
     docs = [d for d in yaml.safe_load_all(get(cluster, "configmap", "plantwatch-plant", "-n", namespace)["data"]["plant.yaml"])]
     assert "bearing-anomaly" not in {d["metadata"]["name"] for d in docs}  # the gateway never sees it
 
@@ -249,24 +279,34 @@ def test_gpu_detector_runs_on_the_jetson_and_deleting_it_removes_its_children(cl
     assert pods[0]["spec"]["nodeName"] in {n["metadata"]["name"] for n in gpu_nodes}
     limits = pods[0]["spec"]["containers"][0]["resources"]["limits"]
     assert limits["nvidia.com/gpu"] == "1"
-    wait_for(lambda: all_true(get(cluster, "detectormodel", "spindle-wear", "-n", namespace), "ModelValid", "Available"),
-             "the GPU detector Available")
+    wait_for(
+        lambda: all_true(get(cluster, "detectormodel", "spindle-wear", "-n", namespace), "ModelValid", "Available"),
+        "the GPU detector Available",
+    )
 
     cluster.kubectl("delete", "detectormodel", "spindle-wear", "-n", namespace)
     for kind in ("deployment", "service", "hpa"):
-        wait_for(lambda: get(cluster, kind, "plantwatch-detector-spindle-wear", "-n", namespace) is None,
-                 f"the garbage collector to remove the detector's {kind}")
+        wait_for(
+            lambda: get(cluster, kind, "plantwatch-detector-spindle-wear", "-n", namespace) is None,
+            f"the garbage collector to remove the detector's {kind}",
+        )
 
 
 def test_missing_model_sets_model_valid_false(cluster, operator, namespace):
     detector = yaml.safe_load((EXAMPLE_PLANT / "detectors.yaml").read_text())
     cluster.kubectl("apply", "-n", namespace, "-f", "-", input=yaml.safe_dump(detector))
-    model = wait_for(lambda: (lambda o: o if conditions(o).get("ModelValid", {}).get("status") == "False" else None)(
-        get(cluster, "detectormodel", "bearing-wear", "-n", namespace)), "ModelValid False")
+    model = wait_for(
+        lambda: (lambda o: o if conditions(o).get("ModelValid", {}).get("status") == "False" else None)(
+            get(cluster, "detectormodel", "bearing-wear", "-n", namespace)
+        ),
+        "ModelValid False",
+    )
     assert conditions(model)["ModelValid"]["reason"] == "SourceNotFound"
     cluster.kubectl("apply", "-n", namespace, "-f", str(EXAMPLE_PLANT / "bearing-wear-model.yaml"))
-    wait_for(lambda: conditions(get(cluster, "detectormodel", "bearing-wear", "-n", namespace)).get("ModelValid", {}).get("status") == "True",
-             "ModelValid True once the ConfigMap exists")
+    wait_for(
+        lambda: conditions(get(cluster, "detectormodel", "bearing-wear", "-n", namespace)).get("ModelValid", {}).get("status") == "True",
+        "ModelValid True once the ConfigMap exists",
+    )
 
 
 def _apply_invalid(cluster, namespace: str, doc: dict) -> str:
@@ -328,9 +368,27 @@ def test_the_gateway_reports_online_beside_the_operators_ready(cluster, plant, t
     wait_for(lambda: all_true(get(cluster, "sensornode", "esp32-press-01", "-n", ns), "Ready"), "the node Ready")
     broker = start_mosquitto()
     env = {**os.environ, "KUBECONFIG": cluster.kubeconfig}
-    gateway = subprocess.Popen([sys.executable, "-m", "plantwatch.cli", "serve", "ingest", "-f", str(EXAMPLE_PLANT),
-                                "--broker", broker.url, "--db", str(tmp_path / "g.db"), "--http-port", str(free_port()),
-                                "--report-status", "--status-namespace", ns], env=env)
+    gateway = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "plantwatch.cli",
+            "serve",
+            "ingest",
+            "-f",
+            str(EXAMPLE_PLANT),
+            "--broker",
+            broker.url,
+            "--db",
+            str(tmp_path / "g.db"),
+            "--http-port",
+            str(free_port()),
+            "--report-status",
+            "--status-namespace",
+            ns,
+        ],
+        env=env,
+    )
     stop = threading.Event()
 
     def press() -> None:
@@ -344,6 +402,7 @@ def test_the_gateway_reports_online_beside_the_operators_ready(cluster, plant, t
     sender = threading.Thread(target=press)
     sender.start()
     try:
+
         def online(name: str, status: str):
             node = get(cluster, "sensornode", name, "-n", ns)
             return node if conditions(node).get("Online", {}).get("status") == status else None
@@ -358,8 +417,9 @@ def test_the_gateway_reports_online_beside_the_operators_ready(cluster, plant, t
         node = wait_for(lambda: online("esp32-press-01", "False"), "esp32-press-01 Offline after its heartbeat", timeout=60)
         assert conditions(node)["Online"]["reason"] == "Silent"
         # the operator reconciling the node again does not take Online back
-        cluster.kubectl("patch", "sensornode", "esp32-press-01", "-n", ns, "--type=merge",
-                        "-p", json.dumps({"spec": {"equipment": "press-1b"}}))
+        cluster.kubectl(
+            "patch", "sensornode", "esp32-press-01", "-n", ns, "--type=merge", "-p", json.dumps({"spec": {"equipment": "press-1b"}})
+        )
         wait_for(lambda: all_true(get(cluster, "sensornode", "esp32-press-01", "-n", ns), "Ready"), "Ready for generation 2")
         assert conditions(get(cluster, "sensornode", "esp32-press-01", "-n", ns))["Online"]["reason"] == "Silent"
     finally:

@@ -8,8 +8,8 @@ import os
 import re
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 import yaml
@@ -34,7 +34,8 @@ def current(obj: dict | None, *types: str) -> dict | None:
     status, gen = obj.get("status") or {}, obj["metadata"].get("generation")
     conds = {c["type"]: c for c in status.get("conditions", [])}
     ok = status.get("observedGeneration") == gen and all(
-        conds.get(t, {}).get("status") == "True" and conds[t].get("observedGeneration") == gen for t in types)
+        conds.get(t, {}).get("status") == "True" and conds[t].get("observedGeneration") == gen for t in types
+    )
     return obj if ok else None
 
 
@@ -58,19 +59,31 @@ def can(cluster, verb: str, resource: str, namespace: str = "default") -> bool:
 
 def test_the_operator_deployment_passes_restricted_pod_security(cluster, installed):
     """The namespace enforces the restricted Pod Security Standard, so a pod exists only if it complies."""
-    wait_for(lambda: [p for p in (get(cluster, "pods", "-n", SYSTEM, "-l", "app.kubernetes.io/component=operator")
-                                  or {"items": []})["items"] if p["status"].get("phase") == "Running"],
-             "the operator pod Running (on a fake node)")
+    wait_for(
+        lambda: [
+            p
+            for p in (get(cluster, "pods", "-n", SYSTEM, "-l", "app.kubernetes.io/component=operator") or {"items": []})["items"]
+            if p["status"].get("phase") == "Running"
+        ],
+        "the operator pod Running (on a fake node)",
+    )
     events = cluster.kubectl("get", "events", "-n", SYSTEM, "-o", "json").stdout
     assert "violates PodSecurity" not in events
 
 
 def test_the_role_grants_no_more_than_the_handlers_need(cluster, installed):
     assert can(cluster, "patch", "deployments.apps") and can(cluster, "patch", "sensornodes.plantwatch.io/status")
-    for verb, resource in [("delete", "deployments.apps"), ("update", "deployments.apps"), ("get", "secrets"),
-                           ("list", "secrets"), ("create", "pods"), ("delete", "sensornodes.plantwatch.io"),
-                           ("create", "clusterroles.rbac.authorization.k8s.io"), ("bind", "roles.rbac.authorization.k8s.io"),
-                           ("escalate", "roles.rbac.authorization.k8s.io")]:
+    for verb, resource in [
+        ("delete", "deployments.apps"),
+        ("update", "deployments.apps"),
+        ("get", "secrets"),
+        ("list", "secrets"),
+        ("create", "pods"),
+        ("delete", "sensornodes.plantwatch.io"),
+        ("create", "clusterroles.rbac.authorization.k8s.io"),
+        ("bind", "roles.rbac.authorization.k8s.io"),
+        ("escalate", "roles.rbac.authorization.k8s.io"),
+    ]:
         assert not can(cluster, verb, resource), f"the operator's ServiceAccount may {verb} {resource}"
 
 
@@ -86,8 +99,7 @@ def operator_as_its_account(cluster, installed, tmp_path) -> Iterator[Path]:
     log = tmp_path / "operator.log"
     env = {**os.environ, "KUBECONFIG": str(kubeconfig), "PLANTWATCH_DETECTOR_CHECK_INTERVAL": "2"}
     with open(log, "wb") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "plantwatch_operator"], env=env,
-                                stdout=out, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen([sys.executable, "-m", "plantwatch_operator"], env=env, stdout=out, stderr=subprocess.STDOUT)
     try:
         yield log
     finally:
@@ -110,13 +122,20 @@ def test_the_operator_needs_nothing_beyond_its_role(cluster, operator_as_its_acc
         pytest.fail(f"{failure}\n--- operator log (tail) ---\n{log.read_text()[-4000:]}", pytrace=False)
 
     cluster.kubectl("apply", "-n", namespace, "-f", str(EXAMPLE_PLANT))
-    for kind, name in [("configmap", "plantwatch-plant"), ("deployment", "plantwatch-gateway"),
-                       ("service", "plantwatch-gateway"), ("deployment", "plantwatch-detector-bearing-wear"),
-                       ("service", "plantwatch-detector-bearing-wear"), ("hpa", "plantwatch-detector-bearing-wear")]:
+    for kind, name in [
+        ("configmap", "plantwatch-plant"),
+        ("deployment", "plantwatch-gateway"),
+        ("service", "plantwatch-gateway"),
+        ("deployment", "plantwatch-detector-bearing-wear"),
+        ("service", "plantwatch-detector-bearing-wear"),
+        ("hpa", "plantwatch-detector-bearing-wear"),
+    ]:
         waited(lambda: get(cluster, kind, name, "-n", namespace), f"{kind}/{name}")
-    for kind, name, types in [("sensornode", "esp32-press-01", ("Ready",)),
-                              ("alertrule", "bearing-anomaly", ("Accepted",)),
-                              ("detectormodel", "bearing-wear", ("ModelValid", "Available"))]:
+    for kind, name, types in [
+        ("sensornode", "esp32-press-01", ("Ready",)),
+        ("alertrule", "bearing-anomaly", ("Accepted",)),
+        ("detectormodel", "bearing-wear", ("ModelValid", "Available")),
+    ]:
         waited(lambda: current(get(cluster, kind, name, "-n", namespace), *types), f"{kind}/{name} {'+'.join(types)}")
     waited(lambda: "Rendered" in cluster.kubectl("get", "events", "-n", namespace).stdout, "the operator's Events")
     # Only refusals by RBAC count: a cluster-wide operator also meets namespaces of earlier

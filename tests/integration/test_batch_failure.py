@@ -22,7 +22,6 @@ from plantwatch.mqtt.publisher import Publisher
 from plantwatch.mqtt.subscriber import BatchFailed
 from plantwatch.store.influx import SpoolDepth
 from plantwatch.store.sqlite import SqliteStore
-
 from tests.conftest import EXAMPLE_PLANT
 
 TOPIC = "sensors/hall-1/esp32-press-01/data"
@@ -116,8 +115,7 @@ def test_a_batch_the_store_refuses_stops_the_gateway_and_its_restart_stores_it_w
     restarted = IngestService(again, broker.url, client_id="refused-gw")
     restarted.start()
     try:
-        wait_until(lambda: store.count("readings") == len(cool) + len(heat)
-                   and store.count("alert_events") >= 1 and again.in_flight == 0)
+        wait_until(lambda: store.count("readings") == len(cool) + len(heat) and store.count("alert_events") >= 1 and again.in_flight == 0)
         time.sleep(0.5)
         assert restarted.alive and restarted.error is None
     finally:
@@ -190,6 +188,7 @@ def test_a_shard_whose_sink_fails_stops_uncommitted_and_its_next_owner_alerts_ev
     def replica(sink, out, owner):
         def make(subset, shard_store):
             return Pipeline(subset, shard_store, AlertRouter(subset, out=out), sinks=[sink])
+
         return ShardedIngest(plant, store, broker.url, 1, [0], "sharded-gw", owner, make, dead_letter_unknown=True)
 
     out_a, sink_a = io.StringIO(), Recording(90.0)

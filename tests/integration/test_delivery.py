@@ -20,7 +20,6 @@ import pytest
 from plantwatch.ingest.formats import encode
 from plantwatch.mqtt.broker import free_port, start_mosquitto
 from plantwatch.mqtt.publisher import Publisher
-
 from tests.conftest import EXAMPLE_PLANT
 
 TOPIC = "sensors/hall-1/esp32-press-01/data"
@@ -29,8 +28,11 @@ TOPIC = "sensors/hall-1/esp32-press-01/data"
 def readings(db) -> tuple[int, int]:
     """(rows, distinct timestamps) of the press's temperature."""
     try:
-        return sqlite3.connect(db).execute(
-            "SELECT count(*), count(DISTINCT ts) FROM readings WHERE node = 'esp32-press-01' AND sensor = 'temperature'").fetchone()
+        return (
+            sqlite3.connect(db)
+            .execute("SELECT count(*), count(DISTINCT ts) FROM readings WHERE node = 'esp32-press-01' AND sensor = 'temperature'")
+            .fetchone()
+        )
     except sqlite3.Error:
         return 0, 0
 
@@ -40,7 +42,7 @@ def inflight(port: int) -> float:
         text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=1).read().decode()
     except (urllib.error.URLError, OSError):
         return 0.0
-    line = next((l for l in text.splitlines() if l.startswith("plantwatch_pipeline_inflight_messages ")), None)
+    line = next((row for row in text.splitlines() if row.startswith("plantwatch_pipeline_inflight_messages ")), None)
     return float(line.split()[1]) if line else 0.0
 
 
@@ -53,8 +55,21 @@ def ready(port: int) -> bool:
 
 class Gateway:
     def __init__(self, broker_url: str, db, client_id: str = "plantwatch-gateway-test"):
-        self.args = [sys.executable, "-m", "plantwatch.cli", "serve", "ingest", "-f", str(EXAMPLE_PLANT),
-                     "--broker", broker_url, "--db", str(db), "--client-id", client_id]
+        self.args = [
+            sys.executable,
+            "-m",
+            "plantwatch.cli",
+            "serve",
+            "ingest",
+            "-f",
+            str(EXAMPLE_PLANT),
+            "--broker",
+            broker_url,
+            "--db",
+            str(db),
+            "--client-id",
+            client_id,
+        ]
         self.proc: subprocess.Popen | None = None
 
     def start(self) -> None:
@@ -112,7 +127,7 @@ def test_sigkill_mid_stream_loses_nothing_and_duplicates_nothing(tmp_path, broke
     db = tmp_path / "plant.db"
     gateway = Gateway(broker.url, db)
     gateway.start()  # registers the persistent session ...
-    gateway.stop()   # ... which the broker keeps while the gateway is away
+    gateway.stop()  # ... which the broker keeps while the gateway is away
     t0 = time.time() - 600
     publish(broker.url, t0, backlog, 50_000.0)
     gateway.start()
@@ -130,8 +145,9 @@ def test_sigkill_mid_stream_loses_nothing_and_duplicates_nothing(tmp_path, broke
         rows, distinct = wait_for_count(db, backlog + live)
     finally:
         gateway.stop()
-    assert (rows, distinct) == (backlog + live, backlog + live), \
+    assert (rows, distinct) == (backlog + live, backlog + live), (
         f"stored {rows} rows ({distinct} distinct) of {backlog + live}; {at_kill} before the kill"
+    )
 
 
 def test_broker_restart_is_survived(tmp_path):

@@ -12,7 +12,6 @@ import urllib.request
 from plantwatch.ingest.formats import encode
 from plantwatch.mqtt.broker import free_port, start_mosquitto
 from plantwatch.mqtt.publisher import Publisher
-
 from tests.conftest import EXAMPLE_PLANT
 
 
@@ -42,9 +41,25 @@ def wait_status(url: str, code: int, timeout: float = 20.0) -> None:
 def test_gateway_waits_for_its_broker_then_stores_and_drains_on_sigterm(tmp_path):
     mqtt_port, http_port = free_port(), free_port()
     db = tmp_path / "plant.db"
-    gateway = subprocess.Popen([sys.executable, "-m", "plantwatch.cli", "serve", "ingest", "-f", str(EXAMPLE_PLANT),
-                                "--broker", f"mqtt://127.0.0.1:{mqtt_port}", "--db", str(db), "--http-port", str(http_port)],
-                               stderr=subprocess.PIPE, text=True)
+    gateway = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "plantwatch.cli",
+            "serve",
+            "ingest",
+            "-f",
+            str(EXAMPLE_PLANT),
+            "--broker",
+            f"mqtt://127.0.0.1:{mqtt_port}",
+            "--db",
+            str(db),
+            "--http-port",
+            str(http_port),
+        ],
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     broker = None
     try:
         base = f"http://127.0.0.1:{http_port}"
@@ -56,8 +71,10 @@ def test_gateway_waits_for_its_broker_then_stores_and_drains_on_sigterm(tmp_path
         pub.start()
         now = time.time()
         for i in range(50):
-            pub.publish("sensors/hall-1/esp32-press-01/data",
-                        encode("esp32-json", "esp32-press-01", now - 50 + i, {"temperature_c": 40.0 + i * 0.1}))
+            pub.publish(
+                "sensors/hall-1/esp32-press-01/data",
+                encode("esp32-json", "esp32-press-01", now - 50 + i, {"temperature_c": 40.0 + i * 0.1}),
+            )
         pub.stop()
         deadline = time.time() + 20
         while stored(db) < 50 and time.time() < deadline:

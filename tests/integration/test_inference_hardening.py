@@ -26,6 +26,7 @@ INFER = "/v2/models/m/infer"
 
 def strict_json(body: bytes):
     """JSON as RFC 8259 has it: no NaN or Infinity tokens."""
+
     def refuse(token: str):
         raise ValueError(f"{token} is not JSON")
 
@@ -51,11 +52,34 @@ def server(tmp_path_factory):
     port, stderr = free_port(), folder / "stderr.txt"
     with stderr.open("wb") as err:
         # No --host: the default must be loopback (checked below).
-        proc = subprocess.Popen([sys.executable, "-m", "plantwatch.cli", "serve", "inference", "--model-name", "m",
-                                 "--model", str(folder / "model.onnx"), "--http-port", str(port), "--reload-interval", "0",
-                                 "--workers", str(WORKERS), "--max-connections", str(MAX_CONNECTIONS),
-                                 "--max-body-bytes", str(MAX_BODY), "--read-timeout", "1", "--idle-timeout", "2"],
-                                stderr=err)
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "plantwatch.cli",
+                "serve",
+                "inference",
+                "--model-name",
+                "m",
+                "--model",
+                str(folder / "model.onnx"),
+                "--http-port",
+                str(port),
+                "--reload-interval",
+                "0",
+                "--workers",
+                str(WORKERS),
+                "--max-connections",
+                str(MAX_CONNECTIONS),
+                "--max-body-bytes",
+                str(MAX_BODY),
+                "--read-timeout",
+                "1",
+                "--idle-timeout",
+                "2",
+            ],
+            stderr=err,
+        )
     deadline = time.time() + 60
     while True:
         try:
@@ -104,8 +128,16 @@ def exchange(server: Server, raw: bytes) -> tuple[int, dict[str, str], bytes]:
 
 
 def post(body: bytes, headers: bytes = b"") -> bytes:
-    return (b"POST " + INFER.encode() + b" HTTP/1.1\r\nHost: plantwatch\r\nContent-Type: application/json\r\n" + headers
-            + b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
+    return (
+        b"POST "
+        + INFER.encode()
+        + b" HTTP/1.1\r\nHost: plantwatch\r\nContent-Type: application/json\r\n"
+        + headers
+        + b"Content-Length: "
+        + str(len(body)).encode()
+        + b"\r\n\r\n"
+        + body
+    )
 
 
 def infer_body(data, datatype: str = "FP32", name="features", shape=(1, 2)) -> bytes:
@@ -116,7 +148,8 @@ MALFORMED = {
     "a body that is not UTF-8": post(b'{"inputs": [{"name": "caf\xe9", "shape": [1, 2], "data": [1, 2]}]}'),
     "Content-Length: abc": b"POST " + INFER.encode() + b" HTTP/1.1\r\nHost: p\r\nContent-Length: abc\r\n\r\n{}",
     "Content-Length: -1": b"POST " + INFER.encode() + b" HTTP/1.1\r\nHost: p\r\nContent-Length: -1\r\n\r\n{}",
-    "Content-Length with chunked (smuggling)": b"POST " + INFER.encode()
+    "Content-Length with chunked (smuggling)": b"POST "
+    + INFER.encode()
     + b" HTTP/1.1\r\nHost: p\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
     "name as a list": post(infer_body([1, 2], name=["features"])),
     "INT64 2^70": post(infer_body([2**70, 1], datatype="INT64")),
@@ -161,8 +194,9 @@ def test_non_finite_outputs_are_null_and_the_other_rows_keep_their_scores(server
 def test_an_oversized_body_is_refused_before_it_is_sent(server):
     too_big = str(100 * 1024 * 1024).encode()
     # Expect: 100-continue: the client waits for a go-ahead, so the refusal comes before any of the body.
-    status, headers, body = exchange(server, b"POST " + INFER.encode() + b" HTTP/1.1\r\nHost: p\r\nContent-Length: "
-                                     + too_big + b"\r\nExpect: 100-continue\r\n\r\n")
+    status, headers, body = exchange(
+        server, b"POST " + INFER.encode() + b" HTTP/1.1\r\nHost: p\r\nContent-Length: " + too_big + b"\r\nExpect: 100-continue\r\n\r\n"
+    )
     assert status == 413 and str(MAX_BODY) in strict_json(body)["error"]
     # Without it the client sends a first slice; the refusal comes without the server waiting for the rest.
     with server.connect() as sock:
@@ -172,14 +206,14 @@ def test_an_oversized_body_is_refused_before_it_is_sent(server):
         assert status == 413 and headers.get("connection") == "close" and "error" in strict_json(body)
     # A chunked body has no length to check up front: it is cut off once it passes the limit.
     chunk = b"8000\r\n" + b" " * 0x8000 + b"\r\n"
-    status, _, body = exchange(server, b"POST " + INFER.encode() + b" HTTP/1.1\r\nHost: p\r\nTransfer-Encoding: chunked\r\n\r\n"
-                               + chunk * (MAX_BODY // 0x8000 + 1))
+    status, _, body = exchange(
+        server, b"POST " + INFER.encode() + b" HTTP/1.1\r\nHost: p\r\nTransfer-Encoding: chunked\r\n\r\n" + chunk * (MAX_BODY // 0x8000 + 1)
+    )
     assert status == 413 and "error" in strict_json(body)
 
 
 def test_idle_and_slow_clients_are_timed_out(server):
-    with server.connect() as silent, server.connect() as half_head, server.connect() as slow_body, \
-            server.connect() as kept_alive:
+    with server.connect() as silent, server.connect() as half_head, server.connect() as slow_body, server.connect() as kept_alive:
         half_head.sendall(b"POST " + INFER.encode() + b" HTTP/1.1\r\nHost: p\r\n")
         slow_body.sendall(b"POST " + INFER.encode() + b" HTTP/1.1\r\nHost: p\r\nContent-Length: 100\r\n\r\n{")
         kept_alive.sendall(post(infer_body([3, 4])))
@@ -189,7 +223,7 @@ def test_idle_and_slow_clients_are_timed_out(server):
         for sock in (silent, half_head, slow_body, kept_alive):  # --idle-timeout 2
             assert closed(sock)
     with server.connect() as cut_short:  # the client stops half-way through its body and hangs up
-        cut_short.sendall(b"POST " + INFER.encode() + b" HTTP/1.1\r\nHost: p\r\nContent-Length: 100\r\n\r\n{\"inputs\"")
+        cut_short.sendall(b"POST " + INFER.encode() + b' HTTP/1.1\r\nHost: p\r\nContent-Length: 100\r\n\r\n{"inputs"')
         cut_short.shutdown(socket.SHUT_WR)
         assert closed(cut_short)
     assert exchange(server, post(infer_body([3, 4])))[0] == 200

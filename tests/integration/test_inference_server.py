@@ -36,9 +36,25 @@ def model_file(tmp_path):
 
 def test_serve_inference_over_http(model_file):
     port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "plantwatch.cli", "serve", "inference", "--model-name", "bearing-wear",
-                             "--model", str(model_file), "--host", "127.0.0.1", "--http-port", str(port),
-                             "--sha256", sha256_of(model_file.read_bytes())])
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "plantwatch.cli",
+            "serve",
+            "inference",
+            "--model-name",
+            "bearing-wear",
+            "--model",
+            str(model_file),
+            "--host",
+            "127.0.0.1",
+            "--http-port",
+            str(port),
+            "--sha256",
+            sha256_of(model_file.read_bytes()),
+        ]
+    )
     base = f"http://127.0.0.1:{port}"
     try:
         deadline = time.time() + 30
@@ -53,13 +69,18 @@ def test_serve_inference_over_http(model_file):
         meta = get(base + "/v2/models/bearing-wear")
         assert meta["inputs"] == [{"name": "features", "datatype": "FP32", "shape": [-1, 3]}]
         assert meta["parameters"]["execution_provider"] == "cpu"
-        reply = post(base + "/v2/models/bearing-wear/infer", {"id": "r1", "inputs": [
-            {"name": "features", "shape": [2, 3], "datatype": "FP32", "data": [45, 1.5, 12, 48, 2.1, 12]}]})
+        reply = post(
+            base + "/v2/models/bearing-wear/infer",
+            {"id": "r1", "inputs": [{"name": "features", "shape": [2, 3], "datatype": "FP32", "data": [45, 1.5, 12, 48, 2.1, 12]}]},
+        )
         (out,) = reply["outputs"]
         assert reply["id"] == "r1" and out["name"] == "score" and out["shape"] == [2]
         assert out["data"][0] == pytest.approx(0.0) and out["data"][1] == pytest.approx((4 + 4 + 0) / 3, rel=1e-5)
         with pytest.raises(urllib.error.HTTPError) as err:
-            post(base + "/v2/models/bearing-wear/infer", {"inputs": [{"name": "features", "shape": [1, 2], "datatype": "FP32", "data": [1, 2]}]})
+            post(
+                base + "/v2/models/bearing-wear/infer",
+                {"inputs": [{"name": "features", "shape": [1, 2], "datatype": "FP32", "data": [1, 2]}]},
+            )
         assert err.value.code == 400
         with pytest.raises(urllib.error.HTTPError) as err:
             get(base + "/v2/models/nope")
@@ -146,6 +167,7 @@ def test_concurrent_requests_share_model_calls_and_get_their_own_rows(tmp_path):
     server.start()
     url = f"http://127.0.0.1:{server.port}/v2/models/m/infer"
     try:
+
         def ask(i: int) -> float:
             reply = post(url, {"id": str(i), "inputs": [{"name": "features", "shape": [1, 2], "datatype": "FP32", "data": [i, i]}]})
             assert reply["id"] == str(i)
@@ -192,7 +214,7 @@ def test_a_changed_model_is_hot_reloaded_and_a_bad_one_refused_while_the_old_one
     assert slot.check() and served() == 1.0 and slot.model.sha256 == sha256_of(second)
 
     for bad, card, reason in [
-        (first, "0" * 64, "ChecksumMismatch"),                          # model and card do not belong together
+        (first, "0" * 64, "ChecksumMismatch"),  # model and card do not belong together
         (b"not onnx", sha256_of(b"not onnx"), "InvalidModel"),
         (zscore_model([0.0] * 3, [1.0] * 3), None, "SignatureMismatch"),  # 3 features where clients send 2
     ]:
@@ -229,9 +251,25 @@ def test_serve_inference_watches_the_model_file(tmp_path):
     first, second = zscore_model([0.0, 0.0], [1.0, 1.0]), zscore_model([1.0, 1.0], [1.0, 1.0])
     swap_in(tmp_path, first, sha256_of(first))
     port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "plantwatch.cli", "serve", "inference", "--model-name", "m",
-                             "--model", str(tmp_path / "model.onnx"), "--host", "127.0.0.1", "--http-port", str(port),
-                             "--reload-interval", "0.2"])
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "plantwatch.cli",
+            "serve",
+            "inference",
+            "--model-name",
+            "m",
+            "--model",
+            str(tmp_path / "model.onnx"),
+            "--host",
+            "127.0.0.1",
+            "--http-port",
+            str(port),
+            "--reload-interval",
+            "0.2",
+        ]
+    )
     base = f"http://127.0.0.1:{port}/v2/models/m"
     try:
         deadline = time.time() + 30

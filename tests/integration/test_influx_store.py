@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import threading
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from influxdb_client.client.write_api import SYNCHRONOUS
@@ -17,7 +17,7 @@ from plantwatch.readings import AlertEvent, Reading
 from plantwatch.store.influx import InfluxStore, SpoolDepth, SpoolFullError, ns, to_line_protocol
 from tests.support.influxd import BUCKET, INFLUXD, ORG, TOKEN, Influxd
 
-EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 T0 = 1_700_000_000.0
 
 pytestmark = pytest.mark.timeout(300)
@@ -54,16 +54,16 @@ def make_store(tmp_path):
         store.close()
 
 
-def query_readings(server: Influxd, bucket: str, node: str | None = None, sensor: str | None = None,
-                   start: int = 0) -> list[Reading]:
+def query_readings(server: Influxd, bucket: str, node: str | None = None, sensor: str | None = None, start: int = 0) -> list[Reading]:
     """Every point of measurement `reading` (of one node, one sensor, from `start`), back as Readings, in time order."""
     where = "".join(f' and r.{tag} == "{value}"' for tag, value in (("node", node), ("sensor", sensor)) if value)
-    flux = (f'from(bucket: "{bucket}") |> range(start: {start}) '
-            f'|> filter(fn: (r) => r._measurement == "reading"{where}) |> group() |> sort(columns: ["_time"])')
+    flux = (
+        f'from(bucket: "{bucket}") |> range(start: {start}) '
+        f'|> filter(fn: (r) => r._measurement == "reading"{where}) |> group() |> sort(columns: ["_time"])'
+    )
     with server.client() as c:
         records = [rec for table in c.query_api().query(flux) for rec in table.records]
-    return [Reading(r["node"], r["sensor"], r["type"], r.get_value(), _seconds(r.get_time()), r.values.get("unit") or "")
-            for r in records]
+    return [Reading(r["node"], r["sensor"], r["type"], r.get_value(), _seconds(r.get_time()), r.values.get("unit") or "") for r in records]
 
 
 def _seconds(t: datetime) -> float:
@@ -77,11 +77,13 @@ def series(node: str, n: int, start: int = 0, sensor: str = "temp") -> list[Read
 
 
 def test_readings_are_queried_back_exactly(influxd, bucket, make_store):
-    readings = [Reading("press-1", "temp", "temperature", 21.5, T0, "C"),
-                Reading("press-1", "temp", "temperature", -0.1, T0 + 0.000001, "C"),
-                Reading("press-1", "vib", "vibration", 1e-300, T0 + 0.123456, "g"),
-                Reading("pump-a", "flow", "flow", 123456789.123456789, 1_700_000_123.456789, ""),
-                Reading("pump-a", "count", "count", 7, T0 + 2)]
+    readings = [
+        Reading("press-1", "temp", "temperature", 21.5, T0, "C"),
+        Reading("press-1", "temp", "temperature", -0.1, T0 + 0.000001, "C"),
+        Reading("press-1", "vib", "vibration", 1e-300, T0 + 0.123456, "g"),
+        Reading("pump-a", "flow", "flow", 123456789.123456789, 1_700_000_123.456789, ""),
+        Reading("pump-a", "count", "count", 7, T0 + 2),
+    ]
     store = make_store(influxd, bucket)
     assert store.write(readings) == 5
     got = query_readings(influxd, bucket)
@@ -92,8 +94,9 @@ def test_readings_are_queried_back_exactly(influxd, bucket, make_store):
 def test_alert_events_and_dead_letters_are_stored(influxd, bucket, make_store):
     store = make_store(influxd, bucket)
     alert = AlertEvent("hot/press-1/temp", "hot", "press-1", "temp", "firing", "critical", 95.5, T0, 'temp "95.5" > 90')
-    store.write(alerts=[alert], dead_letters=[(T0, "plant/x", "malformed", "not JSON", b"\xff{"),
-                                              (T0, "plant/x", "malformed", "not JSON", b"{")])
+    store.write(
+        alerts=[alert], dead_letters=[(T0, "plant/x", "malformed", "not JSON", b"\xff{"), (T0, "plant/x", "malformed", "not JSON", b"{")]
+    )
     with influxd.client() as c:
         tables = c.query_api().query(f'from(bucket: "{bucket}") |> range(start: 0) |> group(columns: ["_measurement", "_field"])')
     points = {(t.records[0].get_measurement(), t.records[0].get_field()): [r.get_value() for r in t.records] for t in tables}
@@ -122,8 +125,7 @@ def test_batches_are_batch_size_readings(tmp_path, make_store):
 
 
 def test_tag_values_with_spaces_commas_and_equals(influxd, bucket, make_store):
-    readings = [Reading("hall 1,line=2", "bearing temp", "a=b,c d", 1.0, T0, "deg C"),
-                Reading("n\\x", "s,=", "t", 2.0, T0, "m/s=2")]
+    readings = [Reading("hall 1,line=2", "bearing temp", "a=b,c d", 1.0, T0, "deg C"), Reading("n\\x", "s,=", "t", 2.0, T0, "m/s=2")]
     make_store(influxd, bucket).write(readings)
     assert sorted(query_readings(influxd, bucket), key=lambda r: r.value) == readings
 
@@ -239,16 +241,22 @@ def test_the_gateway_pipeline_writes_to_influxdb_beside_sqlite(influxd, bucket, 
     from plantwatch.ingest.pipeline import Pipeline
     from plantwatch.plant.load import load_plant
     from plantwatch.store.sqlite import SqliteStore
-
     from tests.conftest import EXAMPLE_PLANT
 
     plant = load_plant(EXAMPLE_PLANT)
     store = make_store(influxd, bucket)
     now = time.time()
     pipeline = Pipeline(plant, SqliteStore(tmp_path / "p.db"), AlertRouter(plant, out=io.StringIO()), sinks=[store], now=now)
-    pipeline.process([("sensors/hall-1/esp32-press-01/data",
-                       encode("esp32-json", "esp32-press-01", now - 10 + i, {"temperature_c": 40.0 + i, "vibration_g": 1.0}))
-                      for i in range(10)], now)
+    pipeline.process(
+        [
+            (
+                "sensors/hall-1/esp32-press-01/data",
+                encode("esp32-json", "esp32-press-01", now - 10 + i, {"temperature_c": 40.0 + i, "vibration_g": 1.0}),
+            )
+            for i in range(10)
+        ],
+        now,
+    )
     rows = query_readings(influxd, bucket, node="esp32-press-01", sensor="temperature")
     assert sorted(r.value for r in rows) == [40.0 + i for i in range(10)]
     assert pipeline.store.count("readings") == 20

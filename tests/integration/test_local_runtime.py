@@ -20,7 +20,6 @@ import pytest
 
 from plantwatch.mqtt.broker import start_broker
 from plantwatch.mqtt.subscriber import BatchSubscriber
-
 from tests.conftest import EXAMPLE_PLANT
 
 
@@ -28,10 +27,26 @@ def run_up(tmp_path, *extra: str, duration: int = 24, plants=(EXAMPLE_PLANT,)) -
     summary = tmp_path / "summary.json"
     files = [arg for p in plants for arg in ("-f", str(p))]
     proc = subprocess.run(
-        [sys.executable, "-m", "plantwatch.cli", "up", *files, "--simulate",
-         "--duration", str(duration), "--summary-json", str(summary), "--http-port", "0",
-         "--db", str(tmp_path / "plant.db"), *extra],
-        capture_output=True, text=True, timeout=duration + 60,
+        [
+            sys.executable,
+            "-m",
+            "plantwatch.cli",
+            "up",
+            *files,
+            "--simulate",
+            "--duration",
+            str(duration),
+            "--summary-json",
+            str(summary),
+            "--http-port",
+            "0",
+            "--db",
+            str(tmp_path / "plant.db"),
+            *extra,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=duration + 60,
     )
     assert proc.returncode == 0, proc.stderr
     return json.loads(summary.read_text()), proc.stdout
@@ -74,11 +89,11 @@ def test_dead_letters_carry_the_payload_and_reason(tmp_path):
         sub.loop_stop()
         broker.stop()
     assert len(letters) == summary["rejected"] > 0
-    assert len({l["correlation_id"] for l in letters}) == len(letters)
-    malformed = next(l for l in letters if l["reason"] == "malformed")
+    assert len({letter["correlation_id"] for letter in letters}) == len(letters)
+    malformed = next(letter for letter in letters if letter["reason"] == "malformed")
     assert malformed["payload"].startswith('{"device_id"') and malformed["node"] == "esp32-press-01"
     assert "not valid JSON" in malformed["rejections"][0]["detail"]
-    unknown = next(l for l in letters if l["reason"] == "unknown_node")
+    unknown = next(letter for letter in letters if letter["reason"] == "unknown_node")
     assert unknown["node"] is None and "unregistered" in unknown["topic"]
 
 
@@ -87,15 +102,15 @@ def test_sparkplug_node_beside_the_sample_plant(tmp_path):
     summary, _ = run_up(tmp_path, duration=8, plants=(Path(__file__).parent / "plants", EXAMPLE_PLANT))
     assert summary["nodes"]["cell-plc"]["online"] is True
     assert "sequence_gap" not in summary["rejected_by_reason"]
-    readings = sqlite3.connect(tmp_path / "plant.db").execute(
-        "SELECT count(*) FROM readings WHERE node = 'cell-plc'").fetchone()[0]
+    readings = sqlite3.connect(tmp_path / "plant.db").execute("SELECT count(*) FROM readings WHERE node = 'cell-plc'").fetchone()[0]
     assert readings >= 10  # two metrics a second, births included
 
 
 def test_invalid_plant_exits_2_with_the_field(tmp_path):
     (tmp_path / "node.yaml").write_text((EXAMPLE_PLANT / "nodes.yaml").read_text().replace("type: vibration", "type: wobble", 1))
-    proc = subprocess.run([sys.executable, "-m", "plantwatch.cli", "up", "-f", str(tmp_path), "--duration", "1"],
-                          capture_output=True, text=True, timeout=60)
+    proc = subprocess.run(
+        [sys.executable, "-m", "plantwatch.cli", "up", "-f", str(tmp_path), "--duration", "1"], capture_output=True, text=True, timeout=60
+    )
     assert proc.returncode == 2
     assert 'spec.sensors[1].type: Unsupported value: "wobble"' in proc.stderr
 
@@ -144,10 +159,29 @@ def test_two_plants_share_one_broker(tmp_path):
         for name, plant in (("a", EXAMPLE_PLANT), ("b", other)):
             (tmp_path / name).mkdir()
             runs[name] = subprocess.Popen(
-                [sys.executable, "-m", "plantwatch.cli", "up", "-f", str(plant), "--broker", broker.url, "--simulate",
-                 "--duration", "8", "--http-port", "0", "--db", str(tmp_path / name / "plant.db"),
-                 "--summary-json", str(tmp_path / name / "summary.json")],
-                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+                [
+                    sys.executable,
+                    "-m",
+                    "plantwatch.cli",
+                    "up",
+                    "-f",
+                    str(plant),
+                    "--broker",
+                    broker.url,
+                    "--simulate",
+                    "--duration",
+                    "8",
+                    "--http-port",
+                    "0",
+                    "--db",
+                    str(tmp_path / name / "plant.db"),
+                    "--summary-json",
+                    str(tmp_path / name / "summary.json"),
+                ],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
         errors = {name: proc.communicate(timeout=90)[1] for name, proc in runs.items()}
     finally:
         broker.stop()
@@ -179,15 +213,32 @@ def test_busy_http_port_is_one_line_and_leaves_no_broker(tmp_path):
         busy.listen()
         port = busy.getsockname()[1]
         proc = subprocess.run(
-            [sys.executable, "-m", "plantwatch.cli", "up", "-f", str(EXAMPLE_PLANT), "--broker-kind", "mosquitto",
-             "--http-port", str(port), "--duration", "5"],
-            capture_output=True, text=True, timeout=60, env={**os.environ, "TMPDIR": str(scratch)})
+            [
+                sys.executable,
+                "-m",
+                "plantwatch.cli",
+                "up",
+                "-f",
+                str(EXAMPLE_PLANT),
+                "--broker-kind",
+                "mosquitto",
+                "--http-port",
+                str(port),
+                "--duration",
+                "5",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env={**os.environ, "TMPDIR": str(scratch)},
+        )
     left = processes_mentioning(str(scratch))
     for pid in left:
         os.kill(pid, signal.SIGTERM)
     assert proc.returncode == 1
-    assert proc.stderr.splitlines() == [f"plantwatch up: --http-port {port} is in use (another plantwatch up?); "
-                                        "pick another, or 0 for any free port"]
+    assert proc.stderr.splitlines() == [
+        f"plantwatch up: --http-port {port} is in use (another plantwatch up?); pick another, or 0 for any free port"
+    ]
     assert not left, f"up left its broker running: {left}"
 
 

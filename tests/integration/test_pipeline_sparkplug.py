@@ -30,8 +30,13 @@ NOW = 1767254400.0
 def pipeline(tmp_path, sent):
     plant = plant_from_documents([("node", yaml.safe_load(NODE))])
     assert check_plant(plant) == []
-    return Pipeline(plant, SqliteStore(tmp_path / "p.db"), AlertRouter(plant, out=io.StringIO()),
-                    publish=lambda topic, body: sent.append((topic, body)), now=NOW)
+    return Pipeline(
+        plant,
+        SqliteStore(tmp_path / "p.db"),
+        AlertRouter(plant, out=io.StringIO()),
+        publish=lambda topic, body: sent.append((topic, body)),
+        now=NOW,
+    )
 
 
 def msg(kind, seq, *metrics, at=0.0, device="press-3"):
@@ -43,11 +48,14 @@ def msg(kind, seq, *metrics, at=0.0, device="press-3"):
 def test_sparkplug_session_to_readings_and_rebirth(tmp_path):
     sent = []
     p = pipeline(tmp_path, sent)
-    p.process([
-        msg("NBIRTH", 0),
-        msg("DBIRTH", 1, sp.Metric("Press/Temperature", 1, None, sp.DOUBLE, 61.5), sp.Metric("Press/Current", 2, None, sp.FLOAT, 11.5)),
-        msg("DDATA", 2, sp.Metric(None, 1, None, sp.DOUBLE, 62.0)),
-    ], NOW)
+    p.process(
+        [
+            msg("NBIRTH", 0),
+            msg("DBIRTH", 1, sp.Metric("Press/Temperature", 1, None, sp.DOUBLE, 61.5), sp.Metric("Press/Current", 2, None, sp.FLOAT, 11.5)),
+            msg("DDATA", 2, sp.Metric(None, 1, None, sp.DOUBLE, 62.0)),
+        ],
+        NOW,
+    )
     assert p.readings_stored == 3 and sum(p.rejected.values()) == 0
     p.process([msg("DDATA", 7, sp.Metric(None, 2, None, sp.FLOAT, 12.0))], NOW + 1)  # seq 3..6 were lost
     assert p.rejected["sequence_gap"] == 1 and p.readings_stored == 3
@@ -65,8 +73,10 @@ def test_out_of_range_metric_is_rejected_and_unknown_edge_nodes_reported(tmp_pat
     p = pipeline(tmp_path, sent)
     p.process([msg("NBIRTH", 0), msg("DBIRTH", 1, sp.Metric("Press/Temperature", 1, None, sp.DOUBLE, 900.0))], NOW)
     assert p.rejected["out_of_range"] == 1
-    stranger = sp.topic(sp.Topic("plant-a", "NBIRTH", "edge-99")), sp.encode_payload(
-        sp.Payload(None, 0, (sp.Metric("x", 1, None, sp.DOUBLE, 1.0),)))
+    stranger = (
+        sp.topic(sp.Topic("plant-a", "NBIRTH", "edge-99")),
+        sp.encode_payload(sp.Payload(None, 0, (sp.Metric("x", 1, None, sp.DOUBLE, 1.0),))),
+    )
     p.process([stranger, ("spBv1.0/plant-a/NDATA/edge-7", b"\xff\xff")], NOW)
     assert p.rejected["unknown_node"] == 1 and p.rejected["malformed"] == 1
 
@@ -81,8 +91,9 @@ def test_a_sparkplug_node_needs_its_data_topic():
 def test_unknown_node_policy_ignore(plant, tmp_path):
     from plantwatch.ingest.validate import Policy
 
-    p = Pipeline(plant, SqliteStore(tmp_path / "i.db"), AlertRouter(plant, out=io.StringIO()),
-                 policy=Policy(unknown_node="ignore"), now=NOW)
+    p = Pipeline(
+        plant, SqliteStore(tmp_path / "i.db"), AlertRouter(plant, out=io.StringIO()), policy=Policy(unknown_node="ignore"), now=NOW
+    )
     p.process([("sensors/nowhere/x/data", b"{}")], NOW)
     assert sum(p.rejected.values()) == 0 and p.messages == 1
 
@@ -96,8 +107,15 @@ def test_strangers_sparkplug_sessions_are_bounded_and_the_plants_own_are_kept(tm
     p.process([msg("NBIRTH", 0), msg("DBIRTH", 1, sp.Metric("Press/Temperature", 1, None, sp.DOUBLE, 60.0))], NOW)
     strangers = MAX_STRANGER_SESSIONS + 50
     for i in range(strangers):
-        p.process([(sp.topic(sp.Topic("plant-a", "NBIRTH", f"stranger-{i}")),
-                    sp.encode_payload(sp.Payload(None, 0, (sp.Metric("x", 1, None, sp.DOUBLE, 1.0),))))], NOW)
+        p.process(
+            [
+                (
+                    sp.topic(sp.Topic("plant-a", "NBIRTH", f"stranger-{i}")),
+                    sp.encode_payload(sp.Payload(None, 0, (sp.Metric("x", 1, None, sp.DOUBLE, 1.0),))),
+                )
+            ],
+            NOW,
+        )
     assert p.rejected["unknown_node"] == strangers  # every stranger is still dead-lettered
     held = len(p.sparkplug._sessions) + len(p.sparkplug._stranger_sessions)
     assert held <= MAX_STRANGER_SESSIONS + 1

@@ -18,7 +18,6 @@ from plantwatch.ingest import sparkplug as sp
 from plantwatch.ingest.formats import encode
 from plantwatch.mqtt.broker import free_port, start_mosquitto
 from plantwatch.mqtt.publisher import Publisher
-
 from tests.conftest import EXAMPLE_PLANT
 from tests.integration.test_gateway_service import status, wait_status
 
@@ -55,7 +54,11 @@ POISON = [
     (ESP32, b'{"device_id":"esp32-press-01","timestamp":18446744073709551615,"temperature_c":20}', "timestamp_skew"),
     (ESP32, b'{"device_id":"esp32-press-01","timestamp":"0001-01-01T00:00:00+01:00","temperature_c":20}', "timestamp_skew"),
     (ESP32, b"[" * 5000 + b"]" * 5000, "malformed"),
-    (RPI, b'{"device_id":"rpi-line1-env","timestamp":' + TS.encode() + b',"sensors":{"bme280":{"humidity_percent":1,"humidity_percent":2}}}', "malformed"),
+    (
+        RPI,
+        b'{"device_id":"rpi-line1-env","timestamp":' + TS.encode() + b',"sensors":{"bme280":{"humidity_percent":1,"humidity_percent":2}}}',
+        "malformed",
+    ),
     (RPI, b'{"device_id":"rpi-line1-env","timestamp":' + TS.encode() + b',"sensors":[1,2]}', "wrong_type"),
     (BOILER, b'{"sensor_id":"b","sensor_type":"temperature","value":1e400,"timestamp":' + TS.encode() + b"}", "malformed"),
     (BOILER, b'{"sensor_id":"b","sensor_type":"temperature","value":{"a":1,"a":2},"timestamp":' + TS.encode() + b"}", "malformed"),
@@ -111,8 +114,25 @@ def mixed(now: float, start: int) -> list[tuple[str, bytes]]:
 def test_poison_messages_are_dead_lettered_and_acknowledged_and_never_come_back(tmp_path):
     db, log, http_port = tmp_path / "plant.db", tmp_path / "gateway.log", free_port()
     broker = start_mosquitto(data_dir=tmp_path / "broker")
-    command = [sys.executable, "-m", "plantwatch.cli", "serve", "ingest", "-f", str(EXAMPLE_PLANT), "-f", str(SPARKPLUG_CELL),
-               "--broker", broker.url, "--db", str(db), "--http-port", str(http_port), "--client-id", "poison-gateway"]
+    command = [
+        sys.executable,
+        "-m",
+        "plantwatch.cli",
+        "serve",
+        "ingest",
+        "-f",
+        str(EXAMPLE_PLANT),
+        "-f",
+        str(SPARKPLUG_CELL),
+        "--broker",
+        broker.url,
+        "--db",
+        str(db),
+        "--http-port",
+        str(http_port),
+        "--client-id",
+        "poison-gateway",
+    ]
     health = f"http://127.0.0.1:{http_port}/healthz"
     gateway = None
 

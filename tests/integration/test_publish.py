@@ -29,8 +29,22 @@ def trained(tmp_path):
 def test_published_objects_validate_and_pin_the_model(tmp_path):
     model = trained(tmp_path)
     out = tmp_path / "press-wear.yaml"
-    done = cli("detector", "publish", "--model", str(model), "--name", "press-wear", "--namespace", "plant-a",
-               "--provider", "cuda", "--node-selector", "plantwatch.io/line=line-1", "--out", str(out))
+    done = cli(
+        "detector",
+        "publish",
+        "--model",
+        str(model),
+        "--name",
+        "press-wear",
+        "--namespace",
+        "plant-a",
+        "--provider",
+        "cuda",
+        "--node-selector",
+        "plantwatch.io/line=line-1",
+        "--out",
+        str(out),
+    )
     assert done.returncode == 0, done.stderr
     validated = cli("validate", "-f", str(out))
     assert validated.returncode == 0, validated.stdout + validated.stderr

@@ -9,17 +9,24 @@ from plantwatch.detect import bundle
 from plantwatch.detect.publish import manifests
 from plantwatch.detect.recipes import DEFAULT_RECIPE, RECIPES, fit_recipe
 from plantwatch.inference.client import RemoteModel, RemoteModelError
-from plantwatch.inference.plant_scorers import DeferredScorer, _remote_scorer, plant_scorers, remote_scorers
 from plantwatch.inference.oip import InferenceServer
+from plantwatch.inference.plant_scorers import DeferredScorer, _remote_scorer, plant_scorers, remote_scorers
 from plantwatch.inference.slot import ModelSlot
 from plantwatch.plant.load import plant_from_documents
 from plantwatch.readings import Reading
 
 NODE = {
-    "apiVersion": "plantwatch.io/v1alpha1", "kind": "SensorNode", "metadata": {"name": "pump-1"},
-    "spec": {"hardware": "esp32", "payload": {"format": "esp32-json", "topic": "sensors/pump-1/data"},
-             "sensors": [{"name": "temperature", "type": "temperature", "unit": "celsius", "field": "t"},
-                         {"name": "vibration", "type": "vibration", "unit": "g", "field": "v"}]},
+    "apiVersion": "plantwatch.io/v1alpha1",
+    "kind": "SensorNode",
+    "metadata": {"name": "pump-1"},
+    "spec": {
+        "hardware": "esp32",
+        "payload": {"format": "esp32-json", "topic": "sensors/pump-1/data"},
+        "sensors": [
+            {"name": "temperature", "type": "temperature", "unit": "celsius", "field": "t"},
+            {"name": "vibration", "type": "vibration", "unit": "g", "field": "v"},
+        ],
+    },
 }
 
 
@@ -28,7 +35,9 @@ def test_remote_scores_equal_local_scores(tmp_path):
     values = np.column_stack([45 + rng.normal(0, 0.3, 600), 1.5 + rng.normal(0, 0.05, 600)])
     values[500:, 1] += 1.0
     bundle.save(tmp_path / "model", fit_recipe(RECIPES[DEFAULT_RECIPE], values[:400]), ("temperature", "vibration"), 400)
-    plant = plant_from_documents([("node", NODE)] + [(f"published#{i}", d) for i, d in enumerate(manifests(tmp_path / "model", "pump-wear"))])
+    plant = plant_from_documents(
+        [("node", NODE)] + [(f"published#{i}", d) for i, d in enumerate(manifests(tmp_path / "model", "pump-wear"))]
+    )
     slot = ModelSlot("pump-wear", tmp_path / "model" / "model.onnx")
     slot.check()
     server = InferenceServer({"pump-wear": slot}, 0)
@@ -40,7 +49,10 @@ def test_remote_scores_equal_local_scores(tmp_path):
         assert problems == []
         streams = {"local": [], "remote": []}
         for t, (temperature, vibration) in enumerate(values):
-            batch = [Reading("pump-1", "temperature", "temperature", temperature, t), Reading("pump-1", "vibration", "vibration", vibration, t)]
+            batch = [
+                Reading("pump-1", "temperature", "temperature", temperature, t),
+                Reading("pump-1", "vibration", "vibration", vibration, t),
+            ]
             streams["local"] += local.score(batch)
             streams["remote"] += remote.score(batch)
     finally:
@@ -60,8 +72,11 @@ def _published_plant(tmp_path):
 
 
 def _readings(t0: int, n: int) -> list[Reading]:
-    return [r for t in range(t0, t0 + n) for r in (Reading("pump-1", "temperature", "temperature", 45.0, t),
-                                                   Reading("pump-1", "vibration", "vibration", 1.5, t))]
+    return [
+        r
+        for t in range(t0, t0 + n)
+        for r in (Reading("pump-1", "temperature", "temperature", 45.0, t), Reading("pump-1", "vibration", "vibration", 1.5, t))
+    ]
 
 
 def test_an_unreachable_service_is_a_problem_not_a_crash():
@@ -71,9 +86,20 @@ def test_an_unreachable_service_is_a_problem_not_a_crash():
         RemoteModel(f"http://127.0.0.1:{free_port()}", "m")._request("POST", "/v2/models/m/infer", b"{}")
     with pytest.raises(ValueError, match="expected http"):
         RemoteModel("ftp://x", "m")
-    plant = plant_from_documents([("node", NODE), ("detector", {
-        "apiVersion": "plantwatch.io/v1alpha1", "kind": "DetectorModel", "metadata": {"name": "gone"},
-        "spec": {"source": {"configMap": {"name": "gone-model"}}, "features": {"sensors": ["temperature"]}}})])
+    plant = plant_from_documents(
+        [
+            ("node", NODE),
+            (
+                "detector",
+                {
+                    "apiVersion": "plantwatch.io/v1alpha1",
+                    "kind": "DetectorModel",
+                    "metadata": {"name": "gone"},
+                    "spec": {"source": {"configMap": {"name": "gone-model"}}, "features": {"sensors": ["temperature"]}},
+                },
+            ),
+        ]
+    )
     (deferred,), problems = remote_scorers(plant, f"http://127.0.0.1:{free_port()}/{{name}}", wait_s=0, retry_s=0)
     assert [p.reason for p in problems] == ["ServiceUnavailable"] and "DetectorModel gone" in str(problems[0])
     assert deferred.score(_readings(0, 100)) == [] and deferred.scorer is None  # asked again, still down: no scores, no error
@@ -171,22 +197,37 @@ class _OddMetadata:
         self.server.server_close()
 
 
-@pytest.mark.parametrize("metadata, error", [
-    ({"inputs": [{"name": "x", "shape": [-1, 2]}], "parameters": {"model_card": "{not json"}}, "JSONDecodeError"),
-    ({"inputs": [], "parameters": {}}, "IndexError"),
-    ({"parameters": {}}, "KeyError"),
-])
+@pytest.mark.parametrize(
+    "metadata, error",
+    [
+        ({"inputs": [{"name": "x", "shape": [-1, 2]}], "parameters": {"model_card": "{not json"}}, "JSONDecodeError"),
+        ({"inputs": [], "parameters": {}}, "IndexError"),
+        ({"parameters": {}}, "KeyError"),
+    ],
+)
 def test_a_service_with_malformed_metadata_is_a_problem_at_start_and_later(metadata, error):
-    plant = plant_from_documents([("node", NODE), ("detector", {
-        "apiVersion": "plantwatch.io/v1alpha1", "kind": "DetectorModel", "metadata": {"name": "odd"},
-        "spec": {"source": {"configMap": {"name": "odd-model"}}, "features": {"sensors": ["temperature"]}}})])
+    plant = plant_from_documents(
+        [
+            ("node", NODE),
+            (
+                "detector",
+                {
+                    "apiVersion": "plantwatch.io/v1alpha1",
+                    "kind": "DetectorModel",
+                    "metadata": {"name": "odd"},
+                    "spec": {"source": {"configMap": {"name": "odd-model"}}, "features": {"sensors": ["temperature"]}},
+                },
+            ),
+        ]
+    )
     server = _OddMetadata(metadata)
     try:
         scorers, problems = remote_scorers(plant, f"http://127.0.0.1:{server.port}", wait_s=0)
         assert scorers == [] and [p.reason for p in problems] == ["InvalidModel"]
         assert "DetectorModel odd" in str(problems[0]) and error in str(problems[0])
-        deferred = DeferredScorer("odd", lambda: _remote_scorer(plant, plant.detectors[0], RemoteModel(
-            f"http://127.0.0.1:{server.port}", "odd")), retry_s=0)
+        deferred = DeferredScorer(
+            "odd", lambda: _remote_scorer(plant, plant.detectors[0], RemoteModel(f"http://127.0.0.1:{server.port}", "odd")), retry_s=0
+        )
         assert deferred.score(_readings(0, 20)) == [] and error in deferred.gave_up
     finally:
         server.close()

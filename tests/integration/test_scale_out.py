@@ -36,8 +36,7 @@ STEPS = 240  # messages per node
 SHARDS = 16
 #: Temperatures that cross the warning (70) and critical (80) levels, linger inside the
 #: hysteresis (2) and jump fast enough for the rate rule: each node starts at another phase.
-PATTERN = [60, 61, 62, 71, 72, 73, 74, 75, 76, 82, 83, 84, 79, 78.5, 77, 69, 68.5, 67, 60, 59,
-           95, 96, 60, 61, 70.5, 71, 69.5, 60]
+PATTERN = [60, 61, 62, 71, 72, 73, 74, 75, 76, 82, 83, 84, 79, 78.5, 77, 69, 68.5, 67, 60, 59, 95, 96, 60, 61, 70.5, 71, 69.5, 60]
 
 
 def plant_yaml() -> str:
@@ -82,8 +81,7 @@ spec:
 
 def stream(t0: float) -> list[tuple[str, float, float]]:
     """(node, ts, temperature) in publishing order: every node's step j before anyone's j+1."""
-    return [(name, t0 + j * 0.5, float(PATTERN[(j + 5 * i) % len(PATTERN)]))
-            for j in range(STEPS) for i, name in enumerate(NODES)]
+    return [(name, t0 + j * 0.5, float(PATTERN[(j + 5 * i) % len(PATTERN)])) for j in range(STEPS) for i, name in enumerate(NODES)]
 
 
 def expected_alerts(plant_dir: Path, messages) -> list[tuple]:
@@ -109,9 +107,27 @@ class Gateway:
         #: What its alert router printed: one line per notification.
         self.out = db.parent / f"{client_id}-{self.port}.out"
         with open(self.out, "wb") as out:
-            self.proc = subprocess.Popen([sys.executable, "-m", "plantwatch.cli", "serve", "ingest", "-f", str(plant_dir),
-                                          "--broker", broker_url, "--db", str(db), "--client-id", client_id,
-                                          "--http-port", str(self.port), *scale], stdout=out)
+            self.proc = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "plantwatch.cli",
+                    "serve",
+                    "ingest",
+                    "-f",
+                    str(plant_dir),
+                    "--broker",
+                    broker_url,
+                    "--db",
+                    str(db),
+                    "--client-id",
+                    client_id,
+                    "--http-port",
+                    str(self.port),
+                    *scale,
+                ],
+                stdout=out,
+            )
 
     def notifications(self) -> list[str]:
         return [line for line in self.out.read_text().splitlines() if " ALERT " in line]
@@ -135,8 +151,23 @@ class Gateway:
 
 
 def replicas(plant_dir, broker_url, db, count: int, indexes: range | None = None) -> list[Gateway]:
-    return [Gateway(plant_dir, broker_url, db, "pw", "--shards", str(SHARDS), "--replicas", str(count),
-                    "--replica-index", str(i), "--shard-lease-seconds", "1") for i in indexes or range(count)]
+    return [
+        Gateway(
+            plant_dir,
+            broker_url,
+            db,
+            "pw",
+            "--shards",
+            str(SHARDS),
+            "--replicas",
+            str(count),
+            "--replica-index",
+            str(i),
+            "--shard-lease-seconds",
+            "1",
+        )
+        for i in indexes or range(count)
+    ]
 
 
 def rows(db: Path, sql: str) -> list[tuple]:
@@ -195,7 +226,7 @@ def test_rescaled_replicas_store_and_alert_exactly_like_one_gateway(tmp_path, br
         publish(broker.url, messages[:third])
         # 2 → 3 while the stream goes on: the new replicas start beside the old ones (as a
         # rolling update overlaps them), take their shards over, and the old ones are stopped.
-        sender = threading.Thread(target=publish, args=(broker.url, messages[third:2 * third]))
+        sender = threading.Thread(target=publish, args=(broker.url, messages[third : 2 * third]))
         sender.start()
         three = replicas(plant_dir, broker.url, db, 3)
         gateways += three
@@ -215,13 +246,13 @@ def test_rescaled_replicas_store_and_alert_exactly_like_one_gateway(tmp_path, br
             assert g.stop() == 0
         # A replica of the old size comes back (a pod restarted late) and takes its shards;
         # when it goes away again, the single replica takes them back once its lease lapses.
-        publish(broker.url, messages[2 * third:2 * third + third // 3])
+        publish(broker.url, messages[2 * third : 2 * third + third // 3])
         stale = replicas(plant_dir, broker.url, db, 3, range(1))[0]
         gateways.append(stale)
         stale.wait_ready()
-        publish(broker.url, messages[2 * third + third // 3:2 * third + 2 * third // 3])
+        publish(broker.url, messages[2 * third + third // 3 : 2 * third + 2 * third // 3])
         assert stale.stop() == 0
-        publish(broker.url, messages[2 * third + 2 * third // 3:])  # only a reclaimed shard can take these
+        publish(broker.url, messages[2 * third + 2 * third // 3 :])  # only a reclaimed shard can take these
         assert wait_stored(ref_db, len(messages)) == len(messages)
         assert wait_stored(db, len(messages)) == len(messages)
     finally:
@@ -261,21 +292,23 @@ def test_rescaled_replicas_store_and_alert_exactly_like_one_gateway(tmp_path, br
     stolen = {k for k, r in enumerate(assignment(SHARDS, 3)) if r == 0}
     assert {(k, e) for k, e, _ in owners} == {(k, 5 if k in stolen else 3) for k, _, _ in owners}
     # and Online followed the nodes: the last-seen times checkpointed are each node's newest reading
-    last_seen = {node: ts for (state,) in rows(db, "SELECT state FROM shard_checkpoints")
-                 for node, ts in json.loads(state)["last_seen"].items()}
+    last_seen = {
+        node: ts for (state,) in rows(db, "SELECT state FROM shard_checkpoints") for node, ts in json.loads(state)["last_seen"].items()
+    }
     assert last_seen == {node: messages[-1][1] for node in NODES}
 
 
 def test_sparkplug_edge_nodes_and_strangers_across_sharded_replicas(tmp_path, broker):
     """A Sparkplug edge node's births and data meet in its shard; a stranger is dead-lettered once."""
     from plantwatch.ingest import sparkplug as sp
-
     from tests.conftest import EXAMPLE_PLANT
 
     db = tmp_path / "sharded.db"
     cell = Path(__file__).parent / "plants" / "sparkplug-cell.yaml"
-    gateways = [Gateway(EXAMPLE_PLANT, broker.url, db, "pw", "-f", str(cell), "--shards", str(SHARDS),
-                        "--replicas", "2", "--replica-index", str(i)) for i in range(2)]
+    gateways = [
+        Gateway(EXAMPLE_PLANT, broker.url, db, "pw", "-f", str(cell), "--shards", str(SHARDS), "--replicas", "2", "--replica-index", str(i))
+        for i in range(2)
+    ]
     now = float(int(time.time()))
 
     def message(kind, seq, *metrics, edge="edge-7"):
@@ -289,21 +322,26 @@ def test_sparkplug_edge_nodes_and_strangers_across_sharded_replicas(tmp_path, br
         pub.start()
         for topic, body in (
             message("NBIRTH", 0),
-            message("DBIRTH", 1, sp.Metric("Press/Temperature", 1, None, sp.DOUBLE, 61.5),
-                    sp.Metric("Press/Current", 2, None, sp.FLOAT, 11.5)),
+            message(
+                "DBIRTH", 1, sp.Metric("Press/Temperature", 1, None, sp.DOUBLE, 61.5), sp.Metric("Press/Current", 2, None, sp.FLOAT, 11.5)
+            ),
             message("DDATA", 2, sp.Metric(None, 1, None, sp.DOUBLE, 62.0)),  # by alias: needs the birth
             message("NBIRTH", 0, sp.Metric("x", 1, None, sp.DOUBLE, 1.0), edge="edge-99"),
         ):
             pub.publish(topic, body)
         pub.stop()
         deadline = time.time() + 30
-        while (len(rows(db, "SELECT * FROM readings WHERE node = 'cell-plc'")) < 3
-               or not rows(db, "SELECT * FROM dead_letters")) and time.time() < deadline:
+        while (
+            len(rows(db, "SELECT * FROM readings WHERE node = 'cell-plc'")) < 3 or not rows(db, "SELECT * FROM dead_letters")
+        ) and time.time() < deadline:
             time.sleep(0.1)
         time.sleep(1.0)  # room for a second, wrong, dead letter
     finally:
         codes = [g.stop() for g in gateways]
     assert codes == [0, 0]
     assert rows(db, "SELECT sensor, value FROM readings WHERE node = 'cell-plc' ORDER BY ts, sensor") == [
-        ("current", 11.5), ("temperature", 61.5), ("temperature", 62.0)]
+        ("current", 11.5),
+        ("temperature", 61.5),
+        ("temperature", 62.0),
+    ]
     assert rows(db, "SELECT topic, reason FROM dead_letters") == [("spBv1.0/plant-a/NBIRTH/edge-99", "unknown_node")]

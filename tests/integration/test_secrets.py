@@ -16,7 +16,6 @@ import urllib.request
 import pytest
 
 from plantwatch.mqtt.broker import free_port, start_mosquitto
-
 from tests.conftest import EXAMPLE_PLANT
 
 USER, PASSWORD = "plant-a", "Wr0ng-or-right-5ecret"
@@ -30,8 +29,12 @@ def broker():
 
 
 def up(*args: str, timeout: float = 60) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "plantwatch.cli", "--log-level", "DEBUG", "up", "-f", str(EXAMPLE_PLANT),
-                           *args], capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "plantwatch.cli", "--log-level", "DEBUG", "up", "-f", str(EXAMPLE_PLANT), *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 @pytest.mark.parametrize("log_format", ["text", "json"])
@@ -40,10 +43,34 @@ def test_password_in_the_broker_url_is_masked_everywhere(tmp_path, broker, log_f
     port, summary_file = free_port(), tmp_path / "summary.json"
     with open(tmp_path / "stdout", "w") as out, open(tmp_path / "stderr", "w") as err:  # a full pipe would stall it
         proc = subprocess.Popen(
-            [sys.executable, "-m", "plantwatch.cli", "--log-level", "DEBUG", "--log-format", log_format, "up",
-             "-f", str(EXAMPLE_PLANT), "--broker", url, "--db", str(tmp_path / "plant.db"), "--simulate",
-             "--duration", "6", "--status-every", "1", "--http-port", str(port), "--summary-json", str(summary_file)],
-            stdout=out, stderr=err)
+            [
+                sys.executable,
+                "-m",
+                "plantwatch.cli",
+                "--log-level",
+                "DEBUG",
+                "--log-format",
+                log_format,
+                "up",
+                "-f",
+                str(EXAMPLE_PLANT),
+                "--broker",
+                url,
+                "--db",
+                str(tmp_path / "plant.db"),
+                "--simulate",
+                "--duration",
+                "6",
+                "--status-every",
+                "1",
+                "--http-port",
+                str(port),
+                "--summary-json",
+                str(summary_file),
+            ],
+            stdout=out,
+            stderr=err,
+        )
     metrics = ""
     deadline = time.time() + 30
     while "plantwatch_readings_total " not in metrics and proc.poll() is None and time.time() < deadline:
@@ -65,8 +92,16 @@ def test_password_in_the_broker_url_is_masked_everywhere(tmp_path, broker, log_f
 
 def test_a_refused_password_is_one_line_without_the_password(tmp_path, broker):
     wrong = "Not-the-5ecret-either"
-    proc = up("--broker", f"mqtt://{USER}:{wrong}@127.0.0.1:{broker.port}", "--db", str(tmp_path / "plant.db"),
-              "--duration", "5", "--http-port", "0")
+    proc = up(
+        "--broker",
+        f"mqtt://{USER}:{wrong}@127.0.0.1:{broker.port}",
+        "--db",
+        str(tmp_path / "plant.db"),
+        "--duration",
+        "5",
+        "--http-port",
+        "0",
+    )
     assert proc.returncode == 1
     assert wrong not in proc.stdout + proc.stderr
     assert "Traceback" not in proc.stderr

@@ -44,8 +44,11 @@ def publish_packet(topic: str, payload: bytes) -> bytes:
 
 
 def births(seq: int, prefix: str) -> bytes:
-    return sp.encode_payload(sp.Payload(1767254400000 + seq, seq % 256, tuple(
-        sp.Metric(f"{prefix}/metric-{k}", k, None, sp.DOUBLE, float(k)) for k in range(ALIASES))))
+    return sp.encode_payload(
+        sp.Payload(
+            1767254400000 + seq, seq % 256, tuple(sp.Metric(f"{prefix}/metric-{k}", k, None, sp.DOUBLE, float(k)) for k in range(ALIASES))
+        )
+    )
 
 
 class HostileStream:
@@ -83,9 +86,25 @@ def rss_kib(pid: int) -> int:
 def test_rss_is_flat_under_hostile_topics_and_births(tmp_path):
     broker = start_mosquitto()
     port = free_port()
-    gateway = subprocess.Popen([sys.executable, "-m", "plantwatch.cli", "serve", "ingest", *sum((["-f", str(p)] for p in PLANTS), []),
-                                "--broker", broker.url, "--db", str(tmp_path / "soak.db"), "--client-id", "soak-gw",
-                                "--http-port", str(port)], stdout=subprocess.DEVNULL)
+    gateway = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "plantwatch.cli",
+            "serve",
+            "ingest",
+            *sum((["-f", str(p)] for p in PLANTS), []),
+            "--broker",
+            broker.url,
+            "--db",
+            str(tmp_path / "soak.db"),
+            "--client-id",
+            "soak-gw",
+            "--http-port",
+            str(port),
+        ],
+        stdout=subprocess.DEVNULL,
+    )
     try:
         deadline = time.time() + 30
         while True:
@@ -133,4 +152,3 @@ def test_rss_is_flat_under_hostile_topics_and_births(tmp_path):
     after = [rss for count, rss in samples if count > MESSAGES // 2]
     print(f"soak: {MESSAGES} messages; RSS KiB after each chunk: {[rss for _, rss in samples]}")
     assert max(after) - warm <= ALLOWED_GROWTH_KIB, f"RSS grew from {warm} KiB to {max(after)} KiB: {samples}"
-

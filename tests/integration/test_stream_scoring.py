@@ -13,7 +13,6 @@ import json
 import sqlite3
 import subprocess
 import sys
-import textwrap
 import time
 import urllib.request
 from pathlib import Path
@@ -76,8 +75,18 @@ def published_plant(tmp_path) -> Path:
     assert trained.returncode == 0, trained.stderr
     plant = tmp_path / "plant"
     plant.mkdir()
-    published = cli("detector", "publish", "--model", str(tmp_path / "model"), "--name", "pump-wear",
-                    "--node-selector", "plantwatch.io/line=line-9", "--out", str(plant / "pump-wear.yaml"))
+    published = cli(
+        "detector",
+        "publish",
+        "--model",
+        str(tmp_path / "model"),
+        "--name",
+        "pump-wear",
+        "--node-selector",
+        "plantwatch.io/line=line-9",
+        "--out",
+        str(plant / "pump-wear.yaml"),
+    )
     assert published.returncode == 0, published.stderr
     (plant / "pump.yaml").write_text(NODE)
     validated = cli("validate", "-f", str(plant))
@@ -107,9 +116,19 @@ def publish_stream(broker) -> tuple[int, int]:
     publisher.connect("127.0.0.1", broker.port)
     publisher.loop_start()
     for i, (t, v, c) in enumerate(values):
-        publisher.publish(TOPIC, orjson.dumps({"device_id": "esp32-pump-01", "timestamp": start + i,
-                                               "temperature_c": round(float(t), 3), "vibration_g": round(float(v), 3),
-                                               "current_a": round(float(c), 3)}), qos=1).wait_for_publish(5)
+        publisher.publish(
+            TOPIC,
+            orjson.dumps(
+                {
+                    "device_id": "esp32-pump-01",
+                    "timestamp": start + i,
+                    "temperature_c": round(float(t), 3),
+                    "vibration_g": round(float(v), 3),
+                    "current_a": round(float(c), 3),
+                }
+            ),
+            qos=1,
+        ).wait_for_publish(5)
     publisher.loop_stop()
     publisher.disconnect()
     return start, len(values)
@@ -134,10 +153,29 @@ def test_anomaly_score_rule_fires_from_a_fault_in_the_stream(tmp_path):
     broker = start_broker("mosquitto")
     port = free_port()
     db = tmp_path / "plant.db"
-    up = subprocess.Popen([sys.executable, "-m", "plantwatch.cli", "up", "-f", str(plant), "--broker", broker.url,
-                           "--duration", "12", "--http-port", str(port), "--db", str(db),
-                           "--summary-json", str(tmp_path / "summary.json")],
-                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    up = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "plantwatch.cli",
+            "up",
+            "-f",
+            str(plant),
+            "--broker",
+            broker.url,
+            "--duration",
+            "12",
+            "--http-port",
+            str(port),
+            "--db",
+            str(db),
+            "--summary-json",
+            str(tmp_path / "summary.json"),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         wait_ready(f"http://127.0.0.1:{port}/readyz", up)
         start, rows = publish_stream(broker)
@@ -159,16 +197,48 @@ def test_the_gateway_scores_through_the_inference_service(tmp_path):
     broker = start_broker("mosquitto")
     inference_port, gateway_port = free_port(), free_port()
     db = tmp_path / "gateway.db"
-    inference = subprocess.Popen([sys.executable, "-m", "plantwatch.cli", "serve", "inference", "--model-name", "pump-wear",
-                                  "--model", str(tmp_path / "model" / "model.onnx"), "--host", "127.0.0.1",
-                                  "--http-port", str(inference_port)])
+    inference = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "plantwatch.cli",
+            "serve",
+            "inference",
+            "--model-name",
+            "pump-wear",
+            "--model",
+            str(tmp_path / "model" / "model.onnx"),
+            "--host",
+            "127.0.0.1",
+            "--http-port",
+            str(inference_port),
+        ]
+    )
     gateway = None
     try:
         wait_ready(f"http://127.0.0.1:{inference_port}/v2/health/ready", inference)
-        gateway = subprocess.Popen([sys.executable, "-m", "plantwatch.cli", "serve", "ingest", "-f", str(plant),
-                                    "--broker", broker.url, "--db", str(db), "--http-port", str(gateway_port),
-                                    "--score-url", f"http://127.0.0.1:{inference_port}"],
-                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        gateway = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "plantwatch.cli",
+                "serve",
+                "ingest",
+                "-f",
+                str(plant),
+                "--broker",
+                broker.url,
+                "--db",
+                str(db),
+                "--http-port",
+                str(gateway_port),
+                "--score-url",
+                f"http://127.0.0.1:{inference_port}",
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         wait_ready(f"http://127.0.0.1:{gateway_port}/readyz", gateway)
         start, rows = publish_stream(broker)
         deadline = time.time() + 60

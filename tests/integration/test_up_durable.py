@@ -20,7 +20,6 @@ import pytest
 from plantwatch.ingest.formats import encode
 from plantwatch.mqtt.broker import free_port, start_mosquitto
 from plantwatch.mqtt.publisher import Publisher
-
 from tests.conftest import EXAMPLE_PLANT
 from tests.integration.test_delivery import TOPIC, publish, readings, ready, wait_for_count
 
@@ -35,9 +34,24 @@ class Up:
         self.db = tmp_path / "plant.db"
         self.summary = tmp_path / "summary.json"
         self.port = free_port()
-        self.args = [sys.executable, "-m", "plantwatch.cli", "up", "-f", str(EXAMPLE_PLANT), "--broker", broker_url,
-                     "--db", str(self.db), "--http-port", str(self.port), "--summary-json", str(self.summary),
-                     "--status-every", "3600"]
+        self.args = [
+            sys.executable,
+            "-m",
+            "plantwatch.cli",
+            "up",
+            "-f",
+            str(EXAMPLE_PLANT),
+            "--broker",
+            broker_url,
+            "--db",
+            str(self.db),
+            "--http-port",
+            str(self.port),
+            "--summary-json",
+            str(self.summary),
+            "--status-every",
+            "3600",
+        ]
         self.runs = 0
         self.proc: subprocess.Popen | None = None
 
@@ -76,8 +90,7 @@ def alert_rows(db, fingerprint: str | None = None) -> list[tuple[str, str, str]]
     """(fingerprint, state, severity) of the stored alert events, oldest first."""
     where, params = ("WHERE fingerprint = ?", (fingerprint,)) if fingerprint else ("", ())
     try:
-        return sqlite3.connect(db).execute(
-            f"SELECT fingerprint, state, severity FROM alert_events {where} ORDER BY id", params).fetchall()
+        return sqlite3.connect(db).execute(f"SELECT fingerprint, state, severity FROM alert_events {where} ORDER BY id", params).fetchall()
     except sqlite3.Error:
         return []
 
@@ -135,8 +148,7 @@ def test_an_alert_firing_at_the_kill_is_carried_not_fired_again(tmp_path, broker
     wait_for_alert(up.db, "resolved")
     summary = up.stop()
     # one episode: one firing row (not a second one from rules restarted from scratch), one resolved row
-    assert [(state, severity) for _, state, severity in alert_rows(up.db, OVERHEAT)] == \
-        [("firing", "warning"), ("resolved", "warning")]
+    assert [(state, severity) for _, state, severity in alert_rows(up.db, OVERHEAT)] == [("firing", "warning"), ("resolved", "warning")]
     assert OVERHEAT not in summary["alerts_firing"] and summary["alerts_carried"] >= 1
     second_run = up.output()
     assert "ALERT WARNING   machine-overtemperature" not in second_run

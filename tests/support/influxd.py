@@ -34,9 +34,15 @@ class Influxd:
         self.proc: subprocess.Popen | None = None
 
     def start(self) -> None:
-        args = [str(INFLUXD), f"--http-bind-address=127.0.0.1:{self.port}",
-                f"--bolt-path={self.data_dir / 'influxd.bolt'}", f"--engine-path={self.data_dir / 'engine'}",
-                f"--sqlite-path={self.data_dir / 'influxd.sqlite'}", "--reporting-disabled", "--log-level=error"]
+        args = [
+            str(INFLUXD),
+            f"--http-bind-address=127.0.0.1:{self.port}",
+            f"--bolt-path={self.data_dir / 'influxd.bolt'}",
+            f"--engine-path={self.data_dir / 'engine'}",
+            f"--sqlite-path={self.data_dir / 'influxd.sqlite'}",
+            "--reporting-disabled",
+            "--log-level=error",
+        ]
         with open(self.data_dir / "influxd.log", "ab") as log:
             self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=log)
         self._wait_healthy()
@@ -58,8 +64,7 @@ class Influxd:
         raise InfluxdError(f"influxd did not answer /health within {timeout:g}s")
 
     def _setup(self) -> None:
-        body = orjson.dumps({"username": "plantwatch", "password": "plantwatch-password", "org": ORG,
-                             "bucket": BUCKET, "token": TOKEN})
+        body = orjson.dumps({"username": "plantwatch", "password": "plantwatch-password", "org": ORG, "bucket": BUCKET, "token": TOKEN})
         req = urllib.request.Request(self.url + "/api/v2/setup", body, {"Content-Type": "application/json"})
         urllib.request.urlopen(req, timeout=10).close()
         (self.data_dir / "setup-done").touch()
@@ -83,5 +88,3 @@ class Influxd:
         with self.client() as c:
             c.buckets_api().create_bucket(bucket_name=name, org=ORG)
         return name
-
-

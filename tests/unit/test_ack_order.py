@@ -18,7 +18,6 @@ from plantwatch.ingest.pipeline import Pipeline
 from plantwatch.ingest.runner import IngestService
 from plantwatch.plant.load import load_plant
 from plantwatch.store.sqlite import SqliteStore
-
 from tests.conftest import EXAMPLE_PLANT
 
 T0 = time.time() - 600
@@ -38,8 +37,9 @@ def test_a_small_batch_is_not_acknowledged_before_the_large_batch_before_it(tmp_
     acks: list[str] = []
     service._committer.start()
     try:
-        large = [(TOPIC, encode("esp32-json", "esp32-press-01", T0 + i, {"temperature_c": 40.0}))
-                 for i in range(IngestService.INLINE_BELOW)] + [("sensors/nobody/data", b"{}")]  # a dead letter
+        large = [
+            (TOPIC, encode("esp32-json", "esp32-press-01", T0 + i, {"temperature_c": 40.0})) for i in range(IngestService.INLINE_BELOW)
+        ] + [("sensors/nobody/data", b"{}")]  # a dead letter
         first = service._handle(large)
         assert first is not None  # large: committed on the other thread
         first.add_done_callback(lambda _: acks.append("large"))

@@ -52,4 +52,6 @@ def test_a_rule_fires_on_its_detectors_scores_only():
     for t, score in enumerate([0.5, 0.9, 0.9, 0.9, 0.2], start=10):
         events += engine.on_reading(Reading("press", "bearing-wear", "anomaly_score", score, t))
     assert [(e.state, e.rule, e.sensor, e.ts) for e in events] == [
-        ("firing", "bearing", "bearing-wear", 13), ("resolved", "bearing", "bearing-wear", 14)]
+        ("firing", "bearing", "bearing-wear", 13),
+        ("resolved", "bearing", "bearing-wear", 14),
+    ]

@@ -48,6 +48,7 @@ def birth(seq: int, aliases: range, name: str = "m") -> sp.Payload:
 
 # --- Sparkplug sessions ---------------------------------------------------------------------
 
+
 def test_a_session_keeps_at_most_max_aliases_and_forgets_the_oldest_birth_first():
     s = sp.EdgeNodeSession()
     sp.apply(s, sp.Topic("g", "NBIRTH", "e"), birth(0, range(0)))
@@ -78,8 +79,13 @@ def test_a_session_keeps_the_aliases_of_its_devices_only():
 
 def pipeline(tmp_path, sent=None):
     plant = plant_from_documents([("node", yaml.safe_load(NODE))])
-    return Pipeline(plant, SqliteStore(tmp_path / "p.db"), AlertRouter(plant, out=io.StringIO()),
-                    publish=(lambda t, b: sent.append((t, b))) if sent is not None else None, now=NOW)
+    return Pipeline(
+        plant,
+        SqliteStore(tmp_path / "p.db"),
+        AlertRouter(plant, out=io.StringIO()),
+        publish=(lambda t, b: sent.append((t, b))) if sent is not None else None,
+        now=NOW,
+    )
 
 
 def message(kind: str, edge: str, seq: int, payload: sp.Payload | None = None, device: str | None = None):
@@ -91,8 +97,13 @@ def message(kind: str, edge: str, seq: int, payload: sp.Payload | None = None, d
 
 def test_births_of_strangers_and_of_unknown_devices_grow_no_alias_table(tmp_path):
     p = pipeline(tmp_path)
-    p.process([message("NBIRTH", "edge-7", 0),
-               message("DBIRTH", "edge-7", 1, sp.Payload(None, 1, (sp.Metric("Press/Temperature", 1, None, sp.DOUBLE, 60.0),)), "press-3")], NOW)
+    p.process(
+        [
+            message("NBIRTH", "edge-7", 0),
+            message("DBIRTH", "edge-7", 1, sp.Payload(None, 1, (sp.Metric("Press/Temperature", 1, None, sp.DOUBLE, 60.0),)), "press-3"),
+        ],
+        NOW,
+    )
     batch = []
     for i in range(200):  # a known edge node with devices nobody declared, and strangers, each with 100 aliases
         batch.append(message("DBIRTH", "edge-7", 2 + i, birth(0, range(100)), f"fake-{i}"))
@@ -121,12 +132,12 @@ def test_forgotten_strangers_are_counted(tmp_path):
 def test_alias_evictions_are_counted(tmp_path):
     p = pipeline(tmp_path)
     before = evictions("sparkplug_aliases")
-    p.process([message("NBIRTH", "edge-7", 0),
-               message("DBIRTH", "edge-7", 1, birth(1, range(sp.MAX_ALIASES + 3)), "press-3")], NOW)
+    p.process([message("NBIRTH", "edge-7", 0), message("DBIRTH", "edge-7", 1, birth(1, range(sp.MAX_ALIASES + 3)), "press-3")], NOW)
     assert evictions("sparkplug_aliases") - before == 3
 
 
 # --- the subscriber's topic cache -------------------------------------------------------------
+
 
 def publish(topic: str) -> bytes:
     body = struct.pack("!H", len(topic)) + topic.encode() + b"{}"
@@ -191,8 +202,13 @@ def test_a_64k_topic_makes_a_bounded_dead_letter_row_and_message(tmp_path):
     """An unknown topic as long as MQTT allows, quoted by its reason too: both clipped, marked where cut."""
     published: list[tuple[str, bytes]] = []
     plant = plant_from_documents([("node.yaml", yaml.safe_load(NODE))])
-    pipeline = Pipeline(plant, SqliteStore(tmp_path / "d.db"), AlertRouter(plant, out=io.StringIO()),
-                        publish=lambda topic, body: published.append((topic, body)), now=NOW)
+    pipeline = Pipeline(
+        plant,
+        SqliteStore(tmp_path / "d.db"),
+        AlertRouter(plant, out=io.StringIO()),
+        publish=lambda topic, body: published.append((topic, body)),
+        now=NOW,
+    )
     topic = "spBv1.0/" + "t" * 65_000
     pipeline.process([("sensors/" + "t" * 65_000, b'{"t": 1}'), (topic + "/NDATA/x", b"\x00")], NOW)
     bodies = [body for t, body in published if t.startswith("plantwatch/dead-letter/")]
@@ -215,14 +231,17 @@ def test_the_store_keeps_a_prefix_the_size_and_the_hash(tmp_path):
 def test_an_older_file_gets_the_columns_and_its_payloads_cut(tmp_path):
     path = tmp_path / "old.db"
     db = sqlite3.connect(path)
-    db.execute("CREATE TABLE dead_letters (id INTEGER PRIMARY KEY, received REAL NOT NULL, topic TEXT NOT NULL,"
-               " reason TEXT NOT NULL, detail TEXT NOT NULL, payload BLOB NOT NULL)")
+    db.execute(
+        "CREATE TABLE dead_letters (id INTEGER PRIMARY KEY, received REAL NOT NULL, topic TEXT NOT NULL,"
+        " reason TEXT NOT NULL, detail TEXT NOT NULL, payload BLOB NOT NULL)"
+    )
     db.execute("INSERT INTO dead_letters (received, topic, reason, detail, payload) VALUES (1, 't', 'r', 'd', ?)", (b"y" * 100_000,))
     db.commit()
     db.close()
     store = SqliteStore(path)
     assert store.query("SELECT length(payload), payload_bytes, payload_sha256 FROM dead_letters") == [
-        (DEAD_LETTER_PAYLOAD_BYTES, 100_000, hashlib.sha256(b"y" * 100_000).hexdigest())]
+        (DEAD_LETTER_PAYLOAD_BYTES, 100_000, hashlib.sha256(b"y" * 100_000).hexdigest())
+    ]
 
 
 def test_expiry_deletes_old_dead_letters_in_chunks(tmp_path):

@@ -8,7 +8,6 @@ import pytest
 import yaml
 
 from plantwatch.plant.load import plant_from_documents
-
 from tests.conftest import EXAMPLE_PLANT, ROOT
 
 HELM = ROOT / ".cache" / "bin" / "helm"
@@ -33,7 +32,9 @@ def sample_values(tmp_path) -> str:
     for f in sorted(EXAMPLE_PLANT.glob("*.yaml")):
         for doc in yaml.safe_load_all(f.read_text()):
             if doc and doc.get("kind") in key:
-                plant[key[doc["kind"]]].append({"name": doc["metadata"]["name"], "labels": doc["metadata"].get("labels", {}), "spec": doc["spec"]})
+                plant[key[doc["kind"]]].append(
+                    {"name": doc["metadata"]["name"], "labels": doc["metadata"].get("labels", {}), "spec": doc["spec"]}
+                )
     path = tmp_path / "values.yaml"
     path.write_text(yaml.safe_dump({"plant": plant}))
     return str(path)
@@ -67,8 +68,24 @@ def test_chart_crds_are_the_project_crds():
 
 def test_values_schema_rejects_what_the_crd_rejects(tmp_path):
     bad = tmp_path / "bad.yaml"
-    bad.write_text(yaml.safe_dump({"plant": {"sensorNodes": [{"name": "n1", "spec": {
-        "hardware": "arduino", "payload": {"format": "esp32-json", "topic": "a/b"}, "sensors": [{"name": "t", "type": "temperature"}]}}]}}))
+    bad.write_text(
+        yaml.safe_dump(
+            {
+                "plant": {
+                    "sensorNodes": [
+                        {
+                            "name": "n1",
+                            "spec": {
+                                "hardware": "arduino",
+                                "payload": {"format": "esp32-json", "topic": "a/b"},
+                                "sensors": [{"name": "t", "type": "temperature"}],
+                            },
+                        }
+                    ]
+                }
+            }
+        )
+    )
     result = helm("template", "x", str(CHART), "-f", str(bad), check=False)
     assert result.returncode != 0
     assert "/plant/sensorNodes/0/spec/hardware" in result.stderr and "'esp32', 'raspberry-pi'" in result.stderr
@@ -88,4 +105,5 @@ def test_chart_rbac_matches_operator_deploy_rbac(tmp_path):
 
     def grants(rules):
         return {(g, res, v) for r in rules for g in r["apiGroups"] for res in r["resources"] for v in r["verbs"]}
+
     assert grants(role["rules"]) == grants(namespaced)

@@ -26,22 +26,30 @@ def test_no_numeric_flag_is_unchecked():
     assert unchecked == []
 
 
-@pytest.mark.parametrize("argv, message", [
-    (["up", "-f", "x", "--window-seconds", "0"], "argument --window-seconds: must be > 0, got 0"),
-    (["up", "-f", "x", "--window-seconds", "-60"], "argument --window-seconds: must be > 0, got -60"),
-    (["up", "-f", "x", "--status-every", "nan"], "argument --status-every: must be a finite number > 0, got 'nan'"),
-    (["up", "-f", "x", "--duration", "soon"], "argument --duration: must be a finite number > 0, got 'soon'"),
-    (["up", "-f", "x", "--http-port", "70000"], "argument --http-port: must be between 0 and 65535, got 70000"),
-    (["up", "-f", "x", "--max-future-seconds", "-1"], "argument --max-future-seconds: must be >= 0, got -1"),
-    (["serve", "ingest", "-f", "x", "--broker", "mqtt://h", "--shards", "0"], "argument --shards: must be >= 1, got 0"),
-    (["serve", "ingest", "-f", "x", "--broker", "mqtt://h", "--replica-index", "-1"], "argument --replica-index: must be >= 0, got -1"),
-    (["serve", "ingest", "-f", "x", "--broker", "mqtt://h", "--shard-lease-seconds", "inf"],
-     "argument --shard-lease-seconds: must be a finite number > 0, got 'inf'"),
-    (["serve", "inference", "--model-name", "m", "--max-batch", "1.5"], "argument --max-batch: must be an integer >= 1, got '1.5'"),
-    (["serve", "inference", "--model-name", "m", "--reload-interval", "-2"], "argument --reload-interval: must be >= 0, got -2"),
-    (["detector", "train", "--out", "d", "--train-rows", "0"], "argument --train-rows: must be >= 1, got 0"),
-    (["detector", "publish", "--model", "d", "--name", "n", "--threshold", "nan"], "argument --threshold: must be a finite number, got 'nan'"),
-])
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["up", "-f", "x", "--window-seconds", "0"], "argument --window-seconds: must be > 0, got 0"),
+        (["up", "-f", "x", "--window-seconds", "-60"], "argument --window-seconds: must be > 0, got -60"),
+        (["up", "-f", "x", "--status-every", "nan"], "argument --status-every: must be a finite number > 0, got 'nan'"),
+        (["up", "-f", "x", "--duration", "soon"], "argument --duration: must be a finite number > 0, got 'soon'"),
+        (["up", "-f", "x", "--http-port", "70000"], "argument --http-port: must be between 0 and 65535, got 70000"),
+        (["up", "-f", "x", "--max-future-seconds", "-1"], "argument --max-future-seconds: must be >= 0, got -1"),
+        (["serve", "ingest", "-f", "x", "--broker", "mqtt://h", "--shards", "0"], "argument --shards: must be >= 1, got 0"),
+        (["serve", "ingest", "-f", "x", "--broker", "mqtt://h", "--replica-index", "-1"], "argument --replica-index: must be >= 0, got -1"),
+        (
+            ["serve", "ingest", "-f", "x", "--broker", "mqtt://h", "--shard-lease-seconds", "inf"],
+            "argument --shard-lease-seconds: must be a finite number > 0, got 'inf'",
+        ),
+        (["serve", "inference", "--model-name", "m", "--max-batch", "1.5"], "argument --max-batch: must be an integer >= 1, got '1.5'"),
+        (["serve", "inference", "--model-name", "m", "--reload-interval", "-2"], "argument --reload-interval: must be >= 0, got -2"),
+        (["detector", "train", "--out", "d", "--train-rows", "0"], "argument --train-rows: must be >= 1, got 0"),
+        (
+            ["detector", "publish", "--model", "d", "--name", "n", "--threshold", "nan"],
+            "argument --threshold: must be a finite number, got 'nan'",
+        ),
+    ],
+)
 def test_out_of_range_values_stop_at_parsing(argv, message, capsys):
     with pytest.raises(SystemExit) as exit_:
         main(argv)

@@ -34,18 +34,21 @@ def test_vector(path: Path, plant):
     assert [r.reason for r in rejections] == vector["expected"].get("rejected", [])
 
 
-@pytest.mark.parametrize("payload, reason", [
-    (b"not json", "malformed"),
-    (b"[1, 2]", "malformed"),
-    (b'{"timestamp": "2026-01-01T08:00:00Z", "temperature_c": 1}', "missing_field"),
-    (b'{"device_id": "esp32-press-01", "timestamp": "yesterday", "temperature_c": 1}', "bad_timestamp"),
-    (b'{"device_id": "esp32-press-01", "timestamp": "2026-01-01T08:00:00Z", "temperature_c": "hot"}', "wrong_type"),
-    (b'{"device_id": "esp32-press-01", "timestamp": "2026-01-01T08:00:00Z", "temperature_c": true}', "wrong_type"),
-    (b'{"device_id": "esp32-press-01", "timestamp": "2026-01-01T08:00:00Z", "temperature_c": 1e400}', "malformed"),
-    (b'{"device_id": "esp32-press-01", "timestamp": "2026-01-01T08:00:00Z", "humidity": 3}', "no_known_sensor"),
-    (b'{"device_id": "esp32-press-99", "timestamp": "2026-01-01T08:00:00Z", "temperature_c": 1}', "device_mismatch"),
-    (b'{"device_id": "esp32-press-01", "timestamp": "2025-01-01T08:00:00Z", "temperature_c": 1}', "timestamp_skew"),
-])
+@pytest.mark.parametrize(
+    "payload, reason",
+    [
+        (b"not json", "malformed"),
+        (b"[1, 2]", "malformed"),
+        (b'{"timestamp": "2026-01-01T08:00:00Z", "temperature_c": 1}', "missing_field"),
+        (b'{"device_id": "esp32-press-01", "timestamp": "yesterday", "temperature_c": 1}', "bad_timestamp"),
+        (b'{"device_id": "esp32-press-01", "timestamp": "2026-01-01T08:00:00Z", "temperature_c": "hot"}', "wrong_type"),
+        (b'{"device_id": "esp32-press-01", "timestamp": "2026-01-01T08:00:00Z", "temperature_c": true}', "wrong_type"),
+        (b'{"device_id": "esp32-press-01", "timestamp": "2026-01-01T08:00:00Z", "temperature_c": 1e400}', "malformed"),
+        (b'{"device_id": "esp32-press-01", "timestamp": "2026-01-01T08:00:00Z", "humidity": 3}', "no_known_sensor"),
+        (b'{"device_id": "esp32-press-99", "timestamp": "2026-01-01T08:00:00Z", "temperature_c": 1}', "device_mismatch"),
+        (b'{"device_id": "esp32-press-01", "timestamp": "2025-01-01T08:00:00Z", "temperature_c": 1}', "timestamp_skew"),
+    ],
+)
 def test_esp32_rejections_name_the_reason(plant, payload, reason):
     node = CompiledNode.of(next(n for n in plant.nodes if n.name == "esp32-press-01"))
     readings, rejections = check_message(node, payload, DEFAULT_NOW)
@@ -109,19 +112,22 @@ def test_unknown_sensor_policy(plant):
 LP = "machine,device=jetson-cell-01 "
 
 
-@pytest.mark.parametrize("line, reason, says", [
-    (LP + "spindle_current=²i", "malformed", "is not a number"),  # issue 8: each of these three stopped the gateway
-    (LP + "spindle_current=" + "9" * 400 + "i", "out_of_range", "does not fit a signed 64-bit integer"),
-    (LP + "spindle_current=1 " + "1" * 5000, "bad_timestamp", "outside the signed 64-bit range"),
-    (LP + "spindle_current=9223372036854775808i", "out_of_range", "9223372036854775807i"),
-    (LP + "spindle_speed=-1u", "out_of_range", "unsigned"),
-    (LP + "spindle_current=1 --5", "bad_timestamp", "not an integer of nanoseconds"),
-    (LP + "spindle_current=1 ١٢٣", "bad_timestamp", "not an integer of nanoseconds"),
-    (LP + "spindle_current=١٢", "malformed", "is not a number"),
-    (LP + "spindle_current=1_0", "malformed", "is not a number"),
-    (LP + 'spindle_current="open', "malformed", "closing quote"),
-    (LP + "spindle_current=1,spindle_current=2", "malformed", "duplicate field 'spindle_current'"),
-])
+@pytest.mark.parametrize(
+    "line, reason, says",
+    [
+        (LP + "spindle_current=²i", "malformed", "is not a number"),  # issue 8: each of these three stopped the gateway
+        (LP + "spindle_current=" + "9" * 400 + "i", "out_of_range", "does not fit a signed 64-bit integer"),
+        (LP + "spindle_current=1 " + "1" * 5000, "bad_timestamp", "outside the signed 64-bit range"),
+        (LP + "spindle_current=9223372036854775808i", "out_of_range", "9223372036854775807i"),
+        (LP + "spindle_speed=-1u", "out_of_range", "unsigned"),
+        (LP + "spindle_current=1 --5", "bad_timestamp", "not an integer of nanoseconds"),
+        (LP + "spindle_current=1 ١٢٣", "bad_timestamp", "not an integer of nanoseconds"),
+        (LP + "spindle_current=١٢", "malformed", "is not a number"),
+        (LP + "spindle_current=1_0", "malformed", "is not a number"),
+        (LP + 'spindle_current="open', "malformed", "closing quote"),
+        (LP + "spindle_current=1,spindle_current=2", "malformed", "duplicate field 'spindle_current'"),
+    ],
+)
 def test_influx_line_refuses_what_influxdb_refuses_with_a_reason(plant, line, reason, says):
     node = CompiledNode.of(next(n for n in plant.nodes if n.name == "jetson-cell-01"))
     readings, rejections = check_message(node, line.encode(), DEFAULT_NOW)
@@ -129,20 +135,26 @@ def test_influx_line_refuses_what_influxdb_refuses_with_a_reason(plant, line, re
     assert says in rejections[0].detail and len(rejections[0].detail) < 300  # bounded, however long the input
 
 
-def test_influx_line_takes_the_64_bit_extremes(plant):
-    node = CompiledNode.of(next(n for n in plant.nodes if n.name == "jetson-cell-01"))
-    samples = decode("influx-line", (LP + "spindle_current=-9223372036854775808i,spindle_speed=18446744073709551615u "
-                                      "9223372036854775807").encode())
-    assert samples[0].fields == {"spindle_current": -2**63, "spindle_speed": 2**64 - 1}
+def test_influx_line_takes_the_64_bit_extremes():
+    samples = decode(
+        "influx-line", (LP + "spindle_current=-9223372036854775808i,spindle_speed=18446744073709551615u 9223372036854775807").encode()
+    )
+    assert samples[0].fields == {"spindle_current": -(2**63), "spindle_speed": 2**64 - 1}
     assert samples[0].ts == pytest.approx(9223372036.854775807)
 
 
-@pytest.mark.parametrize("payload, key", [
-    (b'{"device_id":"esp32-press-01","timestamp":"2026-01-01T08:00:00Z","temperature_c":1,"temperature_c":2}', "temperature_c"),
-    (b'{"device_id":"esp32-press-01","timestamp":"2026-01-01T08:00:00Z","temperature_c":1,"temperatur\\u0065_c":2}', "temperature_c"),
-    (b'{"device_id" : "esp32-press-01", "device_id" : "esp32-press-01", "timestamp":"2026-01-01T08:00:00Z","temperature_c":1}', "device_id"),
-    (b'{"device_id":"esp32-press-01","timestamp":"2026-01-01T08:00:00Z","temperature_c":1,"x":[{"a":1,"a":1}]}', "a"),
-])
+@pytest.mark.parametrize(
+    "payload, key",
+    [
+        (b'{"device_id":"esp32-press-01","timestamp":"2026-01-01T08:00:00Z","temperature_c":1,"temperature_c":2}', "temperature_c"),
+        (b'{"device_id":"esp32-press-01","timestamp":"2026-01-01T08:00:00Z","temperature_c":1,"temperatur\\u0065_c":2}', "temperature_c"),
+        (
+            b'{"device_id" : "esp32-press-01", "device_id" : "esp32-press-01", "timestamp":"2026-01-01T08:00:00Z","temperature_c":1}',
+            "device_id",
+        ),
+        (b'{"device_id":"esp32-press-01","timestamp":"2026-01-01T08:00:00Z","temperature_c":1,"x":[{"a":1,"a":1}]}', "a"),
+    ],
+)
 def test_duplicate_json_keys_are_refused_not_resolved(plant, payload, key):
     node = CompiledNode.of(next(n for n in plant.nodes if n.name == "esp32-press-01"))
     readings, rejections = check_message(node, payload, DEFAULT_NOW)
@@ -152,7 +164,9 @@ def test_duplicate_json_keys_are_refused_not_resolved(plant, payload, key):
 
 def test_equal_keys_in_different_objects_and_quotes_inside_strings_are_no_duplicates(plant):
     node = CompiledNode.of(next(n for n in plant.nodes if n.name == "rpi-line1-env"))
-    payload = (b'{"device_id":"rpi-line1-env","timestamp":"2026-01-01T08:00:00Z","note":"say \\"hi\\"",'
-               b'"sensors":{"bme280":{"temperature_c":21.5},"mic":{"temperature_c":30}}}')
+    payload = (
+        b'{"device_id":"rpi-line1-env","timestamp":"2026-01-01T08:00:00Z","note":"say \\"hi\\"",'
+        b'"sensors":{"bme280":{"temperature_c":21.5},"mic":{"temperature_c":30}}}'
+    )
     readings, rejections = check_message(node, payload, DEFAULT_NOW)
     assert [r.sensor for r in readings] == ["air-temperature"] and rejections == []

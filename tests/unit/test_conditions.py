@@ -11,7 +11,6 @@ import yaml
 
 from plantwatch.contracts.conditions import condition_status, set_condition
 from plantwatch.contracts.times import now_rfc3339
-
 from tests.conftest import ROOT
 
 T0, T1, T2 = "2026-01-01T00:00:00Z", "2026-01-01T00:05:00Z", "2026-01-01T00:10:00Z"
@@ -19,8 +18,14 @@ T0, T1, T2 = "2026-01-01T00:00:00Z", "2026-01-01T00:05:00Z", "2026-01-01T00:10:0
 
 def test_a_new_condition_starts_its_transition_now():
     [ready] = set_condition(None, "Ready", "True", "Rendered", "in the gateway config abc", 1, T0)
-    assert ready == {"type": "Ready", "status": "True", "reason": "Rendered", "message": "in the gateway config abc",
-                     "observedGeneration": 1, "lastTransitionTime": T0}
+    assert ready == {
+        "type": "Ready",
+        "status": "True",
+        "reason": "Rendered",
+        "message": "in the gateway config abc",
+        "observedGeneration": 1,
+        "lastTransitionTime": T0,
+    }
 
 
 def test_same_status_keeps_the_transition_time_but_takes_the_rest():

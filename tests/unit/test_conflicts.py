@@ -82,8 +82,13 @@ def conflicts_metric() -> float:
 
 
 def gateway(plant, db, published):
-    return Pipeline(plant, SqliteStore(db), AlertRouter(plant, out=io.StringIO()),
-                    publish=lambda topic, body: published.append((topic, orjson.loads(body))), now=T0)
+    return Pipeline(
+        plant,
+        SqliteStore(db),
+        AlertRouter(plant, out=io.StringIO()),
+        publish=lambda topic, body: published.append((topic, orjson.loads(body))),
+        now=T0,
+    )
 
 
 def stored_temperatures(store: SqliteStore) -> list[tuple]:

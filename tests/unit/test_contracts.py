@@ -10,7 +10,6 @@ import yaml
 from plantwatch.contracts import model_card
 from plantwatch.contracts.names import ALERT_RULE, API_VERSION, DETECTOR_MODEL, EXECUTION_PROVIDERS, GROUP, SENSOR_NODE, VERSION
 from plantwatch.contracts.times import iso, parse_timestamp
-
 from tests.conftest import ROOT
 
 
@@ -42,10 +41,17 @@ def test_times_round_trip_and_refuse_what_is_not_a_time():
 
 
 def test_a_card_reads_back_as_written(tmp_path):
-    card = model_card.card(recipe={"name": "envelope"}, channels=["temperature", "vibration"],
-                           feature_names=["temperature:level"], window={"short": 10, "long": 120, "noise": 30, "kinds": ["level"]},
-                           sha256="ab" * 32, alarm={"threshold": 2.0, "ewma_span": 3.0}, train_rows=400, source="rec.csv",
-                           validation={})
+    card = model_card.card(
+        recipe={"name": "envelope"},
+        channels=["temperature", "vibration"],
+        feature_names=["temperature:level"],
+        window={"short": 10, "long": 120, "noise": 30, "kinds": ["level"]},
+        sha256="ab" * 32,
+        alarm={"threshold": 2.0, "ewma_span": 3.0},
+        train_rows=400,
+        source="rec.csv",
+        validation={},
+    )
     model_card.write(tmp_path, card)
     assert model_card.read(tmp_path) == card == model_card.loads(model_card.dumps(card))
     assert model_card.model_sha256(card) == "ab" * 32 and model_card.history(card) == 121

@@ -13,7 +13,6 @@ from plantwatch.ingest.codecs import DecodeError
 from plantwatch.ingest.formats import DECODABLE, FORMATS, decoder
 from plantwatch.ingest.validate import CompiledNode
 from plantwatch.plant.model import device_id
-
 from tests.conftest import ROOT
 
 VECTORS = ROOT / "tests" / "vectors"

@@ -18,7 +18,6 @@ from plantwatch.ingest.pipeline import Pipeline
 from plantwatch.ingest.validate import REASONS, CompiledNode, check_message
 from plantwatch.plant.load import load_plant
 from plantwatch.store.sqlite import SqliteStore
-
 from tests.conftest import EXAMPLE_PLANT
 
 VECTORS = Path(__file__).parents[1] / "vectors"
@@ -46,8 +45,20 @@ def random_json(rng: random.Random, depth: int = 0):
         return rng.uniform(-1e3, 1e3)
     if kind == 5:
         return [random_json(rng, depth + 1) for _ in range(rng.randrange(4))]
-    keys = ["device_id", "timestamp", "sensors", "temperature_c", "vibration_g", "sensor_id", "sensor_type",
-            "value", "bme280", "temperature", "id", "mic"]
+    keys = [
+        "device_id",
+        "timestamp",
+        "sensors",
+        "temperature_c",
+        "vibration_g",
+        "sensor_id",
+        "sensor_type",
+        "value",
+        "bme280",
+        "temperature",
+        "id",
+        "mic",
+    ]
     return {rng.choice(keys): random_json(rng, depth + 1) for _ in range(rng.randrange(6))}
 
 
@@ -58,7 +69,7 @@ def mutate(rng: random.Random, data: bytes) -> bytes:
         if op == 0 and b:
             b[rng.randrange(len(b))] = rng.randrange(256)
         elif op == 1 and b:
-            del b[rng.randrange(len(b)):][: rng.randrange(1, 20)]
+            del b[rng.randrange(len(b)) :][: rng.randrange(1, 20)]
         elif op == 2:
             i = rng.randrange(len(b) + 1)
             b[i:i] = bytes(rng.randrange(256) for _ in range(rng.randrange(1, 8)))
@@ -95,8 +106,9 @@ def test_100k_generated_payloads_never_crash_the_gateway(tmp_path):
         try:
             readings, rejections = check_message(node, payload, NOW)
             if i % 10 == 0:  # the stateful Sparkplug path, through the pipeline itself
-                topic = rng.choice(["spBv1.0/plant-a/NDATA/edge-7", "spBv1.0/plant-a/DBIRTH/edge-7/press-3",
-                                    "spBv1.0/x", "spBv1.0/plant-a/NCMD/edge-7"])
+                topic = rng.choice(
+                    ["spBv1.0/plant-a/NDATA/edge-7", "spBv1.0/plant-a/DBIRTH/edge-7/press-3", "spBv1.0/x", "spBv1.0/plant-a/NCMD/edge-7"]
+                )
                 pipeline.sparkplug.message(topic, payload, NOW, [])
         except Exception as exc:  # the assertion this test exists for
             raise AssertionError(f"payload #{i} for {node.name} ({node.format}) crashed: {exc!r}\n{payload!r}") from exc
@@ -121,8 +133,13 @@ def esp32(t: float, temperature: float) -> tuple[str, bytes]:
 def run_batch(tmp_path, batch):
     plant = load_plant(EXAMPLE_PLANT)
     sent = []
-    pipeline = Pipeline(plant, SqliteStore(tmp_path / "p.db"), AlertRouter(plant, out=io.StringIO()),
-                        publish=lambda topic, body: sent.append(json.loads(body)), now=NOW)
+    pipeline = Pipeline(
+        plant,
+        SqliteStore(tmp_path / "p.db"),
+        AlertRouter(plant, out=io.StringIO()),
+        publish=lambda topic, body: sent.append(json.loads(body)),
+        now=NOW,
+    )
     pipeline.process(batch, NOW)
     return pipeline, sent
 

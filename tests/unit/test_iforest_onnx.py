@@ -15,8 +15,13 @@ from plantwatch.detect.iforest_onnx import anomaly_score_graph, average_path_len
 def session_of(forest) -> ort.InferenceSession:
     nodes, inits, opsets = anomaly_score_graph(forest)
     n = forest.n_features_in_
-    graph = helper.make_graph(nodes, "iforest", [helper.make_tensor_value_info("z", TensorProto.FLOAT, ["batch", n])],
-                              [helper.make_tensor_value_info("score", TensorProto.FLOAT, ["batch"])], inits)
+    graph = helper.make_graph(
+        nodes,
+        "iforest",
+        [helper.make_tensor_value_info("z", TensorProto.FLOAT, ["batch", n])],
+        [helper.make_tensor_value_info("score", TensorProto.FLOAT, ["batch"])],
+        inits,
+    )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18), *opsets])
     model.ir_version = 8
     onnx.checker.check_model(model)

@@ -9,8 +9,11 @@ from plantwatch.inference.zscore import zscore_model
 
 
 def detector(source: dict, generation: int = 2) -> dict:
-    return {"metadata": {"name": "m", "namespace": "ns", "generation": generation},
-            "spec": {"source": source}, "status": {"conditions": []}}
+    return {
+        "metadata": {"name": "m", "namespace": "ns", "generation": generation},
+        "spec": {"source": source},
+        "status": {"conditions": []},
+    }
 
 
 def test_an_old_pod_does_not_report_on_the_new_spec(tmp_path):

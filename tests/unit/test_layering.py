@@ -20,14 +20,14 @@ PACKAGES = {"plantwatch": ROOT / "services" / "plantwatch", "plantwatch_operator
 #: Modules whose commands import what they run inside the function that runs it, and why.
 COMMAND_MODULES = {
     "plantwatch.cli": "each command imports what it runs, so `plantwatch validate` does not load numpy, "
-                      "ONNX Runtime, aiohttp or the Kubernetes client (cli.py's docstring)",
+    "ONNX Runtime, aiohttp or the Kubernetes client (cli.py's docstring)",
 }
 #: (importing module, imported module) → why the import is inside a function.
 ALLOWED = {
     ("plantwatch.inference.status", "plantwatch.kube"): "the Kubernetes client (~0.4 s to import) only when the "
-                                                        "service reports status (--status-namespace)",
+    "service reports status (--status-namespace)",
     ("plantwatch.ingest.node_status", "plantwatch.kube"): "the Kubernetes client (~0.4 s to import) only when the "
-                                                          "gateway reports node status in a cluster",
+    "gateway reports node status in a cluster",
 }
 
 
@@ -70,8 +70,15 @@ def _ours(module: str) -> bool:
 
 
 def _edges(importer: str, imported: str) -> list[str]:
-    return sorted({f"{m} imports {t}" for m, targets in GRAPH.items() if _within(m, importer)
-                   for t, _ in targets if _within(t, imported) and t in GRAPH})
+    return sorted(
+        {
+            f"{m} imports {t}"
+            for m, targets in GRAPH.items()
+            if _within(m, importer)
+            for t, _ in targets
+            if _within(t, imported) and t in GRAPH
+        }
+    )
 
 
 def test_the_graph_was_read():
@@ -85,9 +92,9 @@ def test_contracts_import_nothing_of_plantwatch_and_only_the_standard_library():
             continue
         for target, _ in targets:
             top = target.split(".")[0]
-            assert (_within(target, "plantwatch.contracts") or not _ours(target)) and \
-                (top in sys.stdlib_module_names or top == "plantwatch" or top == "__future__"), \
-                f"{module} imports {target}: contracts may import only the standard library and each other"
+            assert (_within(target, "plantwatch.contracts") or not _ours(target)) and (
+                top in sys.stdlib_module_names or top == "plantwatch" or top == "__future__"
+            ), f"{module} imports {target}: contracts may import only the standard library and each other"
 
 
 def test_serving_does_not_import_training():
@@ -100,8 +107,7 @@ def test_alerting_does_not_import_ingestion():
 
 def test_no_import_hides_in_a_function_but_the_allowed_ones():
     hidden = sorted({(m, t) for m, targets in GRAPH.items() for t, inside in targets if inside and _ours(t) and t in GRAPH})
-    unexplained = [f"{m} imports {t} inside a function" for m, t in hidden
-                   if (m, t) not in ALLOWED and m not in COMMAND_MODULES]
+    unexplained = [f"{m} imports {t} inside a function" for m, t in hidden if (m, t) not in ALLOWED and m not in COMMAND_MODULES]
     assert unexplained == [], "move these to the top, or add them to ALLOWED with the reason"
     stale = sorted(set(ALLOWED) - set(hidden))
     assert stale == [], f"ALLOWED lists imports that are no longer inside a function: {stale}"

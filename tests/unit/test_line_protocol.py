@@ -8,8 +8,7 @@ import hashlib
 import pytest
 
 from plantwatch.readings import AlertEvent, Reading
-from plantwatch.store.influx import (Spool, SpoolDepth, SpoolFullError, alerts_line_protocol, chunks, dead_letter_lines,
-                                     ns, to_line_protocol)
+from plantwatch.store.influx import Spool, SpoolDepth, SpoolFullError, alerts_line_protocol, chunks, dead_letter_lines, ns, to_line_protocol
 
 
 def test_reading_line():
@@ -37,7 +36,7 @@ def test_integer_values_are_written_as_floats_so_the_field_type_never_changes():
 
 
 def test_values_round_trip_exactly():
-    for v in (0.1, -1e-300, 1e20, 123456789.123456789, 2.0 ** 60):
+    for v in (0.1, -1e-300, 1e20, 123456789.123456789, 2.0**60):
         line = to_line_protocol([Reading("n", "s", "t", v, 1.0)])
         assert float(line.split(b"value=")[1].split(b" ")[0]) == v
 
@@ -56,23 +55,27 @@ def test_timestamps_are_whole_microseconds_in_nanoseconds():
 
 
 def test_alert_event_line():
-    a = AlertEvent("hot/press-1/temp", "hot", "press-1", "temp", "firing", "critical", 95.5, 1700000000.5,
-                   'temp "high" \\ 95.5 > 90')
+    a = AlertEvent("hot/press-1/temp", "hot", "press-1", "temp", "firing", "critical", 95.5, 1700000000.5, 'temp "high" \\ 95.5 > 90')
     assert alerts_line_protocol([a]) == (
-        b'alert_event,node=press-1,rule=hot,sensor=temp,severity=critical,state=firing '
-        b'fingerprint="hot/press-1/temp",summary="temp \\"high\\" \\\\ 95.5 > 90",value=95.5 1700000000500000000')
+        b"alert_event,node=press-1,rule=hot,sensor=temp,severity=critical,state=firing "
+        b'fingerprint="hot/press-1/temp",summary="temp \\"high\\" \\\\ 95.5 > 90",value=95.5 1700000000500000000'
+    )
 
 
 def test_alert_event_without_value_has_no_value_field():
     a = AlertEvent("silent/n/s", "silent", "n", "s", "resolved", "warning", None, 2.0, "back")
-    assert alerts_line_protocol([a]) == (b'alert_event,node=n,rule=silent,sensor=s,severity=warning,state=resolved '
-                                         b'fingerprint="silent/n/s",summary="back" 2000000000')
+    assert alerts_line_protocol([a]) == (
+        b'alert_event,node=n,rule=silent,sensor=s,severity=warning,state=resolved fingerprint="silent/n/s",summary="back" 2000000000'
+    )
 
 
 def test_dead_letters_received_together_are_distinct_points():
     lines = list(dead_letter_lines([(1.0, "t/a", "malformed", "bad", b"\xff\x00"), (1.0, "t/a", "malformed", "bad", b"x")]))
     sha = hashlib.sha256(b"\xff\x00").hexdigest()
-    assert lines[0] == f'dead_letter,reason=malformed topic="t/a",detail="bad",payload="/wA=",payload_bytes=2i,payload_sha256="{sha}" 1000000000'
+    assert (
+        lines[0]
+        == f'dead_letter,reason=malformed topic="t/a",detail="bad",payload="/wA=",payload_bytes=2i,payload_sha256="{sha}" 1000000000'
+    )
     assert base64.b64decode("/wA=") == b"\xff\x00"
     assert lines[1].endswith(" 1000000001")
 

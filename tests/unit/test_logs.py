@@ -16,8 +16,9 @@ def record(msg: str, **extra) -> logging.LogRecord:
 
 
 def test_json_lines_carry_extra_fields_and_mask_secrets():
-    line = JsonFormatter().format(record("connecting to mqtt://gw:s3cret@broker:1883", correlation_id="c-42",
-                                         node="esp32-press-01", mqtt_password="hunter2"))
+    line = JsonFormatter().format(
+        record("connecting to mqtt://gw:s3cret@broker:1883", correlation_id="c-42", node="esp32-press-01", mqtt_password="hunter2")
+    )
     entry = json.loads(line)
     assert entry["level"] == "warning" and entry["logger"] == "plantwatch.ingest"
     assert entry["message"] == "connecting to mqtt://gw:***@broker:1883"

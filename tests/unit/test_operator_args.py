@@ -13,7 +13,6 @@ import pytest
 from plantwatch import cli
 from plantwatch.plant.model import parse_resource
 from plantwatch_operator.render import plant_manifest, render_detector, render_ingestion
-
 from tests.unit.test_render import CONFIG, sample_docs
 
 SOURCES = {
@@ -67,8 +66,10 @@ def test_the_gateway_args_parse_to_what_was_rendered():
     detector = next(parse_resource(d) for d in sample_docs() if d["kind"] == "DetectorModel")
     detector_objects = render_detector(detector, CONFIG)
     detector_deployment = next(o for o in detector_objects if o["kind"] == "Deployment")
-    assert args.score_url.format(name=detector.name) == \
-        f"http://{detector_deployment['metadata']['name']}:{port_of(detector_objects, detector_deployment)}"
+    assert (
+        args.score_url.format(name=detector.name)
+        == f"http://{detector_deployment['metadata']['name']}:{port_of(detector_objects, detector_deployment)}"
+    )
 
 
 @pytest.mark.parametrize("provider", ["cpu", "cuda", "tensorrt"])

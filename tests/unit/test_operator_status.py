@@ -16,8 +16,7 @@ from plantwatch_operator.verdicts import SourceVerdict, Verdict
 T0, T1 = "2026-01-01T00:00:00Z", "2026-01-01T00:05:00Z"
 
 
-def body(kind: str, status: dict | None = None, generation: int = 3, managed: list | None = None,
-         spec: dict | None = None) -> dict:
+def body(kind: str, status: dict | None = None, generation: int = 3, managed: list | None = None, spec: dict | None = None) -> dict:
     meta = {"name": "x", "namespace": "plant-a", "generation": generation, "managedFields": managed or []}
     obj = {"apiVersion": "plantwatch.io/v1alpha1", "kind": kind, "metadata": meta, "spec": spec or {}}
     return {**obj, "status": status} if status else obj
@@ -33,12 +32,27 @@ def written(obj: dict, status: dict) -> dict:
 
 def test_a_new_node_is_ready_and_online_unknown_until_the_gateway_reports():
     update = node_status(body("SensorNode"), object(), "abc123", T0)
-    assert update.status == {"observedGeneration": 3, "conditions": [
-        {"type": "Online", "status": "Unknown", "reason": "NoData", "message": "no data-plane report yet",
-         "observedGeneration": 3, "lastTransitionTime": T0},
-        {"type": "Ready", "status": "True", "reason": "Rendered", "message": "in the gateway config abc123",
-         "observedGeneration": 3, "lastTransitionTime": T0},
-    ]}
+    assert update.status == {
+        "observedGeneration": 3,
+        "conditions": [
+            {
+                "type": "Online",
+                "status": "Unknown",
+                "reason": "NoData",
+                "message": "no data-plane report yet",
+                "observedGeneration": 3,
+                "lastTransitionTime": T0,
+            },
+            {
+                "type": "Ready",
+                "status": "True",
+                "reason": "Rendered",
+                "message": "in the gateway config abc123",
+                "observedGeneration": 3,
+                "lastTransitionTime": T0,
+            },
+        ],
+    }
     assert update.events == (Announcement("Normal", "Rendered", "Ready=True: in the gateway config abc123"),)
 
 
@@ -59,8 +73,11 @@ def test_the_gateways_online_condition_is_left_to_it():
 def test_an_invalid_node_is_not_ready_and_says_why():
     update = node_status(body("SensorNode"), "SensorNode x: spec.sensors[0].type: Unsupported value", "abc123", T0)
     [ready] = update.status["conditions"]
-    assert (ready["status"], ready["reason"], ready["message"]) == \
-        ("False", "InvalidSpec", "SensorNode x: spec.sensors[0].type: Unsupported value")
+    assert (ready["status"], ready["reason"], ready["message"]) == (
+        "False",
+        "InvalidSpec",
+        "SensorNode x: spec.sensors[0].type: Unsupported value",
+    )
     assert update.events == (Announcement("Warning", "InvalidSpec", "Ready=False: SensorNode x: spec.sensors[0].type: Unsupported value"),)
 
 
@@ -69,7 +86,9 @@ def test_a_rule_reports_its_verdict_and_matched_series():
     update = rule_status(body("AlertRule"), refused, 4, T0)
     assert update.status["matchedSeries"] == 4 and update.status["observedGeneration"] == 3
     assert [(c["type"], c["status"], c["reason"]) for c in update.status["conditions"]] == [("Accepted", "False", "UnknownReceiver")]
-    assert update.events == (Announcement("Warning", "UnknownReceiver", "Accepted=False: spec.receivers: unknown 'pager' (known: console)"),)
+    assert update.events == (
+        Announcement("Warning", "UnknownReceiver", "Accepted=False: spec.receivers: unknown 'pager' (known: console)"),
+    )
 
 
 def test_a_new_matched_series_count_is_written_without_an_event():
@@ -90,8 +109,14 @@ def test_a_new_generation_is_written():
 def managed(manager: str, *fields: str) -> dict:
     """A managedFields entry in which `manager` owns these fields of the ModelValid condition."""
     condition = {".": {}, **{f"f:{f}": {} for f in fields}}
-    return {"manager": manager, "operation": "Apply", "apiVersion": "plantwatch.io/v1alpha1", "fieldsType": "FieldsV1",
-            "subresource": "status", "fieldsV1": {"f:status": {"f:conditions": {'k:{"type":"ModelValid"}': condition}}}}
+    return {
+        "manager": manager,
+        "operation": "Apply",
+        "apiVersion": "plantwatch.io/v1alpha1",
+        "fieldsType": "FieldsV1",
+        "subresource": "status",
+        "fieldsV1": {"f:status": {"f:conditions": {'k:{"type":"ModelValid"}': condition}}},
+    }
 
 
 def test_who_owns_a_condition_is_who_wrote_its_reason():
@@ -101,8 +126,9 @@ def test_who_owns_a_condition_is_who_wrote_its_reason():
     assert not owns_condition(body("DetectorModel", managed=[pod]), "plantwatch-operator", "ModelValid")
     # after the operator forced SourceNotFound: the pod still co-owns the entry (its type), not the reason
     co_owner = managed("plantwatch-inference", "type")
-    assert not owns_condition(body("DetectorModel", managed=[co_owner, managed("plantwatch-operator", "type", "reason")]),
-                              "plantwatch-inference", "ModelValid")
+    assert not owns_condition(
+        body("DetectorModel", managed=[co_owner, managed("plantwatch-operator", "type", "reason")]), "plantwatch-inference", "ModelValid"
+    )
     assert not owns_condition(body("DetectorModel"), "plantwatch-inference", "ModelValid")
 
 
@@ -116,8 +142,14 @@ def test_a_new_detector_reports_its_source_and_its_replicas():
     conditions = {c["type"]: (c["status"], c["reason"], c["message"]) for c in update.status["conditions"]}
     assert conditions == {"Available": ("False", "ReplicasNotReady", "0/2 inference pods ready"), "ModelValid": VERIFIED[:3]}
     assert {k: v for k, v in update.status.items() if k != "conditions"} == {
-        "observedGeneration": 3, "replicas": 0, "activeProvider": "cuda", "modelSha256": VERIFIED.sha256}
-    assert update.events == (Announcement("Normal", "SourceVerified", f"ModelValid=True: {VERIFIED.message}"),)  # Available is not announced
+        "observedGeneration": 3,
+        "replicas": 0,
+        "activeProvider": "cuda",
+        "modelSha256": VERIFIED.sha256,
+    }
+    assert update.events == (
+        Announcement("Normal", "SourceVerified", f"ModelValid=True: {VERIFIED.message}"),
+    )  # Available is not announced
 
 
 def test_a_detector_is_available_with_its_minimum_replicas_ready():
@@ -134,8 +166,12 @@ def test_a_detector_whose_status_already_says_so_is_not_written():
 
 def test_once_a_pod_reported_the_operator_leaves_it_model_valid_provider_and_sha256():
     loaded = {"type": "ModelValid", "status": "True", "reason": "ModelLoaded", "message": "served on cpu", "lastTransitionTime": T0}
-    detector = body("DetectorModel", spec=SPEC, managed=[managed("plantwatch-inference", "type", "status", "reason", "message")],
-                    status={"conditions": [loaded], "activeProvider": "cpu", "modelSha256": "f" * 64})
+    detector = body(
+        "DetectorModel",
+        spec=SPEC,
+        managed=[managed("plantwatch-inference", "type", "status", "reason", "message")],
+        status={"conditions": [loaded], "activeProvider": "cpu", "modelSha256": "f" * 64},
+    )
     update = detector_status(detector, VERIFIED, {}, T1)
     assert [c["type"] for c in update.status["conditions"]] == ["Available"]
     assert "activeProvider" not in update.status and "modelSha256" not in update.status
@@ -144,8 +180,12 @@ def test_once_a_pod_reported_the_operator_leaves_it_model_valid_provider_and_sha
 
 def test_a_missing_source_overrides_the_pods_verdict():
     loaded = {"type": "ModelValid", "status": "True", "reason": "ModelLoaded", "message": "served on cpu", "lastTransitionTime": T0}
-    detector = body("DetectorModel", spec=SPEC, managed=[managed("plantwatch-inference", "type", "status", "reason", "message")],
-                    status={"conditions": [loaded]})
+    detector = body(
+        "DetectorModel",
+        spec=SPEC,
+        managed=[managed("plantwatch-inference", "type", "status", "reason", "message")],
+        status={"conditions": [loaded]},
+    )
     update = detector_status(detector, MISSING, {}, T1)
     model_valid = next(c for c in update.status["conditions"] if c["type"] == "ModelValid")
     assert (model_valid["status"], model_valid["reason"], model_valid["lastTransitionTime"]) == ("False", "SourceNotFound", T1)

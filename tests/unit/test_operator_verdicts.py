@@ -10,15 +10,17 @@ import hashlib
 import yaml
 
 from plantwatch_operator.verdicts import SourceVerdict, Verdict, judge_plant, source_verdict
-
 from tests.conftest import EXAMPLE_PLANT
 
 
 def listed(kind: str) -> list[dict]:
     """The sample plant's objects of one kind, as the API server lists them in namespace plant-a."""
     docs = [d for f in sorted(EXAMPLE_PLANT.glob("*.yaml")) for d in yaml.safe_load_all(f.read_text())]
-    return [{**d, "metadata": {**d["metadata"], "namespace": "plant-a", "uid": f"uid-{d['metadata']['name']}", "generation": 1}}
-            for d in docs if d and d.get("kind") == kind]
+    return [
+        {**d, "metadata": {**d["metadata"], "namespace": "plant-a", "uid": f"uid-{d['metadata']['name']}", "generation": 1}}
+        for d in docs
+        if d and d.get("kind") == kind
+    ]
 
 
 def verdicts(nodes: list[dict], rules: list[dict], detectors: list[dict]) -> dict[str, tuple[Verdict, int]]:
@@ -37,8 +39,11 @@ def test_the_sample_plant_is_accepted_whole():
 def test_an_anomaly_rule_waits_for_its_detector():
     result = verdicts(listed("SensorNode"), listed("AlertRule"), [])
     verdict, _ = result["bearing-anomaly"]
-    assert verdict == ("False", "DetectorNotFound",
-                       "condition.anomalyScore.detector 'bearing-wear' names no DetectorModel in this namespace")
+    assert verdict == (
+        "False",
+        "DetectorNotFound",
+        "condition.anomalyScore.detector 'bearing-wear' names no DetectorModel in this namespace",
+    )
     assert all(v.status == "True" for name, (v, _) in result.items() if name != "bearing-anomaly")
 
 
@@ -55,8 +60,9 @@ def test_a_rule_matching_no_series_is_refused_with_what_exists():
     rules[1]["spec"]["selector"] = {"sensor": "temprature"}
     verdict, matched = verdicts(listed("SensorNode"), rules, listed("DetectorModel"))[rules[1]["metadata"]["name"]]
     assert (verdict.status, verdict.reason, matched) == ("False", "NoMatchingSeries", 0)
-    assert verdict.message.startswith("in this namespace: spec.selector matches no sensor of any SensorNode: "
-                                      "nothing has sensor 'temprature' (sensors: ")
+    assert verdict.message.startswith(
+        "in this namespace: spec.selector matches no sensor of any SensorNode: nothing has sensor 'temprature' (sensors: "
+    )
 
 
 def test_an_invalid_rule_says_which_field():
@@ -82,8 +88,11 @@ def test_objects_being_deleted_have_left_the_plant():
     plant = judge_plant(nodes, listed("AlertRule"), detectors)
     assert plant.nodes == [] and plant.valid_nodes == [] and plant.detectors == []
     assert {name: v.reason for name, (v, _) in verdicts(nodes, listed("AlertRule"), detectors).items()} == {
-        "machine-overtemperature": "NoMatchingSeries", "vibration-high": "NoMatchingSeries",
-        "node-silent": "NoMatchingSeries", "bearing-anomaly": "DetectorNotFound"}
+        "machine-overtemperature": "NoMatchingSeries",
+        "vibration-high": "NoMatchingSeries",
+        "node-silent": "NoMatchingSeries",
+        "bearing-anomaly": "DetectorNotFound",
+    }
 
 
 MODEL = b"\x08\x07onnx-bytes"
@@ -91,14 +100,19 @@ DIGEST = hashlib.sha256(MODEL).hexdigest()
 
 
 def configmap(**keys: bytes) -> dict:
-    return {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "bearing-wear-model"},
-            "binaryData": {k: base64.b64encode(v).decode() for k, v in keys.items()}}
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {"name": "bearing-wear-model"},
+        "binaryData": {k: base64.b64encode(v).decode() for k, v in keys.items()},
+    }
 
 
 def test_a_configmap_source_is_verified_by_its_sha256():
     source = {"configMap": {"name": "bearing-wear-model", "key": "model.onnx"}, "sha256": DIGEST}
     assert source_verdict(source, configmap(**{"model.onnx": MODEL})) == SourceVerdict(
-        "True", "SourceVerified", f"ConfigMap bearing-wear-model/model.onnx, {len(MODEL)} bytes, sha256 {DIGEST[:12]}", DIGEST)
+        "True", "SourceVerified", f"ConfigMap bearing-wear-model/model.onnx, {len(MODEL)} bytes, sha256 {DIGEST[:12]}", DIGEST
+    )
 
 
 def test_a_configmap_source_without_sha256_reports_the_digest_it_found():
@@ -116,14 +130,16 @@ def test_a_text_key_is_hashed_as_utf8():
 def test_a_wrong_model_is_a_checksum_mismatch_naming_both():
     source = {"configMap": {"name": "bearing-wear-model", "key": "model.onnx"}, "sha256": "b" * 64}
     assert source_verdict(source, configmap(**{"model.onnx": MODEL})) == SourceVerdict(
-        "False", "ChecksumMismatch", f"the model's sha256 is {DIGEST}, spec.source.sha256 says {'b' * 64}", DIGEST)
+        "False", "ChecksumMismatch", f"the model's sha256 is {DIGEST}, spec.source.sha256 says {'b' * 64}", DIGEST
+    )
 
 
 def test_a_missing_configmap_or_key_is_source_not_found():
     source = {"configMap": {"name": "bearing-wear-model", "key": "model.onnx"}}
     assert source_verdict(source, None) == SourceVerdict("False", "SourceNotFound", "ConfigMap bearing-wear-model does not exist", None)
     assert source_verdict(source, configmap(**{"other.onnx": MODEL})) == SourceVerdict(
-        "False", "SourceNotFound", "ConfigMap bearing-wear-model has no key 'model.onnx'", None)
+        "False", "SourceNotFound", "ConfigMap bearing-wear-model has no key 'model.onnx'", None
+    )
 
 
 def test_url_and_pvc_sources_are_left_to_the_pods():

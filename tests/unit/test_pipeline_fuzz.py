@@ -29,13 +29,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from plantwatch.alerts.router import AlertRouter
-from plantwatch.ingest import sparkplug as sp
 from plantwatch.contracts.times import iso
+from plantwatch.ingest import sparkplug as sp
 from plantwatch.ingest.pipeline import Pipeline
 from plantwatch.ingest.validate import REASONS, CompiledNode
 from plantwatch.plant.load import load_plant
 from plantwatch.store.sqlite import SqliteStore
-
 from tests.conftest import EXAMPLE_PLANT
 
 SPARKPLUG_CELL = Path(__file__).parents[1] / "integration" / "plants" / "sparkplug-cell.yaml"
@@ -50,10 +49,21 @@ STORE_BATCHES = 2000
 # --- values a hostile or broken node might send -------------------------------------------
 
 huge_ints = st.sampled_from([2**63 - 1, 2**63, 2**64 - 1, 2**64, -(2**63) - 1, 10**30, -(10**400), 10**4000])
-numbers = st.one_of(st.floats(-1e3, 1e3), st.integers(-100, 30000), st.floats(allow_nan=True, allow_infinity=True),
-                    huge_ints, st.sampled_from([0, -0.0, 1e308, -1e-308, 5e-324]))
-garbage = st.one_of(st.none(), st.booleans(), st.text(max_size=12), st.sampled_from(["NaN", "inf", "-Infinity", "1e999", "", " 12 "]),
-                    st.lists(st.integers(), max_size=3), st.dictionaries(st.text(max_size=4), st.integers(), max_size=2))
+numbers = st.one_of(
+    st.floats(-1e3, 1e3),
+    st.integers(-100, 30000),
+    st.floats(allow_nan=True, allow_infinity=True),
+    huge_ints,
+    st.sampled_from([0, -0.0, 1e308, -1e-308, 5e-324]),
+)
+garbage = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.text(max_size=12),
+    st.sampled_from(["NaN", "inf", "-Infinity", "1e999", "", " 12 "]),
+    st.lists(st.integers(), max_size=3),
+    st.dictionaries(st.text(max_size=4), st.integers(), max_size=2),
+)
 seconds = st.floats(NOW - 400, NOW + 400)
 
 
@@ -64,14 +74,31 @@ def mostly(draw, sane: st.SearchStrategy, hostile: st.SearchStrategy) -> object:
 
 
 values = mostly(st.floats(0, 60), st.one_of(numbers, garbage))
-timestamps = mostly(st.one_of(seconds.map(iso), seconds), st.one_of(
-    seconds.map(iso),
-    seconds.map(lambda t: iso(t).replace("Z", "+05:30")),
-    seconds.map(lambda t: iso(t)[:19]),  # naive: UTC
-    seconds, seconds.map(lambda t: int(t * 1000)), st.just(NOW),
-    st.sampled_from(["0001-01-01T00:00:00", "9999-12-31T23:59:59-01:00", "2026-02-30T00:00:00Z", "yesterday", "",
-                     "2026-01-01T08:00:00\u0000Z", "１９７０-01-01"]),
-    huge_ints, st.floats(allow_nan=True, allow_infinity=True), garbage))
+timestamps = mostly(
+    st.one_of(seconds.map(iso), seconds),
+    st.one_of(
+        seconds.map(iso),
+        seconds.map(lambda t: iso(t).replace("Z", "+05:30")),
+        seconds.map(lambda t: iso(t)[:19]),  # naive: UTC
+        seconds,
+        seconds.map(lambda t: int(t * 1000)),
+        st.just(NOW),
+        st.sampled_from(
+            [
+                "0001-01-01T00:00:00",
+                "9999-12-31T23:59:59-01:00",
+                "2026-02-30T00:00:00Z",
+                "yesterday",
+                "",
+                "2026-01-01T08:00:00\u0000Z",
+                "１９７０-01-01",
+            ]
+        ),
+        huge_ints,
+        st.floats(allow_nan=True, allow_infinity=True),
+        garbage,
+    ),
+)
 
 
 def json_text(value, ascii_only: bool) -> str:
@@ -90,8 +117,13 @@ def json_object(draw, pairs: list[tuple[str, object]]) -> str:
         pairs.insert(draw(st.integers(0, len(pairs))), draw(st.sampled_from(pairs)))  # a duplicate key
     ascii_only = draw(st.booleans())
     space = draw(st.sampled_from(["", " ", "\n\t"]))
-    return "{" + f",{space}".join(f"{json_text(k, ascii_only)}{space}:{space}{v if isinstance(v, Raw) else json_text(v, ascii_only)}"
-                                  for k, v in pairs) + "}"
+    return (
+        "{"
+        + f",{space}".join(
+            f"{json_text(k, ascii_only)}{space}:{space}{v if isinstance(v, Raw) else json_text(v, ascii_only)}" for k, v in pairs
+        )
+        + "}"
+    )
 
 
 class Raw(str):
@@ -128,9 +160,17 @@ def rpi(draw) -> bytes:
 
 @st.composite
 def sensor_event(draw) -> bytes:
-    pairs = maybe_drop(draw, [("event_id", draw(st.text(max_size=8))), ("sensor_id", "boiler-gateway-1"),
-                              ("sensor_type", draw(mostly(st.sampled_from(["temperature", "pressure"]), garbage))),
-                              ("value", draw(values)), ("unit", "celsius"), ("timestamp", draw(timestamps))])
+    pairs = maybe_drop(
+        draw,
+        [
+            ("event_id", draw(st.text(max_size=8))),
+            ("sensor_id", "boiler-gateway-1"),
+            ("sensor_type", draw(mostly(st.sampled_from(["temperature", "pressure"]), garbage))),
+            ("value", draw(values)),
+            ("unit", "celsius"),
+            ("timestamp", draw(timestamps)),
+        ],
+    )
     return draw(json_object(pairs)).encode()
 
 
@@ -141,26 +181,45 @@ def change_feed(draw) -> bytes:
     return draw(json_object(pairs)).encode()
 
 
-digits = st.one_of(st.integers(-10**20, 10**20).map(str), st.integers(1, 5000).map(lambda n: "9" * n),
-                   st.sampled_from(["²", "١٢", "--5", "-", "", "1_0", "0x10", "1.5", "+3"]))
+digits = st.one_of(
+    st.integers(-(10**20), 10**20).map(str),
+    st.integers(1, 5000).map(lambda n: "9" * n),
+    st.sampled_from(["²", "١٢", "--5", "-", "", "1_0", "0x10", "1.5", "+3"]),
+)
 
 
 @st.composite
 def influx_line(draw) -> bytes:
     lines = []
     for _ in range(draw(st.integers(1, 3))):
-        tags = draw(mostly(st.just(",device=jetson-cell-01"), st.sampled_from(["", ",device=other", ",device", ",x=y=z", ",device=jetson-cell-01,a=b"])))
-        names = draw(st.lists(mostly(st.sampled_from(["spindle_current", "spindle_speed"]), st.sampled_from(["x", "a b", 'q"', ""])),
-                              min_size=1, max_size=3, unique=True))
+        tags = draw(
+            mostly(
+                st.just(",device=jetson-cell-01"), st.sampled_from(["", ",device=other", ",device", ",x=y=z", ",device=jetson-cell-01,a=b"])
+            )
+        )
+        names = draw(
+            st.lists(
+                mostly(st.sampled_from(["spindle_current", "spindle_speed"]), st.sampled_from(["x", "a b", 'q"', ""])),
+                min_size=1,
+                max_size=3,
+                unique=True,
+            )
+        )
         if draw(st.integers(0, 15)) == 0:
             names.append(names[0])  # a duplicate field
         fields = []
         for name in names:
-            value = draw(mostly(st.one_of(st.floats(0, 100).map(repr), st.integers(0, 20000).map(lambda n: f"{n}i")), st.one_of(
-                st.floats(allow_nan=True, allow_infinity=True).map(repr),
-                st.tuples(digits, st.sampled_from(["i", "u"])).map("".join),
-                st.sampled_from(["t", "F", "true", "TRUE", '"str"', '"', '"a\\"b"', "nan", "-inf", "1e999", "²i"]),
-                st.text(max_size=6))))
+            value = draw(
+                mostly(
+                    st.one_of(st.floats(0, 100).map(repr), st.integers(0, 20000).map(lambda n: f"{n}i")),
+                    st.one_of(
+                        st.floats(allow_nan=True, allow_infinity=True).map(repr),
+                        st.tuples(digits, st.sampled_from(["i", "u"])).map("".join),
+                        st.sampled_from(["t", "F", "true", "TRUE", '"str"', '"', '"a\\"b"', "nan", "-inf", "1e999", "²i"]),
+                        st.text(max_size=6),
+                    ),
+                )
+            )
             fields.append(f"{name}={value}" if draw(st.integers(0, 30)) else name)
         ts = draw(mostly(st.one_of(st.just(""), seconds.map(lambda t: f" {int(t * 1e9)}")), digits.map(lambda d: f" {d}")))
         measurement = draw(mostly(st.just("machine"), st.sampled_from(["m", "#machine", "", "a b"])))
@@ -223,8 +282,19 @@ def sparkplug_batch(draw) -> list[tuple[str, bytes]]:
             seq = 0
             batch.append((spb_topic("NBIRTH"), spb_payload(draw, seq, [])))
             seq += 1
-            batch.append((spb_topic("DBIRTH"), spb_payload(draw, seq, [spb_metric("Press/Temperature", 1, draw(st.floats(-40, 200))),
-                                                                            spb_metric("Press/Current", 2, draw(st.floats(0, 100)))])))
+            batch.append(
+                (
+                    spb_topic("DBIRTH"),
+                    spb_payload(
+                        draw,
+                        seq,
+                        [
+                            spb_metric("Press/Temperature", 1, draw(st.floats(-40, 200))),
+                            spb_metric("Press/Current", 2, draw(st.floats(0, 100))),
+                        ],
+                    ),
+                )
+            )
         elif draw(st.integers(0, 4)):
             alias = draw(st.sampled_from([1, 2]))
             value = draw(mostly(st.floats(0, 100), st.floats()))
@@ -232,8 +302,11 @@ def sparkplug_batch(draw) -> list[tuple[str, bytes]]:
         else:
             kind = draw(st.sampled_from(["NBIRTH", "DBIRTH", "DDATA", "NDATA", "NDEATH", "DDEATH", "NCMD", "STATE"]))
             topic = spb_topic(kind, draw(st.sampled_from(["edge-7", "edge-7", "edge-8"])), draw(st.sampled_from(["press-3", "press-4"])))
-            payload = spb_payload(draw, draw(st.sampled_from([seq, seq, seq + 1, 255, 300, 2**64 - 1])),
-                                  [metric_fields(draw) for _ in range(draw(st.integers(0, 3)))])
+            payload = spb_payload(
+                draw,
+                draw(st.sampled_from([seq, seq, seq + 1, 255, 300, 2**64 - 1])),
+                [metric_fields(draw) for _ in range(draw(st.integers(0, 3)))],
+            )
             batch.append((topic, mutate(draw, payload)))
         seq = (seq + 1) % 256
     return batch[:BATCH]
@@ -248,15 +321,18 @@ def mutate(draw, payload: bytes) -> bytes:
     if op == 0:
         return payload[:i]
     if op == 1:
-        return payload[:i] + bytes([draw(st.integers(0, 255))]) + payload[i + 1:]
+        return payload[:i] + bytes([draw(st.integers(0, 255))]) + payload[i + 1 :]
     return payload[:i] + draw(st.binary(min_size=1, max_size=4)) + payload[i:]
 
 
-TOPICS = {"esp32-json": "sensors/hall-1/esp32-press-01/data", "rpi-json": "sensors/hall-1/rpi-line1-env/environmental",
-          "sensor-event": "sensors/hall-2/boiler-gateway/events", "change-feed": "sensors/coldroom/coldroom-feed/docs",
-          "influx-line": "sensors/hall-1/jetson-cell-01/metrics"}
-BUILDERS = {"esp32-json": esp32, "rpi-json": rpi, "sensor-event": sensor_event, "change-feed": change_feed,
-            "influx-line": influx_line}
+TOPICS = {
+    "esp32-json": "sensors/hall-1/esp32-press-01/data",
+    "rpi-json": "sensors/hall-1/rpi-line1-env/environmental",
+    "sensor-event": "sensors/hall-2/boiler-gateway/events",
+    "change-feed": "sensors/coldroom/coldroom-feed/docs",
+    "influx-line": "sensors/hall-1/jetson-cell-01/metrics",
+}
+BUILDERS = {"esp32-json": esp32, "rpi-json": rpi, "sensor-event": sensor_event, "change-feed": change_feed, "influx-line": influx_line}
 
 
 @st.composite
@@ -289,8 +365,13 @@ class Rig:
             self.store.close()
             (self.folder / f"fuzz-{self.generation - 1}.db").unlink()
         self.store = SqliteStore(self.folder / f"fuzz-{self.generation}.db")
-        self.pipeline = Pipeline(self.plant, self.store, AlertRouter(self.plant, out=io.StringIO()),
-                                 publish=lambda topic, body: self.published.append((topic, body)), now=NOW)
+        self.pipeline = Pipeline(
+            self.plant,
+            self.store,
+            AlertRouter(self.plant, out=io.StringIO()),
+            publish=lambda topic, body: self.published.append((topic, body)),
+            now=NOW,
+        )
         self.generation += 1
         self.stored = 0
 
@@ -327,8 +408,7 @@ def rig(tmp_path_factory) -> Rig:
 
 @pytest.mark.parametrize("fmt", FORMATS)
 def test_no_generated_batch_stops_the_pipeline(rig, fmt):
-    @settings(max_examples=max(1, CASES // BATCH // len(FORMATS)), deadline=None, database=None,
-              suppress_health_check=list(HealthCheck))
+    @settings(max_examples=max(1, CASES // BATCH // len(FORMATS)), deadline=None, database=None, suppress_health_check=list(HealthCheck))
     @given(batch=batches(fmt), skew=st.floats(-30, 30))
     def one_batch(batch, skew):
         rig.run(fmt, batch, NOW + skew)

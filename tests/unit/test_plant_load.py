@@ -10,7 +10,6 @@ import yaml
 
 from plantwatch.cli import main
 from plantwatch.plant.load import PlantError, load_plant
-
 from tests.conftest import EXAMPLE_PLANT
 
 NODE = """apiVersion: plantwatch.io/v1alpha1
@@ -26,8 +25,10 @@ spec:
 
 
 def rule(name: str, selector: str, receivers: str = "[console]", condition: str = 'type: Threshold, threshold: {critical: "80"}') -> str:
-    return (f"apiVersion: plantwatch.io/v1alpha1\nkind: AlertRule\nmetadata: {{name: {name}}}\n"
-            f"spec:\n  selector: {selector}\n  condition: {{{condition}}}\n  receivers: {receivers}\n")
+    return (
+        f"apiVersion: plantwatch.io/v1alpha1\nkind: AlertRule\nmetadata: {{name: {name}}}\n"
+        f"spec:\n  selector: {selector}\n  condition: {{{condition}}}\n  receivers: {receivers}\n"
+    )
 
 
 def problems(*paths) -> list[str]:
@@ -51,19 +52,23 @@ def test_some_resources_of_a_plant_validate_but_do_not_run(tmp_path, capsys):
     (tmp_path / "detector.yaml").write_text(
         "apiVersion: plantwatch.io/v1alpha1\nkind: DetectorModel\nmetadata: {name: pump-wear}\n"
         "spec:\n  source: {configMap: {name: pump-wear-model, key: model.onnx}}\n"
-        "  features: {sensors: [temperature]}\n")
+        "  features: {sensors: [temperature]}\n"
+    )
     assert main(["validate", "-f", str(tmp_path)]) == 0
     assert "valid: 0 SensorNodes, 0 AlertRules, 1 DetectorModels (not a plant to run" in capsys.readouterr().out
     (problem,) = problems(tmp_path)
     assert "a plant needs at least one SensorNode" in problem
 
 
-@pytest.mark.parametrize("content, expected", [
-    (b"\x89PNG\r\n\x1a\n\x00\x00", "not UTF-8 text (byte 0x89 at offset 0); a plant file must be UTF-8 YAML"),
-    ("metadata: {name: caf\u00e9}\n".encode("latin-1"), "not UTF-8 text (byte 0xe9 at offset 20)"),
-    (b"kind: x\x00\n", "offset 7: not valid YAML: character 0x0000 is not allowed"),
-    (b"kind: [\n", "line 2, column 1: not valid YAML"),
-])
+@pytest.mark.parametrize(
+    "content, expected",
+    [
+        (b"\x89PNG\r\n\x1a\n\x00\x00", "not UTF-8 text (byte 0x89 at offset 0); a plant file must be UTF-8 YAML"),
+        ("metadata: {name: caf\u00e9}\n".encode("latin-1"), "not UTF-8 text (byte 0xe9 at offset 20)"),
+        (b"kind: x\x00\n", "offset 7: not valid YAML: character 0x0000 is not allowed"),
+        (b"kind: [\n", "line 2, column 1: not valid YAML"),
+    ],
+)
 def test_an_unreadable_file_is_named_with_what_is_accepted(tmp_path, content, expected):
     shutil.copytree(EXAMPLE_PLANT, tmp_path, dirs_exist_ok=True)
     (tmp_path / "sub").mkdir()
@@ -82,20 +87,25 @@ def test_duplicate_keys_are_refused_with_file_line_and_resource(tmp_path):
 
 
 def test_merge_keys_are_not_duplicates(tmp_path):
-    (tmp_path / "node.yaml").write_text(NODE.replace("metadata: {name: press, labels: {line: l1}}",
-                                                     "metadata:\n  <<: {name: base, labels: {line: l1}}\n  name: press"))
+    (tmp_path / "node.yaml").write_text(
+        NODE.replace("metadata: {name: press, labels: {line: l1}}", "metadata:\n  <<: {name: base, labels: {line: l1}}\n  name: press")
+    )
     assert [n.name for n in load_plant(tmp_path).nodes] == ["press"]
 
 
 def test_rules_that_watch_nothing_or_notify_nobody_are_all_listed(tmp_path):
     (tmp_path / "node.yaml").write_text(NODE)
-    (tmp_path / "rules.yaml").write_text("---\n".join([
-        rule("typo", "{sensor: temprature}"),
-        rule("other-line", "{sensorType: temperature, nodeSelector: {matchLabels: {line: l2}}}"),
-        rule("wrong-type", "{sensorType: humidity}", receivers="[console, pager]"),
-        rule("fine", "{sensorType: vibration}"),
-        rule("silent", "{}", condition="type: Absence, absence: {after: 10s}"),
-    ]))
+    (tmp_path / "rules.yaml").write_text(
+        "---\n".join(
+            [
+                rule("typo", "{sensor: temprature}"),
+                rule("other-line", "{sensorType: temperature, nodeSelector: {matchLabels: {line: l2}}}"),
+                rule("wrong-type", "{sensorType: humidity}", receivers="[console, pager]"),
+                rule("fine", "{sensorType: vibration}"),
+                rule("silent", "{}", condition="type: Absence, absence: {after: 10s}"),
+            ]
+        )
+    )
     where = tmp_path / "rules.yaml"
     assert problems(tmp_path) == [
         f"{where} (AlertRule typo): spec.selector matches no sensor of any SensorNode: nothing has sensor 'temprature' "
@@ -125,8 +135,8 @@ def test_the_shipped_plants_validate(capsys):
 def test_the_operator_refuses_the_rules_the_gateway_would_refuse():
     """The operator keeps a refused rule out of the gateway's config (Accepted=False with the reason),
     so `serve ingest`'s load_plant never meets it."""
-    from plantwatch_operator.verdicts import parse, rule_verdict
     from plantwatch.plant.load import plant_series
+    from plantwatch_operator.verdicts import parse, rule_verdict
 
     node = yaml.safe_load(NODE)
     series = plant_series([parse(node)], [])

@@ -12,7 +12,6 @@ import yaml
 from plantwatch.plant.load import PlantError, load_plant, plant_from_documents
 from plantwatch.plant.model import ManifestError, parse_resource
 from plantwatch.plant.schema import crd_schemas
-
 from tests.conftest import EXAMPLE_PLANT, ROOT
 
 
@@ -69,17 +68,22 @@ def test_detector_without_source_is_rejected():
     assert msg.startswith("spec.source: Invalid value") and "exactly one of configMap, url, pvc" in msg
 
 
-@pytest.mark.parametrize("mutate, expected", [
-    (lambda d: d["spec"].update(bogus=1), "spec.bogus: unknown field"),
-    (lambda d: d["spec"]["sensors"].append(dict(d["spec"]["sensors"][0])), "spec.sensors[4]: Duplicate value"),
-    (lambda d: d["spec"]["sensors"][0].update(range={"min": "10", "max": "1"}), "spec.sensors[0].range.min: Invalid value"),
-    (lambda d: d["spec"]["payload"].update(topic="sensors/#"), "spec.payload.topic: Invalid value"),
-    (lambda d: d["spec"]["heartbeat"].update(interval="soon"), "spec.heartbeat.interval: Invalid value: \"soon\""),
-    (lambda d: d["spec"].update(hardware=3), "spec.hardware: Invalid value: 3: must be of type string"),
-    (lambda d: d["metadata"].update(name="Press_1"), "metadata.name: Invalid value"),
-    (lambda d: d["spec"].update(maintenanceWindows=[{"name": "w", "start": "2026-01-02T00:00:00Z", "end": "2026-01-01T00:00:00Z"}]),
-     "spec.maintenanceWindows[0].end: Invalid value"),
-])
+@pytest.mark.parametrize(
+    "mutate, expected",
+    [
+        (lambda d: d["spec"].update(bogus=1), "spec.bogus: unknown field"),
+        (lambda d: d["spec"]["sensors"].append(dict(d["spec"]["sensors"][0])), "spec.sensors[4]: Duplicate value"),
+        (lambda d: d["spec"]["sensors"][0].update(range={"min": "10", "max": "1"}), "spec.sensors[0].range.min: Invalid value"),
+        (lambda d: d["spec"]["payload"].update(topic="sensors/#"), "spec.payload.topic: Invalid value"),
+        (lambda d: d["spec"]["heartbeat"].update(interval="soon"), 'spec.heartbeat.interval: Invalid value: "soon"'),
+        (lambda d: d["spec"].update(hardware=3), "spec.hardware: Invalid value: 3: must be of type string"),
+        (lambda d: d["metadata"].update(name="Press_1"), "metadata.name: Invalid value"),
+        (
+            lambda d: d["spec"].update(maintenanceWindows=[{"name": "w", "start": "2026-01-02T00:00:00Z", "end": "2026-01-01T00:00:00Z"}]),
+            "spec.maintenanceWindows[0].end: Invalid value",
+        ),
+    ],
+)
 def test_sensor_node_errors(mutate, expected):
     node = copy.deepcopy(docs("nodes.yaml")[0])
     mutate(node)
@@ -119,6 +123,7 @@ def test_crds_are_the_package_schemas():
 
 def schema_nodes():
     """(path, name, schema) of every property and list item of every CRD."""
+
     def walk(schema, path):
         for name, sub in schema.get("properties", {}).items():
             yield f"{path}.{name}", name, sub
@@ -126,6 +131,7 @@ def schema_nodes():
         if "items" in schema:
             yield path + "[]", None, schema["items"]
             yield from walk(schema["items"], path + "[]")
+
     for s in crd_schemas().values():
         yield from walk(s.root, s.kind)
 

@@ -15,7 +15,6 @@ import yaml
 from plantwatch.plant.model import parse_resource
 from plantwatch_operator.config import Config
 from plantwatch_operator.render import PlainDumper, plant_manifest, render_detector, render_ingestion
-
 from tests.conftest import EXAMPLE_PLANT
 
 GOLDEN = Path(__file__).parent / "golden"
@@ -44,7 +43,9 @@ def test_ingestion_golden():
 
 def test_detector_golden():
     detector = next(d for d in sample_docs() if d["kind"] == "DetectorModel")
-    golden("detector.yaml", render_detector(parse_resource({**detector, "metadata": {**detector["metadata"], "namespace": "plant-a"}}), CONFIG))
+    golden(
+        "detector.yaml", render_detector(parse_resource({**detector, "metadata": {**detector["metadata"], "namespace": "plant-a"}}), CONFIG)
+    )
 
 
 def config_hash(docs: list[dict]) -> str:
@@ -102,8 +103,11 @@ def test_workloads_are_restricted():
         pod = d["spec"]["template"]["spec"]
         assert pod["securityContext"]["runAsNonRoot"] and pod["securityContext"]["seccompProfile"]["type"] == "RuntimeDefault"
         for c in pod["containers"]:
-            assert c["securityContext"] == {"allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True,
-                                            "capabilities": {"drop": ["ALL"]}}
+            assert c["securityContext"] == {
+                "allowPrivilegeEscalation": False,
+                "readOnlyRootFilesystem": True,
+                "capabilities": {"drop": ["ALL"]},
+            }
             assert c["resources"]["requests"]["cpu"]
 
 
@@ -117,11 +121,19 @@ def test_gateway_may_only_report_node_status():
 
 
 def test_inference_pods_may_only_report_their_own_detector_status():
-    detector = parse_resource({**next(d for d in sample_docs() if d["kind"] == "DetectorModel"), "metadata": {"name": "bearing-wear", "namespace": "p"}})
+    detector = parse_resource(
+        {**next(d for d in sample_docs() if d["kind"] == "DetectorModel"), "metadata": {"name": "bearing-wear", "namespace": "p"}}
+    )
     objs = render_detector(detector, CONFIG)
     role = next(o for o in objs if o["kind"] == "Role")
-    assert role["rules"] == [{"apiGroups": ["plantwatch.io"], "resources": ["detectormodels/status"],
-                              "resourceNames": ["bearing-wear"], "verbs": ["get", "patch"]}]
+    assert role["rules"] == [
+        {
+            "apiGroups": ["plantwatch.io"],
+            "resources": ["detectormodels/status"],
+            "resourceNames": ["bearing-wear"],
+            "verbs": ["get", "patch"],
+        }
+    ]
     pod = next(o for o in objs if o["kind"] == "Deployment")["spec"]["template"]["spec"]
     assert pod["serviceAccountName"] == role["metadata"]["name"] == "plantwatch-detector-bearing-wear"
     args = pod["containers"][0]["args"]

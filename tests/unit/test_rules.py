@@ -49,54 +49,67 @@ def test_threshold_escalates_and_resolves_past_hysteresis():
     e = engine(THRESHOLD)
     events = feed(e, [60, 71, 79, 81, 96, 94, 79.5, 78.5, 69, 67.9])
     assert events == [
-        ("firing", "warning"),     # 71
-        ("firing", "critical"),    # 81
-        ("firing", "emergency"),   # 96
-        ("firing", "critical"),    # 94 is below 95 - 2: back to critical
-        ("firing", "warning"),     # 78.5 < 80 - 2 (79.5 still held critical)
-        ("resolved", "warning"),   # 67.9 < 70 - 2 (69 still held warning)
+        ("firing", "warning"),  # 71
+        ("firing", "critical"),  # 81
+        ("firing", "emergency"),  # 96
+        ("firing", "critical"),  # 94 is below 95 - 2: back to critical
+        ("firing", "warning"),  # 78.5 < 80 - 2 (79.5 still held critical)
+        ("resolved", "warning"),  # 67.9 < 70 - 2 (69 still held warning)
     ]
 
 
 def test_for_keeps_the_alert_pending():
-    e = engine(rule("""
+    e = engine(
+        rule("""
   selector: {sensor: temperature}
   condition: {type: Threshold, threshold: {critical: "80"}}
   for: 3s
-"""))
-    assert feed(e, [81, 82, 83]) == []          # held 2s only
+""")
+    )
+    assert feed(e, [81, 82, 83]) == []  # held 2s only
     assert feed(e, [84], t0=3) == [("firing", "critical")]
-    e2 = engine(rule("""
+    e2 = engine(
+        rule("""
   selector: {sensor: temperature}
   condition: {type: Threshold, threshold: {critical: "80"}}
   for: 3s
-"""))
+""")
+    )
     assert feed(e2, [81, 82, 70, 81, 82, 83]) == []  # the dip restarted the clock
 
 
 def test_below_direction():
-    e = engine(rule("""
+    e = engine(
+        rule("""
   selector: {sensorType: pressure}
   condition: {type: Threshold, threshold: {direction: Below, warning: "900", critical: "800"}}
-"""))
+""")
+    )
     assert feed(e, [1000, 850, 799, 950], "pressure", "pressure") == [
-        ("firing", "warning"), ("firing", "critical"), ("resolved", "critical")]
+        ("firing", "warning"),
+        ("firing", "critical"),
+        ("resolved", "critical"),
+    ]
 
 
 def test_selector_limits_series():
-    e = engine(rule("""
+    e = engine(
+        rule("""
   selector: {sensorType: temperature, nodeSelector: {matchLabels: {line: l2}}}
   condition: {type: Threshold, threshold: {critical: "80"}}
-"""))
+""")
+    )
     assert feed(e, [99]) == []
 
 
 def test_absence_fires_on_silence_and_resolves_on_data():
-    e = engine(rule("""
+    e = engine(
+        rule("""
   selector: {}
   condition: {type: Absence, absence: {after: 10s}}
   severity: critical
-"""))
+""")
+    )
     assert e.tick(5.0) == []
     (fired,) = e.tick(10.0)
     assert (fired.state, fired.severity, fired.node, fired.sensor) == ("firing", "critical", "press", "*")
@@ -107,20 +120,24 @@ def test_absence_fires_on_silence_and_resolves_on_data():
 
 
 def test_rate_of_change():
-    e = engine(rule("""
+    e = engine(
+        rule("""
   selector: {sensor: temperature}
   condition: {type: RateOfChange, rateOfChange: {maxPerMinute: "30"}}
-"""))
+""")
+    )
     # +1/s = 60/min is too fast; +0.25/s = 15/min is fine
     assert feed(e, [20, 21, 22, 22.25]) == [("firing", "warning"), ("resolved", "warning")]
 
 
 def test_summary_is_rendered():
-    e = engine(rule("""
+    e = engine(
+        rule("""
   selector: {sensor: temperature}
   condition: {type: Threshold, threshold: {critical: "80"}}
   annotations: {summary: "{node}/{sensor} is {value} ({level}) {unknown}"}
-"""))
+""")
+    )
     (event,) = e.on_reading(Reading("press", "temperature", "temperature", 85.5, 1.0))
     assert event.summary == "press/temperature is 85.5 (critical) {unknown}"
     assert event.fingerprint == "r/press/temperature"

@@ -17,8 +17,7 @@ VALUES = [60, 71, 72, 73, 74, 82, 83, 79, 78.5, 69, 67, 95, 60, 71, 71.5, 72, 60
 
 
 def press(values, t0: float = 1000.0) -> list[Reading]:
-    return [Reading("esp32-press-01", "temperature", "temperature", float(v), t0 + i * 0.5, "celsius")
-            for i, v in enumerate(values)]
+    return [Reading("esp32-press-01", "temperature", "temperature", float(v), t0 + i * 0.5, "celsius") for i, v in enumerate(values)]
 
 
 def run(engine: RuleEngine, readings: list[Reading]) -> list:
@@ -47,7 +46,7 @@ def test_readings_the_previous_owner_already_applied_change_nothing(plant):
         before = run(first, readings[:cut])
         second = RuleEngine(plant, 0.0)
         second.restore(first.snapshot())
-        assert run(second, readings[cut - 6:cut]) == [], f"the batch before {cut} fired again"
+        assert run(second, readings[cut - 6 : cut]) == [], f"the batch before {cut} fired again"
         assert before + run(second, readings[cut:]) == whole, f"cut at {cut}"
 
 

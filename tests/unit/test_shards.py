@@ -73,9 +73,11 @@ def test_ordinal_comes_from_a_statefulset_pod_name():
 
 
 def test_a_sparkplug_edge_node_and_its_devices_share_a_shard():
-    nodes = [("edge-1", "sparkplug-b", "spBv1.0/plant/NDATA/edge-1"),
-             ("edge-1-pump", "sparkplug-b", "spBv1.0/plant/DDATA/edge-1/pump"),
-             ("press", "esp32-json", "sensors/hall-1/press/data")]
+    nodes = [
+        ("edge-1", "sparkplug-b", "spBv1.0/plant/NDATA/edge-1"),
+        ("edge-1-pump", "sparkplug-b", "spBv1.0/plant/DDATA/edge-1/pump"),
+        ("press", "esp32-json", "sensors/hall-1/press/data"),
+    ]
     plan = ShardPlan.of(nodes, 16)
     assert node_key(*nodes[1]) == "spBv1.0/plant/edge-1"
     assert plan.node_shard["edge-1"] == plan.node_shard["edge-1-pump"]
@@ -99,7 +101,6 @@ def test_only_the_unknown_shard_takes_the_wildcards():
 
 def test_serve_ingest_says_what_a_replica_index_must_be(monkeypatch, capsys):
     from plantwatch.cli import main
-
     from tests.conftest import EXAMPLE_PLANT
 
     monkeypatch.setenv("HOSTNAME", "plantwatch-gateway-7d9f8c6b5-x2x9z")

@@ -19,10 +19,21 @@ def test_topics():
         sp.parse_topic("spBv1.0/plant-a/HELLO/edge-1")
 
 
-@pytest.mark.parametrize("datatype, value", [
-    (sp.INT8, -5), (sp.INT16, -300), (sp.INT32, -2_000_000), (sp.INT64, -(2**40)), (sp.UINT32, 4_000_000_000),
-    (sp.UINT64, 2**63 + 5), (sp.DOUBLE, 21.125), (sp.BOOLEAN, True), (sp.STRING, "ok"), (sp.FLOAT, 1.5),
-])
+@pytest.mark.parametrize(
+    "datatype, value",
+    [
+        (sp.INT8, -5),
+        (sp.INT16, -300),
+        (sp.INT32, -2_000_000),
+        (sp.INT64, -(2**40)),
+        (sp.UINT32, 4_000_000_000),
+        (sp.UINT64, 2**63 + 5),
+        (sp.DOUBLE, 21.125),
+        (sp.BOOLEAN, True),
+        (sp.STRING, "ok"),
+        (sp.FLOAT, 1.5),
+    ],
+)
 def test_metric_values_round_trip(datatype, value):
     p = payload(3, sp.Metric("m", 7, 1767254400123, datatype, value))
     (m,) = sp.decode_payload(sp.encode_payload(p)).metrics
@@ -41,8 +52,7 @@ def test_truncated_payloads_are_malformed_not_crashes():
 def test_birth_aliases_data_and_death():
     s = sp.EdgeNodeSession()
     birth = sp.Topic("g", "NBIRTH", "edge-1")
-    out = sp.apply(s, birth, payload(0, sp.Metric("temperature", 1, None, sp.DOUBLE, 20.5),
-                                     sp.Metric("vibration", 2, None, sp.FLOAT, 1.5)))
+    out = sp.apply(s, birth, payload(0, sp.Metric("temperature", 1, None, sp.DOUBLE, 20.5), sp.Metric("vibration", 2, None, sp.FLOAT, 1.5)))
     assert out.values == {"temperature": 20.5, "vibration": 1.5} and s.online
     data = sp.Topic("g", "NDATA", "edge-1")
     out = sp.apply(s, data, payload(1, sp.Metric(None, 1, None, sp.DOUBLE, 21.0)))  # alias only
@@ -76,5 +86,7 @@ def test_device_births_and_deaths():
     sp.apply(s, sp.Topic("g", "NBIRTH", "e"), payload(0))
     out = sp.apply(s, sp.Topic("g", "DBIRTH", "e", "press"), payload(1, sp.Metric("current", 9, None, sp.DOUBLE, 12.0)))
     assert out.values == {"current": 12.0}
-    assert sp.apply(s, sp.Topic("g", "DDATA", "e", "press"), payload(2, sp.Metric(None, 9, None, sp.DOUBLE, 13.0))).values == {"current": 13.0}
+    assert sp.apply(s, sp.Topic("g", "DDATA", "e", "press"), payload(2, sp.Metric(None, 9, None, sp.DOUBLE, 13.0))).values == {
+        "current": 13.0
+    }
     assert sp.apply(s, sp.Topic("g", "DDEATH", "e", "press"), payload(3)).offline

@@ -34,5 +34,6 @@ def test_batches_of_every_size_store_each_reading_once_with_its_values(tmp_path)
         batch = [Reading("n", f"s{i % 3}", "temperature", float(i), len(sent) + i + 0.5, "C") for i in range(size)]
         assert store.write(batch + batch[: size // 2]) == size  # the broker re-delivered half of it, in the same batch
         sent += batch
-    assert store.query("SELECT node, sensor, type, value, ts, unit FROM readings ORDER BY ts") == \
-        [tuple(r) for r in sorted(sent, key=lambda r: r.ts)]
+    assert store.query("SELECT node, sensor, type, value, ts, unit FROM readings ORDER BY ts") == [
+        tuple(r) for r in sorted(sent, key=lambda r: r.ts)
+    ]

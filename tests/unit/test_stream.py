@@ -40,7 +40,9 @@ def test_scores_come_back_as_readings_of_the_node_once_the_window_is_full():
         out.append(scorer.score(batch))
     assert out[0] == out[1] == []  # warm-up: fewer rows than the window
     assert [(r.node, r.sensor, r.type, r.value, r.ts) for r in out[2]] == [
-        ("a", "press-wear", SCORE_TYPE, 42.0, 102), ("b", "press-wear", SCORE_TYPE, 52.0, 102)]
+        ("a", "press-wear", SCORE_TYPE, 42.0, 102),
+        ("b", "press-wear", SCORE_TYPE, 52.0, 102),
+    ]
     assert out[3] == [] and [r.value for r in out[4]] == [44.0, 54.0]  # step 2: every other row
     assert calls == [2, 2]  # both nodes' rows in one model call per batch; node c is not selected
 
@@ -99,8 +101,9 @@ def test_streamed_scores_equal_the_detector_bundles_offline_scores(tmp_path):
     scorer = bundle.load(tmp_path)
     card = scorer.card
     session = scorer.model.session
-    stream = StreamScorer("d", ["a"], SENSORS, CardFeatures(card), lambda v: session.run(["score"], {"features": v})[0],
-                          smoothing=Smoothing.of_card(card))
+    stream = StreamScorer(
+        "d", ["a"], SENSORS, CardFeatures(card), lambda v: session.run(["score"], {"features": v})[0], smoothing=Smoothing.of_card(card)
+    )
     values[450:455, 1] = np.nan  # the vibration sensor drops out: its readings are simply not in the stream
     offline = scorer.score(values)
     streamed = []
@@ -117,6 +120,6 @@ def test_streamed_scores_equal_the_detector_bundles_offline_scores(tmp_path):
         smoothed.append(Smoothing.of_card(card).next(smoothed[-1], float(x)))
     np.testing.assert_allclose(raw, smoothed[1:], rtol=1e-5, atol=1e-6)
     threshold = card["alarm"]["threshold"]
-    assert raw[600 - first + 20:].min() > threshold > raw[: 440 - first].max()
-    assert raw[450 - first:460 - first].max() > threshold  # the dropout itself is anomalous (the `missing` feature)
+    assert raw[600 - first + 20 :].min() > threshold > raw[: 440 - first].max()
+    assert raw[450 - first : 460 - first].max() > threshold  # the dropout itself is anomalous (the `missing` feature)
     assert offline.alarm[620:].all()

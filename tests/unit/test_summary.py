@@ -5,16 +5,14 @@ from __future__ import annotations
 import pytest
 
 from plantwatch.plant.load import PlantError, load_plant
+from plantwatch.readings import Reading
 from plantwatch.rules import summary
 from plantwatch.rules.engine import RuleEngine
-from plantwatch.readings import Reading
-
 from tests.unit.test_plant_load import NODE
 
 
 def test_placeholders_render_and_the_value_takes_a_number_format():
-    text = summary.render("{rule}: {node}/{sensor} at {value:.1f} °C ({level}), see {runbook}", "hot", "press", "temp",
-                          81.25, "critical")
+    text = summary.render("{rule}: {node}/{sensor} at {value:.1f} °C ({level}), see {runbook}", "hot", "press", "temp", 81.25, "critical")
     assert text == "hot: press/temp at 81.2 °C (critical), see {runbook}"
     assert summary.render(summary.DEFAULT, "hot", "press", "temp", 81.25, "warning") == "hot on press/temp: 81.25 (warning)"
     # An absence alert has no value: the placeholder is empty, whatever its spec.
@@ -24,9 +22,11 @@ def test_placeholders_render_and_the_value_takes_a_number_format():
 @pytest.mark.parametrize("template", ["{value:d}", "{value", "{0}", "{node.upper}", "{sensor[0]}", "{level!z}"])
 def test_a_template_that_cannot_render_is_refused_at_load_with_the_placeholders(tmp_path, template):
     assert summary.check(template) is not None
-    rule = ("apiVersion: plantwatch.io/v1alpha1\nkind: AlertRule\nmetadata: {name: hot}\nspec:\n"
-            "  selector: {sensorType: temperature}\n  condition: {type: Threshold, threshold: {critical: \"80\"}}\n"
-            f"  annotations: {{summary: {template!r}}}\n")
+    rule = (
+        "apiVersion: plantwatch.io/v1alpha1\nkind: AlertRule\nmetadata: {name: hot}\nspec:\n"
+        '  selector: {sensorType: temperature}\n  condition: {type: Threshold, threshold: {critical: "80"}}\n'
+        f"  annotations: {{summary: {template!r}}}\n"
+    )
     (tmp_path / "plant.yaml").write_text(NODE + "---\n" + rule)
     with pytest.raises(PlantError) as err:
         load_plant(tmp_path)
@@ -35,9 +35,11 @@ def test_a_template_that_cannot_render_is_refused_at_load_with_the_placeholders(
 
 
 def test_a_template_that_slipped_through_still_fires_its_alert_with_the_default_summary(tmp_path):
-    rule = ("apiVersion: plantwatch.io/v1alpha1\nkind: AlertRule\nmetadata: {name: hot}\nspec:\n"
-            "  selector: {sensorType: temperature}\n  condition: {type: Threshold, threshold: {critical: \"80\"}}\n"
-            "  annotations: {summary: 'hot at {value:.1f}'}\n")
+    rule = (
+        "apiVersion: plantwatch.io/v1alpha1\nkind: AlertRule\nmetadata: {name: hot}\nspec:\n"
+        '  selector: {sensorType: temperature}\n  condition: {type: Threshold, threshold: {critical: "80"}}\n'
+        "  annotations: {summary: 'hot at {value:.1f}'}\n"
+    )
     (tmp_path / "plant.yaml").write_text(NODE + "---\n" + rule)
     plant = load_plant(tmp_path)
     engine = RuleEngine(plant, 0.0)

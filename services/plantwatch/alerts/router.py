@@ -8,8 +8,9 @@ hands notifications to the receivers. Receivers in this version: `console`.
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable, TextIO
+from typing import TextIO
 
 from plantwatch.contracts.times import iso, parse_timestamp
 from plantwatch.plant.load import Plant
@@ -31,8 +32,7 @@ class AlertRouter:
         self._notify = notify
         self._repeat = {r.name: duration_seconds(r.spec.repeat_interval) for r in plant.rules}
         self._windows = {
-            n.name: [(parse_timestamp(w.start), parse_timestamp(w.end)) for w in n.spec.maintenance_windows]
-            for n in plant.nodes
+            n.name: [(parse_timestamp(w.start), parse_timestamp(w.end)) for w in n.spec.maintenance_windows] for n in plant.nodes
         }
         self.active: dict[str, _Active] = {}
         self.fired = 0
@@ -65,5 +65,8 @@ class AlertRouter:
         if self._notify:
             self._notify(e, why)
         marker = "RESOLVED" if e.state == "resolved" else e.severity.upper()
-        print(f"{iso(e.ts)} ALERT {marker:9} {e.rule} {e.node}/{e.sensor}: {e.summary}" + (" (repeat)" if why == "repeat" else ""),
-              file=self._out, flush=True)
+        print(
+            f"{iso(e.ts)} ALERT {marker:9} {e.rule} {e.node}/{e.sensor}: {e.summary}" + (" (repeat)" if why == "repeat" else ""),
+            file=self._out,
+            flush=True,
+        )

@@ -18,19 +18,26 @@ def condition_status(conditions: list[dict[str, Any]] | None, type_: str) -> str
     return None if current is None else current.get("status")
 
 
-def condition(type_: str, status: str, reason: str, message: str, previous: dict[str, Any] | None,
-              generation: int | None, now: str) -> dict[str, Any]:
+def condition(
+    type_: str, status: str, reason: str, message: str, previous: dict[str, Any] | None, generation: int | None, now: str
+) -> dict[str, Any]:
     """The condition `type_` replacing `previous`; lastTransitionTime moves only when the status flips."""
     changed = previous is None or previous.get("status") != status
-    out = {"type": type_, "status": status, "reason": reason, "message": message,
-           "lastTransitionTime": now if changed else previous.get("lastTransitionTime", now)}
+    out = {
+        "type": type_,
+        "status": status,
+        "reason": reason,
+        "message": message,
+        "lastTransitionTime": now if changed else previous.get("lastTransitionTime", now),
+    }
     if generation is not None:
         out["observedGeneration"] = generation
     return out
 
 
-def set_condition(conditions: list[dict[str, Any]] | None, type_: str, status: str, reason: str, message: str,
-                  generation: int | None, now: str) -> list[dict[str, Any]]:
+def set_condition(
+    conditions: list[dict[str, Any]] | None, type_: str, status: str, reason: str, message: str, generation: int | None, now: str
+) -> list[dict[str, Any]]:
     """Return the conditions with `type_` set (sorted by type); lastTransitionTime moves only when the status changes."""
     out = [dict(c) for c in conditions or []]
     current = find_condition(out, type_)

@@ -77,8 +77,18 @@ class ModelCard(TypedDict, total=False):
     validation: dict[str, Any]
 
 
-def card(*, recipe: dict[str, Any], channels: list[str], feature_names: list[str], window: Window, sha256: str,
-         alarm: Alarm, train_rows: int, source: str, validation: dict[str, Any]) -> ModelCard:
+def card(
+    *,
+    recipe: dict[str, Any],
+    channels: list[str],
+    feature_names: list[str],
+    window: Window,
+    sha256: str,
+    alarm: Alarm,
+    train_rows: int,
+    source: str,
+    validation: dict[str, Any],
+) -> ModelCard:
     """A new card for a model written as MODEL_FILE with `sha256`."""
     return {
         "kind": KIND,

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import math
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 
 def iso(ts: float) -> str:
     """Epoch seconds → RFC 3339 UTC with a Z (ISO 8601), as the seed firmware writes it."""
-    return datetime.fromtimestamp(ts, timezone.utc).isoformat().replace("+00:00", "Z")
+    return datetime.fromtimestamp(ts, UTC).isoformat().replace("+00:00", "Z")
 
 
 def now_rfc3339() -> str:
@@ -30,6 +30,6 @@ def parse_timestamp(raw: Any) -> float:
     if isinstance(raw, str):
         dt = datetime.fromisoformat(raw.replace("Z", "+00:00"))
         if dt.tzinfo is None:
-            dt = dt.replace(tzinfo=timezone.utc)
+            dt = dt.replace(tzinfo=UTC)
         return dt.timestamp()
     raise ValueError(f"expected ISO-8601 text or epoch seconds, got {type(raw).__name__}")

@@ -28,9 +28,17 @@ def ewma(scores: np.ndarray, span: float) -> np.ndarray:
     return out
 
 
-def hysteresis(smoothed: np.ndarray, threshold: float, on_count: int = 1, off_count: int = 1,
-               off_ratio: float = 1.0, fast: np.ndarray | None = None, slow: np.ndarray | None = None,
-               release: float = 0.0, rearm: float = 0.8) -> np.ndarray:
+def hysteresis(
+    smoothed: np.ndarray,
+    threshold: float,
+    on_count: int = 1,
+    off_count: int = 1,
+    off_ratio: float = 1.0,
+    fast: np.ndarray | None = None,
+    slow: np.ndarray | None = None,
+    release: float = 0.0,
+    rearm: float = 0.8,
+) -> np.ndarray:
     """0/1 alarm: on after `on_count` rows above `threshold`, off after `off_count` rows below `off_ratio*threshold`.
 
     With `release` > 0 an alarm also ends at the first row where `fast` (a short
@@ -80,9 +88,18 @@ def smooth(raw: np.ndarray, threshold: float, span: float, cap: float = 0.0) -> 
     return ewma(np.minimum(raw, cap * threshold) if cap > 0 else raw, span)
 
 
-def alarm_rule(raw: np.ndarray, threshold: float, span: float, cap: float = 0.0, on_count: int = 1,
-               off_count: int = 1, off_ratio: float = 1.0, release: float = 0.0, rearm: float = 0.8,
-               release_span: float = 60.0) -> tuple[np.ndarray, np.ndarray]:
+def alarm_rule(
+    raw: np.ndarray,
+    threshold: float,
+    span: float,
+    cap: float = 0.0,
+    on_count: int = 1,
+    off_count: int = 1,
+    off_ratio: float = 1.0,
+    release: float = 0.0,
+    rearm: float = 0.8,
+    release_span: float = 60.0,
+) -> tuple[np.ndarray, np.ndarray]:
     """Raw scores -> (smoothed score, 0/1 alarm): `smooth`, then `hysteresis` with its release averages.
 
     The release compares an EWMA over `span` rows of the *uncapped* raw score

@@ -27,12 +27,26 @@ def card_of(fitted: Fitted, channels: tuple[str, ...], train_rows: int, model_by
     """Everything needed to reproduce the features and the alarm rule, and to check the model file."""
     recipe = fitted.recipe
     return model_card.card(
-        recipe=recipe.to_json(), channels=list(channels), feature_names=feature_names(channels, recipe.features),
-        window=recipe.features.to_json(), sha256=sha256_of(model_bytes),
-        alarm={"threshold": fitted.threshold, "ewma_span": recipe.span, "on_count": recipe.on_count,
-               "off_count": recipe.off_count, "off_ratio": recipe.off_ratio, "cap": recipe.cap,
-               "release": recipe.release, "rearm": recipe.rearm, "release_span": recipe.release_span},
-        train_rows=train_rows, source=source, validation=fitted.validation)
+        recipe=recipe.to_json(),
+        channels=list(channels),
+        feature_names=feature_names(channels, recipe.features),
+        window=recipe.features.to_json(),
+        sha256=sha256_of(model_bytes),
+        alarm={
+            "threshold": fitted.threshold,
+            "ewma_span": recipe.span,
+            "on_count": recipe.on_count,
+            "off_count": recipe.off_count,
+            "off_ratio": recipe.off_ratio,
+            "cap": recipe.cap,
+            "release": recipe.release,
+            "rearm": recipe.rearm,
+            "release_span": recipe.release_span,
+        },
+        train_rows=train_rows,
+        source=source,
+        validation=fitted.validation,
+    )
 
 
 def save(out: str | Path, fitted: Fitted, channels: tuple[str, ...], train_rows: int, source: str = "") -> ModelCard:
@@ -73,8 +87,18 @@ class Scorer:
         raw = self.raw_scores(values)
         a = self.card["alarm"]
         # Cards before `cap` have no cap, cards before `release` no release.
-        smoothed, alarm = alarm_rule(raw, a["threshold"], a["ewma_span"], a.get("cap", 0.0), a["on_count"], a["off_count"],
-                                     a["off_ratio"], a.get("release", 0.0), a.get("rearm", 0.8), a.get("release_span", 60.0))
+        smoothed, alarm = alarm_rule(
+            raw,
+            a["threshold"],
+            a["ewma_span"],
+            a.get("cap", 0.0),
+            a["on_count"],
+            a["off_count"],
+            a["off_ratio"],
+            a.get("release", 0.0),
+            a.get("rearm", 0.8),
+            a.get("release_span", 60.0),
+        )
         return Scores(raw, smoothed, alarm)
 
 
@@ -82,8 +106,7 @@ def load(directory: str | Path) -> Scorer:
     """Load a detector directory; the model's sha256 must match its card."""
     directory = Path(directory)
     card = model_card.read(directory)
-    model = load_model(directory.name or "detector", directory / card["model"]["file"],
-                       expected_sha256=card["model"]["sha256"])
+    model = load_model(directory.name or "detector", directory / card["model"]["file"], expected_sha256=card["model"]["sha256"])
     return Scorer(card, model)
 
 

@@ -63,8 +63,10 @@ def _train(args: argparse.Namespace) -> int:
         return 2
     fitted = fit_recipe(RECIPES[args.recipe], table.values[: args.train_rows])
     card = bundle.save(args.out, fitted, table.channels, args.train_rows, source)
-    print(f"trained {args.recipe} on {args.train_rows} rows x {len(table.channels)} channels "
-          f"({', '.join(table.channels)}); threshold {card['alarm']['threshold']:.4g}; wrote {args.out}")
+    print(
+        f"trained {args.recipe} on {args.train_rows} rows x {len(table.channels)} channels "
+        f"({', '.join(table.channels)}); threshold {card['alarm']['threshold']:.4g}; wrote {args.out}"
+    )
     return 0
 
 
@@ -88,17 +90,18 @@ def _evaluate(args: argparse.Namespace) -> int:
         per_file = {}
         for path in paths:
             table = read_table(path, args.time_column, _exclude(args.exclude), labels=(args.label_column,))
-            labels = labels_of(table, args.label_column, path)[args.skip_rows:]
+            labels = labels_of(table, args.label_column, path)[args.skip_rows :]
             stamps, alarms = read_predictions(Path(args.pred_dir) / path.name)
-            if len(alarms) != len(labels) or (args.time_column and stamps != table.timestamps[args.skip_rows:]):
-                print(f"detector evaluate: {path.name}: predictions do not line up with rows {args.skip_rows}.. of the data", file=sys.stderr)
+            if len(alarms) != len(labels) or (args.time_column and stamps != table.timestamps[args.skip_rows :]):
+                print(
+                    f"detector evaluate: {path.name}: predictions do not line up with rows {args.skip_rows}.. of the data", file=sys.stderr
+                )
                 return 2
             per_file[path.name] = confusion(labels, alarms)
         counts = pooled(list(per_file.values()))
         summary = {"files": len(per_file), **counts.summary()}
     else:
-        result = experiment.run(paths, RECIPES[args.recipe], args.skip_rows, args.label_column, args.time_column,
-                                _exclude(args.exclude))
+        result = experiment.run(paths, RECIPES[args.recipe], args.skip_rows, args.label_column, args.time_column, _exclude(args.exclude))
         per_file = {Path(f.path).name: f.counts for f in result.files}
         counts, summary = result.counts, result.summary()
     summary["meets_target"] = meets_target(counts)
@@ -140,17 +143,26 @@ def add_commands(subparsers) -> None:
     score.add_argument("--model", required=True, metavar="DIR", help="model directory from `detector train`")
     score.add_argument("--csv", required=True, help="recording with the model's channels")
     score.add_argument("--out", required=True, metavar="PRED.csv", help="predictions to write")
-    score.add_argument("--skip-rows", type=non_negative_int, default=0,
-                       help="leave out the first N rows from the output (they still serve as window history)")
+    score.add_argument(
+        "--skip-rows",
+        type=non_negative_int,
+        default=0,
+        help="leave out the first N rows from the output (they still serve as window history)",
+    )
     table_args(score)
     score.set_defaults(func=_user_errors(_score))
 
     evaluate = sub.add_parser("evaluate", help="pooled point-wise F1, false- and missed-alarm rates over labelled CSVs")
     evaluate.add_argument("--data", nargs="+", required=True, metavar="CSV|DIR", help="labelled recordings (folders: their *.csv)")
-    evaluate.add_argument("--pred-dir", metavar="DIR",
-                          help="predictions named like the data files (from `detector score`); "
-                               "without it, each file trains on its first --skip-rows rows and scores the rest")
-    evaluate.add_argument("--skip-rows", type=non_negative_int, default=400, help="training rows at the start of each file, not judged (default 400)")
+    evaluate.add_argument(
+        "--pred-dir",
+        metavar="DIR",
+        help="predictions named like the data files (from `detector score`); "
+        "without it, each file trains on its first --skip-rows rows and scores the rest",
+    )
+    evaluate.add_argument(
+        "--skip-rows", type=non_negative_int, default=400, help="training rows at the start of each file, not judged (default 400)"
+    )
     evaluate.add_argument("--label-column", default="anomaly", help="0/1 label column (default anomaly)")
     evaluate.add_argument("--recipe", choices=sorted(RECIPES), default=DEFAULT_RECIPE, help=recipe_help)
     evaluate.add_argument("--per-file", action="store_true", help="also print each file's figures")

@@ -10,7 +10,7 @@ from __future__ import annotations
 import csv
 import sqlite3
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -51,8 +51,7 @@ def _is_numeric_column(cells: list[str]) -> bool:
     return bool(filled) and all(not np.isnan(_number(c)) or c.strip().lower() == "nan" for c in filled)
 
 
-def read_table(path: str | Path, time_column: str | None = None, exclude: tuple[str, ...] = (),
-               labels: tuple[str, ...] = ()) -> Table:
+def read_table(path: str | Path, time_column: str | None = None, exclude: tuple[str, ...] = (), labels: tuple[str, ...] = ()) -> Table:
     """Read a recording; channels are the numeric columns other than time, labels and `exclude`.
 
     `labels` names more label columns (e.g. `evaluate --label-column fault`): like
@@ -115,7 +114,7 @@ def parse_time(text: str) -> float:
         stamp = datetime.fromisoformat(text)
     except ValueError:
         raise ValueError(f"time {text!r}: accepted are epoch seconds or ISO 8601 such as 2024-03-01T08:00:00Z") from None
-    return (stamp if stamp.tzinfo else stamp.replace(tzinfo=timezone.utc)).timestamp()
+    return (stamp if stamp.tzinfo else stamp.replace(tzinfo=UTC)).timestamp()
 
 
 def pivot(readings: list[tuple[str, float, float]], exclude: tuple[str, ...] = (), step: float = 1.0) -> Table:
@@ -141,12 +140,11 @@ def pivot(readings: list[tuple[str, float, float]], exclude: tuple[str, ...] = (
             count[i, column[sensor]] += 1
     with np.errstate(invalid="ignore"):
         values = np.where(count > 0, total / np.maximum(count, 1), np.nan)
-    stamps = [datetime.fromtimestamp((first + i) * step, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ") for i in range(rows)]
+    stamps = [datetime.fromtimestamp((first + i) * step, UTC).strftime("%Y-%m-%dT%H:%M:%SZ") for i in range(rows)]
     return Table(stamps, channels, values, {})
 
 
-def read_store(path: str | Path, node: str, since: float | None = None, until: float | None = None,
-               exclude: tuple[str, ...] = ()) -> Table:
+def read_store(path: str | Path, node: str, since: float | None = None, until: float | None = None, exclude: tuple[str, ...] = ()) -> Table:
     """One node's readings in [since, until) from the embedded SQLite store, pivoted to 1 s rows (`pivot`).
 
     Opened read-only: training never writes to (or creates) a live plant's store.

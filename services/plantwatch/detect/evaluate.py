@@ -41,8 +41,7 @@ class Counts:
         return self.fn / anomalies if anomalies else 0.0
 
     def summary(self) -> dict:
-        return {**asdict(self), "f1": round(self.f1, 4), "far": round(self.false_alarm_rate, 4),
-                "mar": round(self.missed_alarm_rate, 4)}
+        return {**asdict(self), "f1": round(self.f1, 4), "far": round(self.false_alarm_rate, 4), "mar": round(self.missed_alarm_rate, 4)}
 
 
 def confusion(labels: np.ndarray, predictions: np.ndarray) -> Counts:
@@ -50,8 +49,12 @@ def confusion(labels: np.ndarray, predictions: np.ndarray) -> Counts:
     labels, predictions = np.asarray(labels).astype(bool), np.asarray(predictions).astype(bool)
     if labels.shape != predictions.shape:
         raise ValueError(f"labels have {labels.shape} rows, predictions {predictions.shape}")
-    return Counts(int(np.sum(labels & predictions)), int(np.sum(~labels & predictions)),
-                  int(np.sum(labels & ~predictions)), int(np.sum(~labels & ~predictions)))
+    return Counts(
+        int(np.sum(labels & predictions)),
+        int(np.sum(~labels & predictions)),
+        int(np.sum(labels & ~predictions)),
+        int(np.sum(~labels & ~predictions)),
+    )
 
 
 def pooled(counts: list[Counts]) -> Counts:

@@ -42,13 +42,18 @@ class ExperimentResult:
 
     def summary(self) -> dict:
         rows = sum(f.scored_rows for f in self.files)
-        return {"recipe": self.recipe, "files": len(self.files), **self.counts.summary(),
-                "train_s_per_file": round(sum(f.train_s for f in self.files) / len(self.files), 3),
-                "score_rows_per_s": round(rows / max(sum(f.score_s for f in self.files), 1e-9))}
+        return {
+            "recipe": self.recipe,
+            "files": len(self.files),
+            **self.counts.summary(),
+            "train_s_per_file": round(sum(f.train_s for f in self.files) / len(self.files), 3),
+            "score_rows_per_s": round(rows / max(sum(f.score_s for f in self.files), 1e-9)),
+        }
 
 
-def run_file(path: Path, recipe: Recipe, train_rows: int, label_column: str, time_column: str | None,
-             exclude: tuple[str, ...], workdir: Path) -> FileResult:
+def run_file(
+    path: Path, recipe: Recipe, train_rows: int, label_column: str, time_column: str | None, exclude: tuple[str, ...], workdir: Path
+) -> FileResult:
     table = read_table(path, time_column, exclude, labels=(label_column,))
     labels = labels_of(table, label_column, path)
     if len(labels) <= train_rows:
@@ -64,11 +69,18 @@ def run_file(path: Path, recipe: Recipe, train_rows: int, label_column: str, tim
     return FileResult(str(path), counts, trained - started, scored - trained, len(labels) - train_rows)
 
 
-def run(paths: list[Path], recipe: Recipe, train_rows: int = 400, label_column: str = "anomaly",
-        time_column: str | None = None, exclude: tuple[str, ...] = ()) -> ExperimentResult:
+def run(
+    paths: list[Path],
+    recipe: Recipe,
+    train_rows: int = 400,
+    label_column: str = "anomaly",
+    time_column: str | None = None,
+    exclude: tuple[str, ...] = (),
+) -> ExperimentResult:
     with tempfile.TemporaryDirectory(prefix="plantwatch-detect-") as tmp:
-        return ExperimentResult(recipe.name, [run_file(p, recipe, train_rows, label_column, time_column, exclude, Path(tmp))
-                                              for p in paths])
+        return ExperimentResult(
+            recipe.name, [run_file(p, recipe, train_rows, label_column, time_column, exclude, Path(tmp)) for p in paths]
+        )
 
 
 def run_in_memory(recordings: list[tuple[np.ndarray, np.ndarray]], recipe: Recipe, train_rows: int = 400) -> ExperimentResult:
@@ -83,9 +95,26 @@ def run_in_memory(recordings: list[tuple[np.ndarray, np.ndarray]], recipe: Recip
         fitted = fit_recipe(recipe, values[:train_rows])
         trained = time.perf_counter()
         raw = fitted.reference_scores(window_features(values, recipe.features))
-        _, alarm = alarm_rule(raw, fitted.threshold, recipe.span, recipe.cap, recipe.on_count, recipe.off_count,
-                              recipe.off_ratio, recipe.release, recipe.rearm, recipe.release_span)
+        _, alarm = alarm_rule(
+            raw,
+            fitted.threshold,
+            recipe.span,
+            recipe.cap,
+            recipe.on_count,
+            recipe.off_count,
+            recipe.off_ratio,
+            recipe.release,
+            recipe.rearm,
+            recipe.release_span,
+        )
         scored = time.perf_counter()
-        files.append(FileResult(f"recording-{i}", confusion(labels[train_rows:], alarm[train_rows:]),
-                                trained - started, scored - trained, len(labels) - train_rows))
+        files.append(
+            FileResult(
+                f"recording-{i}",
+                confusion(labels[train_rows:], alarm[train_rows:]),
+                trained - started,
+                scored - trained,
+                len(labels) - train_rows,
+            )
+        )
     return ExperimentResult(recipe.name, files)

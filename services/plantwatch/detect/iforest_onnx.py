@@ -56,9 +56,21 @@ def expected_path_length_node(forest, input_name: str, output_name: str) -> help
     """One TreeEnsembleRegressor: `input_name` [batch, n_features] float32 -> E[h(x)] as [batch, 1]."""
     n_trees = len(forest.estimators_)
     n_features = forest.n_features_in_
-    attrs: dict[str, list] = {k: [] for k in (
-        "nodes_treeids", "nodes_nodeids", "nodes_featureids", "nodes_values", "nodes_modes",
-        "nodes_truenodeids", "nodes_falsenodeids", "target_treeids", "target_nodeids", "target_weights")}
+    attrs: dict[str, list] = {
+        k: []
+        for k in (
+            "nodes_treeids",
+            "nodes_nodeids",
+            "nodes_featureids",
+            "nodes_values",
+            "nodes_modes",
+            "nodes_truenodeids",
+            "nodes_falsenodeids",
+            "target_treeids",
+            "target_nodeids",
+            "target_weights",
+        )
+    }
     for tree_id, (estimator, features) in enumerate(zip(forest.estimators_, forest.estimators_features_)):
         tree = estimator.tree_
         left, right = tree.children_left, tree.children_right
@@ -79,13 +91,19 @@ def expected_path_length_node(forest, input_name: str, output_name: str) -> help
         attrs["target_nodeids"] += leaves.tolist()
         attrs["target_weights"] += contribution[leaves].tolist()
     return helper.make_node(
-        "TreeEnsembleRegressor", [input_name], [output_name], domain="ai.onnx.ml",
-        n_targets=1, aggregate_function="SUM", post_transform="NONE",
-        target_ids=[0] * len(attrs["target_nodeids"]), **attrs)
+        "TreeEnsembleRegressor",
+        [input_name],
+        [output_name],
+        domain="ai.onnx.ml",
+        n_targets=1,
+        aggregate_function="SUM",
+        post_transform="NONE",
+        target_ids=[0] * len(attrs["target_nodeids"]),
+        **attrs,
+    )
 
 
-def anomaly_score_graph(forest, input_name: str = "z", output_name: str = "score", prefix: str = "if_"
-                        ) -> tuple[list, list, list]:
+def anomaly_score_graph(forest, input_name: str = "z", output_name: str = "score", prefix: str = "if_") -> tuple[list, list, list]:
     """Nodes, initializers and opsets computing -score_samples(x) = 2^(-E[h(x)] / c(max_samples)), shape [batch].
 
     Written as exp(E[h] * -ln 2 / c) so the whole tail is three elementwise nodes.
@@ -101,6 +119,8 @@ def anomaly_score_graph(forest, input_name: str = "z", output_name: str = "score
         helper.make_node("Exp", [f"{prefix}exponent"], [f"{prefix}score2d"]),
         helper.make_node("Reshape", [f"{prefix}score2d", f"{prefix}shape"], [output_name]),
     ]
-    inits = [numpy_helper.from_array(np.asarray(factor, np.float32), f"{prefix}factor"),
-             numpy_helper.from_array(np.asarray([-1], np.int64), f"{prefix}shape")]
+    inits = [
+        numpy_helper.from_array(np.asarray(factor, np.float32), f"{prefix}factor"),
+        numpy_helper.from_array(np.asarray([-1], np.int64), f"{prefix}shape"),
+    ]
     return nodes, inits, [helper.make_opsetid("ai.onnx.ml", ML_OPSET)]

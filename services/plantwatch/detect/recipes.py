@@ -54,7 +54,9 @@ class Recipe:
     keep: float = 0.5  # relations: only where the others explain a channel (out-of-fold residual range < keep x its range)
     ridge: float = 0.1  # relations: ridge penalty relative to the predictors' variance
     cap: float = 0.0  # raw scores are capped at cap x threshold before smoothing (0: no cap; see alarms.smooth)
-    release: float = 0.0  # an alarm also ends when the score's short EWMA falls below release x its long one (0: never; see alarms.hysteresis)
+    release: float = (
+        0.0  # an alarm also ends when the score's short EWMA falls below release x its long one (0: never; see alarms.hysteresis)
+    )
     rearm: float = 0.8  # after such a release, on again early only if the short EWMA climbs back to rearm x the long one's level then
     release_span: float = 60.0  # rows of the long EWMA
 
@@ -139,7 +141,7 @@ def informative_relations(z: np.ndarray, levels: list[int], ridge: float, folds:
         others = [i for i in levels if i != j]
         residual = np.empty(len(z))
         for start, end in zip(bounds[:-1], bounds[1:]):
-            rest = np.r_[0:start, end:len(z)]
+            rest = np.r_[0:start, end : len(z)]
             beta, intercept = _ridge(z[rest][:, others], z[rest, j], ridge)
             residual[start:end] = z[start:end, j] - z[start:end][:, others] @ beta - intercept
         if spread(residual) < keep * spread(z[:, j]):
@@ -197,8 +199,10 @@ class Envelope:
                 helper.make_node("Clip", ["ev_resid_raw", "pw_low", "pw_high"], ["ev_resid"]),
                 helper.make_node("Concat", ["z", "ev_resid"], ["ev_columns"], axis=1),
             ]
-            inits = [_const("ev_weights", self.relations.weights.astype(np.float32)),
-                     _const("ev_offset", self.relations.offset.astype(np.float32)[None, :])]
+            inits = [
+                _const("ev_weights", self.relations.weights.astype(np.float32)),
+                _const("ev_offset", self.relations.offset.astype(np.float32)[None, :]),
+            ]
             columns = "ev_columns"
         nodes += [
             helper.make_node("Sub", [columns, "ev_high"], ["ev_above_raw"]),
@@ -211,14 +215,26 @@ class Envelope:
             helper.make_node("ReduceMean", ["ev_top", "ev_axes"], ["ev_mean"], keepdims=0),
             helper.make_node("Sqrt", ["ev_mean"], ["score"]),
         ]
-        inits += [_const("ev_low", self.low.astype(np.float32)[None, :]), _const("ev_high", self.high.astype(np.float32)[None, :]),
-                  _const("ev_k", [self.k]), _const("ev_axes", [1])]
+        inits += [
+            _const("ev_low", self.low.astype(np.float32)[None, :]),
+            _const("ev_high", self.high.astype(np.float32)[None, :]),
+            _const("ev_k", [self.k]),
+            _const("ev_axes", [1]),
+        ]
         return nodes, inits, []
 
 
-def fit_envelope(z: np.ndarray, k: int, folds: int, drift_horizon: float, tail: float = 0.005,
-                 levels: list[int] | None = None, ridge: float = 0.1, keep: float = 0.5,
-                 drift_measure: str = "median") -> Envelope:
+def fit_envelope(
+    z: np.ndarray,
+    k: int,
+    folds: int,
+    drift_horizon: float,
+    tail: float = 0.005,
+    levels: list[int] | None = None,
+    ridge: float = 0.1,
+    keep: float = 0.5,
+    drift_measure: str = "median",
+) -> Envelope:
     """Limits = training quantiles widened by how far a held-out fold's median moved from the other folds'.
 
     A stationary feature's fold medians agree to within noise; one that drifts
@@ -277,8 +293,12 @@ class Mahalanobis:
             helper.make_node("Relu", ["mh_d2n"], ["mh_pos"]),
             helper.make_node("Sqrt", ["mh_pos"], ["score"]),
         ]
-        inits = [_const("mh_mean", self.mean.astype(np.float32)), _const("mh_precision", self.precision.astype(np.float32)),
-                 _const("mh_axes", [1]), _const("mh_n", np.float32(len(self.mean)))]
+        inits = [
+            _const("mh_mean", self.mean.astype(np.float32)),
+            _const("mh_precision", self.precision.astype(np.float32)),
+            _const("mh_axes", [1]),
+            _const("mh_n", np.float32(len(self.mean))),
+        ]
         return nodes, inits, []
 
 
@@ -290,7 +310,7 @@ class NearestNeighbours:
     k: int
 
     def score(self, z: np.ndarray) -> np.ndarray:
-        d2 = (z * z).sum(1)[:, None] - 2 * z @ self.reference.T + (self.reference ** 2).sum(1)[None, :]
+        d2 = (z * z).sum(1)[:, None] - 2 * z @ self.reference.T + (self.reference**2).sum(1)[None, :]
         nearest = np.sort(np.maximum(d2, 0.0), axis=1)[:, : self.k]
         return np.sqrt(nearest.mean(axis=1) / self.reference.shape[1])
 
@@ -309,9 +329,14 @@ class NearestNeighbours:
             helper.make_node("Div", ["kn_mean", "kn_n"], ["kn_mean_n"]),
             helper.make_node("Sqrt", ["kn_mean_n"], ["score"]),
         ]
-        inits = [_const("kn_refT", ref.T.copy()), _const("kn_rr", (ref.astype(np.float64) ** 2).sum(1).astype(np.float32)[None, :]),
-                 _const("kn_two", np.float32(2.0)), _const("kn_axes", [1]), _const("kn_k", [self.k]),
-                 _const("kn_n", np.float32(ref.shape[1]))]
+        inits = [
+            _const("kn_refT", ref.T.copy()),
+            _const("kn_rr", (ref.astype(np.float64) ** 2).sum(1).astype(np.float32)[None, :]),
+            _const("kn_two", np.float32(2.0)),
+            _const("kn_axes", [1]),
+            _const("kn_k", [self.k]),
+            _const("kn_n", np.float32(ref.shape[1])),
+        ]
         return nodes, inits, []
 
 
@@ -335,10 +360,21 @@ def fit_detector(recipe: Recipe, z: np.ndarray, seed: int = 0) -> Detector:
     if recipe.detector == "robust-z":
         return RobustZ(max(1, int(round(recipe.top_fraction * n))))
     if recipe.detector == "envelope":
-        levels = ([i for i, name in enumerate(feature_names(range(n // len(recipe.features.kinds)), recipe.features))
-                   if name.endswith(":level")] if recipe.relations else None)
-        return fit_envelope(z, max(1, int(round(recipe.top_fraction * n))), recipe.folds, recipe.drift_horizon,
-                            levels=levels, ridge=recipe.ridge, keep=recipe.keep, drift_measure=recipe.drift_measure)
+        levels = (
+            [i for i, name in enumerate(feature_names(range(n // len(recipe.features.kinds)), recipe.features)) if name.endswith(":level")]
+            if recipe.relations
+            else None
+        )
+        return fit_envelope(
+            z,
+            max(1, int(round(recipe.top_fraction * n))),
+            recipe.folds,
+            recipe.drift_horizon,
+            levels=levels,
+            ridge=recipe.ridge,
+            keep=recipe.keep,
+            drift_measure=recipe.drift_measure,
+        )
     if recipe.detector == "mahalanobis":
         from sklearn.covariance import LedoitWolf
 
@@ -362,10 +398,15 @@ def export_onnx(scaler: RobustScaler, detector: Detector) -> bytes:
         helper.make_node("Div", ["pw_centered", "pw_scale"], ["pw_z"]),
         helper.make_node("Clip", ["pw_z", "pw_low", "pw_high"], ["z"]),
     ]
-    prefix_inits = [_const("pw_center", scaler.center.astype(np.float32)), _const("pw_scale", scaler.scale.astype(np.float32)),
-                    _const("pw_low", np.float32(-CLIP)), _const("pw_high", np.float32(CLIP))]
+    prefix_inits = [
+        _const("pw_center", scaler.center.astype(np.float32)),
+        _const("pw_scale", scaler.scale.astype(np.float32)),
+        _const("pw_low", np.float32(-CLIP)),
+        _const("pw_high", np.float32(CLIP)),
+    ]
     graph = helper.make_graph(
-        prefix + nodes, "plantwatch-detector",
+        prefix + nodes,
+        "plantwatch-detector",
         [helper.make_tensor_value_info("features", TensorProto.FLOAT, ["batch", n])],
         [helper.make_tensor_value_info("score", TensorProto.FLOAT, ["batch"])],
         prefix_inits + inits,
@@ -424,8 +465,20 @@ def fit_recipe(recipe: Recipe, train_values: np.ndarray, seed: int = 0) -> Fitte
     threshold = max(choose_threshold(calibration, recipe.quantile, recipe.margin), recipe.floor)
 
     def alarm_rate(raw: np.ndarray) -> float:
-        return float(alarm_rule(raw, threshold, recipe.span, recipe.cap, recipe.on_count, recipe.off_count,
-                                recipe.off_ratio, recipe.release, recipe.rearm, recipe.release_span)[1].mean())
+        return float(
+            alarm_rule(
+                raw,
+                threshold,
+                recipe.span,
+                recipe.cap,
+                recipe.on_count,
+                recipe.off_count,
+                recipe.off_ratio,
+                recipe.release,
+                recipe.rearm,
+                recipe.release_span,
+            )[1].mean()
+        )
 
     validation = {
         "threshold_from": "out-of-fold" if recipe.out_of_fold else "in-sample",
@@ -438,15 +491,31 @@ def fit_recipe(recipe: Recipe, train_values: np.ndarray, seed: int = 0) -> Fitte
 
 
 RECIPES: dict[str, Recipe] = {
-    r.name: r for r in (
+    r.name: r
+    for r in (
         # The default: per-feature limits plus limits on how the channels' levels relate, each with a
         # cross-validated drift allowance; 2 robust-z units beyond them (capped at 2x, EWMA over ~3 s)
         # is an alarm, released after 2 rows below 0.8x or once the score's 3-row EWMA is below half
         # its 60-row one (the fast release is what pays for the lower threshold). See README for the
         # comparison and held-out figures.
-        Recipe("relations", "envelope", features=FeatureSpec(noise=20), top_fraction=0.05, floor=2.0, drift_horizon=2.0,
-               out_of_fold=False, relations=True, ridge=0.1, keep=0.5, cap=2.0, span=3.0, on_count=1, off_count=2,
-               release=0.5, release_span=60.0),
+        Recipe(
+            "relations",
+            "envelope",
+            features=FeatureSpec(noise=20),
+            top_fraction=0.05,
+            floor=2.0,
+            drift_horizon=2.0,
+            out_of_fold=False,
+            relations=True,
+            ridge=0.1,
+            keep=0.5,
+            cap=2.0,
+            span=3.0,
+            on_count=1,
+            off_count=2,
+            release=0.5,
+            release_span=60.0,
+        ),
         # The previous default: per-feature limits only.
         Recipe("envelope", "envelope", top_fraction=0.05, floor=2.5, out_of_fold=False, drift_measure="tails"),
         Recipe("robust-z", "robust-z"),

@@ -25,15 +25,34 @@ from pathlib import Path
 import numpy as np
 
 #: Every channel the skid can expose; a recording shows 5-10 of them.
-ALL_CHANNELS = ("motor_speed", "current", "voltage", "pressure", "flow", "valve_position",
-                "vibration_rms", "vibration2_rms", "temperature", "thermocouple")
+ALL_CHANNELS = (
+    "motor_speed",
+    "current",
+    "voltage",
+    "pressure",
+    "flow",
+    "valve_position",
+    "vibration_rms",
+    "vibration2_rms",
+    "temperature",
+    "thermocouple",
+)
 #: Always present, so every fault type is observable in every recording.
 CORE_CHANNELS = ("current", "pressure", "flow", "vibration_rms", "temperature")
 #: Level faults (a channel leaves its range), noise faults, sensor faults, and relationship
 #: faults (`leak`, `sensor_drift`: every channel stays in its normal range, but the
 #: channels no longer agree with each other).
-FAULTS = ("bearing_wear", "imbalance", "overheating", "valve_closure", "cavitation", "leak", "sensor_drift",
-          "stuck_sensor", "dropped_sensor")
+FAULTS = (
+    "bearing_wear",
+    "imbalance",
+    "overheating",
+    "valve_closure",
+    "cavitation",
+    "leak",
+    "sensor_drift",
+    "stuck_sensor",
+    "dropped_sensor",
+)
 
 
 @dataclass(frozen=True)
@@ -53,17 +72,53 @@ class Variant:
     wander: float  # slow common load fluctuation (moves correlated channels together)
 
 
-VARIANTS: dict[str, Variant] = {v.name: v for v in (
-    # The first simulator's plant: big set-point changes, clean sensors.
-    Variant("skid", two_points=0.5, noise=(0.7, 1.5), quantise=0.0, lag=(1.0, 3.0), drift=1.0, spikes=0.002,
-            gradual=0.3, severity=(0.8, 1.3), episode=(80, 350), wander=0.0),
-    # A test rig: one operating point, coarse and laggy sensors, load wander, more gradual onsets.
-    Variant("rig", two_points=0.15, noise=(0.5, 3.0), quantise=0.4, lag=(2.0, 10.0), drift=2.0, spikes=0.004,
-            gradual=0.5, severity=(0.7, 1.2), episode=(40, 300), wander=0.01),
-    # Held out from tuning: noisier, drifting, smaller faults, shorter episodes.
-    Variant("harsh", two_points=0.35, noise=(0.8, 4.0), quantise=0.3, lag=(1.0, 15.0), drift=4.0, spikes=0.006,
-            gradual=0.6, severity=(0.6, 1.0), episode=(30, 250), wander=0.02),
-)}
+VARIANTS: dict[str, Variant] = {
+    v.name: v
+    for v in (
+        # The first simulator's plant: big set-point changes, clean sensors.
+        Variant(
+            "skid",
+            two_points=0.5,
+            noise=(0.7, 1.5),
+            quantise=0.0,
+            lag=(1.0, 3.0),
+            drift=1.0,
+            spikes=0.002,
+            gradual=0.3,
+            severity=(0.8, 1.3),
+            episode=(80, 350),
+            wander=0.0,
+        ),
+        # A test rig: one operating point, coarse and laggy sensors, load wander, more gradual onsets.
+        Variant(
+            "rig",
+            two_points=0.15,
+            noise=(0.5, 3.0),
+            quantise=0.4,
+            lag=(2.0, 10.0),
+            drift=2.0,
+            spikes=0.004,
+            gradual=0.5,
+            severity=(0.7, 1.2),
+            episode=(40, 300),
+            wander=0.01,
+        ),
+        # Held out from tuning: noisier, drifting, smaller faults, shorter episodes.
+        Variant(
+            "harsh",
+            two_points=0.35,
+            noise=(0.8, 4.0),
+            quantise=0.3,
+            lag=(1.0, 15.0),
+            drift=4.0,
+            spikes=0.006,
+            gradual=0.6,
+            severity=(0.6, 1.0),
+            episode=(30, 250),
+            wander=0.02,
+        ),
+    )
+}
 DEFAULT_VARIANT = "skid"
 
 
@@ -117,7 +172,7 @@ def _lag(x: np.ndarray, tau: float, start: float | None = None) -> np.ndarray:
 
 def _ar_noise(rng: np.random.Generator, n: int, sigma: float, phi: float = 0.6) -> np.ndarray:
     """Coloured (AR(1)) noise with marginal std `sigma`: real sensor noise is not white."""
-    e = rng.normal(0.0, sigma * np.sqrt(1 - phi ** 2), n)
+    e = rng.normal(0.0, sigma * np.sqrt(1 - phi**2), n)
     out = np.empty(n)
     state = rng.normal(0.0, sigma)
     for i in range(n):
@@ -150,7 +205,7 @@ def _onset(rng: np.random.Generator, n: int, start: int, end: int, variant: Vari
     else:
         step = np.zeros(end - start + 1)
         step[:-1] = 1.0
-        shape[start:end + 1] = _lag(step, tau=rng.uniform(1.0, 5.0), start=0.0)
+        shape[start : end + 1] = _lag(step, tau=rng.uniform(1.0, 5.0), start=0.0)
     return shape
 
 
@@ -204,13 +259,14 @@ def simulate(seed: int, train_rows: int = 400, variant: str = DEFAULT_VARIANT) -
 
     ambient = 22 + rng.uniform(-3, 3) + np.cumsum(rng.normal(0, 0.01 * v.drift, n))
     flow = 120 * speed * np.sqrt(valve) * (1 - flow_loss)
-    pressure = (1.5 + 4.0 * speed ** 2 / valve ** 1.5) * (1 - pressure_loss)
-    current = (3.0 + 9.0 * speed ** 3 * (0.7 + 0.3 * pressure / 5.5)) * current_factor
+    pressure = (1.5 + 4.0 * speed**2 / valve**1.5) * (1 - pressure_loss)
+    current = (3.0 + 9.0 * speed**3 * (0.7 + 0.3 * pressure / 5.5)) * current_factor
     # The motor warms up for the whole recording (tau ~ 10-25 min); fault heat arrives faster (tau ~ 1 min).
     steady = ambient + 1.6 * current
-    temperature = (_lag(steady, tau=rng.uniform(600, 1500), start=steady[0] - rng.uniform(2, 8))
-                   + _lag(heat, tau=rng.uniform(30, 90), start=0.0))
-    vibration = 0.4 + 1.3 * speed ** 2
+    temperature = _lag(steady, tau=rng.uniform(600, 1500), start=steady[0] - rng.uniform(2, 8)) + _lag(
+        heat, tau=rng.uniform(30, 90), start=0.0
+    )
+    vibration = 0.4 + 1.3 * speed**2
     slow = lambda x: _lag(x, tau=rng.uniform(*v.lag))  # noqa: E731 - a sensor's own time constant
 
     # (signal, noise std at multiplier 1, noise colour)
@@ -270,8 +326,7 @@ def simulate(seed: int, train_rows: int = 400, variant: str = DEFAULT_VARIANT) -
     return Recording(channels, values, anomaly, tuple(episodes))
 
 
-def write_csv(recording: Recording, path: Path, delimiter: str = ";",
-              start: datetime = datetime(2024, 3, 1, 8, 0, 0)) -> None:
+def write_csv(recording: Recording, path: Path, delimiter: str = ";", start: datetime = datetime(2024, 3, 1, 8, 0, 0)) -> None:
     """Write `datetime;<channels>;anomaly` (the layout of the hidden benchmark files)."""
     with open(path, "w", newline="") as f:
         writer = csv.writer(f, delimiter=delimiter)
@@ -286,8 +341,7 @@ def recording_seed(seed: int, index: int) -> int:
     return seed * 100_003 + index
 
 
-def write_dataset(out: Path, recordings: int, seed: int = 0, train_rows: int = 400,
-                  variant: str = DEFAULT_VARIANT) -> list[Path]:
+def write_dataset(out: Path, recordings: int, seed: int = 0, train_rows: int = 400, variant: str = DEFAULT_VARIANT) -> list[Path]:
     """`recordings` CSV files under `out`; delimiters alternate so readers must detect them."""
     out.mkdir(parents=True, exist_ok=True)
     paths = []

@@ -49,22 +49,30 @@ def serve(opts: InferenceOptions) -> int:
     except ModelError as exc:
         print(f"plantwatch serve inference: {exc.reason}: {exc}", file=sys.stderr)
         return 2
-    slot = ModelSlot(opts.name, path, opts.provider, opts.sha256, opts.threads, opts.max_batch, opts.max_wait_ms / 1000.0,
-                     on_change=reporter.report if reporter else None)
+    slot = ModelSlot(
+        opts.name,
+        path,
+        opts.provider,
+        opts.sha256,
+        opts.threads,
+        opts.max_batch,
+        opts.max_wait_ms / 1000.0,
+        on_change=reporter.report if reporter else None,
+    )
     slot.check()
     if slot.model is None:
         print(f"plantwatch serve inference: {slot.verdict.reason}: {slot.verdict.message}", file=sys.stderr)
         return 2
     if slot.model.active_provider != slot.model.requested_provider:
-        print(f"plantwatch serve inference: {opts.provider} is not available here; serving on {slot.model.active_provider}",
-              file=sys.stderr)
+        print(
+            f"plantwatch serve inference: {opts.provider} is not available here; serving on {slot.model.active_provider}", file=sys.stderr
+        )
     if opts.model and opts.reload_interval_s > 0:  # a downloaded model is fixed by its sha256; nothing to watch
         slot.watch(opts.reload_interval_s)
     try:
         server = InferenceServer({slot.name: slot}, opts.http_port, host=opts.host, limits=opts.limits)
     except OSError as exc:
-        print(f"plantwatch serve inference: cannot listen on {opts.host}:{opts.http_port}: {exc.strerror or exc}",
-              file=sys.stderr)
+        print(f"plantwatch serve inference: cannot listen on {opts.host}:{opts.http_port}: {exc.strerror or exc}", file=sys.stderr)
         slot.close()
         if reporter:
             reporter.close()

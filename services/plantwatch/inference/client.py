@@ -90,8 +90,9 @@ class RemoteModel:
         vectors = np.asarray(vectors, dtype=np.float32)
         if self._input is None:
             self._input = self.metadata()["inputs"][0]["name"]
-        body = json.dumps({"inputs": [{"name": self._input, "shape": list(vectors.shape), "datatype": "FP32",
-                                       "data": vectors.ravel().tolist()}]}).encode()
+        body = json.dumps(
+            {"inputs": [{"name": self._input, "shape": list(vectors.shape), "datatype": "FP32", "data": vectors.ravel().tolist()}]}
+        ).encode()
         reply = self._request("POST", f"/v2/models/{self.name}/infer", body, self.score_timeout_s)
         try:
             scores = np.asarray(reply["outputs"][0]["data"], dtype=np.float64)

@@ -20,8 +20,12 @@ FALLBACKS = {
 }
 _FROM_ORT = {ort_name: provider for provider, ort_name in ORT_PROVIDERS.items()}
 _ORT_TO_OIP = {
-    "tensor(float)": "FP32", "tensor(double)": "FP64", "tensor(int64)": "INT64",
-    "tensor(int32)": "INT32", "tensor(bool)": "BOOL", "tensor(float16)": "FP16",
+    "tensor(float)": "FP32",
+    "tensor(double)": "FP64",
+    "tensor(int64)": "INT64",
+    "tensor(int32)": "INT32",
+    "tensor(bool)": "BOOL",
+    "tensor(float16)": "FP16",
 }
 OIP_TO_NUMPY = {"FP32": np.float32, "FP64": np.float64, "INT64": np.int64, "INT32": np.int32, "BOOL": np.bool_, "FP16": np.float16}
 
@@ -72,8 +76,7 @@ def fetch_model(url: str, expected_sha256: str, dest: Path, timeout: float = 60.
     return dest
 
 
-def load_model(name: str, path: str | Path, provider: str = "cpu", expected_sha256: str | None = None,
-               threads: int = 1) -> LoadedModel:
+def load_model(name: str, path: str | Path, provider: str = "cpu", expected_sha256: str | None = None, threads: int = 1) -> LoadedModel:
     """Load and check a model; raises ModelError with a reason a status condition can carry."""
     try:
         data = Path(path).read_bytes()

@@ -43,10 +43,15 @@ from plantwatch.inference.slot import ModelSlot
 log = logging.getLogger(__name__)
 
 REQUESTS = Counter("plantwatch_inference_requests_total", "Inference requests, by model and result.", ["model", "result"])
-LATENCY = Histogram("plantwatch_inference_seconds", "Time to run one inference request.", ["model"],
-                    buckets=(0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5))
-REFUSED = Counter("plantwatch_inference_refused_total",
-                  "HTTP requests and connections refused before reaching a model, by reason.", ["reason"])
+LATENCY = Histogram(
+    "plantwatch_inference_seconds",
+    "Time to run one inference request.",
+    ["model"],
+    buckets=(0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5),
+)
+REFUSED = Counter(
+    "plantwatch_inference_refused_total", "HTTP requests and connections refused before reaching a model, by reason.", ["reason"]
+)
 
 
 @dataclass(frozen=True)
@@ -90,8 +95,9 @@ def tensor_array(name: str, tensor: dict, datatype: str) -> np.ndarray:
     except (ValueError, TypeError, RecursionError):  # ragged lists, more than 64 levels of nesting
         values = None
     if values is None or values.dtype.kind not in "biuf":
-        raise InferenceError(f"input {name}: data must be numbers, a flat list or one nested to the shape "
-                             f"(not strings, objects, null or ragged lists)")
+        raise InferenceError(
+            f"input {name}: data must be numbers, a flat list or one nested to the shape (not strings, objects, null or ragged lists)"
+        )
     values = values.ravel()
     dtype = np.dtype(OIP_TO_NUMPY[datatype])
     if dtype.kind == "f":
@@ -99,19 +105,26 @@ def tensor_array(name: str, tensor: dict, datatype: str) -> np.ndarray:
             array = values.astype(dtype)
         bad = np.flatnonzero(~np.isfinite(array))
         if bad.size:
-            raise InferenceError(f"input {name}: value {values[bad[0]]} at position {bad[0]} is not a finite {datatype} "
-                                 f"(up to {np.finfo(dtype).max:.4g}; JSON has no NaN or Infinity)")
+            raise InferenceError(
+                f"input {name}: value {values[bad[0]]} at position {bad[0]} is not a finite {datatype} "
+                f"(up to {np.finfo(dtype).max:.4g}; JSON has no NaN or Infinity)"
+            )
     elif dtype.kind == "b":
         if values.size and not np.isin(values, (0, 1)).all():
             raise InferenceError(f"input {name}: BOOL data must be true/false (or 0/1)")
         array = values.astype(dtype)
     else:
         info = np.iinfo(dtype)
-        bad = np.flatnonzero((values != np.floor(values)) | (values < info.min) | (values > info.max)) \
-            if values.dtype.kind == "f" else np.flatnonzero((values < info.min) | (values > info.max))
+        bad = (
+            np.flatnonzero((values != np.floor(values)) | (values < info.min) | (values > info.max))
+            if values.dtype.kind == "f"
+            else np.flatnonzero((values < info.min) | (values > info.max))
+        )
         if bad.size:
-            raise InferenceError(f"input {name}: value {values[bad[0]]} at position {bad[0]} does not fit {datatype} "
-                                 f"(integers from {info.min} to {info.max})")
+            raise InferenceError(
+                f"input {name}: value {values[bad[0]]} at position {bad[0]} does not fit {datatype} "
+                f"(integers from {info.min} to {info.max})"
+            )
         array = values.astype(dtype)
     if array.size != math.prod(shape):
         raise InferenceError(f"input {name}: {array.size} values do not fill shape {shape}")
@@ -183,13 +196,22 @@ def metadata(slot: ModelSlot) -> dict:
         return [{"name": t.name, "datatype": t.datatype, "shape": t.shape} for t in ts]
 
     model = slot.model
-    return {"name": slot.name, "versions": [model.sha256[:12]], "platform": "onnx",
-            "inputs": tensors(model.inputs), "outputs": tensors(model.outputs),
-            "parameters": {"sha256": model.sha256, "execution_provider": model.active_provider,
-                           "requested_provider": model.requested_provider,
-                           "model_valid": slot.verdict.valid, "reason": slot.verdict.reason,
-                           "message": slot.verdict.message,
-                           **({"model_card": model_card.dumps(slot.card)} if slot.card else {})}}
+    return {
+        "name": slot.name,
+        "versions": [model.sha256[:12]],
+        "platform": "onnx",
+        "inputs": tensors(model.inputs),
+        "outputs": tensors(model.outputs),
+        "parameters": {
+            "sha256": model.sha256,
+            "execution_provider": model.active_provider,
+            "requested_provider": model.requested_provider,
+            "model_valid": slot.verdict.valid,
+            "reason": slot.verdict.reason,
+            "message": slot.verdict.message,
+            **({"model_card": model_card.dumps(slot.card)} if slot.card else {}),
+        },
+    }
 
 
 def answer_infer(slot: ModelSlot, body: bytes) -> tuple[int, dict]:
@@ -291,8 +313,9 @@ class _Connection(web.RequestHandler):
             self._first_head.cancel()
         super().connection_lost(exc)
 
-    def handle_error(self, request: web.BaseRequest, status: int = 500, exc: BaseException | None = None,
-                     message: str | None = None) -> web.StreamResponse:
+    def handle_error(
+        self, request: web.BaseRequest, status: int = 500, exc: BaseException | None = None, message: str | None = None
+    ) -> web.StreamResponse:
         if request.writer.output_size > 0:
             raise ConnectionError("the reply had begun; no error reply can follow it")
         if status >= 500:  # not the client's doing: a bug, worth its traceback
@@ -338,8 +361,9 @@ class InferenceServer:
         self._workers = asyncio.Semaphore(self.limits.workers)
         # lingering_time: after refusing a body unread, keep discarding (never storing) what the client
         # still sends for a moment, so it reads the refusal instead of a connection reset.
-        self._manager = _Manager(self._handle, self.limits, keepalive_timeout=self.limits.idle_timeout_s,
-                                 lingering_time=2.0, access_log=None)
+        self._manager = _Manager(
+            self._handle, self.limits, keepalive_timeout=self.limits.idle_timeout_s, lingering_time=2.0, access_log=None
+        )
         self._server = await self._loop.create_server(self._manager, sock=self._socket)
 
     async def _close(self) -> None:
@@ -360,17 +384,27 @@ class InferenceServer:
         request.protocol.head_received = True
         if request.protocol.over_capacity:
             REFUSED.labels("too_many_connections").inc()
-            return json_response(503, {"error": f"the service has {self.limits.max_connections} connections open, its "
-                                                 "most (--max-connections); retry, or reuse a kept-alive connection"}, close=True)
+            return json_response(
+                503,
+                {
+                    "error": f"the service has {self.limits.max_connections} connections open, its "
+                    "most (--max-connections); retry, or reuse a kept-alive connection"
+                },
+                close=True,
+            )
         if request.method in ("GET", "HEAD"):
             if request.path == "/metrics":
                 return web.Response(body=generate_latest(), headers={"Content-Type": CONTENT_TYPE_LATEST})
             return json_response(*answer_get(self.slots, request.path))
         parts = request.path.strip("/").split("/")
         if request.method != "POST" or parts[:2] != ["v2", "models"] or len(parts) != 4 or parts[3] != "infer":
-            return json_response(405 if request.method != "POST" else 404,
-                                 {"error": f"{request.method} {request.path}: this service takes GET of /v2/health/live, "
-                                           "/v2/health/ready, /v2/models/{name}[/ready], /metrics and POST /v2/models/{name}/infer"})
+            return json_response(
+                405 if request.method != "POST" else 404,
+                {
+                    "error": f"{request.method} {request.path}: this service takes GET of /v2/health/live, "
+                    "/v2/health/ready, /v2/models/{name}[/ready], /metrics and POST /v2/models/{name}/infer"
+                },
+            )
         slot = self.slots.get(parts[2])
         if slot is None:
             return json_response(404, {"error": f"no model {parts[2]!r}; serving {sorted(self.slots)}"})
@@ -384,8 +418,9 @@ class InferenceServer:
                     body = await self._read_body(request)
             except TimeoutError:
                 REFUSED.labels("read_timeout").inc()
-                return json_response(408, {"error": f"the body did not arrive within {self.limits.read_timeout_s:g} s "
-                                                     "(--read-timeout)"}, close=True)
+                return json_response(
+                    408, {"error": f"the body did not arrive within {self.limits.read_timeout_s:g} s (--read-timeout)"}, close=True
+                )
             except _BodyTooLarge:
                 return self._too_large(None)
             except (ConnectionError, asyncio.IncompleteReadError):  # the client hung up before its body was complete
@@ -415,5 +450,6 @@ class InferenceServer:
     def _too_large(self, length: int | None) -> web.Response:
         REFUSED.labels("body_too_large").inc()
         got = f"{length} bytes" if length is not None else "longer"
-        return json_response(413, {"error": f"the body is {got}; this service takes at most {self.limits.max_body_bytes} "
-                                            "(--max-body-bytes)"}, close=True)
+        return json_response(
+            413, {"error": f"the body is {got}; this service takes at most {self.limits.max_body_bytes} (--max-body-bytes)"}, close=True
+        )

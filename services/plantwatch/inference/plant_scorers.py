@@ -18,9 +18,9 @@ import base64
 import logging
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
@@ -65,40 +65,51 @@ def model_source(plant: Plant, detector) -> ModelSource:
         if files is None:
             raise ModelError("SourceNotFound", f"ConfigMap {ref.name} is not in the plant's files")
         if ref.key not in files:
-            raise ModelError("SourceNotFound", f"ConfigMap {ref.name} has no key {ref.key!r} "
-                                               f"(keys: {', '.join(sorted(files))})")
+            raise ModelError("SourceNotFound", f"ConfigMap {ref.name} has no key {ref.key!r} (keys: {', '.join(sorted(files))})")
         card = model_card.loads(files[CARD_FILE]) if CARD_FILE in files else None
         return ModelSource(files[ref.key], card, source.sha256, f"ConfigMap {ref.name}/{ref.key}")
     if source.url is not None:
         path = fetch_model(source.url.url, source.url.sha256, Path(tempfile.mkdtemp(prefix="plantwatch-model-")) / MODEL_FILE)
         return ModelSource(path.read_bytes(), None, source.url.sha256, source.url.url)
-    raise ModelError("SourceNotFound", "a pvc source exists only in a cluster; "
-                                       "use a configMap (plantwatch detector publish) or url source to run it here")
+    raise ModelError(
+        "SourceNotFound",
+        "a pvc source exists only in a cluster; use a configMap (plantwatch detector publish) or url source to run it here",
+    )
 
 
 def scored_nodes(plant: Plant, detector) -> list[str]:
     """Nodes the DetectorModel selects that have every one of its sensors."""
     features = detector.spec.features
     wanted = set(features.sensors)
-    return [n.name for n in plant.nodes
-            if selector_matches(features.node_selector, n.meta.labels) and wanted <= {s.name for s in n.spec.sensors}]
+    return [
+        n.name
+        for n in plant.nodes
+        if selector_matches(features.node_selector, n.meta.labels) and wanted <= {s.name for s in n.spec.sensors}
+    ]
 
 
-def stream_scorer(plant: Plant, detector, run: Callable[[np.ndarray], np.ndarray], card: ModelCard | None,
-                  model_width: int = -1) -> StreamScorer:
+def stream_scorer(
+    plant: Plant, detector, run: Callable[[np.ndarray], np.ndarray], card: ModelCard | None, model_width: int = -1
+) -> StreamScorer:
     """The StreamScorer of one DetectorModel around `run` (the model, here or remote); `model_width`: its feature count, -1 unknown."""
     features = detector.spec.features
     if card is not None:
         if list(card["channels"]) != list(features.sensors):
-            raise ModelError("SignatureMismatch", f"spec.features.sensors {list(features.sensors)} "
-                                                  f"must be the model card's channels {card['channels']}, in order")
-        return StreamScorer(detector.name, scored_nodes(plant, detector), features.sensors, CardFeatures(card), run,
-                            features.step, Smoothing.of_card(card))
+            raise ModelError(
+                "SignatureMismatch",
+                f"spec.features.sensors {list(features.sensors)} must be the model card's channels {card['channels']}, in order",
+            )
+        return StreamScorer(
+            detector.name, scored_nodes(plant, detector), features.sensors, CardFeatures(card), run, features.step, Smoothing.of_card(card)
+        )
     builder = Aggregations(features.window, features.aggregations)
     width = len(features.sensors) * len(features.aggregations)
     if model_width not in (-1, width):
-        raise ModelError("SignatureMismatch", f"the model takes {model_width} features, spec.features gives "
-                                              f"{len(features.sensors)} sensors x {len(features.aggregations)} aggregations = {width}")
+        raise ModelError(
+            "SignatureMismatch",
+            f"the model takes {model_width} features, spec.features gives "
+            f"{len(features.sensors)} sensors x {len(features.aggregations)} aggregations = {width}",
+        )
     return StreamScorer(detector.name, scored_nodes(plant, detector), features.sensors, builder, run, features.step)
 
 
@@ -179,16 +190,21 @@ class DeferredScorer:
             except ScoringUnavailable:
                 return []
             except UNUSABLE as exc:
-                self.gave_up = "%s: %s" % _unusable(exc)
-                log.error("DetectorModel %s: its inference service answers with a model it cannot score with, "
-                          "not scored until the gateway restarts: %s", self.detector, self.gave_up)
+                self.gave_up = ": ".join(_unusable(exc))
+                log.error(
+                    "DetectorModel %s: its inference service answers with a model it cannot score with, "
+                    "not scored until the gateway restarts: %s",
+                    self.detector,
+                    self.gave_up,
+                )
                 return []
             log.info("DetectorModel %s: its inference service answers; scoring from now on", self.detector)
         return self.scorer.score(readings)
 
 
-def remote_scorers(plant: Plant, url_template: str, wait_s: float = 60.0, retry_s: float = 10.0
-                   ) -> tuple[list[StreamScorer | DeferredScorer], list[ModelError]]:
+def remote_scorers(
+    plant: Plant, url_template: str, wait_s: float = 60.0, retry_s: float = 10.0
+) -> tuple[list[StreamScorer | DeferredScorer], list[ModelError]]:
     """Every DetectorModel scored by its inference service (`url_template` with {name}, e.g.
     http://plantwatch-detector-{name}:8080), features and smoothing from the card it serves.
 
@@ -215,8 +231,7 @@ def remote_scorers(plant: Plant, url_template: str, wait_s: float = 60.0, retry_
                         raise
                     time.sleep(1.0)
         except RemoteModelError as exc:
-            problems.append(ModelError("ServiceUnavailable", f"DetectorModel {detector.name}: {exc}; "
-                                                             f"asking again every {retry_s:g}s"))
+            problems.append(ModelError("ServiceUnavailable", f"DetectorModel {detector.name}: {exc}; asking again every {retry_s:g}s"))
             scorers.append(DeferredScorer(detector.name, lambda d=detector, m=model: _remote_scorer(plant, d, m), retry_s))
         except UNUSABLE as exc:  # what the service serves does not fit the spec, or a malformed card or metadata
             reason, detail = _unusable(exc)

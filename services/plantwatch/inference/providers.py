@@ -33,8 +33,11 @@ def check(provider: str, rows: int = 4096) -> dict:
         raise ValueError(f"provider {provider!r}; accepted: {', '.join(EXECUTION_PROVIDERS)}")
     available = ort.get_available_providers()
     if ORT_PROVIDERS[provider] not in available:
-        return {"provider": provider, "result": "not run",
-                "reason": f"this onnxruntime {ort.__version__} has {available}; the service falls back to cpu and reports it"}
+        return {
+            "provider": provider,
+            "result": "not run",
+            "reason": f"this onnxruntime {ort.__version__} has {available}; the service falls back to cpu and reports it",
+        }
     rng = np.random.default_rng(0)
     features = rng.normal(size=(rows, 9)).astype(np.float32)
     with tempfile.TemporaryDirectory(prefix="plantwatch-provider-") as tmp:
@@ -46,14 +49,22 @@ def check(provider: str, rows: int = 4096) -> dict:
         except ModelError as exc:
             return {"provider": provider, "result": "failed", "reason": f"{exc.reason}: {exc}"}
     if model.active_provider != provider:
-        return {"provider": provider, "result": "failed",
-                "reason": f"ONNX Runtime lists {ORT_PROVIDERS[provider]} but the session runs on {model.active_provider}"}
+        return {
+            "provider": provider,
+            "result": "failed",
+            "reason": f"ONNX Runtime lists {ORT_PROVIDERS[provider]} but the session runs on {model.active_provider}",
+        }
     got = model.session.run(None, {"features": features})[0]
     want = reference.session.run(None, {"features": features})[0]
     difference = float(np.abs(got - want).max())
     ok = bool(np.allclose(got, want, rtol=1e-3, atol=1e-4))
-    return {"provider": provider, "result": "passed" if ok else "failed", "rows": rows,
-            "max_abs_difference_vs_cpu": difference, "session_providers": model.session.get_providers()}
+    return {
+        "provider": provider,
+        "result": "passed" if ok else "failed",
+        "rows": rows,
+        "max_abs_difference_vs_cpu": difference,
+        "session_providers": model.session.get_providers(),
+    }
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -21,9 +21,9 @@ from __future__ import annotations
 import logging
 import os
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
@@ -55,8 +55,12 @@ def signature_problem(old: list[TensorSpec], new: list[TensorSpec], kind: str) -
 
 def batchable(model: LoadedModel) -> bool:
     """One input and every output batched along the first axis: rows of requests can be concatenated."""
-    return len(model.inputs) == 1 and bool(model.inputs[0].shape) and model.inputs[0].shape[0] == -1 \
+    return (
+        len(model.inputs) == 1
+        and bool(model.inputs[0].shape)
+        and model.inputs[0].shape[0] == -1
         and all(o.shape and o.shape[0] == -1 for o in model.outputs)
+    )
 
 
 def default_max_batch(provider: str) -> int:
@@ -73,9 +77,17 @@ def default_max_batch(provider: str) -> int:
 class ModelSlot:
     """One served model name: the current model, its micro-batcher and the verdict of the last load."""
 
-    def __init__(self, name: str, path: str | Path, provider: str = "cpu", expected_sha256: str | None = None,
-                 threads: int = 1, max_batch: int | None = None, max_wait_s: float = 0.001,
-                 on_change: Callable[[ModelSlot], None] | None = None):
+    def __init__(
+        self,
+        name: str,
+        path: str | Path,
+        provider: str = "cpu",
+        expected_sha256: str | None = None,
+        threads: int = 1,
+        max_batch: int | None = None,
+        max_wait_s: float = 0.001,
+        on_change: Callable[[ModelSlot], None] | None = None,
+    ):
         self.name = name
         self.path = Path(path)
         self.provider = provider
@@ -131,12 +143,16 @@ class ModelSlot:
                 model = load_model(self.name, self.path, self.provider, expected, self.threads)
             except ModelError as exc:
                 if exc.reason == "ChecksumMismatch" and not self.expected_sha256:
-                    raise ModelError(exc.reason, f"{self.path} does not have the sha256 {expected} that "
-                                                 f"{CARD_FILE} beside it names (a model and card that do not belong together)") from None
+                    raise ModelError(
+                        exc.reason,
+                        f"{self.path} does not have the sha256 {expected} that "
+                        f"{CARD_FILE} beside it names (a model and card that do not belong together)",
+                    ) from None
                 raise
             if self.model is not None:
-                problem = (signature_problem(self.model.inputs, model.inputs, "inputs")
-                           or signature_problem(self.model.outputs, model.outputs, "outputs"))
+                problem = signature_problem(self.model.inputs, model.inputs, "inputs") or signature_problem(
+                    self.model.outputs, model.outputs, "outputs"
+                )
                 if problem:
                     raise ModelError("SignatureMismatch", problem)
         except ModelError as exc:
@@ -166,7 +182,9 @@ class ModelSlot:
 
     @staticmethod
     def _loaded_verdict(model: LoadedModel) -> Verdict:
-        fallback = f" (requested {model.requested_provider}, not available here)" if model.active_provider != model.requested_provider else ""
+        fallback = (
+            f" (requested {model.requested_provider}, not available here)" if model.active_provider != model.requested_provider else ""
+        )
         return Verdict(True, "ModelLoaded", f"serving sha256 {model.sha256} on {model.active_provider}{fallback}")
 
     def _set(self, verdict: Verdict) -> None:
@@ -215,4 +233,3 @@ class ModelSlot:
             self._watcher.join(5)
         if self._batcher is not None:
             self._batcher.close()
-

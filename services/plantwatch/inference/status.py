@@ -29,8 +29,7 @@ SOURCE_NOT_FOUND = "SourceNotFound"
 
 def model_valid_condition(verdict: Verdict, previous: dict[str, Any] | None, generation: int | None, now: str) -> dict[str, Any]:
     """ModelValid from the last load (pure); lastTransitionTime moves only when the status flips."""
-    return condition("ModelValid", "True" if verdict.valid else "False", verdict.reason, verdict.message, previous,
-                     generation, now)
+    return condition("ModelValid", "True" if verdict.valid else "False", verdict.reason, verdict.message, previous, generation, now)
 
 
 def served_status(slot: ModelSlot, previous_conditions: list[dict] | None, generation: int | None, now: str) -> dict[str, Any]:
@@ -40,8 +39,11 @@ def served_status(slot: ModelSlot, previous_conditions: list[dict] | None, gener
     model = slot.model
     if model is not None:  # a refused reload still serves (and reports) the previous model
         tensors = lambda ts: [{"name": t.name, "datatype": t.datatype, "shape": list(t.shape)} for t in ts]  # noqa: E731
-        status.update(activeProvider=model.active_provider, modelSha256=model.sha256,
-                      signature={"inputs": tensors(model.inputs), "outputs": tensors(model.outputs)})
+        status.update(
+            activeProvider=model.active_provider,
+            modelSha256=model.sha256,
+            signature={"inputs": tensors(model.inputs), "outputs": tensors(model.outputs)},
+        )
     return status
 
 
@@ -119,8 +121,14 @@ class StatusReporter:
                 current = dynamic().get(resource.status, name=slot.name, namespace=self.namespace).to_dict()
                 status = status_to_report(slot, current, iso(int(time.time())))
                 if status is None:
-                    log.info("DetectorModel %s/%s: not reporting (spec.source.sha256 %s, this pod's %s; or the operator's "
-                             "SourceNotFound stands)", self.namespace, slot.name, spec_sha256(current), slot.expected_sha256)
+                    log.info(
+                        "DetectorModel %s/%s: not reporting (spec.source.sha256 %s, this pod's %s; or the operator's "
+                        "SourceNotFound stands)",
+                        self.namespace,
+                        slot.name,
+                        spec_sha256(current),
+                        slot.expected_sha256,
+                    )
                 else:
                     apply_status(current, status, INFERENCE_MANAGER)
                 self._unreported = None

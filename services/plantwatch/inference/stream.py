@@ -28,8 +28,9 @@ from __future__ import annotations
 import logging
 import math
 import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Callable, Iterable, Protocol
+from typing import Protocol
 
 import numpy as np
 
@@ -97,7 +98,7 @@ class Aggregations:
     def vectors(self, rows: np.ndarray, newest: int) -> np.ndarray:
         out = []
         for end in range(len(rows) - newest + 1, len(rows) + 1):
-            win = rows[max(0, end - self.window):end]
+            win = rows[max(0, end - self.window) : end]
             columns = np.stack([_AGGREGATE[a](win) for a in self.aggregations], axis=-1)  # [channels, aggregations]
             out.append(columns.reshape(-1))  # sensor-major, as the DetectorModel documents
         return np.asarray(out, dtype=np.float32)
@@ -177,9 +178,17 @@ class _NodeState:
 class StreamScorer:
     """One DetectorModel over the readings of the nodes it selects."""
 
-    def __init__(self, detector: str, nodes: Iterable[str], sensors: Iterable[str], features: Features,
-                 run: Callable[[np.ndarray], np.ndarray], step: int = 1, smoothing: Smoothing | None = None,
-                 backoff_s: float = UNAVAILABLE_BACKOFF_S):
+    def __init__(
+        self,
+        detector: str,
+        nodes: Iterable[str],
+        sensors: Iterable[str],
+        features: Features,
+        run: Callable[[np.ndarray], np.ndarray],
+        step: int = 1,
+        smoothing: Smoothing | None = None,
+        backoff_s: float = UNAVAILABLE_BACKOFF_S,
+    ):
         self.detector = detector
         self.nodes = frozenset(nodes)
         self.sensors = tuple(sensors)
@@ -230,7 +239,7 @@ class StreamScorer:
                 for ts in stamps:
                     due.append((node, ts))
                     vectors.append(computed[offsets[ts]])
-            del state.rows[:-self.features.history]
+            del state.rows[: -self.features.history]
         if not due:
             return []
         if time.monotonic() < self._skip_until:

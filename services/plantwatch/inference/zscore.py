@@ -7,7 +7,7 @@ input `features` [batch, n] float32 → output `score` [batch] float32.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import onnx

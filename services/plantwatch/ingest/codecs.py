@@ -9,9 +9,10 @@ publish exactly what real nodes publish.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
-from typing import Any, Callable, Mapping, NamedTuple
+from typing import Any, NamedTuple
 
 
 class DecodeError(ValueError):

@@ -28,9 +28,11 @@ MAX_LOGGED_SERIES = 10_000
 
 def describe(reading: Reading, stored: float) -> str:
     """The dead letter's detail: which series and timestamp, both values, and what to do."""
-    return (f"{reading.node}/{reading.sensor} at ts {reading.ts!r} already has the value {stored!r}, "
-            f"not {reading.value!r}: the first value is kept; a node that sends faster than its "
-            "timestamps' resolution must stamp sub-second times (e.g. milliseconds)")
+    return (
+        f"{reading.node}/{reading.sensor} at ts {reading.ts!r} already has the value {stored!r}, "
+        f"not {reading.value!r}: the first value is kept; a node that sends faster than its "
+        "timestamps' resolution must stamp sub-second times (e.g. milliseconds)"
+    )
 
 
 class SeriesGuard:

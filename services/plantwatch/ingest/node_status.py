@@ -20,8 +20,9 @@ from plantwatch.contracts.times import iso
 log = logging.getLogger(__name__)
 
 
-def online_condition(online: bool, last_seen: float | None, silence_s: float, previous: dict[str, Any] | None,
-                     now: float) -> dict[str, Any]:
+def online_condition(
+    online: bool, last_seen: float | None, silence_s: float, previous: dict[str, Any] | None, now: float
+) -> dict[str, Any]:
     """The Online condition (pure); lastTransitionTime moves only when the status flips."""
     status = "True" if online else "False"
     if online:
@@ -78,7 +79,6 @@ class NodeStatusReporter:
                 status["lastSeen"] = iso(int(last_seen))
             if previous is not None and now > previous[1]:
                 status["readingsPerMinute"] = f"{(counts[node] - previous[2]) / (now - previous[1]) * 60:.1f}"
-            body = {"apiVersion": API_VERSION, "kind": SENSOR_NODE,
-                    "metadata": {"name": node, "namespace": self._namespace}}
+            body = {"apiVersion": API_VERSION, "kind": SENSOR_NODE, "metadata": {"name": node, "namespace": self._namespace}}
             apply_status(body, status, GATEWAY_MANAGER)
             self._reported[node] = (condition, now, counts[node])

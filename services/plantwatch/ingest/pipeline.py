@@ -15,16 +15,18 @@ import threading
 import time
 import uuid
 from collections import Counter, deque
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from operator import attrgetter
-from typing import Any, Callable, Iterable, Protocol, Sequence
+from typing import Any, Protocol
 
 import orjson
 
 from plantwatch import metrics
 from plantwatch.alerts.router import AlertRouter
 from plantwatch.ingest import dead_letters
-from plantwatch.ingest.conflicts import LogLimiter, SeriesGuard, describe as describe_conflict
+from plantwatch.ingest.conflicts import LogLimiter, SeriesGuard
+from plantwatch.ingest.conflicts import describe as describe_conflict
 from plantwatch.ingest.dead_letters import DEAD_LETTER_PREFIX, DEAD_LETTER_RETENTION_S, DEAD_LETTER_SWEEP_S
 from plantwatch.ingest.sparkplug_sessions import SPARKPLUG_PREFIX, SparkplugSessions, sparkplug_key
 from plantwatch.ingest.validate import CompiledNode, Policy, Rejection, check_message
@@ -109,11 +111,20 @@ class Pipeline:
     after batch in the order prepared: IngestService overlaps them that way.
     """
 
-    def __init__(self, plant: Plant, store: Store, router: AlertRouter,
-                 publish: Callable[[str, bytes], None] | None = None, policy: Policy = Policy(),
-                 now: float | None = None, window_s: float = 60.0, window_grace_s: float = 5.0,
-                 sinks: Sequence[Sink] = (), scorers: Sequence[Scorer] = (),
-                 dead_letter_retention_s: float = DEAD_LETTER_RETENTION_S):
+    def __init__(
+        self,
+        plant: Plant,
+        store: Store,
+        router: AlertRouter,
+        publish: Callable[[str, bytes], None] | None = None,
+        policy: Policy = Policy(),
+        now: float | None = None,
+        window_s: float = 60.0,
+        window_grace_s: float = 5.0,
+        sinks: Sequence[Sink] = (),
+        scorers: Sequence[Scorer] = (),
+        dead_letter_retention_s: float = DEAD_LETTER_RETENTION_S,
+    ):
         self.plant = plant
         self.store = store
         #: Dead letters older than the retention are deleted from the store by the tick.
@@ -182,8 +193,9 @@ class Pipeline:
         Raises PipelineFailed once a batch could not be committed.
         """
         if self.failed is not None:
-            raise PipelineFailed(f"an earlier batch could not be committed ({self.failed!r}); "
-                                 "its rule state is ahead of the store") from self.failed
+            raise PipelineFailed(
+                f"an earlier batch could not be committed ({self.failed!r}); its rule state is ahead of the store"
+            ) from self.failed
         p = PreparedBatch(len(batch), now)
         readings, outbox, results = p.readings, p.outbox, p.results
         last_seen, by_node = self.last_seen, self.readings_by_node
@@ -206,7 +218,10 @@ class Pipeline:
                     node = self._nodes.get(topic)
                     if node is None:
                         unknown = self.policy.unknown_node == "reject"
-                        accepted, rejections = [], [Rejection("unknown_node", f"no SensorNode publishes to topic {topic!r}")] if unknown else []
+                        accepted, rejections = (
+                            [],
+                            [Rejection("unknown_node", f"no SensorNode publishes to topic {topic!r}")] if unknown else [],
+                        )
                     else:
                         accepted, rejections = check_message(node, payload, now, self.policy)
             except Exception as exc:  # a bug met by this message: it alone is refused, never the batch
@@ -283,6 +298,7 @@ class Pipeline:
         def stored(count: int) -> None:
             nonlocal committed
             p.stored, committed = count, True
+
         try:
             self._writes.write(p.readings, p.alerts, p.dead, stored)
         except BaseException as exc:
@@ -334,11 +350,12 @@ class Pipeline:
         if not found:
             return
         rows = []
-        for (reading, stored), rejection in zip(found, self._conflicts(found, p.now)):
+        for (reading, _), rejection in zip(found, self._conflicts(found, p.now)):
             self.rejected["conflict"] += 1
             metrics.REJECTED.labels("conflict").inc()
-            row, message = dead_letters.letter(self._topics.get(reading.node, ""), orjson.dumps(reading._asdict()),
-                                               reading.node, [rejection], p.now, uuid.uuid4().hex[:16])
+            row, message = dead_letters.letter(
+                self._topics.get(reading.node, ""), orjson.dumps(reading._asdict()), reading.node, [rejection], p.now, uuid.uuid4().hex[:16]
+            )
             rows.append(row)
             p.outbox.append(message)
         self.store.write(dead_letters=rows)
@@ -361,8 +378,11 @@ class Pipeline:
             metrics.REJECTED.labels(rej.reason).inc()
         correlation_id = uuid.uuid4().hex[:16]
         row, message = dead_letters.letter(topic, payload, node_name, rejections, p.now, correlation_id)
-        log.info("rejected: %s", row[3], extra={"correlation_id": correlation_id, "node": node_name,
-                                                "topic": topic, "reason": rejections[0].reason})
+        log.info(
+            "rejected: %s",
+            row[3],
+            extra={"correlation_id": correlation_id, "node": node_name, "topic": topic, "reason": rejections[0].reason},
+        )
         p.dead.append(row)
         p.outbox.append(message)
 
@@ -375,9 +395,14 @@ class Pipeline:
         now, last = time.monotonic(), self._internal_errors_logged.get(kind)
         if last is None or now - last >= INTERNAL_ERROR_LOG_S:
             self._internal_errors_logged[kind] = now
-            log.error("internal error in %s of a message on %s (the message is dead-lettered; further ones "
-                      "like it are counted, their tracebacks not logged for %gs)", stage, topic, INTERNAL_ERROR_LOG_S,
-                      exc_info=exc)
+            log.error(
+                "internal error in %s of a message on %s (the message is dead-lettered; further ones "
+                "like it are counted, their tracebacks not logged for %gs)",
+                stage,
+                topic,
+                INTERNAL_ERROR_LOG_S,
+                exc_info=exc,
+            )
         detail = f"{type(exc).__name__} in {stage}: {exc}"
         if len(detail) > 300:  # the exception may quote the payload
             detail = detail[:300] + "…"

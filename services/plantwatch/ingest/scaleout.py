@@ -15,8 +15,9 @@ import logging
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable, Iterable
 from dataclasses import replace
-from typing import Any, Callable, Iterable, TextIO
+from typing import Any, TextIO
 
 import orjson
 
@@ -57,8 +58,7 @@ class ShardStore:
         self._epoch = epoch
         self.pipeline: Pipeline | None = None
 
-    def write(self, readings: Iterable[Reading] = (), alerts: Iterable[AlertEvent] = (),
-              dead_letters: Iterable[DeadLetter] = ()) -> int:
+    def write(self, readings: Iterable[Reading] = (), alerts: Iterable[AlertEvent] = (), dead_letters: Iterable[DeadLetter] = ()) -> int:
         # The pipeline has applied the batch to its rules before writing it: the snapshot
         # is the state right after this batch, so it commits (or is refused) with it.
         state = orjson.dumps(self.pipeline.snapshot())
@@ -83,8 +83,7 @@ class LockedSink:
         self._sink = sink
         self._lock = threading.Lock()
 
-    def write(self, readings: Iterable[Reading] = (), alerts: Iterable[AlertEvent] = (),
-              dead_letters: Iterable[DeadLetter] = ()) -> Any:
+    def write(self, readings: Iterable[Reading] = (), alerts: Iterable[AlertEvent] = (), dead_letters: Iterable[DeadLetter] = ()) -> Any:
         with self._lock:
             return self._sink.write(readings, alerts, dead_letters)
 
@@ -136,9 +135,20 @@ class ShardWorker:
     without a consumer.
     """
 
-    def __init__(self, shard: int, plan: ShardPlan, plant: Plant, store: SqliteStore, broker_url: str,
-                 client_prefix: str, owner: str, make_pipeline: PipelineFactory, dead_letter_unknown: bool,
-                 lease_s: float = DEFAULT_LEASE_S, tick_s: float = 0.5):
+    def __init__(
+        self,
+        shard: int,
+        plan: ShardPlan,
+        plant: Plant,
+        store: SqliteStore,
+        broker_url: str,
+        client_prefix: str,
+        owner: str,
+        make_pipeline: PipelineFactory,
+        dead_letter_unknown: bool,
+        lease_s: float = DEFAULT_LEASE_S,
+        tick_s: float = 0.5,
+    ):
         self.shard = shard
         self._plan = plan
         self._plant = replace(plant, nodes=tuple(n for n in plant.nodes if plan.node_shard[n.name] == shard))
@@ -147,8 +157,7 @@ class ShardWorker:
         self._make_pipeline = make_pipeline
         #: The unknown shard subscribes to the plant's wildcards, so it also receives other shards' messages.
         self._filter_foreign = shard == UNKNOWN_SHARD and dead_letter_unknown
-        self.subscriber = BatchSubscriber(broker_url, plan.subscriptions(shard, dead_letter_unknown),
-                                          f"{client_prefix}-shard-{shard}")
+        self.subscriber = BatchSubscriber(broker_url, plan.subscriptions(shard, dead_letter_unknown), f"{client_prefix}-shard-{shard}")
         self._lease_s = lease_s
         self._tick_s = tick_s
         self._next_tick = 0.0
@@ -206,8 +215,7 @@ class ShardWorker:
             epoch, owner, renewed = self._store.shard_lease(self.shard)
             silent = time.time() - renewed
             if silent > self._lease_s:
-                log.warning("shard %d: its owner %s (epoch %d) has been silent for %.1fs; taking it back",
-                            self.shard, owner, epoch, silent)
+                log.warning("shard %d: its owner %s (epoch %d) has been silent for %.1fs; taking it back", self.shard, owner, epoch, silent)
                 return
 
     def _handle(self, batch: list[wire.Publish]) -> None:
@@ -234,13 +242,25 @@ class ShardWorker:
 class ShardedIngest:
     """One replica: a ShardWorker per owned shard that has something to consume."""
 
-    def __init__(self, plant: Plant, store: SqliteStore, broker_url: str, shards: int, owned: list[int],
-                 client_prefix: str, owner: str, make_pipeline: PipelineFactory, dead_letter_unknown: bool,
-                 lease_s: float = DEFAULT_LEASE_S):
+    def __init__(
+        self,
+        plant: Plant,
+        store: SqliteStore,
+        broker_url: str,
+        shards: int,
+        owned: list[int],
+        client_prefix: str,
+        owner: str,
+        make_pipeline: PipelineFactory,
+        dead_letter_unknown: bool,
+        lease_s: float = DEFAULT_LEASE_S,
+    ):
         plan = shard_plan(plant, shards)
-        self.workers = [ShardWorker(k, plan, plant, store, broker_url, client_prefix, owner, make_pipeline,
-                                    dead_letter_unknown, lease_s)
-                        for k in owned if plan.subscriptions(k, dead_letter_unknown)]
+        self.workers = [
+            ShardWorker(k, plan, plant, store, broker_url, client_prefix, owner, make_pipeline, dead_letter_unknown, lease_s)
+            for k in owned
+            if plan.subscriptions(k, dead_letter_unknown)
+        ]
 
     def start(self, connect_timeout: float | None = 10.0) -> None:
         """Start every shard; wait until each is subscribed (None: do not wait, /readyz says when)."""

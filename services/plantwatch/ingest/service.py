@@ -10,8 +10,9 @@ import signal
 import sys
 import threading
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 from plantwatch.alerts.router import AlertRouter
 from plantwatch.health import HealthServer
@@ -40,10 +41,19 @@ class Scale:
     lease_s: float = DEFAULT_LEASE_S
 
 
-def serve(paths: list[str], broker_url: str, db: str, http_port: int, client_id: str = "plantwatch-gateway",
-          policy: Policy = Policy(), status_namespace: str | None = None, sinks: Sequence[Sink] = (),
-          scale: Scale | None = None, score_url: str | None = None,
-          dead_letter_retention_s: float = DEAD_LETTER_RETENTION_S) -> int:
+def serve(
+    paths: list[str],
+    broker_url: str,
+    db: str,
+    http_port: int,
+    client_id: str = "plantwatch-gateway",
+    policy: Policy = Policy(),
+    status_namespace: str | None = None,
+    sinks: Sequence[Sink] = (),
+    scale: Scale | None = None,
+    score_url: str | None = None,
+    dead_letter_retention_s: float = DEAD_LETTER_RETENTION_S,
+) -> int:
     """Run the gateway until SIGTERM; with `status_namespace`, report SensorNode Online there.
 
     With `score_url` (e.g. http://plantwatch-detector-{name}:8080), every DetectorModel is
@@ -60,24 +70,48 @@ def serve(paths: list[str], broker_url: str, db: str, http_port: int, client_id:
     store = SqliteStore(db)
     # Replicas must not share a client id (the broker would keep disconnecting one for the
     # other), not even two generations of one replica during a rescale.
-    dlq = Publisher(broker_url, client_id=f"{client_id}-dlq" + (f"-{uuid.uuid4().hex[:8]}" if scale else ""),
-                    max_queued=DEAD_LETTER_QUEUE)
+    dlq = Publisher(broker_url, client_id=f"{client_id}-dlq" + (f"-{uuid.uuid4().hex[:8]}" if scale else ""), max_queued=DEAD_LETTER_QUEUE)
     dlq.start(timeout=None)
     if scale:
         shared, lines = [LockedSink(s) for s in sinks], SharedLines(sys.stdout)
 
         def shard_pipeline(subset: Plant, shard_store: Store) -> Pipeline:
-            return Pipeline(subset, shard_store, AlertRouter(subset, lines), publish=dlq.publish, policy=policy, sinks=shared,
-                            scorers=_scorers(subset, score_url), dead_letter_retention_s=dead_letter_retention_s)
+            return Pipeline(
+                subset,
+                shard_store,
+                AlertRouter(subset, lines),
+                publish=dlq.publish,
+                policy=policy,
+                sinks=shared,
+                scorers=_scorers(subset, score_url),
+                dead_letter_retention_s=dead_letter_retention_s,
+            )
 
         owned = owned_shards(scale.index, scale.shards, scale.replicas)
-        service = ShardedIngest(plant, store, broker_url, scale.shards, owned, client_id,
-                                f"{client_id}-{scale.index}-of-{scale.replicas}", shard_pipeline,
-                                dead_letter_unknown=policy.unknown_node == "reject", lease_s=scale.lease_s)
+        service = ShardedIngest(
+            plant,
+            store,
+            broker_url,
+            scale.shards,
+            owned,
+            client_id,
+            f"{client_id}-{scale.index}-of-{scale.replicas}",
+            shard_pipeline,
+            dead_letter_unknown=policy.unknown_node == "reject",
+            lease_s=scale.lease_s,
+        )
         view: Any = service
     else:
-        view = Pipeline(plant, store, AlertRouter(plant), publish=dlq.publish, policy=policy, sinks=sinks,
-                        scorers=_scorers(plant, score_url), dead_letter_retention_s=dead_letter_retention_s)
+        view = Pipeline(
+            plant,
+            store,
+            AlertRouter(plant),
+            publish=dlq.publish,
+            policy=policy,
+            sinks=sinks,
+            scorers=_scorers(plant, score_url),
+            dead_letter_retention_s=dead_letter_retention_s,
+        )
         service = IngestService(view, broker_url, client_id)
     health = HealthServer(http_port, healthy=lambda: service.alive, ready=lambda: service.ready, host="0.0.0.0")
     health.start()

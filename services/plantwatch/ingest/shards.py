@@ -76,8 +76,7 @@ def ordinal(hostname: str) -> int:
     """The replica index in a StatefulSet pod's name (`plantwatch-gateway-2` → 2)."""
     m = re.search(r"-(\d+)$", hostname)
     if not m:
-        raise ValueError(f"hostname {hostname!r} does not end in -<ordinal> (a StatefulSet pod's name does); "
-                         "give --replica-index")
+        raise ValueError(f"hostname {hostname!r} does not end in -<ordinal> (a StatefulSet pod's name does); give --replica-index")
     return int(m.group(1))
 
 

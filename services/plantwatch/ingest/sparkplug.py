@@ -71,6 +71,7 @@ class Payload:
 
 # --- protobuf wire format ----------------------------------------------------------
 
+
 def _varint(buf: bytes, pos: int) -> tuple[int, int]:
     result = shift = 0
     while True:
@@ -97,16 +98,16 @@ def _fields(buf: bytes):
         elif wire == 1:
             if pos + 8 > len(buf):
                 raise SparkplugError("malformed", "truncated fixed64")
-            value, pos = buf[pos:pos + 8], pos + 8
+            value, pos = buf[pos : pos + 8], pos + 8
         elif wire == 2:
             length, pos = _varint(buf, pos)
             if pos + length > len(buf):
                 raise SparkplugError("malformed", f"field {number}: length {length} runs past the end")
-            value, pos = buf[pos:pos + length], pos + length
+            value, pos = buf[pos : pos + length], pos + length
         elif wire == 5:
             if pos + 4 > len(buf):
                 raise SparkplugError("malformed", "truncated fixed32")
-            value, pos = buf[pos:pos + 4], pos + 4
+            value, pos = buf[pos : pos + 4], pos + 4
         else:
             raise SparkplugError("malformed", f"field {number}: unsupported wire type {wire}")
         yield number, wire, value
@@ -114,8 +115,7 @@ def _fields(buf: bytes):
 
 #: The wire type each field number must have (Payload fields 1-3, Metric fields 1-16).
 _PAYLOAD_WIRE = {1: 0, 2: 2, 3: 0, 4: 2, 5: 2}
-_METRIC_WIRE = {1: 2, 2: 0, 3: 0, 4: 0, 5: 0, 6: 0, 7: 0, 8: 2, 9: 2, 10: 0, 11: 0, 12: 5, 13: 1, 14: 0, 15: 2, 16: 2,
-                17: 2, 18: 2, 19: 2}
+_METRIC_WIRE = {1: 2, 2: 0, 3: 0, 4: 0, 5: 0, 6: 0, 7: 0, 8: 2, 9: 2, 10: 0, 11: 0, 12: 5, 13: 1, 14: 0, 15: 2, 16: 2, 17: 2, 18: 2, 19: 2}
 
 
 def _typed_fields(buf: bytes, wires: dict[int, int], what: str):

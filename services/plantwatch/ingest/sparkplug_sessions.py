@@ -34,8 +34,10 @@ def sparkplug_key(topic: str) -> tuple[str, str, str | None]:
     except sparkplug.SparkplugError as exc:
         raise ValueError(exc.detail) from None
     if t.message_type not in ("NDATA", "DDATA") or (t.message_type == "DDATA") != (t.device is not None):
-        raise ValueError(f"topic {topic!r}: a sparkplug-b node's topic is its data topic, "
-                         f"{sparkplug.NAMESPACE}/<group>/NDATA/<edge node> or .../DDATA/<edge node>/<device>")
+        raise ValueError(
+            f"topic {topic!r}: a sparkplug-b node's topic is its data topic, "
+            f"{sparkplug.NAMESPACE}/<group>/NDATA/<edge node> or .../DDATA/<edge node>/<device>"
+        )
     return t.group, t.edge_node, t.device
 
 
@@ -59,8 +61,9 @@ class SparkplugSessions:
         self._stranger_sessions: OrderedDict[tuple[str, str], sparkplug.EdgeNodeSession] = OrderedDict()
         self._rebirth_asked: dict[tuple[str, str], float] = {}
 
-    def message(self, topic: str, payload: bytes, now: float, outbox: list[tuple[str, bytes]]
-                ) -> tuple[CompiledNode | None, list[Reading], list[Rejection]]:
+    def message(
+        self, topic: str, payload: bytes, now: float, outbox: list[tuple[str, bytes]]
+    ) -> tuple[CompiledNode | None, list[Reading], list[Rejection]]:
         """Advance the edge node's session; request a rebirth (into `outbox`) when it lost messages."""
         try:
             t = sparkplug.parse_topic(topic)
@@ -93,11 +96,16 @@ class SparkplugSessions:
             rejections.append(Rejection("sequence_gap", f"{outcome.problem}; rebirth requested from {t.edge_node}"))
         if node is None:
             # Judged by the message, not by what it resolves to: a stranger's aliases are never kept.
-            if (outcome.rebirth or not message.metrics or t.message_type not in _SPARKPLUG_READINGS
-                    or self.policy.unknown_node == "ignore"):
+            if outcome.rebirth or not message.metrics or t.message_type not in _SPARKPLUG_READINGS or self.policy.unknown_node == "ignore":
                 return None, [], rejections
-            return None, [], [*rejections, Rejection("unknown_node", f"no SensorNode is Sparkplug {t.group}/{t.edge_node}"
-                                                                      + (f"/{t.device}" if t.device else ""))]
+            return (
+                None,
+                [],
+                [
+                    *rejections,
+                    Rejection("unknown_node", f"no SensorNode is Sparkplug {t.group}/{t.edge_node}" + (f"/{t.device}" if t.device else "")),
+                ],
+            )
         if not outcome.values:
             return node, [], rejections
         ts = outcome.timestamp_ms / 1000.0 if outcome.timestamp_ms is not None else None

@@ -8,8 +8,9 @@ partly accepted: one sensor out of range does not cost the other sensors' readin
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 from plantwatch.contracts.times import parse_timestamp
 from plantwatch.ingest.codecs import DecodeError, Sample
@@ -62,8 +63,10 @@ class Policy:
     unknown_sensor: str = "ignore"
 
     def __post_init__(self) -> None:
-        for name, value, accepted in (("unknown_node", self.unknown_node, ("reject", "ignore")),
-                                      ("unknown_sensor", self.unknown_sensor, ("ignore", "reject"))):
+        for name, value, accepted in (
+            ("unknown_node", self.unknown_node, ("reject", "ignore")),
+            ("unknown_sensor", self.unknown_sensor, ("ignore", "reject")),
+        ):
             if value not in accepted:
                 raise ValueError(f"{name} policy {value!r}; accepted: {', '.join(accepted)}")
 
@@ -98,8 +101,7 @@ class CompiledNode:
             f = s.field or default_field(fmt, s.type, s.name)
             low, high = (float(s.range.min), float(s.range.max)) if s.range else (-math.inf, math.inf)
             sensors[f] = SensorSpec(s.name, s.type, s.unit or "", low, high)
-        return cls(node.meta.name, device_id(node), fmt, spec.payload.topic, spec.payload.max_bytes, sensors,
-                   decoder(fmt))
+        return cls(node.meta.name, device_id(node), fmt, spec.payload.topic, spec.payload.max_bytes, sensors, decoder(fmt))
 
 
 def check_message(node: CompiledNode, payload: bytes, now: float, policy: Policy = Policy()) -> tuple[list[Reading], list[Rejection]]:
@@ -117,24 +119,45 @@ def check_message(node: CompiledNode, payload: bytes, now: float, policy: Policy
     return readings, rejections
 
 
-def check_sample(node: CompiledNode, sample: Sample, now: float, policy: Policy,
-                 readings: list[Reading], rejections: list[Rejection]) -> None:
+def check_sample(
+    node: CompiledNode, sample: Sample, now: float, policy: Policy, readings: list[Reading], rejections: list[Rejection]
+) -> None:
     """Validate one decoded sample of `node`, appending to `readings` and `rejections`."""
     if sample.device_id is not None and sample.device_id != node.device_id:
-        rejections.append(Rejection("device_mismatch", f"payload says device_id {sample.device_id!r} but topic {node.topic!r} belongs to {node.device_id!r}"))
+        rejections.append(
+            Rejection(
+                "device_mismatch", f"payload says device_id {sample.device_id!r} but topic {node.topic!r} belongs to {node.device_id!r}"
+            )
+        )
         return
     ts = now
     if sample.ts is not None:
         try:
             ts = parse_timestamp(sample.ts)
         except (ValueError, TypeError) as exc:
-            rejections.append(Rejection("bad_timestamp", f"timestamp {sample.ts!r}: {exc}; accepted: ISO-8601 (e.g. 2026-01-31T08:00:00Z) or epoch seconds", "timestamp"))
+            rejections.append(
+                Rejection(
+                    "bad_timestamp",
+                    f"timestamp {sample.ts!r}: {exc}; accepted: ISO-8601 (e.g. 2026-01-31T08:00:00Z) or epoch seconds",
+                    "timestamp",
+                )
+            )
             return
         if ts - now > policy.max_future_s:
-            rejections.append(Rejection("timestamp_skew", f"timestamp is {ts - now:.0f}s in the future; accepted up to {policy.max_future_s:.0f}s (check the node's clock/NTP)", "timestamp"))
+            rejections.append(
+                Rejection(
+                    "timestamp_skew",
+                    f"timestamp is {ts - now:.0f}s in the future; accepted up to {policy.max_future_s:.0f}s (check the node's clock/NTP)",
+                    "timestamp",
+                )
+            )
             return
         if now - ts > policy.max_past_s:
-            rejections.append(Rejection("timestamp_skew", f"timestamp is {now - ts:.0f}s in the past; accepted up to {policy.max_past_s:.0f}s", "timestamp"))
+            rejections.append(
+                Rejection(
+                    "timestamp_skew", f"timestamp is {now - ts:.0f}s in the past; accepted up to {policy.max_past_s:.0f}s", "timestamp"
+                )
+            )
             return
     known = 0
     sensors, name, append = node.sensors, node.name, readings.append
@@ -142,7 +165,9 @@ def check_sample(node: CompiledNode, sample: Sample, now: float, policy: Policy,
         sensor = sensors.get(key)
         if sensor is None:
             if policy.unknown_sensor == "reject":
-                rejections.append(Rejection("unknown_sensor", f"{key} is no sensor of {node.name}; expected one of {sorted(node.sensors)}", key))
+                rejections.append(
+                    Rejection("unknown_sensor", f"{key} is no sensor of {node.name}; expected one of {sorted(node.sensors)}", key)
+                )
             continue
         known += 1
         kind = type(raw)
@@ -152,11 +177,20 @@ def check_sample(node: CompiledNode, sample: Sample, now: float, policy: Policy,
         elif not isfinite(value):
             rejections.append(Rejection("not_finite", f"{key}={raw!r}: NaN and infinities are not readings", key))
         elif not sensor.low <= value <= sensor.high:
-            rejections.append(Rejection("out_of_range", f"{key}={value:g} is outside {sensor.name}'s physical range [{sensor.low:g}, {sensor.high:g}]", key))
+            rejections.append(
+                Rejection(
+                    "out_of_range", f"{key}={value:g} is outside {sensor.name}'s physical range [{sensor.low:g}, {sensor.high:g}]", key
+                )
+            )
         else:
             append(_new_tuple(Reading, (name, sensor.name, sensor.type, value, ts, sensor.unit)))
     if known == 0:
-        rejections.append(Rejection("no_known_sensor", f"none of the fields {sorted(sample.fields)} is a sensor of {node.name}; expected one of {sorted(node.sensors)}"))
+        rejections.append(
+            Rejection(
+                "no_known_sensor",
+                f"none of the fields {sorted(sample.fields)} is a sensor of {node.name}; expected one of {sorted(node.sensors)}",
+            )
+        )
 
 
 #: Builds a Reading without the keyword handling of its generated __new__ (four per message).

@@ -7,8 +7,9 @@ tick fired, to both in the order that lets a failure be retried from the broker.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor, wait
-from typing import Any, Callable, Iterable, Protocol, Sequence
+from typing import Any, Protocol
 
 from plantwatch.readings import AlertEvent, Reading
 from plantwatch.store.sqlite import DeadLetter
@@ -21,8 +22,7 @@ class Store(Protocol):
     #: has, no owner computes the batch's alerts again, so every sink must have the batch first.
     commits_checkpoint: bool
 
-    def write(self, readings: Iterable[Reading] = (), alerts: Iterable[AlertEvent] = (),
-              dead_letters: Iterable[DeadLetter] = ()) -> int:
+    def write(self, readings: Iterable[Reading] = (), alerts: Iterable[AlertEvent] = (), dead_letters: Iterable[DeadLetter] = ()) -> int:
         """Write one batch in one transaction; how many readings were new."""
         ...
 
@@ -52,8 +52,9 @@ class SpoolDepth(Protocol):
 class Sink(Protocol):
     """A further store every batch goes to beside the embedded one; `write` raises if it cannot take one."""
 
-    def write(self, readings: Iterable[Reading] = (), alerts: Iterable[AlertEvent] = (),
-              dead_letters: Iterable[DeadLetter] = ()) -> Any: ...
+    def write(
+        self, readings: Iterable[Reading] = (), alerts: Iterable[AlertEvent] = (), dead_letters: Iterable[DeadLetter] = ()
+    ) -> Any: ...
 
     def spool_depth(self) -> SpoolDepth: ...
 
@@ -79,8 +80,13 @@ class BatchWriter:
         self._sinks_first = store.commits_checkpoint
         self._sink_writers = ThreadPoolExecutor(len(sinks), "pipeline-sink") if sinks else None
 
-    def write(self, readings: Sequence[Reading] = (), alerts: Sequence[AlertEvent] = (),
-              dead_letters: Sequence[DeadLetter] = (), stored: Callable[[int], None] | None = None) -> None:
+    def write(
+        self,
+        readings: Sequence[Reading] = (),
+        alerts: Sequence[AlertEvent] = (),
+        dead_letters: Sequence[DeadLetter] = (),
+        stored: Callable[[int], None] | None = None,
+    ) -> None:
         """Write one batch; `stored` is told how many readings were new as soon as the store committed.
 
         Raises what the store or a sink raised: the batch is not acknowledged. A sink that

@@ -128,8 +128,11 @@ def up(opts: UpOptions) -> int:
         print(f"plantwatch up: {exc}", file=sys.stderr)
         return 2
     if opts.client_id is not None and opts.db is None:
-        print("plantwatch up: --client-id names a persistent session, which needs --db FILE: with the default "
-              "temporary store, what the session acknowledged would be deleted at exit", file=sys.stderr)
+        print(
+            "plantwatch up: --client-id names a persistent session, which needs --db FILE: with the default "
+            "temporary store, what the session acknowledged would be deleted at exit",
+            file=sys.stderr,
+        )
         return 2
     if opts.broker_url is not None:
         try:
@@ -156,9 +159,13 @@ def up(opts: UpOptions) -> int:
     pipeline, router, service, fleet = run.pipeline, run.router, run.service, run.fleet
     broker_shown = f"{run.broker.kind if run.broker else 'external'} {mask(run.url)}"
     session = f"session {run.client_id} " + ("(persistent)" if run.durable else "(clean: no --db)")
-    print(f"plantwatch: {len(plant.nodes)} nodes, {len(plant.rules)} rules, {len(plant.detectors)} detectors | "
-          f"broker {broker_shown} {session} | store sqlite {run.db} | "
-          f"http://127.0.0.1:{run.health.port}/metrics", file=out, flush=True)
+    print(
+        f"plantwatch: {len(plant.nodes)} nodes, {len(plant.rules)} rules, {len(plant.detectors)} detectors | "
+        f"broker {broker_shown} {session} | store sqlite {run.db} | "
+        f"http://127.0.0.1:{run.health.port}/metrics",
+        file=out,
+        flush=True,
+    )
     if run.carried:
         print(f"plantwatch: resumed from the store's checkpoint, {run.carried} alerts still firing", file=out, flush=True)
     started_at = time.time()
@@ -193,8 +200,12 @@ def up(opts: UpOptions) -> int:
         run.tmp.cleanup()
     if opts.summary_json:
         Path(opts.summary_json).write_text(json.dumps(summary, indent=2) + "\n")
-    print(f"plantwatch: stopped after {summary['duration_s']}s: {summary['readings_stored']} readings stored, "
-          f"{summary['alerts_fired']} alerts fired, {summary['rejected']} rejected", file=out, flush=True)
+    print(
+        f"plantwatch: stopped after {summary['duration_s']}s: {summary['readings_stored']} readings stored, "
+        f"{summary['alerts_fired']} alerts fired, {summary['rejected']} rejected",
+        file=out,
+        flush=True,
+    )
     if service.error is not None:
         print(f"plantwatch up: {mask(_failure(service.error, run))}", file=sys.stderr)
         return 1
@@ -239,9 +250,16 @@ def _start(opts: UpOptions, plant: Plant, started: ExitStack) -> _Running:
     # The dead-letter publisher's client id derives from the gateway's, known once the
     # service exists; the pipeline publishes only after it has started.
     dlq: Publisher | None = None
-    pipeline = Pipeline(plant, checkpointed or store, router, publish=lambda topic, body: dlq.publish(topic, body),
-                        policy=opts.policy, window_s=opts.window_s, dead_letter_retention_s=opts.dead_letter_retention_s,
-                        scorers=scorers)
+    pipeline = Pipeline(
+        plant,
+        checkpointed or store,
+        router,
+        publish=lambda topic, body: dlq.publish(topic, body),
+        policy=opts.policy,
+        window_s=opts.window_s,
+        dead_letter_retention_s=opts.dead_letter_retention_s,
+        scorers=scorers,
+    )
     carried = 0
     if checkpointed:
         checkpointed.pipeline = pipeline
@@ -295,11 +313,13 @@ def _resume(pipeline: Pipeline, router: AlertRouter, store: SqliteStore, state: 
             watches[key] = [max(last_seen, now), firing]
     pipeline.restore(state)
     rules = pipeline.snapshot()["rules"]  # what the engine kept: rules the plant no longer has are dropped
-    firing = ({fp for fp, (severity, *_) in rules["alerts"].items() if severity is not None}
-              | {fp for fp, (_, on) in rules["watches"].items() if on})
+    firing = {fp for fp, (severity, *_) in rules["alerts"].items() if severity is not None} | {
+        fp for fp, (_, on) in rules["watches"].items() if on
+    }
     last_events = store.query(
         "SELECT fingerprint, rule, node, sensor, state, severity, value, ts, summary FROM alert_events"
-        " WHERE id IN (SELECT max(id) FROM alert_events GROUP BY fingerprint)")
+        " WHERE id IN (SELECT max(id) FROM alert_events GROUP BY fingerprint)"
+    )
     for row in last_events:
         event = AlertEvent(*row)
         if event.state == "firing" and event.fingerprint in firing:
@@ -309,8 +329,10 @@ def _resume(pipeline: Pipeline, router: AlertRouter, store: SqliteStore, state: 
 
 def _failure(error: BaseException, run: _Running) -> str:
     if isinstance(error, Fenced):
-        return (f"another process took over the store {run.db} (its checkpoint is now {error.owner}'s, "
-                f"epoch {error.current}); this one stopped without acknowledging its last batch")
+        return (
+            f"another process took over the store {run.db} (its checkpoint is now {error.owner}'s, "
+            f"epoch {error.current}); this one stopped without acknowledging its last batch"
+        )
     return f"the pipeline failed: {error!r}"
 
 
@@ -331,9 +353,13 @@ def _wait_caught_up(service: IngestService, pipeline: Pipeline, expected: int | 
 def _status(pipeline: Pipeline, router: AlertRouter, out: TextIO) -> None:
     now = time.time()
     online = pipeline.online(now)
-    print(f"{iso(now)} status: {pipeline.messages} messages, {pipeline.readings_stored} readings stored, "
-          f"{sum(pipeline.rejected.values())} rejected, {len(router.active)} alerts firing, "
-          f"{sum(online.values())}/{len(online)} nodes online", file=out, flush=True)
+    print(
+        f"{iso(now)} status: {pipeline.messages} messages, {pipeline.readings_stored} readings stored, "
+        f"{sum(pipeline.rejected.values())} rejected, {len(router.active)} alerts firing, "
+        f"{sum(online.values())}/{len(online)} nodes online",
+        file=out,
+        flush=True,
+    )
 
 
 def _summary(plant: Plant, run: _Running, started: float, ended: float) -> dict:
@@ -342,8 +368,12 @@ def _summary(plant: Plant, run: _Running, started: float, ended: float) -> dict:
     online = pipeline.online(ended)
     return {
         "duration_s": round(ended - started, 1),
-        "broker": {"kind": run.broker.kind if run.broker else "external", "url": mask(run.url),
-                   "client_id": run.client_id, "persistent_session": run.durable},
+        "broker": {
+            "kind": run.broker.kind if run.broker else "external",
+            "url": mask(run.url),
+            "client_id": run.client_id,
+            "persistent_session": run.durable,
+        },
         "store": {"kind": "sqlite", "path": run.db},
         "alerts_carried": run.carried,
         "messages_received": pipeline.messages,

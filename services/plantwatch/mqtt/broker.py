@@ -17,9 +17,9 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 
 def free_port() -> int:
@@ -78,8 +78,13 @@ def _password_file(folder: Path, users: dict[str, str]) -> Path:
     return path
 
 
-def start_mosquitto(port: int | None = None, workdir: str | Path | None = None, data_dir: str | Path | None = None,
-                    users: dict[str, str] | None = None, die_with_parent: bool = False) -> Broker:
+def start_mosquitto(
+    port: int | None = None,
+    workdir: str | Path | None = None,
+    data_dir: str | Path | None = None,
+    users: dict[str, str] | None = None,
+    die_with_parent: bool = False,
+) -> Broker:
     """Run the mosquitto binary with a loopback-only config: anonymous, or with `users` {name: password} only.
 
     In memory by default; with `data_dir`, sessions and queued messages persist there,
@@ -92,10 +97,10 @@ def start_mosquitto(port: int | None = None, workdir: str | Path | None = None, 
     port = port or free_port()
     tmp = tempfile.TemporaryDirectory(prefix="plantwatch-mosquitto-", dir=workdir)
     conf = Path(tmp.name) / "mosquitto.conf"
-    persistence = (f"persistence true\npersistence_location {Path(data_dir).resolve()}/\nautosave_interval 1\n"
-                   if data_dir else "persistence false\n")
-    auth = (f"allow_anonymous false\npassword_file {_password_file(Path(tmp.name), users)}\n" if users
-            else "allow_anonymous true\n")
+    persistence = (
+        f"persistence true\npersistence_location {Path(data_dir).resolve()}/\nautosave_interval 1\n" if data_dir else "persistence false\n"
+    )
+    auth = f"allow_anonymous false\npassword_file {_password_file(Path(tmp.name), users)}\n" if users else "allow_anonymous true\n"
     conf.write_text(
         # Started by root, mosquitto would switch to the `mosquitto` user, who cannot read this
         # private folder (its password file); as anyone else it runs as them anyway.
@@ -107,8 +112,12 @@ def start_mosquitto(port: int | None = None, workdir: str | Path | None = None, 
         "log_dest stderr\nlog_type error\nlog_type warning\n"
     )
     log = open(Path(tmp.name) / "mosquitto.log", "wb")
-    proc = subprocess.Popen([binary, "-c", str(conf)], stdout=log, stderr=subprocess.STDOUT,
-                            preexec_fn=_die_with_parent if die_with_parent and sys.platform == "linux" else None)
+    proc = subprocess.Popen(
+        [binary, "-c", str(conf)],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        preexec_fn=_die_with_parent if die_with_parent and sys.platform == "linux" else None,
+    )
 
     def stop() -> None:
         proc.terminate()

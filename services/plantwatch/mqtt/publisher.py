@@ -42,8 +42,7 @@ class Publisher:
         self.refused: str | None = None
         self._client.on_connect = self._on_connect
 
-    def _on_connect(self, client: mqtt.Client, userdata: object, flags: object, reason: mqtt.ReasonCode,
-                    properties: object) -> None:
+    def _on_connect(self, client: mqtt.Client, userdata: object, flags: object, reason: mqtt.ReasonCode, properties: object) -> None:
         if reason.is_failure:
             self.refused = str(reason)
         else:

@@ -14,9 +14,9 @@ import threading
 import time
 import uuid
 from collections import deque
+from collections.abc import Callable
 from concurrent.futures import Future, wait
 from functools import partial
-from typing import Callable
 
 from plantwatch import metrics
 from plantwatch.mqtt import wire
@@ -50,8 +50,7 @@ class BatchSubscriber:
     #: retried with the growing delay, not in a loop as fast as the broker answers.
     STABLE_S = 10.0
 
-    def __init__(self, url: str, topics: list[str], client_id: str | None = None, keepalive: int = 30,
-                 read_size: int = 1 << 20):
+    def __init__(self, url: str, topics: list[str], client_id: str | None = None, keepalive: int = 30, read_size: int = 1 << 20):
         if not topics:
             raise ValueError("nothing to subscribe to: the plant has no SensorNode topics")
         self._endpoint = Endpoint.parse(url)
@@ -68,8 +67,9 @@ class BatchSubscriber:
     def connected(self) -> bool:
         return self._connected
 
-    def run(self, handle: Callable[[list[wire.Publish]], Future | None], stop: threading.Event,
-            idle: Callable[[], None] = lambda: None) -> None:
+    def run(
+        self, handle: Callable[[list[wire.Publish]], Future | None], stop: threading.Event, idle: Callable[[], None] = lambda: None
+    ) -> None:
         """Receive until `stop` is set, reconnecting (with backoff) whenever the broker goes away.
 
         `handle(batch)` returns None when the batch is stored: its PUBACKs go out at once. Or
@@ -142,7 +142,7 @@ class BatchSubscriber:
                     if not data:
                         raise OSError("the broker closed the connection")
                     buf += data
-                except socket.timeout:
+                except TimeoutError:
                     pass
                 publishes, controls, used = wire.parse(buf, topics)
                 if topics.evicted:

@@ -13,8 +13,13 @@ from dataclasses import dataclass
 from typing import NamedTuple
 
 CONNECT, CONNACK, PUBLISH, PUBACK, SUBSCRIBE, SUBACK, PINGREQ, PINGRESP, DISCONNECT = 1, 2, 3, 4, 8, 9, 12, 13, 14
-CONNACK_ERRORS = {1: "unacceptable protocol version", 2: "client id rejected", 3: "server unavailable",
-                  4: "bad user name or password", 5: "not authorised"}
+CONNACK_ERRORS = {
+    1: "unacceptable protocol version",
+    2: "client id rejected",
+    3: "server unavailable",
+    4: "bad user name or password",
+    5: "not authorised",
+}
 
 
 class ProtocolError(ValueError):
@@ -145,7 +150,7 @@ def parse(buf: bytearray, topics: dict[bytes, str]) -> tuple[list[Publish], list
             if tlen == len(last_raw) and data.startswith(last_raw, i + 2):
                 topic = last_topic
             else:
-                last_raw = data[i + 2:j]
+                last_raw = data[i + 2 : j]
                 topic = topics.get(last_raw)
                 if topic is None:
                     if len(topics) >= TOPIC_CACHE_SIZE:
@@ -156,8 +161,8 @@ def parse(buf: bytearray, topics: dict[bytes, str]) -> tuple[list[Publish], list
             if qos:
                 packet_id = (data[j] << 8) | data[j + 1]
                 j += 2
-            append(new_publish(Publish, (topic, data[j:i + length], packet_id, qos)))
+            append(new_publish(Publish, (topic, data[j : i + length], packet_id, qos)))
         else:
-            controls.append(Control(first >> 4, data[i:i + length]))
+            controls.append(Control(first >> 4, data[i : i + length]))
         pos = i + length
     return publishes, controls, pos

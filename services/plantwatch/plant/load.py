@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import yaml
 
@@ -46,11 +47,13 @@ def rule_selects(rule: AlertRule, node: SensorNode, sensor_name: str, sensor_typ
     and an Absence rule only the node's own sensors (the rule engine's absence watches)."""
     sel = rule.spec.selector
     kind = rule.spec.condition.type
-    return ((sel.sensor_type is None or sel.sensor_type == sensor_type)
-            and (sel.sensor is None or sel.sensor == sensor_name)
-            and (kind != "AnomalyScore" or rule.spec.condition.anomaly_score.detector == sensor_name)
-            and (kind != "Absence" or any(s.name == sensor_name for s in node.spec.sensors))
-            and selector_matches(sel.node_selector, node.meta.labels))
+    return (
+        (sel.sensor_type is None or sel.sensor_type == sensor_type)
+        and (sel.sensor is None or sel.sensor == sensor_name)
+        and (kind != "AnomalyScore" or rule.spec.condition.anomaly_score.detector == sensor_name)
+        and (kind != "Absence" or any(s.name == sensor_name for s in node.spec.sensors))
+        and selector_matches(sel.node_selector, node.meta.labels)
+    )
 
 
 def plant_series(nodes: Iterable[SensorNode], detectors: Iterable[DetectorModel]) -> list[tuple[SensorNode, str, str]]:
@@ -60,8 +63,11 @@ def plant_series(nodes: Iterable[SensorNode], detectors: Iterable[DetectorModel]
     out = [(n, s.name, s.type) for n in nodes for s in n.spec.sensors]
     for d in detectors:
         wanted = set(d.spec.features.sensors)
-        out.extend((n, d.name, SCORE_TYPE) for n in nodes
-                   if selector_matches(d.spec.features.node_selector, n.meta.labels) and wanted <= {s.name for s in n.spec.sensors})
+        out.extend(
+            (n, d.name, SCORE_TYPE)
+            for n in nodes
+            if selector_matches(d.spec.features.node_selector, n.meta.labels) and wanted <= {s.name for s in n.spec.sensors}
+        )
     return out
 
 
@@ -226,8 +232,10 @@ def _where(f: Path, i: int, doc: Any) -> str:
 
 def _yaml_problem(f: Path, exc: yaml.YAMLError) -> str:
     if isinstance(exc, yaml.reader.ReaderError):
-        return (f"{f}: offset {exc.position}: not valid YAML: character {exc.character:#06x} is not allowed "
-                f"(a binary file?); a plant file must be UTF-8 YAML")
+        return (
+            f"{f}: offset {exc.position}: not valid YAML: character {exc.character:#06x} is not allowed "
+            f"(a binary file?); a plant file must be UTF-8 YAML"
+        )
     mark = getattr(exc, "problem_mark", None)
     at = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
     context = getattr(exc, "context", None)
@@ -244,8 +252,10 @@ def read_manifests(f: Path) -> tuple[list[tuple[str, Any]] | None, list[str]]:
     except OSError as exc:
         return None, [f"{f}: cannot be read: {exc.strerror or exc}"]
     except UnicodeDecodeError as exc:
-        return None, [f"{f}: not UTF-8 text (byte {exc.object[exc.start]:#04x} at offset {exc.start}); "
-                      f"a plant file must be UTF-8 YAML, as kubectl reads it"]
+        return None, [
+            f"{f}: not UTF-8 text (byte {exc.object[exc.start]:#04x} at offset {exc.start}); "
+            f"a plant file must be UTF-8 YAML, as kubectl reads it"
+        ]
     docs, problems = [], []
     try:
         loader = _StrictLoader(text)  # the reader refuses control characters here already
@@ -255,9 +265,11 @@ def read_manifests(f: Path) -> tuple[list[tuple[str, Any]] | None, list[str]]:
         i = 0
         while loader.check_data():
             doc = loader.get_data()
-            problems.extend(f"{_where(f, i, doc)}: line {line}, column {col}: duplicate key {key!r} (first at line {before}); "
-                            f"a key may appear once per mapping, as the API server requires"
-                            for line, col, key, before in loader.take_duplicates())
+            problems.extend(
+                f"{_where(f, i, doc)}: line {line}, column {col}: duplicate key {key!r} (first at line {before}); "
+                f"a key may appear once per mapping, as the API server requires"
+                for line, col, key, before in loader.take_duplicates()
+            )
             if doc is not None:
                 docs.append((f"{f}#{i}" if i else str(f), doc))
             i += 1
@@ -294,9 +306,11 @@ def load_plant(*paths: str | Path, runnable: bool = True) -> Plant:
         problems.append(
             f"{', '.join(map(str, paths))}: no {wanted} in the {len(files)} YAML file(s) found"
             + (f" ({shown})" if files else "")
-            + ("; a plant needs at least one SensorNode (apiVersion plantwatch.io/v1alpha1, kind SensorNode) "
-               if runnable else "; expected apiVersion plantwatch.io/v1alpha1 and kind SensorNode, AlertRule or "
-               "DetectorModel ")
+            + (
+                "; a plant needs at least one SensorNode (apiVersion plantwatch.io/v1alpha1, kind SensorNode) "
+                if runnable
+                else "; expected apiVersion plantwatch.io/v1alpha1 and kind SensorNode, AlertRule or DetectorModel "
+            )
             + "in a .yaml or .yml file (folders are searched recursively)"
         )
     try:

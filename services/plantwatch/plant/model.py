@@ -83,7 +83,12 @@ def parse_resource(doc: dict[str, Any], where: str = "manifest") -> Resource[Any
     if not name:
         errors.append(FieldError("metadata.name", "Required value"))
     elif len(name) > 253 or not _NAME.match(name):
-        errors.append(FieldError("metadata.name", f'Invalid value: "{name}": a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, \'-\' or \'.\''))
+        errors.append(
+            FieldError(
+                "metadata.name",
+                f"Invalid value: \"{name}\": a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.'",
+            )
+        )
     defaulted = schema.defaulted(doc)
     errors.extend(schema.validate(defaulted))
     if errors:

@@ -135,8 +135,12 @@ class RuleEngine:
             matched = self._plant.rules_for(node, r.sensor, r.type) if node else []
             # An AnomalyScore rule watches its own detector's scores (sensor = the DetectorModel's
             # name), not every anomaly_score series its selector happens to match.
-            rules = [self._compiled[m.name] for m in matched if m.spec.condition.type != "Absence"
-                     and (m.spec.condition.type != "AnomalyScore" or m.spec.condition.anomaly_score.detector == r.sensor)]
+            rules = [
+                self._compiled[m.name]
+                for m in matched
+                if m.spec.condition.type != "Absence"
+                and (m.spec.condition.type != "AnomalyScore" or m.spec.condition.anomaly_score.detector == r.sensor)
+            ]
             self._series_rules[key] = rules
         return rules
 
@@ -231,7 +235,7 @@ class RuleEngine:
 
     @staticmethod
     def _event(rule: CompiledRule, node: str, sensor: str, state: str, severity: str, value: float | None, ts: float) -> AlertEvent:
-        summary = summaries.render_or_default(rule.summary, rule.name, node, sensor, value,
-                                              severity if state == "firing" else f"{severity} resolved")
+        summary = summaries.render_or_default(
+            rule.summary, rule.name, node, sensor, value, severity if state == "firing" else f"{severity} resolved"
+        )
         return AlertEvent(f"{rule.name}/{node}/{sensor}", rule.name, node, sensor, state, severity, value, ts, summary)
-

@@ -68,6 +68,8 @@ def check(template: str) -> str | None:
         try:
             render(template, "rule", "node", "sensor", value, "warning")
         except ValueError as exc:
-            return (f"spec.annotations.summary {template!r} cannot be rendered ({exc}); "
-                    f"placeholders are {PLACEHOLDERS}, literal braces are doubled ({{{{ }}}})")
+            return (
+                f"spec.annotations.summary {template!r} cannot be rendered ({exc}); "
+                f"placeholders are {PLACEHOLDERS}, literal braces are doubled ({{{{ }}}})"
+            )
     return None

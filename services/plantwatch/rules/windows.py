@@ -39,5 +39,6 @@ def summarize(node: str, sensor: str, start: float, width: float, values: list[f
     if not values:
         return None
     ordered = sorted(values)
-    return Summary(node, sensor, start, width, len(ordered), ordered[0], ordered[-1],
-                   math.fsum(ordered) / len(ordered), percentile(ordered, 95))
+    return Summary(
+        node, sensor, start, width, len(ordered), ordered[0], ordered[-1], math.fsum(ordered) / len(ordered), percentile(ordered, 95)
+    )

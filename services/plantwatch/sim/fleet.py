@@ -73,8 +73,10 @@ class Fleet:
         self.sent = 0
         self.sent_bad = 0
         self._seq: dict[str, int] = {}  # Sparkplug sequence numbers, per node
-        self._overheat = next((n.name for n in plant.nodes for s in n.spec.sensors
-                               if s.type == "temperature" and n.meta.labels.get("plantwatch.io/line")), None)
+        self._overheat = next(
+            (n.name for n in plant.nodes for s in n.spec.sensors if s.type == "temperature" and n.meta.labels.get("plantwatch.io/line")),
+            None,
+        )
         self._silent = plant.nodes[-1].name if len(plant.nodes) > 1 else None
 
     def start(self) -> None:
@@ -135,8 +137,7 @@ class Fleet:
 
     @staticmethod
     def _metrics(values: dict[str, float], aliases: dict[str, int], named: bool) -> tuple[sparkplug.Metric, ...]:
-        return tuple(sparkplug.Metric(name if named else None, aliases[name], None, sparkplug.DOUBLE, v)
-                     for name, v in values.items())
+        return tuple(sparkplug.Metric(name if named else None, aliases[name], None, sparkplug.DOUBLE, v) for name, v in values.items())
 
     def bad_message(self, now: float) -> tuple[str, bytes]:
         """One of the ways real nodes get it wrong, in turn."""

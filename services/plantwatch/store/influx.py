@@ -29,10 +29,10 @@ import math
 import os
 import time
 from collections import deque
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Iterable, Iterator
 
 import urllib3
 from influxdb_client import InfluxDBClient, WritePrecision, WriteService
@@ -73,6 +73,7 @@ class SpoolDepth:
 
 
 # --- line protocol (pure) ---------------------------------------------------------------------
+
 
 def ns(ts: float) -> int:
     """Epoch seconds → nanoseconds, rounded to the microsecond.
@@ -130,8 +131,10 @@ def dead_letter_lines(dead_letters: Iterable[DeadLetter]) -> Iterator[str]:
     the i-th of a batch at received + i ns, so that letters received together stay apart."""
     for i, (received, topic, reason, detail, payload) in enumerate(dead_letters):
         prefix, size, sha256 = payload_record(payload)
-        fields = (f"topic={_string(topic)},detail={_string(detail)},"
-                  f"payload={_string(base64.b64encode(prefix).decode())},payload_bytes={size}i,payload_sha256={_string(sha256)}")
+        fields = (
+            f"topic={_string(topic)},detail={_string(detail)},"
+            f"payload={_string(base64.b64encode(prefix).decode())},payload_bytes={size}i,payload_sha256={_string(sha256)}"
+        )
         yield f"dead_letter{_tags((('reason', reason),))} {fields} {ns(received) + i}"
 
 
@@ -170,6 +173,7 @@ def chunks(items: Iterable, size: int) -> Iterator[list]:
 
 # --- spool ------------------------------------------------------------------------------------
 
+
 class Spool:
     """Batches waiting for InfluxDB: one file per batch, `<sequence>.lp`, oldest first.
 
@@ -202,7 +206,8 @@ class Spool:
             raise SpoolFullError(
                 f"InfluxDB is unreachable and the spool {self.dir} holds {len(self._files)} batches, {self._bytes} bytes; "
                 f"a batch of {len(body)} bytes would exceed spool_max_bytes={self.max_bytes}. Nothing was dropped: "
-                f"the batch is not acknowledged. Bring InfluxDB back or raise the limit.")
+                f"the batch is not acknowledged. Bring InfluxDB back or raise the limit."
+            )
         path = self._write(self.dir, body)
         self._files.append(path)
         self._bytes += len(body)
@@ -254,11 +259,22 @@ def _fsync_dir(directory: Path) -> None:
 
 # --- the store --------------------------------------------------------------------------------
 
+
 class InfluxStore:
     """Writes batches to one InfluxDB bucket; spools them while it is down. One thread calls it."""
 
-    def __init__(self, url: str, token: str, org: str, bucket: str, spool_dir: str | Path, spool_max_bytes: int,
-                 batch_size: int = 5000, timeout_s: float = 10.0, retry_interval_s: float = 1.0):
+    def __init__(
+        self,
+        url: str,
+        token: str,
+        org: str,
+        bucket: str,
+        spool_dir: str | Path,
+        spool_max_bytes: int,
+        batch_size: int = 5000,
+        timeout_s: float = 10.0,
+        retry_interval_s: float = 1.0,
+    ):
         self.url = url
         self.bucket = bucket
         self.org = org
@@ -275,8 +291,7 @@ class InfluxStore:
         self._writes = WriteService(self._client.api_client)
         self._retry_at = 0.0
 
-    def write(self, readings: Iterable[Reading] = (), alerts: Iterable[AlertEvent] = (),
-              dead_letters: Iterable[DeadLetter] = ()) -> int:
+    def write(self, readings: Iterable[Reading] = (), alerts: Iterable[AlertEvent] = (), dead_letters: Iterable[DeadLetter] = ()) -> int:
         """Write (or spool) one pipeline batch; return how many readings were accepted.
 
         Accepted means acknowledged by InfluxDB or fsync'd in the spool. InfluxDB cannot
@@ -337,8 +352,14 @@ class InfluxStore:
         Raises BatchRejected (never retry this batch) or InfluxWriteError (nothing will succeed until fixed).
         """
         try:
-            self._writes.post_write(self.org, self.bucket, gzip.compress(body, GZIP_LEVEL), precision=WritePrecision.NS,
-                                    content_encoding="gzip", content_type="text/plain; charset=utf-8")
+            self._writes.post_write(
+                self.org,
+                self.bucket,
+                gzip.compress(body, GZIP_LEVEL),
+                precision=WritePrecision.NS,
+                content_encoding="gzip",
+                content_type="text/plain; charset=utf-8",
+            )
         except ApiException as exc:
             if exc.status in TRANSIENT_STATUSES:
                 return self._down(f"HTTP {exc.status}")

@@ -46,17 +46,21 @@ def save(db: sqlite3.Connection, c: Checkpoint) -> None:
     before = db.total_changes
     # A committed batch renews the lease too: an owner busy with long batches (or waiting
     # for the write lock, up to the busy timeout) is alive, whether or not it got to tick.
-    db.execute("UPDATE shard_checkpoints SET state = ?, renewed = ? WHERE shard = ? AND epoch = ?",
-               (c.state, time.time(), c.shard, c.epoch))
+    db.execute(
+        "UPDATE shard_checkpoints SET state = ?, renewed = ? WHERE shard = ? AND epoch = ?", (c.state, time.time(), c.shard, c.epoch)
+    )
     if db.total_changes == before:
         raise _fenced(db, c.shard, c.epoch)
 
 
 def claim(db: sqlite3.Connection, shard: int, owner: str, now: float) -> tuple[int, bytes | None]:
     """Bump the shard's epoch and name its owner (in the caller's transaction); (epoch, last state)."""
-    db.execute("INSERT INTO shard_checkpoints (shard, epoch, owner, renewed) VALUES (?, 1, ?, ?)"
-               " ON CONFLICT (shard) DO UPDATE SET epoch = epoch + 1, owner = excluded.owner,"
-               " renewed = excluded.renewed", (shard, owner, now))
+    db.execute(
+        "INSERT INTO shard_checkpoints (shard, epoch, owner, renewed) VALUES (?, 1, ?, ?)"
+        " ON CONFLICT (shard) DO UPDATE SET epoch = epoch + 1, owner = excluded.owner,"
+        " renewed = excluded.renewed",
+        (shard, owner, now),
+    )
     return db.execute("SELECT epoch, state FROM shard_checkpoints WHERE shard = ?", (shard,)).fetchone()
 
 

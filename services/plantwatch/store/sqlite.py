@@ -13,10 +13,10 @@ from __future__ import annotations
 import hashlib
 import sqlite3
 import threading
+from collections.abc import Iterable
 from functools import lru_cache
 from itertools import chain
 from pathlib import Path
-from typing import Iterable
 
 from plantwatch.readings import AlertEvent, Reading
 from plantwatch.rules.windows import Summary, summarize
@@ -113,7 +113,7 @@ def _insert_sql(rows: int) -> str:
 def _insert_readings(db: sqlite3.Connection, readings: list[Reading]) -> None:
     """Insert readings (named tuples in the column order of the INSERT) in statements of many rows."""
     for start in range(0, len(readings), ROWS_PER_INSERT):
-        chunk = readings[start:start + ROWS_PER_INSERT]
+        chunk = readings[start : start + ROWS_PER_INSERT]
         rows = _rows_per_statement(len(chunk))
         params = list(chain.from_iterable(chunk))
         params.extend(chunk[-1] * (rows - len(chunk)))
@@ -150,17 +150,24 @@ class SqliteStore:
             try:
                 for name, kind in missing:
                     db.execute(f"ALTER TABLE dead_letters ADD COLUMN {name} {kind}")
-                db.execute("UPDATE dead_letters SET payload_bytes = length(payload), payload_sha256 = sha256(payload),"
-                           " payload = substr(payload, 1, ?) WHERE payload_bytes IS NULL", (DEAD_LETTER_PAYLOAD_BYTES,))
+                db.execute(
+                    "UPDATE dead_letters SET payload_bytes = length(payload), payload_sha256 = sha256(payload),"
+                    " payload = substr(payload, 1, ?) WHERE payload_bytes IS NULL",
+                    (DEAD_LETTER_PAYLOAD_BYTES,),
+                )
                 db.execute("COMMIT")
             except BaseException:
                 db.execute("ROLLBACK")
                 raise
         db.execute("CREATE INDEX IF NOT EXISTS dead_letters_received ON dead_letters (received)")
 
-    def write(self, readings: Iterable[Reading] = (), alerts: Iterable[AlertEvent] = (),
-              dead_letters: Iterable[DeadLetter] = (),
-              checkpoint: shard_state.Checkpoint | None = None) -> int:
+    def write(
+        self,
+        readings: Iterable[Reading] = (),
+        alerts: Iterable[AlertEvent] = (),
+        dead_letters: Iterable[DeadLetter] = (),
+        checkpoint: shard_state.Checkpoint | None = None,
+    ) -> int:
         """Write one batch in one transaction; return how many readings were new.
 
         With a checkpoint, the shard's state is replaced in the same transaction, or, if
@@ -204,12 +211,13 @@ class SqliteStore:
         with self._lock:
             db = self._db
             for start in range(0, len(readings), ROWS_PER_INSERT):
-                chunk = readings[start:start + ROWS_PER_INSERT]
+                chunk = readings[start : start + ROWS_PER_INSERT]
                 rows = db.execute(
                     "WITH batch(i, node, sensor, ts, value) AS (VALUES " + ",".join(["(?,?,?,?,?)"] * len(chunk)) + ")"
                     " SELECT batch.i, readings.value FROM batch JOIN readings ON readings.node = batch.node"
                     " AND readings.sensor = batch.sensor AND readings.ts = batch.ts WHERE readings.value != batch.value",
-                    [x for i, r in enumerate(chunk) for x in (i, r.node, r.sensor, r.ts, r.value)]).fetchall()
+                    [x for i, r in enumerate(chunk) for x in (i, r.node, r.sensor, r.ts, r.value)],
+                ).fetchall()
                 out.extend((chunk[i], stored) for i, stored in rows)
         return out
 
@@ -244,15 +252,21 @@ class SqliteStore:
             db.execute("BEGIN IMMEDIATE")
             try:
                 for node, sensor, start, width in windows:
-                    values = [v for (v,) in db.execute(
-                        "SELECT value FROM readings WHERE node = ? AND sensor = ? AND ts >= ? AND ts < ?",
-                        (node, sensor, start, start + width))]
+                    values = [
+                        v
+                        for (v,) in db.execute(
+                            "SELECT value FROM readings WHERE node = ? AND sensor = ? AND ts >= ? AND ts < ?",
+                            (node, sensor, start, start + width),
+                        )
+                    ]
                     summary = summarize(node, sensor, start, width, values)
                     if summary is None:
                         continue
-                    db.execute("INSERT OR REPLACE INTO summaries (node, sensor, width, start, count, min, max, mean, p95)"
-                               " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                               (node, sensor, width, start, summary.count, summary.min, summary.max, summary.mean, summary.p95))
+                    db.execute(
+                        "INSERT OR REPLACE INTO summaries (node, sensor, width, start, count, min, max, mean, p95)"
+                        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                        (node, sensor, width, start, summary.count, summary.min, summary.max, summary.mean, summary.p95),
+                    )
                     out.append(summary)
                 db.execute("COMMIT")
             except BaseException:
@@ -265,8 +279,10 @@ class SqliteStore:
         with self._lock:
             db = self._db
             changes = db.total_changes
-            db.execute("DELETE FROM dead_letters WHERE id IN"
-                       " (SELECT id FROM dead_letters WHERE received < ? ORDER BY received LIMIT ?)", (before, EXPIRE_ROWS))
+            db.execute(
+                "DELETE FROM dead_letters WHERE id IN (SELECT id FROM dead_letters WHERE received < ? ORDER BY received LIMIT ?)",
+                (before, EXPIRE_ROWS),
+            )
             return db.total_changes - changes
 
     def count(self, table: str) -> int:

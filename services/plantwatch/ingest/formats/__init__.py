@@ -10,15 +10,17 @@ line below, and its vectors. Validation resolves a node's decoder once
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from functools import partial
-from typing import Any, Callable
+from typing import Any
 
 from plantwatch.ingest.codecs import DecodeError, PayloadFormat, Sample
 from plantwatch.ingest.formats import change_feed, esp32_json, influx_line, rpi_json, sensor_event, sparkplug_b
 
 #: Every format by name, in the order of the SensorNode CRD's enum.
-FORMATS: dict[str, PayloadFormat] = {m.FORMAT.name: m.FORMAT for m in (
-    esp32_json, rpi_json, sensor_event, change_feed, influx_line, sparkplug_b)}
+FORMATS: dict[str, PayloadFormat] = {
+    m.FORMAT.name: m.FORMAT for m in (esp32_json, rpi_json, sensor_event, change_feed, influx_line, sparkplug_b)
+}
 
 #: Formats of which one message decodes on its own (sparkplug-b needs its session, see ingest/sparkplug.py).
 DECODABLE = tuple(name for name, fmt in FORMATS.items() if fmt.decode is not None)

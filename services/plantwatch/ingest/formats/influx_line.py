@@ -67,8 +67,10 @@ def _lp_value(text: str) -> Any:
             low, high = _LP_INT_RANGES[suffix]
             if not low <= value <= high:
                 kind = "a signed" if suffix == "i" else "an unsigned"
-                raise DecodeError("out_of_range", f"field value {clip(text)!r} does not fit {kind} 64-bit integer "
-                                                  f"(accepted: {low}{suffix} to {high}{suffix})")
+                raise DecodeError(
+                    "out_of_range",
+                    f"field value {clip(text)!r} does not fit {kind} 64-bit integer (accepted: {low}{suffix} to {high}{suffix})",
+                )
             return value
     if text in ("t", "T", "true", "True", "TRUE"):
         return True
@@ -79,8 +81,7 @@ def _lp_value(text: str) -> Any:
             raise ValueError
         return float(text)
     except ValueError:
-        raise DecodeError("malformed", f"field value {clip(text)!r} is not a number, integer (1i, 1u), "
-                                       "boolean or quoted string") from None
+        raise DecodeError("malformed", f"field value {clip(text)!r} is not a number, integer (1i, 1u), boolean or quoted string") from None
 
 
 def decode(payload: bytes) -> list[Sample]:
@@ -113,8 +114,11 @@ def decode(payload: bytes) -> list[Sample]:
             if nanos is None:
                 raise DecodeError("bad_timestamp", f"line {n}: timestamp {clip(parts[2])!r} is not an integer of nanoseconds")
             if not _LP_TS_RANGE[0] <= nanos <= _LP_TS_RANGE[1]:
-                raise DecodeError("bad_timestamp", f"line {n}: timestamp {clip(parts[2])!r} is outside the signed 64-bit "
-                                                   "range of nanoseconds since 1970 (years 1677 to 2262)")
+                raise DecodeError(
+                    "bad_timestamp",
+                    f"line {n}: timestamp {clip(parts[2])!r} is outside the signed 64-bit "
+                    "range of nanoseconds since 1970 (years 1677 to 2262)",
+                )
             ts = nanos / 1e9
         samples.append(Sample(fields, ts, tag_map.get("device") or tag_map.get("device_id")))
     if not samples:

@@ -36,12 +36,15 @@ def json_object(payload: bytes) -> dict[str, Any]:
 
 def _reject_duplicate_keys(payload: bytes) -> None:
     """DecodeError naming the first key that occurs twice in one object of a (valid) JSON document."""
+
     def pairs(items: list[tuple[str, Any]]) -> None:
         seen = set()
         for key, _ in items:
             if key in seen:
-                raise DecodeError("malformed", f"duplicate key {clip(key)!r} in one JSON object; "
-                                               "each key may occur once (which value was meant is unknown)")
+                raise DecodeError(
+                    "malformed",
+                    f"duplicate key {clip(key)!r} in one JSON object; each key may occur once (which value was meant is unknown)",
+                )
             seen.add(key)
 
     try:

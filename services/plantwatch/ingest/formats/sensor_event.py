@@ -22,12 +22,19 @@ def decode(payload: bytes) -> list[Sample]:
 
 
 def encode(device_id: str, ts: float, values: dict[str, Any]) -> bytes:
-    (sensor_type, value), = values.items()
-    return orjson.dumps({
-        "event_id": f"{device_id}-{int(ts * 1000)}", "sensor_id": f"{device_id}-{sensor_type}",
-        "sensor_type": sensor_type, "value": value, "unit": "", "timestamp": iso(ts),
-        "location": None, "metadata": {},
-    })
+    ((sensor_type, value),) = values.items()
+    return orjson.dumps(
+        {
+            "event_id": f"{device_id}-{int(ts * 1000)}",
+            "sensor_id": f"{device_id}-{sensor_type}",
+            "sensor_type": sensor_type,
+            "value": value,
+            "unit": "",
+            "timestamp": iso(ts),
+            "location": None,
+            "metadata": {},
+        }
+    )
 
 
 FORMAT = PayloadFormat("sensor-event", default_field, decode, encode, one_value=True)
