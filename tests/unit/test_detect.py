@@ -12,53 +12,7 @@ from plantwatch.detect.evaluate import Counts, confusion, meets_target, pooled
 from plantwatch.detect.experiment import run_in_memory
 from plantwatch.detect.recipes import DEFAULT_RECIPE, RECIPES, fit_recipe
 from plantwatch.detect.simulate import _lag, recording_seed, simulate
-from plantwatch.features import CLIP, FeatureSpec, feature_names, fill_missing, fit_scaler, window_features
-
-
-def noisy(rows: int = 300, channels: int = 3, seed: int = 0) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    return 10 + rng.normal(0, 1, (rows, channels))
-
-
-def test_features_are_causal():
-    values = noisy()
-    changed = values.copy()
-    changed[200:] += 50
-    np.testing.assert_array_equal(window_features(values)[:200], window_features(changed)[:200])
-
-
-def test_feature_columns_follow_names():
-    spec = FeatureSpec(kinds=("level", "change", "noise", "missing"))
-    assert window_features(noisy(), spec).shape == (300, 12)
-    assert feature_names(["a", "b"], spec)[:4] == ["a:level", "a:change", "a:noise", "a:missing"]
-    with pytest.raises(ValueError):
-        FeatureSpec(kinds=("speed",))
-
-
-def test_stuck_sensor_collapses_noise_and_spike_does_not_move_level():
-    values = noisy(200, 1)
-    values[150:, 0] = values[150, 0]
-    values[100, 0] = 1e3
-    features = window_features(values)  # level, noise, missing
-    assert features[199, 1] < features[140, 1] - 5  # log-noise of a flat line is far below the real one
-    assert abs(features[100, 0] - 10) < 2  # a rolling median rides over one spike
-
-
-def test_missing_readings_are_filled_and_counted():
-    values = noisy(100, 2)
-    values[50:60, 1] = np.nan
-    assert not np.isnan(fill_missing(values)).any()
-    features = window_features(values)
-    assert features[59, 5] == 1.0 and features[40, 5] == 0.0
-    assert fill_missing(np.array([[np.nan], [2.0], [np.nan]]))[:, 0].tolist() == [2.0, 2.0, 2.0]
-
-
-def test_scaler_is_robust_and_floored():
-    train = np.column_stack([np.r_[np.zeros(99), 1e6], np.full(100, 5.0)])
-    scaler = fit_scaler(train)
-    assert scaler.center.tolist() == [0.0, 5.0]
-    assert scaler.scale[1] == pytest.approx(5e-3)  # a constant column gets the 0.1 % floor, not 0
-    assert scaler.transform(np.array([[1e9, 5.0]]))[0].tolist() == [CLIP, 0.0]
+from plantwatch.features import window_features
 
 
 def test_ewma_and_hysteresis():
