@@ -40,3 +40,15 @@ def test_controls_and_acks():
     assert wire.connect("gw", 30, clean=False)[:2] == b"\x10\x0e"
     with pytest.raises(wire.ProtocolError):
         wire.parse(bytearray(b"\x30\xff\xff\xff\xff\x01"), {})
+
+
+def test_the_topic_cache_is_bounded_and_names_stay_right():
+    topics = wire.TopicCache()
+    n = 3 * wire.TOPIC_CACHE_SIZE + 5
+    names = [f"sensors/h/node-{i}/data" for i in range(n)]
+    pubs, _, _ = wire.parse(bytearray(b"".join(publish(name, b"{}", qos=0) for name in names)), topics)
+    assert [pub.topic for pub in pubs] == names
+    assert 0 < len(topics) <= wire.TOPIC_CACHE_SIZE and topics.evicted == n - len(topics)
+    # the plant's own topic is cached again at once
+    wire.parse(bytearray(publish("sensors/h/mine/data", b"{}", qos=0) * 2), topics)
+    assert topics[b"sensors/h/mine/data"] == "sensors/h/mine/data"
