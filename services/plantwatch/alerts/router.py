@@ -51,6 +51,10 @@ class AlertRouter:
                 self.active.pop(e.fingerprint, None)
             self._send(e, "new" if e.state == "firing" else "resolved")
 
+    def carry(self, event: AlertEvent, now: float) -> None:
+        """Take over an alert still firing from an earlier run: it repeats on schedule and resolves once, unannounced now."""
+        self.active[event.fingerprint] = _Active(event, now)
+
     def repeat_due(self, now: float) -> None:
         """Send again the alerts still firing after their rule's repeatInterval."""
         for a in self.active.values():

@@ -32,7 +32,7 @@ from typing import Any, TextIO
 
 import orjson
 
-from plantwatch.alerts.router import AlertRouter, _Active
+from plantwatch.alerts.router import AlertRouter
 from plantwatch.contracts.times import iso
 from plantwatch.health import HealthServer
 from plantwatch.inference.plant_scorers import plant_scorers
@@ -323,7 +323,7 @@ def _resume(pipeline: Pipeline, router: AlertRouter, store: SqliteStore, state: 
     for row in last_events:
         event = AlertEvent(*row)
         if event.state == "firing" and event.fingerprint in firing:
-            router.active[event.fingerprint] = _Active(event, now)
+            router.carry(event, now)
     return len(router.active)
 
 
