@@ -6,6 +6,8 @@ import json
 import logging
 import re
 import sys
+import threading
+from collections.abc import Hashable
 from datetime import UTC, datetime
 
 _SECRET_KEYS = re.compile(r"(password|passwd|token|secret|api[_-]?key)", re.IGNORECASE)
@@ -15,6 +17,33 @@ _KEY_VALUE = re.compile(
 )
 #: LogRecord attributes that are not user-supplied `extra` fields.
 _STANDARD = set(vars(logging.makeLogRecord({}))) | {"message", "asctime"}
+
+
+class LogLimiter:
+    """Says whether something may be logged now: once per key per `interval_s`, in bounded memory.
+
+    Keys beyond `max_keys` forget the one logged longest ago (which may then be logged again
+    sooner). Thread-safe: a gateway's preparing and committing threads may share one.
+    """
+
+    __slots__ = ("_last", "_interval_s", "_max", "_lock")
+
+    def __init__(self, interval_s: float, max_keys: int = 10_000):
+        self._last: dict[Hashable, float] = {}
+        self._interval_s = interval_s
+        self._max = max_keys
+        self._lock = threading.Lock()
+
+    def allow(self, key: Hashable, now: float) -> bool:
+        with self._lock:
+            last = self._last.get(key)
+            if last is not None and now - last < self._interval_s:
+                return False
+            self._last.pop(key, None)
+            self._last[key] = now  # re-inserted: the dict's order is the order of last logging
+            if len(self._last) > self._max:
+                del self._last[next(iter(self._last))]
+            return True
 
 
 def mask(text: str) -> str:

@@ -7,7 +7,7 @@ import orjson
 from prometheus_client import REGISTRY
 
 from plantwatch.alerts.router import AlertRouter
-from plantwatch.ingest.conflicts import LogLimiter, SeriesGuard
+from plantwatch.ingest.conflicts import SeriesGuard
 from plantwatch.ingest.formats import encode
 from plantwatch.ingest.pipeline import Pipeline
 from plantwatch.readings import Reading
@@ -54,18 +54,6 @@ def test_store_finds_conflicts_with_stored_readings_but_not_redeliveries(tmp_pat
     assert store.conflicting(stored) == []
     assert store.query("SELECT value FROM readings WHERE ts = 17.0") == [(17.0,)]  # the first value is kept
     store.close()
-
-
-def test_log_limiter_logs_once_per_series_per_interval_and_stays_bounded():
-    limiter = LogLimiter(interval_s=60.0, max_series=3)
-    assert limiter.allow(("a", "t"), 0.0)
-    assert not limiter.allow(("a", "t"), 30.0)
-    assert limiter.allow(("b", "t"), 30.0)
-    assert limiter.allow(("a", "t"), 61.0)
-    for i in range(10):
-        assert limiter.allow((f"n{i}", "t"), 70.0)
-    # ("a", "t") was forgotten to make room, so it may be logged again within its interval.
-    assert limiter.allow(("a", "t"), 71.0)
 
 
 # Through the pipeline, against a real SQLite file.

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import logging
 
-from plantwatch.logs import JsonFormatter, mask
+from plantwatch.logs import JsonFormatter, LogLimiter, mask
 
 
 def record(msg: str, **extra) -> logging.LogRecord:
@@ -29,3 +29,15 @@ def test_json_lines_carry_extra_fields_and_mask_secrets():
 
 def test_mask_key_value_pairs():
     assert mask("password=abc token: xyz user=bob") == "password=*** token: *** user=bob"
+
+
+def test_log_limiter_logs_once_per_key_per_interval_and_stays_bounded():
+    limiter = LogLimiter(interval_s=60.0, max_keys=3)
+    assert limiter.allow(("a", "t"), 0.0)
+    assert not limiter.allow(("a", "t"), 30.0)
+    assert limiter.allow(("b", "t"), 30.0)
+    assert limiter.allow(("a", "t"), 61.0)
+    for i in range(10):
+        assert limiter.allow((f"n{i}", "t"), 70.0)
+    # ("a", "t") was forgotten to make room, so it may be logged again within its interval.
+    assert limiter.allow(("a", "t"), 71.0)

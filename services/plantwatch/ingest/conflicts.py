@@ -15,15 +15,10 @@ before a restart) is found by the store after its commit (`SqliteStore.conflicti
 
 from __future__ import annotations
 
-import threading
-
 from plantwatch.readings import Reading
 
 #: Seconds between two log lines about conflicts of one series (the metric counts every one).
 LOG_INTERVAL_S = 60.0
-#: Series whose last conflict log time is remembered; beyond it the oldest are forgotten
-#: (the series are the plant's, so this only bounds a plant with a very large fleet).
-MAX_LOGGED_SERIES = 10_000
 
 
 def describe(reading: Reading, stored: float) -> str:
@@ -73,27 +68,3 @@ class SeriesGuard:
             return readings, []
         refused = {id(r) for r, _ in conflicts}
         return [r for r in readings if id(r) not in refused], conflicts
-
-
-class LogLimiter:
-    """Says whether a series' conflict may be logged now: once per `interval_s`, a bounded memory."""
-
-    __slots__ = ("_last", "_interval_s", "_max", "_lock")
-
-    def __init__(self, interval_s: float = LOG_INTERVAL_S, max_series: int = MAX_LOGGED_SERIES):
-        self._last: dict[tuple[str, str], float] = {}
-        self._interval_s = interval_s
-        self._max = max_series
-        #: The pipeline's thread finds conflicts before a batch is stored, its committing thread after.
-        self._lock = threading.Lock()
-
-    def allow(self, key: tuple[str, str], now: float) -> bool:
-        with self._lock:
-            last = self._last.get(key)
-            if last is not None and now - last < self._interval_s:
-                return False
-            self._last.pop(key, None)
-            self._last[key] = now  # re-inserted: the dict's order is the order of last logging
-            if len(self._last) > self._max:
-                del self._last[next(iter(self._last))]
-            return True

@@ -25,12 +25,14 @@ import orjson
 from plantwatch import metrics
 from plantwatch.alerts.router import AlertRouter
 from plantwatch.ingest import dead_letters
-from plantwatch.ingest.conflicts import LogLimiter, SeriesGuard
+from plantwatch.ingest.conflicts import LOG_INTERVAL_S as CONFLICT_LOG_S
+from plantwatch.ingest.conflicts import SeriesGuard
 from plantwatch.ingest.conflicts import describe as describe_conflict
 from plantwatch.ingest.dead_letters import DEAD_LETTER_PREFIX, DEAD_LETTER_RETENTION_S, DEAD_LETTER_SWEEP_S
 from plantwatch.ingest.sparkplug_sessions import SPARKPLUG_PREFIX, SparkplugSessions, sparkplug_key
 from plantwatch.ingest.validate import CompiledNode, Policy, Rejection, check_message
 from plantwatch.ingest.writes import BatchWriter, Sink, Store
+from plantwatch.logs import LogLimiter
 from plantwatch.plant.load import Plant, PlantError, load_plant
 from plantwatch.plant.model import duration_seconds
 from plantwatch.readings import AlertEvent, Reading
@@ -153,7 +155,7 @@ class Pipeline:
         self.engine = RuleEngine(plant, time.time() if now is None else now)
         #: The newest (ts, value) per series, to refuse a same-key reading with another value.
         self._series = SeriesGuard()
-        self._conflict_log = LogLimiter()
+        self._conflict_log = LogLimiter(CONFLICT_LOG_S)
         self.window_s = window_s
         self._window_grace_s = window_grace_s
         #: Windows that received readings since they were last summarized: (node, sensor, start).
@@ -168,7 +170,8 @@ class Pipeline:
         self.readings_stored = 0
         self.rejected: Counter[str] = Counter()
         #: When each internal error (type, file, line; bounded by the code) last logged its traceback.
-        self._internal_errors_logged: dict[tuple[str, str, int], float] = {}
+        #: Tracebacks of internal errors, once per kind (exception type and where it was raised) per interval.
+        self._internal_error_log = LogLimiter(INTERNAL_ERROR_LOG_S)
 
     @property
     def subscriptions(self) -> list[str]:
@@ -392,9 +395,7 @@ class Pipeline:
         while where is not None and where.tb_next is not None:
             where = where.tb_next
         kind = (type(exc).__name__, where.tb_frame.f_code.co_filename if where else "", where.tb_lineno if where else 0)
-        now, last = time.monotonic(), self._internal_errors_logged.get(kind)
-        if last is None or now - last >= INTERNAL_ERROR_LOG_S:
-            self._internal_errors_logged[kind] = now
+        if self._internal_error_log.allow(kind, time.monotonic()):
             log.error(
                 "internal error in %s of a message on %s (the message is dead-lettered; further ones "
                 "like it are counted, their tracebacks not logged for %gs)",
