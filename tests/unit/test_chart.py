@@ -49,7 +49,7 @@ def test_renders_the_sample_plant_that_the_crds_accept(tmp_path):
     out = helm("template", "line1", str(CHART), "-n", "plant-a", "-f", sample_values(tmp_path), "--include-crds").stdout
     docs = [d for d in yaml.safe_load_all(out) if d]
     kinds = [d["kind"] for d in docs]
-    assert kinds.count("CustomResourceDefinition") == 3
+    assert kinds.count("CustomResourceDefinition") == 4
     assert kinds.count("SensorNode") == 5 and kinds.count("AlertRule") == 4 and kinds.count("DetectorModel") == 1
     assert {"Deployment", "Service", "ServiceAccount", "Role", "RoleBinding", "ClusterRole", "ClusterRoleBinding", "Pod"} <= set(kinds)
     plant = plant_from_documents([(f"doc{i}", d) for i, d in enumerate(docs) if d["apiVersion"].startswith("plantwatch.io/")])

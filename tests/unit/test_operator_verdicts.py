@@ -51,7 +51,12 @@ def test_a_rule_with_an_unknown_receiver_is_refused():
     rules = copy.deepcopy(listed("AlertRule"))
     rules[0]["spec"]["receivers"] = ["console", "pager"]
     verdict, matched = verdicts(listed("SensorNode"), rules, listed("DetectorModel"))[rules[0]["metadata"]["name"]]
-    assert verdict == ("False", "UnknownReceiver", "spec.receivers: unknown 'pager' (known: console)")
+    assert verdict == (
+        "False",
+        "UnknownReceiver",
+        "spec.receivers: no AlertReceiver named 'pager' in the plant (known: console); "
+        "define an AlertReceiver of that name or use one of these",
+    )
     assert matched > 0  # still reported: the selector is not what is wrong
 
 

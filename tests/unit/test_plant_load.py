@@ -114,7 +114,8 @@ def test_rules_that_watch_nothing_or_notify_nobody_are_all_listed(tmp_path):
         "'temperature' (types: temperature, vibration) and its nodeSelector",
         f"{where}#2 (AlertRule wrong-type): spec.selector matches no sensor of any SensorNode: nothing has sensorType "
         "'humidity' (types: temperature, vibration)",
-        f"{where}#2 (AlertRule wrong-type): spec.receivers: unknown 'pager' (known: console)",
+        f"{where}#2 (AlertRule wrong-type): spec.receivers: no AlertReceiver named 'pager' in the plant (known: console); "
+        "define an AlertReceiver of that name or use one of these",
     ]
 
 

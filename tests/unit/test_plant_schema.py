@@ -116,7 +116,7 @@ def test_load_plant_reports_missing_paths_and_bad_yaml(tmp_path):
 def test_crds_are_the_package_schemas():
     """One source of truth: the package reads crds/ itself (no copy that could drift)."""
     shipped = {s.kind for s in crd_schemas().values()}
-    assert shipped == {"SensorNode", "AlertRule", "DetectorModel"}
+    assert shipped == {"SensorNode", "AlertRule", "DetectorModel", "AlertReceiver"}
     on_disk = {yaml.safe_load(p.read_text())["spec"]["names"]["kind"] for p in (ROOT / "crds").glob("*.yaml")}
     assert shipped == on_disk
 

@@ -9,6 +9,7 @@ API_VERSION = f"{GROUP}/{VERSION}"
 SENSOR_NODE = "SensorNode"
 ALERT_RULE = "AlertRule"
 DETECTOR_MODEL = "DetectorModel"
+ALERT_RECEIVER = "AlertReceiver"
 
 #: Server-side apply field managers: each writer owns what it observes (docs/kubernetes.md).
 OPERATOR_MANAGER = "plantwatch-operator"
@@ -24,8 +25,8 @@ DETECTOR_LABEL = f"{GROUP}/detector"
 ORT_PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider", "tensorrt": "TensorrtExecutionProvider"}
 EXECUTION_PROVIDERS = tuple(ORT_PROVIDERS)
 
-#: AlertRule spec.receivers the alert router can send to (plant validation refuses others).
-RECEIVERS = ("console",)
+#: Receivers every plant has without an AlertReceiver: `console` writes each notification to the log.
+BUILTIN_RECEIVERS = ("console",)
 
 #: A trained detector's files: in its directory, and as keys of the ConfigMap that `detector publish` writes.
 MODEL_FILE = "model.onnx"

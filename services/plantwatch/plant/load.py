@@ -9,8 +9,9 @@ from typing import Any
 
 import yaml
 
-from plantwatch.contracts.names import RECEIVERS
+from plantwatch.contracts.names import BUILTIN_RECEIVERS
 from plantwatch.plant.model import (
+    AlertReceiver,
     AlertRule,
     DetectorModel,
     ManifestError,
@@ -29,6 +30,7 @@ class Plant:
     nodes: tuple[SensorNode, ...] = ()
     rules: tuple[AlertRule, ...] = ()
     detectors: tuple[DetectorModel, ...] = ()
+    receivers: tuple[AlertReceiver, ...] = ()
     #: Other Kubernetes objects in the folder (ConfigMaps holding models, Secrets...).
     others: tuple[dict[str, Any], ...] = ()
 
@@ -76,9 +78,9 @@ def matched_series(rule: AlertRule, series: Iterable[tuple[SensorNode, str, str]
     return sum(1 for node, sensor, type_ in series if rule_selects(rule, node, sensor, type_))
 
 
-def known_receivers() -> tuple[str, ...]:
-    """Receiver names an AlertRule may use: the router's built-in ones (`console`)."""
-    return RECEIVERS
+def known_receivers(receivers: Iterable[AlertReceiver] = ()) -> tuple[str, ...]:
+    """Receiver names an AlertRule may use: the built-in ones (`console`) and the plant's AlertReceivers."""
+    return BUILTIN_RECEIVERS + tuple(sorted(r.name for r in receivers))
 
 
 def selects_nothing(rule: AlertRule, series: list[tuple[SensorNode, str, str]]) -> str | None:
@@ -100,12 +102,24 @@ def selects_nothing(rule: AlertRule, series: list[tuple[SensorNode, str, str]]) 
     return f"spec.selector matches no sensor of any SensorNode: nothing has {' and '.join(criteria) or 'a sensor'}"
 
 
-def unknown_receivers(rule: AlertRule) -> str | None:
-    """Why some of the rule's receivers cannot be used, or None when all are known."""
-    unknown = [r for r in rule.spec.receivers if r not in known_receivers()]
+def rule_receivers(rule: AlertRule) -> list[str]:
+    """Every receiver the rule may notify: spec.receivers and those of its escalation tiers."""
+    names = list(rule.spec.receivers)
+    for tier in rule.spec.escalation or ():
+        names.extend(n for n in tier.receivers if n not in names)
+    return names
+
+
+def unknown_receivers(rule: AlertRule, receivers: Iterable[AlertReceiver] = ()) -> str | None:
+    """Why some of the rule's receivers cannot be used (no AlertReceiver has the name), or None when all are known."""
+    known = known_receivers(receivers)
+    unknown = [r for r in rule_receivers(rule) if r not in known]
     if not unknown:
         return None
-    return f"spec.receivers: unknown {', '.join(map(repr, unknown))} (known: {', '.join(known_receivers())})"
+    return (
+        f"spec.receivers: no AlertReceiver named {', '.join(map(repr, unknown))} in the plant "
+        f"(known: {', '.join(known)}); define an AlertReceiver of that name or use one of these"
+    )
 
 
 class PlantError(ValueError):
@@ -152,7 +166,7 @@ def plant_from_documents(docs: Iterable[tuple[str, dict[str, Any]]], rules_must_
     if problems:
         raise PlantError(problems)
     of = lambda kind: tuple(r for _, r in placed if r.kind == kind)  # noqa: E731
-    return Plant(of("SensorNode"), of("AlertRule"), of("DetectorModel"), tuple(others))
+    return Plant(of("SensorNode"), of("AlertRule"), of("DetectorModel"), of("AlertReceiver"), tuple(others))
 
 
 def _cross_checks(placed: list[tuple[str, Any]], rules_must_match: bool) -> list[str]:
@@ -168,6 +182,7 @@ def _cross_checks(placed: list[tuple[str, Any]], rules_must_match: bool) -> list
         seen.setdefault(key, where)
     nodes = [r for _, r in placed if r.kind == "SensorNode"]
     detectors = [r for _, r in placed if r.kind == "DetectorModel"]
+    receivers = [r for _, r in placed if r.kind == "AlertReceiver"]
     topics: dict[str, str] = {}
     for where, n in placed:
         if n.kind != "SensorNode":
@@ -189,7 +204,7 @@ def _cross_checks(placed: list[tuple[str, Any]], rules_must_match: bool) -> list
             )
         elif rules_must_match and (nothing := selects_nothing(r, series)):
             problems.append(f"{label(where, r)}: {nothing}")
-        if unknown := unknown_receivers(r):
+        if unknown := unknown_receivers(r, receivers):
             problems.append(f"{label(where, r)}: {unknown}")
         if r.spec.annotations and r.spec.annotations.summary and (bad := summary.check(r.spec.annotations.summary)):
             problems.append(f"{label(where, r)}: {bad}")

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
 from plantwatch.plant.schema import GROUP, FieldError, crd_schemas
-from plantwatch.plant.specs import AlertRuleSpec, DetectorModelSpec, SensorNodeSpec
+from plantwatch.plant.specs import AlertReceiverSpec, AlertRuleSpec, DetectorModelSpec, SensorNodeSpec
 
 _NAME = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
 SpecT = TypeVar("SpecT")
@@ -44,11 +44,13 @@ class Resource(Generic[SpecT]):
 SensorNode = Resource[SensorNodeSpec]
 AlertRule = Resource[AlertRuleSpec]
 DetectorModel = Resource[DetectorModelSpec]
+AlertReceiver = Resource[AlertReceiverSpec]
 
 _SPEC_CLASSES: dict[str, Any] = {
     "SensorNode": SensorNodeSpec,
     "AlertRule": AlertRuleSpec,
     "DetectorModel": DetectorModelSpec,
+    "AlertReceiver": AlertReceiverSpec,
 }
 
 

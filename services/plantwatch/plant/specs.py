@@ -15,6 +15,395 @@ def _opt(cls: Any, value: Any) -> Any:
 
 
 @dataclass(frozen=True)
+class AlertReceiverUrlSecretRef:
+    """
+    urlSecretRef names the Secret key holding the incoming-webhook URL.
+    """
+
+    #: name of the Secret in the receiver's namespace.
+    name: str
+
+    #: key in the Secret's data.
+    key: str
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> AlertReceiverUrlSecretRef:
+        return cls(
+            name=d.get('name'),
+            key=d.get('key'),
+        )
+
+
+@dataclass(frozen=True)
+class AlertReceiverSlack:
+    """
+    slack configures type Slack.
+    """
+
+    #: urlSecretRef names the Secret key holding the incoming-webhook URL.
+    url_secret_ref: AlertReceiverUrlSecretRef
+
+    #: channel overrides the webhook's default channel, e.g. `#press-line-1`.
+    channel: str | None
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> AlertReceiverSlack:
+        return cls(
+            url_secret_ref=_opt(AlertReceiverUrlSecretRef, d.get('urlSecretRef')),
+            channel=d.get('channel'),
+        )
+
+
+@dataclass(frozen=True)
+class AlertReceiverWebhookUrlSecretRef:
+    """
+    urlSecretRef names the Secret key holding the URL the alerts are POSTed to.
+    """
+
+    #: name of the Secret in the receiver's namespace.
+    name: str
+
+    #: key in the Secret's data.
+    key: str
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> AlertReceiverWebhookUrlSecretRef:
+        return cls(
+            name=d.get('name'),
+            key=d.get('key'),
+        )
+
+
+@dataclass(frozen=True)
+class AlertReceiverHmacSecretRef:
+    """
+    hmacSecretRef names the Secret key holding the HMAC-SHA256 signing key. Each
+    request carries `X-Plantwatch-Timestamp` and `X-Plantwatch-Signature: v1=<hex of
+    HMAC(key, timestamp + "." + body)>`.
+    """
+
+    #: name of the Secret in the receiver's namespace.
+    name: str
+
+    #: key in the Secret's data.
+    key: str
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> AlertReceiverHmacSecretRef:
+        return cls(
+            name=d.get('name'),
+            key=d.get('key'),
+        )
+
+
+@dataclass(frozen=True)
+class AlertReceiverWebhook:
+    """
+    webhook configures type Webhook.
+    """
+
+    #: urlSecretRef names the Secret key holding the URL the alerts are POSTed to.
+    url_secret_ref: AlertReceiverWebhookUrlSecretRef
+
+    #: hmacSecretRef names the Secret key holding the HMAC-SHA256 signing key. Each
+    #: request carries `X-Plantwatch-Timestamp` and `X-Plantwatch-Signature: v1=<hex of
+    #: HMAC(key, timestamp + "." + body)>`.
+    hmac_secret_ref: AlertReceiverHmacSecretRef | None
+
+    #: format of the body: `plantwatch` (the notification as Plantwatch writes it) or
+    #: `alertmanager` (Alertmanager's webhook payload, version 4, for consumers written
+    #: for it).
+    format: str
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> AlertReceiverWebhook:
+        return cls(
+            url_secret_ref=_opt(AlertReceiverWebhookUrlSecretRef, d.get('urlSecretRef')),
+            hmac_secret_ref=_opt(AlertReceiverHmacSecretRef, d.get('hmacSecretRef')),
+            format=d.get('format'),
+        )
+
+
+@dataclass(frozen=True)
+class AlertReceiverCaSecretRef:
+    """
+    caSecretRef names a Secret key holding the CA certificate (PEM) to verify the
+    server with, instead of the system store.
+    """
+
+    #: name of the Secret in the receiver's namespace.
+    name: str
+
+    #: key in the Secret's data.
+    key: str
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> AlertReceiverCaSecretRef:
+        return cls(
+            name=d.get('name'),
+            key=d.get('key'),
+        )
+
+
+@dataclass(frozen=True)
+class AlertReceiverPasswordSecretRef:
+    """
+    passwordSecretRef names the Secret key holding the SMTP password.
+    """
+
+    #: name of the Secret in the receiver's namespace.
+    name: str
+
+    #: key in the Secret's data.
+    key: str
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> AlertReceiverPasswordSecretRef:
+        return cls(
+            name=d.get('name'),
+            key=d.get('key'),
+        )
+
+
+@dataclass(frozen=True)
+class AlertReceiverEmail:
+    """
+    email configures type Email.
+    """
+
+    #: smarthost is the SMTP server as `host:port`, e.g. `smtp.plant.example:587`.
+    smarthost: str
+
+    #: from is the sender address.
+    from_: str
+
+    #: to are the recipient addresses.
+    to: tuple[str, ...]
+
+    #: startTLS says how the connection is encrypted: `Required` (STARTTLS, the
+    #: server's certificate verified; refuse to send otherwise), `Opportunistic`
+    #: (STARTTLS when offered) or `Disabled`.
+    start_tls: str
+
+    #: caSecretRef names a Secret key holding the CA certificate (PEM) to verify the
+    #: server with, instead of the system store.
+    ca_secret_ref: AlertReceiverCaSecretRef | None
+
+    #: username to authenticate with (AUTH PLAIN or LOGIN); with passwordSecretRef.
+    username: str | None
+
+    #: passwordSecretRef names the Secret key holding the SMTP password.
+    password_secret_ref: AlertReceiverPasswordSecretRef | None
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> AlertReceiverEmail:
+        return cls(
+            smarthost=d.get('smarthost'),
+            from_=d.get('from'),
+            to=tuple(d.get('to') or ()),
+            start_tls=d.get('startTLS'),
+            ca_secret_ref=_opt(AlertReceiverCaSecretRef, d.get('caSecretRef')),
+            username=d.get('username'),
+            password_secret_ref=_opt(AlertReceiverPasswordSecretRef, d.get('passwordSecretRef')),
+        )
+
+
+@dataclass(frozen=True)
+class AlertReceiverMqttUrlSecretRef:
+    """
+    urlSecretRef names a Secret key holding the broker URL
+    (`mqtt://user:password@host:1883`); without it, the plant's own broker is used.
+    """
+
+    #: name of the Secret in the receiver's namespace.
+    name: str
+
+    #: key in the Secret's data.
+    key: str
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> AlertReceiverMqttUrlSecretRef:
+        return cls(
+            name=d.get('name'),
+            key=d.get('key'),
+        )
+
+
+@dataclass(frozen=True)
+class AlertReceiverMqtt:
+    """
+    mqtt configures type MQTT.
+    """
+
+    #: topic the notification is published to; `{node}`, `{rule}` and `{severity}` are
+    #: substituted (from the group's first alert), e.g. `andon/{node}`.
+    topic: str
+
+    #: qos of the publish, 0 or 1.
+    qos: int
+
+    #: retain makes the broker keep the last notification for new subscribers (an andon
+    #: light's current state).
+    retain: bool
+
+    #: urlSecretRef names a Secret key holding the broker URL
+    #: (`mqtt://user:password@host:1883`); without it, the plant's own broker is used.
+    url_secret_ref: AlertReceiverMqttUrlSecretRef | None
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> AlertReceiverMqtt:
+        return cls(
+            topic=d.get('topic'),
+            qos=d.get('qos'),
+            retain=d.get('retain'),
+            url_secret_ref=_opt(AlertReceiverMqttUrlSecretRef, d.get('urlSecretRef')),
+        )
+
+
+@dataclass(frozen=True)
+class AlertReceiverAlertmanager:
+    """
+    alertmanager configures type Alertmanager.
+    """
+
+    #: url of the Alertmanager, e.g. `http://alertmanager:9093`; alerts are POSTed to
+    #: its /api/v2/alerts.
+    url: str
+
+    #: resendInterval is how often firing alerts are posted again (Alertmanager
+    #: resolves an alert it has not heard of for four of these), a duration such as
+    #: `1m`.
+    resend_interval: str
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> AlertReceiverAlertmanager:
+        return cls(
+            url=d.get('url'),
+            resend_interval=d.get('resendInterval'),
+        )
+
+
+@dataclass(frozen=True)
+class AlertReceiverGrouping:
+    """
+    grouping gathers alerts into one message, as Alertmanager does: alerts with the
+    same values of `by` form a group; a new group waits `wait` for more alerts
+    before its first message, and changes to it go out at most every `interval`. Not
+    used by type Alertmanager, which groups by itself.
+    """
+
+    #: by are the labels that make a group: `rule`, `node`, `sensor`, `severity`,
+    #: `equipment`, `location` or a SensorNode label key. Empty: every alert is its own
+    #: group.
+    by: tuple[str, ...]
+
+    #: wait is how long a new group waits for more alerts before its first message, a
+    #: duration such as `10s`.
+    wait: str
+
+    #: interval is the least time between two messages about one group's changes, a
+    #: duration such as `1m`.
+    interval: str
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> AlertReceiverGrouping:
+        return cls(
+            by=tuple(d.get('by') or ()),
+            wait=d.get('wait'),
+            interval=d.get('interval'),
+        )
+
+
+@dataclass(frozen=True)
+class AlertReceiverDelivery:
+    """
+    delivery says how hard a message is tried: each attempt has a timeout; a failed
+    one is retried with exponential backoff and jitter; after `breakerFailures`
+    failures within a minute the receiver is not tried for `breakerOpenFor` (a
+    circuit breaker). A message not delivered is kept and tried again later.
+    """
+
+    #: timeout of one attempt, a duration such as `10s`.
+    timeout: str
+
+    #: tries per round (the first attempt and its retries).
+    tries: int
+
+    #: backoff before the first retry, doubled for each further one (with up to 50 %
+    #: jitter), a duration such as `500ms`.
+    backoff: str
+
+    #: breakerFailures within a minute open the circuit breaker.
+    breaker_failures: int
+
+    #: breakerOpenFor is how long an open breaker keeps the receiver from being tried,
+    #: a duration such as `30s`.
+    breaker_open_for: str
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> AlertReceiverDelivery:
+        return cls(
+            timeout=d.get('timeout'),
+            tries=d.get('tries'),
+            backoff=d.get('backoff'),
+            breaker_failures=d.get('breakerFailures'),
+            breaker_open_for=d.get('breakerOpenFor'),
+        )
+
+
+@dataclass(frozen=True)
+class AlertReceiverSpec:
+    """
+    spec is the desired receiver.
+    """
+
+    #: type of receiver: `Slack` (incoming webhook), `Webhook` (JSON POST, signed with
+    #: HMAC-SHA256), `Email` (SMTP with STARTTLS), `MQTT` (publish to a topic),
+    #: `Alertmanager` (POST /api/v2/alerts, Alertmanager groups and routes).
+    type: str
+
+    #: slack configures type Slack.
+    slack: AlertReceiverSlack | None
+
+    #: webhook configures type Webhook.
+    webhook: AlertReceiverWebhook | None
+
+    #: email configures type Email.
+    email: AlertReceiverEmail | None
+
+    #: mqtt configures type MQTT.
+    mqtt: AlertReceiverMqtt | None
+
+    #: alertmanager configures type Alertmanager.
+    alertmanager: AlertReceiverAlertmanager | None
+
+    #: grouping gathers alerts into one message, as Alertmanager does: alerts with the
+    #: same values of `by` form a group; a new group waits `wait` for more alerts
+    #: before its first message, and changes to it go out at most every `interval`. Not
+    #: used by type Alertmanager, which groups by itself.
+    grouping: AlertReceiverGrouping
+
+    #: delivery says how hard a message is tried: each attempt has a timeout; a failed
+    #: one is retried with exponential backoff and jitter; after `breakerFailures`
+    #: failures within a minute the receiver is not tried for `breakerOpenFor` (a
+    #: circuit breaker). A message not delivered is kept and tried again later.
+    delivery: AlertReceiverDelivery
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> AlertReceiverSpec:
+        return cls(
+            type=d.get('type'),
+            slack=_opt(AlertReceiverSlack, d.get('slack')),
+            webhook=_opt(AlertReceiverWebhook, d.get('webhook')),
+            email=_opt(AlertReceiverEmail, d.get('email')),
+            mqtt=_opt(AlertReceiverMqtt, d.get('mqtt')),
+            alertmanager=_opt(AlertReceiverAlertmanager, d.get('alertmanager')),
+            grouping=_opt(AlertReceiverGrouping, d.get('grouping')),
+            delivery=_opt(AlertReceiverDelivery, d.get('delivery')),
+        )
+
+
+@dataclass(frozen=True)
 class AlertRuleMatchExpression:
     """
     matchExpressions are label selector requirements, ANDed.
@@ -211,6 +600,29 @@ class AlertRuleCondition:
 
 
 @dataclass(frozen=True)
+class AlertRuleEscalation:
+    """
+    escalation adds receivers, tier after tier, while a firing alert stays
+    unacknowledged: each tier's receivers get the alert once it has been firing for
+    the tier's `after` without an acknowledgement, and its resolve later.
+    """
+
+    #: after is how long the alert fires unacknowledged before this tier hears of it, a
+    #: duration such as `15m`.
+    after: str
+
+    #: receivers of this tier, by name (as spec.receivers).
+    receivers: tuple[str, ...]
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> AlertRuleEscalation:
+        return cls(
+            after=d.get('after'),
+            receivers=tuple(d.get('receivers') or ()),
+        )
+
+
+@dataclass(frozen=True)
 class AlertRuleAnnotations:
     """
     annotations are carried on every alert of the rule.
@@ -256,9 +668,14 @@ class AlertRuleSpec:
     #: as `1h`.
     repeat_interval: str
 
-    #: receivers are where the alert goes, by name; `console` writes to the log and is
-    #: always available.
+    #: receivers are where the alert goes, by name: an AlertReceiver in the same
+    #: namespace, or `console`, which writes to the log and is always available.
     receivers: tuple[str, ...]
+
+    #: escalation adds receivers, tier after tier, while a firing alert stays
+    #: unacknowledged: each tier's receivers get the alert once it has been firing for
+    #: the tier's `after` without an acknowledgement, and its resolve later.
+    escalation: tuple[AlertRuleEscalation, ...]
 
     #: annotations are carried on every alert of the rule.
     annotations: AlertRuleAnnotations | None
@@ -272,6 +689,7 @@ class AlertRuleSpec:
             severity=d.get('severity'),
             repeat_interval=d.get('repeatInterval'),
             receivers=tuple(d.get('receivers') or ()),
+            escalation=tuple(AlertRuleEscalation.from_dict(x) for x in d.get('escalation') or ()),
             annotations=_opt(AlertRuleAnnotations, d.get('annotations')),
         )
 
