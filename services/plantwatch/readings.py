@@ -38,3 +38,11 @@ class AlertEvent:
     value: float | None
     ts: float
     summary: str
+    #: The unit of `value` (the sensor's; `s` for an absence, whose value is the silence).
+    unit: str = ""
+    #: The limit crossed: the threshold level (on a resolve, the value it went back past), maxPerMinute,
+    #: the anomaly score threshold, or absence.after in seconds. None when not known.
+    threshold: float | None = None
+    #: When the condition started to hold (epoch seconds; for an absence, the last reading), so the
+    #: alert has been so for ts - since; the same across level changes. None when not known.
+    since: float | None = None

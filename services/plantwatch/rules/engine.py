@@ -4,8 +4,17 @@ Pure and single-threaded: the caller owns the clock (reading timestamps for valu
 conditions, `tick(now)` for absence) and the I/O. One alert exists per rule and
 series (its fingerprint); it is pending while the condition holds for less than the
 rule's `for`, firing after, and resolved when the condition clears (past the
-hysteresis for thresholds). A firing threshold alert that moves between warning,
-critical and emergency emits a new firing event with the new severity.
+hysteresis for thresholds).
+
+`for` applies once, to the alert becoming firing at any level: a threshold series
+past any of its levels is pending, whichever level it is at (a reading past critical
+waits like one past warning), and when `for` has elapsed the alert fires at the level
+of the reading that completes it, so the event's severity always matches the value it
+reports (a spike to critical that fell back within `for` is the transient `for` is
+there to ignore). Once firing, moving between warning, critical and emergency, up or
+down (down past the hysteresis), is immediate and emits a firing event with the new
+severity; resolving is immediate too. Every event carries `since`, when the condition
+started to hold (the start of pending), which stays the same across level changes.
 
 Each rule sees a series in event-time order: a reading no newer than the last one the
 rule evaluated for that series (a late reading, or one redelivered to a shard's new
@@ -35,7 +44,8 @@ class CompiledRule:
     type: str
     for_s: float
     severity: str
-    summary: str
+    #: The rule's summary template; None: the default summary of the condition type.
+    summary: str | None
     #: Threshold levels as (severity, value), least severe first.
     levels: tuple[tuple[str, float], ...] = ()
     above: bool = True
@@ -48,7 +58,7 @@ class CompiledRule:
     def of(cls, rule: AlertRule, detector_thresholds: dict[str, float]) -> CompiledRule:
         spec = rule.spec
         cond = spec.condition
-        summary = spec.annotations.summary if spec.annotations and spec.annotations.summary else summaries.DEFAULT
+        summary = spec.annotations.summary if spec.annotations and spec.annotations.summary else None
         base = dict(name=rule.name, type=cond.type, for_s=duration_seconds(spec.for_), severity=spec.severity, summary=summary)
         if cond.type == "Threshold":
             t = cond.threshold
@@ -75,11 +85,26 @@ class CompiledRule:
                 found = name
         return found
 
+    def threshold(self, severity: str | None) -> float | None:
+        """The limit an event reports: the level at `severity`, or (None: resolved) the value past
+        which a threshold alert resolves; the rule's one limit for the other condition types."""
+        if self.type == "Threshold":
+            if severity is None:
+                lowest = self.levels[0][1]
+                return lowest - self.hysteresis if self.above else lowest + self.hysteresis
+            return dict(self.levels).get(severity)
+        if self.type == "Absence":
+            return self.absence_after_s
+        if self.type == "RateOfChange":
+            return self.max_per_minute
+        return self.score_above
+
 
 @dataclass
 class _AlertState:
     severity: str | None = None
-    pending_since: float | None = None
+    #: When the condition started to hold: the start of pending, kept while firing.
+    since: float | None = None
     last_value: float | None = None
     last_ts: float | None = None
 
@@ -149,10 +174,12 @@ class RuleEngine:
         events: list[AlertEvent] = []
         for w in self._watches_by_node.get(r.node, ()):
             if (w.sensor is None or w.sensor == r.sensor) and r.ts > w.last_seen:
-                w.last_seen = r.ts
+                silent_since, w.last_seen = w.last_seen, r.ts
                 if w.firing:
                     w.firing = False
-                    events.append(self._event(w.rule, r.node, w.sensor or "*", "resolved", w.rule.severity, r.value, r.ts))
+                    events.append(
+                        self._event(w.rule, r.node, w.sensor or "*", "resolved", w.rule.severity, r.value, r.ts, silent_since, r.unit)
+                    )
         rules = self._series_rules.get((r.node, r.sensor, r.type))
         if rules is None:
             rules = self._rules_for(r)
@@ -184,22 +211,23 @@ class RuleEngine:
 
     def _advance(self, rule: CompiledRule, state: _AlertState, target: str | None, r: Reading) -> AlertEvent | None:
         if target is None:
-            state.pending_since = None
+            since, state.since = state.since, None
             if state.severity is not None:
                 previous, state.severity = state.severity, None
-                return self._event(rule, r.node, r.sensor, "resolved", previous, r.value, r.ts)
+                return self._event(rule, r.node, r.sensor, "resolved", previous, r.value, r.ts, since, r.unit)
             return None
         if state.severity is not None:
             if target != state.severity:
                 state.severity = target
-                return self._event(rule, r.node, r.sensor, "firing", target, r.value, r.ts)
+                return self._event(rule, r.node, r.sensor, "firing", target, r.value, r.ts, state.since, r.unit)
             return None
-        if state.pending_since is None:
-            state.pending_since = r.ts
-        if r.ts - state.pending_since >= rule.for_s:
+        # Only a pending alert starts the clock: one restored firing from a snapshot that predates
+        # `since` keeps it unknown rather than claiming it began at the restore.
+        if state.since is None:
+            state.since = r.ts
+        if r.ts - state.since >= rule.for_s:
             state.severity = target
-            state.pending_since = None
-            return self._event(rule, r.node, r.sensor, "firing", target, r.value, r.ts)
+            return self._event(rule, r.node, r.sensor, "firing", target, r.value, r.ts, state.since, r.unit)
         return None
 
     def tick(self, now: float) -> list[AlertEvent]:
@@ -209,21 +237,29 @@ class RuleEngine:
             silent = now - w.last_seen
             if not w.firing and silent >= w.rule.absence_after_s:
                 w.firing = True
-                events.append(self._event(w.rule, w.node, w.sensor or "*", "firing", w.rule.severity, round(silent, 3), now))
+                # The value of an absence is the silence, in seconds, as is its threshold (`after`).
+                events.append(
+                    self._event(w.rule, w.node, w.sensor or "*", "firing", w.rule.severity, round(silent, 3), now, w.last_seen, "s")
+                )
         return events
 
     def snapshot(self) -> dict[str, Any]:
-        """The per-series state as plain values (JSON-ready), for a checkpoint."""
+        """The per-series state as plain values (JSON-ready), for a checkpoint.
+
+        An alert is [severity, since, last value, last ts]. Snapshots written before `since` was kept
+        while firing hold None there for firing alerts; they restore, and those alerts' events carry
+        no `since` (their summaries leave the duration out).
+        """
         return {
-            "alerts": {fp: [s.severity, s.pending_since, s.last_value, s.last_ts] for fp, s in self._states.items()},
+            "alerts": {fp: [s.severity, s.since, s.last_value, s.last_ts] for fp, s in self._states.items()},
             "watches": {f"{w.rule.name}/{w.node}/{w.sensor or '*'}": [w.last_seen, w.firing] for w in self._watches},
         }
 
     def restore(self, snapshot: dict[str, Any]) -> None:
         """Continue from a snapshot; series of the snapshot that this plant no longer has are dropped."""
-        for fp, (severity, pending_since, last_value, last_ts) in snapshot["alerts"].items():
+        for fp, (severity, since, last_value, last_ts) in snapshot["alerts"].items():
             if fp.split("/", 1)[0] in self._compiled:
-                self._states[fp] = _AlertState(severity, pending_since, last_value, last_ts)
+                self._states[fp] = _AlertState(severity, since, last_value, last_ts)
         for w in self._watches:
             saved = snapshot["watches"].get(f"{w.rule.name}/{w.node}/{w.sensor or '*'}")
             if saved is not None:
@@ -233,9 +269,37 @@ class RuleEngine:
         """Nodes that an absence rule currently reports as silent."""
         return {w.node for w in self._watches if w.firing}
 
-    @staticmethod
-    def _event(rule: CompiledRule, node: str, sensor: str, state: str, severity: str, value: float | None, ts: float) -> AlertEvent:
-        summary = summaries.render_or_default(
-            rule.summary, rule.name, node, sensor, value, severity if state == "firing" else f"{severity} resolved"
+    def _event(
+        self,
+        rule: CompiledRule,
+        node: str,
+        sensor: str,
+        state: str,
+        severity: str,
+        value: float | None,
+        ts: float,
+        since: float | None,
+        unit: str,
+    ) -> AlertEvent:
+        firing = state == "firing"
+        threshold = rule.threshold(severity if firing else None)
+        spec = self._nodes[node].spec if node in self._nodes else None
+        facts = summaries.Facts(
+            rule.name,
+            rule.type,
+            node,
+            sensor,
+            state,
+            severity,
+            value,
+            unit,
+            threshold,
+            "above" if rule.above == firing else "below",
+            spec.equipment if spec else None,
+            spec.location if spec else None,
+            None if since is None else ts - since,
         )
-        return AlertEvent(f"{rule.name}/{node}/{sensor}", rule.name, node, sensor, state, severity, value, ts, summary)
+        summary = summaries.render_or_default(rule.summary, facts)
+        return AlertEvent(
+            f"{rule.name}/{node}/{sensor}", rule.name, node, sensor, state, severity, value, ts, summary, unit, threshold, since
+        )
