@@ -628,8 +628,11 @@ class AlertRuleAnnotations:
     annotations are carried on every alert of the rule.
     """
 
-    #: summary is a one-line description; `{node}`, `{sensor}`, `{value}` and `{level}`
-    #: are substituted.
+    #: summary is a one-line description; `{rule}`, `{node}`, `{sensor}`, `{level}`,
+    #: `{value}`, `{threshold}` (numbers take a format spec, `{value:.1f}`), `{unit}`,
+    #: `{direction}`, `{equipment}`, `{location}` and `{duration}` are substituted.
+    #: Empty: a default per condition type naming the value with its unit, the limit
+    #: crossed, the equipment, location and duration.
     summary: str | None
 
     #: runbook is a URL to the procedure for this alert.
@@ -657,7 +660,11 @@ class AlertRuleSpec:
     condition: AlertRuleCondition
 
     #: for is how long the condition must hold before the alert fires (pending until
-    #: then), a duration such as `30s`.
+    #: then), a duration such as `30s`. It applies once, to the alert becoming firing
+    #: at any level: a reading past critical waits like one past warning, and the alert
+    #: fires at the level the series is at when `for` has elapsed; once firing, moving
+    #: between levels and resolving are immediate. Absence ignores it (absence.after is
+    #: its wait).
     for_: str
 
     #: severity of alerts for conditions without levels (Absence, RateOfChange,
