@@ -32,6 +32,23 @@ STATE_EVICTIONS = Counter(
 DEAD_LETTERS_EXPIRED = Counter(
     "plantwatch_dead_letters_expired_total", "Dead letters deleted from the embedded store after their retention period."
 )
+NOTIFICATIONS = Counter(
+    "plantwatch_notifications_total",
+    "Attempts to deliver a notification, by receiver and result (sent, failed, circuit_open: not tried, the breaker open).",
+    ["receiver", "result"],
+)
+#: The series that PrometheusRules read (alerts/promrule.py): one per declared sensor of a node and per
+#: DetectorModel score, never per message, so their number is the plant's, not the traffic's.
+SENSOR_VALUE = Gauge(
+    "plantwatch_sensor_value",
+    "The last stored value of each series of the plant (a declared sensor, or a DetectorModel's anomaly_score).",
+    ["node", "sensor", "type", "unit"],
+)
+SENSOR_LAST_SEEN = Gauge(
+    "plantwatch_sensor_last_seen_timestamp_seconds",
+    "The timestamp of each series' last stored reading (the reading's own time, epoch seconds).",
+    ["node", "sensor"],
+)
 SCORES_SKIPPED = Counter(
     "plantwatch_anomaly_scores_skipped_total",
     "Feature rows not scored because the detector's model could not be reached, by detector.",

@@ -68,13 +68,23 @@ class Publisher:
             self._client.loop_stop()
             raise TimeoutError(f"could not connect to the broker at {where} within {timeout:g}s")
 
-    def publish(self, topic: str, payload: bytes, qos: int = 1) -> None:
-        info = self._client.publish(topic, payload, qos=qos)
+    def publish(self, topic: str, payload: bytes, qos: int = 1, retain: bool = False) -> None:
+        info = self._client.publish(topic, payload, qos=qos, retain=retain)
         if info.rc == mqtt.MQTT_ERR_QUEUE_SIZE:
             self.dropped += 1
             metrics.STATE_EVICTIONS.labels("mqtt_publish_queue").inc()
         else:
             self._last = info
+
+    def flushed(self, timeout: float) -> bool:
+        """Whether what was published so far has left within `timeout` (QoS 1: the broker's PUBACK came)."""
+        if self._last is None:
+            return True
+        try:
+            self._last.wait_for_publish(timeout)
+        except (RuntimeError, ValueError):  # paho could not send it (connection lost, queue full)
+            return False
+        return self._last.is_published()
 
     def stop(self, timeout: float = 10.0) -> None:
         """Wait until what was published has left (QoS 1: acknowledged), then disconnect."""
