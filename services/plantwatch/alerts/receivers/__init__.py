@@ -13,7 +13,7 @@ from collections.abc import Callable
 from typing import TextIO
 
 from plantwatch.alerts.notification import Receiver
-from plantwatch.alerts.receivers import mqtt, slack, webhook
+from plantwatch.alerts.receivers import alertmanager, email, mqtt, slack, webhook
 from plantwatch.alerts.receivers.console import Console
 from plantwatch.contracts.names import BUILTIN_RECEIVERS
 from plantwatch.plant.model import AlertReceiver
@@ -27,6 +27,8 @@ KINDS: dict[str, Factory] = {
     "Slack": slack.build,
     "Webhook": webhook.build,
     "MQTT": mqtt.build,
+    "Email": email.build,
+    "Alertmanager": alertmanager.build,
 }
 
 
