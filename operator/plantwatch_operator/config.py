@@ -14,6 +14,8 @@ class Config:
     broker_url: str = "mqtt://plantwatch-broker:1883"
     #: Seconds between re-checks of each DetectorModel's source and serving state.
     detector_check_interval: float = 30.0
+    #: Seconds between re-reads of each AlertReceiver's Secrets (they are not watched: see handlers.receiver_recheck).
+    receiver_check_interval: float = 30.0
 
     @classmethod
     def from_env(cls) -> Config:
@@ -21,4 +23,5 @@ class Config:
             image=os.environ.get("PLANTWATCH_IMAGE", cls.image),
             broker_url=os.environ.get("PLANTWATCH_BROKER_URL", cls.broker_url),
             detector_check_interval=float(os.environ.get("PLANTWATCH_DETECTOR_CHECK_INTERVAL", cls.detector_check_interval)),
+            receiver_check_interval=float(os.environ.get("PLANTWATCH_RECEIVER_CHECK_INTERVAL", cls.receiver_check_interval)),
         )

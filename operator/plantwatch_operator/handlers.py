@@ -1,9 +1,9 @@
 """kopf handlers: thin. They read the cluster, call the pure verdicts, renderers and status
 builders (verdicts.py, render.py, status.py), apply, write status.
 
-SensorNodes and AlertRules of a namespace form one plant: any change to one of them
-re-renders the namespace's ingestion (config, gateway, service). Each DetectorModel
-owns its own serving objects.
+SensorNodes, AlertRules and AlertReceivers of a namespace form one plant: any change to one
+of them re-renders the namespace's ingestion (config, gateway, service) and re-judges every
+rule (a new receiver may make a rule Accepted). Each DetectorModel owns its own serving objects.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from typing import Any
 
 import kopf
 
+from plantwatch.contracts.conditions import find_condition
 from plantwatch.contracts.names import GROUP, VERSION
 from plantwatch.contracts.times import now_rfc3339
 from plantwatch.plant.model import parse_resource
@@ -30,8 +31,8 @@ from plantwatch_operator.render import (
     render_detector,
     render_ingestion,
 )
-from plantwatch_operator.status import StatusUpdate, detector_status, node_status, rule_status
-from plantwatch_operator.verdicts import judge_plant, source_verdict
+from plantwatch_operator.status import StatusUpdate, detector_status, node_status, receiver_status, rule_status
+from plantwatch_operator.verdicts import judge_plant, receiver_verdict, referenced_secrets, source_verdict
 
 CONFIG = Config.from_env()
 _namespace_locks: dict[str, threading.Lock] = defaultdict(threading.Lock)
@@ -45,7 +46,7 @@ def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     settings.execution.max_workers = 8
 
 
-# --- the plant's ingestion: SensorNodes + AlertRules of a namespace ---------------------
+# --- the plant's ingestion: SensorNodes + AlertRules + AlertReceivers of a namespace -----
 
 
 @kopf.on.resume(GROUP, VERSION, "sensornodes")
@@ -56,32 +57,62 @@ def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
 @kopf.on.create(GROUP, VERSION, "alertrules")
 @kopf.on.update(GROUP, VERSION, "alertrules")
 @kopf.on.delete(GROUP, VERSION, "alertrules", optional=True)
+@kopf.on.resume(GROUP, VERSION, "alertreceivers")
+@kopf.on.create(GROUP, VERSION, "alertreceivers")
+@kopf.on.update(GROUP, VERSION, "alertreceivers")
+@kopf.on.delete(GROUP, VERSION, "alertreceivers", optional=True)
 def plant_changed(namespace: str, **_: Any) -> None:
     reconcile_plant(namespace)
 
 
 def reconcile_plant(namespace: str) -> None:
-    """Render and apply the namespace's ingestion, then report on every node and rule."""
+    """Render and apply the namespace's ingestion, then report on every node, rule and receiver."""
     with _namespace_locks[namespace], reconciling("plant"):
+        receivers = kube.list_plant(namespace, "alertreceivers")
         plant = judge_plant(
             kube.list_plant(namespace, "sensornodes"),
             kube.list_plant(namespace, "alertrules"),
             kube.list_plant(namespace, "detectormodels"),
+            receivers,
+            _secret_keys(receivers, namespace),
         )
+        now = now_rfc3339()
+        for body, verdict in plant.receivers:  # a receiver's verdict needs no node
+            _write_status(body, receiver_status(body, verdict, now))
         valid_nodes = plant.valid_nodes
         if not valid_nodes:
             return  # the ingestion objects are owned by the nodes: the garbage collector removes them
-        manifests = [plant_manifest(b) for b in (*valid_nodes, *plant.accepted_rules, *plant.detectors)]
+        manifests = [plant_manifest(b) for b in (*valid_nodes, *plant.accepted_rules, *plant.detectors, *plant.configured_receivers)]
         owners = [owner_reference(n, controller=False) for n in valid_nodes]
         rendered = [owned(m, owners) for m in render_ingestion(namespace, manifests, CONFIG)]
         for manifest in rendered:
             kube.apply(manifest)
         digest = rendered[0]["metadata"]["annotations"][CONFIG_HASH]
-        now = now_rfc3339()
         for body, parsed in plant.nodes:
             _write_status(body, node_status(body, parsed, digest, now))
         for body, verdict, matched in plant.rules:
             _write_status(body, rule_status(body, verdict, matched, now))
+
+
+def _secret_keys(receivers: list[dict[str, Any]], namespace: str) -> dict[str, list[str] | None]:
+    """The data keys of every Secret the receivers reference (None: missing), read now."""
+    return {name: kube.secret_keys(name, namespace) for name in referenced_secrets(receivers)}
+
+
+@kopf.timer(GROUP, VERSION, "alertreceivers", interval=CONFIG.receiver_check_interval, initial_delay=5.0)
+def receiver_recheck(body: kopf.Body, namespace: str, **_: Any) -> None:
+    """Re-read a receiver's Secrets; reconcile the plant when its `Accepted` would change.
+
+    Secrets are not watched: a watch would stream every Secret of the cluster (and their
+    values) through the operator and need list/watch on all of them, where this needs `get`
+    on the few a receiver names. A Secret created or fixed is therefore noticed within this
+    interval, or at once on any change to the plant.
+    """
+    receiver = dict(body)
+    verdict = receiver_verdict(receiver, _secret_keys([receiver], namespace))
+    current = find_condition(receiver.get("status", {}).get("conditions"), "Accepted") or {}
+    if (current.get("status"), current.get("reason"), current.get("message")) != tuple(verdict):
+        reconcile_plant(namespace)
 
 
 def _write_status(body: dict[str, Any], update: StatusUpdate | None) -> None:

@@ -49,6 +49,17 @@ def delete(api_version: str, kind: str, name: str, namespace: str) -> None:
             raise
 
 
+def secret_keys(name: str, namespace: str) -> list[str] | None:
+    """The data keys of a Secret, or None when it does not exist (its values are not kept)."""
+    try:
+        secret = client.CoreV1Api(api_client()).read_namespaced_secret(name, namespace)
+    except ApiException as exc:
+        if exc.status == 404:
+            return None
+        raise
+    return sorted(secret.data or {})
+
+
 def list_plant(namespace: str, plural: str) -> list[dict[str, Any]]:
     """Every custom resource of one kind in a namespace."""
     api = client.CustomObjectsApi(api_client())

@@ -14,9 +14,14 @@ import yaml
 
 from plantwatch.contracts.names import DETECTOR_LABEL, GROUP, OPERATOR_MANAGER, PART_OF_LABEL
 from plantwatch.plant.model import DetectorModel
+from plantwatch.secrets import MOUNT_DIR
 from plantwatch_operator.config import Config
+from plantwatch_operator.verdicts import referenced_secrets
 
 PLANT_CONFIGMAP = "plantwatch-plant"
+#: Where the gateway reads the plant; beside MOUNT_DIR, not above it, so the Secrets are not
+#: read as plant files (nor mounted inside a read-only ConfigMap volume).
+PLANT_DIR = "/etc/plantwatch/plant"
 GATEWAY = "plantwatch-gateway"
 CONFIG_HASH = f"{GROUP}/config-hash"
 HTTP_PORT = 8080
@@ -57,7 +62,7 @@ def plant_manifest(body: dict[str, Any]) -> dict[str, Any]:
 
 def plant_document(manifests: list[dict[str, Any]]) -> str:
     """All plant resources as one multi-document YAML, in a stable order (so the hash is too)."""
-    order = {"SensorNode": 0, "AlertRule": 1, "DetectorModel": 2}
+    order = {"SensorNode": 0, "AlertRule": 1, "DetectorModel": 2, "AlertReceiver": 3}
     ordered = sorted(manifests, key=lambda m: (order[m["kind"]], m["metadata"]["name"]))
     return yaml.dump_all(ordered, Dumper=PlainDumper, sort_keys=True)
 
@@ -85,9 +90,26 @@ def _probes(live: str, ready: str) -> dict[str, Any]:
     }
 
 
+def secret_volumes(receivers: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The gateway's volumes and mounts for the Secrets the AlertReceivers reference: each Secret read-only at
+    MOUNT_DIR/<secret>, only the referenced keys, readable by the gateway's user alone.
+
+    Optional: a missing Secret (or key) must not hold the whole gateway in ContainerCreating; the
+    receiver's `Accepted=False SecretNotFound` says what is missing, and the kubelet fills the
+    volume in once it exists.
+    """
+    volumes, mounts = [], []
+    for i, (name, keys) in enumerate(referenced_secrets(receivers).items()):
+        items = [{"key": k, "path": k} for k in keys]
+        volumes.append({"name": f"secret-{i}", "secret": {"secretName": name, "items": items, "defaultMode": 0o400, "optional": True}})
+        mounts.append({"name": f"secret-{i}", "mountPath": f"{MOUNT_DIR}/{name}", "readOnly": True})
+    return volumes, mounts
+
+
 def render_ingestion(namespace: str, manifests: list[dict[str, Any]], config: Config) -> list[dict[str, Any]]:
     """The plant's ingestion: its config (ConfigMap), the gateway Deployment and its Service."""
     document = plant_document(manifests)
+    secrets, secret_mounts = secret_volumes([m for m in manifests if m["kind"] == "AlertReceiver"])
     digest = config_hash(document)
     lab = labels("gateway", namespace)
     configmap = {
@@ -118,7 +140,7 @@ def render_ingestion(namespace: str, manifests: list[dict[str, Any]], config: Co
                                 "serve",
                                 "ingest",
                                 "-f",
-                                "/etc/plantwatch",
+                                PLANT_DIR,
                                 "--broker",
                                 config.broker_url,
                                 "--db",
@@ -134,8 +156,9 @@ def render_ingestion(namespace: str, manifests: list[dict[str, Any]], config: Co
                             "resources": {"requests": {"cpu": "100m", "memory": "128Mi"}, "limits": {"memory": "512Mi"}},
                             "securityContext": _security_context(),
                             "volumeMounts": [
-                                {"name": "plant", "mountPath": "/etc/plantwatch", "readOnly": True},
+                                {"name": "plant", "mountPath": PLANT_DIR, "readOnly": True},
                                 {"name": "data", "mountPath": "/var/lib/plantwatch"},
+                                *secret_mounts,
                             ],
                             **_probes("/healthz", "/readyz"),
                         }
@@ -143,6 +166,7 @@ def render_ingestion(namespace: str, manifests: list[dict[str, Any]], config: Co
                     "volumes": [
                         {"name": "plant", "configMap": {"name": PLANT_CONFIGMAP}},
                         {"name": "data", "emptyDir": {}},
+                        *secrets,
                     ],
                 },
             },
@@ -154,22 +178,32 @@ def render_ingestion(namespace: str, manifests: list[dict[str, Any]], config: Co
         "metadata": {"name": GATEWAY, "namespace": namespace, "labels": lab},
         "spec": {"selector": selector("gateway", namespace), "ports": [{"name": "http", "port": HTTP_PORT, "targetPort": "http"}]},
     }
-    # The gateway reports its nodes' Online status.
-    return [configmap, *status_reporter_identity(GATEWAY, namespace, lab, "sensornodes/status"), deployment, service]
+    # The gateway reports its nodes' Online status, its rules' firing count and last fired time, and an
+    # Event on the node when an alert fires or resolves.
+    identity = status_reporter_identity(
+        GATEWAY,
+        namespace,
+        lab,
+        "sensornodes/status",
+        "alertrules/status",
+        also=({"apiGroups": [""], "resources": ["events"], "verbs": ["create"]},),
+    )
+    return [configmap, *identity, deployment, service]
 
 
 def status_reporter_identity(
-    name: str, namespace: str, lab: dict[str, str], status_of: str, only: str | None = None
+    name: str, namespace: str, lab: dict[str, str], *status_of: str, only: str | None = None, also: tuple[dict[str, Any], ...] = ()
 ) -> list[dict[str, Any]]:
-    """A workload's ServiceAccount, Role and RoleBinding `name`, allowed exactly one thing: to get and
-    patch the status subresource `status_of` (`sensornodes/status`), of the one object `only` when given."""
+    """A workload's ServiceAccount, Role and RoleBinding `name`, allowed to get and patch the status
+    subresources `status_of` (`sensornodes/status`), of the one object `only` when given, and the
+    rules `also` (each one the operator holds itself: it cannot grant more)."""
     meta = {"name": name, "namespace": namespace, "labels": lab}
-    rule: dict[str, Any] = {"apiGroups": [GROUP], "resources": [status_of], "verbs": ["get", "patch"]}
+    rule: dict[str, Any] = {"apiGroups": [GROUP], "resources": list(status_of), "verbs": ["get", "patch"]}
     if only is not None:
         rule["resourceNames"] = [only]
     return [
         {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": meta},
-        {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role", "metadata": meta, "rules": [rule]},
+        {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role", "metadata": meta, "rules": [rule, *also]},
         {
             "apiVersion": "rbac.authorization.k8s.io/v1",
             "kind": "RoleBinding",

@@ -90,6 +90,11 @@ def rule_status(body: dict[str, Any], verdict: Verdict, matched: int, now: str) 
     return condition_update(body, "Accepted", verdict, now, matchedSeries=matched)
 
 
+def receiver_status(body: dict[str, Any], verdict: Verdict, now: str) -> StatusUpdate | None:
+    """An AlertReceiver's `Accepted`: valid and its Secrets hold the keys it names, or why not."""
+    return condition_update(body, "Accepted", verdict, now)
+
+
 def owns_condition(body: dict[str, Any], manager: str, type_: str) -> bool:
     """Whether `manager` wrote the current reason of status condition `type_` (from the object's managedFields).
 

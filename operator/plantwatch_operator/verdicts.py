@@ -1,5 +1,6 @@
-"""What the operator concludes about a plant's resources (pure): which nodes and rules go into the
-gateway's config and why the others do not, and whether a DetectorModel's source holds its model.
+"""What the operator concludes about a plant's resources (pure): which nodes, rules and receivers go
+into the gateway's config and why the others do not, whether a receiver's Secrets hold the keys it
+names, and whether a DetectorModel's source holds its model.
 
 Values in, verdicts out: the handlers read the cluster and hand the bodies over; nothing here
 calls the API server or reads the clock.
@@ -9,11 +10,13 @@ from __future__ import annotations
 
 import base64
 import hashlib
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 from plantwatch.plant.load import matched_series, plant_series, selects_nothing, unknown_receivers
-from plantwatch.plant.model import ManifestError, Resource, parse_resource
+from plantwatch.plant.model import AlertReceiver, ManifestError, Resource, parse_resource
+from plantwatch.secrets import MOUNT_DIR
 
 
 class Verdict(NamedTuple):
@@ -43,6 +46,8 @@ class PlantVerdicts:
     rules: list[tuple[dict[str, Any], Verdict, int]]
     #: The live DetectorModel bodies: each one's scores are series of the plant.
     detectors: list[dict[str, Any]]
+    #: Every live AlertReceiver body and its `Accepted` verdict.
+    receivers: list[tuple[dict[str, Any], Verdict]]
 
     @property
     def valid_nodes(self) -> list[dict[str, Any]]:
@@ -53,6 +58,16 @@ class PlantVerdicts:
     def accepted_rules(self) -> list[dict[str, Any]]:
         """The AlertRules that go into the gateway's config."""
         return [body for body, verdict, _ in self.rules if verdict.status == "True"]
+
+    @property
+    def configured_receivers(self) -> list[dict[str, Any]]:
+        """The AlertReceivers that go into the gateway's config: every valid one, a missing Secret included.
+
+        A receiver whose Secret is missing stays (its Secret volume is optional, its `Accepted`
+        says what is missing): leaving it out would refuse every rule naming it, and a typo in a
+        Secret name would silence the plant's alerts instead of one receiver's.
+        """
+        return [body for body, verdict in self.receivers if verdict.reason != "InvalidSpec"]
 
 
 def parse(body: dict[str, Any]) -> Resource[Any] | str:
@@ -68,22 +83,73 @@ def live(bodies: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [b for b in bodies if not b["metadata"].get("deletionTimestamp")]
 
 
-def judge_plant(nodes: list[dict[str, Any]], rules: list[dict[str, Any]], detectors: list[dict[str, Any]]) -> PlantVerdicts:
-    """Judge a namespace's SensorNodes, AlertRules and DetectorModels (as listed, deleted ones included)."""
-    nodes, rules, detectors = live(nodes), live(rules), live(detectors)
+def judge_plant(
+    nodes: list[dict[str, Any]],
+    rules: list[dict[str, Any]],
+    detectors: list[dict[str, Any]],
+    receivers: Sequence[dict[str, Any]] = (),
+    secret_keys: Mapping[str, Collection[str] | None] | None = None,
+) -> PlantVerdicts:
+    """Judge a namespace's SensorNodes, AlertRules, DetectorModels and AlertReceivers (as listed, deleted
+    ones included). `secret_keys` are the data keys of each Secret the receivers reference (None: the
+    Secret does not exist); `referenced_secrets` says which to read."""
+    nodes, rules, detectors, receivers = live(nodes), live(rules), live(detectors), live(list(receivers))
     parsed_nodes = [(n, parse(n)) for n in nodes]
     parsed_detectors = [p for p in map(parse, detectors) if not isinstance(p, str)]
+    parsed_receivers = [p for p in map(parse, receivers) if not isinstance(p, str)]
     series = plant_series([p for _, p in parsed_nodes if not isinstance(p, str)], parsed_detectors)
     names = {d["metadata"]["name"] for d in detectors}
     judged = []
     for body in rules:
         parsed = parse(body)
         matched = 0 if isinstance(parsed, str) else matched_series(parsed, series)
-        judged.append((body, rule_verdict(body, names, series), matched))
-    return PlantVerdicts(nodes=parsed_nodes, rules=judged, detectors=detectors)
+        judged.append((body, rule_verdict(body, names, series, parsed_receivers), matched))
+    judged_receivers = [(body, receiver_verdict(body, secret_keys or {})) for body in receivers]
+    return PlantVerdicts(nodes=parsed_nodes, rules=judged, detectors=detectors, receivers=judged_receivers)
 
 
-def rule_verdict(body: dict[str, Any], detectors: set[str], series: list[Any]) -> Verdict:
+def secret_refs(spec: Any, path: str = "spec") -> Iterator[tuple[str, str, str]]:
+    """Every `*SecretRef` ({name, key}) in an AlertReceiver's spec, as (field path, Secret name, key):
+    the receiver kinds' own fields, found by the CRD's naming rule rather than listed per kind."""
+    if isinstance(spec, dict):
+        for field, value in sorted(spec.items()):
+            if field.endswith("SecretRef") and isinstance(value, dict) and "name" in value and "key" in value:
+                yield f"{path}.{field}", value["name"], value["key"]
+            else:
+                yield from secret_refs(value, f"{path}.{field}")
+
+
+def referenced_secrets(receivers: list[dict[str, Any]]) -> dict[str, tuple[str, ...]]:
+    """The Secrets the receivers reference, each with the keys they name (sorted): what the gateway mounts."""
+    keys: dict[str, set[str]] = {}
+    for body in receivers:
+        for _, name, key in secret_refs(body.get("spec")):
+            keys.setdefault(name, set()).add(key)
+    return {name: tuple(sorted(keys[name])) for name in sorted(keys)}
+
+
+def receiver_verdict(body: dict[str, Any], secret_keys: Mapping[str, Collection[str] | None]) -> Verdict:
+    """Accepted when the receiver is valid and every Secret key it references exists; otherwise why not,
+    naming each missing Secret or key and the field that references it."""
+    parsed = parse(body)
+    if isinstance(parsed, str):
+        return Verdict("False", "InvalidSpec", parsed)
+    refs = list(secret_refs(body["spec"]))
+    problems = []
+    for path, name, key in refs:
+        keys = secret_keys.get(name)
+        if keys is None:
+            problems.append(f"{path}: Secret {name!r} does not exist in this namespace")
+        elif key not in keys:
+            problems.append(f"{path}: Secret {name!r} has no key {key!r} (keys: {', '.join(sorted(keys)) or 'none'})")
+    if problems:
+        return Verdict("False", "SecretNotFound", "; ".join(problems) + "; the gateway cannot send to this receiver until they exist")
+    mounted = sorted({name for _, name, _ in refs})
+    where = f"; its Secrets {', '.join(mounted)} are mounted at {MOUNT_DIR}/<secret>" if mounted else ""
+    return Verdict("True", "Loaded", f"the receiver is part of the gateway's config{where}")
+
+
+def rule_verdict(body: dict[str, Any], detectors: set[str], series: list[Any], receivers: Sequence[AlertReceiver] = ()) -> Verdict:
     """Accepted or not, and why. A refused rule stays out of the gateway's config, whose `load_plant`
     refuses the same things (a rule watching no series, an unknown receiver): the gateway never
     crash-loops on a plant the operator rendered, and the rule is accepted once nodes match it."""
@@ -95,7 +161,7 @@ def rule_verdict(body: dict[str, Any], detectors: set[str], series: list[Any]) -
         return Verdict(
             "False", "DetectorNotFound", f"condition.anomalyScore.detector {score.detector!r} names no DetectorModel in this namespace"
         )
-    if unknown := unknown_receivers(parsed):
+    if unknown := unknown_receivers(parsed, receivers):
         return Verdict("False", "UnknownReceiver", unknown)
     if nothing := selects_nothing(parsed, series):
         return Verdict("False", "NoMatchingSeries", f"in this namespace: {nothing}")

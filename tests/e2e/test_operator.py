@@ -50,6 +50,7 @@ def operator(cluster, crds, tmp_path_factory) -> Iterator[Path]:
         **os.environ,
         "KUBECONFIG": cluster.kubeconfig,
         "PLANTWATCH_DETECTOR_CHECK_INTERVAL": "2",
+        "PLANTWATCH_RECEIVER_CHECK_INTERVAL": "2",
         # On a real cluster the pods really run: give it an image it can pull (see README).
         "PLANTWATCH_IMAGE": os.environ.get("PLANTWATCH_E2E_IMAGE", "ghcr.io/plantwatch/plantwatch:0.1.0"),
     }
@@ -164,7 +165,7 @@ def test_sample_plant_becomes_workloads_with_status(cluster, plant, operator):
 
     deployment = wait_for(settled, "the gateway Deployment carrying the whole plant's config hash")
     args = deployment["spec"]["template"]["spec"]["containers"][0]["args"]
-    assert args[:4] == ["serve", "ingest", "-f", "/etc/plantwatch"]
+    assert args[:4] == ["serve", "ingest", "-f", "/etc/plantwatch/plant"]
     for kind in ("deployment", "service", "hpa"):
         wait_for(lambda: get(cluster, kind, "plantwatch-detector-bearing-wear", "-n", ns), f"the detector's {kind}")
     hpa = get(cluster, "hpa", "plantwatch-detector-bearing-wear", "-n", ns)
@@ -263,6 +264,66 @@ def test_a_rule_naming_a_missing_detector_is_not_accepted_until_it_exists(cluste
 
     cluster.kubectl("apply", "-n", namespace, "-f", str(EXAMPLE_PLANT / "detectors.yaml"))
     wait_for(lambda: accepted("True"), "AlertRule bearing-anomaly Accepted once its DetectorModel exists")
+
+
+SLACK_RECEIVER = """
+apiVersion: plantwatch.io/v1alpha1
+kind: AlertReceiver
+metadata: {name: line-1-slack}
+spec:
+  type: Slack
+  slack: {urlSecretRef: {name: line-1-slack, key: webhook-url}}
+"""
+ANDON_RECEIVER = """
+apiVersion: plantwatch.io/v1alpha1
+kind: AlertReceiver
+metadata: {name: andon}
+spec:
+  type: MQTT
+  mqtt: {topic: "andon/{node}"}
+"""
+
+
+def test_receivers_wait_for_their_secrets_and_rules_for_their_receivers(cluster, operator, namespace):
+    """An AlertReceiver is Accepted once its Secret exists, which the gateway then mounts (never as
+    environment values); a rule naming a receiver no AlertReceiver defines is refused until one does."""
+    for f in ("nodes.yaml", "rules.yaml"):
+        cluster.kubectl("apply", "-n", namespace, "-f", str(EXAMPLE_PLANT / f))
+    cluster.kubectl("apply", "-n", namespace, "-f", "-", input=SLACK_RECEIVER)
+
+    def accepted(kind: str, name: str, status: str) -> dict | None:
+        obj = get(cluster, kind, name, "-n", namespace)
+        c = conditions(obj).get("Accepted", {})
+        return obj if c.get("status") == status and c.get("observedGeneration") == obj["metadata"]["generation"] else None
+
+    receiver = wait_for(lambda: accepted("alertreceiver", "line-1-slack", "False"), "AlertReceiver Accepted=False")
+    assert conditions(receiver)["Accepted"]["reason"] == "SecretNotFound"
+    assert conditions(receiver)["Accepted"]["message"].startswith(
+        "spec.slack.urlSecretRef: Secret 'line-1-slack' does not exist in this namespace"
+    )
+    cluster.kubectl("create", "secret", "generic", "line-1-slack", "-n", namespace, "--from-literal=webhook-url=https://hooks.invalid/x")
+    receiver = wait_for(lambda: accepted("alertreceiver", "line-1-slack", "True"), "AlertReceiver Accepted once its Secret exists")
+    assert "line-1-slack" in cluster.kubectl("get", "alertreceivers", "-n", namespace).stdout  # the printer columns
+
+    pod = get(cluster, "deployment", "plantwatch-gateway", "-n", namespace)["spec"]["template"]["spec"]
+    volume = next(v for v in pod["volumes"] if v.get("secret", {}).get("secretName") == "line-1-slack")
+    assert volume["secret"]["items"] == [{"key": "webhook-url", "path": "webhook-url"}] and volume["secret"]["defaultMode"] == 0o400
+    container = pod["containers"][0]
+    mount = next(m for m in container["volumeMounts"] if m["name"] == volume["name"])
+    assert (mount["mountPath"], mount["readOnly"]) == ("/etc/plantwatch/secrets/line-1-slack", True)
+    assert "webhook-url" not in json.dumps(container.get("env", []))  # never as an environment value
+    assert "line-1-slack" in get(cluster, "configmap", "plantwatch-plant", "-n", namespace)["data"]["plant.yaml"]
+
+    escalating = {"spec": {"receivers": ["console", "line-1-slack"], "escalation": [{"after": "10m", "receivers": ["andon"]}]}}
+    cluster.kubectl("patch", "alertrule", "machine-overtemperature", "-n", namespace, "--type=merge", "-p", json.dumps(escalating))
+    rule = wait_for(lambda: accepted("alertrule", "machine-overtemperature", "False"), "the rule refused for its unknown receiver")
+    assert conditions(rule)["Accepted"]["reason"] == "UnknownReceiver"
+    assert "no AlertReceiver named 'andon'" in conditions(rule)["Accepted"]["message"]
+    docs = yaml.safe_load_all(get(cluster, "configmap", "plantwatch-plant", "-n", namespace)["data"]["plant.yaml"])
+    assert "machine-overtemperature" not in {d["metadata"]["name"] for d in docs}  # the gateway never sees it
+    cluster.kubectl("apply", "-n", namespace, "-f", "-", input=ANDON_RECEIVER)
+    wait_for(lambda: accepted("alertrule", "machine-overtemperature", "True"), "the rule Accepted once AlertReceiver andon exists")
+    wait_for(lambda: accepted("alertreceiver", "andon", "True"), "a receiver without Secrets Accepted")
 
 
 def test_gpu_detector_runs_on_the_jetson_and_deleting_it_removes_its_children(cluster, operator, namespace):

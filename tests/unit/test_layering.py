@@ -28,6 +28,8 @@ ALLOWED = {
     "service reports status (--status-namespace)",
     ("plantwatch.ingest.node_status", "plantwatch.kube"): "the Kubernetes client (~0.4 s to import) only when the "
     "gateway reports node status in a cluster",
+    ("plantwatch.ingest.alert_status", "plantwatch.kube"): "the Kubernetes client (~0.4 s to import) only when the "
+    "gateway reports its alerts in a cluster",
 }
 
 

@@ -9,7 +9,7 @@ import hashlib
 
 import yaml
 
-from plantwatch_operator.verdicts import SourceVerdict, Verdict, judge_plant, source_verdict
+from plantwatch_operator.verdicts import SourceVerdict, Verdict, judge_plant, receiver_verdict, referenced_secrets, source_verdict
 from tests.conftest import EXAMPLE_PLANT
 
 
@@ -58,6 +58,73 @@ def test_a_rule_with_an_unknown_receiver_is_refused():
         "define an AlertReceiver of that name or use one of these",
     )
     assert matched > 0  # still reported: the selector is not what is wrong
+
+
+def receiver(name: str, spec: dict, **meta) -> dict:
+    return {
+        "apiVersion": "plantwatch.io/v1alpha1",
+        "kind": "AlertReceiver",
+        "metadata": {"name": name, "namespace": "plant-a", **meta},
+        "spec": spec,
+    }
+
+
+PAGER = receiver("pager", {"type": "Slack", "slack": {"urlSecretRef": {"name": "pager-slack", "key": "url"}}})
+HOOKS = receiver(
+    "hooks",
+    {"type": "Webhook", "webhook": {"urlSecretRef": {"name": "hooks", "key": "url"}, "hmacSecretRef": {"name": "hooks", "key": "hmac"}}},
+)
+
+
+def test_a_rule_is_accepted_once_an_alertreceiver_defines_its_receivers():
+    rules = copy.deepcopy(listed("AlertRule"))
+    rules[0]["spec"]["receivers"] = ["console"]
+    rules[0]["spec"]["escalation"] = [{"after": "15m", "receivers": ["pager"]}]
+    name = rules[0]["metadata"]["name"]
+    verdict, _ = verdicts(listed("SensorNode"), rules, listed("DetectorModel"))[name]
+    assert (verdict.reason, "'pager'" in verdict.message) == ("UnknownReceiver", True)  # an escalation tier's receiver counts
+    plant = judge_plant(listed("SensorNode"), rules, listed("DetectorModel"), [PAGER], {"pager-slack": ["url"]})
+    assert {b["metadata"]["name"]: v.status for b, v, _ in plant.rules}[name] == "True"
+    # a receiver whose Secret is missing still defines the name: the rule stays, the receiver says what is missing
+    plant = judge_plant(listed("SensorNode"), rules, listed("DetectorModel"), [PAGER], {"pager-slack": None})
+    assert {b["metadata"]["name"]: v.status for b, v, _ in plant.rules}[name] == "True"
+    assert plant.configured_receivers == [PAGER]
+    # one being deleted has left the plant, and the rule with it
+    going = receiver("pager", PAGER["spec"], deletionTimestamp="2026-01-01T00:00:00Z")
+    plant = judge_plant(listed("SensorNode"), rules, listed("DetectorModel"), [going], {"pager-slack": ["url"]})
+    assert {b["metadata"]["name"]: v.reason for b, v, _ in plant.rules}[name] == "UnknownReceiver" and plant.receivers == []
+
+
+def test_a_receiver_is_accepted_when_its_secrets_hold_the_keys_it_names():
+    assert referenced_secrets([PAGER, HOOKS]) == {"hooks": ("hmac", "url"), "pager-slack": ("url",)}
+    assert receiver_verdict(HOOKS, {"hooks": ["hmac", "url", "unused"]}) == (
+        "True",
+        "Loaded",
+        "the receiver is part of the gateway's config; its Secrets hooks are mounted at /etc/plantwatch/secrets/<secret>",
+    )
+
+
+def test_a_missing_secret_or_key_is_secret_not_found_naming_each():
+    assert receiver_verdict(PAGER, {"pager-slack": None}) == (
+        "False",
+        "SecretNotFound",
+        "spec.slack.urlSecretRef: Secret 'pager-slack' does not exist in this namespace; "
+        "the gateway cannot send to this receiver until they exist",
+    )
+    verdict = receiver_verdict(HOOKS, {"hooks": ["url"]})
+    assert (verdict.reason, verdict.message) == (
+        "SecretNotFound",
+        "spec.webhook.hmacSecretRef: Secret 'hooks' has no key 'hmac' (keys: url); "
+        "the gateway cannot send to this receiver until they exist",
+    )
+
+
+def test_an_invalid_receiver_stays_out_of_the_config():
+    bad = receiver("bad", {"type": "Pigeon"})
+    plant = judge_plant(listed("SensorNode"), listed("AlertRule"), listed("DetectorModel"), [bad, PAGER], {"pager-slack": ["url"]})
+    verdict = dict((b["metadata"]["name"], v) for b, v in plant.receivers)["bad"]
+    assert (verdict.status, verdict.reason, "spec.type" in verdict.message) == ("False", "InvalidSpec", True)
+    assert plant.configured_receivers == [PAGER]
 
 
 def test_a_rule_matching_no_series_is_refused_with_what_exists():

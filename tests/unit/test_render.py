@@ -111,13 +111,61 @@ def test_workloads_are_restricted():
             assert c["resources"]["requests"]["cpu"]
 
 
-def test_gateway_may_only_report_node_status():
+def test_gateway_may_only_report_status_and_post_events():
     objs = render_ingestion("p", [plant_manifest(d) for d in sample_docs()], CONFIG)
     role = next(o for o in objs if o["kind"] == "Role")
-    assert role["rules"] == [{"apiGroups": ["plantwatch.io"], "resources": ["sensornodes/status"], "verbs": ["get", "patch"]}]
+    assert role["rules"] == [
+        {"apiGroups": ["plantwatch.io"], "resources": ["sensornodes/status", "alertrules/status"], "verbs": ["get", "patch"]},
+        {"apiGroups": [""], "resources": ["events"], "verbs": ["create"]},
+    ]
     deployment = next(o for o in objs if o["kind"] == "Deployment")
     assert deployment["spec"]["template"]["spec"]["serviceAccountName"] == "plantwatch-gateway"
     assert "--report-status" in deployment["spec"]["template"]["spec"]["containers"][0]["args"]
+
+
+RECEIVERS = [
+    {
+        "apiVersion": "plantwatch.io/v1alpha1",
+        "kind": "AlertReceiver",
+        "metadata": {"name": "maintenance-hooks"},
+        "spec": {
+            "type": "Webhook",
+            "webhook": {"urlSecretRef": {"name": "hooks", "key": "url"}, "hmacSecretRef": {"name": "hooks", "key": "hmac"}},
+        },
+    },
+    {
+        "apiVersion": "plantwatch.io/v1alpha1",
+        "kind": "AlertReceiver",
+        "metadata": {"name": "line-1-slack"},
+        "spec": {"type": "Slack", "slack": {"urlSecretRef": {"name": "slack.line-1", "key": "webhook-url"}}},
+    },
+]
+
+
+def test_the_gateway_mounts_each_referenced_secret_read_only_and_no_more():
+    objs = render_ingestion("p", [plant_manifest(d) for d in [*sample_docs(), *RECEIVERS]], CONFIG)
+    pod = next(o for o in objs if o["kind"] == "Deployment")["spec"]["template"]["spec"]
+    container = pod["containers"][0]
+    secrets = {v["name"]: v["secret"] for v in pod["volumes"] if "secret" in v}
+    mounts = {m["mountPath"]: m for m in container["volumeMounts"] if m["name"] in secrets}
+    assert set(mounts) == {"/etc/plantwatch/secrets/hooks", "/etc/plantwatch/secrets/slack.line-1"}
+    assert all(m["readOnly"] for m in mounts.values())
+    by_secret = {secrets[m["name"]]["secretName"]: secrets[m["name"]] for m in mounts.values()}
+    assert by_secret["hooks"]["items"] == [{"key": "hmac", "path": "hmac"}, {"key": "url", "path": "url"}]
+    assert by_secret["slack.line-1"]["items"] == [{"key": "webhook-url", "path": "webhook-url"}]
+    assert all(s["defaultMode"] == 0o400 and s["optional"] for s in secrets.values())
+    assert not any("secretKeyRef" in str(e) for e in container["env"])  # never as environment values
+    # the plant is read from beside the Secrets, never from above them
+    assert container["args"][2:4] == ["-f", "/etc/plantwatch/plant"]
+    plant = next(m for m in container["volumeMounts"] if m["name"] == "plant")
+    assert plant["mountPath"] == "/etc/plantwatch/plant"
+    configmap = objs[0]["data"]["plant.yaml"]
+    assert "kind: AlertReceiver" in configmap and "line-1-slack" in configmap
+
+
+def test_a_plant_without_receivers_mounts_no_secret():
+    pod = next(o for o in render_ingestion("p", [plant_manifest(d) for d in sample_docs()], CONFIG) if o["kind"] == "Deployment")
+    assert not [v for v in pod["spec"]["template"]["spec"]["volumes"] if "secret" in v]
 
 
 def test_inference_pods_may_only_report_their_own_detector_status():
