@@ -11,10 +11,15 @@ from pathlib import Path
 
 import pytest
 import yaml
+from prometheus_client import REGISTRY, generate_latest
+from prometheus_client.parser import text_string_to_metric_families
 
 from plantwatch.alerts.promrule import RATE_NOT_EXPRESSIBLE, render_prometheus_rule
+from plantwatch.ingest.formats import encode
+from plantwatch.ingest.pipeline import Pipeline
 from plantwatch.plant.load import load_plant
 from plantwatch.rules import summary as summaries
+from plantwatch.store.sqlite import SqliteStore
 from tests.conftest import EXAMPLE_PLANT
 
 PROMTOOL = shutil.which("promtool") or "/usr/bin/promtool"
@@ -248,3 +253,74 @@ def test_prometheus_fires_and_resolves_what_plantwatch_would(plant, rule_file, t
     path.write_text(yaml.safe_dump(test, sort_keys=False))
     result = subprocess.run([PROMTOOL, "test", "rules", str(path)], capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_the_rules_select_the_series_the_gateway_exports(plant, rule_file, tmp_path):
+    """A Pipeline stores a batch; its /metrics exposition (with the namespace label a ServiceMonitor
+    adds) is what Prometheus evaluates: one series per declared sensor, the newest reading of each."""
+    now = 1_700_000_000.0
+    pipeline = Pipeline(plant, SqliteStore(tmp_path / "p.db"), now=now)
+    topic = "sensors/hall-1/esp32-press-01/data"
+    batch = [
+        (topic, encode("esp32-json", "esp32-press-01", now - 2, {"temperature_c": 60.0, "vibration_g": 1.0})),
+        (topic, encode("esp32-json", "esp32-press-01", now - 1, {"temperature_c": 72.0, "vibration_g": 1.0, "spare_c": 9.0})),
+        (topic, encode("esp32-json", "esp32-press-01", now - 3, {"temperature_c": 99.0})),  # late: stored, not the newest
+    ]
+    pipeline.process(batch, now)
+    exported = [
+        s
+        for family in text_string_to_metric_families(generate_latest(REGISTRY).decode())
+        for s in family.samples
+        if s.name in ("plantwatch_sensor_value", "plantwatch_sensor_last_seen_timestamp_seconds") and s.labels["node"] == "esp32-press-01"
+    ]
+    values = {(s.name, s.labels["sensor"]): s.value for s in exported}
+    assert values == {
+        ("plantwatch_sensor_value", "temperature"): 72.0,
+        ("plantwatch_sensor_value", "vibration"): 1.0,
+        ("plantwatch_sensor_last_seen_timestamp_seconds", "temperature"): now - 1,
+        ("plantwatch_sensor_last_seen_timestamp_seconds", "vibration"): now - 1,
+    }  # no series for the undeclared field
+    inputs = []
+    for s in exported:
+        labels = ",".join(f'{k}="{v}"' for k, v in sorted({**s.labels, "namespace": NS}.items()))
+        inputs.append({"series": f"{s.name}{{{labels}}}", "values": values_of(s.value, 3)})
+    test = {
+        "rule_files": [str(rule_file)],
+        "evaluation_interval": f"{STEP}s",
+        "tests": [
+            {
+                "interval": f"{STEP}s",
+                "input_series": inputs,
+                "alert_rule_test": [
+                    {
+                        "eval_time": "20s",
+                        "alertname": "machine-overtemperature",
+                        "exp_alerts": [
+                            {
+                                "exp_labels": {
+                                    "namespace": NS,
+                                    "node": "esp32-press-01",
+                                    "sensor": "temperature",
+                                    "type": "temperature",
+                                    "unit": "celsius",
+                                    "severity": "warning",
+                                },
+                                "exp_annotations": {
+                                    "summary": "esp32-press-01 temperature at 72 celsius (warning)",
+                                    "runbook_url": "https://plantwatch.example/runbooks/overtemperature",
+                                },
+                            }
+                        ],
+                    }
+                ],
+            }
+        ],
+    }
+    path = tmp_path / "exported.yaml"
+    path.write_text(yaml.safe_dump(test, sort_keys=False))
+    result = subprocess.run([PROMTOOL, "test", "rules", str(path)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def values_of(value: float, steps: int) -> str:
+    return " ".join([format(value, "g")] * steps)
