@@ -15,6 +15,7 @@ from typing import Any
 
 import kopf
 
+from plantwatch.alerts import promrule
 from plantwatch.contracts.conditions import find_condition
 from plantwatch.contracts.names import GROUP, VERSION
 from plantwatch.contracts.times import now_rfc3339
@@ -25,6 +26,7 @@ from plantwatch_operator.metrics import reconciling
 from plantwatch_operator.render import (
     CONFIG_HASH,
     detector_name,
+    labels,
     owned,
     owner_reference,
     plant_manifest,
@@ -32,7 +34,14 @@ from plantwatch_operator.render import (
     render_ingestion,
 )
 from plantwatch_operator.status import StatusUpdate, detector_status, node_status, receiver_status, rule_status
-from plantwatch_operator.verdicts import judge_plant, receiver_verdict, referenced_secrets, source_verdict
+from plantwatch_operator.verdicts import (
+    PlantVerdicts,
+    judge_plant,
+    prometheus_rule_verdict,
+    receiver_verdict,
+    referenced_secrets,
+    source_verdict,
+)
 
 CONFIG = Config.from_env()
 _namespace_locks: dict[str, threading.Lock] = defaultdict(threading.Lock)
@@ -90,8 +99,31 @@ def reconcile_plant(namespace: str) -> None:
         digest = rendered[0]["metadata"]["annotations"][CONFIG_HASH]
         for body, parsed in plant.nodes:
             _write_status(body, node_status(body, parsed, digest, now))
+        rendered = _apply_prometheus_rule(namespace, plant)
+        where = promrule.prometheus_rule_name(namespace)
         for body, verdict, matched in plant.rules:
-            _write_status(body, rule_status(body, verdict, matched, now))
+            prometheus = prometheus_rule_verdict(verdict, body["metadata"]["name"], rendered, where)
+            _write_status(body, rule_status(body, verdict, matched, now, prometheus))
+
+
+def _apply_prometheus_rule(namespace: str, plant: PlantVerdicts) -> dict[str, str] | None:
+    """Where the Prometheus Operator's CRD exists, apply the plant's PrometheusRule (owned by its
+    accepted rules); per rule, why it is not expressible. None: no such CRD."""
+    if not kube.has_crd(promrule.CRD):
+        return None
+    manifest, why = promrule.render_prometheus_rule(plant.accepted_plant, namespace)
+    if manifest is not None:
+        manifest["metadata"]["labels"] = labels("alerting", namespace)
+        kube.apply(owned(manifest, [owner_reference(b, controller=False) for b in plant.accepted_rules]))
+    return why
+
+
+@kopf.on.event("apiextensions.k8s.io", "v1", "customresourcedefinitions", when=lambda name, **_: name == promrule.CRD)
+def prometheus_operator_changed(**_: Any) -> None:
+    """The PrometheusRule CRD was installed or removed: every plant reconciled so far renders its
+    rules for Prometheus (or says it cannot) now, not at its next change."""
+    for namespace in list(_namespace_locks):
+        reconcile_plant(namespace)
 
 
 def _secret_keys(receivers: list[dict[str, Any]], namespace: str) -> dict[str, list[str] | None]:

@@ -60,6 +60,17 @@ def secret_keys(name: str, namespace: str) -> list[str] | None:
     return sorted(secret.data or {})
 
 
+def has_crd(name: str) -> bool:
+    """Whether the cluster serves the CustomResourceDefinition `name` (e.g. prometheusrules.monitoring.coreos.com)."""
+    try:
+        client.ApiextensionsV1Api(api_client()).read_custom_resource_definition(name)
+    except ApiException as exc:
+        if exc.status == 404:
+            return False
+        raise
+    return True
+
+
 def list_plant(namespace: str, plural: str) -> list[dict[str, Any]]:
     """Every custom resource of one kind in a namespace."""
     api = client.CustomObjectsApi(api_client())

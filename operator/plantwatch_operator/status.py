@@ -44,22 +44,31 @@ def announcements(before: list[dict[str, Any]] | None, after: list[dict[str, Any
 
 
 def condition_update(
-    body: dict[str, Any], type_: str, verdict: Verdict, now: str, also: tuple[str, ...] = (), **fields: Any
+    body: dict[str, Any],
+    type_: str,
+    verdict: Verdict,
+    now: str,
+    also: tuple[str, ...] = (),
+    more: tuple[tuple[str, Verdict], ...] = (),
+    **fields: Any,
 ) -> StatusUpdate | None:
-    """The operator's condition `type_` (and the conditions in `also`, and extra status fields),
-    or None when the status already says so.
+    """The operator's condition `type_` (the conditions in `also` as the body has them, further
+    conditions of its own in `more`, and extra status fields), or None when the status already says so.
 
     Server-side apply on the status: the operator owns only the conditions it names, so
     conditions other writers own (the gateway's Online) are left as they are.
     """
     generation = body["metadata"].get("generation")
     old = body.get("status", {})
-    conditions = set_condition(old.get("conditions"), type_, verdict.status, verdict.reason, verdict.message, generation, now)
+    conditions = old.get("conditions")
+    for t, v in ((type_, verdict), *more):
+        conditions = set_condition(conditions, t, v.status, v.reason, v.message, generation, now)
     new = {"observedGeneration": generation, "conditions": conditions, **fields}
     if all(old.get(k) == v for k, v in new.items()):
         return None
-    owned = [c for c in conditions if c["type"] in (type_, *also)]
-    return StatusUpdate({**new, "conditions": owned}, announcements(old.get("conditions"), conditions, (type_,)))
+    announced = (type_, *(t for t, _ in more))
+    owned = [c for c in conditions if c["type"] in (*announced, *also)]
+    return StatusUpdate({**new, "conditions": owned}, announcements(old.get("conditions"), conditions, announced))
 
 
 def node_status(body: dict[str, Any], parsed: Any, digest: str, now: str) -> StatusUpdate | None:
@@ -85,9 +94,10 @@ def node_status(body: dict[str, Any], parsed: Any, digest: str, now: str) -> Sta
     return condition_update(body, "Ready", Verdict("True", "Rendered", f"in the gateway config {digest}"), now, also=also)
 
 
-def rule_status(body: dict[str, Any], verdict: Verdict, matched: int, now: str) -> StatusUpdate | None:
-    """An AlertRule's `Accepted` and its `matchedSeries` printer column."""
-    return condition_update(body, "Accepted", verdict, now, matchedSeries=matched)
+def rule_status(body: dict[str, Any], verdict: Verdict, matched: int, now: str, prometheus: Verdict) -> StatusUpdate | None:
+    """An AlertRule's `Accepted`, its `PrometheusRule` (rendered for Prometheus or why not) and its
+    `matchedSeries` printer column."""
+    return condition_update(body, "Accepted", verdict, now, more=(("PrometheusRule", prometheus),), matchedSeries=matched)
 
 
 def receiver_status(body: dict[str, Any], verdict: Verdict, now: str) -> StatusUpdate | None:

@@ -14,7 +14,8 @@ from collections.abc import Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
-from plantwatch.plant.load import matched_series, plant_series, selects_nothing, unknown_receivers
+from plantwatch.alerts.promrule import CRD as PROMETHEUS_RULE_CRD
+from plantwatch.plant.load import Plant, matched_series, plant_series, selects_nothing, unknown_receivers
 from plantwatch.plant.model import AlertReceiver, ManifestError, Resource, parse_resource
 from plantwatch.secrets import MOUNT_DIR
 
@@ -68,6 +69,16 @@ class PlantVerdicts:
         Secret name would silence the plant's alerts instead of one receiver's.
         """
         return [body for body, verdict in self.receivers if verdict.reason != "InvalidSpec"]
+
+    @property
+    def accepted_plant(self) -> Plant:
+        """The plant the gateway runs: its valid nodes, accepted rules and valid detectors, typed."""
+        detectors = [p for p in map(parse, self.detectors) if not isinstance(p, str)]
+        return Plant(
+            nodes=tuple(p for _, p in self.nodes if not isinstance(p, str)),
+            rules=tuple(parse_resource(b) for b in self.accepted_rules),
+            detectors=tuple(detectors),
+        )
 
 
 def parse(body: dict[str, Any]) -> Resource[Any] | str:
@@ -166,6 +177,24 @@ def rule_verdict(body: dict[str, Any], detectors: set[str], series: list[Any], r
     if nothing := selects_nothing(parsed, series):
         return Verdict("False", "NoMatchingSeries", f"in this namespace: {nothing}")
     return Verdict("True", "Loaded", "the rule is part of the gateway's config")
+
+
+def prometheus_rule_verdict(accepted: Verdict, rule: str, rendered: Mapping[str, str] | None, where: str) -> Verdict:
+    """`PrometheusRule`: whether the rule is also a group of the namespace's PrometheusRule `where`.
+    `rendered` is render_prometheus_rule's reasons per rule ('' when rendered); None when the cluster
+    has no PrometheusRule CRD."""
+    if rendered is None:
+        return Verdict(
+            "False",
+            "PrometheusOperatorAbsent",
+            f"the cluster has no CRD {PROMETHEUS_RULE_CRD} (the Prometheus Operator); Plantwatch evaluates the rule either way",
+        )
+    if accepted.status != "True":
+        return Verdict("False", "NotAccepted", "only Accepted rules are rendered (see the Accepted condition)")
+    why = rendered.get(rule, "")
+    if why:
+        return Verdict("False", "NotExpressible", why)
+    return Verdict("True", "Rendered", f"group {rule} of PrometheusRule {where}")
 
 
 def source_verdict(source: dict[str, Any], configmap: dict[str, Any] | None) -> SourceVerdict:

@@ -14,6 +14,8 @@ from plantwatch_operator.status import (
 from plantwatch_operator.verdicts import SourceVerdict, Verdict
 
 T0, T1 = "2026-01-01T00:00:00Z", "2026-01-01T00:05:00Z"
+ABSENT = Verdict("False", "PrometheusOperatorAbsent", "the cluster has no CRD prometheusrules.monitoring.coreos.com")
+NOT_ACCEPTED = Verdict("False", "NotAccepted", "only Accepted rules are rendered")
 
 
 def body(kind: str, status: dict | None = None, generation: int = 3, managed: list | None = None, spec: dict | None = None) -> dict:
@@ -83,27 +85,43 @@ def test_an_invalid_node_is_not_ready_and_says_why():
 
 def test_a_rule_reports_its_verdict_and_matched_series():
     refused = Verdict("False", "UnknownReceiver", "spec.receivers: unknown 'pager' (known: console)")
-    update = rule_status(body("AlertRule"), refused, 4, T0)
+    update = rule_status(body("AlertRule"), refused, 4, T0, NOT_ACCEPTED)
     assert update.status["matchedSeries"] == 4 and update.status["observedGeneration"] == 3
-    assert [(c["type"], c["status"], c["reason"]) for c in update.status["conditions"]] == [("Accepted", "False", "UnknownReceiver")]
+    assert [(c["type"], c["status"], c["reason"]) for c in update.status["conditions"]] == [
+        ("Accepted", "False", "UnknownReceiver"),
+        ("PrometheusRule", "False", "NotAccepted"),
+    ]
     assert update.events == (
         Announcement("Warning", "UnknownReceiver", "Accepted=False: spec.receivers: unknown 'pager' (known: console)"),
+        Announcement("Warning", "NotAccepted", "PrometheusRule=False: only Accepted rules are rendered"),
     )
+
+
+def test_a_rule_rendered_for_prometheus_once_its_crd_appears_says_so_alone():
+    loaded = Verdict("True", "Loaded", "the rule is part of the gateway's config")
+    rule = written(body("AlertRule"), rule_status(body("AlertRule"), loaded, 4, T0, ABSENT).status)
+    rendered = Verdict("True", "Rendered", "group x of PrometheusRule plantwatch-plant-a-rules")
+    update = rule_status(rule, loaded, 4, T1, rendered)
+    conditions = {c["type"]: c for c in update.status["conditions"]}
+    assert conditions["PrometheusRule"]["reason"] == "Rendered" and conditions["PrometheusRule"]["lastTransitionTime"] == T1
+    assert conditions["Accepted"]["lastTransitionTime"] == T0
+    assert update.events == (Announcement("Normal", "Rendered", "PrometheusRule=True: group x of PrometheusRule plantwatch-plant-a-rules"),)
+    assert rule_status(written(rule, update.status), loaded, 4, T1, rendered) is None
 
 
 def test_a_new_matched_series_count_is_written_without_an_event():
     loaded = Verdict("True", "Loaded", "the rule is part of the gateway's config")
-    rule = written(body("AlertRule"), rule_status(body("AlertRule"), loaded, 4, T0).status)
-    assert rule_status(rule, loaded, 4, T1) is None
-    update = rule_status(rule, loaded, 5, T1)
+    rule = written(body("AlertRule"), rule_status(body("AlertRule"), loaded, 4, T0, ABSENT).status)
+    assert rule_status(rule, loaded, 4, T1, ABSENT) is None
+    update = rule_status(rule, loaded, 5, T1, ABSENT)
     assert update.status["matchedSeries"] == 5 and update.events == ()
 
 
 def test_a_new_generation_is_written():
     loaded = Verdict("True", "Loaded", "the rule is part of the gateway's config")
-    rule = written(body("AlertRule"), rule_status(body("AlertRule"), loaded, 4, T0).status)
+    rule = written(body("AlertRule"), rule_status(body("AlertRule"), loaded, 4, T0, ABSENT).status)
     rule["metadata"]["generation"] = 4
-    assert rule_status(rule, loaded, 4, T1).status["observedGeneration"] == 4
+    assert rule_status(rule, loaded, 4, T1, ABSENT).status["observedGeneration"] == 4
 
 
 def managed(manager: str, *fields: str) -> dict:

@@ -9,7 +9,16 @@ import hashlib
 
 import yaml
 
-from plantwatch_operator.verdicts import SourceVerdict, Verdict, judge_plant, receiver_verdict, referenced_secrets, source_verdict
+from plantwatch.alerts.promrule import render_prometheus_rule
+from plantwatch_operator.verdicts import (
+    SourceVerdict,
+    Verdict,
+    judge_plant,
+    prometheus_rule_verdict,
+    receiver_verdict,
+    referenced_secrets,
+    source_verdict,
+)
 from tests.conftest import EXAMPLE_PLANT
 
 
@@ -34,6 +43,31 @@ def test_the_sample_plant_is_accepted_whole():
     for name, (verdict, matched) in verdicts(nodes, rules, detectors).items():
         assert verdict == ("True", "Loaded", "the rule is part of the gateway's config"), name
         assert matched > 0, name
+
+
+def test_each_rule_says_whether_prometheus_evaluates_it_too():
+    rules = listed("AlertRule")
+    jump = copy.deepcopy(rules[0])
+    jump["metadata"]["name"] = "jump"
+    jump["spec"]["condition"] = {"type": "RateOfChange", "rateOfChange": {"maxPerMinute": "5"}}
+    plant = judge_plant(listed("SensorNode"), [*rules, jump], [])  # no DetectorModel: bearing-anomaly is refused
+    manifest, rendered = render_prometheus_rule(plant.accepted_plant, "plant-a")
+    assert {g["name"] for g in manifest["spec"]["groups"]} == {"machine-overtemperature", "vibration-high", "node-silent"}
+    found = {
+        body["metadata"]["name"]: prometheus_rule_verdict(verdict, body["metadata"]["name"], rendered, "plantwatch-plant-a-rules")[:2]
+        for body, verdict, _ in plant.rules
+    }
+    assert found == {
+        "machine-overtemperature": ("True", "Rendered"),
+        "vibration-high": ("True", "Rendered"),
+        "node-silent": ("True", "Rendered"),
+        "bearing-anomaly": ("False", "NotAccepted"),
+        "jump": ("False", "NotExpressible"),
+    }
+    loaded = Verdict("True", "Loaded", "")
+    assert prometheus_rule_verdict(loaded, "jump", rendered, "r").message.startswith("RateOfChange compares each reading")
+    absent = prometheus_rule_verdict(loaded, "vibration-high", None, "r")
+    assert absent.reason == "PrometheusOperatorAbsent" and "prometheusrules.monitoring.coreos.com" in absent.message
 
 
 def test_an_anomaly_rule_waits_for_its_detector():
