@@ -488,3 +488,41 @@ def test_the_gateway_reports_online_beside_the_operators_ready(cluster, plant, t
         gateway.terminate()
         gateway.wait(20)
         broker.stop()
+
+
+PROMETHEUS_RULE_CRD = Path(__file__).parent / "prometheusrules-crd.yaml"
+
+
+def test_rules_become_a_prometheus_rule_once_the_prometheus_operators_crd_exists(cluster, operator, namespace):
+    crd = "prometheusrules.monitoring.coreos.com"
+    ours = get(cluster, "crd", crd) is None  # a cluster with the Prometheus Operator keeps its own
+    jump = {
+        "apiVersion": "plantwatch.io/v1alpha1",
+        "kind": "AlertRule",
+        "metadata": {"name": "spindle-jump"},
+        "spec": {"selector": {"sensor": "spindle-speed"}, "condition": {"type": "RateOfChange", "rateOfChange": {"maxPerMinute": "100"}}},
+    }
+    for f in ("nodes.yaml", "rules.yaml"):  # no DetectorModel: bearing-anomaly stays unaccepted
+        cluster.kubectl("apply", "-n", namespace, "-f", str(EXAMPLE_PLANT / f))
+    cluster.kubectl("apply", "-n", namespace, "-f", "-", input=yaml.safe_dump(jump))
+
+    def reason(rule: str, expected: str):
+        return conditions(get(cluster, "alertrule", rule, "-n", namespace)).get("PrometheusRule", {}).get("reason") == expected
+
+    try:
+        if ours:
+            wait_for(lambda: reason("vibration-high", "PrometheusOperatorAbsent"), "PrometheusRule=False PrometheusOperatorAbsent")
+            cluster.kubectl("apply", "--server-side", "-f", str(PROMETHEUS_RULE_CRD))
+            cluster.kubectl("wait", "--for=condition=Established", f"crd/{crd}", "--timeout=60s")
+        name = f"plantwatch-{namespace}-rules"
+        rendered = wait_for(lambda: get(cluster, crd, name, "-n", namespace), f"PrometheusRule {name} once its CRD exists")
+        assert {g["name"] for g in rendered["spec"]["groups"]} == {"machine-overtemperature", "vibration-high", "node-silent"}
+        assert {o["kind"] for o in rendered["metadata"]["ownerReferences"]} == {"AlertRule"}
+        wait_for(lambda: reason("machine-overtemperature", "Rendered"), "machine-overtemperature PrometheusRule=True Rendered")
+        wait_for(lambda: reason("spindle-jump", "NotExpressible"), "spindle-jump PrometheusRule=False NotExpressible")
+        wait_for(lambda: reason("bearing-anomaly", "NotAccepted"), "bearing-anomaly PrometheusRule=False NotAccepted")
+        message = conditions(get(cluster, "alertrule", "spindle-jump", "-n", namespace))["PrometheusRule"]["message"]
+        assert "consecutive readings" in message
+    finally:
+        if ours:
+            cluster.kubectl("delete", "crd", crd, "--wait=false", check=False)

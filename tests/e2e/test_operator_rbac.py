@@ -16,6 +16,7 @@ import yaml
 
 from tests.conftest import EXAMPLE_PLANT, ROOT
 from tests.e2e.conftest import wait_for
+from tests.e2e.test_operator import SLACK_RECEIVER
 
 DEPLOY = ROOT / "operator" / "deploy"
 SYSTEM = "plantwatch-system"
@@ -73,11 +74,12 @@ def test_the_operator_deployment_passes_restricted_pod_security(cluster, install
 
 def test_the_role_grants_no_more_than_the_handlers_need(cluster, installed):
     assert can(cluster, "patch", "deployments.apps") and can(cluster, "patch", "sensornodes.plantwatch.io/status")
+    assert can(cluster, "get", "secrets")  # an AlertReceiver's, by name
     for verb, resource in [
         ("delete", "deployments.apps"),
         ("update", "deployments.apps"),
-        ("get", "secrets"),
         ("list", "secrets"),
+        ("watch", "secrets"),
         ("create", "pods"),
         ("delete", "sensornodes.plantwatch.io"),
         ("create", "clusterroles.rbac.authorization.k8s.io"),
@@ -122,6 +124,8 @@ def test_the_operator_needs_nothing_beyond_its_role(cluster, operator_as_its_acc
         pytest.fail(f"{failure}\n--- operator log (tail) ---\n{log.read_text()[-4000:]}", pytrace=False)
 
     cluster.kubectl("apply", "-n", namespace, "-f", str(EXAMPLE_PLANT))
+    cluster.kubectl("create", "secret", "generic", "line-1-slack", "-n", namespace, "--from-literal=webhook-url=https://hooks.invalid/x")
+    cluster.kubectl("apply", "-n", namespace, "-f", "-", input=SLACK_RECEIVER)
     for kind, name in [
         ("configmap", "plantwatch-plant"),
         ("deployment", "plantwatch-gateway"),
@@ -135,6 +139,7 @@ def test_the_operator_needs_nothing_beyond_its_role(cluster, operator_as_its_acc
         ("sensornode", "esp32-press-01", ("Ready",)),
         ("alertrule", "bearing-anomaly", ("Accepted",)),
         ("detectormodel", "bearing-wear", ("ModelValid", "Available")),
+        ("alertreceiver", "line-1-slack", ("Accepted",)),
     ]:
         waited(lambda: current(get(cluster, kind, name, "-n", namespace), *types), f"{kind}/{name} {'+'.join(types)}")
     waited(lambda: "Rendered" in cluster.kubectl("get", "events", "-n", namespace).stdout, "the operator's Events")
