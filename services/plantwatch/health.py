@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import socket
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -90,11 +90,36 @@ class HttpServer:
 class HealthServer(HttpServer):
     """`healthy`: the process works (liveness); `ready`: it can take traffic (readiness)."""
 
-    def __init__(self, port: int, healthy: Callable[[], bool], ready: Callable[[], bool], host: str = "127.0.0.1"):
+    def __init__(
+        self,
+        port: int,
+        healthy: Callable[[], bool],
+        ready: Callable[[], bool],
+        host: str = "127.0.0.1",
+        routes: Mapping[str, Callable[[Handler], None]] | None = None,
+    ):
+        """`routes`: path prefix → a function that answers every request under it, any method
+        (the alerts API at /api/v1/ shares the port the probes and Prometheus already reach)."""
         checks = {"/healthz": healthy, "/readyz": ready}
+        mounted = dict(routes or {})
 
         class HealthHandler(Handler):
+            def _mounted(self) -> bool:
+                serve = next((f for prefix, f in mounted.items() if self.path.startswith(prefix)), None)
+                if serve is not None:
+                    serve(self)
+                return serve is not None
+
+            def do_POST(self) -> None:  # noqa: N802
+                if not self._mounted():
+                    self.close_connection = True  # the body is left unread
+                    self.send(404, f"nothing to {self.command} at {self.path}\n".encode(), "text/plain")
+
+            do_DELETE = do_POST  # noqa: N815
+
             def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
+                if self._mounted():
+                    return
                 path = self.path.split("?", 1)[0]
                 if path == "/metrics":
                     self.send_metrics()
