@@ -12,6 +12,8 @@ import argparse
 import math
 from collections.abc import Callable
 
+from plantwatch.contracts.times import parse_timestamp
+
 
 def number(kind: type, low: float | None = None, high: float | None = None, *, above: bool = False) -> Callable[[str], float]:
     """A converter to `kind` (int or float) accepting low <= value <= high (low < value with `above`).
@@ -52,3 +54,19 @@ positive_int = number(int, 1)
 non_negative_int = number(int, 0)
 #: A TCP port to listen on; 0 asks the system for any free one.
 port = number(int, 0, 65535)
+
+
+def timestamp(text: str) -> float:
+    """A point in time: RFC 3339 (`2026-01-05T08:00:00Z`; no offset means UTC) or epoch seconds."""
+    try:
+        return float(text) if text.replace(".", "", 1).isdigit() else parse_timestamp(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be RFC 3339 (2026-01-05T08:00:00Z) or epoch seconds, got {text!r}") from None
+
+
+def secret_key(text: str) -> tuple[str, str]:
+    """A key of a Secret, `NAME/KEY` (e.g. plantwatch-api/token) → (name, key)."""
+    name, sep, key = text.partition("/")
+    if not sep or not name or not key or "/" in key:
+        raise argparse.ArgumentTypeError(f"must be a Secret and its key as NAME/KEY (e.g. plantwatch-api/token), got {text!r}")
+    return name, key
