@@ -54,7 +54,10 @@ def _answer(status: int, raw: bytes, where: str) -> Any:
         body = None
     if 200 <= status < 300:
         return body
-    message = body["error"] if isinstance(body, dict) and "error" in body else raw.decode("utf-8", "replace").strip()[:500]
+    if isinstance(body, dict) and isinstance(body.get("error") or body.get("message"), str):  # ours, or a Kubernetes Status
+        message = body.get("error") or body["message"]
+    else:
+        message = raw.decode("utf-8", "replace").strip()[:500]
     raise ClientError(status, f"{where} answered {status}: {message}")
 
 
