@@ -145,11 +145,9 @@ class Episodes:
     def __init__(self) -> None:
         self.closed: list[Episode] = []
         self._open: dict[str, Episode] = {}
-        self.events = 0
 
     def add(self, events: Iterable[AlertEvent]) -> None:
         for e in events:
-            self.events += 1
             current = self._open.get(e.fingerprint)
             if e.state == "firing":
                 if current is None:
@@ -245,9 +243,14 @@ class AbsenceClock:
                     self._fired.discard(key)
                     heapq.heappush(self._heap, (later(ts, self._after[key]), key))
 
-    def next_due(self) -> float | None:
+    def due_before(self, limit: float, inclusive: bool = False) -> float | None:
+        """The earliest time before `limit` (or at it) that a quiet watch falls due; None if none does.
+
+        A heap entry's time is a lower bound of its watch's (readings only move it later), so only
+        entries that would otherwise fall due are brought up to date: a reading costs one comparison.
+        """
         heap = self._heap
-        while heap:
+        while heap and (heap[0][0] < limit or inclusive and heap[0][0] == limit):
             due, key = heap[0]
             actual = later(self._last[key], self._after[key])
             if actual == due:
@@ -532,7 +535,7 @@ def _replay(plant: Plant, db: sqlite3.Connection, where: str, start: float | Non
             for ts, node, sensor, type_, value, unit in rows:
                 readings += 1
                 if clock:
-                    while (due := clock.next_due()) is not None and due < ts:
+                    while (due := clock.due_before(ts)) is not None:
                         events = engine.tick(due)
                         clock.ticked(due, events)
                         if events:
@@ -541,7 +544,7 @@ def _replay(plant: Plant, db: sqlite3.Connection, where: str, start: float | Non
                 events = engine.on_reading(Reading(node, sensor, type_, value, ts, unit))
                 if events:
                     emit(ts, events)
-            while clock and (due := clock.next_due()) is not None and due <= end:
+            while clock and (due := clock.due_before(end, inclusive=True)) is not None:
                 events = engine.tick(due)
                 clock.ticked(due, events)
                 if events:
