@@ -22,7 +22,6 @@
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import os
 import platform
@@ -37,8 +36,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "services"))
 sys.path.append(str(ROOT))  # tests.support: the launchers of the real servers
-
-from plantwatch.alerts.router import AlertRouter  # noqa: E402
+from plantwatch.alerts.notification import Notification  # noqa: E402
+from plantwatch.alerts.notifier import Notifier  # noqa: E402
 from plantwatch.ingest.formats import encode  # noqa: E402
 from plantwatch.ingest.pipeline import Pipeline  # noqa: E402
 from plantwatch.ingest.runner import IngestService  # noqa: E402
@@ -46,6 +45,7 @@ from plantwatch.mqtt import wire  # noqa: E402
 from plantwatch.mqtt.broker import start_mosquitto  # noqa: E402
 from plantwatch.mqtt.publisher import Publisher  # noqa: E402
 from plantwatch.plant.load import load_plant  # noqa: E402
+from plantwatch.store.alert_state import AlertState  # noqa: E402
 from plantwatch.store.sqlite import SqliteStore  # noqa: E402
 
 TOPIC = "sensors/hall-1/esp32-press-01/data"
@@ -138,7 +138,7 @@ def paho_callback_rate(broker, messages: list[bytes]) -> float:
 def gateway_rate(broker, messages: list[bytes], workdir: Path, sinks=(), client_id: str = "bench-gateway") -> tuple[float, int]:
     plant = load_plant(PLANT)
     store = SqliteStore(workdir / f"{client_id}.db")
-    pipeline = Pipeline(plant, store, AlertRouter(plant, out=io.StringIO()), sinks=sinks)
+    pipeline = Pipeline(plant, store, sinks=sinks)
     first = IngestService(pipeline, broker.url, client_id=client_id)
     first.start()
     first.stop()  # the session now exists and collects the stream
@@ -163,7 +163,7 @@ def stage_costs(messages: list[bytes], workdir: Path, batch: int = 5000) -> dict
     """Where a message's time goes, without the broker: µs per message of each stage, one thread."""
     plant = load_plant(PLANT)
     store = SqliteStore(workdir / "stages.db")
-    pipeline = Pipeline(plant, store, AlertRouter(plant, out=io.StringIO()))
+    pipeline = Pipeline(plant, store)
     topic = TOPIC.encode()
     frames = [
         wire._packet(wire.PUBLISH << 4 | 0x02, struct.pack("!H", len(topic)) + topic + struct.pack("!H", i % 65535 + 1) + m)
@@ -236,12 +236,31 @@ print(i)
 """
 
 
+class _Stopwatch:
+    """A receiver that notes how late each alert reached it."""
+
+    name, kind = "console", "Console"
+
+    def __init__(self, latencies: list[float]):
+        self.latencies = latencies
+
+    def send(self, notification: Notification, timeout: float) -> None:
+        now = time.time()
+        self.latencies.extend(now - (a.ends_at if a.ends_at is not None else a.starts_at) for a in notification.alerts)
+
+    def close(self) -> None:
+        pass
+
+
 def alert_latency(broker, rate: float, seconds: float, workdir: Path) -> dict:
     plant = load_plant(PLANT)
     latencies: list[float] = []
-    router = AlertRouter(plant, out=io.StringIO(), notify=lambda e, why: latencies.append(time.time() - e.ts))
-    pipeline = Pipeline(plant, SqliteStore(workdir / "latency.db"), router)
+    # From the reading's timestamp to the receiver's send: rules, the store's commit, the notifier's step.
+    db = workdir / "latency.db"
+    notifier = Notifier(plant, AlertState(db), {"console": _Stopwatch(latencies)})
+    pipeline = Pipeline(plant, SqliteStore(db), on_alerts=notifier.wake)
     service = IngestService(pipeline, broker.url, client_id="bench-latency-gateway")
+    notifier.start()
     service.start()
     sent = int(
         subprocess.run(
@@ -255,6 +274,7 @@ def alert_latency(broker, rate: float, seconds: float, workdir: Path) -> dict:
     while pipeline.messages < sent and time.time() < deadline:
         time.sleep(0.01)
     service.stop()
+    notifier.stop()
     vibration = sorted(latencies)
 
     def pct(q: float) -> float:

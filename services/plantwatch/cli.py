@@ -12,9 +12,11 @@ import os
 import sys
 from importlib import resources
 
-from plantwatch.cliargs import non_negative_float, non_negative_int, port, positive_float, positive_int
+from plantwatch.alerts.cli import add_commands as add_alerts_commands
+from plantwatch.cliargs import non_negative_float, non_negative_int, port, positive_float, positive_int, secret_key, timestamp
 from plantwatch.logs import configure as configure_logging
 from plantwatch.plant.load import PlantError, load_plant
+from plantwatch.secrets import MOUNT_DIR
 
 
 def _policy(args: argparse.Namespace):
@@ -54,6 +56,22 @@ def _add_retention(p: argparse.ArgumentParser) -> None:
     )
 
 
+def _add_api(p: argparse.ArgumentParser, where: str) -> None:
+    p.add_argument(
+        "--api-token-secret",
+        type=secret_key,
+        metavar="NAME/KEY",
+        help=f"the alerts API's bearer token: this key of this Secret ({where}); without it the API refuses changes",
+    )
+    p.add_argument("--api-open-reads", action="store_true", help="serve the alerts API's reads (list, get, history) without the token")
+
+
+def _api_token(args: argparse.Namespace):
+    from plantwatch.alerts.api import TokenRef
+
+    return TokenRef(*args.api_token_secret) if args.api_token_secret else None
+
+
 def _up(args: argparse.Namespace) -> int:
     from plantwatch.local.runtime import UpOptions, up
 
@@ -72,6 +90,8 @@ def _up(args: argparse.Namespace) -> int:
             window_s=args.window_seconds,
             policy=_policy(args),
             dead_letter_retention_s=args.dead_letter_retention_days * 86400,
+            api_token=_api_token(args),
+            api_open_reads=args.api_open_reads,
         )
     )
 
@@ -143,6 +163,9 @@ def _serve_ingest(args: argparse.Namespace) -> int:
         scale,
         args.score_url,
         args.dead_letter_retention_days * 86400,
+        args.secrets_dir,
+        _api_token(args),
+        args.api_open_reads,
     )
 
 
@@ -168,6 +191,21 @@ def _serve_inference(args: argparse.Namespace) -> int:
             limits,
         )
     )
+
+
+def _rules_backtest(args: argparse.Namespace) -> int:
+    import json
+
+    from plantwatch.rules.backtest import BacktestError, backtest, choose, load_plant, render
+
+    try:
+        plant, replaced = load_plant(args.file)
+        report = backtest(choose(plant, args.rule or ()), args.store, args.start, args.end, replaced)
+    except (PlantError, BacktestError) as exc:
+        print(f"plantwatch rules backtest: {exc}", file=sys.stderr)
+        return 1
+    sys.stdout.write(json.dumps(report.as_json(), indent=2) + "\n" if args.json else render(report))
+    return 0
 
 
 def _operator(args: argparse.Namespace) -> int:
@@ -213,6 +251,7 @@ def parser(with_detector: bool = True) -> argparse.ArgumentParser:
     up.add_argument("--window-seconds", type=positive_float, default=60.0, help="width of the tumbling-window summaries")
     _add_policy(up)
     _add_retention(up)
+    _add_api(up, "a Secret manifest in the plant folder")
     up.set_defaults(func=_up)
 
     val = sub.add_parser("validate", help="check plant YAML against the CRD schemas (as the API server would)")
@@ -253,6 +292,12 @@ def parser(with_detector: bool = True) -> argparse.ArgumentParser:
     )
     ingest.add_argument("--status-namespace", help="namespace of the SensorNodes (default: $POD_NAMESPACE)")
     ingest.add_argument(
+        "--secrets-dir",
+        default=MOUNT_DIR if os.path.isdir(MOUNT_DIR) else None,
+        help=f"the AlertReceivers' Secrets, a folder per Secret and a file per key (default: {MOUNT_DIR} when it exists, "
+        "where the operator mounts them)",
+    )
+    ingest.add_argument(
         "--score-url",
         metavar="URL",
         help="score every DetectorModel through its inference service, {name} = the DetectorModel "
@@ -278,6 +323,7 @@ def parser(with_detector: bool = True) -> argparse.ArgumentParser:
     )
     _add_policy(ingest)
     _add_retention(ingest)
+    _add_api(ingest, "read from --secrets-dir, where the operator mounts Secrets")
     ingest.set_defaults(func=_serve_ingest)
 
     inf = serve_sub.add_parser("inference", help="serve a DetectorModel over the Open Inference Protocol (HTTP)")
@@ -351,6 +397,37 @@ def parser(with_detector: bool = True) -> argparse.ArgumentParser:
         add_detector_commands(sub)
     else:  # listed in --help without importing numpy, onnx and scikit-learn into every command
         sub.add_parser("detector", help="train, score and evaluate anomaly detectors (plantwatch detector --help)")
+
+    add_alerts_commands(sub)
+
+    rules = sub.add_parser("rules", help="try alert rules on stored history (plantwatch rules backtest --help)")
+    rules_sub = rules.add_subparsers(dest="rules_command", required=True, metavar="COMMAND")
+    bt = rules_sub.add_parser(
+        "backtest",
+        help="replay a store's readings through AlertRules: what would have fired, when, for how long, who would have been told",
+        description="Replay the stored readings of the series the rules select through the live rule engine and notifier, "
+        "in event time, and print each alert episode and the notifications each receiver would have been sent "
+        "(grouping, repeats, escalation and maintenance windows applied; silences are live state and are not). "
+        "Nothing is written to the store and nothing is sent. See docs/alerting.md, Backtesting a rule.",
+    )
+    bt.add_argument(
+        "-f",
+        "--file",
+        action="append",
+        required=True,
+        help="plant YAML file or folder (repeatable): the SensorNodes the rules select, the receivers and the rules; "
+        "an AlertRule in a later -f replaces the one of the same name before it (-f plant/ -f tuned-rule.yaml)",
+    )
+    bt.add_argument("--store", required=True, metavar="DB", help="SQLite store of `plantwatch up --db` or `serve ingest --db` (read only)")
+    bt.add_argument(
+        "--from", dest="start", type=timestamp, metavar="T", help="start, RFC 3339 or epoch seconds (default: the first stored reading)"
+    )
+    bt.add_argument(
+        "--to", dest="end", type=timestamp, metavar="T", help="end, RFC 3339 or epoch seconds (default: the last stored reading)"
+    )
+    bt.add_argument("--rule", action="append", metavar="NAME", help="try only this AlertRule of the files (repeatable; default: all)")
+    bt.add_argument("--json", action="store_true", help="print the report as JSON")
+    bt.set_defaults(func=_rules_backtest)
 
     op = sub.add_parser("operator", help="run the Kubernetes operator (kopf)")
     op.add_argument("-n", "--namespace", action="append", help="watch this namespace (repeatable; default: all)")

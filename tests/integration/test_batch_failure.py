@@ -7,13 +7,11 @@ blip): the point is what the gateway does next, not the sink.
 
 from __future__ import annotations
 
-import io
 import time
 
 import pytest
 
 from plantwatch import metrics
-from plantwatch.alerts.router import AlertRouter
 from plantwatch.ingest.formats import encode
 from plantwatch.ingest.pipeline import Pipeline, PipelineFailed, load_gateway_plant
 from plantwatch.ingest.runner import IngestService
@@ -23,6 +21,7 @@ from plantwatch.mqtt.subscriber import BatchFailed
 from plantwatch.store.influx import SpoolDepth
 from plantwatch.store.sqlite import SqliteStore
 from tests.conftest import EXAMPLE_PLANT
+from tests.support.alerts import announce
 
 TOPIC = "sensors/hall-1/esp32-press-01/data"
 
@@ -84,10 +83,9 @@ def test_a_batch_the_store_refuses_stops_the_gateway_and_its_restart_stores_it_w
     # 90 °C from t0+5 on: over the critical 80 for the rule's 10 s, so it fires once
     heat = [encode("esp32-json", "esp32-press-01", t0 + 5 + i, {"temperature_c": 90.0}) for i in range(hot)]
 
-    out = io.StringIO()
     sink = RefusesOnce(90.0)
     inflight = metrics.INFLIGHT._value.get()
-    pipeline = Pipeline(plant, store, AlertRouter(plant, out=out), sinks=[sink])
+    pipeline = Pipeline(plant, store, sinks=[sink])
     service = IngestService(pipeline, broker.url, client_id="refused-gw")
     service.start()
     try:
@@ -109,9 +107,8 @@ def test_a_batch_the_store_refuses_stops_the_gateway_and_its_restart_stores_it_w
         pipeline.process([(TOPIC, heat[-1])], time.time())
 
     # The restart (same persistent session): the broker redelivers what was never acknowledged.
-    out2 = io.StringIO()
     sink2 = RefusesOnce(-1.0)
-    again = Pipeline(plant, store, AlertRouter(plant, out=out2), sinks=[sink2])
+    again = Pipeline(plant, store, sinks=[sink2])
     restarted = IngestService(again, broker.url, client_id="refused-gw")
     restarted.start()
     try:
@@ -122,10 +119,11 @@ def test_a_batch_the_store_refuses_stops_the_gateway_and_its_restart_stores_it_w
         restarted.stop()
     # what one gateway that never failed stores
     control = SqliteStore(":memory:")
-    Pipeline(plant, control, AlertRouter(plant, out=io.StringIO())).process([(TOPIC, m) for m in cool + heat], time.time())
+    Pipeline(plant, control).process([(TOPIC, m) for m in cool + heat], time.time())
     sql = "SELECT rule, state, severity, ts FROM alert_events ORDER BY ts"
     assert store.query(sql) == control.query(sql) and len(control.query(sql)) == 1
-    assert out2.getvalue().count("ALERT CRITICAL") == 1
+    # the notifier follows the stored events: announced once, whatever the failed batch did
+    assert announce(plant, tmp_path / "p.db").count("ALERT CRITICAL") == 1
 
 
 def test_a_pipeline_whose_store_failed_takes_no_further_batch(tmp_path):
@@ -143,7 +141,7 @@ def test_a_pipeline_whose_store_failed_takes_no_further_batch(tmp_path):
     plant = load_gateway_plant(str(EXAMPLE_PLANT))
     t0 = 1767254400.0
     store = FailingOnce(tmp_path / "p.db")
-    p = Pipeline(plant, store, AlertRouter(plant, out=io.StringIO()), now=t0)
+    p = Pipeline(plant, store, now=t0)
     p.process([(TOPIC, encode("esp32-json", "esp32-press-01", t0 + i, {"temperature_c": 40.0})) for i in range(5)], t0 + 5)
     batch = [(TOPIC, encode("esp32-json", "esp32-press-01", t0 + 5 + i, {"temperature_c": 90.0})) for i in range(11)]
     store.fail = True
@@ -154,10 +152,10 @@ def test_a_pipeline_whose_store_failed_takes_no_further_batch(tmp_path):
     p.tick(t0 + 60)  # nothing either: the engine is ahead of the store
     assert store.count("alert_events") == 0 and p.in_flight == 0
     # what the restart does: a fresh pipeline from the store gets the batch again
-    fresh = Pipeline(plant, store, AlertRouter(plant, out=io.StringIO()), now=t0)
+    fresh = Pipeline(plant, store, now=t0)
     fresh.process(batch, t0 + 17)
     control = SqliteStore(":memory:")
-    Pipeline(plant, control, AlertRouter(plant, out=io.StringIO()), now=t0).process(batch, t0 + 17)
+    Pipeline(plant, control, now=t0).process(batch, t0 + 17)
     assert store.query("SELECT state, ts FROM alert_events") == control.query("SELECT state, ts FROM alert_events")
     assert store.count("alert_events") == 1
 
@@ -185,14 +183,14 @@ def test_a_shard_whose_sink_fails_stops_uncommitted_and_its_next_owner_alerts_ev
     cool = [encode("esp32-json", "esp32-press-01", t0 + i, {"temperature_c": 40.0}) for i in range(5)]
     heat = [encode("esp32-json", "esp32-press-01", t0 + 5 + i, {"temperature_c": 90.0}) for i in range(20)]
 
-    def replica(sink, out, owner):
+    def replica(sink, owner):
         def make(subset, shard_store):
-            return Pipeline(subset, shard_store, AlertRouter(subset, out=out), sinks=[sink])
+            return Pipeline(subset, shard_store, sinks=[sink])
 
         return ShardedIngest(plant, store, broker.url, 1, [0], "sharded-gw", owner, make, dead_letter_unknown=True)
 
-    out_a, sink_a = io.StringIO(), Recording(90.0)
-    a = replica(sink_a, out_a, "replica-a")
+    sink_a = Recording(90.0)
+    a = replica(sink_a, "replica-a")
     a.start()
     try:
         publish(broker.url, cool)
@@ -204,8 +202,8 @@ def test_a_shard_whose_sink_fails_stops_uncommitted_and_its_next_owner_alerts_ev
     assert sink_a.refused == 1 and isinstance(a.error, BatchFailed) and cause(a.error) is sink_a.error
     assert store.count("alert_events") == 0  # the sink refused first: nothing committed, checkpoint included
 
-    out_b, sink_b = io.StringIO(), Recording(-1.0)
-    b = replica(sink_b, out_b, "replica-a2")  # the restart: claims, restores the checkpoint, gets the batch again
+    sink_b = Recording(-1.0)
+    b = replica(sink_b, "replica-a2")  # the restart: claims, restores the checkpoint, gets the batch again
     b.start()
     try:
         wait_until(lambda: store.count("readings") == len(cool) + len(heat) and store.count("alert_events") >= 1)
@@ -216,4 +214,4 @@ def test_a_shard_whose_sink_fails_stops_uncommitted_and_its_next_owner_alerts_ev
     events = store.query("SELECT rule, state, ts FROM alert_events")
     assert len(events) == 1
     assert sink_a.alerts + sink_b.alerts == events  # the sink has the alert event too
-    assert (out_a.getvalue() + out_b.getvalue()).count("ALERT CRITICAL") == 1  # notified once
+    assert announce(plant, tmp_path / "p.db").count("ALERT CRITICAL") == 1  # notified once

@@ -234,9 +234,6 @@ def test_killed_server_every_reading_arrives_once_in_order(tmp_path, make_store)
 
 
 def test_the_gateway_pipeline_writes_to_influxdb_beside_sqlite(influxd, bucket, make_store, tmp_path):
-    import io
-
-    from plantwatch.alerts.router import AlertRouter
     from plantwatch.ingest.formats import encode
     from plantwatch.ingest.pipeline import Pipeline
     from plantwatch.plant.load import load_plant
@@ -246,7 +243,7 @@ def test_the_gateway_pipeline_writes_to_influxdb_beside_sqlite(influxd, bucket, 
     plant = load_plant(EXAMPLE_PLANT)
     store = make_store(influxd, bucket)
     now = time.time()
-    pipeline = Pipeline(plant, SqliteStore(tmp_path / "p.db"), AlertRouter(plant, out=io.StringIO()), sinks=[store], now=now)
+    pipeline = Pipeline(plant, SqliteStore(tmp_path / "p.db"), sinks=[store], now=now)
     pipeline.process(
         [
             (

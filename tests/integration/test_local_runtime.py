@@ -118,7 +118,6 @@ def test_invalid_plant_exits_2_with_the_field(tmp_path):
 def test_health_and_metrics_endpoints(tmp_path):
     import urllib.request
 
-    from plantwatch.alerts.router import AlertRouter
     from plantwatch.health import HealthServer
     from plantwatch.ingest.pipeline import Pipeline
     from plantwatch.ingest.runner import IngestService
@@ -127,7 +126,7 @@ def test_health_and_metrics_endpoints(tmp_path):
 
     broker = start_broker("mosquitto")
     plant = load_plant(EXAMPLE_PLANT)
-    service = IngestService(Pipeline(plant, SqliteStore(tmp_path / "p.db"), AlertRouter(plant)), broker.url)
+    service = IngestService(Pipeline(plant, SqliteStore(tmp_path / "p.db")), broker.url)
     health = HealthServer(0, healthy=lambda: service.alive, ready=lambda: service.ready)
     health.start()
     base = f"http://127.0.0.1:{health.port}"

@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import io
-
 import yaml
 
-from plantwatch.alerts.router import AlertRouter
 from plantwatch.ingest import sparkplug as sp
 from plantwatch.ingest.pipeline import Pipeline, check_plant
 from plantwatch.plant.load import plant_from_documents
@@ -33,7 +30,6 @@ def pipeline(tmp_path, sent):
     return Pipeline(
         plant,
         SqliteStore(tmp_path / "p.db"),
-        AlertRouter(plant, out=io.StringIO()),
         publish=lambda topic, body: sent.append((topic, body)),
         now=NOW,
     )
@@ -91,9 +87,7 @@ def test_a_sparkplug_node_needs_its_data_topic():
 def test_unknown_node_policy_ignore(plant, tmp_path):
     from plantwatch.ingest.validate import Policy
 
-    p = Pipeline(
-        plant, SqliteStore(tmp_path / "i.db"), AlertRouter(plant, out=io.StringIO()), policy=Policy(unknown_node="ignore"), now=NOW
-    )
+    p = Pipeline(plant, SqliteStore(tmp_path / "i.db"), policy=Policy(unknown_node="ignore"), now=NOW)
     p.process([("sensors/nowhere/x/data", b"{}")], NOW)
     assert sum(p.rejected.values()) == 0 and p.messages == 1
 

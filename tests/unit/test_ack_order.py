@@ -8,11 +8,9 @@ died in between, the broker would redeliver the older batch only.
 
 from __future__ import annotations
 
-import io
 import threading
 import time
 
-from plantwatch.alerts.router import AlertRouter
 from plantwatch.ingest.formats import encode
 from plantwatch.ingest.pipeline import Pipeline
 from plantwatch.ingest.runner import IngestService
@@ -32,7 +30,7 @@ def test_a_small_batch_is_not_acknowledged_before_the_large_batch_before_it(tmp_
         finishing.set()
         assert release.wait(10)
 
-    pipeline = Pipeline(plant, SqliteStore(tmp_path / "p.db"), AlertRouter(plant, out=io.StringIO()), publish=publish)
+    pipeline = Pipeline(plant, SqliteStore(tmp_path / "p.db"), publish=publish)
     service = IngestService(pipeline, "mqtt://127.0.0.1:1")  # never connects: batches are handed in below
     acks: list[str] = []
     service._committer.start()

@@ -1,12 +1,10 @@
 """Conflicting readings: the same (node, sensor, ts) with another value is told apart from a re-delivery."""
 
-import io
 import logging
 
 import orjson
 from prometheus_client import REGISTRY
 
-from plantwatch.alerts.router import AlertRouter
 from plantwatch.ingest.conflicts import SeriesGuard
 from plantwatch.ingest.formats import encode
 from plantwatch.ingest.pipeline import Pipeline
@@ -73,7 +71,6 @@ def gateway(plant, db, published):
     return Pipeline(
         plant,
         SqliteStore(db),
-        AlertRouter(plant, out=io.StringIO()),
         publish=lambda topic, body: published.append((topic, orjson.loads(body))),
         now=T0,
     )

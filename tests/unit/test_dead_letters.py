@@ -5,14 +5,12 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import io
 import sqlite3
 
 import orjson
 import pytest
 import yaml
 
-from plantwatch.alerts.router import AlertRouter
 from plantwatch.cli import parser
 from plantwatch.ingest.dead_letters import DEAD_LETTER_SWEEP_S, DEAD_LETTER_TEXT, dead_letter
 from plantwatch.ingest.pipeline import Pipeline
@@ -58,7 +56,6 @@ def test_a_64k_topic_makes_a_bounded_dead_letter_row_and_message(tmp_path):
     pipeline = Pipeline(
         plant,
         SqliteStore(tmp_path / "d.db"),
-        AlertRouter(plant, out=io.StringIO()),
         publish=lambda topic, body: published.append((topic, body)),
         now=NOW,
     )

@@ -5,13 +5,11 @@ Seeded, so a failure reproduces: the assertion message names the seed index and 
 
 from __future__ import annotations
 
-import io
 import json
 import random
 from dataclasses import replace
 from pathlib import Path
 
-from plantwatch.alerts.router import AlertRouter
 from plantwatch.ingest import sparkplug as sp
 from plantwatch.ingest.formats import FORMATS
 from plantwatch.ingest.pipeline import Pipeline
@@ -95,7 +93,7 @@ def generate(rng: random.Random, base: list[bytes]) -> bytes:
 def test_100k_generated_payloads_never_crash_the_gateway(tmp_path):
     plant = load_plant(EXAMPLE_PLANT)
     nodes = [CompiledNode.of(n) for n in plant.nodes]
-    pipeline = Pipeline(plant, SqliteStore(":memory:"), AlertRouter(plant, out=io.StringIO()), now=NOW)
+    pipeline = Pipeline(plant, SqliteStore(":memory:"), now=NOW)
     rng = random.Random(20261122)
     base = seeds()
     reasons: set[str] = set()
@@ -136,7 +134,6 @@ def run_batch(tmp_path, batch):
     pipeline = Pipeline(
         plant,
         SqliteStore(tmp_path / "p.db"),
-        AlertRouter(plant, out=io.StringIO()),
         publish=lambda topic, body: sent.append(json.loads(body)),
         now=NOW,
     )
@@ -164,7 +161,7 @@ def test_a_decoder_that_raises_costs_only_its_message_and_logs_one_traceback(tmp
 
 def test_a_rule_that_raises_costs_only_its_message(tmp_path, monkeypatch):
     plant = load_plant(EXAMPLE_PLANT)
-    pipeline = Pipeline(plant, SqliteStore(tmp_path / "p.db"), AlertRouter(plant, out=io.StringIO()), now=NOW)
+    pipeline = Pipeline(plant, SqliteStore(tmp_path / "p.db"), now=NOW)
     real = pipeline.engine.on_reading
 
     def buggy(reading):

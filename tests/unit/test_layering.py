@@ -21,6 +21,8 @@ PACKAGES = {"plantwatch": ROOT / "services" / "plantwatch", "plantwatch_operator
 COMMAND_MODULES = {
     "plantwatch.cli": "each command imports what it runs, so `plantwatch validate` does not load numpy, "
     "ONNX Runtime, aiohttp or the Kubernetes client (cli.py's docstring)",
+    "plantwatch.alerts.cli": "the `plantwatch alerts` commands, registered by cli.py: the same rule, the API client "
+    "(and the Kubernetes client for --kube) only when a command runs",
 }
 #: (importing module, imported module) → why the import is inside a function.
 ALLOWED = {
@@ -28,6 +30,8 @@ ALLOWED = {
     "service reports status (--status-namespace)",
     ("plantwatch.ingest.node_status", "plantwatch.kube"): "the Kubernetes client (~0.4 s to import) only when the "
     "gateway reports node status in a cluster",
+    ("plantwatch.alerts.client", "plantwatch.kube"): "the Kubernetes client (~0.4 s to import) only for "
+    "`plantwatch alerts --kube`",
     ("plantwatch.ingest.alert_status", "plantwatch.kube"): "the Kubernetes client (~0.4 s to import) only when the "
     "gateway reports its alerts in a cluster",
 }

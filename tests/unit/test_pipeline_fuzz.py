@@ -15,7 +15,6 @@ million or more (FUZZ_CASES=...). Hypothesis prints the failing batch, shrunk, a
 
 from __future__ import annotations
 
-import io
 import json
 import math
 import os
@@ -28,7 +27,6 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from plantwatch.alerts.router import AlertRouter
 from plantwatch.contracts.times import iso
 from plantwatch.ingest import sparkplug as sp
 from plantwatch.ingest.pipeline import Pipeline
@@ -368,7 +366,6 @@ class Rig:
         self.pipeline = Pipeline(
             self.plant,
             self.store,
-            AlertRouter(self.plant, out=io.StringIO()),
             publish=lambda topic, body: self.published.append((topic, body)),
             now=NOW,
         )

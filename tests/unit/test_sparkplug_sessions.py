@@ -3,12 +3,9 @@ devices only, at most MAX_ALIASES per edge node, a bounded few strangers; every 
 
 from __future__ import annotations
 
-import io
-
 import yaml
 from prometheus_client import REGISTRY
 
-from plantwatch.alerts.router import AlertRouter
 from plantwatch.ingest import sparkplug as sp
 from plantwatch.ingest.pipeline import Pipeline
 from plantwatch.ingest.sparkplug_sessions import MAX_STRANGER_SESSIONS
@@ -70,7 +67,6 @@ def pipeline(tmp_path, sent=None):
     return Pipeline(
         plant,
         SqliteStore(tmp_path / "p.db"),
-        AlertRouter(plant, out=io.StringIO()),
         publish=(lambda t, b: sent.append((t, b))) if sent is not None else None,
         now=NOW,
     )

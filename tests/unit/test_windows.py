@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import io
-
 import pytest
 
-from plantwatch.alerts.router import AlertRouter
 from plantwatch.ingest.formats import encode
 from plantwatch.ingest.pipeline import Pipeline
 from plantwatch.rules.windows import percentile, summarize, window_start
@@ -34,7 +31,7 @@ def summaries(store: SqliteStore) -> list[tuple]:
 
 @pytest.fixture
 def pipeline(plant, tmp_path):
-    return Pipeline(plant, SqliteStore(tmp_path / "p.db"), AlertRouter(plant, out=io.StringIO()), now=T0)
+    return Pipeline(plant, SqliteStore(tmp_path / "p.db"), now=T0)
 
 
 def test_windows_close_after_the_grace_and_redelivery_changes_nothing(pipeline):
@@ -77,7 +74,7 @@ def test_a_batch_a_sink_refuses_is_given_up(plant, tmp_path):
     from plantwatch.store.influx import InfluxStore, SpoolFullError
 
     down = InfluxStore(f"http://127.0.0.1:{free_port()}", "token", "org", "bucket", tmp_path / "spool", spool_max_bytes=1)
-    pipeline = Pipeline(plant, SqliteStore(tmp_path / "p.db"), AlertRouter(plant, out=io.StringIO()), sinks=[down], now=T0)
+    pipeline = Pipeline(plant, SqliteStore(tmp_path / "p.db"), sinks=[down], now=T0)
     with pytest.raises(SpoolFullError):
         pipeline.process([message(T0 + 1, 10.0)], T0 + 2)
     assert pipeline.in_flight == 0 and pipeline.messages == 0  # not counted, not holding back any summary

@@ -114,6 +114,8 @@ class Outcome:
     #: sent, failed or circuit_open.
     result: str
     attempts: tuple[Attempt, ...]
+    #: False when the last failure was one trying again cannot mend (the notifier gives the message up).
+    retryable: bool = True
 
 
 @dataclass(frozen=True)
@@ -179,7 +181,7 @@ class Delivery:
             if error is None:
                 return Outcome(True, SENT, tuple(attempts))
             if not retryable:
-                break
+                return Outcome(False, FAILED, tuple(attempts), retryable=False)
         return Outcome(False, FAILED, tuple(attempts))
 
     def _wait_left(self) -> float:

@@ -2,7 +2,7 @@
 
 `Pipeline` keeps the per-series state (rule engine, conflict guard, summary windows,
 last seen) and takes each batch through `prepare` (decode, validate, rules: no I/O),
-`commit` (the store and the sinks, writes.py) and `finish` (counters, alert routing,
+`commit` (the store and the sinks, writes.py) and `finish` (counters,
 dead letters published); `tick` does the clock's work. runner.py runs it behind an MQTT
 subscription, scaleout.py once per shard. Both runtimes use them: `plantwatch up` (one
 process) and `plantwatch serve ingest` (the gateway Deployment the operator renders).
@@ -23,7 +23,6 @@ from typing import Any, Protocol
 import orjson
 
 from plantwatch import metrics
-from plantwatch.alerts.router import AlertRouter
 from plantwatch.ingest import dead_letters
 from plantwatch.ingest.conflicts import LOG_INTERVAL_S as CONFLICT_LOG_S
 from plantwatch.ingest.conflicts import SeriesGuard
@@ -109,7 +108,7 @@ class Pipeline:
 
     `process` does a whole batch on the calling thread. Its three steps may also run
     apart: `prepare` (decode, validate, rules) on one thread, and `commit` (the store's
-    transaction) then `finish` (counters, alert routing, dead letters) on another, batch
+    transaction) then `finish` (counters, dead letters) on another, batch
     after batch in the order prepared: IngestService overlaps them that way.
     """
 
@@ -117,7 +116,6 @@ class Pipeline:
         self,
         plant: Plant,
         store: Store,
-        router: AlertRouter,
         publish: Callable[[str, bytes], None] | None = None,
         policy: Policy = Policy(),
         now: float | None = None,
@@ -126,6 +124,7 @@ class Pipeline:
         sinks: Sequence[Sink] = (),
         scorers: Sequence[Scorer] = (),
         dead_letter_retention_s: float = DEAD_LETTER_RETENTION_S,
+        on_alerts: Callable[[], None] | None = None,
     ):
         self.plant = plant
         self.store = store
@@ -141,9 +140,10 @@ class Pipeline:
         #: Streaming detectors: their `anomaly_score` readings go through the rules and into the
         #: store like any other reading.
         self.scorers = scorers
-        self.router = router
         self.policy = policy
         self._publish = publish
+        #: Called once a batch with alert events is stored (the notifier steps at once instead of at its next tick).
+        self._on_alerts = on_alerts
         compiled = [CompiledNode.of(n) for n in plant.nodes]
         self._nodes = {c.topic: c for c in compiled if c.format != "sparkplug-b"}
         self._topics = {c.name: c.topic for c in compiled}
@@ -160,14 +160,19 @@ class Pipeline:
         self._window_grace_s = window_grace_s
         #: Windows that received readings since they were last summarized: (node, sensor, start).
         self._dirty_windows: set[tuple[str, str, float]] = set()
-        #: Prepared batches not yet finished (stored and routed), oldest first.
+        #: Prepared batches not yet finished (stored and counted), oldest first.
         self._uncommitted: deque[PreparedBatch] = deque()
         #: Guards what `finish` (possibly on a committing thread) shares with `prepare` and `tick`:
-        #: the dirty windows, the batches in flight, the router and the counters.
+        #: the dirty windows, the batches in flight and the counters.
         self._lock = threading.Lock()
-        #: Messages whose batch is stored (and its alerts routed).
+        #: Per series (node, sensor): its exported value and last-seen gauges and the newest timestamp
+        #: they show; only `finish` touches it.
+        self._exported: dict[tuple[str, str], list[Any]] = {}
+        #: Messages whose batch is stored.
         self.messages = 0
         self.readings_stored = 0
+        #: Alert events stored (the notifier announces them from the store).
+        self.alert_events = 0
         self.rejected: Counter[str] = Counter()
         #: When each internal error (type, file, line; bounded by the code) last logged its traceback.
         #: Tracebacks of internal errors, once per kind (exception type and where it was raised) per interval.
@@ -184,7 +189,7 @@ class Pipeline:
         return sorted({topic.split("/", 1)[0] + "/#" for topic in self._topics.values()})
 
     def process(self, batch: Sequence[tuple[str, bytes]], now: float) -> None:
-        """Decode, validate, evaluate, store and route one batch, all on the calling thread."""
+        """Decode, validate, evaluate, and store one batch, all on the calling thread."""
         prepared = self.prepare(batch, now)
         self.commit(prepared)
         self.finish(prepared)
@@ -309,10 +314,9 @@ class Pipeline:
                 self._uncommitted.remove(p)  # given up: the broker delivers it again
                 self.failed = exc  # the rules have seen this batch: no further batch (PipelineFailed)
                 if committed:
-                    # Its alert events are stored; whether the restarted rules derive them again
-                    # from the redelivered batch depends on history they no longer have, so the
-                    # receivers hear of them now: notifications are at least once, never lost.
-                    self._route(p.alerts, p.now)
+                    # Its alert events are stored: the notifier, which follows the stored events
+                    # (alerts/notifier.py), announces them whatever the restarted rules derive.
+                    self._count_alerts(p.alerts)
             raise
         if p.stored < len(p.readings):  # re-deliveries, or conflicts with readings stored earlier
             self._stored_conflicts(p)
@@ -329,7 +333,7 @@ class Pipeline:
                 self._uncommitted.remove(p)
 
     def finish(self, p: PreparedBatch) -> None:
-        """After the commit: count, route the batch's alerts, publish its dead letters."""
+        """After the commit: count, publish its dead letters."""
         with self._lock:
             self._uncommitted.remove(p)
             self.messages += p.messages
@@ -338,10 +342,34 @@ class Pipeline:
                 metrics.MESSAGES.labels(result).inc(count)
             metrics.READINGS.inc(p.stored)
             metrics.BATCH.observe(p.messages)
-            self._route(p.alerts, p.now)
+            self._count_alerts(p.alerts)
+        if p.alerts and self._on_alerts:
+            self._on_alerts()
+        self._export(p.readings)
         if self._publish:
             for topic, body in p.outbox:
                 self._publish(topic, body)
+
+    def _export(self, readings: list[Reading]) -> None:
+        """Each stored series' newest value and time as gauges (what a PrometheusRule reads): one update
+        per series per batch, however many readings it brought; a late reading leaves them as they are."""
+        newest: dict[tuple[str, str], Reading] = {}
+        for r in readings:
+            key = (r.node, r.sensor)
+            seen = newest.get(key)
+            if seen is None or r.ts >= seen.ts:
+                newest[key] = r
+        exported = self._exported
+        for key, r in newest.items():
+            series = exported.get(key)
+            if series is None:
+                value, seen_at = metrics.SENSOR_VALUE.labels(r.node, r.sensor, r.type, r.unit), metrics.SENSOR_LAST_SEEN.labels(*key)
+                series = exported[key] = [value, seen_at, float("-inf")]
+            elif r.ts <= series[2]:
+                continue
+            series[0].set(r.value)
+            series[1].set(r.ts)
+            series[2] = r.ts
 
     def _stored_conflicts(self, p: PreparedBatch) -> None:
         """Dead-letter the conflicts the guard could not see (a late reading, one stored before a restart).
@@ -434,10 +462,11 @@ class Pipeline:
             except BaseException as exc:
                 self.failed = exc  # the engine has fired them: it must not go on as if they were stored
                 raise
-        with self._lock:
-            if events:
-                self._route(events, now)
-            self.router.repeat_due(now)
+        if events:
+            with self._lock:
+                self._count_alerts(events)
+            if self._on_alerts:
+                self._on_alerts()
         for node, silence in self.silence.items():
             metrics.NODE_ONLINE.labels(node).set(1 if now - self.last_seen.get(node, -1e18) <= silence else 0)
         if now >= self._next_sweep:
@@ -463,7 +492,7 @@ class Pipeline:
         self.last_seen.update(snapshot["last_seen"])
         self._dirty_windows.update(tuple(w) for w in snapshot["windows"])
 
-    def _route(self, events: list[AlertEvent], now: float) -> None:
+    def _count_alerts(self, events: list[AlertEvent]) -> None:
         for e in events:
             metrics.ALERTS.labels(e.rule, e.state, e.severity).inc()
-        self.router.route(events, now)
+        self.alert_events += len(events)

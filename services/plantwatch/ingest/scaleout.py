@@ -17,7 +17,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import replace
-from typing import Any, TextIO
+from typing import Any
 
 import orjson
 
@@ -98,32 +98,6 @@ class LockedSink:
     def close(self) -> None:
         with self._lock:
             self._sink.close()
-
-
-class SharedLines:
-    """A text stream the shard threads' alert routers share: each line is written whole.
-
-    print() writes the text and its newline separately, so two threads printing at once
-    could splice their lines; here a thread's text waits until its line is complete.
-    """
-
-    def __init__(self, out: TextIO):
-        self._out = out
-        self._lock = threading.Lock()
-        self._pending = threading.local()
-
-    def write(self, text: str) -> int:
-        buffered = getattr(self._pending, "text", "") + text
-        head, newline, tail = buffered.rpartition("\n")
-        self._pending.text = tail
-        if newline:
-            with self._lock:
-                self._out.write(head + newline)
-        return len(text)
-
-    def flush(self) -> None:
-        with self._lock:
-            self._out.flush()
 
 
 class ShardWorker:

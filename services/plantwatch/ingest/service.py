@@ -14,19 +14,27 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from plantwatch.alerts.router import AlertRouter
+from plantwatch.alerts.api import PREFIX as API_PREFIX
+from plantwatch.alerts.api import TokenRef
+from plantwatch.alerts.api import from_secret as alerts_api
+from plantwatch.alerts.notifier import Notifier
+from plantwatch.alerts.receivers import build as build_receiver
+from plantwatch.alerts.receivers import build_or_defer
 from plantwatch.health import HealthServer
 from plantwatch.inference.plant_scorers import remote_scorers
+from plantwatch.ingest.alert_status import AlertStatusReporter
 from plantwatch.ingest.dead_letters import DEAD_LETTER_QUEUE, DEAD_LETTER_RETENTION_S
 from plantwatch.ingest.node_status import NodeStatusReporter
 from plantwatch.ingest.pipeline import Pipeline, Scorer, load_gateway_plant
 from plantwatch.ingest.runner import IngestService
-from plantwatch.ingest.scaleout import DEFAULT_LEASE_S, LockedSink, ShardedIngest, SharedLines
+from plantwatch.ingest.scaleout import DEFAULT_LEASE_S, LockedSink, ShardedIngest
 from plantwatch.ingest.shards import owned_shards
 from plantwatch.ingest.validate import Policy
 from plantwatch.ingest.writes import Sink, Store
 from plantwatch.mqtt.publisher import Publisher
 from plantwatch.plant.load import Plant, PlantError
+from plantwatch.secrets import SecretMissing, Secrets
+from plantwatch.store.alert_state import AlertState
 from plantwatch.store.sqlite import SqliteStore
 
 
@@ -53,8 +61,14 @@ def serve(
     scale: Scale | None = None,
     score_url: str | None = None,
     dead_letter_retention_s: float = DEAD_LETTER_RETENTION_S,
+    secrets_dir: str | None = None,
+    api_token: TokenRef | None = None,
+    api_open_reads: bool = False,
 ) -> int:
-    """Run the gateway until SIGTERM; with `status_namespace`, report SensorNode Online there.
+    """Run the gateway until SIGTERM; with `status_namespace`, report SensorNode Online there, and
+    AlertRule firingCount/lastFired and an Event on the SensorNode per alert firing or resolving.
+    `secrets_dir` holds the AlertReceivers' Secrets (plantwatch.secrets.MOUNT_DIR in a pod), and the
+    alerts API's token (`api_token`; without it the API refuses changes; alerts/api.py).
 
     With `score_url` (e.g. http://plantwatch-detector-{name}:8080), every DetectorModel is
     scored through its inference service and its scores are readings (inference/stream.py).
@@ -68,23 +82,41 @@ def serve(
         print(f"plantwatch serve ingest: {exc}", file=sys.stderr)
         return 2
     store = SqliteStore(db)
+    alert_state = AlertState(db)
+    try:
+        secrets = Secrets(plant.others, mount_dir=secrets_dir)
+        receivers = {"console": build_receiver(None, "console", secrets, broker_url)}
+        # A receiver whose Secret is not mounted yet waits for it (its AlertReceiver says SecretNotFound).
+        receivers.update({r.name: build_or_defer(r, secrets, broker_url) for r in plant.receivers})
+    except (SecretMissing, ValueError) as exc:
+        print(f"plantwatch serve ingest: the plant's receivers: {exc}", file=sys.stderr)
+        return 2
+    try:
+        api = alerts_api(alert_state, secrets, api_token, api_open_reads)
+    except SecretMissing as exc:
+        print(f"plantwatch serve ingest: --api-token-secret: {exc}", file=sys.stderr)
+        return 2
+    # One notifier acts per store (a lease in it): the replicas sharing a store take over from each other
+    # once the holder stops renewing; a restarted replica, under the same name, takes its own lease back at once.
+    owner = f"{client_id}-{scale.index}-of-{scale.replicas}" if scale else client_id
+    notifier = Notifier(plant, alert_state, receivers, owner=owner, plant_name=status_namespace or "default")
     # Replicas must not share a client id (the broker would keep disconnecting one for the
     # other), not even two generations of one replica during a rescale.
     dlq = Publisher(broker_url, client_id=f"{client_id}-dlq" + (f"-{uuid.uuid4().hex[:8]}" if scale else ""), max_queued=DEAD_LETTER_QUEUE)
     dlq.start(timeout=None)
     if scale:
-        shared, lines = [LockedSink(s) for s in sinks], SharedLines(sys.stdout)
+        shared = [LockedSink(s) for s in sinks]
 
         def shard_pipeline(subset: Plant, shard_store: Store) -> Pipeline:
             return Pipeline(
                 subset,
                 shard_store,
-                AlertRouter(subset, lines),
                 publish=dlq.publish,
                 policy=policy,
                 sinks=shared,
                 scorers=_scorers(subset, score_url),
                 dead_letter_retention_s=dead_letter_retention_s,
+                on_alerts=notifier.wake,
             )
 
         owned = owned_shards(scale.index, scale.shards, scale.replicas)
@@ -105,29 +137,34 @@ def serve(
         view = Pipeline(
             plant,
             store,
-            AlertRouter(plant),
             publish=dlq.publish,
             policy=policy,
             sinks=sinks,
             scorers=_scorers(plant, score_url),
             dead_letter_retention_s=dead_letter_retention_s,
+            on_alerts=notifier.wake,
         )
         service = IngestService(view, broker_url, client_id)
-    health = HealthServer(http_port, healthy=lambda: service.alive, ready=lambda: service.ready, host="0.0.0.0")
+    health = HealthServer(http_port, healthy=lambda: service.alive, ready=lambda: service.ready, host="0.0.0.0", routes={API_PREFIX: api})
     health.start()
+    notifier.start()
     service.start(connect_timeout=None)  # not ready until the broker answers; the kubelet waits
-    reporter = NodeStatusReporter(view, status_namespace) if status_namespace else None
-    if reporter:
+    reporters = (
+        [NodeStatusReporter(view, status_namespace), AlertStatusReporter(store, status_namespace, plant)] if status_namespace else []
+    )
+    for reporter in reporters:
         reporter.start()
     stop = threading.Event()
     for s in (signal.SIGINT, signal.SIGTERM):
         signal.signal(s, lambda *_: stop.set())
     while not stop.is_set() and service.alive:
         stop.wait(1.0)
-    if reporter:
+    for reporter in reporters:
         reporter.stop()
     service.stop()
     view.close_windows()
+    notifier.stop()
+    alert_state.close()
     for sink in sinks:
         sink.flush()
         sink.close()

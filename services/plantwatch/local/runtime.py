@@ -1,8 +1,11 @@
 """`plantwatch up`: every stage of a plant on one machine.
 
 Broker (an external one if given, else mosquitto or the embedded broker), the
-ingestion pipeline with the embedded SQLite store and the rules, alert routing to the
-console, /metrics /healthz /readyz, and optionally simulated nodes. Runs for a
+ingestion pipeline with the embedded SQLite store and the rules, the notifier that
+delivers alerts to the plant's receivers (the console, and every AlertReceiver, its
+secrets read from the Secret manifests in the plant folder), /metrics /healthz /readyz and
+the alerts API (/api/v1/, alerts/api.py),
+and optionally simulated nodes. Runs for a
 duration or until interrupted, then drains what was received and writes a summary.
 
 With `--db` the run is durable as `serve ingest` is: its MQTT session is persistent
@@ -10,7 +13,9 @@ under a client id derived from the store's path (`--client-id` to choose), and i
 state is checkpointed in the store with every batch, so a restart on the same store
 after a crash gets what was never acknowledged from the broker, stores it once, and
 carries the alerts that were firing instead of firing them again. Without `--db` the
-store is a temporary file and the session is clean. The dead-letter publisher and the
+store is a temporary file and the session is clean. The alert state (firing alerts, acks,
+silences, the notification log) lives in the same store, so a durable run picks up its
+alerts, their repeats and any notification not yet delivered where the last one stopped. The dead-letter publisher and the
 simulator connect as `<gateway's client id>-dlq` and `-sim`.
 """
 
@@ -32,7 +37,11 @@ from typing import Any, TextIO
 
 import orjson
 
-from plantwatch.alerts.router import AlertRouter
+from plantwatch.alerts.api import PREFIX as API_PREFIX
+from plantwatch.alerts.api import TokenRef
+from plantwatch.alerts.api import from_secret as alerts_api
+from plantwatch.alerts.notifier import Notifier
+from plantwatch.alerts.receivers import build as build_receiver
 from plantwatch.contracts.times import iso
 from plantwatch.health import HealthServer
 from plantwatch.inference.plant_scorers import plant_scorers
@@ -46,8 +55,9 @@ from plantwatch.mqtt.broker import Broker, start_broker
 from plantwatch.mqtt.endpoint import Endpoint
 from plantwatch.mqtt.publisher import Publisher
 from plantwatch.plant.load import Plant, PlantError
-from plantwatch.readings import AlertEvent
+from plantwatch.secrets import SecretMissing, Secrets
 from plantwatch.sim.fleet import Fleet
+from plantwatch.store.alert_state import AlertState
 from plantwatch.store.shard_state import Fenced
 from plantwatch.store.sqlite import SqliteStore
 
@@ -68,6 +78,10 @@ class UpOptions:
     window_s: float = 60.0
     dead_letter_retention_s: float = DEAD_LETTER_RETENTION_S
     policy: Policy = field(default_factory=Policy)
+    #: The alerts API's bearer token, from a Secret manifest in the plant folder; None: changes refused.
+    api_token: TokenRef | None = None
+    #: Serve the alerts API's reads without the token.
+    api_open_reads: bool = False
     out: TextIO = field(default=sys.stdout)
 
 
@@ -109,7 +123,8 @@ class _Running:
     client_id: str
     durable: bool
     store: SqliteStore
-    router: AlertRouter
+    alert_state: AlertState
+    notifier: Notifier
     pipeline: Pipeline
     service: IngestService
     health: HealthServer
@@ -156,7 +171,7 @@ def up(opts: UpOptions) -> int:
         print(f"plantwatch up: {mask(reason)}", file=sys.stderr)
         return 1
     started.pop_all()  # from here on the run stops them in its own order, draining first
-    pipeline, router, service, fleet = run.pipeline, run.router, run.service, run.fleet
+    pipeline, service, fleet = run.pipeline, run.service, run.fleet
     broker_shown = f"{run.broker.kind if run.broker else 'external'} {mask(run.url)}"
     session = f"session {run.client_id} " + ("(persistent)" if run.durable else "(clean: no --db)")
     print(
@@ -178,7 +193,7 @@ def up(opts: UpOptions) -> int:
                 break
             stop.wait(0.2)
             if time.time() >= next_status:
-                _status(pipeline, router, out)
+                _status(pipeline, run.alert_state, out)
                 next_status += opts.status_every
     finally:
         ended = time.time()
@@ -190,11 +205,13 @@ def up(opts: UpOptions) -> int:
         service.stop()
         if service.error is None:  # after a failed batch the rule state is ahead of the store: nothing more is written
             pipeline.close_windows()
+        run.notifier.stop()  # announces what the last batches fired, waiting a little for the receivers
         run.dlq.stop()
         run.health.stop()
         if run.broker:
             run.broker.stop()
     summary = _summary(plant, run, started_at, ended)
+    run.alert_state.close()
     run.store.close()
     if run.tmp:
         run.tmp.cleanup()
@@ -235,7 +252,21 @@ def _start(opts: UpOptions, plant: Plant, started: ExitStack) -> _Running:
     except sqlite3.Error as exc:
         raise StartupError(f"could not open the store {db}: {exc}") from exc
     started.callback(store.close)
-    router = AlertRouter(plant, out=opts.out)
+    alert_state = AlertState(db)
+    started.callback(alert_state.close)
+    try:
+        secrets = Secrets(plant.others)
+        receivers = {"console": build_receiver(None, "console", secrets, url, out=opts.out)}
+        receivers.update({r.name: build_receiver(r, r.name, secrets, url, out=opts.out) for r in plant.receivers})
+    except (SecretMissing, ValueError) as exc:
+        raise StartupError(f"the plant's receivers: {exc}") from exc
+    try:
+        api = alerts_api(alert_state, secrets, opts.api_token, opts.api_open_reads)
+    except SecretMissing as exc:
+        raise StartupError(f"--api-token-secret: {exc}") from exc
+    # The notifier's lease in the store is held under the store's own name: a restarted `up` on the
+    # same --db takes it over at once (the checkpoint claim already keeps two `up` off one store).
+    notifier = Notifier(plant, alert_state, receivers, owner=default_client_id(db))
     scorers, problems = plant_scorers(plant)
     for problem in problems:
         print(f"plantwatch up: not scoring: {problem.reason}: {problem}", file=sys.stderr)
@@ -253,18 +284,19 @@ def _start(opts: UpOptions, plant: Plant, started: ExitStack) -> _Running:
     pipeline = Pipeline(
         plant,
         checkpointed or store,
-        router,
         publish=lambda topic, body: dlq.publish(topic, body),
         policy=opts.policy,
         window_s=opts.window_s,
         dead_letter_retention_s=opts.dead_letter_retention_s,
         scorers=scorers,
+        on_alerts=notifier.wake,
     )
     carried = 0
     if checkpointed:
         checkpointed.pipeline = pipeline
         if state is not None:
-            carried = _resume(pipeline, router, store, orjson.loads(state), time.time())
+            _resume(pipeline, orjson.loads(state), time.time())
+            carried = len(alert_state.alerts("firing"))
     try:
         service = (_SerialIngest if durable else IngestService)(pipeline, url, client_id)
     except ValueError as exc:
@@ -277,12 +309,14 @@ def _start(opts: UpOptions, plant: Plant, started: ExitStack) -> _Running:
         raise StartupError(f"the dead-letter publisher ({gateway_id}-dlq): {exc}") from exc
     started.callback(dlq.stop)
     try:
-        health = HealthServer(opts.http_port, healthy=lambda: service.alive, ready=lambda: service.ready)
+        health = HealthServer(opts.http_port, healthy=lambda: service.alive, ready=lambda: service.ready, routes={API_PREFIX: api})
     except OSError as exc:
         why = "is in use (another plantwatch up?)" if exc.errno == errno.EADDRINUSE else f"cannot be served: {exc.strerror}"
         raise StartupError(f"--http-port {opts.http_port} {why}; pick another, or 0 for any free port") from exc
     health.start()
     started.callback(health.stop)
+    notifier.start()
+    started.callback(notifier.stop)
     try:
         service.start()
     except TimeoutError as exc:
@@ -296,35 +330,22 @@ def _start(opts: UpOptions, plant: Plant, started: ExitStack) -> _Running:
         except (OSError, TimeoutError) as exc:
             raise StartupError(f"the simulator ({gateway_id}-sim): {exc}") from exc
         started.callback(fleet.stop)
-    return _Running(url, db, gateway_id, durable, store, router, pipeline, service, health, dlq, broker, fleet, tmp, carried)
+    return _Running(url, db, gateway_id, durable, store, alert_state, notifier, pipeline, service, health, dlq, broker, fleet, tmp, carried)
 
 
-def _resume(pipeline: Pipeline, router: AlertRouter, store: SqliteStore, state: dict[str, Any], now: float) -> int:
-    """Continue from the checkpoint the killed (or stopped) run committed; how many alerts are still firing.
+def _resume(pipeline: Pipeline, state: dict[str, Any], now: float) -> None:
+    """Continue from the checkpoint the killed (or stopped) run committed.
 
-    The router learns the firing alerts from their last stored events, so they repeat on
-    schedule and resolve once, and the rules do not fire them a second time. An absence
-    watch not firing restarts its wait from now: the readings the nodes sent while `up`
-    was away are still on their way from the broker, and must not be mistaken for silence.
+    The rules keep the alerts that were firing (they do not fire them a second time); the
+    notifier finds them in the store's alert state, so they repeat on schedule and resolve
+    once. An absence watch not firing restarts its wait from now: the readings the nodes sent
+    while `up` was away are still on their way from the broker, and must not be mistaken for silence.
     """
     watches = state["rules"]["watches"]
     for key, (last_seen, firing) in watches.items():
         if not firing:
             watches[key] = [max(last_seen, now), firing]
     pipeline.restore(state)
-    rules = pipeline.snapshot()["rules"]  # what the engine kept: rules the plant no longer has are dropped
-    firing = {fp for fp, (severity, *_) in rules["alerts"].items() if severity is not None} | {
-        fp for fp, (_, on) in rules["watches"].items() if on
-    }
-    last_events = store.query(
-        "SELECT fingerprint, rule, node, sensor, state, severity, value, ts, summary FROM alert_events"
-        " WHERE id IN (SELECT max(id) FROM alert_events GROUP BY fingerprint)"
-    )
-    for row in last_events:
-        event = AlertEvent(*row)
-        if event.state == "firing" and event.fingerprint in firing:
-            router.carry(event, now)
-    return len(router.active)
 
 
 def _failure(error: BaseException, run: _Running) -> str:
@@ -350,12 +371,12 @@ def _wait_caught_up(service: IngestService, pipeline: Pipeline, expected: int | 
         time.sleep(0.05)
 
 
-def _status(pipeline: Pipeline, router: AlertRouter, out: TextIO) -> None:
+def _status(pipeline: Pipeline, alert_state: AlertState, out: TextIO) -> None:
     now = time.time()
     online = pipeline.online(now)
     print(
         f"{iso(now)} status: {pipeline.messages} messages, {pipeline.readings_stored} readings stored, "
-        f"{sum(pipeline.rejected.values())} rejected, {len(router.active)} alerts firing, "
+        f"{sum(pipeline.rejected.values())} rejected, {len(alert_state.alerts('firing'))} alerts firing, "
         f"{sum(online.values())}/{len(online)} nodes online",
         file=out,
         flush=True,
@@ -364,7 +385,7 @@ def _status(pipeline: Pipeline, router: AlertRouter, out: TextIO) -> None:
 
 def _summary(plant: Plant, run: _Running, started: float, ended: float) -> dict:
     """The run as numbers; node liveness is judged at the end of the run, not after shutdown."""
-    pipeline, router, store, fleet = run.pipeline, run.router, run.store, run.fleet
+    pipeline, notifier, store, fleet = run.pipeline, run.notifier, run.store, run.fleet
     online = pipeline.online(ended)
     return {
         "duration_s": round(ended - started, 1),
@@ -380,10 +401,10 @@ def _summary(plant: Plant, run: _Running, started: float, ended: float) -> dict:
         "readings_stored": store.count("readings"),
         "rejected": sum(pipeline.rejected.values()),
         "rejected_by_reason": dict(sorted(pipeline.rejected.items())),
-        "alerts_fired": router.fired,
+        "alerts_fired": notifier.fired,
         "alert_events": store.count("alert_events"),
-        "alerts_suppressed": router.suppressed,
-        "alerts_firing": sorted(router.active),
+        "alerts_firing": sorted(a["fingerprint"] for a in run.alert_state.alerts("firing")),
+        "notifications": notifier.summary(),
         "dead_letters": store.count("dead_letters"),
         "window_summaries": store.count("summaries"),
         "nodes": {
