@@ -30,8 +30,7 @@ ALLOWED = {
     "service reports status (--status-namespace)",
     ("plantwatch.ingest.node_status", "plantwatch.kube"): "the Kubernetes client (~0.4 s to import) only when the "
     "gateway reports node status in a cluster",
-    ("plantwatch.alerts.client", "plantwatch.kube"): "the Kubernetes client (~0.4 s to import) only for "
-    "`plantwatch alerts --kube`",
+    ("plantwatch.alerts.client", "plantwatch.kube"): "the Kubernetes client (~0.4 s to import) only for `plantwatch alerts --kube`",
     ("plantwatch.ingest.alert_status", "plantwatch.kube"): "the Kubernetes client (~0.4 s to import) only when the "
     "gateway reports its alerts in a cluster",
 }
