@@ -90,26 +90,47 @@ def _probes(live: str, ready: str) -> dict[str, Any]:
     }
 
 
-def secret_volumes(receivers: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """The gateway's volumes and mounts for the Secrets the AlertReceivers reference: each Secret read-only at
-    MOUNT_DIR/<secret>, only the referenced keys, readable by the gateway's user alone.
+def mounted_secrets(receivers: list[dict[str, Any]], config: Config) -> dict[str, tuple[str, ...]]:
+    """The Secrets the gateway mounts, each with its keys (sorted): those the AlertReceivers reference and
+    the alerts API's token; one Secret serving both is mounted once, with the keys of both."""
+    keys = {name: set(k) for name, k in referenced_secrets(receivers).items()}
+    if config.gateway_api_token_secret is not None:
+        name, key = config.gateway_api_token_secret
+        keys.setdefault(name, set()).add(key)
+    return {name: tuple(sorted(keys[name])) for name in sorted(keys)}
+
+
+def secret_volumes(secrets: dict[str, tuple[str, ...]]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The gateway's volumes and mounts for `secrets` (mounted_secrets): each Secret read-only at
+    MOUNT_DIR/<secret>, only the named keys, readable by the gateway's user alone.
 
     Optional: a missing Secret (or key) must not hold the whole gateway in ContainerCreating; the
-    receiver's `Accepted=False SecretNotFound` says what is missing, and the kubelet fills the
-    volume in once it exists.
+    receiver's `Accepted=False SecretNotFound` says what is missing (the gateway's log, for the API
+    token), and the kubelet fills the volume in once it exists.
     """
     volumes, mounts = [], []
-    for i, (name, keys) in enumerate(referenced_secrets(receivers).items()):
+    for i, (name, keys) in enumerate(secrets.items()):
         items = [{"key": k, "path": k} for k in keys]
         volumes.append({"name": f"secret-{i}", "secret": {"secretName": name, "items": items, "defaultMode": 0o400, "optional": True}})
         mounts.append({"name": f"secret-{i}", "mountPath": f"{MOUNT_DIR}/{name}", "readOnly": True})
     return volumes, mounts
 
 
+def api_args(config: Config) -> list[str]:
+    """The gateway's alerts API flags: its token, read from the mounted Secrets folder (--secrets-dir's
+    default in the pod), and whether reads are open."""
+    args = []
+    if config.gateway_api_token_secret is not None:
+        args += ["--api-token-secret", "/".join(config.gateway_api_token_secret)]
+    if config.gateway_api_open_reads:
+        args.append("--api-open-reads")
+    return args
+
+
 def render_ingestion(namespace: str, manifests: list[dict[str, Any]], config: Config) -> list[dict[str, Any]]:
     """The plant's ingestion: its config (ConfigMap), the gateway Deployment and its Service."""
     document = plant_document(manifests)
-    secrets, secret_mounts = secret_volumes([m for m in manifests if m["kind"] == "AlertReceiver"])
+    secrets, secret_mounts = secret_volumes(mounted_secrets([m for m in manifests if m["kind"] == "AlertReceiver"], config))
     digest = config_hash(document)
     lab = labels("gateway", namespace)
     configmap = {
@@ -150,6 +171,7 @@ def render_ingestion(namespace: str, manifests: list[dict[str, Any]], config: Co
                                 "--report-status",
                                 "--score-url",
                                 f"http://{detector_name('{name}')}:{HTTP_PORT}",
+                                *api_args(config),
                             ],
                             "env": [{"name": "POD_NAMESPACE", "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}}],
                             "ports": [{"name": "http", "containerPort": HTTP_PORT}],

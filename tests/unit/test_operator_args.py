@@ -12,8 +12,9 @@ import pytest
 
 from plantwatch import cli
 from plantwatch.plant.model import parse_resource
+from plantwatch.secrets import MOUNT_DIR
 from plantwatch_operator.render import plant_manifest, render_detector, render_ingestion
-from tests.unit.test_render import CONFIG, sample_docs
+from tests.unit.test_render import API, CONFIG, sample_docs
 
 SOURCES = {
     "configMap": {"configMap": {"name": "bearing-wear-model", "key": "model.onnx"}, "sha256": "a" * 64},
@@ -102,3 +103,14 @@ def test_the_inference_args_parse_to_what_was_rendered(source, provider):
     else:
         assert volume["persistentVolumeClaim"] == {"claimName": spec["pvc"]["claimName"], "readOnly": True}
         assert relative == spec["pvc"]["path"].lstrip("/")
+
+
+def test_the_gateway_api_token_args_name_a_key_the_pod_mounts_where_the_gateway_reads_secrets():
+    objects = render_ingestion("plant-a", [plant_manifest(d) for d in sample_docs()], API)
+    deployment = next(o for o in objects if o["kind"] == "Deployment")
+    args = parsed(deployment)
+    assert args.api_token_secret == ("plantwatch-api", "token") and args.api_open_reads
+    name, key = args.api_token_secret
+    mount, volume = mount_of(deployment, f"{MOUNT_DIR}/{name}/{key}")  # MOUNT_DIR: --secrets-dir's default in the pod
+    assert mount["readOnly"] and volume["secret"]["secretName"] == name
+    assert {"key": key, "path": posixpath.relpath(f"{MOUNT_DIR}/{name}/{key}", mount["mountPath"])} in volume["secret"]["items"]

@@ -186,3 +186,65 @@ def test_inference_pods_may_only_report_their_own_detector_status():
     assert pod["serviceAccountName"] == role["metadata"]["name"] == "plantwatch-detector-bearing-wear"
     args = pod["containers"][0]["args"]
     assert args[args.index("--status-namespace") + 1] == "$(POD_NAMESPACE)"
+
+
+API = Config(
+    image=CONFIG.image, broker_url=CONFIG.broker_url, gateway_api_token_secret=("plantwatch-api", "token"), gateway_api_open_reads=True
+)
+
+
+def gateway_pod(docs: list[dict], config: Config) -> dict:
+    return next(o for o in render_ingestion("p", [plant_manifest(d) for d in docs], config) if o["kind"] == "Deployment")["spec"][
+        "template"
+    ]["spec"]
+
+
+def test_the_gateway_reads_its_api_token_from_a_mounted_secret_never_the_environment():
+    pod = gateway_pod(sample_docs(), API)
+    container = pod["containers"][0]
+    args = container["args"]
+    assert args[args.index("--api-token-secret") + 1] == "plantwatch-api/token" and "--api-open-reads" in args
+    [volume] = [v for v in pod["volumes"] if "secret" in v]
+    assert volume["secret"] == {
+        "secretName": "plantwatch-api",
+        "items": [{"key": "token", "path": "token"}],
+        "defaultMode": 0o400,
+        "optional": True,
+    }
+    [mount] = [m for m in container["volumeMounts"] if m["name"] == volume["name"]]
+    assert (mount["mountPath"], mount["readOnly"]) == ("/etc/plantwatch/secrets/plantwatch-api", True)
+    assert "plantwatch-api" not in str(container["env"])
+
+
+def test_without_the_setting_the_gateway_has_no_api_token_and_closed_reads():
+    args = gateway_pod(sample_docs(), CONFIG)["containers"][0]["args"]
+    assert "--api-token-secret" not in args and "--api-open-reads" not in args
+    closed = Config(image=CONFIG.image, broker_url=CONFIG.broker_url, gateway_api_token_secret=("plantwatch-api", "token"))
+    assert "--api-open-reads" not in gateway_pod(sample_docs(), closed)["containers"][0]["args"]
+
+
+def test_a_secret_shared_by_the_api_token_and_a_receiver_is_mounted_once_with_both_keys():
+    config = Config(image=CONFIG.image, broker_url=CONFIG.broker_url, gateway_api_token_secret=("hooks", "api-token"))
+    pod = gateway_pod([*sample_docs(), *RECEIVERS], config)
+    secrets = {v["secret"]["secretName"]: v["secret"] for v in pod["volumes"] if "secret" in v}
+    assert secrets["hooks"]["items"] == [{"key": k, "path": k} for k in ("api-token", "hmac", "url")]
+    paths = [m["mountPath"] for m in pod["containers"][0]["volumeMounts"]]
+    assert len(paths) == len(set(paths)) and "/etc/plantwatch/secrets/hooks" in paths
+
+
+def test_the_api_settings_are_read_from_the_environment_and_a_bad_one_is_refused(monkeypatch):
+    monkeypatch.setenv("PLANTWATCH_GATEWAY_API_TOKEN_SECRET", "plantwatch-api/token")
+    monkeypatch.setenv("PLANTWATCH_GATEWAY_API_OPEN_READS", "true")
+    config = Config.from_env()
+    assert (config.gateway_api_token_secret, config.gateway_api_open_reads) == (("plantwatch-api", "token"), True)
+    monkeypatch.setenv("PLANTWATCH_GATEWAY_API_TOKEN_SECRET", "")
+    monkeypatch.setenv("PLANTWATCH_GATEWAY_API_OPEN_READS", "false")
+    assert (Config.from_env().gateway_api_token_secret, Config.from_env().gateway_api_open_reads) == (None, False)
+    for bad in ("plantwatch-api", "Plantwatch_API/token", "plantwatch-api/", "plantwatch-api/a/b"):
+        monkeypatch.setenv("PLANTWATCH_GATEWAY_API_TOKEN_SECRET", bad)
+        with pytest.raises(ValueError, match=f"PLANTWATCH_GATEWAY_API_TOKEN_SECRET='{bad}': expected a Secret and its key as NAME/KEY"):
+            Config.from_env()
+    monkeypatch.setenv("PLANTWATCH_GATEWAY_API_TOKEN_SECRET", "")
+    monkeypatch.setenv("PLANTWATCH_GATEWAY_API_OPEN_READS", "yes")
+    with pytest.raises(ValueError, match="PLANTWATCH_GATEWAY_API_OPEN_READS='yes': expected true or false"):
+        Config.from_env()
