@@ -249,6 +249,33 @@ def generate_values_schema() -> str:
                     "url": {"type": "string", "pattern": "^(mqtt://.+)?$"},
                 },
             },
+            "gateway": {
+                "type": "object",
+                "additionalProperties": False,
+                "properties": {
+                    "alertsApi": {
+                        "type": "object",
+                        "additionalProperties": False,
+                        "properties": {
+                            "tokenSecret": {
+                                "type": "object",
+                                "description": "The Secret key in the plant's namespace holding the alerts API token; {}: none.",
+                                "additionalProperties": False,
+                                "properties": {
+                                    "name": {
+                                        "type": "string",
+                                        "pattern": "^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$",
+                                        "maxLength": 253,
+                                    },
+                                    "key": {"type": "string", "pattern": "^[-._a-zA-Z0-9]+$", "maxLength": 253},
+                                },
+                                "dependencies": {"name": ["key"], "key": ["name"]},
+                            },
+                            "openReads": {"type": "boolean"},
+                        },
+                    },
+                },
+            },
             "plant": {
                 "type": "object",
                 "additionalProperties": False,
@@ -256,6 +283,7 @@ def generate_values_schema() -> str:
                     "sensorNodes": resource["SensorNode"],
                     "alertRules": resource["AlertRule"],
                     "detectorModels": resource["DetectorModel"],
+                    "alertReceivers": resource["AlertReceiver"],
                 },
             },
         },

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 
 import pytest
 import yaml
 
 from plantwatch.plant.load import plant_from_documents
+from plantwatch_operator.config import Config
+from plantwatch_operator.render import plant_manifest, render_ingestion
 from tests.conftest import EXAMPLE_PLANT, ROOT
 
 HELM = ROOT / ".cache" / "bin" / "helm"
@@ -107,3 +110,112 @@ def test_chart_rbac_matches_operator_deploy_rbac(tmp_path):
         return {(g, res, v) for r in rules for g in r["apiGroups"] for res in r["resources"] for v in r["verbs"]}
 
     assert grants(role["rules"]) == grants(namespaced)
+
+
+def rendered(tmp_path, values: dict) -> list[dict]:
+    path = tmp_path / "extra.yaml"
+    path.write_text(yaml.safe_dump(values))
+    out = helm("template", "line1", str(CHART), "-n", "plant-a", "-f", sample_values(tmp_path), "-f", str(path)).stdout
+    return [d for d in yaml.safe_load_all(out) if d]
+
+
+def operator_env(docs: list[dict]) -> dict[str, str]:
+    operator = next(d for d in docs if d["kind"] == "Deployment" and d["metadata"]["name"] == "line1-operator")
+    return {e["name"]: e["value"] for e in operator["spec"]["template"]["spec"]["containers"][0]["env"]}
+
+
+def test_the_alerts_api_token_secret_reaches_the_gateway_as_a_mounted_reference(tmp_path, monkeypatch):
+    """The chart's values become the operator's settings, which render the gateway's flags and mount;
+    the token itself is never a value, an environment value or a rendered object."""
+    docs = rendered(tmp_path, {"gateway": {"alertsApi": {"tokenSecret": {"name": "plantwatch-api", "key": "token"}, "openReads": True}}})
+    assert "Secret" not in {d["kind"] for d in docs} and "secretKeyRef" not in json.dumps(docs)
+    for name, value in operator_env(docs).items():
+        monkeypatch.setenv(name, value)
+    config = Config.from_env()
+    plant = [plant_manifest(d) for d in docs if d["apiVersion"].startswith("plantwatch.io/") and d["kind"] != "DetectorModel"]
+    gateway = next(o for o in render_ingestion("plant-a", plant, config) if o["kind"] == "Deployment")
+    pod = gateway["spec"]["template"]["spec"]
+    [container] = pod["containers"]
+    args = container["args"]
+    assert args[args.index("--api-token-secret") + 1] == "plantwatch-api/token" and "--api-open-reads" in args
+    volume = next(v for v in pod["volumes"] if v.get("secret", {}).get("secretName") == "plantwatch-api")
+    assert volume["secret"]["items"] == [{"key": "token", "path": "token"}]
+    mount = next(m for m in container["volumeMounts"] if m["name"] == volume["name"])
+    assert (mount["mountPath"], mount["readOnly"]) == ("/etc/plantwatch/secrets/plantwatch-api", True)
+    assert "plantwatch-api" not in json.dumps(container["env"])
+
+
+def test_by_default_the_gateway_gets_no_api_token_and_closed_reads(tmp_path, monkeypatch):
+    env = operator_env(rendered(tmp_path, {}))
+    assert "PLANTWATCH_GATEWAY_API_TOKEN_SECRET" not in env
+    monkeypatch.delenv("PLANTWATCH_GATEWAY_API_TOKEN_SECRET", raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    assert (Config.from_env().gateway_api_token_secret, Config.from_env().gateway_api_open_reads) == (None, False)
+
+
+@pytest.mark.parametrize(
+    "token_secret, error",
+    [
+        ({"name": "plantwatch-api"}, "at '/gateway/alertsApi/tokenSecret': properties 'key' required, if 'name' exists"),
+        ({"name": "Plantwatch_API", "key": "token"}, "at '/gateway/alertsApi/tokenSecret/name': 'Plantwatch_API' does not match pattern"),
+        ({"name": "plantwatch-api", "key": "token", "value": "s3cret"}, "additional properties 'value' not allowed"),
+    ],
+)
+def test_the_values_schema_refuses_a_token_secret_that_names_no_secret_key(tmp_path, token_secret, error):
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump({"gateway": {"alertsApi": {"tokenSecret": token_secret}}}))
+    result = helm("template", "x", str(CHART), "-f", str(path), check=False)
+    assert result.returncode != 0 and error in result.stderr
+
+
+RULE_SPEC = {
+    "selector": {"sensorType": "temperature"},
+    "condition": {"type": "Threshold", "threshold": {"direction": "Above", "warning": "70", "critical": "80"}},
+}
+RECEIVERS = [
+    {
+        "name": "maintenance-hooks",
+        "labels": {"team": "maintenance"},
+        "spec": {
+            "type": "Webhook",
+            "webhook": {"urlSecretRef": {"name": "hooks", "key": "url"}, "hmacSecretRef": {"name": "hooks", "key": "hmac"}},
+            "grouping": {"by": ["node"], "wait": "30s"},
+        },
+    },
+    {"name": "andon", "spec": {"type": "MQTT", "mqtt": {"topic": "andon/{node}", "retain": True}}},
+]
+
+
+def test_alert_receivers_from_values_render_and_the_crd_accepts_them(tmp_path):
+    rule = {
+        "name": "press-hot",
+        "spec": {**RULE_SPEC, "receivers": ["maintenance-hooks"], "escalation": [{"after": "10m", "receivers": ["andon"]}]},
+    }
+    docs = rendered(tmp_path, {"plant": {"alertReceivers": RECEIVERS, "alertRules": [rule]}})
+    receivers = {d["metadata"]["name"]: d for d in docs if d["kind"] == "AlertReceiver"}
+    assert set(receivers) == {"maintenance-hooks", "andon"}
+    assert receivers["maintenance-hooks"]["spec"] == RECEIVERS[0]["spec"]
+    assert receivers["maintenance-hooks"]["metadata"]["labels"]["team"] == "maintenance"
+    assert receivers["andon"]["metadata"]["labels"]["app.kubernetes.io/instance"] == "line1"
+    plant = plant_from_documents([(f"doc{i}", d) for i, d in enumerate(docs) if d["apiVersion"].startswith("plantwatch.io/")])
+    assert {r.name for r in plant.receivers} == {"maintenance-hooks", "andon"}
+    assert plant.receivers[[r.name for r in plant.receivers].index("maintenance-hooks")].spec.grouping.wait == "30s"
+
+
+@pytest.mark.parametrize(
+    "spec, error",
+    [
+        ({"type": "Pager"}, "at '/plant/alertReceivers/0/spec/type': value must be one of 'Slack', 'Webhook'"),
+        # secrets are referenced, never given inline: a URL in the values is refused
+        (
+            {"type": "Webhook", "webhook": {"url": "https://hooks.example/x"}},
+            "at '/plant/alertReceivers/0/spec/webhook': additional properties 'url' not allowed",
+        ),
+    ],
+)
+def test_values_schema_rejects_a_receiver_the_crd_rejects(tmp_path, spec, error):
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump({"plant": {"alertReceivers": [{"name": "r", "spec": spec}]}}))
+    result = helm("template", "x", str(CHART), "-f", str(path), check=False)
+    assert result.returncode != 0 and error in result.stderr
