@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import base64
 import copy
 import json
 import os
+import secrets
 import subprocess
 import sys
 import urllib.request
@@ -20,6 +22,7 @@ from tests.conftest import EXAMPLE_PLANT, ROOT
 from tests.e2e.conftest import wait_for as poll
 
 PLANT_KINDS = ("sensornodes", "alertrules", "detectormodels")
+API_TOKEN_SECRET = "plantwatch-api"
 #: The running operator's log, so that every timeout shows what the operator was doing.
 _operator_log: list[Path] = []
 
@@ -51,6 +54,8 @@ def operator(cluster, crds, tmp_path_factory) -> Iterator[Path]:
         "KUBECONFIG": cluster.kubeconfig,
         "PLANTWATCH_DETECTOR_CHECK_INTERVAL": "2",
         "PLANTWATCH_RECEIVER_CHECK_INTERVAL": "2",
+        # As the chart sets it from gateway.alertsApi.tokenSecret: every gateway reads its API token from this Secret.
+        "PLANTWATCH_GATEWAY_API_TOKEN_SECRET": f"{API_TOKEN_SECRET}/token",
         # On a real cluster the pods really run: give it an image it can pull (see README).
         "PLANTWATCH_IMAGE": os.environ.get("PLANTWATCH_E2E_IMAGE", "ghcr.io/plantwatch/plantwatch:0.1.0"),
     }
@@ -135,8 +140,10 @@ spec:
 
 @pytest.fixture
 def plant(cluster, operator, namespace) -> str:
-    """The sample plant and the broker its gateway connects to (where pods really run, it must exist)."""
+    """The sample plant, the broker its gateway connects to and its alerts API token (where pods really
+    run, the gateway needs both)."""
     cluster.kubectl("apply", "-n", namespace, "-f", "-", input=BROKER)
+    cluster.kubectl("create", "secret", "generic", API_TOKEN_SECRET, "-n", namespace, f"--from-literal=token={secrets.token_hex(16)}")
     cluster.kubectl("apply", "-n", namespace, "-f", str(EXAMPLE_PLANT))
     return namespace
 
@@ -200,6 +207,24 @@ def test_sample_plant_becomes_workloads_with_status(cluster, plant, operator):
         "the operator's Rendered event on the DetectorModel",
         timeout=30,
     )
+
+
+def test_the_gateway_reads_its_alerts_api_token_from_the_mounted_secret(cluster, plant):
+    """The operator's token setting becomes the gateway's --api-token-secret and a read-only mount of
+    that Secret where the gateway reads Secrets; the token never appears in the Deployment."""
+    ns = plant
+    deployment = wait_for(lambda: get(cluster, "deployment", "plantwatch-gateway", "-n", ns), "the gateway Deployment")
+    pod = deployment["spec"]["template"]["spec"]
+    [container] = pod["containers"]
+    args = container["args"]
+    assert args[args.index("--api-token-secret") + 1] == f"{API_TOKEN_SECRET}/token" and "--api-open-reads" not in args
+    volume = next(v for v in pod["volumes"] if v.get("secret", {}).get("secretName") == API_TOKEN_SECRET)
+    assert volume["secret"]["items"] == [{"key": "token", "path": "token"}] and volume["secret"]["defaultMode"] == 0o400
+    mount = next(m for m in container["volumeMounts"] if m["name"] == volume["name"])
+    assert (mount["mountPath"], mount["readOnly"]) == (f"/etc/plantwatch/secrets/{API_TOKEN_SECRET}", True)
+    token = base64.b64decode(get(cluster, "secret", API_TOKEN_SECRET, "-n", ns)["data"]["token"]).decode()
+    assert token not in json.dumps(deployment) and API_TOKEN_SECRET not in json.dumps(container.get("env", []))
+    wait_for(lambda: running_pods(cluster, ns, "app.kubernetes.io/component=gateway"), "a Running gateway pod with the mount")
 
 
 def test_changing_a_sensor_node_rolls_the_gateway(cluster, plant):
