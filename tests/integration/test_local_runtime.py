@@ -68,6 +68,36 @@ def test_simulated_plant_stores_alerts_and_rejects(tmp_path, kind):
     assert {"malformed", "out_of_range", "not_finite", "device_mismatch", "unknown_node"} <= set(summary["rejected_by_reason"])
     assert summary["nodes"]["coldroom-feed"]["online"] is False
     assert summary["nodes"]["esp32-press-01"]["online"] is True
+    # the overtemperature reached the sample plant's `andon` MQTT receiver too, out of the box
+    assert summary["notifications"]["log"]["andon"] == {"sent": summary["notifications"]["by_receiver"]["andon"]["sent"]}
+    assert summary["notifications"]["by_receiver"]["andon"]["sent"] >= 1
+    assert "notifications delivered: " in stdout
+
+
+def test_the_sample_plants_andon_receiver_publishes_to_the_plants_broker(tmp_path):
+    """What a stack light on the line would read: the node's retained andon topic, the notification's JSON."""
+    broker = start_broker("mosquitto")
+    try:
+        summary, _ = run_up(tmp_path, "--broker", broker.url)
+        got: list[dict] = []
+        client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="andon-light")
+        client.on_message = lambda c, u, m: got.append({"topic": m.topic, "retain": m.retain, **orjson.loads(m.payload)})
+        client.connect("127.0.0.1", broker.port)
+        client.subscribe("plant/andon/#", qos=1)
+        client.loop_start()
+        deadline = time.time() + 10
+        while not got and time.time() < deadline:
+            time.sleep(0.05)
+        client.loop_stop()
+        client.disconnect()
+    finally:
+        broker.stop()
+    assert summary["notifications"]["log"]["andon"]["sent"] >= 1
+    assert got, "nothing retained on plant/andon/#"
+    message = got[0]
+    assert message["topic"] == "plant/andon/esp32-press-01" and message["retain"] is True
+    assert message["receiver"] == "andon" and {a["rule"] for a in message["alerts"]} == {"machine-overtemperature"}
+    assert message["alerts"][0]["labels"]["equipment"] == "press-1"
     # nothing that was accepted is lost: every valid simulated message is in the store
     assert summary["messages_received"] == summary["simulated"]["sent"] + summary["simulated"]["sent_invalid"]
 
@@ -81,7 +111,7 @@ def test_dead_letters_carry_the_payload_and_reason(tmp_path):
     sub.subscribe("plantwatch/dead-letter/#", qos=1)
     sub.loop_start()
     try:
-        summary, _ = run_up(tmp_path, "--broker", broker.url, duration=12)
+        summary, _ = run_up(tmp_path, "--broker", broker.url)
         deadline = time.time() + 5
         while len(letters) < summary["rejected"] and time.time() < deadline:
             time.sleep(0.1)

@@ -304,7 +304,11 @@ def test_rescaled_replicas_store_and_alert_exactly_like_one_gateway(tmp_path, br
     # to start, once the dead holder's lease lapses
     later = announce(load_plant(plant_dir), db, now=time.time() + LEASE_S).splitlines()
     sent = [n for g in gateways if g is not reference for n in g.notifications()] + later
-    assert len(sent) == len(set(sent))
+    # the one exception, for a receiver without an idempotency key (the console): the message the
+    # SIGKILLed replica was printing when it died, if it held the lease, comes again from its successor
+    twice = [line for line, n in Counter(sent).items() if n > 1]
+    assert len(twice) <= 1 and set(twice) <= set(three[1].notifications()), twice
+    sent = list(dict.fromkeys(sent))
     assert_announced_once(sent, want)
     assert_announced_once(reference.notifications(), want)
 

@@ -119,3 +119,37 @@ def test_tables():
     assert age("2025-03-01T11:56:48Z", NOW) == "3m12s ago"
     assert age("2025-03-01T10:00:00Z", NOW) == "2h ago"
     assert age("2025-03-01T12:00:00Z", NOW) == "0s ago"
+
+
+def test_a_gateway_whose_token_secret_is_not_mounted_yet_answers_503_until_it_is(tmp_path):
+    """The Secret is an optional volume: the gateway keeps ingesting and its API waits, then reads it."""
+    import json
+    import urllib.error
+    import urllib.request
+
+    from plantwatch.alerts.api import PREFIX, TokenRef, from_secret
+    from plantwatch.health import HealthServer
+    from plantwatch.secrets import Secrets
+    from plantwatch.store.alert_state import AlertState
+
+    api = from_secret(AlertState(tmp_path / "p.db"), Secrets(mount_dir=tmp_path / "secrets"), TokenRef("api", "token"), False, wait=True)
+    server = HealthServer(0, healthy=lambda: True, ready=lambda: True, routes={PREFIX: api})
+    server.start()
+
+    def get() -> tuple[int, str]:
+        req = urllib.request.Request(f"http://127.0.0.1:{server.port}{PREFIX}alerts", headers={"Authorization": "Bearer s3cret"})
+        try:
+            with urllib.request.urlopen(req, timeout=5) as r:
+                return r.status, r.read().decode()
+        except urllib.error.HTTPError as exc:
+            return exc.code, json.loads(exc.read())["error"]
+
+    try:
+        code, error = get()
+        assert code == 503 and "Secret 'api' has no key 'token'" in error and "not be mounted yet" in error
+        (tmp_path / "secrets" / "api").mkdir(parents=True)
+        (tmp_path / "secrets" / "api" / "token").write_text("s3cret\n")  # what the kubelet writes, later
+        code, body = get()
+        assert (code, json.loads(body)) == (200, [])
+    finally:
+        server.stop()

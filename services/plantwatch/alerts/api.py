@@ -301,11 +301,13 @@ class AlertsApi:
     def __init__(
         self,
         state: AlertState,
-        token: str | None,
+        token: str | Callable[[], str] | None,
         open_reads: bool = False,
         token_source: str = "the configured Secret",
         clock: Callable[[], float] = time.time,
     ):
+        """`token` is the token, or (a gateway whose Secret may not be mounted yet) a function that reads it
+        at each request: while it raises SecretMissing, requests that need it get 503 saying so."""
         self.state = state
         self._token = token
         self.open_reads = open_reads
@@ -321,7 +323,8 @@ class AlertsApi:
             split = urlsplit(h.path)
             r = route(h.command, split.path)
             given = h.headers.get("Authorization") or h.headers.get(PROXY_AUTH_HEADER)
-            authorize(given, self._token, r.changes, self.open_reads, self.token_source)
+            needed = r.changes or not self.open_reads
+            authorize(given, self._current_token() if needed else None, r.changes, self.open_reads, self.token_source)
             code, out = self._answer(r, parse_qs(split.query), body)
         except ApiError as exc:
             h.send_response(exc.status)
@@ -334,6 +337,19 @@ class AlertsApi:
             h.wfile.write(payload)
             return
         h.send_json(code, out)
+
+    def _current_token(self) -> str | None:
+        if not callable(self._token):
+            return self._token
+        try:
+            token = self._token()
+        except SecretMissing as exc:
+            raise ApiError(
+                503, f"the API token is not readable yet ({exc}); the Secret may not be mounted yet", {"Retry-After": "10"}
+            ) from None
+        if not token:
+            raise ApiError(503, f"the API token in {self.token_source} is empty")
+        return token
 
     def _answer(self, r: Route, query: dict[str, list[str]], body: bytes) -> tuple[int, Any]:
         now = self.clock()
@@ -382,8 +398,14 @@ def _json(body: bytes) -> Any:
         raise ApiError(400, f"the body is not JSON ({exc}); send a JSON object with Content-Type: application/json") from None
 
 
-def from_secret(state: AlertState, secrets: Secrets, ref: TokenRef | None, open_reads: bool) -> AlertsApi:
-    """The API with its token read from `ref` (SecretMissing when it is not there or empty); no ref: no token."""
+def from_secret(state: AlertState, secrets: Secrets, ref: TokenRef | None, open_reads: bool, wait: bool = False) -> AlertsApi:
+    """The API with its token read from `ref` (SecretMissing when it is not there or empty); no ref: no token.
+
+    With `wait` (a gateway in a cluster, its Secret an optional volume the kubelet may fill later)
+    the token is read at each request instead, and the API answers 503 until it is there.
+    """
+    if ref is not None and wait:
+        return AlertsApi(state, lambda: secrets.text(ref), open_reads, str(ref))
     token = secrets.text(ref) if ref is not None else None
     if ref is not None and not token:
         raise SecretMissing(f"{ref} (the API token) is empty")

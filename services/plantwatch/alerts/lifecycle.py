@@ -40,9 +40,10 @@ INHIBITING = ("critical", "emergency")
 INHIBITED = ("info", "warning")
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Alert:
-    """One alert's current state, as stored (store/alert_state.py)."""
+    """One alert's current state, as stored (store/alert_state.py). Not frozen, like Told and Group:
+    thousands are built at every step, and a frozen dataclass costs twice as much to build."""
 
     fingerprint: str
     rule: str
@@ -57,6 +58,8 @@ class Alert:
     ends_at: float | None = None
     acked_by: str | None = None
     labels: Mapping[str, str] = field(default_factory=dict)
+    #: The text it fired with (`summary` is the resolve's once resolved).
+    firing_summary: str | None = None
 
 
 @dataclass(frozen=True)
@@ -112,7 +115,7 @@ class ReceiverRouting:
     resend_s: float | None = None
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Told:
     """What one receiver has been told of one alert episode (the episode starts at `starts_at`)."""
 
@@ -125,7 +128,7 @@ class Told:
     last_sent: float = 0.0
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Group:
     """A receiver's group: when its pending changes first appeared, and when it last sent."""
 
@@ -225,7 +228,11 @@ def plan(
         told_of.setdefault((t.fingerprint, t.starts_at), []).append(t)
     silences = [s for s in every_silence if s.active(now)]
     maintenance = in_maintenance or (lambda node, t: False)
-    firing = [a for a in alerts if a.status == "firing"]
+    # the critical and emergency alerts firing on each series: what may inhibit the others there
+    inhibiting: dict[tuple[str, str], list[Alert]] = {}
+    for a in alerts:
+        if a.status == "firing" and a.severity in INHIBITING:
+            inhibiting.setdefault((a.node, a.sensor), []).append(a)
     # (receiver, group key) → changes [(alert, kind)], repeats [alert], labels
     changes: dict[tuple[str, str], list[tuple[Alert, str]]] = {}
     repeats: dict[tuple[str, str], list[Alert]] = {}
@@ -249,13 +256,13 @@ def plan(
                 out.settled.append((a.fingerprint, a.starts_at))
                 continue
             # fired and resolved unseen: announce the firing now, the resolve at the next step
-            view = replace(a, status="firing", ends_at=None)
+            view = replace(a, status="firing", ends_at=None, summary=a.firing_summary or a.summary)
             names = [r for r, _ in receivers_now(view, routing, a.starts_at) if r in receivers]
             unseen[(a.fingerprint, a.starts_at)] = names
             for receiver in names:
                 _note(receivers, receiver, view, changes, labels_of, "firing")
             continue
-        mute = muted_by(a, now, silences, maintenance(a.node, now), firing)
+        mute = muted_by(a, now, silences, maintenance(a.node, now), inhibiting.get((a.node, a.sensor), ()))
         for receiver, escalated in receivers_now(a, routing, now):
             if receiver not in receivers:
                 continue

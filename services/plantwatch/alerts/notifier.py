@@ -17,7 +17,9 @@ Exactly once, and what a crash does:
   the same Message-ID, Alertmanager the same alert (it de-duplicates by labels); Slack and
   MQTT have no such key, so they may see that one message twice. Nothing is lost.
 - One notifier acts per store: it holds a lease in the store, renewed every step, so the
-  sharded gateways sharing a store (and a restarted one) never notify twice.
+  sharded gateways sharing a store never notify twice; a crashed holder's successor waits
+  for its lease to lapse (LEASE_S). A holder that stalls longer than its lease in the middle
+  of a delivery could deliver that one message beside its successor: the same key again.
 - A failed delivery round is tried again later (15 s, doubling to 5 min) for up to a day.
 """
 
@@ -49,8 +51,11 @@ log = logging.getLogger("plantwatch.alerts")
 MAX_AGE_S = 86400.0
 #: Delay before the next round after a failed one: RETRY_FIRST_S, doubling, at most RETRY_MAX_S.
 RETRY_FIRST_S, RETRY_MAX_S = 15.0, 300.0
-#: The notifier lease: a notifier that has not renewed it for this long is taken over.
-LEASE_S = 15.0
+#: The notifier lease: a notifier that has not renewed it (at every step, at least every `every_s`)
+#: for this long is taken over. Owners are named per process, so two processes never share a lease.
+LEASE_S = 10.0
+#: Alerts' label sets kept built (one per rule, series and severity), emptied when full.
+LABEL_CACHE = 100_000
 
 
 def rule_routing(plant: Plant) -> dict[str, RuleRouting]:
@@ -88,7 +93,7 @@ class Notifier:
         owner: str | None = None,
         plant_name: str = "default",
         clock: Callable[[], float] = time.time,
-        every_s: float = 0.2,
+        every_s: float = 1.0,
         deliveries: Mapping[str, Delivery] | None = None,
         deliver: bool = True,
     ):
@@ -117,6 +122,7 @@ class Notifier:
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
         self._errors = LogLimiter(60.0)
+        self._label_cache: dict[tuple[str, str, str, str], dict[str, str]] = {}
         #: This run's counts: alert episodes that started firing, notifications by (receiver, result).
         self.fired = 0
         self.results: Counter[tuple[str, str]] = Counter()
@@ -177,10 +183,8 @@ class Notifier:
                 return 0
             applied = self.state.apply_events(db)
             self.fired += sum(1 for _, e in applied if e.state == "firing" and self._is_new(db, e.fingerprint, e.ts))
-            alerts, told, groups, silences = self.state.for_planning(db)
-            plan = lifecycle.plan(
-                now, [self._labelled(a) for a in alerts], told, groups, self.rules, self.routing, silences, self.in_maintenance
-            )
+            alerts, told, groups, silences = self.state.for_planning(db, self._labels)
+            plan = lifecycle.plan(now, alerts, told, groups, self.rules, self.routing, silences, self.in_maintenance)
             for n in plan.notifications:
                 body = dataclasses.asdict(self._notification(n, now))
                 self.state.enqueue(db, n.key, n.receiver, n.kind, n.group_key, body, now)
@@ -202,16 +206,23 @@ class Notifier:
     def _is_new(db: Any, fingerprint: str, ts: float) -> bool:
         return db.execute("SELECT 1 FROM alerts WHERE fingerprint = ? AND starts_at = ?", (fingerprint, ts)).fetchone() is not None
 
-    def _labelled(self, a: Alert) -> Alert:
-        node = self._nodes.get(a.node)
-        labels = {"alertname": a.rule, "rule": a.rule, "node": a.node, "sensor": a.sensor, "severity": a.severity, "plant": self.plant_name}
-        if node is not None:
-            labels.update(node.meta.labels)
-            if node.spec.equipment:
-                labels["equipment"] = node.spec.equipment
-            if node.spec.location:
-                labels["location"] = node.spec.location
-        return dataclasses.replace(a, labels=labels)
+    def _labels(self, rule: str, node: str, sensor: str, severity: str) -> dict[str, str]:
+        """An alert's labels: what silences match and grouping reads (cached: built at every step otherwise)."""
+        key = (rule, node, sensor, severity)
+        labels = self._label_cache.get(key)
+        if labels is None:
+            labels = {"alertname": rule, "rule": rule, "node": node, "sensor": sensor, "severity": severity, "plant": self.plant_name}
+            spec = self._nodes.get(node)
+            if spec is not None:
+                labels.update(spec.meta.labels)
+                if spec.spec.equipment:
+                    labels["equipment"] = spec.spec.equipment
+                if spec.spec.location:
+                    labels["location"] = spec.spec.location
+            if len(self._label_cache) >= LABEL_CACHE:
+                self._label_cache.clear()
+            labels = self._label_cache[key] = labels
+        return labels
 
     def _notification(self, n: lifecycle.Planned, now: float) -> Notification:
         views = tuple(self._view(a) for a in n.alerts)
@@ -241,11 +252,13 @@ class Notifier:
     def _dispatch(self, now: float) -> None:
         if not self.active:
             return
-        for n in self.state.due(now):
-            with self._lock:
-                if n.id in self._in_flight:
-                    continue
-                self._in_flight.add(n.id)
+        # Reading what is due and marking it in flight under the lock that a delivery holds while it
+        # records its outcome and leaves the in-flight set: a row read as pending just before its
+        # delivery committed is then still in the set, never sent a second time.
+        with self._lock:
+            fresh = [n for n in self.state.due(now) if n.id not in self._in_flight]
+            self._in_flight.update(n.id for n in fresh)
+        for n in fresh:
             worker = self._workers.get(n.receiver)
             if worker is None:  # a receiver the plant no longer has: its messages wait for it to come back
                 with self._lock:
@@ -277,7 +290,9 @@ class Notifier:
                 "attempts": [dataclasses.asdict(a) for a in outcome.attempts],
             }
             history = [(a.fingerprint, a.starts_at, "delivery", detail) for a in notification.alerts]
-            self.state.finish(stored, status, len(outcome.attempts), at, next_at, error, history)
+            with self._lock:
+                self.state.finish(stored, status, len(outcome.attempts), at, next_at, error, history)
+                self._in_flight.discard(stored.id)
             if status in (FAILED, EXPIRED):
                 log.warning("notification %s to %s %s: %s", stored.key, stored.receiver, status, error)
         except Exception as exc:  # noqa: BLE001 (the notification stays pending and is tried again)

@@ -91,14 +91,12 @@ def serve(
     except (SecretMissing, ValueError) as exc:
         print(f"plantwatch serve ingest: the plant's receivers: {exc}", file=sys.stderr)
         return 2
-    try:
-        api = alerts_api(alert_state, secrets, api_token, api_open_reads)
-    except SecretMissing as exc:
-        print(f"plantwatch serve ingest: --api-token-secret: {exc}", file=sys.stderr)
-        return 2
-    # One notifier acts per store (a lease in it): the replicas sharing a store take over from each other
-    # once the holder stops renewing; a restarted replica, under the same name, takes its own lease back at once.
-    owner = f"{client_id}-{scale.index}-of-{scale.replicas}" if scale else client_id
+    # The token's Secret is an optional volume: until the kubelet has mounted it the API answers 503
+    # and ingestion goes on, rather than the gateway crash-looping over its API.
+    api = alerts_api(alert_state, secrets, api_token, api_open_reads, wait=True)
+    # One notifier acts per store (a lease in it, under a name of this process's own): the replicas
+    # sharing a store take over from each other once the holder stops renewing (LEASE_S).
+    owner = f"{client_id}-{uuid.uuid4().hex[:8]}"
     notifier = Notifier(plant, alert_state, receivers, owner=owner, plant_name=status_namespace or "default")
     # Replicas must not share a client id (the broker would keep disconnecting one for the
     # other), not even two generations of one replica during a rescale.

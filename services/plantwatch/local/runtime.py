@@ -193,7 +193,7 @@ def up(opts: UpOptions) -> int:
                 break
             stop.wait(0.2)
             if time.time() >= next_status:
-                _status(pipeline, run.alert_state, out)
+                _status(pipeline, run.alert_state, run.notifier, out)
                 next_status += opts.status_every
     finally:
         ended = time.time()
@@ -264,9 +264,9 @@ def _start(opts: UpOptions, plant: Plant, started: ExitStack) -> _Running:
         api = alerts_api(alert_state, secrets, opts.api_token, opts.api_open_reads)
     except SecretMissing as exc:
         raise StartupError(f"--api-token-secret: {exc}") from exc
-    # The notifier's lease in the store is held under the store's own name: a restarted `up` on the
-    # same --db takes it over at once (the checkpoint claim already keeps two `up` off one store).
-    notifier = Notifier(plant, alert_state, receivers, owner=default_client_id(db))
+    # Its own name for the notifier's lease: after a crash, the restarted `up` takes the store's
+    # notifications over once the dead one's lease lapses (LEASE_S), never while it might still send.
+    notifier = Notifier(plant, alert_state, receivers)
     scorers, problems = plant_scorers(plant)
     for problem in problems:
         print(f"plantwatch up: not scoring: {problem.reason}: {problem}", file=sys.stderr)
@@ -371,16 +371,25 @@ def _wait_caught_up(service: IngestService, pipeline: Pipeline, expected: int | 
         time.sleep(0.05)
 
 
-def _status(pipeline: Pipeline, alert_state: AlertState, out: TextIO) -> None:
+def _status(pipeline: Pipeline, alert_state: AlertState, notifier: Notifier, out: TextIO) -> None:
     now = time.time()
     online = pipeline.online(now)
     print(
         f"{iso(now)} status: {pipeline.messages} messages, {pipeline.readings_stored} readings stored, "
         f"{sum(pipeline.rejected.values())} rejected, {len(alert_state.alerts('firing'))} alerts firing, "
-        f"{sum(online.values())}/{len(online)} nodes online",
+        f"{sum(online.values())}/{len(online)} nodes online, notifications delivered: {_delivered(notifier)}",
         file=out,
         flush=True,
     )
+
+
+def _delivered(notifier: Notifier) -> str:
+    """`console 12, andon 3 (1 failed)`: this run's delivery rounds per receiver."""
+    shown = []
+    for receiver, results in notifier.summary()["by_receiver"].items():
+        failed = sum(n for result, n in results.items() if result != "sent")
+        shown.append(f"{receiver} {results.get('sent', 0)}" + (f" ({failed} not delivered)" if failed else ""))
+    return ", ".join(shown) or "none yet"
 
 
 def _summary(plant: Plant, run: _Running, started: float, ended: float) -> dict:

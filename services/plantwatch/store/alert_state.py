@@ -17,7 +17,7 @@ import json
 import sqlite3
 import threading
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,6 +39,8 @@ CREATE TABLE IF NOT EXISTS alerts (
     value       REAL,
     summary     TEXT NOT NULL,
     ends_at     REAL,
+    -- the resolve event's text; `summary` keeps the firing one
+    end_summary TEXT,
     updated_at  REAL NOT NULL,
     acked_by    TEXT,
     acked_at    REAL,
@@ -126,12 +128,14 @@ class Stored:
     created_at: float
 
 
-def _alert(row: tuple) -> Alert:
-    fp, starts_at, rule, node, sensor, severity, status, value, summary, ends_at, acked_by = row
-    return Alert(fp, rule, node, sensor, severity, status, value, summary, starts_at, ends_at, acked_by)
+def _alert(row: tuple, labels: Callable[[str, str, str, str], Mapping[str, str]] | None = None) -> Alert:
+    fp, starts_at, rule, node, sensor, severity, status, value, summary, ends_at, acked_by, end_summary = row
+    shown = labels(rule, node, sensor, severity) if labels else {}
+    text = end_summary if status == "resolved" and end_summary else summary
+    return Alert(fp, rule, node, sensor, severity, status, value, text, starts_at, ends_at, acked_by, shown, summary)
 
 
-_ALERT_COLUMNS = "fingerprint, starts_at, rule, node, sensor, severity, status, value, summary, ends_at, acked_by"
+_ALERT_COLUMNS = "fingerprint, starts_at, rule, node, sensor, severity, status, value, summary, ends_at, acked_by, end_summary"
 
 
 class AlertState:
@@ -236,7 +240,7 @@ class AlertState:
                 self.history(db, e.fingerprint, current[0], e.ts, "level", {"from": current[1], "to": e.severity, "value": e.value})
         elif current is not None:
             db.execute(
-                "UPDATE alerts SET status = 'resolved', ends_at = ?, value = ?, summary = ?, updated_at = ?"
+                "UPDATE alerts SET status = 'resolved', ends_at = ?, value = ?, end_summary = ?, updated_at = ?"
                 " WHERE fingerprint = ? AND starts_at = ?",
                 (e.ts, e.value, e.summary, e.ts, e.fingerprint, current[0]),
             )
@@ -251,8 +255,12 @@ class AlertState:
 
     # --- what the lifecycle plans from ---
 
-    def for_planning(self, db: sqlite3.Connection) -> tuple[list[Alert], dict, dict, list[Silence]]:
-        """Firing episodes, resolved ones someone must still hear of, what was told, the groups, the silences."""
+    def for_planning(
+        self, db: sqlite3.Connection, labels: Callable[[str, str, str, str], Mapping[str, str]] | None = None
+    ) -> tuple[list[Alert], dict, dict, list[Silence]]:
+        """Firing episodes, resolved ones someone must still hear of, what was told, the groups, the silences.
+
+        `labels(rule, node, sensor, severity)` gives each alert its labels (the notifier knows the plant)."""
         told = {
             (r, fp, s): Told(r, fp, s, sev, bool(res), last)
             for r, fp, s, sev, res, last in db.execute(
@@ -260,10 +268,10 @@ class AlertState:
             )
         }
         owed = {(fp, s) for (_, fp, s), t in told.items() if not t.resolved}
-        alerts = [_alert(r) for r in db.execute(f"SELECT {_ALERT_COLUMNS} FROM alerts WHERE status = 'firing'")]
+        alerts = [_alert(r, labels) for r in db.execute(f"SELECT {_ALERT_COLUMNS} FROM alerts WHERE status = 'firing'")]
         for r in db.execute(f"SELECT {_ALERT_COLUMNS}, settled FROM alerts WHERE status = 'resolved' AND ends_at IS NOT NULL"):
             if (r[0], r[1]) in owed or not r[-1]:
-                alerts.append(_alert(r[:-1]))
+                alerts.append(_alert(r[:-1], labels))
         groups = {
             (r, k): Group(r, k, p, last) for r, k, p, last in db.execute("SELECT receiver, key, pending_since, last_sent FROM alert_groups")
         }
@@ -425,7 +433,7 @@ class AlertState:
 
 
 def _row_dict(row: tuple) -> dict[str, Any]:
-    a = _alert(row[:11])
+    a = _alert(row[:12])
     return {
         "fingerprint": a.fingerprint,
         "rule": a.rule,
@@ -438,6 +446,6 @@ def _row_dict(row: tuple) -> dict[str, Any]:
         "starts_at": a.starts_at,
         "ends_at": a.ends_at,
         "acked_by": a.acked_by,
-        "acked_at": row[11],
-        "ack_comment": row[12],
+        "acked_at": row[12],
+        "ack_comment": row[13],
     }
