@@ -261,7 +261,7 @@ def test_changing_a_sensor_node_rolls_the_gateway(cluster, plant):
 
 
 def test_a_rule_naming_a_missing_detector_is_not_accepted_until_it_exists(cluster, operator, namespace):
-    for f in ("nodes.yaml", "rules.yaml"):
+    for f in ("nodes.yaml", "receivers.yaml", "rules.yaml"):
         cluster.kubectl("apply", "-n", namespace, "-f", str(EXAMPLE_PLANT / f))
 
     def accepted(status: str) -> dict | None:
@@ -312,7 +312,7 @@ spec:
 def test_receivers_wait_for_their_secrets_and_rules_for_their_receivers(cluster, operator, namespace):
     """An AlertReceiver is Accepted once its Secret exists, which the gateway then mounts (never as
     environment values); a rule naming a receiver no AlertReceiver defines is refused until one does."""
-    for f in ("nodes.yaml", "rules.yaml"):
+    for f in ("nodes.yaml", "receivers.yaml", "rules.yaml"):
         cluster.kubectl("apply", "-n", namespace, "-f", str(EXAMPLE_PLANT / f))
     cluster.kubectl("apply", "-n", namespace, "-f", "-", input=SLACK_RECEIVER)
 
@@ -527,7 +527,7 @@ def test_rules_become_a_prometheus_rule_once_the_prometheus_operators_crd_exists
         "metadata": {"name": "spindle-jump"},
         "spec": {"selector": {"sensor": "spindle-speed"}, "condition": {"type": "RateOfChange", "rateOfChange": {"maxPerMinute": "100"}}},
     }
-    for f in ("nodes.yaml", "rules.yaml"):  # no DetectorModel: bearing-anomaly stays unaccepted
+    for f in ("nodes.yaml", "receivers.yaml", "rules.yaml"):  # no DetectorModel: bearing-anomaly stays unaccepted
         cluster.kubectl("apply", "-n", namespace, "-f", str(EXAMPLE_PLANT / f))
     cluster.kubectl("apply", "-n", namespace, "-f", "-", input=yaml.safe_dump(jump))
 

@@ -30,8 +30,8 @@ def helm(*args: str, check: bool = True) -> subprocess.CompletedProcess:
 
 def sample_values(tmp_path) -> str:
     """The sample plant (examples/plant) as chart values."""
-    plant: dict[str, list] = {"sensorNodes": [], "alertRules": [], "detectorModels": []}
-    key = {"SensorNode": "sensorNodes", "AlertRule": "alertRules", "DetectorModel": "detectorModels"}
+    plant: dict[str, list] = {"sensorNodes": [], "alertRules": [], "detectorModels": [], "alertReceivers": []}
+    key = {"SensorNode": "sensorNodes", "AlertRule": "alertRules", "DetectorModel": "detectorModels", "AlertReceiver": "alertReceivers"}
     for f in sorted(EXAMPLE_PLANT.glob("*.yaml")):
         for doc in yaml.safe_load_all(f.read_text()):
             if doc and doc.get("kind") in key:
@@ -54,6 +54,7 @@ def test_renders_the_sample_plant_that_the_crds_accept(tmp_path):
     kinds = [d["kind"] for d in docs]
     assert kinds.count("CustomResourceDefinition") == 4
     assert kinds.count("SensorNode") == 5 and kinds.count("AlertRule") == 4 and kinds.count("DetectorModel") == 1
+    assert kinds.count("AlertReceiver") == 1
     assert {"Deployment", "Service", "ServiceAccount", "Role", "RoleBinding", "ClusterRole", "ClusterRoleBinding", "Pod"} <= set(kinds)
     plant = plant_from_documents([(f"doc{i}", d) for i, d in enumerate(docs) if d["apiVersion"].startswith("plantwatch.io/")])
     assert len(plant.nodes) == 5

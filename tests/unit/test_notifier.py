@@ -174,3 +174,32 @@ def test_acknowledging_stops_repeats_and_the_history_says_who(tmp_path):
     assert state.alert(FP)["acked_by"] == "ana"
     assert any(h["what"] == "acknowledged" and h["by"] == "ana" and h["comment"] == "on my way" for h in state.alert_history(FP))
     n.stop(drain_s=1)
+
+
+def test_forty_presses_overheating_at_once_reach_a_grouped_receiver_as_one_message(tmp_path):
+    docs = [d for d in yaml.safe_load_all(DOCS) if d["kind"] != "SensorNode"]
+    node = next(d for d in yaml.safe_load_all(DOCS) if d["kind"] == "SensorNode")
+    for i in range(40):
+        docs.append(
+            {
+                **node,
+                "metadata": {"name": f"press-{i:02d}"},
+                "spec": {**node["spec"], "payload": {"format": "esp32-json", "topic": f"s/{i}"}},
+            }
+        )
+    receiver = next(d for d in docs if d["kind"] == "AlertReceiver")
+    receiver["spec"]["grouping"] = {"by": ["rule"], "wait": "10s", "interval": "1m"}
+    plant = plant_from_documents([(str(i), d) for i, d in enumerate(docs)])
+    db = tmp_path / "plant.db"
+    store, pager = SqliteStore(db), Pager()
+    n = Notifier(plant, AlertState(db), {"pager": pager})
+    for i in range(40):  # over four seconds
+        fp = f"hot/press-{i:02d}/temperature"
+        store.write(alerts=[AlertEvent(fp, "hot", f"press-{i:02d}", "temperature", "firing", "warning", 75.0, T0 + i / 10, "hot")])
+        settle(n, T0 + i / 10, steps=1)
+    assert pager.got == []  # the group waits 10 s for the rest
+    settle(n, T0 + 10)
+    assert len(pager.got) == 1 and len(pager.got[0].alerts) == 40 and pager.got[0].group_labels == {"rule": "hot"}
+    settle(n, T0 + 60)
+    assert len(pager.got) == 1
+    n.stop(drain_s=1)

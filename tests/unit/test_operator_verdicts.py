@@ -32,13 +32,20 @@ def listed(kind: str) -> list[dict]:
     ]
 
 
+#: The sample plant's AlertReceivers (its overtemperature rule notifies `andon`).
+SAMPLE_RECEIVERS = listed("AlertReceiver")
+
+
 def verdicts(nodes: list[dict], rules: list[dict], detectors: list[dict]) -> dict[str, tuple[Verdict, int]]:
-    return {body["metadata"]["name"]: (verdict, matched) for body, verdict, matched in judge_plant(nodes, rules, detectors).rules}
+    return {
+        body["metadata"]["name"]: (verdict, matched)
+        for body, verdict, matched in judge_plant(nodes, rules, detectors, SAMPLE_RECEIVERS).rules
+    }
 
 
 def test_the_sample_plant_is_accepted_whole():
     nodes, rules, detectors = listed("SensorNode"), listed("AlertRule"), listed("DetectorModel")
-    plant = judge_plant(nodes, rules, detectors)
+    plant = judge_plant(nodes, rules, detectors, SAMPLE_RECEIVERS)
     assert plant.valid_nodes == nodes and plant.accepted_rules == rules and plant.detectors == detectors
     for name, (verdict, matched) in verdicts(nodes, rules, detectors).items():
         assert verdict == ("True", "Loaded", "the rule is part of the gateway's config"), name
@@ -50,7 +57,7 @@ def test_each_rule_says_whether_prometheus_evaluates_it_too():
     jump = copy.deepcopy(rules[0])
     jump["metadata"]["name"] = "jump"
     jump["spec"]["condition"] = {"type": "RateOfChange", "rateOfChange": {"maxPerMinute": "5"}}
-    plant = judge_plant(listed("SensorNode"), [*rules, jump], [])  # no DetectorModel: bearing-anomaly is refused
+    plant = judge_plant(listed("SensorNode"), [*rules, jump], [], SAMPLE_RECEIVERS)  # no DetectorModel: bearing-anomaly is refused
     manifest, rendered = render_prometheus_rule(plant.accepted_plant, "plant-a")
     assert {g["name"] for g in manifest["spec"]["groups"]} == {"machine-overtemperature", "vibration-high", "node-silent"}
     found = {
@@ -88,7 +95,7 @@ def test_a_rule_with_an_unknown_receiver_is_refused():
     assert verdict == (
         "False",
         "UnknownReceiver",
-        "spec.receivers: no AlertReceiver named 'pager' in the plant (known: console); "
+        "spec.receivers: no AlertReceiver named 'pager' in the plant (known: console, andon); "
         "define an AlertReceiver of that name or use one of these",
     )
     assert matched > 0  # still reported: the selector is not what is wrong
@@ -117,16 +124,17 @@ def test_a_rule_is_accepted_once_an_alertreceiver_defines_its_receivers():
     name = rules[0]["metadata"]["name"]
     verdict, _ = verdicts(listed("SensorNode"), rules, listed("DetectorModel"))[name]
     assert (verdict.reason, "'pager'" in verdict.message) == ("UnknownReceiver", True)  # an escalation tier's receiver counts
-    plant = judge_plant(listed("SensorNode"), rules, listed("DetectorModel"), [PAGER], {"pager-slack": ["url"]})
+    plant = judge_plant(listed("SensorNode"), rules, listed("DetectorModel"), [*SAMPLE_RECEIVERS, PAGER], {"pager-slack": ["url"]})
     assert {b["metadata"]["name"]: v.status for b, v, _ in plant.rules}[name] == "True"
     # a receiver whose Secret is missing still defines the name: the rule stays, the receiver says what is missing
-    plant = judge_plant(listed("SensorNode"), rules, listed("DetectorModel"), [PAGER], {"pager-slack": None})
+    plant = judge_plant(listed("SensorNode"), rules, listed("DetectorModel"), [*SAMPLE_RECEIVERS, PAGER], {"pager-slack": None})
     assert {b["metadata"]["name"]: v.status for b, v, _ in plant.rules}[name] == "True"
-    assert plant.configured_receivers == [PAGER]
+    assert plant.configured_receivers == [*SAMPLE_RECEIVERS, PAGER]
     # one being deleted has left the plant, and the rule with it
     going = receiver("pager", PAGER["spec"], deletionTimestamp="2026-01-01T00:00:00Z")
-    plant = judge_plant(listed("SensorNode"), rules, listed("DetectorModel"), [going], {"pager-slack": ["url"]})
-    assert {b["metadata"]["name"]: v.reason for b, v, _ in plant.rules}[name] == "UnknownReceiver" and plant.receivers == []
+    plant = judge_plant(listed("SensorNode"), rules, listed("DetectorModel"), [*SAMPLE_RECEIVERS, going], {"pager-slack": ["url"]})
+    assert {b["metadata"]["name"]: v.reason for b, v, _ in plant.rules}[name] == "UnknownReceiver"
+    assert [b["metadata"]["name"] for b, _ in plant.receivers] == ["andon"]
 
 
 def test_a_receiver_is_accepted_when_its_secrets_hold_the_keys_it_names():
@@ -155,10 +163,12 @@ def test_a_missing_secret_or_key_is_secret_not_found_naming_each():
 
 def test_an_invalid_receiver_stays_out_of_the_config():
     bad = receiver("bad", {"type": "Pigeon"})
-    plant = judge_plant(listed("SensorNode"), listed("AlertRule"), listed("DetectorModel"), [bad, PAGER], {"pager-slack": ["url"]})
+    plant = judge_plant(
+        listed("SensorNode"), listed("AlertRule"), listed("DetectorModel"), [*SAMPLE_RECEIVERS, bad, PAGER], {"pager-slack": ["url"]}
+    )
     verdict = dict((b["metadata"]["name"], v) for b, v in plant.receivers)["bad"]
     assert (verdict.status, verdict.reason, "spec.type" in verdict.message) == ("False", "InvalidSpec", True)
-    assert plant.configured_receivers == [PAGER]
+    assert plant.configured_receivers == [*SAMPLE_RECEIVERS, PAGER]
 
 
 def test_a_rule_matching_no_series_is_refused_with_what_exists():
@@ -182,7 +192,7 @@ def test_an_invalid_rule_says_which_field():
 def test_an_invalid_node_stays_out_with_its_message():
     nodes = copy.deepcopy(listed("SensorNode"))
     nodes[0]["spec"]["sensors"][0]["type"] = "smell"
-    plant = judge_plant(nodes, listed("AlertRule"), listed("DetectorModel"))
+    plant = judge_plant(nodes, listed("AlertRule"), listed("DetectorModel"), SAMPLE_RECEIVERS)
     (body, message), *rest = plant.nodes
     assert body is nodes[0] and isinstance(message, str) and "spec.sensors[0].type" in message
     assert plant.valid_nodes == nodes[1:] and all(not isinstance(p, str) for _, p in rest)
@@ -191,7 +201,7 @@ def test_an_invalid_node_stays_out_with_its_message():
 def test_objects_being_deleted_have_left_the_plant():
     nodes = [{**n, "metadata": {**n["metadata"], "deletionTimestamp": "2026-01-01T00:00:00Z"}} for n in listed("SensorNode")]
     detectors = [{**d, "metadata": {**d["metadata"], "deletionTimestamp": "2026-01-01T00:00:00Z"}} for d in listed("DetectorModel")]
-    plant = judge_plant(nodes, listed("AlertRule"), detectors)
+    plant = judge_plant(nodes, listed("AlertRule"), detectors, SAMPLE_RECEIVERS)
     assert plant.nodes == [] and plant.valid_nodes == [] and plant.detectors == []
     assert {name: v.reason for name, (v, _) in verdicts(nodes, listed("AlertRule"), detectors).items()} == {
         "machine-overtemperature": "NoMatchingSeries",

@@ -130,7 +130,11 @@ class Notifier:
 
     # --- the loop ---
 
-    def start(self) -> None:
+    def start(self, take_over: bool = False) -> None:
+        """Run the loop. `take_over`: this process has fenced any other off the store (`up` claims its
+        checkpoint first), so it takes the lease at once instead of waiting for a dead holder's to lapse."""
+        if take_over:
+            self.state.take_lease(self.owner, self.clock(), LEASE_S)
         self._thread = threading.Thread(target=self._run, name="notifier", daemon=True)
         self._thread.start()
 

@@ -264,8 +264,8 @@ def _start(opts: UpOptions, plant: Plant, started: ExitStack) -> _Running:
         api = alerts_api(alert_state, secrets, opts.api_token, opts.api_open_reads)
     except SecretMissing as exc:
         raise StartupError(f"--api-token-secret: {exc}") from exc
-    # Its own name for the notifier's lease: after a crash, the restarted `up` takes the store's
-    # notifications over once the dead one's lease lapses (LEASE_S), never while it might still send.
+    # Its own name for the notifier's lease; a durable `up` takes the lease over when it starts,
+    # having claimed the store's checkpoint (which fences any earlier `up` off the store) first.
     notifier = Notifier(plant, alert_state, receivers)
     scorers, problems = plant_scorers(plant)
     for problem in problems:
@@ -315,7 +315,7 @@ def _start(opts: UpOptions, plant: Plant, started: ExitStack) -> _Running:
         raise StartupError(f"--http-port {opts.http_port} {why}; pick another, or 0 for any free port") from exc
     health.start()
     started.callback(health.stop)
-    notifier.start()
+    notifier.start(take_over=durable)
     started.callback(notifier.stop)
     try:
         service.start()

@@ -194,6 +194,11 @@ class AlertState:
         self._set(db, "lease", json.dumps([owner, now + lease_s]))
         return True
 
+    def take_lease(self, owner: str, now: float, lease_s: float) -> None:
+        """Take the lease whoever holds it: for a process that has already fenced every other one off the store."""
+        with self.tx() as db:
+            self._set(db, "lease", json.dumps([owner, now + lease_s]))
+
     def release_lease(self, owner: str) -> None:
         with self.tx() as db:
             held = self._get(db, "lease")
