@@ -312,7 +312,7 @@ spec:
 def test_receivers_wait_for_their_secrets_and_rules_for_their_receivers(cluster, operator, namespace):
     """An AlertReceiver is Accepted once its Secret exists, which the gateway then mounts (never as
     environment values); a rule naming a receiver no AlertReceiver defines is refused until one does."""
-    for f in ("nodes.yaml", "receivers.yaml", "rules.yaml"):
+    for f in ("nodes.yaml", "rules.yaml"):  # not receivers.yaml: andon is applied below
         cluster.kubectl("apply", "-n", namespace, "-f", str(EXAMPLE_PLANT / f))
     cluster.kubectl("apply", "-n", namespace, "-f", "-", input=SLACK_RECEIVER)
 

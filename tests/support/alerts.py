@@ -16,9 +16,10 @@ def announce(plant: Plant, db: str | Path, now: float | None = None) -> str:
     """The console lines a notifier writes for the store's alert events not yet announced (in `db`'s state)."""
     out = io.StringIO()
     state = AlertState(db, replay=True)
-    notifier = Notifier(plant, state, {"console": Console("console", out)})
+    at = time.time() if now is None else now
+    notifier = Notifier(plant, state, {"console": Console("console", out)}, clock=lambda: at)  # one clock, steps and stop alike
     try:
-        notifier.step(time.time() if now is None else now)
+        notifier.step(at)
         notifier.stop(drain_s=10.0)
     finally:
         state.close()

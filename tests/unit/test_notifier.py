@@ -17,7 +17,7 @@ from plantwatch.readings import AlertEvent
 from plantwatch.store.alert_state import AlertState
 from plantwatch.store.sqlite import SqliteStore
 
-T0 = float(int(time.time()))  # the notifier times deliveries by the wall clock: stay near it
+T0 = 1767254400.0
 FP = "hot/press-1/temperature"
 DOCS = """
 apiVersion: plantwatch.io/v1alpha1
@@ -84,7 +84,8 @@ def setup(tmp_path, owner: str = "a"):
 
 
 def settle(n: Notifier, now: float, steps: int = 3) -> None:
-    """Step and wait for the deliveries the step started."""
+    """Step at `now` (the notifier's clock too: deliveries are timed by it) and wait for the deliveries the step started."""
+    n.clock = lambda: now
     for _ in range(steps):
         n.step(now)
         deadline = time.monotonic() + 5
@@ -127,7 +128,7 @@ def test_a_receiver_that_is_down_gets_the_message_when_it_is_back_and_only_once(
     assert [h["what"] for h in history] == ["firing", "notification", "delivery"]
     assert history[-1]["status"] == "pending" and history[-1]["attempts"][0]["error"] == "503 from the webhook"
     pager.down = None
-    settle(n, time.time() + 60)  # past the retry delay (15 s), before the repeat (10 min)
+    settle(n, T0 + 60)  # past the retry delay (15 s), before the repeat (10 min)
     assert pager.seen() == [("firing", "firing", "warning")]
     assert state.notification_counts() == {"pager": {"sent": 1}}
     n.stop(drain_s=1)
@@ -138,7 +139,7 @@ def test_a_message_the_receiver_refuses_for_good_is_given_up_and_says_why(tmp_pa
     pager.down = DeliveryError("400: channel_not_found", retryable=False)
     store.write(alerts=[event("firing", T0)])
     settle(n, T0 + 1)
-    settle(n, time.time() + 60)  # a retry would be due by now: there is none
+    settle(n, T0 + 60)  # a retry would be due by now: there is none
     assert state.notification_counts() == {"pager": {"failed": 1}}
     assert state.alert_history(FP)[-1]["attempts"][0]["error"] == "400: channel_not_found"
     n.stop(drain_s=1)
