@@ -242,11 +242,35 @@ def generate_values_schema() -> str:
             },
             "broker": {
                 "type": "object",
+                "additionalProperties": False,
                 "properties": {
                     "enabled": {"type": "boolean"},
                     "image": {"type": "string", "minLength": 1},
                     "port": {"type": "integer", "minimum": 1, "maximum": 65535},
-                    "url": {"type": "string", "pattern": "^(mqtt://.+)?$"},
+                    # credentials never in the URL: the gateway's identity is a Secret the operator makes
+                    "url": {"type": "string", "pattern": "^(mqtts?://[^@/]+)?$"},
+                    "persistence": {
+                        "type": "object",
+                        "additionalProperties": False,
+                        "properties": {
+                            "size": {"type": "string", "pattern": "^[0-9]+(Mi|Gi|Ti)$"},
+                            "storageClassName": {"type": "string"},
+                        },
+                    },
+                    "maxPacketSize": {"type": "integer", "minimum": 1024, "maximum": 268435455},
+                    "maxQueuedMessages": {"type": "integer", "minimum": 1},
+                    "maxInflightMessages": {"type": "integer", "minimum": 1, "maximum": 65535},
+                    "maxConnections": {"type": "integer", "minimum": -1},
+                    "requireClientCertificate": {"type": "boolean"},
+                    "resources": {"type": "object"},
+                    "certificates": {
+                        "type": "object",
+                        "additionalProperties": False,
+                        "properties": {
+                            "lifetimeSeconds": {"type": "integer", "minimum": 3600},
+                            "issuer": {"type": "string", "pattern": "^((Cluster)?Issuer/[a-z0-9]([-a-z0-9.]*[a-z0-9])?)?$"},
+                        },
+                    },
                 },
             },
             "gateway": {

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import re
 from dataclasses import dataclass
+from urllib.parse import urlparse
 
 #: A Secret's name (a DNS subdomain) and one of its keys, as the API server accepts them.
 _SECRET_NAME = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
@@ -15,8 +16,16 @@ _SECRET_KEY = re.compile(r"[-._a-zA-Z0-9]+")
 class Config:
     #: Image of every Plantwatch workload; the chart sets it to its own appVersion.
     image: str = "ghcr.io/plantwatch/plantwatch:0.1.0"
-    #: MQTT broker the plant's gateway subscribes to (the chart's in-release broker by default).
-    broker_url: str = "mqtt://plantwatch-broker:1883"
+    #: MQTT broker the plant's gateway subscribes to (the chart's in-release broker by default). No credentials in it:
+    #: the gateway's identity is GATEWAY_USERNAME with a password the operator generates into a Secret (broker.py).
+    broker_url: str = "mqtts://plantwatch-broker:8883"
+    #: Seconds a broker server certificate lives (the CA: ten times that); renewed when a third is left.
+    broker_cert_lifetime: float = 90 * 86400.0
+    #: cert-manager's issuer of the broker's certificate, (kind, name), where cert-manager is installed. None: the
+    #: operator renders the plant's own CA chain of cert-manager Issuers.
+    broker_issuer: tuple[str, str] | None = None
+    #: Seconds between re-reads of the SensorNodes' credential Secrets and the broker certificate's expiry.
+    credentials_check_interval: float = 30.0
     #: Seconds between re-checks of each DetectorModel's source and serving state.
     detector_check_interval: float = 30.0
     #: Seconds between re-reads of each AlertReceiver's Secrets (they are not watched: see handlers.receiver_recheck).
@@ -31,7 +40,10 @@ class Config:
     def from_env(cls) -> Config:
         return cls(
             image=os.environ.get("PLANTWATCH_IMAGE", cls.image),
-            broker_url=os.environ.get("PLANTWATCH_BROKER_URL", cls.broker_url),
+            broker_url=broker_url("PLANTWATCH_BROKER_URL", os.environ.get("PLANTWATCH_BROKER_URL", cls.broker_url)),
+            broker_cert_lifetime=lifetime("PLANTWATCH_BROKER_CERT_LIFETIME", os.environ.get("PLANTWATCH_BROKER_CERT_LIFETIME", "")),
+            broker_issuer=issuer("PLANTWATCH_BROKER_ISSUER", os.environ.get("PLANTWATCH_BROKER_ISSUER", "")),
+            credentials_check_interval=float(os.environ.get("PLANTWATCH_CREDENTIALS_CHECK_INTERVAL", cls.credentials_check_interval)),
             detector_check_interval=float(os.environ.get("PLANTWATCH_DETECTOR_CHECK_INTERVAL", cls.detector_check_interval)),
             receiver_check_interval=float(os.environ.get("PLANTWATCH_RECEIVER_CHECK_INTERVAL", cls.receiver_check_interval)),
             gateway_api_token_secret=secret_key(
@@ -59,3 +71,41 @@ def flag(variable: str, text: str) -> bool:
     if text not in ("true", "false"):
         raise ValueError(f"{variable}={text!r}: expected true or false")
     return text == "true"
+
+
+def broker_url(variable: str, text: str) -> str:
+    """The broker URL, refused when it carries credentials (they would sit in the gateway's args)."""
+    u = urlparse(text)
+    if u.scheme not in ("mqtt", "mqtts") or not u.hostname:
+        raise ValueError(f"{variable}: expected mqtts://host:port (or mqtt:// for a broker without TLS), got scheme {u.scheme!r}")
+    if u.username is not None or u.password is not None:
+        raise ValueError(
+            f"{variable}: the URL carries credentials; give none (the gateway's broker identity is a Secret the operator "
+            "generates and mounts)"
+        )
+    return text
+
+
+def lifetime(variable: str, text: str) -> float:
+    """Seconds, at least 60 (a shorter certificate would be renewed between two checks)."""
+    if not text:
+        return Config.broker_cert_lifetime
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = 0.0
+    if seconds < 60:
+        raise ValueError(f"{variable}={text!r}: expected seconds, at least 60 (default {Config.broker_cert_lifetime:.0f}, 90 days)")
+    return seconds
+
+
+def issuer(variable: str, text: str) -> tuple[str, str] | None:
+    """`Issuer/NAME` or `ClusterIssuer/NAME` → (kind, name); empty → None."""
+    if not text:
+        return None
+    kind, _, name = text.partition("/")
+    if kind not in ("Issuer", "ClusterIssuer") or not _SECRET_NAME.fullmatch(name):
+        raise ValueError(
+            f"{variable}={text!r}: expected Issuer/NAME or ClusterIssuer/NAME (a cert-manager issuer, e.g. ClusterIssuer/plant-ca)"
+        )
+    return kind, name

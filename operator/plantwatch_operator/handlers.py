@@ -8,8 +8,12 @@ rule (a new receiver may make a rule Accepted). Each DetectorModel owns its own 
 
 from __future__ import annotations
 
+import datetime
 import logging
+import math
+import secrets
 import threading
+import time
 from collections import defaultdict
 from typing import Any
 
@@ -19,8 +23,9 @@ from plantwatch.alerts import promrule
 from plantwatch.contracts.conditions import find_condition
 from plantwatch.contracts.names import GROUP, VERSION
 from plantwatch.contracts.times import now_rfc3339
+from plantwatch.mqtt.acl import render_broker_auth
 from plantwatch.plant.model import parse_resource
-from plantwatch_operator import kube
+from plantwatch_operator import broker, certs, kube
 from plantwatch_operator.config import Config
 from plantwatch_operator.metrics import reconciling
 from plantwatch_operator.render import (
@@ -45,6 +50,7 @@ from plantwatch_operator.verdicts import (
 
 CONFIG = Config.from_env()
 _namespace_locks: dict[str, threading.Lock] = defaultdict(threading.Lock)
+_credentials_checked: dict[str, float] = {}
 
 
 @kopf.on.startup()
@@ -97,6 +103,7 @@ def reconcile_plant(namespace: str) -> None:
         for manifest in rendered:
             kube.apply(manifest)
         digest = rendered[0]["metadata"]["annotations"][CONFIG_HASH]
+        _reconcile_broker(namespace, plant, owners)
         for body, parsed in plant.nodes:
             _write_status(body, node_status(body, parsed, digest, now))
         rendered = _apply_prometheus_rule(namespace, plant)
@@ -104,6 +111,69 @@ def reconcile_plant(namespace: str) -> None:
         for body, verdict, matched in plant.rules:
             prometheus = prometheus_rule_verdict(verdict, body["metadata"]["name"], rendered, where)
             _write_status(body, rule_status(body, verdict, matched, now, prometheus))
+
+
+def _reconcile_broker(namespace: str, plant: PlantVerdicts, owners: list[dict[str, Any]]) -> None:
+    """The broker's password file and ACL from the valid nodes' Secrets (a node whose Secret is missing or
+    unusable gets no line, so the broker refuses it, and a Warning Event saying why), the gateway's own
+    MQTT password (generated once), and the broker's certificate."""
+    lab = labels("broker", namespace)
+    gateway = kube.secret_data(broker.GATEWAY_SECRET, namespace) or {}
+    password = gateway.get(broker.GATEWAY_PASSWORD_KEY, b"").decode("utf-8", "replace")
+    if not password:
+        password = secrets.token_urlsafe(32)
+        kube.apply(owned(broker.secret(broker.GATEWAY_SECRET, namespace, lab, {broker.GATEWAY_PASSWORD_KEY: password.encode()}), owners))
+    nodes = [(body, parsed) for body, parsed in plant.nodes if not isinstance(parsed, str)]
+    credentials = {}
+    for _, node in nodes:
+        if node.spec.credentials is None:
+            continue
+        data = kube.secret_data(node.spec.credentials.secret_ref.name, namespace) or {}
+        try:
+            credentials[node.meta.name] = (data["username"].decode().strip(), data["password"].decode().strip())
+        except (KeyError, UnicodeDecodeError):
+            pass  # render_broker_auth refuses the node, naming its Secret
+    previous = (kube.secret_data(broker.AUTH_SECRET, namespace) or {}).get(broker.PASSWORD_FILE, b"").decode("utf-8", "replace")
+    auth = render_broker_auth(
+        [node for _, node in nodes], credentials, (broker.GATEWAY_USERNAME, password), previous_password_file=previous or None
+    )
+    files = {broker.PASSWORD_FILE: auth.password_file.encode(), broker.ACL_FILE: auth.acl_file.encode()}
+    kube.apply(owned(broker.secret(broker.AUTH_SECRET, namespace, lab, files), owners))
+    for body, node in nodes:
+        if node.meta.name in auth.refused:
+            kopf.event(body, type="Warning", reason="BrokerAccessRefused", message=f"no broker identity: {auth.refused[node.meta.name]}")
+    _reconcile_broker_tls(namespace, lab)
+
+
+def _reconcile_broker_tls(namespace: str, lab: dict[str, str]) -> None:
+    """cert-manager's Certificate where its CRD exists; otherwise the operator's own CA and server
+    certificate, renewed when a third of their lifetime is left. Neither is owned by the nodes: the CA
+    that the nodes pin outlives a plant that is emptied and refilled."""
+    hosts = certs.broker_hosts(CONFIG.broker_url)
+    lifetime = datetime.timedelta(seconds=CONFIG.broker_cert_lifetime)
+    if kube.has_crd(broker.CERT_MANAGER_CRD):
+        for manifest in broker.cert_manager_objects(namespace, lab, hosts, lifetime, CONFIG.broker_issuer):
+            kube.apply(manifest)
+        return
+    ca = kube.secret_data(broker.CA_SECRET, namespace)
+    server = kube.secret_data(broker.TLS_SECRET, namespace)
+    for manifest in broker.tls_secrets(namespace, lab, ca, server, hosts, datetime.datetime.now(datetime.UTC), lifetime):
+        kube.apply(manifest)
+        logging.getLogger(__name__).info("broker certificate: wrote Secret %s/%s", namespace, manifest["metadata"]["name"])
+
+
+@kopf.timer(GROUP, VERSION, "sensornodes", interval=CONFIG.credentials_check_interval, initial_delay=5.0)
+def credentials_recheck(namespace: str, **_: Any) -> None:
+    """Re-read the namespace's node Secrets and the broker certificate's expiry, once per interval per
+    namespace however many nodes' timers fire: a rotated password reaches the broker's password file (the
+    other nodes' lines unchanged) and a certificate is renewed, without a change to any plant resource.
+    Secrets are not watched, for the reason receiver_recheck gives."""
+    now = time.monotonic()
+    with _namespace_locks[namespace]:
+        if now - _credentials_checked.get(namespace, -math.inf) < CONFIG.credentials_check_interval / 2:
+            return
+        _credentials_checked[namespace] = now
+    reconcile_plant(namespace)
 
 
 def _apply_prometheus_rule(namespace: str, plant: PlantVerdicts) -> dict[str, str] | None:

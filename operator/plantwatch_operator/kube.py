@@ -6,6 +6,7 @@ are handled here once, not in every handler.
 
 from __future__ import annotations
 
+import base64
 from typing import Any
 
 from kubernetes import client
@@ -58,6 +59,18 @@ def secret_keys(name: str, namespace: str) -> list[str] | None:
             return None
         raise
     return sorted(secret.data or {})
+
+
+def secret_data(name: str, namespace: str) -> dict[str, bytes] | None:
+    """A Secret's values, or None when it does not exist: for the few Secrets the operator renders from
+    (SensorNode credentials) or renews (the broker's certificates), each read by name with `get`."""
+    try:
+        secret = client.CoreV1Api(api_client()).read_namespaced_secret(name, namespace)
+    except ApiException as exc:
+        if exc.status == 404:
+            return None
+        raise
+    return {k: base64.b64decode(v) for k, v in (secret.data or {}).items()}
 
 
 def has_crd(name: str) -> bool:

@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import hashlib
 from typing import Any
+from urllib.parse import urlparse
 
 import yaml
 
 from plantwatch.contracts.names import DETECTOR_LABEL, GROUP, OPERATOR_MANAGER, PART_OF_LABEL
 from plantwatch.plant.model import DetectorModel
 from plantwatch.secrets import MOUNT_DIR
+from plantwatch_operator.broker import GATEWAY_PASSWORD_KEY, GATEWAY_SECRET, GATEWAY_USERNAME, TLS_SECRET
 from plantwatch_operator.config import Config
 from plantwatch_operator.verdicts import referenced_secrets
 
@@ -91,12 +93,16 @@ def _probes(live: str, ready: str) -> dict[str, Any]:
 
 
 def mounted_secrets(receivers: list[dict[str, Any]], config: Config) -> dict[str, tuple[str, ...]]:
-    """The Secrets the gateway mounts, each with its keys (sorted): those the AlertReceivers reference and
-    the alerts API's token; one Secret serving both is mounted once, with the keys of both."""
+    """The Secrets the gateway mounts, each with its keys (sorted): those the AlertReceivers reference,
+    the alerts API's token, its broker password and the CA it pins; one Secret serving several is mounted
+    once, with the keys of all."""
     keys = {name: set(k) for name, k in referenced_secrets(receivers).items()}
     if config.gateway_api_token_secret is not None:
         name, key = config.gateway_api_token_secret
         keys.setdefault(name, set()).add(key)
+    keys.setdefault(GATEWAY_SECRET, set()).add(GATEWAY_PASSWORD_KEY)
+    if _tls(config):
+        keys.setdefault(TLS_SECRET, set()).add("ca.crt")
     return {name: tuple(sorted(keys[name])) for name in sorted(keys)}
 
 
@@ -125,6 +131,68 @@ def api_args(config: Config) -> list[str]:
     if config.gateway_api_open_reads:
         args.append("--api-open-reads")
     return args
+
+
+def _tls(config: Config) -> bool:
+    return urlparse(config.broker_url).scheme == "mqtts"
+
+
+def broker_args(config: Config) -> list[str]:
+    """The gateway's broker flags: the URL (never credentials), its identity with the password read from
+    the mounted Secret, and the CA it pins when the broker speaks TLS."""
+    args = [
+        "--broker",
+        config.broker_url,
+        "--broker-username",
+        GATEWAY_USERNAME,
+        "--broker-password-file",
+        f"{MOUNT_DIR}/{GATEWAY_SECRET}/{GATEWAY_PASSWORD_KEY}",
+    ]
+    if _tls(config):
+        args += ["--broker-ca", f"{MOUNT_DIR}/{TLS_SECRET}/ca.crt"]
+    return args
+
+
+def _port(number: int, protocol: str = "TCP") -> dict[str, Any]:
+    return {"protocol": protocol, "port": number}
+
+
+#: DNS (the broker's and detectors' names) and the API server (status, Events). The API server's address
+#: is not a pod a selector can name, and differs per cluster: allowed by port.
+_DNS = {"ports": [_port(53, "UDP"), _port(53)]}
+_API_SERVER = {"ports": [_port(443), _port(6443)]}
+
+
+def network_policy(name: str, namespace: str, lab: dict[str, str], pods: dict[str, str], ingress: list, egress: list) -> dict[str, Any]:
+    """A NetworkPolicy on `pods` that allows only `ingress` and `egress` (both directions default-deny)."""
+    return {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": {"name": name, "namespace": namespace, "labels": lab},
+        "spec": {"podSelector": {"matchLabels": pods}, "policyTypes": ["Ingress", "Egress"], "ingress": ingress, "egress": egress},
+    }
+
+
+def gateway_network_policy(namespace: str, lab: dict[str, str], config: Config) -> dict[str, Any]:
+    """The gateway takes HTTP (probes, /metrics, the alerts API) and reaches the broker, the detectors,
+    DNS and the API server; nothing else. Alert receivers (webhooks, SMTP, Slack) are outside the
+    cluster at addresses only their Secrets know: allowed by their usual ports."""
+    u = urlparse(config.broker_url)
+    broker_port = u.port or (8883 if u.scheme == "mqtts" else 1883)
+    return network_policy(
+        GATEWAY,
+        namespace,
+        lab,
+        selector("gateway", namespace),
+        [{"ports": [_port(HTTP_PORT)]}],
+        [
+            {"ports": [_port(broker_port)]},
+            {"to": [{"podSelector": {"matchLabels": {"app.kubernetes.io/component": "inference"}}}], "ports": [_port(HTTP_PORT)]},
+            _DNS,
+            _API_SERVER,
+            {"ports": [_port(25), _port(465), _port(587), _port(80)]},
+        ],
+    )
 
 
 def render_ingestion(namespace: str, manifests: list[dict[str, Any]], config: Config) -> list[dict[str, Any]]:
@@ -162,8 +230,7 @@ def render_ingestion(namespace: str, manifests: list[dict[str, Any]], config: Co
                                 "ingest",
                                 "-f",
                                 PLANT_DIR,
-                                "--broker",
-                                config.broker_url,
+                                *broker_args(config),
                                 "--db",
                                 "/var/lib/plantwatch/plant.db",
                                 "--http-port",
@@ -210,7 +277,7 @@ def render_ingestion(namespace: str, manifests: list[dict[str, Any]], config: Co
         "alertrules/status",
         also=({"apiGroups": [""], "resources": ["events"], "verbs": ["create"]},),
     )
-    return [configmap, *identity, deployment, service]
+    return [configmap, *identity, deployment, service, gateway_network_policy(namespace, lab, config)]
 
 
 def status_reporter_identity(
@@ -345,10 +412,19 @@ def render_detector(detector: DetectorModel, config: Config) -> list[dict[str, A
             ],
         },
     }
+    # Only the gateway scores; the model comes from its ConfigMap, PVC or URL (HTTPS), status goes to the API server.
+    policy = network_policy(
+        name,
+        namespace,
+        lab,
+        selector("inference", detector.name),
+        [{"from": [{"podSelector": {"matchLabels": {"app.kubernetes.io/component": "gateway"}}}], "ports": [_port(HTTP_PORT)]}],
+        [_DNS, _API_SERVER] + ([{"ports": [_port(443), _port(80)]}] if source.url is not None else []),
+    )
     # The identity last: a pod created a moment before its ServiceAccount is retried by the
     # ReplicaSet controller, and callers keep the serving objects first. The pods report their
     # own DetectorModel's status, no other's.
-    return [deployment, service, hpa, *status_reporter_identity(name, namespace, lab, "detectormodels/status", only=detector.name)]
+    return [deployment, service, hpa, policy, *status_reporter_identity(name, namespace, lab, "detectormodels/status", only=detector.name)]
 
 
 def owner_reference(body: dict[str, Any], controller: bool) -> dict[str, Any]:

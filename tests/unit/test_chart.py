@@ -60,7 +60,7 @@ def test_renders_the_sample_plant_that_the_crds_accept(tmp_path):
     assert len(plant.nodes) == 5
     operator = next(d for d in docs if d["kind"] == "Deployment" and d["metadata"]["name"] == "line1-operator")
     env = {e["name"]: e["value"] for e in operator["spec"]["template"]["spec"]["containers"][0]["env"]}
-    assert env["PLANTWATCH_BROKER_URL"] == "mqtt://line1-broker.plant-a.svc:1883"
+    assert env["PLANTWATCH_BROKER_URL"] == "mqtts://line1-broker.plant-a.svc:8883"
     for d in docs:
         if d["kind"] == "Deployment":
             assert d["spec"]["template"]["spec"]["securityContext"]["runAsNonRoot"] is True

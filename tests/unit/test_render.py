@@ -5,20 +5,26 @@ Regenerate the golden files after an intended change with UPDATE_GOLDEN=1.
 
 from __future__ import annotations
 
+import base64
 import copy
+import datetime
 import os
+import socket
+import ssl
+import threading
 from pathlib import Path
 
 import pytest
 import yaml
 
 from plantwatch.plant.model import parse_resource
+from plantwatch_operator import broker, certs
 from plantwatch_operator.config import Config
 from plantwatch_operator.render import PlainDumper, plant_manifest, render_detector, render_ingestion
 from tests.conftest import EXAMPLE_PLANT
 
 GOLDEN = Path(__file__).parent / "golden"
-CONFIG = Config(image="ghcr.io/plantwatch/plantwatch:test", broker_url="mqtt://broker:1883")
+CONFIG = Config(image="ghcr.io/plantwatch/plantwatch:test", broker_url="mqtts://broker:8883")
 
 
 def sample_docs() -> list[dict]:
@@ -148,7 +154,7 @@ def test_the_gateway_mounts_each_referenced_secret_read_only_and_no_more():
     container = pod["containers"][0]
     secrets = {v["name"]: v["secret"] for v in pod["volumes"] if "secret" in v}
     mounts = {m["mountPath"]: m for m in container["volumeMounts"] if m["name"] in secrets}
-    assert set(mounts) == {"/etc/plantwatch/secrets/hooks", "/etc/plantwatch/secrets/slack.line-1"}
+    assert set(mounts) == {"/etc/plantwatch/secrets/hooks", "/etc/plantwatch/secrets/slack.line-1", *BROKER_MOUNTS}
     assert all(m["readOnly"] for m in mounts.values())
     by_secret = {secrets[m["name"]]["secretName"]: secrets[m["name"]] for m in mounts.values()}
     assert by_secret["hooks"]["items"] == [{"key": "hmac", "path": "hmac"}, {"key": "url", "path": "url"}]
@@ -163,9 +169,63 @@ def test_the_gateway_mounts_each_referenced_secret_read_only_and_no_more():
     assert "kind: AlertReceiver" in configmap and "line-1-slack" in configmap
 
 
-def test_a_plant_without_receivers_mounts_no_secret():
+#: What every gateway mounts to reach the broker: its own MQTT password and the CA it pins.
+BROKER_MOUNTS = ("/etc/plantwatch/secrets/plantwatch-gateway-mqtt", "/etc/plantwatch/secrets/plantwatch-broker-tls")
+
+
+def test_a_plant_without_receivers_mounts_only_the_broker_identity_and_ca():
     pod = next(o for o in render_ingestion("p", [plant_manifest(d) for d in sample_docs()], CONFIG) if o["kind"] == "Deployment")
-    assert not [v for v in pod["spec"]["template"]["spec"]["volumes"] if "secret" in v]
+    secrets = {v["secret"]["secretName"]: v["secret"]["items"] for v in pod["spec"]["template"]["spec"]["volumes"] if "secret" in v}
+    assert secrets == {
+        "plantwatch-gateway-mqtt": [{"key": "password", "path": "password"}],
+        "plantwatch-broker-tls": [{"key": "ca.crt", "path": "ca.crt"}],
+    }
+
+
+def test_the_gateway_reaches_the_broker_by_url_identity_and_pinned_ca_with_no_secret_in_its_args():
+    [container] = gateway_pod(sample_docs(), CONFIG)["containers"]
+    args = container["args"]
+    flags = {f: args[args.index(f) + 1] for f in ("--broker", "--broker-username", "--broker-password-file", "--broker-ca")}
+    assert flags == {
+        "--broker": "mqtts://broker:8883",
+        "--broker-username": "plantwatch-gateway",
+        "--broker-password-file": "/etc/plantwatch/secrets/plantwatch-gateway-mqtt/password",
+        "--broker-ca": "/etc/plantwatch/secrets/plantwatch-broker-tls/ca.crt",
+    }
+    assert [e["name"] for e in container["env"]] == ["POD_NAMESPACE"]
+    plain = Config(image=CONFIG.image, broker_url="mqtt://broker:1883")  # a broker without TLS: no CA to pin
+    assert "--broker-ca" not in gateway_pod(sample_docs(), plain)["containers"][0]["args"]
+
+
+@pytest.mark.parametrize(
+    "url, error",
+    [
+        ("mqtts://gw:s3cret@broker:8883", "the URL carries credentials"),
+        ("http://broker:8883", "expected mqtts://host:port"),
+    ],
+)
+def test_a_broker_url_with_credentials_or_another_scheme_stops_the_operator(monkeypatch, url, error):
+    monkeypatch.setenv("PLANTWATCH_BROKER_URL", url)
+    with pytest.raises(ValueError, match=error) as exc:
+        Config.from_env()
+    assert "s3cret" not in str(exc.value)
+
+
+def test_network_policies_allow_the_data_path_only():
+    objs = render_ingestion("p", [plant_manifest(d) for d in sample_docs()], CONFIG)
+    [policy] = [o for o in objs if o["kind"] == "NetworkPolicy"]
+    spec = policy["spec"]
+    assert spec["podSelector"]["matchLabels"] == {"app.kubernetes.io/component": "gateway", "app.kubernetes.io/instance": "p"}
+    assert spec["policyTypes"] == ["Ingress", "Egress"]  # everything not listed is denied both ways
+    assert spec["ingress"] == [{"ports": [{"protocol": "TCP", "port": 8080}]}]
+    egress_ports = {p["port"] for rule in spec["egress"] for p in rule["ports"]}
+    assert 8883 in egress_ports and 1883 not in egress_ports
+    doc = next(d for d in sample_docs() if d["kind"] == "DetectorModel")
+    detector = parse_resource({**doc, "metadata": {"name": "bw", "namespace": "p"}})
+    [served] = [o for o in render_detector(detector, CONFIG) if o["kind"] == "NetworkPolicy"]
+    [ingress] = served["spec"]["ingress"]
+    assert ingress["from"] == [{"podSelector": {"matchLabels": {"app.kubernetes.io/component": "gateway"}}}]
+    assert {p["port"] for rule in served["spec"]["egress"] for p in rule["ports"]} == {53, 443, 6443}  # no model URL: no download
 
 
 def test_inference_pods_may_only_report_their_own_detector_status():
@@ -204,7 +264,7 @@ def test_the_gateway_reads_its_api_token_from_a_mounted_secret_never_the_environ
     container = pod["containers"][0]
     args = container["args"]
     assert args[args.index("--api-token-secret") + 1] == "plantwatch-api/token" and "--api-open-reads" in args
-    [volume] = [v for v in pod["volumes"] if "secret" in v]
+    [volume] = [v for v in pod["volumes"] if v.get("secret", {}).get("secretName") == "plantwatch-api"]
     assert volume["secret"] == {
         "secretName": "plantwatch-api",
         "items": [{"key": "token", "path": "token"}],
@@ -247,4 +307,114 @@ def test_the_api_settings_are_read_from_the_environment_and_a_bad_one_is_refused
     monkeypatch.setenv("PLANTWATCH_GATEWAY_API_TOKEN_SECRET", "")
     monkeypatch.setenv("PLANTWATCH_GATEWAY_API_OPEN_READS", "yes")
     with pytest.raises(ValueError, match="PLANTWATCH_GATEWAY_API_OPEN_READS='yes': expected true or false"):
+        Config.from_env()
+
+
+# --- the broker's certificates (broker.py, certs.py) ------------------------------------
+
+NOW = datetime.datetime(2030, 1, 1, tzinfo=datetime.UTC)
+LIFETIME = datetime.timedelta(days=90)
+HOSTS = certs.broker_hosts("mqtts://line1-broker.plant-a.svc:8883")
+
+
+def secret_values(manifest: dict) -> dict[str, bytes]:
+    return {k: base64.b64decode(v) for k, v in manifest["data"].items()}
+
+
+def written(ca, server, now=NOW, hosts=HOSTS) -> dict[str, dict[str, bytes]]:
+    return {m["metadata"]["name"]: secret_values(m) for m in broker.tls_secrets("plant-a", {}, ca, server, hosts, now, LIFETIME)}
+
+
+def handshake(tmp_path: Path, server: dict[str, bytes], host: str) -> str:
+    """A TLS handshake (OpenSSL, as mosquitto and the gateway do it) against `server`'s certificate, the client pinning
+    its ca.crt and checking `host`; the negotiated version."""
+    for name in ("ca.crt", "tls.crt", "tls.key"):
+        (tmp_path / name).write_bytes(server[name])
+    server_ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    server_ctx.load_cert_chain(tmp_path / "tls.crt", tmp_path / "tls.key")
+    client_ctx = ssl.create_default_context(cafile=str(tmp_path / "ca.crt"))
+    a, b = socket.socketpair()
+    with a, b:
+        accepted: list[Exception | None] = []
+
+        def serve() -> None:
+            try:
+                with server_ctx.wrap_socket(a, server_side=True):
+                    accepted.append(None)
+            except (ssl.SSLError, OSError) as exc:
+                accepted.append(exc)
+
+        thread = threading.Thread(target=serve)
+        thread.start()
+        try:
+            with client_ctx.wrap_socket(b, server_hostname=host) as tls:
+                return tls.version() or ""
+        finally:
+            b.close()
+            thread.join(10)
+
+
+def test_the_generated_certificate_is_trusted_by_its_ca_for_every_broker_name_and_no_other(tmp_path):
+    assert HOSTS == (
+        "line1-broker.plant-a.svc",
+        "line1-broker",
+        "line1-broker.plant-a",
+        "line1-broker.plant-a.svc.cluster.local",
+    )
+    server = written(None, None, now=datetime.datetime.now(datetime.UTC))["plantwatch-broker-tls"]
+    for host in HOSTS:
+        assert handshake(tmp_path, server, host) in ("TLSv1.2", "TLSv1.3")
+    with pytest.raises(ssl.SSLCertVerificationError, match="Hostname mismatch"):
+        handshake(tmp_path, server, "evil.example")
+
+
+def test_certificates_are_written_once_and_renewed_with_a_third_of_their_lifetime_left():
+    first = written(None, None)
+    assert set(first) == {"plantwatch-broker-ca", "plantwatch-broker-tls"}
+    ca, server = first["plantwatch-broker-ca"], first["plantwatch-broker-tls"]
+    assert server["ca.crt"] == ca["tls.crt"] and certs.signed_by(server["tls.crt"], ca["tls.crt"])
+    assert written(ca, server) == {}  # nothing to do: no write, no broker restart
+    assert written(ca, server, now=NOW + LIFETIME * 0.6) == {}
+    renewed = written(ca, server, now=NOW + LIFETIME * 0.7)
+    assert set(renewed) == {"plantwatch-broker-tls"}  # the CA the nodes pin stays
+    assert renewed["plantwatch-broker-tls"]["ca.crt"] == ca["tls.crt"] and renewed["plantwatch-broker-tls"]["tls.crt"] != server["tls.crt"]
+    assert set(written(ca, server, hosts=("other-broker",))) == {"plantwatch-broker-tls"}  # the broker moved
+    new_ca = written(ca, server, now=NOW + LIFETIME * certs.CA_LIFETIMES * 0.7)
+    assert set(new_ca) == {"plantwatch-broker-ca", "plantwatch-broker-tls"}
+    assert certs.signed_by(new_ca["plantwatch-broker-tls"]["tls.crt"], new_ca["plantwatch-broker-ca"]["tls.crt"])
+    assert not certs.signed_by(new_ca["plantwatch-broker-tls"]["tls.crt"], ca["tls.crt"])
+    # a server certificate another CA signed (a CA Secret restored from a backup, say) is replaced
+    assert set(written(new_ca["plantwatch-broker-ca"], server)) == {"plantwatch-broker-tls"}
+
+
+def test_with_cert_manager_the_plant_gets_its_own_ca_chain_or_the_configured_issuer():
+    chain = broker.cert_manager_objects("plant-a", {}, HOSTS, LIFETIME, None)
+    assert [(o["kind"], o["metadata"]["name"]) for o in chain] == [
+        ("Issuer", "plantwatch-broker-selfsigned"),
+        ("Certificate", "plantwatch-broker-ca"),
+        ("Issuer", "plantwatch-broker-ca"),
+        ("Certificate", "plantwatch-broker-tls"),
+    ]
+    server = chain[-1]["spec"]
+    assert (server["secretName"], server["dnsNames"], server["duration"], server["renewBefore"]) == (
+        "plantwatch-broker-tls",
+        list(HOSTS),
+        "7776000s",
+        "2592000s",
+    )
+    assert server["issuerRef"] == {"group": "cert-manager.io", "kind": "Issuer", "name": "plantwatch-broker-ca"}
+    [only] = broker.cert_manager_objects("plant-a", {}, HOSTS, LIFETIME, ("ClusterIssuer", "plant-ca"))
+    assert only["spec"]["issuerRef"] == {"group": "cert-manager.io", "kind": "ClusterIssuer", "name": "plant-ca"}
+
+
+@pytest.mark.parametrize(
+    "variable, value, error",
+    [
+        ("PLANTWATCH_BROKER_CERT_LIFETIME", "30", "expected seconds, at least 60"),
+        ("PLANTWATCH_BROKER_ISSUER", "plant-ca", "expected Issuer/NAME or ClusterIssuer/NAME"),
+    ],
+)
+def test_bad_certificate_settings_stop_the_operator_at_start_up(monkeypatch, variable, value, error):
+    monkeypatch.setenv(variable, value)
+    with pytest.raises(ValueError, match=f"{variable}='{value}': {error}"):
         Config.from_env()

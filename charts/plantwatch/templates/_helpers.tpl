@@ -13,7 +13,7 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
 
 {{- define "plantwatch.brokerURL" -}}
 {{- if .Values.broker.enabled -}}
-mqtt://{{ .Release.Name }}-broker.{{ .Release.Namespace }}.svc:{{ .Values.broker.port }}
+mqtts://{{ .Release.Name }}-broker.{{ .Release.Namespace }}.svc:{{ .Values.broker.port }}
 {{- else -}}
 {{ required "broker.url is required when broker.enabled is false" .Values.broker.url }}
 {{- end -}}
