@@ -208,6 +208,33 @@ def _rules_backtest(args: argparse.Namespace) -> int:
     return 0
 
 
+def _doctor(args: argparse.Namespace) -> int:
+    from plantwatch.mqtt import doctor
+
+    try:
+        options = doctor.options(
+            args.url,
+            ca=args.ca,
+            cert=args.cert,
+            key=args.key,
+            username=args.username,
+            password_file=args.password_file,
+            client_id=args.client_id,
+            topic=args.topic,
+            forbidden_topic=args.forbidden_topic,
+            observer_username=args.observer_username,
+            observer_password_file=args.observer_password_file,
+            timeout=args.timeout,
+            mqtt_version=args.mqtt_version,
+        )
+    except ValueError as exc:
+        print(f"plantwatch doctor: {exc}", file=sys.stderr)
+        return 2
+    text, status = doctor.report(args.url, doctor.diagnose(options), args.json)
+    sys.stdout.write(text)
+    return status
+
+
 def _operator(args: argparse.Namespace) -> int:
     from plantwatch_operator.main import run
 
@@ -428,6 +455,28 @@ def parser(with_detector: bool = True) -> argparse.ArgumentParser:
     bt.add_argument("--rule", action="append", metavar="NAME", help="try only this AlertRule of the files (repeatable; default: all)")
     bt.add_argument("--json", action="store_true", help="print the report as JSON")
     bt.set_defaults(func=_rules_backtest)
+
+    doc = sub.add_parser(
+        "doctor",
+        help="diagnose a connection to a broker: DNS, TCP, TLS, authentication, round trip, ACL",
+        description="Check step by step what a node or the gateway needs from its broker and say, for each failure, "
+        "what to fix. Exit status 0 when nothing failed (warnings allowed), 1 otherwise. See docs/security.md, plantwatch doctor.",
+    )
+    doc.add_argument("url", help="mqtts://host[:8883] (TLS) or mqtt://host[:1883]; no credentials in it")
+    doc.add_argument("--ca", metavar="FILE", help="CA certificate(s) to verify the broker with (PEM; default: the system's)")
+    doc.add_argument("--cert", metavar="FILE", help="client certificate (PEM) for brokers that require one")
+    doc.add_argument("--key", metavar="FILE", help="its private key (PEM; default: in --cert)")
+    doc.add_argument("--username", help="user name to connect as (a node's, or the gateway's)")
+    doc.add_argument("--password-file", metavar="FILE", help="file whose first line is the password (never the password itself)")
+    doc.add_argument("--client-id", help="client id to connect with (default: plantwatch-doctor-<random>)")
+    doc.add_argument("--topic", metavar="T", help="this identity's own topic: published to and read back (default: plantwatch/doctor/<id>)")
+    doc.add_argument("--forbidden-topic", metavar="T", help="another node's topic this identity must not be able to publish to")
+    doc.add_argument("--observer-username", help="a second identity that may read --topic and --forbidden-topic (the gateway's)")
+    doc.add_argument("--observer-password-file", metavar="FILE", help="the observer's password file")
+    doc.add_argument("--mqtt-version", choices=("5", "3.1.1"), default="5", help="protocol to speak (default 5)")
+    doc.add_argument("--timeout", type=positive_float, default=5.0, help="seconds to wait for each answer (default 5)")
+    doc.add_argument("--json", action="store_true", help="print the checks and the verdict as JSON")
+    doc.set_defaults(func=_doctor)
 
     op = sub.add_parser("operator", help="run the Kubernetes operator (kopf)")
     op.add_argument("-n", "--namespace", action="append", help="watch this namespace (repeatable; default: all)")
