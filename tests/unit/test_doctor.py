@@ -65,15 +65,15 @@ def test_bad_urls_say_what_is_accepted(url, said):
 def test_connack_codes_in_words_with_fixes():
     node = d.Identity("node-a", "pw", "doc")
     anonymous = d.Identity(None, None, "doc")
-    bad = d.connack_check(d.MQTT_311, 4, node, True)
+    bad = d.connack_check(d.MQTT_311, 4, node)
     assert not bad.ok and bad.detail == "the broker refused the connection: bad user name or password" and "--password-file" in bad.fix
-    assert "bad user name or password (0x86)" in d.connack_check(d.MQTT_5, 0x86, node, True).detail
-    assert "give --username and --password-file" in d.connack_check(d.MQTT_5, 0x87, anonymous, True).fix
-    assert "the password is wrong" in d.connack_check(d.MQTT_311, 5, node, True).detail
-    assert "--client-id" in d.connack_check(d.MQTT_5, 0x85, node, True).fix
-    assert d.connack_check(d.MQTT_5, 0x84, node, True).fix == "use --mqtt-version 3.1.1"
-    assert "banned (0x8A)" in d.connack_check(d.MQTT_5, 0x8A, node, True).detail
-    good = d.connack_check(d.MQTT_5, 0, node, True)
+    assert "bad user name or password (0x86)" in d.connack_check(d.MQTT_5, 0x86, node).detail
+    assert "give --username and --password-file" in d.connack_check(d.MQTT_5, 0x87, anonymous).fix
+    assert "the password is wrong" in d.connack_check(d.MQTT_311, 5, node).detail
+    assert "--client-id" in d.connack_check(d.MQTT_5, 0x85, node).fix
+    assert d.connack_check(d.MQTT_5, 0x84, node).fix == "use --mqtt-version 3.1.1"
+    assert "banned (0x8A)" in d.connack_check(d.MQTT_5, 0x8A, node).detail
+    good = d.connack_check(d.MQTT_5, 0, node)
     assert good.ok and good.fix is None and "user 'node-a'" in good.detail
 
 

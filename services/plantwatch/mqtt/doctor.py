@@ -374,7 +374,7 @@ def reason_words(version: int, code: int) -> str:
     return f"{REASONS_5.get(code, 'unknown reason')} (0x{code:02X})"
 
 
-def connack_check(version: int, code: int, identity: Identity, tls: bool) -> Check:
+def connack_check(version: int, code: int, identity: Identity) -> Check:
     """The authentication step from CONNACK's return (3.1.1) or reason (5) code."""
     who = f"user {identity.username!r}" if identity.username else "anonymous (no --username)"
     facts = {"version": VERSION_NAMES[version], "code": code}
@@ -902,7 +902,7 @@ def mqtt_connect(
             connack_ms=round((p.at - sent) * 1000, 2),
         )
     ]
-    auth = connack_check(options.version, code, identity, t.tls)
+    auth = connack_check(options.version, code, identity)
     if not auth.ok:
         session.close()
         return None, [*checks, auth]
@@ -1191,6 +1191,8 @@ def diagnose(options: Options, now: Callable[[], datetime.datetime] = lambda: da
                 checks.append(passed("observer", f"connected as {options.observer.username!r} to read the probes"))
                 reader = observer
         checks += probe(client, reader, options)
+    except OSError as exc:
+        checks.append(failed("connection", f"lost during the probes: {exc}", "the broker's log says why it closed the connection"))
     finally:
         client.close()
         if reader is not client:
