@@ -5,7 +5,8 @@ namespace plantwatch {
 bool valid_topic_segment(const std::string& segment) {
   if (segment.empty()) return false;
   for (char c : segment) {
-    if (c == '/' || c == '+' || c == '#' || c == '\0') return false;
+    // Control characters too: a topic with a newline would forge lines in every log it reaches.
+    if (c == '/' || c == '+' || c == '#' || static_cast<unsigned char>(c) < 0x20 || c == 0x7f) return false;
   }
   return true;
 }

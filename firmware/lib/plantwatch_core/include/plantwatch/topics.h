@@ -7,7 +7,8 @@
 namespace plantwatch {
 
 // True when `segment` can be one level of a topic the node publishes to: not empty,
-// no '/', and none of the wildcards '+' '#' that a publish topic must not contain.
+// no '/', none of the wildcards '+' '#' that a publish topic must not contain, and no
+// control characters (the gateway refuses those topics).
 bool valid_topic_segment(const std::string& segment);
 
 // "sensors/<area>/<device_id>"; false (and `out` untouched) when either is not a valid segment.
@@ -16,7 +17,13 @@ bool topic_prefix(const std::string& area, const std::string& device_id, std::st
 // "<prefix>/data": the readings (the SensorNode's spec.payload.topic).
 std::string data_topic(const std::string& prefix);
 
-// "<prefix>/status": "online" (retained) after connecting, "offline" as the Last Will.
+// "<prefix>/status": kStatusOnline (the birth, retained, QoS 1) right after connecting,
+// kStatusOffline as the Last Will (retained, QoS 1) that the broker publishes when the node
+// vanishes. Plain text; the gateway turns them into the SensorNode's Online condition
+// (the contract: tests/vectors/status.json).
 std::string status_topic(const std::string& prefix);
+
+constexpr const char* kStatusOnline = "online";
+constexpr const char* kStatusOffline = "offline";
 
 }  // namespace plantwatch
