@@ -1,13 +1,14 @@
 """The whole pipeline under structure-aware fuzzing: batches of generated messages, every format.
 
-Each example is a batch of BATCH messages for the sample plant (plus a Sparkplug B cell),
+Each example is a batch of BATCH messages for the sample plant (plus a Sparkplug B cell, and
+the nodes' status topics: births, Last Wills and hostile topics and payloads among readings),
 built from a per-format generator that knows the payload's structure (the right keys, and
 the wrong ones, duplicated, with hostile values and timestamps, then sometimes cut or
 bit-flipped), and goes through `Pipeline.prepare` → `commit` → `finish` against a real
 SqliteStore in a temporary folder. Properties: nothing raises, every message is accounted
 for, every refusal is a dead letter with a known reason and never `internal_error` (that
-is a bug the per-message guard would hide), and every stored reading is finite and within
-its sensor's range.
+is a bug the per-message guard would hide), every stored reading is finite and within
+its sensor's range, and a node's last word on its status topic is its Online state.
 
 `make test` runs a bounded slice (FUZZ_CASES messages, default 7,000); `make fuzz` runs a
 million or more (FUZZ_CASES=...). Hypothesis prints the failing batch, shrunk, and its seed.
@@ -30,6 +31,7 @@ from hypothesis import strategies as st
 from plantwatch.contracts.times import iso
 from plantwatch.ingest import sparkplug as sp
 from plantwatch.ingest.pipeline import Pipeline
+from plantwatch.ingest.status_topics import status_topic
 from plantwatch.ingest.validate import REASONS, CompiledNode
 from plantwatch.plant.load import load_plant
 from plantwatch.store.sqlite import SqliteStore
@@ -38,7 +40,7 @@ from tests.conftest import EXAMPLE_PLANT
 SPARKPLUG_CELL = Path(__file__).parents[1] / "integration" / "plants" / "sparkplug-cell.yaml"
 NOW = 1767254400.0
 BATCH = 10
-FORMATS = ("esp32-json", "rpi-json", "sensor-event", "change-feed", "influx-line", "sparkplug-b")
+FORMATS = ("esp32-json", "rpi-json", "sensor-event", "change-feed", "influx-line", "sparkplug-b", "status")
 #: Messages in all, shared among the formats (and the stray-topic batches).
 CASES = int(os.environ.get("FUZZ_CASES", "7000"))
 #: A fresh store after this many batches, so that a million messages do not grow one file without end.
@@ -340,9 +342,52 @@ def message(draw, fmt: str) -> tuple[str, bytes]:
     return TOPICS[fmt], mutate(draw, draw(BUILDERS[fmt]()))
 
 
+#: status topic → node, for the sample plant's nodes.
+STATUS_TOPICS = {
+    status_topic(t): n
+    for n, t in (
+        ("esp32-press-01", TOPICS["esp32-json"]),
+        ("rpi-line1-env", TOPICS["rpi-json"]),
+        ("boiler-gateway", TOPICS["sensor-event"]),
+        ("coldroom-feed", TOPICS["change-feed"]),
+        ("jetson-cell-01", TOPICS["influx-line"]),
+    )
+}
+hostile_topics = st.one_of(
+    st.sampled_from(
+        [
+            "sensors/hall-9/ghost/status",
+            "sensors/hall-1/esp32-press-01/../rpi-line1-env/status",
+            "sensors/hall-1/+/status",
+            "sensors/#",
+            "sensors/hall-1/esp32-press-01/status/",
+            "/sensors/hall-1/esp32-press-01/status",
+        ]
+    ),
+    st.tuples(st.sampled_from(sorted(STATUS_TOPICS)), st.text(max_size=6)).map("".join),  # NUL, controls, anything
+    st.binary(min_size=1, max_size=24).map(lambda b: "sensors/" + b.decode("utf-8", "replace")),  # as the wire decodes non-UTF-8
+    st.integers(500, 70_000).map(lambda n: "sensors/" + "a" * n + "/status"),
+)
+status_payloads = mostly(
+    st.sampled_from([b"online", b"offline"]),
+    st.one_of(
+        st.sampled_from([b"", b"ONLINE", b"online\n", b" offline", b"offline\x00", b"\xffonline", b"online" * 100, b"true", b"0"]),
+        st.binary(max_size=80),
+        st.text(max_size=10).map(str.encode),
+    ),
+)
+
+
+@st.composite
+def status_message(draw) -> tuple[str, bytes]:
+    return draw(mostly(st.sampled_from(sorted(STATUS_TOPICS)), hostile_topics)), draw(status_payloads)
+
+
 def batches(fmt: str) -> st.SearchStrategy:
     if fmt == "sparkplug-b":
         return sparkplug_batch()
+    if fmt == "status":  # births and Last Wills among one node's readings
+        return st.lists(st.one_of(status_message(), status_message(), message("esp32-json")), min_size=BATCH, max_size=BATCH)
     return st.lists(message(fmt), min_size=BATCH, max_size=BATCH)
 
 
@@ -396,6 +441,23 @@ class Rig:
             assert math.isfinite(r.value) and low <= r.value <= high and math.isfinite(r.ts), r
         letters = [orjson.loads(body) for topic, body in self.published if topic.startswith("plantwatch/dead-letter/")]
         assert len(letters) >= len(p.dead) and all(letter["reason"] in REASONS for letter in letters)
+        if fmt == "status":
+            self._check_presence(batch, now)
+
+    def _check_presence(self, batch: list[tuple[str, bytes]], now: float) -> None:
+        """A node whose last message in the batch was `online` or `offline` on its status topic is Online or not by it."""
+        said: dict[str, bytes] = {}
+        for topic, payload in batch:
+            node = STATUS_TOPICS.get(topic)
+            if node is not None and payload in (b"online", b"offline"):
+                said[node] = payload
+            elif topic == TOPICS["esp32-json"]:
+                said.pop("esp32-press-01", None)  # its readings, if accepted, outrank an earlier Will
+        presence = self.pipeline.presence(now)
+        for node, payload in said.items():
+            assert presence[node].online is (payload == b"online"), (node, payload, presence[node])
+            if payload == b"offline":
+                assert presence[node].reason == "LastWill"
 
 
 @pytest.fixture(scope="module")

@@ -94,9 +94,10 @@ def test_only_the_unknown_shard_takes_the_wildcards():
     plan = ShardPlan.of(nodes, 4)
     assert plan.subscriptions(0, dead_letter_unknown=True) == ["sensors/#"]
     assert plan.subscriptions(0, dead_letter_unknown=False) == sorted(plan.filters[0])
-    # each node's topic is in exactly one shard's filters
+    # each node's data and status topics are in exactly one shard's filters, the same one
     every = sorted(f for k in range(4) for f in plan.filters[k])
-    assert every == sorted(f"sensors/n{i}/data" for i in range(40))
+    assert every == sorted(f"sensors/n{i}/{level}" for i in range(40) for level in ("data", "status"))
+    assert all(plan.shard_of_topic(f"sensors/n{i}/status") == plan.node_shard[f"n{i}"] for i in range(40))
 
 
 def test_serve_ingest_says_what_a_replica_index_must_be(monkeypatch, capsys):

@@ -2,8 +2,11 @@
 
 The operator owns `Ready`; the gateway, which sees the data, owns `Online` (field
 manager `plantwatch-gateway`, server-side apply on the status, so neither overwrites
-the other). Written when a node goes online or offline, and every `refresh_s` for the
-rate.
+the other). The condition says why (ingest/status_topics.py): `Reporting` (readings within
+the heartbeat), `Birth` (announced `online`, or a Sparkplug birth, and no reading yet),
+`LastWill` (`offline` on its status topic, or a Sparkplug NDEATH), `DeviceDeath` (a
+Sparkplug DDEATH), `Silent`, `NeverSeen`. Written when the status or the reason changes,
+and every `refresh_s` for the rate.
 """
 
 from __future__ import annotations
@@ -16,22 +19,14 @@ from typing import Any
 from plantwatch.contracts.conditions import condition
 from plantwatch.contracts.names import API_VERSION, GATEWAY_MANAGER, SENSOR_NODE
 from plantwatch.contracts.times import iso
+from plantwatch.ingest.status_topics import Presence
 
 log = logging.getLogger(__name__)
 
 
-def online_condition(
-    online: bool, last_seen: float | None, silence_s: float, previous: dict[str, Any] | None, now: float
-) -> dict[str, Any]:
+def online_condition(presence: Presence, previous: dict[str, Any] | None, now: float) -> dict[str, Any]:
     """The Online condition (pure); lastTransitionTime moves only when the status flips."""
-    status = "True" if online else "False"
-    if online:
-        reason, message = "Reporting", f"readings arrive within the heartbeat ({silence_s:g}s)"
-    elif last_seen is None:
-        reason, message = "NeverSeen", "no reading from this node since the gateway started"
-    else:
-        reason, message = "Silent", f"no reading for {now - last_seen:.0f}s (heartbeat allows {silence_s:g}s)"
-    return condition("Online", status, reason, message, previous, None, iso(int(now)))
+    return condition("Online", "True" if presence.online else "False", presence.reason, presence.message, previous, None, iso(int(now)))
 
 
 class NodeStatusReporter:
@@ -65,13 +60,13 @@ class NodeStatusReporter:
         # cluster (no --status-namespace, `plantwatch up`, the tests) need not pay.
         from plantwatch.kube import apply_status
 
-        online = self._pipeline.online(now)
         counts = self._pipeline.readings_by_node
-        for node, silence_s in self._pipeline.silence.items():
+        for node, presence in self._pipeline.presence(now).items():
             previous = self._reported.get(node)
             last_seen = self._pipeline.last_seen.get(node)
-            condition = online_condition(online[node], last_seen, silence_s, previous[0] if previous else None, now)
-            flipped = previous is None or previous[0]["status"] != condition["status"]
+            condition = online_condition(presence, previous[0] if previous else None, now)
+            # A new reason is news too (Silent → LastWill: the broker now knows the connection is gone).
+            flipped = previous is None or (previous[0]["status"], previous[0]["reason"]) != (condition["status"], condition["reason"])
             if not flipped and now - previous[1] < self._refresh_s:
                 continue
             status: dict[str, Any] = {"conditions": [condition]}

@@ -29,6 +29,7 @@ from plantwatch.ingest.conflicts import SeriesGuard
 from plantwatch.ingest.conflicts import describe as describe_conflict
 from plantwatch.ingest.dead_letters import DEAD_LETTER_PREFIX, DEAD_LETTER_RETENTION_S, DEAD_LETTER_SWEEP_S
 from plantwatch.ingest.sparkplug_sessions import SPARKPLUG_PREFIX, SparkplugSessions, sparkplug_key
+from plantwatch.ingest.status_topics import Announcement, Presence, node_presence, parse_status, status_owners, topic_problem
 from plantwatch.ingest.validate import CompiledNode, Policy, Rejection, check_message
 from plantwatch.ingest.writes import BatchWriter, Sink, Store
 from plantwatch.logs import LogLimiter
@@ -148,7 +149,14 @@ class Pipeline:
         self._nodes = {c.topic: c for c in compiled if c.format != "sparkplug-b"}
         self._topics = {c.name: c.topic for c in compiled}
         self.last_seen: dict[str, float] = {}
-        self.sparkplug = SparkplugSessions([c for c in compiled if c.format == "sparkplug-b"], policy, self.last_seen)
+        #: Each node's newest announcement (status topic or Sparkplug birth/death), and the nodes whose
+        #: newest is `offline` with no reading since (ingest/status_topics.py).
+        self.announced: dict[str, Announcement] = {}
+        self._gone: set[str] = set()
+        owners, self._ambiguous_status = status_owners((c.name, c.format, c.topic) for c in compiled)
+        by_name = {c.name: c for c in compiled}
+        self._status = {t: by_name[name] for t, name in owners.items()}
+        self.sparkplug = SparkplugSessions([c for c in compiled if c.format == "sparkplug-b"], policy, self.announce)
         #: How long each node may be silent before it is Offline: heartbeat interval × missed beats.
         self.silence = {n.name: duration_seconds(n.spec.heartbeat.interval) * n.spec.heartbeat.missed_beats for n in plant.nodes}
         self.readings_by_node: Counter[str] = Counter()
@@ -212,6 +220,7 @@ class Pipeline:
         per_message: list[tuple[list[Reading], Any, bool]] = []
         check_conflicts = self._series.check
         sparkplug_message = self.sparkplug.message
+        gone = self._gone
         clock = time.perf_counter
         t0 = clock()
         for item in batch:
@@ -225,11 +234,7 @@ class Pipeline:
                 else:
                     node = self._nodes.get(topic)
                     if node is None:
-                        unknown = self.policy.unknown_node == "reject"
-                        accepted, rejections = (
-                            [],
-                            [Rejection("unknown_node", f"no SensorNode publishes to topic {topic!r}")] if unknown else [],
-                        )
+                        node, accepted, rejections = self._not_data(topic, payload, now)
                     else:
                         accepted, rejections = check_message(node, payload, now, self.policy)
             except Exception as exc:  # a bug met by this message: it alone is refused, never the batch
@@ -242,6 +247,8 @@ class Pipeline:
                 per_message.append((accepted, item, bool(rejections)))
                 node_name = accepted[0].node
                 by_node[node_name] += len(accepted)
+                if gone and node_name in gone:  # it publishes again: its Last Will no longer holds
+                    self._revive(node_name)
                 newest = max(map(_TIMESTAMP, accepted))  # map and max in C: no generator per message
                 if newest > last_seen.get(node_name, 0.0):
                     last_seen[node_name] = newest
@@ -417,6 +424,41 @@ class Pipeline:
         p.dead.append(row)
         p.outbox.append(message)
 
+    def _not_data(self, topic: str, payload: bytes, now: float) -> tuple[CompiledNode | None, list[Reading], list[Rejection]]:
+        """A message on no node's data topic: a node's status, a topic no node can have, or an unknown node's."""
+        node = self._status.get(topic)
+        if node is not None:
+            said = parse_status(topic, payload, now)
+            if isinstance(said, Rejection):
+                return node, [], [said]
+            self.announce(node.name, said)
+            return node, [], []
+        problem = topic_problem(topic)
+        if problem is not None:  # refused whatever the unknown-node policy: no node, nor a misconfigured one, sends it
+            return None, [], [Rejection("bad_topic", f"topic {topic!r} {problem}")]
+        if self.policy.unknown_node == "ignore":
+            return None, [], []
+        shared = self._ambiguous_status.get(topic)
+        if shared:
+            detail = (
+                f"topic {topic!r} would be the status topic of SensorNodes {', '.join(shared)} (their data topics "
+                "share its prefix, or it is another node's data topic), so it names none; give each node its own topic prefix"
+            )
+            return None, [], [Rejection("unknown_node", detail)]
+        return None, [], [Rejection("unknown_node", f"no SensorNode publishes to topic {topic!r}")]
+
+    def announce(self, node: str, said: Announcement) -> None:
+        """Record a node's birth or death (its status topic, Sparkplug); an `offline` holds until its next reading."""
+        self.announced[node] = said
+        if said.online:
+            self._gone.discard(node)
+        else:
+            self._gone.add(node)
+
+    def _revive(self, node: str) -> None:
+        self._gone.discard(node)
+        self.announced.pop(node, None)
+
     def _internal_error(self, exc: Exception, stage: str, topic: str, field: str | None = None) -> Rejection:
         """The rejection of a message that met a bug; its traceback is logged once per kind per interval."""
         where = exc.__traceback__
@@ -467,8 +509,8 @@ class Pipeline:
                 self._count_alerts(events)
             if self._on_alerts:
                 self._on_alerts()
-        for node, silence in self.silence.items():
-            metrics.NODE_ONLINE.labels(node).set(1 if now - self.last_seen.get(node, -1e18) <= silence else 0)
+        for node, online in self.online(now).items():
+            metrics.NODE_ONLINE.labels(node).set(1 if online else 0)
         if now >= self._next_sweep:
             expired = self.store.expire_dead_letters(now - self.dead_letter_retention_s)
             metrics.DEAD_LETTERS_EXPIRED.inc(expired)
@@ -479,17 +521,29 @@ class Pipeline:
         self.store.summarize((node, sensor, start, self.window_s) for node, sensor, start in sorted(self._dirty_windows))
         self._dirty_windows.clear()
 
+    def presence(self, now: float) -> dict[str, Presence]:
+        """Each node's Online state and why: its heartbeat and its newest announcement (status_topics.node_presence)."""
+        last_seen, announced = self.last_seen, self.announced
+        return {node: node_presence(now, s, last_seen.get(node), announced.get(node)) for node, s in self.silence.items()}
+
     def online(self, now: float) -> dict[str, bool]:
-        return {node: now - self.last_seen.get(node, -1e18) <= s for node, s in self.silence.items()}
+        return {node: p.online for node, p in self.presence(now).items()}
 
     def snapshot(self) -> dict[str, Any]:
         """Per-series state as plain values: what a shard checkpoints with each batch (ingest/scaleout.py)."""
-        return {"rules": self.engine.snapshot(), "last_seen": self.last_seen, "windows": list(self._dirty_windows)}
+        return {
+            "rules": self.engine.snapshot(),
+            "last_seen": self.last_seen,
+            "announced": {node: [a.online, a.at, a.reason, a.message] for node, a in self.announced.items()},
+            "windows": list(self._dirty_windows),
+        }
 
     def restore(self, snapshot: dict[str, Any]) -> None:
         """Continue where the shard's previous owner committed: alerts, Online, windows still to summarize."""
         self.engine.restore(snapshot["rules"])
         self.last_seen.update(snapshot["last_seen"])
+        for node, said in snapshot.get("announced", {}).items():  # absent from checkpoints written before births were kept
+            self.announce(node, Announcement(*said))
         self._dirty_windows.update(tuple(w) for w in snapshot["windows"])
 
     def _count_alerts(self, events: list[AlertEvent]) -> None:

@@ -23,6 +23,7 @@ import orjson
 
 from plantwatch.ingest.pipeline import Pipeline
 from plantwatch.ingest.shards import UNKNOWN_SHARD, ShardPlan
+from plantwatch.ingest.status_topics import Presence
 from plantwatch.ingest.writes import Sink, SpoolDepth, Store
 from plantwatch.mqtt import wire
 from plantwatch.mqtt.subscriber import BatchSubscriber
@@ -291,3 +292,6 @@ class ShardedIngest:
 
     def online(self, now: float) -> dict[str, bool]:
         return {n: o for p in self._pipelines() for n, o in p.online(now).items()}
+
+    def presence(self, now: float) -> dict[str, Presence]:
+        return {n: s for p in self._pipelines() for n, s in p.presence(now).items()}

@@ -14,6 +14,8 @@ import hashlib
 import re
 from dataclasses import dataclass
 
+from plantwatch.ingest.status_topics import status_owners
+
 #: Enough shards to spread a plant over a handful of replicas; fixed for a plant's life,
 #: because changing it moves nodes between MQTT sessions (see docs/scale-out.md).
 DEFAULT_SHARDS = 16
@@ -87,7 +89,7 @@ class ShardPlan:
     shards: int
     #: node name → shard
     node_shard: dict[str, int]
-    #: shard → the exact filters of its nodes
+    #: shard → the exact filters of its nodes (their data and status topics)
     filters: dict[int, tuple[str, ...]]
     #: The plant's `<first level>/#` filters: the unknown shard subscribes to these instead,
     #: which covers its own nodes and every topic no node publishes to.
@@ -109,6 +111,9 @@ class ShardPlan:
             node_shard[name] = k
             filters[k].add(node_filter(fmt, topic))
             topic_shard[key if fmt == "sparkplug-b" else topic] = k
+        for status, name in status_owners(nodes)[0].items():  # a node's births and Last Will meet its readings in one session
+            filters[node_shard[name]].add(status)
+            topic_shard[status] = node_shard[name]
         wildcards = tuple(sorted({topic.split("/", 1)[0] + "/#" for _, _, topic in nodes}))
         return cls(shards, node_shard, {k: tuple(sorted(f)) for k, f in filters.items()}, wildcards, topic_shard)
 

@@ -9,10 +9,12 @@ when its edge node lost messages.
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Callable
 
 from plantwatch import metrics
 from plantwatch.ingest import sparkplug
 from plantwatch.ingest.codecs import Sample
+from plantwatch.ingest.status_topics import Announcement
 from plantwatch.ingest.validate import CompiledNode, Policy, Rejection, check_sample
 from plantwatch.readings import Reading
 
@@ -44,14 +46,14 @@ def sparkplug_key(topic: str) -> tuple[str, str, str | None]:
 class SparkplugSessions:
     """The Sparkplug sessions of a plant's sparkplug-b SensorNodes' edge nodes, and of strangers.
 
-    `last_seen` is the pipeline's (node → newest reading): a node's entry is dropped when
-    its edge node or device dies, so that it is Offline at once.
+    `announce` is the pipeline's: births and deaths reach the nodes' Online state as the
+    status topic's `online` and `offline` do (NDEATH is the edge node's Last Will).
     """
 
-    def __init__(self, nodes: list[CompiledNode], policy: Policy, last_seen: dict[str, float]):
+    def __init__(self, nodes: list[CompiledNode], policy: Policy, announce: Callable[[str, Announcement], None]):
         self.nodes = {sparkplug_key(c.topic): c for c in nodes}
         self.policy = policy
-        self._last_seen = last_seen
+        self._announce = announce
         #: Sparkplug sessions of the plant's edge nodes (a fixed set), and of strangers (bounded, LRU).
         self._sessions: dict[tuple[str, str], sparkplug.EdgeNodeSession] = {}
         #: The devices (None: the edge node itself) of each of the plant's edge nodes: a session keeps their aliases only.
@@ -84,9 +86,12 @@ class SparkplugSessions:
         if outcome.evicted:
             metrics.STATE_EVICTIONS.labels("sparkplug_aliases").inc(outcome.evicted)
         if outcome.offline:  # NDEATH takes the edge node's devices with it; DDEATH only its device
+            said = _death(t, now)
             for (group, edge, device), dead in self.nodes.items():
                 if (group, edge) == (t.group, t.edge_node) and (t.device is None or device == t.device):
-                    self._last_seen.pop(dead.name, None)
+                    self._announce(dead.name, said)
+        elif node is not None and t.message_type in ("NBIRTH", "DBIRTH") and not outcome.rebirth:
+            self._announce(node.name, Announcement(True, now, "Birth", f"Sparkplug {t.message_type} on {topic}"))
         rejections = []
         if outcome.rebirth:
             key = (t.group, t.edge_node)
@@ -132,3 +137,11 @@ class SparkplugSessions:
             self._rebirth_asked.pop(forgotten, None)
             metrics.STATE_EVICTIONS.labels("sparkplug_stranger_sessions").inc()
         return session
+
+
+def _death(t: sparkplug.Topic, now: float) -> Announcement:
+    if t.device is None:
+        return Announcement(
+            False, now, "LastWill", f"Sparkplug NDEATH of edge node {t.group}/{t.edge_node} (its Last Will, or it disconnected)"
+        )
+    return Announcement(False, now, "DeviceDeath", f"Sparkplug DDEATH of device {t.group}/{t.edge_node}/{t.device}")

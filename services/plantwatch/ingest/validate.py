@@ -28,6 +28,9 @@ REASONS = (
     "timestamp_skew",
     "oversized",
     "unknown_node",
+    #: A topic no node can publish on: MQTT forbids it (NUL, a wildcard, not UTF-8), or it is
+    #: overlong, has control characters or a `.`/`..` level (ingest/status_topics.py); refused whatever the policy.
+    "bad_topic",
     "device_mismatch",
     "no_known_sensor",
     "unsupported_format",
