@@ -56,6 +56,41 @@ def _add_retention(p: argparse.ArgumentParser) -> None:
     )
 
 
+def _add_broker_access(p: argparse.ArgumentParser, only_with: str = "") -> None:
+    """TLS and credentials for the broker, all from files (in a cluster, Secrets mounted as files)."""
+    p.add_argument(
+        "--broker-ca",
+        metavar="FILE",
+        help=f"PEM CA(s) the mqtts:// broker's certificate must be signed by (default: the system trust store){only_with}",
+    )
+    p.add_argument("--broker-cert", metavar="FILE", help=f"PEM client certificate for brokers that require one (mutual TLS){only_with}")
+    p.add_argument("--broker-key", metavar="FILE", help=f"the client certificate's PEM key (default: in --broker-cert){only_with}")
+    p.add_argument("--broker-username", metavar="NAME", help=f"the user name to log in to the broker with{only_with}")
+    p.add_argument(
+        "--broker-password-file",
+        metavar="FILE",
+        help=f"a file whose first line is the broker password, read at every connection (rather than a password in the URL){only_with}",
+    )
+
+
+def _broker(args: argparse.Namespace, command: str):
+    """The --broker URL with the --broker-* files as an Endpoint (None without --broker); ValueError in words."""
+    from plantwatch.mqtt.endpoint import Endpoint, TlsSettings
+
+    files = {"--broker-ca": args.broker_ca, "--broker-cert": args.broker_cert, "--broker-key": args.broker_key}
+    given = [flag for flag, value in {**files, "--broker-username": args.broker_username}.items() if value]
+    given += ["--broker-password-file"] if args.broker_password_file else []
+    if args.broker is None:
+        if given:
+            raise ValueError(f"{', '.join(given)} need --broker: the broker {command} starts itself listens on loopback, without TLS")
+        return None
+    try:
+        tls = TlsSettings(args.broker_ca, args.broker_cert, args.broker_key) if any(files.values()) else None
+        return Endpoint.parse(args.broker, tls, args.broker_username, args.broker_password_file)
+    except ValueError as exc:
+        raise ValueError(f"--broker: {exc}") from None
+
+
 def _add_api(p: argparse.ArgumentParser, where: str) -> None:
     p.add_argument(
         "--api-token-secret",
@@ -75,13 +110,18 @@ def _api_token(args: argparse.Namespace):
 def _up(args: argparse.Namespace) -> int:
     from plantwatch.local.runtime import UpOptions, up
 
+    try:
+        broker = _broker(args, "up")
+    except ValueError as exc:
+        print(f"plantwatch up: {exc}", file=sys.stderr)
+        return 2
     return up(
         UpOptions(
             paths=args.file,
             simulate=args.simulate,
             duration=args.duration,
             summary_json=args.summary_json,
-            broker_url=args.broker,
+            broker_url=broker,
             broker_kind=args.broker_kind,
             db=args.db,
             client_id=args.client_id,
@@ -151,9 +191,14 @@ def _serve_ingest(args: argparse.Namespace) -> int:
             )
             return 2
         scale = Scale(args.shards, index, args.replicas, args.shard_lease_seconds)
+    try:
+        broker = _broker(args, "serve ingest")
+    except ValueError as exc:
+        print(f"plantwatch serve ingest: {exc}", file=sys.stderr)
+        return 2
     return serve(
         args.file,
-        args.broker,
+        broker,
         args.db,
         args.http_port,
         args.client_id,
@@ -255,7 +300,10 @@ def parser(with_detector: bool = True) -> argparse.ArgumentParser:
     up.add_argument("--simulate", action="store_true", help="publish simulated readings from every SensorNode")
     up.add_argument("--duration", type=positive_float, help="stop after this many seconds (default: until Ctrl-C)")
     up.add_argument("--summary-json", metavar="FILE", help="write a JSON summary of the run here")
-    up.add_argument("--broker", metavar="URL", help="use this MQTT broker (mqtt://host:port) instead of starting one")
+    up.add_argument(
+        "--broker", metavar="URL", help="use this MQTT broker (mqtt://host:1883, or mqtts://host:8883 for TLS) instead of starting one"
+    )
+    _add_broker_access(up, " (with --broker)")
     up.add_argument(
         "--broker-kind",
         choices=("auto", "mosquitto", "embedded"),
@@ -292,7 +340,8 @@ def parser(with_detector: bool = True) -> argparse.ArgumentParser:
     serve_sub = serve.add_subparsers(dest="service", required=True, metavar="SERVICE")
     ingest = serve_sub.add_parser("ingest", help="the gateway: subscribe, validate, store, evaluate rules")
     ingest.add_argument("-f", "--file", action="append", required=True, help="plant YAML file or folder")
-    ingest.add_argument("--broker", required=True, metavar="URL", help="MQTT broker, mqtt://host:port")
+    ingest.add_argument("--broker", required=True, metavar="URL", help="MQTT broker: mqtt://host:1883, or mqtts://host:8883 for TLS")
+    _add_broker_access(ingest)
     ingest.add_argument("--db", default="/var/lib/plantwatch/plant.db", help="SQLite file of the embedded store")
     ingest.add_argument("--http-port", type=port, default=8080, help="port of /metrics /healthz /readyz")
     ingest.add_argument(

@@ -31,6 +31,7 @@ from plantwatch.ingest.scaleout import DEFAULT_LEASE_S, LockedSink, ShardedInges
 from plantwatch.ingest.shards import owned_shards
 from plantwatch.ingest.validate import Policy
 from plantwatch.ingest.writes import Sink, Store
+from plantwatch.mqtt.endpoint import Endpoint
 from plantwatch.mqtt.publisher import Publisher
 from plantwatch.plant.load import Plant, PlantError
 from plantwatch.secrets import SecretMissing, Secrets
@@ -51,7 +52,7 @@ class Scale:
 
 def serve(
     paths: list[str],
-    broker_url: str,
+    broker_url: str | Endpoint,
     db: str,
     http_port: int,
     client_id: str = "plantwatch-gateway",

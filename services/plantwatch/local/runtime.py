@@ -68,7 +68,8 @@ class UpOptions:
     simulate: bool = False
     duration: float | None = None
     summary_json: str | None = None
-    broker_url: str | None = None
+    #: An external broker (a URL, or an Endpoint with TLS and credentials); None: start one on loopback.
+    broker_url: str | Endpoint | None = None
     broker_kind: str = "auto"
     db: str | None = None
     #: MQTT client id of the persistent session (needs `db`); default: default_client_id(db).
@@ -118,7 +119,7 @@ class _SerialIngest(IngestService):
 class _Running:
     """What `up` started."""
 
-    url: str
+    url: Endpoint
     db: str
     client_id: str
     durable: bool
@@ -151,7 +152,7 @@ def up(opts: UpOptions) -> int:
         return 2
     if opts.broker_url is not None:
         try:
-            Endpoint.parse(opts.broker_url)
+            Endpoint.of(opts.broker_url)
         except ValueError as exc:
             print(f"plantwatch up: --broker: {exc}", file=sys.stderr)
             return 2
@@ -172,7 +173,7 @@ def up(opts: UpOptions) -> int:
         return 1
     started.pop_all()  # from here on the run stops them in its own order, draining first
     pipeline, service, fleet = run.pipeline, run.service, run.fleet
-    broker_shown = f"{run.broker.kind if run.broker else 'external'} {mask(run.url)}"
+    broker_shown = f"{run.broker.kind if run.broker else 'external'} {run.url}"
     session = f"session {run.client_id} " + ("(persistent)" if run.durable else "(clean: no --db)")
     print(
         f"plantwatch: {len(plant.nodes)} nodes, {len(plant.rules)} rules, {len(plant.detectors)} detectors | "
@@ -246,7 +247,7 @@ def _start(opts: UpOptions, plant: Plant, started: ExitStack) -> _Running:
         except Exception as exc:  # noqa: BLE001
             raise StartupError(f"could not start the {opts.broker_kind} broker: {exc}") from exc
         started.callback(broker.stop)
-    url = opts.broker_url or broker.url
+    url = Endpoint.of(opts.broker_url or broker.url)
     try:
         store = SqliteStore(db)
     except sqlite3.Error as exc:
@@ -400,7 +401,7 @@ def _summary(plant: Plant, run: _Running, started: float, ended: float) -> dict:
         "duration_s": round(ended - started, 1),
         "broker": {
             "kind": run.broker.kind if run.broker else "external",
-            "url": mask(run.url),
+            "url": str(run.url),
             "client_id": run.client_id,
             "persistent_session": run.durable,
         },

@@ -84,7 +84,7 @@ class TlsSettings:
 class Endpoint:
     """A broker's address, its TLS settings (None: plain MQTT) and the credentials to present.
 
-    The password is kept out of repr (and so of logs); `str()` is the URL without it.
+    The password is kept out of repr (and so of logs); `str()` is the URL with it masked.
     """
 
     host: str
@@ -92,7 +92,7 @@ class Endpoint:
     username: str | None = None
     password: str | None = field(default=None, repr=False)
     tls: TlsSettings | None = None
-    #: A file holding the password (one line), read at every connection; exclusive with `password`.
+    #: A file holding the password (its first line), read at every connection; exclusive with `password`.
     password_file: Path | None = None
 
     @classmethod
@@ -147,8 +147,10 @@ class Endpoint:
 
     @property
     def url(self) -> str:
-        """The URL without the password (`mqtts://user@host:8883`): safe to print."""
-        return f"{'mqtts' if self.tls else 'mqtt'}://{self.username + '@' if self.username else ''}{self.host}:{self.port}"
+        """The URL with the password masked as logs mask it (`mqtts://user:***@host:8883`): safe to print."""
+        secret = ":***" if self.password is not None or self.password_file is not None else ""
+        user = f"{self.username}{secret}@" if self.username else ""
+        return f"{'mqtts' if self.tls else 'mqtt'}://{user}{self.host}:{self.port}"
 
     def __str__(self) -> str:
         return self.url
@@ -158,7 +160,8 @@ class Endpoint:
         if self.password_file is None:
             return self.username, self.password
         try:
-            password = self.password_file.read_text().strip()
+            lines = self.password_file.read_text().splitlines()
+            password = lines[0].strip() if lines else ""
         except FileNotFoundError:
             raise ValueError(f"the broker's password file {self.password_file} does not exist") from None
         except (OSError, UnicodeDecodeError) as exc:

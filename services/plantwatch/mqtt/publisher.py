@@ -2,19 +2,26 @@
 
 from __future__ import annotations
 
+import ssl
+import sys
 import threading
 import uuid
 
 import paho.mqtt.client as mqtt
 
 from plantwatch import metrics
+from plantwatch.mqtt import connection
 from plantwatch.mqtt.endpoint import Endpoint
 
 
 def _client(endpoint: Endpoint, client_id: str) -> mqtt.Client:
     c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id)
-    if endpoint.username:
-        c.username_pw_set(endpoint.username, endpoint.password)
+    username, password = endpoint.credentials()
+    if username:
+        c.username_pw_set(username, password)
+    if endpoint.tls is not None:
+        # The same context as our own client's: the certificate and the host name verified.
+        c.tls_set_context(endpoint.tls.context())
     c.max_queued_messages_set(0)
     c.max_inflight_messages_set(1000)
     c.reconnect_delay_set(0.1, 5)
@@ -30,8 +37,8 @@ class Publisher:
     by the network, such as the gateway's dead letters, whose own rate an attacker sets.
     """
 
-    def __init__(self, url: str, client_id: str | None = None, max_queued: int = 0):
-        self._endpoint = Endpoint.parse(url)
+    def __init__(self, broker: str | Endpoint, client_id: str | None = None, max_queued: int = 0):
+        self._endpoint = Endpoint.of(broker)
         self._client = _client(self._endpoint, client_id or f"plantwatch-pub-{uuid.uuid4().hex[:8]}")
         self._client.max_queued_messages_set(max_queued)
         self.dropped = 0
@@ -41,6 +48,7 @@ class Publisher:
         self._answered = threading.Event()
         self.refused: str | None = None
         self._client.on_connect = self._on_connect
+        self._client.on_connect_fail = self._on_connect_fail
 
     def _on_connect(self, client: mqtt.Client, userdata: object, flags: object, reason: mqtt.ReasonCode, properties: object) -> None:
         if reason.is_failure:
@@ -49,24 +57,33 @@ class Publisher:
             self._connected.set()
         self._answered.set()
 
+    def _on_connect_fail(self, client: mqtt.Client, userdata: object) -> None:
+        # paho calls this inside its `except OSError`, and passes no exception: it is the one being handled.
+        if isinstance(sys.exception(), ssl.SSLCertVerificationError):  # retrying would not verify it either
+            self.refused = connection.diagnose(self._endpoint) or "its certificate does not verify"
+            self._answered.set()
+
     def start(self, timeout: float | None = 10.0) -> None:
         """Connect in the background (retrying); wait up to `timeout` (None: do not wait).
 
         Messages published before the connection wait in paho's queue (QoS 1). Waiting, a
-        refusal (bad credentials, a client id the broker rejects) raises ConnectionRefusedError
-        at once: retrying would only be refused again.
+        refusal (bad credentials, a client id the broker rejects, a broker certificate that does
+        not verify) raises ConnectionRefusedError at once: retrying would only be refused again.
+        A timeout says why the connection did not come about where one more try can tell (TLS
+        spoken to a plain port or the other way round, a client certificate the broker wants).
         """
         self._client.connect_async(self._endpoint.host, self._endpoint.port, keepalive=30)
         self._client.loop_start()
         if timeout is None:
             return
-        where = f"{self._endpoint.host}:{self._endpoint.port}"
+        where = str(self._endpoint)
         if self._answered.wait(timeout) and self.refused is not None:
             self._client.loop_stop()
             raise ConnectionRefusedError(f"the broker at {where} refused the connection: {self.refused}")
         if not self._connected.is_set():
             self._client.loop_stop()
-            raise TimeoutError(f"could not connect to the broker at {where} within {timeout:g}s")
+            why = connection.diagnose(self._endpoint, timeout=min(timeout, 5.0))
+            raise TimeoutError(f"could not connect to the broker at {where} within {timeout:g}s" + (f": {why}" if why else ""))
 
     def publish(self, topic: str, payload: bytes, qos: int = 1, retain: bool = False) -> None:
         info = self._client.publish(topic, payload, qos=qos, retain=retain)

@@ -9,7 +9,9 @@ keyed so that the redelivery stores nothing twice.
 from __future__ import annotations
 
 import logging
+import select
 import socket
+import ssl
 import threading
 import time
 import uuid
@@ -19,7 +21,7 @@ from concurrent.futures import Future, wait
 from functools import partial
 
 from plantwatch import metrics
-from plantwatch.mqtt import wire
+from plantwatch.mqtt import connection, wire
 from plantwatch.mqtt.endpoint import Endpoint
 
 log = logging.getLogger(__name__)
@@ -50,10 +52,12 @@ class BatchSubscriber:
     #: retried with the growing delay, not in a loop as fast as the broker answers.
     STABLE_S = 10.0
 
-    def __init__(self, url: str, topics: list[str], client_id: str | None = None, keepalive: int = 30, read_size: int = 1 << 20):
+    def __init__(
+        self, broker: str | Endpoint, topics: list[str], client_id: str | None = None, keepalive: int = 30, read_size: int = 1 << 20
+    ):
         if not topics:
             raise ValueError("nothing to subscribe to: the plant has no SensorNode topics")
-        self._endpoint = Endpoint.parse(url)
+        self._endpoint = Endpoint.of(broker)
         self._topics = topics
         #: The MQTT client id: the given one (a persistent session), else a random one (a clean session).
         self.client_id = client_id or f"plantwatch-{uuid.uuid4().hex[:8]}"
@@ -85,7 +89,7 @@ class BatchSubscriber:
             try:
                 sock = self._connect()
             except (OSError, wire.ProtocolError) as exc:
-                log.warning("broker %s:%s: %s; retrying in %.1fs", self._endpoint.host, self._endpoint.port, exc, delay)
+                log.warning("broker %s: %s; retrying in %.1fs", self._endpoint, exc, delay)
                 idle()
                 stop.wait(delay)
                 delay = min(delay * 2, 5.0)
@@ -109,41 +113,29 @@ class BatchSubscriber:
             delay = min(delay * 2, 5.0)
 
     def _connect(self) -> socket.socket:
-        sock = socket.create_connection((self._endpoint.host, self._endpoint.port), timeout=10)
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        sock.sendall(wire.connect(self.client_id, self._keepalive, self._clean, self._endpoint.username, self._endpoint.password))
-        # CONNACK is always 4 bytes; whatever follows it (a persistent session's queued
-        # messages may come in the same read) is kept for the receive loop.
-        buf = bytearray()
-        while len(buf) < 4:
-            data = sock.recv(4096)
-            if not data:
-                raise wire.ProtocolError("the broker closed the connection during CONNECT")
-            buf += data
-        if buf[0] != wire.CONNACK << 4 or buf[1] != 2:
-            raise wire.ProtocolError(f"expected CONNACK, got packet type {buf[0] >> 4}")
-        if buf[3]:
-            raise wire.ProtocolError(f"connection refused: {wire.CONNACK_ERRORS.get(buf[3], buf[3])}")
+        # The password file is read again at every connection: a rotated password is used at the next one.
+        sock, self._pending = connection.handshake(self._endpoint, self.client_id, self._keepalive, self._clean)
         sock.sendall(wire.subscribe(1, self._topics))
-        self._pending = buf[4:]
         return sock
 
     def _receive(self, sock: socket.socket, handle, stop: threading.Event, idle) -> None:
         buf = self._pending
         topics = wire.TopicCache()
         sock.settimeout(0.1)
-        send_lock = threading.Lock()  # PUBACKs may be sent from the thread that stores a batch
+        channel = _Channel(sock)
         in_hand: deque[Future] = deque()  # batches handed over and not yet stored, oldest first
         last_sent = time.monotonic()
         try:
             while not stop.is_set():
                 try:
-                    data = sock.recv(self._read_size)
-                    if not data:
-                        raise OSError("the broker closed the connection")
-                    buf += data
+                    data = channel.read(self._read_size)
+                    if data is not None:
+                        if not data:
+                            raise OSError("the broker closed the connection")
+                        buf += data
                 except TimeoutError:
                     pass
+                channel.flush()
                 publishes, controls, used = wire.parse(buf, topics)
                 if topics.evicted:
                     metrics.STATE_EVICTIONS.labels("mqtt_topic_cache").inc(topics.evicted)
@@ -163,10 +155,10 @@ class BatchSubscriber:
                     except (OSError, wire.ProtocolError) as exc:
                         raise BatchFailed(f"a batch could not be stored: {exc!r}") from exc
                     if stored is None:
-                        _acknowledge(sock, send_lock, acks)
+                        channel.acknowledge(acks)
                     else:
                         in_hand.append(stored)
-                        stored.add_done_callback(partial(_acknowledge, sock, send_lock, acks))
+                        stored.add_done_callback(partial(channel.acknowledge, acks))
                 while in_hand and in_hand[0].done():
                     try:
                         in_hand.popleft().result()  # raises what kept a batch from being stored
@@ -177,19 +169,98 @@ class BatchSubscriber:
                 except (OSError, wire.ProtocolError) as exc:
                     raise BatchFailed(f"the pipeline's clock-driven work failed: {exc!r}") from exc
                 if time.monotonic() - last_sent > self._keepalive / 2:
-                    with send_lock:
-                        sock.sendall(wire.PINGREQ_PACKET)
+                    channel.send(wire.PINGREQ_PACKET)
                     last_sent = time.monotonic()
         finally:
             wait(in_hand)
+            try:
+                channel.flush()
+            except OSError:
+                pass  # the connection is gone: the broker sends those batches again and the store keeps one copy
+            channel.close()
 
 
-def _acknowledge(sock: socket.socket, lock: threading.Lock, acks: bytes, stored: Future | None = None) -> None:
-    """Send a stored batch's PUBACKs (nothing if it could not be stored)."""
-    if not acks or (stored is not None and stored.exception() is not None):
-        return
-    with lock:
-        try:
-            sock.sendall(acks)
-        except OSError:
-            pass  # the connection is gone: the broker sends the batch again and the store keeps one copy
+class _Channel:
+    """A connection's socket as the receive loop uses it: made and read on the loop's thread, PUBACKs from any thread.
+
+    On a plain socket the thread that stored a batch sends its PUBACKs itself, under a lock, at
+    once. An SSL socket must not be written by one thread while another reads it (an OpenSSL
+    connection is not thread-safe), so there the PUBACKs are queued and the receive loop,
+    woken through a socket pair, sends them between two reads.
+    """
+
+    def __init__(self, sock: socket.socket):
+        self._sock = sock
+        self._lock = threading.Lock()
+        self._tls = isinstance(sock, ssl.SSLSocket)
+        self._reader = threading.current_thread()
+        self._queued: list[bytes] = []
+        self._wake_r, self._wake_w = socket.socketpair() if self._tls else (None, None)
+
+    def read(self, size: int) -> bytes | None:
+        """What the broker sent (b"": it closed the connection); None or TimeoutError after ~0.1 s with nothing."""
+        if not self._tls:
+            return self._sock.recv(size)
+        if not self._sock.pending():
+            ready, _, _ = select.select([self._sock, self._wake_r], [], [], 0.1)
+            if self._wake_r in ready:
+                self._wake_r.recv(4096)
+            if self._sock not in ready:
+                return None
+        # One TLS record (at most 16 KiB) per recv: read on while more is already here, so that a
+        # backlog still comes in batches of thousands of messages.
+        data = self._sock.recv(size)
+        chunks = [data]
+        got = len(data)
+        while data and got < size and (self._sock.pending() or select.select([self._sock], [], [], 0)[0]):
+            try:
+                data = self._sock.recv(size - got)
+            except TimeoutError:
+                break
+            if not data:
+                break  # the close is seen at the next read
+            chunks.append(data)
+            got += len(data)
+        return b"".join(chunks)
+
+    def send(self, data: bytes) -> None:
+        """Send from the receive loop's thread (anything queued goes first)."""
+        with self._lock:
+            if self._queued:
+                self._sock.sendall(b"".join(self._queued))
+                self._queued.clear()
+            self._sock.sendall(data)
+
+    def acknowledge(self, acks: bytes, stored: Future | None = None) -> None:
+        """Send (or, on TLS, queue for the receive loop) a stored batch's PUBACKs; nothing if it could not be stored."""
+        if not acks or (stored is not None and stored.exception() is not None):
+            return
+        with self._lock:
+            if self._tls and threading.current_thread() is not self._reader:
+                self._queued.append(acks)
+                if len(self._queued) == 1:  # else a wake-up is on its way already
+                    try:
+                        self._wake_w.send(b"\0")
+                    except OSError:
+                        pass  # the loop is closing the channel; its last flush has sent or dropped these
+                return
+            try:
+                if self._queued:
+                    self._sock.sendall(b"".join(self._queued))
+                    self._queued.clear()
+                self._sock.sendall(acks)
+            except OSError:
+                pass  # the connection is gone: the broker sends the batch again and the store keeps one copy
+
+    def flush(self) -> None:
+        """Send the queued PUBACKs (TLS), from the receive loop's thread."""
+        if self._queued:
+            with self._lock:
+                data = b"".join(self._queued)
+                self._queued.clear()
+                self._sock.sendall(data)
+
+    def close(self) -> None:
+        if self._tls:
+            self._wake_r.close()
+            self._wake_w.close()

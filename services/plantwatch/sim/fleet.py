@@ -9,6 +9,10 @@ the whole life of an alert:
 - every `bad_every_s` a malformed or invalid message is published (bad JSON, a value
   outside the physical range, NaN, a wrong device id, an unknown topic), which the
   gateway must dead-letter and count.
+
+Each node with a status topic announces `online` there (retained) first, as the firmware
+does after connecting. Their Last Wills are not simulated: the fleet is one MQTT
+connection, and a connection has one Will.
 """
 
 from __future__ import annotations
@@ -20,6 +24,8 @@ from dataclasses import dataclass
 
 from plantwatch.ingest import sparkplug
 from plantwatch.ingest.formats import FORMATS
+from plantwatch.ingest.status_topics import ONLINE, status_owners
+from plantwatch.mqtt.endpoint import Endpoint
 from plantwatch.mqtt.publisher import Publisher
 from plantwatch.plant.load import Plant
 from plantwatch.plant.model import SensorNode, device_id, duration_seconds
@@ -63,11 +69,12 @@ class Fleet:
     `<gateway>-sim`): a second client with the same id takes the connection over.
     """
 
-    def __init__(self, plant: Plant, broker_url: str, client_id: str, scenario: Scenario = Scenario(), seed: int = 7):
+    def __init__(self, plant: Plant, broker: str | Endpoint, client_id: str, scenario: Scenario = Scenario(), seed: int = 7):
         self.plant = plant
         self.scenario = scenario
         self._rng = random.Random(seed)
-        self._publisher = Publisher(broker_url, client_id=client_id)
+        # An Endpoint brings its TLS settings and credentials: the simulator speaks to the broker as the gateway does.
+        self._publisher = Publisher(broker, client_id=client_id)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="simulator", daemon=True)
         self.sent = 0
@@ -165,6 +172,9 @@ class Fleet:
         intervals = {n.name: duration_seconds(n.spec.heartbeat.interval) for n in self.plant.nodes}
         due = {n.name: self._t0 for n in self.plant.nodes}
         next_bad = self._t0 + sc.bad_every_s
+        for status in status_owners((n.name, n.spec.payload.format, n.spec.payload.topic) for n in self.plant.nodes)[0]:
+            self._publisher.publish(status, ONLINE, retain=True)
+            self.sent += 1
         while not self._stop.is_set():
             now = time.time()
             elapsed = now - self._t0

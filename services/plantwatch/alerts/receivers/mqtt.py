@@ -59,14 +59,15 @@ class Mqtt:
 
     kind = "MQTT"
 
-    def __init__(self, name: str, url: str, topic: str, qos: int = 1, retain: bool = False):
+    def __init__(self, name: str, url: str | Endpoint, topic: str, qos: int = 1, retain: bool = False):
         check_topic(topic, f"AlertReceiver {name!r} spec.mqtt.topic")
         if qos not in (0, 1):
             raise ValueError(f"AlertReceiver {name!r} spec.mqtt.qos: {qos}; accepted: 0, 1")
         self.name = name
-        self._url = url
-        broker = Endpoint.parse(url)
-        self._where = f"MQTT receiver {name!r} (broker {broker.host}:{broker.port})"
+        # The plant's own broker comes with its TLS settings and credentials; a URL from
+        # urlSecretRef is verified against the system trust store (mqtts://).
+        self._broker = Endpoint.of(url)
+        self._where = f"MQTT receiver {name!r} (broker {self._broker})"
         self._topic, self._qos, self._retain = topic, qos, retain
 
     def send(self, notification: Notification, timeout: float) -> None:
@@ -74,7 +75,7 @@ class Mqtt:
             return
         topic = topic_for(self._topic, notification)
         deadline = time.monotonic() + timeout
-        publisher = Publisher(self._url)
+        publisher = Publisher(self._broker)
         try:
             publisher.start(timeout)
         except ConnectionRefusedError as exc:
@@ -93,7 +94,7 @@ class Mqtt:
         """Nothing held between sends: each connects for itself."""
 
 
-def build(receiver: AlertReceiver, secrets: Secrets, broker_url: str | None) -> Mqtt:
+def build(receiver: AlertReceiver, secrets: Secrets, broker_url: str | Endpoint | None) -> Mqtt:
     spec = receiver.spec.mqtt
     if spec is None:
         raise ValueError(f"AlertReceiver {receiver.name!r}: type MQTT needs spec.mqtt")
