@@ -81,7 +81,7 @@ def test_non_utf8_status_payloads_and_topics_are_refused(plant, tmp_path):
 def test_status_topic_is_the_data_topics_sibling():
     assert status_topic("sensors/hall-1/esp32-press-01/data") == "sensors/hall-1/esp32-press-01/status"
     assert status_topic("sensors/hall-1/rpi-line1-env/environmental") == "sensors/hall-1/rpi-line1-env/status"
-    assert status_topic("press") is None and status_topic("/press") is None
+    assert status_topic("press") == "press/status" and status_topic("/press") == "/status"
 
 
 def test_a_status_topic_shared_by_nodes_or_another_nodes_data_topic_names_none():

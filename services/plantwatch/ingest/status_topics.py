@@ -28,10 +28,13 @@ STATUS_MAX_BYTES = 64
 MAX_TOPIC_CHARS = 512 + len(STATUS_LEVEL) + 1
 
 
-def status_topic(data_topic: str) -> str | None:
-    """`a/b/status` for the data topic `a/b/data` (any last level); None for a one-level topic, which has no prefix."""
+def status_topic(data_topic: str) -> str:
+    """`a/b/status` for the data topic `a/b/data` (any last level); a one-level topic `a` is its own prefix: `a/status`.
+
+    The broker's ACL grants the same topic (mqtt/acl.py).
+    """
     prefix, sep, _ = data_topic.rpartition("/")
-    return f"{prefix}/{STATUS_LEVEL}" if sep and prefix else None
+    return f"{prefix if sep else data_topic}/{STATUS_LEVEL}"
 
 
 def status_owners(nodes: Iterable[tuple[str, str, str]]) -> tuple[dict[str, str], dict[str, tuple[str, ...]]]:
@@ -44,8 +47,8 @@ def status_owners(nodes: Iterable[tuple[str, str, str]]) -> tuple[dict[str, str]
     data_topics = {topic for _, _, topic in nodes}
     candidates: dict[str, list[str]] = {}
     for name, fmt, topic in nodes:
-        status = status_topic(topic) if fmt != "sparkplug-b" else None
-        if status is not None and status not in data_topics:
+        status = status_topic(topic)
+        if fmt != "sparkplug-b" and status not in data_topics:
             candidates.setdefault(status, []).append(name)
     owners = {t: names[0] for t, names in candidates.items() if len(names) == 1}
     return owners, {t: tuple(sorted(names)) for t, names in candidates.items() if len(names) > 1}
