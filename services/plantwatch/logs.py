@@ -11,7 +11,7 @@ from collections.abc import Hashable
 from datetime import UTC, datetime
 
 _SECRET_KEYS = re.compile(r"(password|passwd|token|secret|api[_-]?key)", re.IGNORECASE)
-_URL_CREDENTIALS = re.compile(r"(?P<scheme>[a-z][a-z0-9+.-]*://)(?P<user>[^:/@\s]+):(?P<password>[^@/\s]+)@", re.IGNORECASE)
+_URL_CREDENTIALS = re.compile(r"(?P<scheme>[a-z][a-z0-9+.-]*://)(?P<userinfo>[^/\s]*)@", re.IGNORECASE)
 _KEY_VALUE = re.compile(
     r"(?P<key>\b\w*(?:password|passwd|token|secret|api[_-]?key)\w*\b)(?P<sep>\s*[=:]\s*)(?P<value>[^\s,;]+)", re.IGNORECASE
 )
@@ -46,9 +46,16 @@ class LogLimiter:
             return True
 
 
+def _mask_userinfo(m: re.Match[str]) -> str:
+    """`scheme://user:password@` → `scheme://user:***@`: the user info runs to the authority's last `@`
+    (a password may hold `@`, `:` or `/`-free anything), and whatever follows the first `:` is the password."""
+    user, colon, _ = m["userinfo"].partition(":")
+    return f"{m['scheme']}{user}:***@" if colon else m.group(0)
+
+
 def mask(text: str) -> str:
     """Hide credentials in URLs (`mqtt://user:***@host`) and `password=...`-style pairs."""
-    text = _URL_CREDENTIALS.sub(lambda m: f"{m['scheme']}{m['user']}:***@", text)
+    text = _URL_CREDENTIALS.sub(_mask_userinfo, text)
     return _KEY_VALUE.sub(lambda m: f"{m['key']}{m['sep']}***", text)
 
 

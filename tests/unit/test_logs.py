@@ -41,3 +41,15 @@ def test_log_limiter_logs_once_per_key_per_interval_and_stays_bounded():
         assert limiter.allow((f"n{i}", "t"), 70.0)
     # ("a", "t") was forgotten to make room, so it may be logged again within its interval.
     assert limiter.allow(("a", "t"), 71.0)
+
+
+def test_url_credentials_are_masked_whatever_the_user_or_password_holds():
+    from plantwatch.logs import mask
+
+    for url, shown in [
+        ("mqtt://:s3cret@broker:1883", "mqtt://:***@broker:1883"),  # a password without a user name
+        ("mqtt://gw:p@ss:w0rd@broker", "mqtt://gw:***@broker"),  # `@` and `:` in the password
+        ("mqtts://gw:s3cret@broker and more", "mqtts://gw:***@broker and more"),
+        ("mqtt://broker:1883", "mqtt://broker:1883"),  # no credentials: unchanged
+    ]:
+        assert mask(url) == shown

@@ -74,3 +74,48 @@ PEER = {"subject": ((("commonName", "broker"),),), "subjectAltName": (("DNS", "m
 )
 def test_certificate_problems_are_said_in_words(code, peer, said):
     assert said in certificate_problem(code, "openssl's words", TlsSettings("/etc/ca.pem"), "broker.local", peer)
+
+
+# Fuzz: whatever a user (or a manifest) gives as broker URL, credentials and TLS files, the
+# answer is an endpoint or a ValueError in words — never another exception, never the password
+# echoed back, and TLS never silently dropped for an mqtts:// URL.
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+_PARTS = st.sampled_from(["mqtt://", "mqtts://", "http://", "", "mqtts:/", "MQTTS://", "tcp://"])
+_HOSTS = st.one_of(
+    st.sampled_from(["broker", "10.0.0.5", "[::1]", "broker.plant.example", "", "bro ker", "a" * 300, "b\x00r", "ü.example"]),
+    st.text(max_size=20),
+)
+_PORTS = st.one_of(st.just(""), st.integers(-5, 70000).map(lambda p: f":{p}"), st.text(max_size=6).map(lambda t: ":" + t))
+_TAILS = st.sampled_from(["", "/", "/plant", "?x=1", "#f", "/%00"])
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    scheme=_PARTS,
+    user=st.one_of(st.none(), st.text(max_size=12)),
+    password=st.one_of(st.none(), st.text(min_size=1, max_size=12)),
+    host=_HOSTS,
+    port=_PORTS,
+    tail=_TAILS,
+    with_tls=st.booleans(),
+    ca=st.sampled_from([None, "ca.pem", "missing.pem", ""]),
+)
+def test_any_broker_settings_give_an_endpoint_or_a_clear_error(tmp_path_factory, scheme, user, password, host, port, tail, with_tls, ca):
+    folder = tmp_path_factory.mktemp("tls")
+    (folder / "ca.pem").write_text("-----BEGIN CERTIFICATE-----\nnot really\n-----END CERTIFICATE-----\n")
+    secret = "S3cr3t-" + password if password is not None else None
+    creds = (user or "") + (f":{secret}" if secret else "") + ("@" if user is not None or secret else "")
+    url = f"{scheme}{creds}{host}{port}{tail}"
+    tls = None
+    try:
+        tls = TlsSettings(ca_file=(folder / ca) if ca else None) if with_tls else None
+        e = Endpoint.parse(url, tls=tls)
+    except ValueError as exc:
+        assert not secret or secret not in str(exc), str(exc)
+        return
+    assert not secret or (secret not in str(e) and secret not in repr(e))
+    if url.lower().startswith("mqtts://") or tls is not None:
+        assert e.tls is not None and (tls is None or e.tls == tls)  # TLS is never dropped
+    assert 0 < e.port < 65536

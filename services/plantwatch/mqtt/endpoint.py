@@ -25,6 +25,17 @@ TLS_SCHEMES = ("mqtts", "ssl")
 _EXPECTED = "expected mqtt://[user:password@]host[:1883] or mqtts://[user:password@]host[:8883]"
 
 
+def _shown(url: str) -> str:
+    """The URL as an error may quote it: whatever stands between `://` and its last `@` after the user
+    name is the password, whatever it holds (spaces, `/`, `@`), and is replaced by `***`."""
+    scheme, sep, rest = url.partition("://")
+    if not sep or "@" not in rest:
+        return mask(url)
+    userinfo, _, after = rest.rpartition("@")
+    user, colon, _ = userinfo.partition(":")
+    return f"{scheme}{sep}{user}{':***' if colon else ''}@{after}"
+
+
 @dataclass(frozen=True)
 class TlsSettings:
     """How to verify the broker (and, for mutual TLS, prove who we are): PEM file paths.
@@ -110,29 +121,30 @@ class Endpoint:
         mqtt(s)://[user:password@]host[:port], TLS settings for a plain URL, a password given
         twice, a password without a user name, or a file that cannot be read.
         """
+        url = url if "://" in url else f"mqtt://{url}"  # host[:port] alone is plain MQTT; masked as a URL below
         try:
-            u = urlparse(url if "://" in url else f"mqtt://{url}")
+            u = urlparse(url)
             port = u.port
         except ValueError as exc:
-            raise ValueError(f"broker URL {mask(url)!r}: {exc} ({_EXPECTED})") from None
+            raise ValueError(f"broker URL {_shown(url)!r}: {exc} ({_EXPECTED})") from None
         if u.scheme not in DEFAULT_PORTS:
-            raise ValueError(f"broker URL {mask(url)!r}: scheme must be mqtt:// or mqtts:// ({_EXPECTED})")
+            raise ValueError(f"broker URL {_shown(url)!r}: scheme must be mqtt:// or mqtts:// ({_EXPECTED})")
         if u.path not in ("", "/") or u.query:
-            raise ValueError(f"broker URL {mask(url)!r}: a broker URL has no path or query ({_EXPECTED})")
+            raise ValueError(f"broker URL {_shown(url)!r}: a broker URL has no path or query ({_EXPECTED})")
         secure = u.scheme in TLS_SCHEMES
         if tls is not None and not secure:
             raise ValueError(
-                f"broker URL {mask(url)!r} is plain MQTT, but TLS settings (CA, client certificate) were given: "
+                f"broker URL {_shown(url)!r} is plain MQTT, but TLS settings (CA, client certificate) were given: "
                 f"use mqtts://{u.hostname}:8883 (or the broker's TLS port)"
             )
         if username is not None and u.username is not None and username != u.username:
-            raise ValueError(f"broker URL {mask(url)!r} names user {u.username!r}, and user {username!r} was given too: give one")
+            raise ValueError(f"broker URL {_shown(url)!r} names user {u.username!r}, and user {username!r} was given too: give one")
         user = username if username is not None else u.username
         path = Path(password_file) if password_file is not None else None
         if path is not None and u.password is not None:
-            raise ValueError(f"broker URL {mask(url)!r} carries a password, and a password file was given too: give one")
+            raise ValueError(f"broker URL {_shown(url)!r} carries a password, and a password file was given too: give one")
         if (path is not None or u.password is not None) and not user:
-            raise ValueError(f"broker URL {mask(url)!r}: a password without a user name (give the user name too)")
+            raise ValueError(f"broker URL {_shown(url)!r}: a password without a user name (give the user name too)")
         host, port = u.hostname or "127.0.0.1", port or DEFAULT_PORTS[u.scheme]
         endpoint = cls(host, port, user, u.password, (tls or TlsSettings()) if secure else None, path)
         endpoint.credentials()
