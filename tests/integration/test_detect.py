@@ -8,7 +8,7 @@ import json
 import numpy as np
 import pytest
 
-from plantwatch.detect.alarms import alarm_rule
+from plantwatch.alarms import alarm_rule
 from plantwatch.detect.cli import main
 from plantwatch.detect.recipes import RECIPES, fit_recipe
 from plantwatch.detect.simulate import simulate

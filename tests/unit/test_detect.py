@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from plantwatch.detect.alarms import alarm_rule, choose_threshold, ewma, hysteresis, smooth
+from plantwatch.alarms import alarm_rule, choose_threshold, ewma, hysteresis, smooth
 from plantwatch.detect.data import detect_delimiter, labels_of, parse_time, pivot, read_table
 from plantwatch.detect.evaluate import Counts, confusion, meets_target, pooled
 from plantwatch.detect.experiment import run_in_memory

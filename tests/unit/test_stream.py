@@ -5,9 +5,11 @@ from __future__ import annotations
 import time
 
 import numpy as np
+import orjson
 import pytest
 
-from plantwatch.inference.stream import SCORE_TYPE, Aggregations, CardFeatures, ScoringUnavailable, Smoothing, StreamScorer
+from plantwatch.alarms import AlarmRule, AlarmState
+from plantwatch.inference.stream import SCORE_TYPE, Aggregations, CardFeatures, ScoringUnavailable, StreamScorer, served_value
 from plantwatch.readings import Reading
 
 SENSORS = ("temperature", "vibration")
@@ -81,45 +83,93 @@ def test_an_unreachable_model_is_not_called_again_for_the_back_off_and_its_rows_
 
 
 def test_capped_ewma_smoothing_follows_the_card():
-    smoothing = Smoothing(span=3, threshold=1.0, cap=2.0)  # alpha 0.5
-    state = None
-    values = []
-    for raw in (1.0, 10.0, 0.0):
-        state = smoothing.next(state, raw)
-        values.append(state)
-    assert values == [1.0, 1.5, 0.75]  # 10 is capped at 2 x threshold before smoothing
+    rule, state = AlarmRule(threshold=1.0, span=3, cap=2.0), AlarmState()  # alpha 0.5
+    assert [rule.step(state, raw)[0] for raw in (1.0, 10.0, 0.0)] == [1.0, 1.5, 0.75]  # 10 is capped at 2 x threshold
 
 
-def test_streamed_scores_equal_the_detector_bundles_offline_scores(tmp_path):
+def test_the_served_value_is_on_the_side_of_the_threshold_the_alarm_is():
+    rule = AlarmRule(threshold=2.0, span=1)
+    assert served_value(rule, 3.0, True) == 3.0 and served_value(rule, 1.0, False) == 1.0
+    assert served_value(rule, 3.0, False) == 2.0  # held off above the threshold (on_count, a release): no rule fires
+    assert served_value(rule, 1.5, True) > 2.0  # held on below it (off_count, off_ratio): a rule at 2.0 still fires
+
+
+def _card_stream(scorer, nodes=("a",)) -> StreamScorer:
+    session = scorer.model.session
+    run = lambda v: session.run(["score"], {"features": v})[0]  # noqa: E731
+    return StreamScorer("d", nodes, scorer.channels, CardFeatures(scorer.card), run, alarm=AlarmRule.of_card(scorer.card["alarm"]))
+
+
+def _stream_rows(stream: StreamScorer, values: np.ndarray, first: int = 0, batch: int = 7) -> list[Reading]:
+    """Rows `first`.. of `values` as readings of node a at ts = row, `batch` rows per call; a NaN is a reading not sent."""
+    out = []
+    for start in range(first, len(values), batch):
+        rows = [
+            Reading("a", channel, channel, float(v), float(t))
+            for t in range(start, min(start + batch, len(values)))
+            for channel, v in zip(stream.sensors, values[t])
+            if not np.isnan(v)
+        ]
+        out.extend(stream.score(rows))
+    return out
+
+
+def test_detector_score_and_a_served_rule_at_the_cards_threshold_alarm_on_the_same_rows(tmp_path):
+    from plantwatch.detect import bundle
+    from plantwatch.detect.cli import main
+    from plantwatch.detect.data import read_predictions, read_table
+    from plantwatch.detect.simulate import write_dataset
+
+    (recording,) = write_dataset(tmp_path / "data", 1, seed=0)
+    assert main(["detector", "train", "--csv", str(recording), "--out", str(tmp_path / "m"), "--time-column", "datetime"]) == 0
+    pred = tmp_path / "pred.csv"
+    assert (
+        main(
+            ["detector", "score", "--model", str(tmp_path / "m"), "--csv", str(recording), "--out", str(pred), "--time-column", "datetime"]
+        )
+        == 0
+    )
+    _, cli_alarms = read_predictions(pred)
+
+    scorer = bundle.load(tmp_path / "m")
+    table = read_table(recording, "datetime", labels=("anomaly",))
+    values = bundle.columns_in_card_order(table.channels, table.values, scorer.channels)
+    served = _stream_rows(_card_stream(scorer), values)
+    first = int(served[0].ts)
+    assert first == CardFeatures(scorer.card).warmup - 1 and [r.ts for r in served] == list(range(first, len(values)))
+    threshold = scorer.card["alarm"]["threshold"]
+    rule_alarms = np.array([r.value > threshold for r in served], dtype=int)  # the AnomalyScore rule's condition
+    assert cli_alarms[:first].sum() == 0 and 20 < cli_alarms.sum() < len(cli_alarms) / 2  # alarms to compare, not all or none
+    np.testing.assert_array_equal(rule_alarms, cli_alarms[first:])
+    # the served value is the CLI's smoothed score wherever the alarm does not hold it at the threshold
+    smoothed = scorer.score(values).smoothed[first:]
+    free = (rule_alarms == 1) == (smoothed > threshold)
+    assert 0.9 < free.mean() < 1  # rows where hold or release overrule the smoothed score: a rule on it alone would differ
+    np.testing.assert_allclose(np.array([r.value for r in served])[free], smoothed[free], rtol=1e-5, atol=1e-6)
+
+
+def test_a_scorer_restored_from_a_checkpoint_mid_stream_scores_on_as_if_never_moved(tmp_path):
     from plantwatch.detect import bundle
     from plantwatch.detect.recipes import DEFAULT_RECIPE, RECIPES, fit_recipe
 
-    rng = np.random.default_rng(0)
+    rng = np.random.default_rng(1)
     values = np.column_stack([45 + rng.normal(0, 0.3, 700), 1.5 + rng.normal(0, 0.05, 700)])
-    values[600:, 0] += 5
+    values[520:600, 0] += 5  # a fault that is on when the node moves
+    values[500:505, 1] = np.nan  # and a dropout in the windows that move with it
     bundle.save(tmp_path, fit_recipe(RECIPES[DEFAULT_RECIPE], values[:400]), SENSORS, 400)
     scorer = bundle.load(tmp_path)
-    card = scorer.card
-    session = scorer.model.session
-    stream = StreamScorer(
-        "d", ["a"], SENSORS, CardFeatures(card), lambda v: session.run(["score"], {"features": v})[0], smoothing=Smoothing.of_card(card)
-    )
-    values[450:455, 1] = np.nan  # the vibration sensor drops out: its readings are simply not in the stream
-    offline = scorer.score(values)
-    streamed = []
-    for t, (temperature, vibration) in enumerate(values):
-        batch = readings("a", t, temperature, vibration)
-        streamed.extend(stream.score([r for r in batch if not np.isnan(r.value)]))
-    first = int(streamed[0].ts)
-    assert first == CardFeatures(card).warmup - 1
-    raw = np.array([r.value for r in streamed])
-    # the same features from a bounded history, the same model; smoothing started at the first streamed row
-    expected = bundle.Scorer(card, scorer.model).raw_scores(values)[first:]
-    smoothed = [None]
-    for x in expected:
-        smoothed.append(Smoothing.of_card(card).next(smoothed[-1], float(x)))
-    np.testing.assert_allclose(raw, smoothed[1:], rtol=1e-5, atol=1e-6)
-    threshold = card["alarm"]["threshold"]
-    assert raw[600 - first + 20 :].min() > threshold > raw[: 440 - first].max()
-    assert raw[450 - first : 460 - first].max() > threshold  # the dropout itself is anomalous (the `missing` feature)
-    assert offline.alarm[620:].all()
+    whole = _card_stream(scorer)
+    uninterrupted = _stream_rows(whole, values)
+    before = _card_stream(scorer)
+    _stream_rows(before, values[:540])
+    text = orjson.dumps(before.snapshot())  # as the shard's checkpoint carries it
+    assert len(text) < 20 * CardFeatures(scorer.card).history * len(SENSORS) + 1000  # bounded by the windows, not the stream
+    moved = _card_stream(scorer)
+    moved.restore(orjson.loads(text))
+    after = _stream_rows(moved, values, first=540)
+    expected = [r for r in uninterrupted if r.ts >= 540]
+    assert [(r.ts, r.value) for r in after] == [(r.ts, r.value) for r in expected]
+    threshold = scorer.card["alarm"]["threshold"]
+    assert after[0].value > threshold  # the alarm moved on, and with no warm-up the first row after the move is scored
+    fresh = _stream_rows(_card_stream(scorer), values, first=540)
+    assert fresh[0].ts >= 540 + CardFeatures(scorer.card).warmup - 1  # what a node that moves without its windows loses

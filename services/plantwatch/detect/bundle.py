@@ -14,12 +14,12 @@ from pathlib import Path
 
 import numpy as np
 
+from plantwatch.alarms import AlarmRule
 from plantwatch.contracts import model_card
 from plantwatch.contracts.model_card import ModelCard
 from plantwatch.contracts.names import MODEL_FILE
-from plantwatch.detect.alarms import alarm_rule
-from plantwatch.detect.recipes import Fitted
-from plantwatch.features import FeatureSpec, feature_names, window_features
+from plantwatch.detect.recipes import CHUNK_ROWS, Fitted, Progress, features_in_chunks
+from plantwatch.features import FeatureSpec, feature_names
 from plantwatch.inference.models import LoadedModel, load_model, sha256_of
 
 
@@ -60,6 +60,10 @@ def save(out: str | Path, fitted: Fitted, channels: tuple[str, ...], train_rows:
     return card
 
 
+#: Rows per ONNX Runtime call: a knn graph holds [rows, reference rows] distances (2048 x 10k: ~80 MiB each).
+ONNX_ROWS = 2048
+
+
 @dataclass(frozen=True)
 class Scores:
     raw: np.ndarray
@@ -78,28 +82,29 @@ class Scorer:
     def channels(self) -> tuple[str, ...]:
         return tuple(self.card["channels"])
 
-    def raw_scores(self, values: np.ndarray) -> np.ndarray:
-        features = window_features(values, FeatureSpec(**model_card.window(self.card))).astype(np.float32)
-        return self.model.session.run(["score"], {"features": features})[0].astype(np.float64)
+    def raw_scores(self, values: np.ndarray, progress: Progress = None) -> np.ndarray:
+        """The graph's scores, ONNX_ROWS rows per call: one call over 300k rows holds every intermediate at once."""
+        say = progress if progress and len(values) > CHUNK_ROWS else None
+        features = features_in_chunks(values, FeatureSpec(**model_card.window(self.card)), say).astype(np.float32)
+        out = np.empty(len(features))
+        for start in range(0, len(features), ONNX_ROWS):
+            out[start : start + ONNX_ROWS] = self.model.session.run(["score"], {"features": features[start : start + ONNX_ROWS]})[0]
+            if say and (start // ONNX_ROWS) % 10 == 9:
+                say(f"scoring: {min(start + ONNX_ROWS, len(features))} of {len(features)} rows")
+        return out
 
-    def score(self, values: np.ndarray) -> Scores:
-        """Score every row of [rows, channels] (in card order); earlier rows serve as the windows' history."""
-        raw = self.raw_scores(values)
-        a = self.card["alarm"]
-        # Cards before `cap` have no cap, cards before `release` no release.
-        smoothed, alarm = alarm_rule(
-            raw,
-            a["threshold"],
-            a["ewma_span"],
-            a.get("cap", 0.0),
-            a["on_count"],
-            a["off_count"],
-            a["off_ratio"],
-            a.get("release", 0.0),
-            a.get("rearm", 0.8),
-            a.get("release_span", 60.0),
-        )
-        return Scores(raw, smoothed, alarm)
+    def score(self, values: np.ndarray, progress: Progress = None) -> Scores:
+        """Score every row of [rows, channels] (in card order); earlier rows serve as the windows' history.
+
+        The card's alarm rule starts at the features' warm-up row, where the stream's
+        does (`inference.stream`): the rows before it rest on a handful of readings (and
+        row 0's noise borrows row 1's step, which no stream can know), so they carry
+        their raw score and never alarm, and `detector score` and a served rule agree row for row.
+        """
+        raw = self.raw_scores(values, progress)
+        start = min(len(raw), FeatureSpec(**model_card.window(self.card)).warmup - 1)
+        smoothed, alarm = AlarmRule.of_card(self.card["alarm"]).run(raw[start:])
+        return Scores(raw, np.r_[raw[:start], smoothed], np.r_[np.zeros(start, dtype=np.int8), alarm])
 
 
 def load(directory: str | Path) -> Scorer:

@@ -11,10 +11,12 @@ import json
 import sys
 from pathlib import Path
 
+import numpy as np
+
 from plantwatch.cliargs import non_negative_int, positive_int
 from plantwatch.detect import bundle, experiment
-from plantwatch.detect.data import labels_of, parse_time, read_predictions, read_store, read_table, write_predictions
-from plantwatch.detect.evaluate import confusion, meets_target, pooled
+from plantwatch.detect.data import BAD_CELLS, Table, labels_of, parse_time, read_predictions, read_store, read_table, write_predictions
+from plantwatch.detect.evaluate import TARGET, confusion, meets_target, pooled
 from plantwatch.detect.publish import add_command as add_publish_command
 from plantwatch.detect.recipes import DEFAULT_RECIPE, RECIPES, fit_recipe
 from plantwatch.detect.simulate import write_dataset
@@ -38,6 +40,19 @@ def _exclude(text: str | None) -> tuple[str, ...]:
     return tuple(c.strip() for c in text.split(",") if c.strip()) if text else ()
 
 
+def _read(args: argparse.Namespace, path: str | Path, labels: tuple[str, ...] = ()) -> Table:
+    """The recording, with every reading decision that the user did not ask for said on stderr."""
+    table = read_table(path, args.time_column, _exclude(args.exclude), labels, args.bad_cells)
+    for note in table.notes:
+        print(f"detector {args.detector_command}: {Path(path).name}: {note}", file=sys.stderr)
+    return table
+
+
+def _progress(args: argparse.Namespace):
+    """Long steps (more than CHUNK_ROWS rows) say how far they are on stderr; stdout keeps the result."""
+    return lambda line: print(f"detector {args.detector_command}: {line}", file=sys.stderr, flush=True)
+
+
 def _csv_files(items: list[str]) -> list[Path]:
     """Files as given, folders as their *.csv (sorted)."""
     paths: list[Path] = []
@@ -53,7 +68,7 @@ def _train(args: argparse.Namespace) -> int:
         print("detector train: give --csv FILE, or --store DB with --node NAME (and optionally --since/--until)", file=sys.stderr)
         return 2
     if args.csv is not None:
-        table, source = read_table(args.csv, args.time_column, _exclude(args.exclude)), str(args.csv)
+        table, source = _read(args, args.csv), str(args.csv)
     else:
         since, until = (parse_time(t) if t else None for t in (args.since, args.until))
         table = read_store(args.store, args.node, since, until, _exclude(args.exclude))
@@ -61,7 +76,7 @@ def _train(args: argparse.Namespace) -> int:
     if len(table.values) < args.train_rows:
         print(f"detector train: {source} has {len(table.values)} rows, fewer than --train-rows {args.train_rows}", file=sys.stderr)
         return 2
-    fitted = fit_recipe(RECIPES[args.recipe], table.values[: args.train_rows])
+    fitted = fit_recipe(RECIPES[args.recipe], table.values[: args.train_rows], progress=_progress(args))
     card = bundle.save(args.out, fitted, table.channels, args.train_rows, source)
     print(
         f"trained {args.recipe} on {args.train_rows} rows x {len(table.channels)} channels "
@@ -72,12 +87,12 @@ def _train(args: argparse.Namespace) -> int:
 
 def _score(args: argparse.Namespace) -> int:
     scorer = bundle.load(args.model)
-    table = read_table(args.csv, args.time_column, _exclude(args.exclude))
+    table = _read(args, args.csv)
     values = bundle.columns_in_card_order(table.channels, table.values, scorer.channels, str(args.csv))
-    scores = scorer.score(values)
+    scores = scorer.score(values, _progress(args))
     start = args.skip_rows
     write_predictions(args.out, table.timestamps[start:], scores.smoothed[start:], scores.alarm[start:])
-    print(f"scored {len(values) - start} rows, {int(scores.alarm[start:].sum())} alarmed; wrote {args.out}")
+    print(score_summary(scores.smoothed[start:], scores.alarm[start:], scorer.card["alarm"]["threshold"]) + f"; wrote {args.out}")
     return 0
 
 
@@ -89,7 +104,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     if args.pred_dir:
         per_file = {}
         for path in paths:
-            table = read_table(path, args.time_column, _exclude(args.exclude), labels=(args.label_column,))
+            table = _read(args, path, (args.label_column,))
             labels = labels_of(table, args.label_column, path)[args.skip_rows :]
             stamps, alarms = read_predictions(Path(args.pred_dir) / path.name)
             if len(alarms) != len(labels) or (args.time_column and stamps != table.timestamps[args.skip_rows :]):
@@ -104,11 +119,24 @@ def _evaluate(args: argparse.Namespace) -> int:
         result = experiment.run(paths, RECIPES[args.recipe], args.skip_rows, args.label_column, args.time_column, _exclude(args.exclude))
         per_file = {Path(f.path).name: f.counts for f in result.files}
         counts, summary = result.counts, result.summary()
+    summary["labels"] = f"column {args.label_column!r} of each file, rows {args.skip_rows}.. (the first {args.skip_rows} train, unjudged)"
+    summary["target"] = TARGET
     summary["meets_target"] = meets_target(counts)
     if args.per_file:
         summary["per_file"] = {name: c.summary() for name, c in per_file.items()}
     print(json.dumps(summary, indent=2))
     return 0
+
+
+def score_summary(smoothed: np.ndarray, alarm: np.ndarray, threshold: float) -> str:
+    """One line a person can read: how many rows alarmed and where the scores sit against the threshold."""
+    if not len(smoothed):
+        return "scored 0 rows"
+    q50, q99 = np.nanquantile(smoothed, [0.5, 0.99])
+    return (
+        f"scored {len(smoothed)} rows, {int(alarm.sum())} alarmed ({100 * alarm.mean():.1f} %); "
+        f"score median {q50:.3g}, 99th percentile {q99:.3g}, max {np.nanmax(smoothed):.3g} against threshold {threshold:.3g}"
+    )
 
 
 def _simulate(args: argparse.Namespace) -> int:
@@ -126,6 +154,13 @@ def add_commands(subparsers) -> None:
     def table_args(p: argparse.ArgumentParser) -> None:
         p.add_argument("--time-column", metavar="NAME", help="time stamp column (not a channel; echoed in predictions)")
         p.add_argument("--exclude", metavar="COL,COL", help="columns that are not channels (anomaly/changepoint/label always are)")
+        p.add_argument(
+            "--bad-cells",
+            choices=BAD_CELLS,
+            default="fill",
+            help="a numeric column's cells that are not numbers (ERR): fill (default) reads them as missing, the previous "
+            "reading carried forward; drop-column leaves the column out; fail refuses the file. Each case is reported",
+        )
 
     train = sub.add_parser("train", help="train on a CSV's (or a stored node's) first rows; writes DIR/model.onnx and DIR/model-card.json")
     train.add_argument("--csv", help="recording (delimiter detected: ; , tab |)")

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
+from plantwatch.alarms import alarm_rule
 from plantwatch.detect import bundle
-from plantwatch.detect.alarms import alarm_rule
 from plantwatch.detect.data import labels_of, read_table
 from plantwatch.detect.evaluate import Counts, confusion, pooled
 from plantwatch.detect.recipes import Recipe, fit_recipe

@@ -16,6 +16,7 @@ normal data scores, drift and operating-point changes included.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Protocol
 
@@ -23,11 +24,46 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from plantwatch.detect.alarms import alarm_rule, choose_threshold, ewma
+from plantwatch.alarms import alarm_rule, choose_threshold, ewma
 from plantwatch.detect.iforest_onnx import anomaly_score_graph
-from plantwatch.features import CLIP, FeatureSpec, RobustScaler, feature_names, fit_scaler, window_features
+from plantwatch.features import CLIP, FeatureSpec, RobustScaler, feature_names, fill_missing, fit_scaler, window_features
 
 OPSET = 18
+#: Longer recordings have their features (and scores) computed this many rows at a time: the rolling
+#: windows copy every row `window` times, which for 300k rows is gigabytes in one pass.
+CHUNK_ROWS = 20_000
+#: Bytes one block of knn distances (scored rows x reference rows, float64) may take.
+DISTANCE_BYTES = 256 * 2**20
+#: knn keeps every training row: each served row is compared with all of them, and calibration compares
+#: them with each other (100k rows: 10^10 distances, 74.5 GiB at once). Above this it refuses.
+KNN_MAX_REFERENCE = 10_000
+
+#: Where long steps say how far they are (a line for a person, e.g. on stderr); None: silent.
+Progress = Callable[[str], None] | None
+
+
+def features_in_chunks(values: np.ndarray, spec: FeatureSpec, progress: Progress = None, chunk: int = CHUNK_ROWS) -> np.ndarray:
+    """`window_features` of every row, `chunk` rows at a time: the same numbers in bounded memory.
+
+    Each chunk carries the longest window's rows before it as history, its first row
+    forward-filled from the whole recording (as one pass would have filled it), so no
+    feature of a kept row sees the cut.
+    """
+    values = np.asarray(values, dtype=np.float64)
+    if len(values) <= chunk:
+        return window_features(values, spec)
+    history = max(spec.short, spec.long, spec.noise) + 1
+    filled = fill_missing(values)
+    out = np.empty((len(values), values.shape[1] * len(spec.kinds)))
+    for start in range(0, len(values), chunk):
+        end, first = min(start + chunk, len(values)), max(0, start - history)
+        part = values[first:end].copy()
+        if first:  # the first chunk starts the recording: its leading gaps are the recording's own
+            part[0] = filled[first]
+        out[start:end] = window_features(part, spec)[start - first :]
+        if progress:
+            progress(f"features: {end} of {len(values)} rows")
+    return out
 
 
 @dataclass(frozen=True)
@@ -310,8 +346,12 @@ class NearestNeighbours:
     k: int
 
     def score(self, z: np.ndarray) -> np.ndarray:
+        step = max(1, DISTANCE_BYTES // (8 * len(self.reference)))
+        return np.concatenate([self._score(z[i : i + step]) for i in range(0, len(z), step)] or [np.empty(0)])
+
+    def _score(self, z: np.ndarray) -> np.ndarray:
         d2 = (z * z).sum(1)[:, None] - 2 * z @ self.reference.T + (self.reference**2).sum(1)[None, :]
-        nearest = np.sort(np.maximum(d2, 0.0), axis=1)[:, : self.k]
+        nearest = np.partition(np.maximum(d2, 0.0), self.k - 1, axis=1)[:, : self.k]
         return np.sqrt(nearest.mean(axis=1) / self.reference.shape[1])
 
     def graph(self):
@@ -441,26 +481,47 @@ def _fit_model(recipe: Recipe, features: np.ndarray, seed: int) -> tuple[RobustS
     return scaler, fit_detector(recipe, scaler.transform(features), seed)
 
 
-def out_of_fold_scores(recipe: Recipe, features: np.ndarray, seed: int = 0) -> np.ndarray:
+def out_of_fold_scores(recipe: Recipe, features: np.ndarray, seed: int = 0, progress: Progress = None) -> np.ndarray:
     """Each contiguous fold of training rows scored by a model (scaler included) fitted on the other folds."""
     bounds = np.linspace(0, len(features), recipe.folds + 1).astype(int)
     scores = np.empty(len(features))
-    for start, end in zip(bounds[:-1], bounds[1:]):
+    for fold, (start, end) in enumerate(zip(bounds[:-1], bounds[1:]), 1):
         rest = np.concatenate([features[:start], features[end:]])
         scaler, detector = _fit_model(recipe, rest, seed)
         scores[start:end] = detector.score(scaler.transform(features[start:end]))
+        if progress:
+            progress(f"threshold: fold {fold} of {recipe.folds} scored out-of-fold")
     return scores
 
 
-def fit_recipe(recipe: Recipe, train_values: np.ndarray, seed: int = 0) -> Fitted:
-    """Train on normal rows [rows, channels] only: features, scaler, detector, threshold (see module doc)."""
+def knn_refusal(rows: int, features: int) -> str | None:
+    """Why knn will not train on `rows` rows of `features` features, with what it would cost; None when it will."""
+    if rows <= KNN_MAX_REFERENCE:
+        return None
+    return (
+        f"recipe knn keeps every training row and compares each scored row with all of them: {rows} rows x {features} features "
+        f"would cost {rows * features} multiply-adds per scored row and {rows**2 * 8 / 2**30:.1f} GiB of distances to calibrate "
+        f"at once; accepted are at most {KNN_MAX_REFERENCE} rows after the warm-up (fewer --train-rows), or another recipe"
+    )
+
+
+def fit_recipe(recipe: Recipe, train_values: np.ndarray, seed: int = 0, progress: Progress = None) -> Fitted:
+    """Train on normal rows [rows, channels] only: features, scaler, detector, threshold (see module doc).
+
+    `progress` hears about each long step when there are more than CHUNK_ROWS rows.
+    """
     warmup = recipe.features.warmup
     if len(train_values) < warmup + 10 * recipe.folds:
         raise ValueError(f"need at least {warmup + 10 * recipe.folds} training rows, got {len(train_values)}")
-    features = window_features(train_values, recipe.features)[warmup:]
+    if recipe.detector == "knn" and (why := knn_refusal(len(train_values) - warmup, train_values.shape[1] * len(recipe.features.kinds))):
+        raise ValueError(why)
+    say = progress if progress and len(train_values) > CHUNK_ROWS else None
+    features = features_in_chunks(train_values, recipe.features, say)[warmup:]
+    if say:
+        say(f"fitting {recipe.detector} on {len(features)} rows x {features.shape[1]} features")
     scaler, detector = _fit_model(recipe, features, seed)
     in_sample_raw = detector.score(scaler.transform(features))
-    calibration_raw = out_of_fold_scores(recipe, features, seed) if recipe.out_of_fold else in_sample_raw
+    calibration_raw = out_of_fold_scores(recipe, features, seed, say) if recipe.out_of_fold else in_sample_raw
     calibration = ewma(calibration_raw, recipe.span)
     threshold = max(choose_threshold(calibration, recipe.quantile, recipe.margin), recipe.floor)
 

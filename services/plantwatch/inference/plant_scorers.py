@@ -24,12 +24,13 @@ from pathlib import Path
 
 import numpy as np
 
+from plantwatch.alarms import AlarmRule
 from plantwatch.contracts import model_card
 from plantwatch.contracts.model_card import ModelCard
 from plantwatch.contracts.names import CARD_FILE, MODEL_FILE
 from plantwatch.inference.client import RemoteModel, RemoteModelError
 from plantwatch.inference.models import LoadedModel, ModelError, fetch_model, load_model
-from plantwatch.inference.stream import Aggregations, CardFeatures, ScoringUnavailable, Smoothing, StreamScorer
+from plantwatch.inference.stream import Aggregations, CardFeatures, ScoringUnavailable, StreamScorer
 from plantwatch.plant.load import Plant
 from plantwatch.plant.model import selector_matches
 
@@ -100,7 +101,13 @@ def stream_scorer(
                 f"spec.features.sensors {list(features.sensors)} must be the model card's channels {card['channels']}, in order",
             )
         return StreamScorer(
-            detector.name, scored_nodes(plant, detector), features.sensors, CardFeatures(card), run, features.step, Smoothing.of_card(card)
+            detector.name,
+            scored_nodes(plant, detector),
+            features.sensors,
+            CardFeatures(card),
+            run,
+            features.step,
+            AlarmRule.of_card(card["alarm"]),
         )
     builder = Aggregations(features.window, features.aggregations)
     width = len(features.sensors) * len(features.aggregations)
@@ -176,6 +183,8 @@ class DeferredScorer:
         self._retry_s = retry_s
         self._next_try = time.monotonic() + retry_s
         self.scorer: StreamScorer | None = None
+        #: A checkpoint's state for the scorer, kept until the service answers and the scorer exists.
+        self._restored: dict | None = None
         #: Why the service's model cannot score this detector, once it answered with one that does not fit.
         self.gave_up: str | None = None
 
@@ -198,8 +207,22 @@ class DeferredScorer:
                     self.gave_up,
                 )
                 return []
+            if self._restored is not None:
+                self.scorer.restore(self._restored)
+                self._restored = None
             log.info("DetectorModel %s: its inference service answers; scoring from now on", self.detector)
         return self.scorer.score(readings)
+
+    def snapshot(self) -> dict:
+        if self.scorer is not None:
+            return self.scorer.snapshot()
+        return self._restored or {}
+
+    def restore(self, snapshot: dict) -> None:
+        if self.scorer is not None:
+            self.scorer.restore(snapshot)
+        else:
+            self._restored = snapshot
 
 
 def remote_scorers(

@@ -15,8 +15,15 @@ Two ways to turn rows into the model's input:
   such as the sample plant's starter;
 - `CardFeatures`: a model trained by `plantwatch detector train` carries its
   feature recipe in model-card.json; the same numpy features the detector was
-  trained on, then the card's smoothing (capped EWMA), so the streamed score is
-  the one the card's threshold was chosen for.
+  trained on, then the card's alarm rule (`plantwatch.alarms.AlarmRule`: capped
+  EWMA, on/off counts, the fast release), one state per node, the very state
+  machine `detector score` runs. The served value is the smoothed score held on
+  the side of the card's threshold the alarm is on (`served_value`), so an
+  AnomalyScore rule at the card's threshold alarms on exactly the CLI's rows.
+
+A scorer's per-node state (the feature history, bounded by the longest window,
+and the alarm state) goes into the pipeline's checkpoint (`snapshot`/`restore`),
+so a node whose shard moves to another gateway is scored on without a new warm-up.
 
 Pure apart from `run` (the model call), which the caller supplies: a local
 ONNX Runtime session, the micro-batcher, or a remote Open Inference Protocol
@@ -30,11 +37,12 @@ import math
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
 from plantwatch import metrics
+from plantwatch.alarms import AlarmRule, AlarmState
 from plantwatch.contracts import model_card
 from plantwatch.contracts.model_card import ModelCard
 from plantwatch.features import FeatureSpec, window_features
@@ -146,24 +154,21 @@ class CardFeatures:
         return window_features(rows, FeatureSpec(**model_card.window(self.card)))[-newest:].astype(np.float32)
 
 
-@dataclass(frozen=True)
-class Smoothing:
-    """The card's alarm smoothing: each raw score capped at cap x threshold (0: no cap), then an EWMA."""
+def served_value(rule: AlarmRule, smoothed: float, on: bool) -> float:
+    """The smoothed score, held on the side of the card's threshold the alarm rule decided.
 
-    span: float
-    threshold: float
-    cap: float = 0.0
+    An AnomalyScore rule alarms while the value is above its threshold; the alarm rule
+    also holds an alarm below it (`off_count`, `off_ratio`) and keeps one off above it
+    (`on_count`, a release). Held at the threshold (off) or just past it (on), a rule at
+    the card's threshold follows the alarm row for row, and elsewhere the value is the score.
+    """
+    if on:
+        return max(smoothed, float(np.nextafter(rule.threshold, math.inf)))
+    return min(smoothed, rule.threshold)
 
-    @classmethod
-    def of_card(cls, card: ModelCard) -> Smoothing:
-        alarm = card["alarm"]
-        return cls(float(alarm["ewma_span"]), float(alarm["threshold"]), float(alarm.get("cap", 0.0)))
 
-    def next(self, state: float | None, raw: float) -> float:
-        value = min(raw, self.cap * self.threshold) if self.cap > 0 else raw
-        if state is None or self.span <= 1:
-            return value
-        return state + 2.0 / (self.span + 1.0) * (value - state)
+def _row_json(row: np.ndarray) -> list[float | None]:
+    return [None if math.isnan(x) else float(x) for x in row]
 
 
 @dataclass
@@ -171,8 +176,25 @@ class _NodeState:
     rows: list[np.ndarray] = field(default_factory=list)
     seen: int = 0
     since_scored: int = 0
-    smoothed: float | None = None
+    alarm: AlarmState = field(default_factory=AlarmState)
     last: np.ndarray | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        last = None if self.last is None else _row_json(self.last)
+        return {
+            "rows": [_row_json(r) for r in self.rows],
+            "seen": self.seen,
+            "since": self.since_scored,
+            "alarm": self.alarm.to_json(),
+            "last": last,
+        }
+
+    @classmethod
+    def of_json(cls, value: dict[str, Any]) -> _NodeState:
+        # None is a missing reading (JSON has no NaN); numpy reads it back as NaN.
+        rows = [np.asarray(r, dtype=np.float64) for r in value["rows"]]
+        last = None if value["last"] is None else np.asarray(value["last"], dtype=np.float64)
+        return cls(rows, int(value["seen"]), int(value["since"]), AlarmState.of_json(value["alarm"]), last)
 
 
 class StreamScorer:
@@ -186,7 +208,7 @@ class StreamScorer:
         features: Features,
         run: Callable[[np.ndarray], np.ndarray],
         step: int = 1,
-        smoothing: Smoothing | None = None,
+        alarm: AlarmRule | None = None,
         backoff_s: float = UNAVAILABLE_BACKOFF_S,
     ):
         self.detector = detector
@@ -195,7 +217,8 @@ class StreamScorer:
         self.features = features
         self.run = run
         self.step = max(1, step)
-        self.smoothing = smoothing
+        #: The card's alarm rule; None (a hand-made model): the raw score is served.
+        self.alarm = alarm
         self._channel = {s: i for i, s in enumerate(self.sensors)}
         self._state: dict[str, _NodeState] = {}
         self.scored = 0
@@ -254,11 +277,21 @@ class StreamScorer:
         out = []
         for (node, ts), value in zip(due, raw):
             state = self._state[node]
-            if self.smoothing is not None:
-                state.smoothed = value = self.smoothing.next(state.smoothed, float(value))
+            if self.alarm is not None:
+                value = served_value(self.alarm, *self.alarm.step(state.alarm, float(value)))
             out.append(Reading(node, self.detector, SCORE_TYPE, float(value), ts))
         self.scored += len(out)
         return out
+
+    def snapshot(self) -> dict[str, Any]:
+        """Per node, the feature history (at most `features.history` rows) and the alarm state, JSON-ready."""
+        return {node: state.to_json() for node, state in self._state.items()}
+
+    def restore(self, snapshot: dict[str, Any]) -> None:
+        """Continue from a snapshot; nodes this scorer no longer selects are dropped."""
+        for node, value in snapshot.items():
+            if node in self.nodes:
+                self._state[node] = _NodeState.of_json(value)
 
     def _skip(self, rows: int, why: str) -> None:
         self.skipped += rows

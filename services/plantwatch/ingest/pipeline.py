@@ -51,7 +51,15 @@ INTERNAL_ERROR_LOG_S = 60.0
 class Scorer(Protocol):
     """A streaming detector (inference.stream.StreamScorer): its scores are readings like any other."""
 
+    #: The DetectorModel's name: its state's key in the checkpoint.
+    detector: str
+
     def score(self, readings: list[Reading]) -> Iterable[Reading]: ...
+
+    def snapshot(self) -> dict[str, Any]:
+        """Per node, what scoring on needs (feature windows, alarm state), JSON-ready and bounded."""
+
+    def restore(self, snapshot: dict[str, Any]) -> None: ...
 
 
 def check_plant(plant: Plant) -> list[str]:
@@ -536,15 +544,21 @@ class Pipeline:
             "last_seen": self.last_seen,
             "announced": {node: [a.online, a.at, a.reason, a.message] for node, a in self.announced.items()},
             "windows": list(self._dirty_windows),
+            "scorers": {s.detector: s.snapshot() for s in self.scorers},
         }
 
     def restore(self, snapshot: dict[str, Any]) -> None:
-        """Continue where the shard's previous owner committed: alerts, Online, windows still to summarize."""
+        """Continue where the shard's previous owner committed: alerts, Online, windows still to summarize,
+        and the detectors' feature windows and alarms (so a moved node is not warmed up again)."""
         self.engine.restore(snapshot["rules"])
         self.last_seen.update(snapshot["last_seen"])
         for node, said in snapshot.get("announced", {}).items():  # absent from checkpoints written before births were kept
             self.announce(node, Announcement(*said))
         self._dirty_windows.update(tuple(w) for w in snapshot["windows"])
+        scorers = snapshot.get("scorers", {})  # absent from checkpoints written before scorers were kept
+        for s in self.scorers:
+            if s.detector in scorers:
+                s.restore(scorers[s.detector])
 
     def _count_alerts(self, events: list[AlertEvent]) -> None:
         for e in events:
