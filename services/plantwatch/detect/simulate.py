@@ -130,6 +130,7 @@ class Recording:
     values: np.ndarray
     anomaly: np.ndarray
     faults: tuple[tuple[str, int, int], ...]  # (kind, first row, end row exclusive)
+    cadence_s: float = 1.0  # seconds between rows
 
 
 def _operating_point(rng: np.random.Generator, n: int, train_rows: int, variant: Variant) -> tuple[np.ndarray, np.ndarray]:
@@ -212,7 +213,7 @@ def _onset(rng: np.random.Generator, n: int, start: int, end: int, variant: Vari
 def simulate(seed: int, train_rows: int = 400, variant: str = DEFAULT_VARIANT) -> Recording:
     """One recording (pure: same seed and variant, same recording)."""
     if variant not in VARIANTS:
-        raise ValueError(f"unknown simulator variant {variant!r}; accepted: {', '.join(VARIANTS)}")
+        raise ValueError(f"unknown simulator variant {variant!r}; accepted: {', '.join(VARIANTS)} (and {SLOW!r}: simulate_slow)")
     v = VARIANTS[variant]
     rng = np.random.default_rng(seed)
     n = int(rng.integers(train_rows + 600, train_rows + 900))
@@ -326,13 +327,88 @@ def simulate(seed: int, train_rows: int = 400, variant: str = DEFAULT_VARIANT) -
     return Recording(channels, values, anomaly, tuple(episodes))
 
 
+#: The slow kind: one temperature every 5 minutes for months (a cold store, a furnace shell, a room).
+SLOW = "slow"
+SLOW_CADENCE_S = 300.0
+SLOW_ROWS_PER_DAY = int(86_400 / SLOW_CADENCE_S)
+#: Failures of the slow kind: the reading falls away, bursts of spikes, a lasting level shift,
+#: a daily cycle that changed (flattened, grown, or shifted in time). Each is a period of hours to days.
+SLOW_FAILURES = ("drop", "spikes", "level_shift", "changed_cycle")
+#: Data-set seeds of the slow kind (`write_dataset(..., variant="slow")`): tuned on, and never tuned on.
+SLOW_TUNING_SEEDS = (0, 1)
+SLOW_HELD_OUT_SEEDS = (10, 11)
+
+
+def simulate_slow(seed: int, train_days: int = 21, days: int = 75) -> Recording:
+    """One slow single-channel recording (pure): 5-minute temperatures over `days` days.
+
+    Normal behaviour: a daily cycle (amplitude and peak hour per recording, a
+    second harmonic), load steps every few hours to days that move the level by
+    up to ~1.5 K (lagged), slow ambient drift, coloured noise and rare single
+    spikes. The first `train_days` days are failure-free; after them 3-6 failure
+    periods (2-40 hours) from SLOW_FAILURES, labelled from start to repair.
+    """
+    rng = np.random.default_rng(seed)
+    per_day = SLOW_ROWS_PER_DAY
+    n, train_rows = days * per_day, train_days * per_day
+    hours = np.arange(n) * SLOW_CADENCE_S / 3600.0
+    amplitude, peak = rng.uniform(1.5, 4.0), rng.uniform(10, 18)
+    cycle_of = lambda phase_h: np.cos(2 * np.pi * (hours - peak - phase_h) / 24) + 0.3 * np.cos(4 * np.pi * (hours - peak - phase_h) / 24)  # noqa: E731
+    load = np.empty(n)
+    cursor, level = 0, 0.0
+    while cursor < n:
+        length = int(rng.integers(per_day // 4, 3 * per_day))
+        load[cursor : cursor + length] = level
+        level = float(np.clip(level + rng.normal(0, 0.6), -1.5, 1.5))
+        cursor += length
+    base = 20 + rng.uniform(-10, 30) + _lag(load, tau=6.0) + np.cumsum(rng.normal(0, 0.01, n))
+
+    episodes: list[tuple[str, int, int]] = []
+    cursor = train_rows + int(rng.integers(per_day // 2, 4 * per_day))
+    for _ in range(int(rng.integers(3, 7))):
+        length = int(rng.integers(2 * per_day // 24, 40 * per_day // 24))
+        if cursor + length > n - per_day:
+            break
+        episodes.append((str(rng.choice(SLOW_FAILURES)), cursor, cursor + length))
+        cursor += length + int(rng.integers(2 * per_day, 10 * per_day))
+
+    cycle_gain, cycle_phase = np.ones(n), np.zeros(n)
+    shift = np.zeros(n)
+    bursts = np.zeros(n, dtype=bool)
+    for kind, start, end in episodes:
+        if kind == "drop":
+            shift[start:end] -= rng.uniform(1.5, 4.0) * amplitude
+        elif kind == "level_shift":
+            shift[start:end] += rng.choice([-1, 1]) * rng.uniform(0.8, 1.5) * amplitude
+        elif kind == "spikes":
+            bursts[start:end] = rng.random(end - start) < rng.uniform(0.1, 0.3)
+        else:  # changed_cycle: flattened, doubled, or running hours late
+            form = rng.integers(0, 3)
+            if form == 0:
+                cycle_gain[start:end] = rng.uniform(0.0, 0.3)
+            elif form == 1:
+                cycle_gain[start:end] = rng.uniform(1.8, 2.5)
+            else:
+                cycle_phase[start:end] = rng.choice([-1, 1]) * rng.uniform(5, 9)
+    cycle = amplitude * cycle_gain * cycle_of(cycle_phase)
+    reading = base + cycle + _lag(shift, tau=3.0, start=0.0) + _ar_noise(rng, n, rng.uniform(0.1, 0.3), phi=0.7)
+    noise_size = np.std(np.diff(reading[:train_rows]))
+    single = rng.random(n) < 0.001  # normal: a detector must ride over them
+    spiky = single | bursts
+    reading = reading + spiky * rng.choice([-1, 1], n) * rng.uniform(8, 20, n) * noise_size
+    anomaly = np.zeros(n, dtype=np.int8)
+    for _, start, end in episodes:
+        anomaly[start:end] = 1
+    return Recording(("temperature",), reading[:, None], anomaly, tuple(episodes), SLOW_CADENCE_S)
+
+
 def write_csv(recording: Recording, path: Path, delimiter: str = ";", start: datetime = datetime(2024, 3, 1, 8, 0, 0)) -> None:
-    """Write `datetime;<channels>;anomaly` (the layout of the hidden benchmark files)."""
+    """Write `datetime;<channels>;anomaly` (the layout of the hidden benchmark files), one row per `cadence_s`."""
     with open(path, "w", newline="") as f:
         writer = csv.writer(f, delimiter=delimiter)
         writer.writerow(["datetime", *recording.channels, "anomaly"])
         for i, row in enumerate(recording.values):
-            stamp = (start + timedelta(seconds=i)).strftime("%Y-%m-%d %H:%M:%S")
+            stamp = (start + timedelta(seconds=i * recording.cadence_s)).strftime("%Y-%m-%d %H:%M:%S")
             writer.writerow([stamp, *("" if np.isnan(v) else f"{v:.6g}" for v in row), int(recording.anomaly[i])])
 
 
@@ -342,11 +418,16 @@ def recording_seed(seed: int, index: int) -> int:
 
 
 def write_dataset(out: Path, recordings: int, seed: int = 0, train_rows: int = 400, variant: str = DEFAULT_VARIANT) -> list[Path]:
-    """`recordings` CSV files under `out`; delimiters alternate so readers must detect them."""
+    """`recordings` CSV files under `out`; delimiters alternate so readers must detect them.
+
+    `variant` "slow" writes the slow single-channel kind (`simulate_slow`; its
+    training period is 21 days, whatever `train_rows` says).
+    """
     out.mkdir(parents=True, exist_ok=True)
     paths = []
     for i in range(recordings):
         path = out / f"recording-{i:03d}.csv"
-        write_csv(simulate(recording_seed(seed, i), train_rows, variant), path, delimiter=";" if i % 2 == 0 else ",")
+        recording = simulate_slow(recording_seed(seed, i)) if variant == SLOW else simulate(recording_seed(seed, i), train_rows, variant)
+        write_csv(recording, path, delimiter=";" if i % 2 == 0 else ",")
         paths.append(path)
     return paths

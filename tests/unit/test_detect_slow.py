@@ -1,0 +1,23 @@
+"""The slow single-channel kind: its simulator, event-level figures, and the default deciding from the data."""
+
+import numpy as np
+
+from plantwatch.detect.simulate import SLOW_CADENCE_S, SLOW_FAILURES, SLOW_ROWS_PER_DAY, simulate_slow
+
+
+def test_slow_simulator_is_seeded_and_labels_its_failure_periods():
+    a, b = simulate_slow(7), simulate_slow(7)
+    assert np.array_equal(a.values, b.values) and a.faults == b.faults
+    assert not np.array_equal(a.values, simulate_slow(8).values)
+    assert a.channels == ("temperature",) and a.cadence_s == SLOW_CADENCE_S
+    assert a.values.shape == (75 * SLOW_ROWS_PER_DAY, 1)
+    assert not a.anomaly[: 21 * SLOW_ROWS_PER_DAY].any()  # the training period is failure-free
+    assert a.faults and {kind for kind, _, _ in a.faults} <= set(SLOW_FAILURES)
+    labelled = np.zeros_like(a.anomaly)
+    for _, start, end in a.faults:
+        labelled[start:end] = 1
+    assert np.array_equal(labelled, a.anomaly)
+    # A daily cycle: readings a day apart agree far better than readings half a day apart.
+    x = a.values[: 21 * SLOW_ROWS_PER_DAY, 0]
+    day, half = SLOW_ROWS_PER_DAY, SLOW_ROWS_PER_DAY // 2
+    assert np.median(np.abs(x[day:] - x[:-day])) < 0.5 * np.median(np.abs(x[half:] - x[:-half]))
