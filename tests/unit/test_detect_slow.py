@@ -21,3 +21,17 @@ def test_slow_simulator_is_seeded_and_labels_its_failure_periods():
     x = a.values[: 21 * SLOW_ROWS_PER_DAY, 0]
     day, half = SLOW_ROWS_PER_DAY, SLOW_ROWS_PER_DAY // 2
     assert np.median(np.abs(x[day:] - x[:-day])) < 0.5 * np.median(np.abs(x[half:] - x[:-half]))
+
+
+def test_events_count_caught_periods_and_false_episodes_per_month():
+    from plantwatch.detect.evaluate import events, pooled_events
+
+    labels = np.array([0, 1, 1, 1, 0, 0, 0, 0, 1, 1, 0, 0, 0, 0, 0, 0])
+    alarms = np.array([0, 0, 1, 1, 1, 0, 1, 0, 0, 0, 0, 1, 1, 0, 0, 1])
+    day = 86_400.0
+    e = events(labels, alarms, np.arange(16) * day * 15 / 16)  # 16 rows spanning 15 days
+    # Caught: the first period (its alarm running past the repair is not a false episode); missed: the second.
+    assert (e.periods, e.caught, e.false_episodes) == (2, 1, 3)
+    assert e.seconds == 15 * day and e.false_episodes_per_month == 6.0
+    both = pooled_events([e, events(np.zeros(4), np.zeros(4), np.arange(4) * day * 3.75)])
+    assert both.periods == 2 and both.false_episodes_per_month == 3.0  # 3 episodes in 30 days
