@@ -37,6 +37,7 @@ from onnxruntime.capi.onnxruntime_pybind11_state import InvalidArgument
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_latest
 
 from plantwatch.contracts import model_card
+from plantwatch.inference import image
 from plantwatch.inference.models import OIP_TO_NUMPY, LoadedModel, ModelError
 from plantwatch.inference.slot import ModelSlot
 
@@ -148,6 +149,13 @@ def parse_request(model: LoadedModel, request: Any) -> dict[str, np.ndarray]:
             raise InferenceError(f"input {name} is given twice")
         spec = expected[name]
         datatype = tensor.get("datatype", spec.datatype)
+        size = image.image_input(spec)
+        if datatype == "BYTES" and size is not None:  # JPEG/PNG frames, each decoded, resized and normalised once
+            try:
+                feeds[name] = image.frames_from_tensor(name, tensor, size)
+            except image.FrameError as exc:
+                raise InferenceError(str(exc)) from None
+            continue
         if not isinstance(datatype, str) or datatype not in OIP_TO_NUMPY:
             raise InferenceError(f"input {name}: datatype {_show(datatype)}; accepted: {sorted(OIP_TO_NUMPY)}")
         feeds[name] = array = tensor_array(name, tensor, datatype)
