@@ -86,6 +86,7 @@ fuzz: python-deps
 bench: python-deps debian-deps tools
 	$(PY) bench/ingest.py
 	$(PY) bench/inference.py
+	$(PY) bench/images.py
 	$(PY) bench/scale_out.py
 
 # Soak: SOAK_MESSAGES hostile messages (distinct topics, unknown nodes, Sparkplug births) through
