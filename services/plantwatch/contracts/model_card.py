@@ -32,6 +32,8 @@ class Window(TypedDict):
     long: int
     noise: int
     kinds: list[str]
+    period: int  # absent in cards written before seasonal features (then 0)
+    baseline: int  # likewise
 
 
 class CardFeatures(TypedDict):
@@ -65,6 +67,25 @@ class Training(TypedDict):
     source: str
 
 
+class Bins(TypedDict):
+    """One value's training distribution: its decile edges and the share of training rows in each bin they make."""
+
+    edges: list[float]
+    shares: list[float]
+
+
+class Distribution(TypedDict):
+    """The training distribution of every input feature (by name, in input order) and of the raw score.
+
+    What the inference service measures served rows against (`plantwatch.inference.drift`);
+    absent from cards written before it, whose models report no drift.
+    """
+
+    rows: int
+    features: dict[str, Bins]
+    score: Bins
+
+
 class ModelCard(TypedDict, total=False):
     kind: str
     version: int
@@ -75,6 +96,7 @@ class ModelCard(TypedDict, total=False):
     alarm: Alarm
     training: Training
     validation: dict[str, Any]
+    distribution: Distribution
 
 
 def card(
@@ -88,9 +110,10 @@ def card(
     train_rows: int,
     source: str,
     validation: dict[str, Any],
+    distribution: Distribution | None = None,
 ) -> ModelCard:
     """A new card for a model written as MODEL_FILE with `sha256`."""
-    return {
+    new: ModelCard = {
         "kind": KIND,
         "version": 1,
         "recipe": recipe,
@@ -101,6 +124,9 @@ def card(
         "training": {"rows": train_rows, "source": source},
         "validation": validation,
     }
+    if distribution is not None:
+        new["distribution"] = distribution
+    return new
 
 
 def dumps(card: ModelCard) -> str:
@@ -139,5 +165,12 @@ def window(card: ModelCard) -> Window:
 
 
 def history(card: ModelCard) -> int:
-    """Rows of readings the card's features look back over (the longest window, plus the row itself)."""
-    return 1 + max(v for v in window(card).values() if isinstance(v, int))
+    """Rows of readings the card's features look back over (the longest window, plus the row itself).
+
+    A seasonal feature compares levels `baseline` rows apart, and each level is a `short`-row window.
+    """
+    spec = window(card)
+    longest = max(v for v in spec.values() if isinstance(v, int))
+    if "seasonal" in spec["kinds"]:
+        longest = max(longest, spec["baseline"] + spec["short"])
+    return 1 + longest

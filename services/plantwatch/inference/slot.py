@@ -31,6 +31,7 @@ from plantwatch.contracts import model_card
 from plantwatch.contracts.model_card import ModelCard
 from plantwatch.contracts.names import CARD_FILE
 from plantwatch.inference.batcher import MicroBatcher
+from plantwatch.inference.drift import DriftMonitor
 from plantwatch.inference.models import LoadedModel, ModelError, TensorSpec, load_model
 
 log = logging.getLogger(__name__)
@@ -100,6 +101,8 @@ class ModelSlot:
         #: The model card beside the served model, if any: its features and smoothing, for stream clients.
         self.card: ModelCard | None = None
         self.verdict = Verdict(False, "NotLoaded", "no model loaded yet")
+        #: The served rows against the card's training distribution; None when the card carries none.
+        self.drift: DriftMonitor | None = None
         self._batcher: MicroBatcher | None = None
         self._seen: tuple | None = None
         self._lock = threading.Lock()
@@ -164,12 +167,15 @@ class ModelSlot:
             # Same model bytes: nothing to swap but the card, which may have changed on its own
             # (a new threshold or smoothing published for the same model).
             with self._lock:
+                if (card or {}).get("distribution") != (self.card or {}).get("distribution"):
+                    self.drift = self._drift_monitor(model, card)
                 self.card = card
             self._set(self._loaded_verdict(model))
             return False
         with self._lock:
             self.model = model
             self.card = card
+            self.drift = self._drift_monitor(model, card)  # a new model starts a new window
             # One batcher for the slot's life: a reload keeps the signature, so a batch simply
             # runs on whichever model is current when it runs.
             max_batch = self.max_batch if self.max_batch is not None else default_max_batch(model.active_provider)
@@ -179,6 +185,24 @@ class ModelSlot:
         self._set(self._loaded_verdict(model))
         log.info("model %s: serving sha256 %s on %s", self.name, model.sha256[:12], model.active_provider)
         return True
+
+    def _drift_monitor(self, model: LoadedModel, card: ModelCard | None) -> DriftMonitor | None:
+        """A monitor of the card's input and score when the card carries their training distribution."""
+        if not card or "distribution" not in card or not batchable(model) or len(model.inputs[0].shape) != 2:
+            return None
+        width = model.inputs[0].shape[1]
+        try:
+            return DriftMonitor(card["distribution"], width if width > 0 else len(card["distribution"]["features"]))
+        except ValueError as exc:  # a hand-made card that does not fit its model: serve it, judge no drift
+            log.warning("model %s: no drift checks: %s", self.name, exc)
+            return None
+
+    def _observe(self, model: LoadedModel, rows: np.ndarray, outputs: list[np.ndarray]) -> list[np.ndarray]:
+        drift = self.drift
+        if drift is not None:
+            score = next((i for i, o in enumerate(model.outputs) if o.name == "score"), 0)
+            drift.observe(rows, outputs[score])
+        return outputs
 
     @staticmethod
     def _loaded_verdict(model: LoadedModel) -> Verdict:
@@ -210,9 +234,10 @@ class ModelSlot:
             model, batcher = self.model, self._batcher
         if model is None:
             raise ModelError("NotLoaded", f"model {self.name} is not loaded: {self.verdict.message}")
+        rows = feeds[model.inputs[0].name]
         if batcher is not None:
-            return model, batcher.submit(feeds[model.inputs[0].name])
-        return model, model.session.run(None, feeds)
+            return model, self._observe(model, rows, batcher.submit(rows))
+        return model, self._observe(model, rows, model.session.run(None, feeds))
 
     # --- watching ------------------------------------------------------------------------
 

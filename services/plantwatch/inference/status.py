@@ -5,7 +5,9 @@ field manager, and `conditions` is a list-map keyed by type. The inference
 service is the only process that reads the model file, checks its sha256 and
 loads it, so it owns `ModelValid` once it runs, with `activeProvider` (what
 ONNX Runtime really uses after any fallback), `modelSha256` and `signature`;
-field manager `plantwatch-inference`. The operator keeps `Available` and
+field manager `plantwatch-inference`. It also owns `drift` and the `Drifted`
+condition (`inference.drift`): served rows against the card's training distribution,
+refreshed with every report (at least each heartbeat). The operator keeps `Available` and
 `replicas` (it sees the Deployment, not the model).
 """
 
@@ -20,6 +22,7 @@ from typing import Any
 from plantwatch.contracts.conditions import condition, find_condition
 from plantwatch.contracts.names import API_VERSION, DETECTOR_MODEL, INFERENCE_MANAGER
 from plantwatch.contracts.times import iso
+from plantwatch.inference import drift
 from plantwatch.inference.slot import ModelSlot, Verdict
 
 log = logging.getLogger(__name__)
@@ -32,10 +35,27 @@ def model_valid_condition(verdict: Verdict, previous: dict[str, Any] | None, gen
     return condition("ModelValid", "True" if verdict.valid else "False", verdict.reason, verdict.message, previous, generation, now)
 
 
+def drift_status(report: dict[str, Any], previous_conditions: list[dict] | None, generation: int | None, now: str) -> dict[str, Any]:
+    """`status.drift` and the `Drifted` condition from a drift report (`inference.drift.judge`; pure)."""
+    drifted = condition(
+        "Drifted", report["status"], report["reason"], report["message"], find_condition(previous_conditions, "Drifted"), generation, now
+    )
+    fields = {k: report[k] for k in ("rows", "score", "features", "drifted")}
+    return {"drift": {**fields, "window": drift.WINDOW_ROWS, "threshold": drift.DRIFTED}, "condition": drifted}
+
+
 def served_status(slot: ModelSlot, previous_conditions: list[dict] | None, generation: int | None, now: str) -> dict[str, Any]:
-    """The status fields this service owns, for the model the slot serves (pure)."""
+    """The status fields this service owns, for the model the slot serves (pure but for reading the slot's drift window).
+
+    `drift` and `Drifted` only for a model whose card carries its training distribution.
+    """
     previous = find_condition(previous_conditions, "ModelValid")
     status: dict[str, Any] = {"conditions": [model_valid_condition(slot.verdict, previous, generation, now)]}
+    monitor = slot.drift
+    if slot.model is not None and monitor is not None:
+        reported = drift_status(monitor.report(), previous_conditions, generation, now)
+        status["drift"] = reported["drift"]
+        status["conditions"].append(reported["condition"])
     model = slot.model
     if model is not None:  # a refused reload still serves (and reports) the previous model
         tensors = lambda ts: [{"name": t.name, "datatype": t.datatype, "shape": list(t.shape)} for t in ts]  # noqa: E731
