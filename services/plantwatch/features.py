@@ -15,6 +15,9 @@ Per channel, up to four features (`FeatureSpec.kinds`; `change` is off by defaul
   noise   log of the rolling MAD of first differences over `noise` rows
           - noise level: rises with cavitation, collapses for a stuck sensor
   missing fraction of NaN over `short` rows      - a dropped-out sensor
+  seasonal level minus the median of the levels exactly 1, 2, ... `baseline // period` cycles
+          of `period` rows earlier - off the usual course for this time of day (opt-in:
+          the default recipe turns it on for a slow channel with a daily cycle)
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
-FEATURE_KINDS = ("level", "change", "noise", "missing")
+FEATURE_KINDS = ("level", "change", "seasonal", "noise", "missing")
 #: `change` is opt-in: it fires again when a fault *ends* (the long baseline still holds the
 #: fault) and on every normal set-point step, which cost more false alarms than it found faults.
 DEFAULT_KINDS = ("level", "noise", "missing")
@@ -40,11 +43,18 @@ class FeatureSpec:
     long: int = 120
     noise: int = 30
     kinds: tuple[str, ...] = DEFAULT_KINDS
+    period: int = 0  # seasonal: rows per cycle (a day's rows)
+    baseline: int = 0  # seasonal: rows of past cycles its baseline looks over (a whole number of periods)
 
     def __post_init__(self):
         unknown = set(self.kinds) - set(FEATURE_KINDS)
         if unknown or not self.kinds:
             raise ValueError(f"feature kinds {sorted(unknown)}; accepted: {', '.join(FEATURE_KINDS)}")
+        if "seasonal" in self.kinds and not (self.period >= 2 and self.baseline >= self.period and self.baseline % self.period == 0):
+            raise ValueError(
+                f"seasonal features need period >= 2 rows and baseline a positive multiple of it, got period {self.period}, "
+                f"baseline {self.baseline}"
+            )
         object.__setattr__(self, "kinds", tuple(k for k in FEATURE_KINDS if k in self.kinds))
 
     @property
@@ -54,7 +64,7 @@ class FeatureSpec:
         A MAD over one or two differences is ~0, which would teach the detector
         that a flat line is normal, so these rows never train a detector.
         """
-        return max(self.short, self.noise if "noise" in self.kinds else 0)
+        return max(self.short, self.noise if "noise" in self.kinds else 0, self.baseline if "seasonal" in self.kinds else 0)
 
     def to_json(self) -> dict:
         return {**asdict(self), "kinds": list(self.kinds)}
@@ -103,6 +113,17 @@ def _mad(windows: np.ndarray, axis: int = -1) -> np.ndarray:
     return np.nanmedian(np.abs(windows - center), axis=axis)
 
 
+def _seasonal_baseline(level: np.ndarray, period: int, cycles: int) -> np.ndarray:
+    """Median of the level 1..`cycles` periods earlier (the ones there are); a row with none: its own level."""
+    past = np.full((cycles, *level.shape), np.nan)
+    for k in range(1, cycles + 1):
+        past[k - 1, k * period :] = level[: len(level) - k * period]
+    have = ~np.isnan(past).all(axis=0)
+    baseline = level.copy()
+    baseline[have] = np.nanmedian(past[:, have], axis=0)
+    return baseline
+
+
 def window_features(values: np.ndarray, spec: FeatureSpec = FeatureSpec()) -> np.ndarray:
     """[rows, channels] raw readings (NaN = missing) -> [rows, channels * len(spec.kinds)] features (float64)."""
     values = np.asarray(values, dtype=np.float64)
@@ -113,6 +134,8 @@ def window_features(values: np.ndarray, spec: FeatureSpec = FeatureSpec()) -> np
     out = {"level": level}
     if "change" in spec.kinds:
         out["change"] = level - rolling(filled, spec.long, np.nanmedian)
+    if "seasonal" in spec.kinds:
+        out["seasonal"] = level - _seasonal_baseline(level, spec.period, spec.baseline // spec.period)
     if "noise" in spec.kinds:
         diffs = np.diff(filled, axis=0)
         diffs = np.concatenate([diffs[:1], diffs])  # row 0 has no predecessor: borrow row 1's step

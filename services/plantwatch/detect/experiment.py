@@ -16,9 +16,9 @@ import numpy as np
 
 from plantwatch.alarms import alarm_rule
 from plantwatch.detect import bundle
-from plantwatch.detect.data import labels_of, read_table
+from plantwatch.detect.data import labels_of, parse_time, read_table
 from plantwatch.detect.evaluate import Counts, confusion, pooled
-from plantwatch.detect.recipes import Recipe, fit_recipe
+from plantwatch.detect.recipes import Recipe, decide, fit_recipe
 from plantwatch.features import window_features
 
 
@@ -51,13 +51,30 @@ class ExperimentResult:
         }
 
 
+def stamp_seconds(stamps: list[str]) -> np.ndarray | None:
+    """Row times in seconds for `decide`'s cadence; None when they are not times (then it assumes seconds apart)."""
+    try:
+        return np.array([parse_time(s) for s in stamps])
+    except ValueError:
+        return None
+
+
 def run_file(
-    path: Path, recipe: Recipe, train_rows: int, label_column: str, time_column: str | None, exclude: tuple[str, ...], workdir: Path
+    path: Path,
+    recipe: Recipe | None,
+    train_rows: int,
+    label_column: str,
+    time_column: str | None,
+    exclude: tuple[str, ...],
+    workdir: Path,
 ) -> FileResult:
+    """One file through train + score; `recipe` None: the default decided from its training rows (`decide`)."""
     table = read_table(path, time_column, exclude, labels=(label_column,))
     labels = labels_of(table, label_column, path)
     if len(labels) <= train_rows:
         raise ValueError(f"{path}: {len(labels)} rows, nothing left to score after {train_rows} training rows")
+    if recipe is None:
+        recipe = decide(table.values[:train_rows], stamp_seconds(table.timestamps[:train_rows]))
     started = time.perf_counter()
     fitted = fit_recipe(recipe, table.values[:train_rows])
     model_dir = workdir / path.stem
@@ -71,7 +88,7 @@ def run_file(
 
 def run(
     paths: list[Path],
-    recipe: Recipe,
+    recipe: Recipe | None,
     train_rows: int = 400,
     label_column: str = "anomaly",
     time_column: str | None = None,
@@ -79,7 +96,8 @@ def run(
 ) -> ExperimentResult:
     with tempfile.TemporaryDirectory(prefix="plantwatch-detect-") as tmp:
         return ExperimentResult(
-            recipe.name, [run_file(p, recipe, train_rows, label_column, time_column, exclude, Path(tmp)) for p in paths]
+            recipe.name if recipe else "default (decided per file)",
+            [run_file(p, recipe, train_rows, label_column, time_column, exclude, Path(tmp)) for p in paths],
         )
 
 

@@ -17,7 +17,7 @@ normal data scores, drift and operating-point changes included.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Protocol
 
 import numpy as np
@@ -52,7 +52,7 @@ def features_in_chunks(values: np.ndarray, spec: FeatureSpec, progress: Progress
     values = np.asarray(values, dtype=np.float64)
     if len(values) <= chunk:
         return window_features(values, spec)
-    history = max(spec.short, spec.long, spec.noise) + 1
+    history = max(spec.short, spec.long, spec.noise, spec.baseline + spec.short) + 1
     filled = fill_missing(values)
     out = np.empty((len(values), values.shape[1] * len(spec.kinds)))
     for start in range(0, len(values), chunk):
@@ -95,6 +95,7 @@ class Recipe:
     )
     rearm: float = 0.8  # after such a release, on again early only if the short EWMA climbs back to rearm x the long one's level then
     release_span: float = 60.0  # rows of the long EWMA
+    decision: str = ""  # when the default chose this recipe from the data: what it saw and why (see `decide`)
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -577,6 +578,23 @@ RECIPES: dict[str, Recipe] = {
             release=0.5,
             release_span=60.0,
         ),
+        # One slow channel (`decide` sets its windows from the cadence, and adds the seasonal feature when
+        # there is a daily cycle): limits on level, noise and missing (and the seasonal residual),
+        # 1 unit beyond with no drift allowance, max over the few columns, smoothed over ~30 min
+        # (README: the slow kind's figures; wider limits missed most level shifts).
+        Recipe(
+            "slow",
+            "envelope",
+            features=FeatureSpec(short=6, noise=12),
+            top_fraction=0.05,
+            floor=1.0,
+            drift_horizon=0.0,
+            out_of_fold=False,
+            cap=2.0,
+            span=6.0,
+            on_count=1,
+            off_count=6,
+        ),
         # The previous default: per-feature limits only.
         Recipe("envelope", "envelope", top_fraction=0.05, floor=2.5, out_of_fold=False, drift_measure="tails"),
         Recipe("robust-z", "robust-z"),
@@ -585,4 +603,69 @@ RECIPES: dict[str, Recipe] = {
         Recipe("iforest", "iforest"),
     )
 }
+#: `decide` picks among these three; `--recipe` names any recipe instead.
 DEFAULT_RECIPE = "relations"
+MULTIVARIATE_RECIPE = "relations"
+#: A day-apart / half-a-day-apart change ratio below this is a daily cycle (see `daily_cycle`).
+CYCLE_RATIO = 0.6
+
+#: Rows this far apart or more are "slow" (minutes): the 1 Hz windows of the multivariate default would span hours.
+SLOW_CADENCE_S = 60.0
+DAY_S = 86_400.0
+
+
+def daily_cycle(values: np.ndarray, period: int) -> float:
+    """How much readings one `period` apart agree compared with readings half a period apart (< 1: a cycle).
+
+    The median absolute change over a period against over half of it: a daily
+    cycle repeats after a day and is at its other extreme after half of one;
+    without a cycle (noise, drift) the two are alike (~1 or above).
+    """
+    x = fill_missing(np.asarray(values, dtype=np.float64)[:, :1])[:, 0]
+    half = period // 2
+    if len(x) < 3 * period or half < 1:
+        return float("nan")
+    whole, part = np.median(np.abs(x[period:] - x[:-period])), np.median(np.abs(x[half:] - x[:-half]))
+    return float(whole / part) if part > 0 else float("nan")
+
+
+def decide(train_values: np.ndarray, seconds: np.ndarray | None = None) -> Recipe:
+    """The default recipe for these training rows, from what they are: cadence, channel count, a daily cycle.
+
+    Several channels, or rows seconds apart: `relations` (the multivariate
+    default). One channel read minutes apart: windows in rows of that cadence
+    (level over ~30 min, noise over ~1 h, smoothing over ~30 min) and, when the
+    training rows show a daily cycle over at least 3 days, the `seasonal`
+    feature: the level against the same time of day's median over up to the
+    7 previous days, so a changed cycle or a shift inside the daily range stands
+    out. The returned recipe's `decision` says what was seen and why.
+    """
+    channels = train_values.shape[1]
+    steps = np.diff(np.asarray(seconds, dtype=np.float64)) if seconds is not None and len(seconds) > 1 else np.empty(0)
+    cadence = float(np.median(steps)) if len(steps) else None
+    seen = f"{channels} channel{'s' if channels != 1 else ''}, " + (f"a row every {cadence:g} s" if cadence else "no time stamps")
+    if channels > 1 or cadence is None or cadence < SLOW_CADENCE_S:
+        why = "several channels" if channels > 1 else ("no time stamps to tell the cadence" if cadence is None else "rows seconds apart")
+        return replace(RECIPES[MULTIVARIATE_RECIPE], decision=f"{seen}: {MULTIVARIATE_RECIPE} ({why})")
+    period = int(round(DAY_S / cadence))
+    ratio = daily_cycle(train_values, period)
+    per_hour = max(1, int(round(3600 / cadence)))
+    slow = replace(
+        RECIPES["slow"],
+        features=FeatureSpec(short=max(2, per_hour // 2), noise=max(4, per_hour), kinds=("level", "noise", "missing")),
+        span=max(2.0, per_hour / 2),
+    )
+    days = len(train_values) * cadence / DAY_S
+    if ratio < CYCLE_RATIO:
+        cycles = int(min(7, max(1, days // 2)))
+        spec = replace(slow.features, kinds=("level", "seasonal", "noise", "missing"), period=period, baseline=cycles * period)
+        return replace(
+            slow,
+            name="seasonal",
+            features=spec,
+            decision=f"{seen}, {days:.1f} days: seasonal (one slow channel with a daily cycle: readings a day apart differ "
+            f"{ratio:.2f} x as much as half a day apart, below {CYCLE_RATIO}; baseline the same time of day over the "
+            f"{cycles} previous days)",
+        )
+    why = "too few days to see one" if np.isnan(ratio) else f"readings a day apart differ {ratio:.2f} x as much as half a day apart"
+    return replace(slow, decision=f"{seen}, {days:.1f} days: slow (one slow channel, no daily cycle: {why})")
