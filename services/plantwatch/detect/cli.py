@@ -18,7 +18,7 @@ from plantwatch.detect import bundle, experiment
 from plantwatch.detect.data import BAD_CELLS, Table, labels_of, parse_time, read_predictions, read_store, read_table, write_predictions
 from plantwatch.detect.evaluate import TARGET, confusion, meets_target, pooled
 from plantwatch.detect.publish import add_command as add_publish_command
-from plantwatch.detect.recipes import DEFAULT_RECIPE, RECIPES, fit_recipe
+from plantwatch.detect.recipes import RECIPES, decide, fit_recipe
 from plantwatch.detect.simulate import write_dataset
 
 
@@ -76,10 +76,14 @@ def _train(args: argparse.Namespace) -> int:
     if len(table.values) < args.train_rows:
         print(f"detector train: {source} has {len(table.values)} rows, fewer than --train-rows {args.train_rows}", file=sys.stderr)
         return 2
-    fitted = fit_recipe(RECIPES[args.recipe], table.values[: args.train_rows], progress=_progress(args))
-    card = bundle.save(args.out, fitted, table.channels, args.train_rows, source)
+    train_values = table.values[: args.train_rows]
+    recipe = RECIPES[args.recipe] if args.recipe else decide(train_values, experiment.stamp_seconds(table.timestamps[: args.train_rows]))
+    if recipe.decision:
+        print(f"detector train: decided from the data: {recipe.decision}", file=sys.stderr)
+    fitted = fit_recipe(recipe, train_values, progress=_progress(args))
+    card = bundle.save(args.out, fitted, table.channels, args.train_rows, source, train_values)
     print(
-        f"trained {args.recipe} on {args.train_rows} rows x {len(table.channels)} channels "
+        f"trained {recipe.name} on {args.train_rows} rows x {len(table.channels)} channels "
         f"({', '.join(table.channels)}); threshold {card['alarm']['threshold']:.4g}; wrote {args.out}"
     )
     return 0
@@ -116,7 +120,14 @@ def _evaluate(args: argparse.Namespace) -> int:
         counts = pooled(list(per_file.values()))
         summary = {"files": len(per_file), **counts.summary()}
     else:
-        result = experiment.run(paths, RECIPES[args.recipe], args.skip_rows, args.label_column, args.time_column, _exclude(args.exclude))
+        result = experiment.run(
+            paths,
+            RECIPES[args.recipe] if args.recipe else None,
+            args.skip_rows,
+            args.label_column,
+            args.time_column,
+            _exclude(args.exclude),
+        )
         per_file = {Path(f.path).name: f.counts for f in result.files}
         counts, summary = result.counts, result.summary()
     summary["labels"] = f"column {args.label_column!r} of each file, rows {args.skip_rows}.. (the first {args.skip_rows} train, unjudged)"
@@ -149,7 +160,10 @@ def add_commands(subparsers) -> None:
     """Register `detector train|score|evaluate|simulate` on the `plantwatch` command's subparsers."""
     detector = subparsers.add_parser("detector", help="train, score and evaluate anomaly detectors on CSV recordings")
     sub = detector.add_subparsers(dest="detector_command", required=True, metavar="ACTION")
-    recipe_help = f"detector recipe (default {DEFAULT_RECIPE}); one of {', '.join(RECIPES)}"
+    recipe_help = (
+        f"detector recipe, one of {', '.join(RECIPES)}; without it the default is decided from the training rows "
+        "(several channels or rows seconds apart: relations; one channel minutes apart: slow, or seasonal with a daily cycle)"
+    )
 
     def table_args(p: argparse.ArgumentParser) -> None:
         p.add_argument("--time-column", metavar="NAME", help="time stamp column (not a channel; echoed in predictions)")
@@ -170,7 +184,7 @@ def add_commands(subparsers) -> None:
     train.add_argument("--until", metavar="TIME", help="with --store: end time, exclusive")
     train.add_argument("--out", required=True, metavar="DIR", help="model directory to write")
     train.add_argument("--train-rows", type=positive_int, default=400, help="leading rows known to be normal (default 400)")
-    train.add_argument("--recipe", choices=sorted(RECIPES), default=DEFAULT_RECIPE, help=recipe_help)
+    train.add_argument("--recipe", choices=sorted(RECIPES), help=recipe_help)
     table_args(train)
     train.set_defaults(func=_user_errors(_train))
 
@@ -199,7 +213,7 @@ def add_commands(subparsers) -> None:
         "--skip-rows", type=non_negative_int, default=400, help="training rows at the start of each file, not judged (default 400)"
     )
     evaluate.add_argument("--label-column", default="anomaly", help="0/1 label column (default anomaly)")
-    evaluate.add_argument("--recipe", choices=sorted(RECIPES), default=DEFAULT_RECIPE, help=recipe_help)
+    evaluate.add_argument("--recipe", choices=sorted(RECIPES), help=recipe_help)
     evaluate.add_argument("--per-file", action="store_true", help="also print each file's figures")
     table_args(evaluate)
     evaluate.set_defaults(func=_user_errors(_evaluate))
