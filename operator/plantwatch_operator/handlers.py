@@ -3,7 +3,8 @@ builders (verdicts.py, render.py, status.py), apply, write status.
 
 SensorNodes, AlertRules and AlertReceivers of a namespace form one plant: any change to one
 of them re-renders the namespace's ingestion (config, gateway, service) and re-judges every
-rule (a new receiver may make a rule Accepted). Each DetectorModel owns its own serving objects.
+rule (a new receiver may make a rule Accepted) and every detector (a new node may give it
+something to score). Each DetectorModel owns its own serving objects.
 """
 
 from __future__ import annotations
@@ -41,10 +42,12 @@ from plantwatch_operator.render import (
 from plantwatch_operator.status import StatusUpdate, detector_status, node_status, receiver_status, rule_status
 from plantwatch_operator.verdicts import (
     PlantVerdicts,
+    Verdict,
     judge_plant,
     prometheus_rule_verdict,
     receiver_verdict,
     referenced_secrets,
+    scoring_verdict,
     source_verdict,
 )
 
@@ -81,7 +84,7 @@ def plant_changed(namespace: str, **_: Any) -> None:
 
 
 def reconcile_plant(namespace: str) -> None:
-    """Render and apply the namespace's ingestion, then report on every node, rule and receiver."""
+    """Render and apply the namespace's ingestion, then report on every node, rule, receiver and detector."""
     with _namespace_locks[namespace], reconciling("plant"):
         receivers = kube.list_plant(namespace, "alertreceivers")
         plant = judge_plant(
@@ -94,10 +97,14 @@ def reconcile_plant(namespace: str) -> None:
         now = now_rfc3339()
         for body, verdict in plant.receivers:  # a receiver's verdict needs no node
             _write_status(body, receiver_status(body, verdict, now))
+        for body, verdict in plant.scoring:  # nor does a detector's: with no node it scores nothing
+            report_detector(body, scoring=verdict)
         valid_nodes = plant.valid_nodes
         if not valid_nodes:
             return  # the ingestion objects are owned by the nodes: the garbage collector removes them
-        manifests = [plant_manifest(b) for b in (*valid_nodes, *plant.accepted_rules, *plant.detectors, *plant.configured_receivers)]
+        manifests = [
+            plant_manifest(b) for b in (*valid_nodes, *plant.accepted_rules, *plant.scoring_detectors, *plant.configured_receivers)
+        ]
         owners = [owner_reference(n, controller=False) for n in valid_nodes]
         rendered = [owned(m, owners) for m in render_ingestion(namespace, manifests, CONFIG)]
         for manifest in rendered:
@@ -238,8 +245,7 @@ def detector_changed(body: kopf.Body, namespace: str, **_: Any) -> None:
         for manifest in render_detector(detector, CONFIG):
             kube.apply(owned(manifest, [owner_reference(dict(body), controller=True)]))
     kopf.event(dict(body), type="Normal", reason="Rendered", message=f"serving objects {detector_name(detector.name)} applied")
-    report_detector(dict(body))
-    reconcile_plant(namespace)  # rules naming this detector may become Accepted
+    reconcile_plant(namespace)  # reports the detector; rules naming it may become Accepted
 
 
 @kopf.on.delete(GROUP, VERSION, "detectormodels", optional=True)
@@ -262,11 +268,14 @@ def inference_deployment_event(body: kopf.Body, namespace: str, **_: Any) -> Non
         report_detector(detector, deployment=dict(body))
 
 
-def report_detector(body: dict[str, Any], deployment: dict[str, Any] | None = None) -> None:
-    """ModelValid from the model source; Available and replicas from the serving Deployment."""
+def report_detector(body: dict[str, Any], deployment: dict[str, Any] | None = None, scoring: Verdict | None = None) -> None:
+    """ModelValid from the model source; Scoring from the namespace's SensorNodes (`scoring` when the
+    caller has judged them); Available and replicas from the serving Deployment."""
     meta, source = body["metadata"], body["spec"]["source"]
     namespace = meta["namespace"]
     configmap = kube.get("v1", "ConfigMap", source["configMap"]["name"], namespace) if "configMap" in source else None
     if deployment is None:
         deployment = kube.get("apps/v1", "Deployment", detector_name(meta["name"]), namespace) or {}
-    _write_status(body, detector_status(body, source_verdict(source, configmap), deployment, now_rfc3339()))
+    if scoring is None:
+        scoring = scoring_verdict(body, kube.list_plant(namespace, "sensornodes"))
+    _write_status(body, detector_status(body, source_verdict(source, configmap), scoring, deployment, now_rfc3339()))

@@ -119,9 +119,12 @@ def owns_condition(body: dict[str, Any], manager: str, type_: str) -> bool:
     return False
 
 
-def detector_status(body: dict[str, Any], source: SourceVerdict, deployment: dict[str, Any], now: str) -> StatusUpdate | None:
-    """A DetectorModel's `ModelValid` (from its source's verdict), `Available` and `replicas` (from its
-    serving Deployment, `{}` when there is none yet), and `activeProvider`/`modelSha256`."""
+def detector_status(
+    body: dict[str, Any], source: SourceVerdict, scoring: Verdict, deployment: dict[str, Any], now: str
+) -> StatusUpdate | None:
+    """A DetectorModel's `ModelValid` (from its source's verdict), `Scoring` (the nodes it scores),
+    `Available` and `replicas` (from its serving Deployment, `{}` when there is none yet; never
+    Available while it scores no node, whose pods would serve nothing), and `activeProvider`/`modelSha256`."""
     spec, generation = body["spec"], body["metadata"].get("generation")
     status = deployment.get("status") or {}
     ready = status.get("ready_replicas") or status.get("readyReplicas") or 0
@@ -132,19 +135,19 @@ def detector_status(body: dict[str, Any], source: SourceVerdict, deployment: dic
     # provider it really got, and a model that is not ONNX. The operator still says so
     # when the source itself is missing or wrong, which no pod can report.
     service_owns = source.status == "True" and owns_condition(body, INFERENCE_MANAGER, "ModelValid")
-    owned = ("Available",) if service_owns else ("Available", "ModelValid")
+    owned = ("Available", "Scoring") if service_owns else ("Available", "Scoring", "ModelValid")
     conditions = old.get("conditions")
     if not service_owns:
         conditions = set_condition(conditions, "ModelValid", source.status, source.reason, source.message, generation, now)
-    conditions = set_condition(
-        conditions,
-        "Available",
-        "True" if ready >= wanted else "False",
-        "MinimumReplicasReady" if ready >= wanted else "ReplicasNotReady",
-        f"{ready}/{wanted} inference pods ready",
-        generation,
-        now,
-    )
+    conditions = set_condition(conditions, "Scoring", scoring.status, scoring.reason, scoring.message, generation, now)
+    pods = f"{ready}/{wanted} inference pods ready"
+    if scoring.status != "True":
+        available = Verdict("False", "NothingToScore", f"the model scores no SensorNode (see Scoring); {pods}")
+    elif ready >= wanted:
+        available = Verdict("True", "MinimumReplicasReady", pods)
+    else:
+        available = Verdict("False", "ReplicasNotReady", pods)
+    conditions = set_condition(conditions, "Available", *available, generation, now)
     new = {"observedGeneration": generation, "conditions": [c for c in conditions if c["type"] in owned], "replicas": ready}
     if not service_owns:
         new["activeProvider"] = spec.get("executionProvider", "cpu")
@@ -153,4 +156,4 @@ def detector_status(body: dict[str, Any], source: SourceVerdict, deployment: dic
     current = {**old, "conditions": [c for c in old.get("conditions") or [] if c.get("type") in owned]}
     if all(current.get(k) == v for k, v in new.items()):
         return None
-    return StatusUpdate(new, announcements(old.get("conditions"), conditions, ("ModelValid",)))
+    return StatusUpdate(new, announcements(old.get("conditions"), conditions, ("ModelValid", "Scoring")))

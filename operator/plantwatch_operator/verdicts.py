@@ -1,6 +1,6 @@
 """What the operator concludes about a plant's resources (pure): which nodes, rules and receivers go
 into the gateway's config and why the others do not, whether a receiver's Secrets hold the keys it
-names, and whether a DetectorModel's source holds its model.
+names, and whether a DetectorModel's source holds its model and which nodes it scores.
 
 Values in, verdicts out: the handlers read the cluster and hand the bodies over; nothing here
 calls the API server or reads the clock.
@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 from plantwatch.alerts.promrule import CRD as PROMETHEUS_RULE_CRD
-from plantwatch.plant.load import Plant, matched_series, plant_series, selects_nothing, unknown_receivers
+from plantwatch.plant.load import Plant, matched_series, plant_series, scored_nodes, scores_nothing, selects_nothing, unknown_receivers
 from plantwatch.plant.model import AlertReceiver, ManifestError, Resource, parse_resource
 from plantwatch.secrets import MOUNT_DIR
 
@@ -49,6 +49,8 @@ class PlantVerdicts:
     detectors: list[dict[str, Any]]
     #: Every live AlertReceiver body and its `Accepted` verdict.
     receivers: list[tuple[dict[str, Any], Verdict]]
+    #: Every live DetectorModel body and its `Scoring` verdict.
+    scoring: list[tuple[dict[str, Any], Verdict]]
 
     @property
     def valid_nodes(self) -> list[dict[str, Any]]:
@@ -59,6 +61,12 @@ class PlantVerdicts:
     def accepted_rules(self) -> list[dict[str, Any]]:
         """The AlertRules that go into the gateway's config."""
         return [body for body, verdict, _ in self.rules if verdict.status == "True"]
+
+    @property
+    def scoring_detectors(self) -> list[dict[str, Any]]:
+        """The DetectorModels that go into the gateway's config: those that score some node. The gateway's
+        `load_plant` refuses one that scores nothing, as `validate` does; its `Scoring` says why."""
+        return [body for body, verdict in self.scoring if verdict.status == "True"]
 
     @property
     def configured_receivers(self) -> list[dict[str, Any]]:
@@ -116,7 +124,8 @@ def judge_plant(
         matched = 0 if isinstance(parsed, str) else matched_series(parsed, series)
         judged.append((body, rule_verdict(body, names, series, parsed_receivers), matched))
     judged_receivers = [(body, receiver_verdict(body, secret_keys or {})) for body in receivers]
-    return PlantVerdicts(nodes=parsed_nodes, rules=judged, detectors=detectors, receivers=judged_receivers)
+    scoring = [(body, scoring_verdict(body, nodes)) for body in detectors]
+    return PlantVerdicts(nodes=parsed_nodes, rules=judged, detectors=detectors, receivers=judged_receivers, scoring=scoring)
 
 
 def secret_refs(spec: Any, path: str = "spec") -> Iterator[tuple[str, str, str]]:
@@ -224,3 +233,17 @@ def source_verdict(source: dict[str, Any], configmap: dict[str, Any] | None) -> 
     return SourceVerdict(
         "True", "NotVerifiedByOperator", "the inference pods read the model from the volume and check it at load", source.get("sha256")
     )
+
+
+def scoring_verdict(detector: dict[str, Any], nodes: list[dict[str, Any]]) -> Verdict:
+    """`Scoring` for a DetectorModel: which of the namespace's valid SensorNodes (as listed) it scores, or
+    why none (a sensor no selected node has, a selector that selects no node), as `validate` refuses it."""
+    parsed = parse(detector)
+    if isinstance(parsed, str):
+        return Verdict("False", "InvalidSpec", parsed)
+    valid = [p for p in map(parse, live(nodes)) if not isinstance(p, str)]
+    if nothing := scores_nothing(parsed, valid):
+        return Verdict("False", "SensorsNotFound", nothing)
+    names = sorted(n.name for n in scored_nodes(parsed, valid))
+    shown = ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
+    return Verdict("True", "NodesMatched", f"scores {len(names)} SensorNode(s): {shown}")

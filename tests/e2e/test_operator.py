@@ -359,6 +359,7 @@ def test_gpu_detector_runs_on_the_jetson_and_deleting_it_removes_its_children(cl
     gpu = copy.deepcopy(detector)
     gpu["metadata"]["name"] = "spindle-wear"
     gpu["spec"]["executionProvider"] = "tensorrt"
+    cluster.kubectl("apply", "-n", namespace, "-f", str(EXAMPLE_PLANT / "nodes.yaml"))  # what it scores
     cluster.kubectl("apply", "-n", namespace, "-f", str(EXAMPLE_PLANT / "bearing-wear-model.yaml"))
     cluster.kubectl("apply", "-n", namespace, "-f", "-", input=yaml.safe_dump(gpu))
     pods = wait_for(lambda: running_pods(cluster, namespace, "plantwatch.io/detector=spindle-wear"), "the GPU inference pod")
@@ -392,6 +393,48 @@ def test_missing_model_sets_model_valid_false(cluster, operator, namespace):
     wait_for(
         lambda: conditions(get(cluster, "detectormodel", "bearing-wear", "-n", namespace)).get("ModelValid", {}).get("status") == "True",
         "ModelValid True once the ConfigMap exists",
+    )
+
+
+def test_a_detector_naming_a_sensor_no_node_has_is_not_available_until_a_node_has_it(cluster, operator, namespace):
+    """Healthy-looking pods serving a model that no node feeds would never score: Scoring says why,
+    Available is False, and the gateway's config leaves the detector out until a node has the sensor."""
+    detector = yaml.safe_load((EXAMPLE_PLANT / "detectors.yaml").read_text())
+    detector["spec"]["features"]["sensors"] = ["temperature", "vibration", "motor_current"]
+    cluster.kubectl("apply", "-n", namespace, "-f", str(EXAMPLE_PLANT / "nodes.yaml"))
+    cluster.kubectl("apply", "-n", namespace, "-f", str(EXAMPLE_PLANT / "bearing-wear-model.yaml"))
+    cluster.kubectl("apply", "-n", namespace, "-f", "-", input=yaml.safe_dump(detector))
+
+    def scoring(status: str) -> dict | None:
+        model = get(cluster, "detectormodel", "bearing-wear", "-n", namespace)
+        return model if conditions(model).get("Scoring", {}).get("status") == status else None
+
+    model = wait_for(lambda: scoring("False"), "Scoring=False on the DetectorModel")
+    found = conditions(model)
+    assert found["Scoring"]["reason"] == "SensorsNotFound"
+    assert "esp32-press-01 lacks motor_current" in found["Scoring"]["message"]
+    assert (found["Available"]["status"], found["Available"]["reason"]) == ("False", "NothingToScore")
+    assert found["ModelValid"]["status"] == "True"  # the model itself is fine
+    wait_for(
+        lambda: (
+            "SensorsNotFound"
+            in cluster.kubectl("get", "events", "-n", namespace, "--field-selector", "involvedObject.name=bearing-wear").stdout
+        ),
+        "a Warning Event on the DetectorModel",
+        timeout=30,
+    )
+    plant = get(cluster, "configmap", "plantwatch-plant", "-n", namespace)["data"]["plant.yaml"]
+    assert "bearing-wear" not in {d["metadata"]["name"] for d in yaml.safe_load_all(plant)}  # the gateway would refuse it
+
+    sensor = {"name": "motor_current", "type": "current", "unit": "ampere", "field": "motor_current_a"}
+    patch = [{"op": "add", "path": "/spec/sensors/-", "value": sensor}]
+    cluster.kubectl("patch", "sensornode", "esp32-press-01", "-n", namespace, "--type=json", "-p", json.dumps(patch))
+    model = wait_for(lambda: scoring("True"), "Scoring=True once a node has every sensor")
+    assert conditions(model)["Scoring"]["message"] == "scores 1 SensorNode(s): esp32-press-01"
+    wait_for(lambda: all_true(get(cluster, "detectormodel", "bearing-wear", "-n", namespace), "ModelValid", "Available"), "Available")
+    wait_for(
+        lambda: "bearing-wear" in get(cluster, "configmap", "plantwatch-plant", "-n", namespace)["data"]["plant.yaml"],
+        "the detector in the gateway's config",
     )
 
 

@@ -153,12 +153,17 @@ def test_who_owns_a_condition_is_who_wrote_its_reason():
 SPEC = {"source": {"configMap": {"name": "m"}}, "executionProvider": "cuda", "autoscaling": {"minReplicas": 2, "maxReplicas": 3}}
 VERIFIED = SourceVerdict("True", "SourceVerified", "ConfigMap m/model.onnx, 9 bytes, sha256 0123456789ab", "0123456789ab" + "0" * 52)
 MISSING = SourceVerdict("False", "SourceNotFound", "ConfigMap m does not exist", None)
+SCORING = Verdict("True", "NodesMatched", "scores 1 SensorNode(s): press")
 
 
 def test_a_new_detector_reports_its_source_and_its_replicas():
-    update = detector_status(body("DetectorModel", spec=SPEC), VERIFIED, {}, T0)
+    update = detector_status(body("DetectorModel", spec=SPEC), VERIFIED, SCORING, {}, T0)
     conditions = {c["type"]: (c["status"], c["reason"], c["message"]) for c in update.status["conditions"]}
-    assert conditions == {"Available": ("False", "ReplicasNotReady", "0/2 inference pods ready"), "ModelValid": VERIFIED[:3]}
+    assert conditions == {
+        "Available": ("False", "ReplicasNotReady", "0/2 inference pods ready"),
+        "ModelValid": VERIFIED[:3],
+        "Scoring": tuple(SCORING),
+    }
     assert {k: v for k, v in update.status.items() if k != "conditions"} == {
         "observedGeneration": 3,
         "replicas": 0,
@@ -167,19 +172,20 @@ def test_a_new_detector_reports_its_source_and_its_replicas():
     }
     assert update.events == (
         Announcement("Normal", "SourceVerified", f"ModelValid=True: {VERIFIED.message}"),
+        Announcement("Normal", "NodesMatched", f"Scoring=True: {SCORING.message}"),
     )  # Available is not announced
 
 
 def test_a_detector_is_available_with_its_minimum_replicas_ready():
-    update = detector_status(body("DetectorModel", spec=SPEC), VERIFIED, {"status": {"readyReplicas": 2}}, T0)
+    update = detector_status(body("DetectorModel", spec=SPEC), VERIFIED, SCORING, {"status": {"readyReplicas": 2}}, T0)
     available = next(c for c in update.status["conditions"] if c["type"] == "Available")
     assert (available["status"], available["reason"], update.status["replicas"]) == ("True", "MinimumReplicasReady", 2)
 
 
 def test_a_detector_whose_status_already_says_so_is_not_written():
     detector = body("DetectorModel", spec=SPEC)
-    detector = written(detector, detector_status(detector, VERIFIED, {}, T0).status)
-    assert detector_status(detector, VERIFIED, {}, T1) is None
+    detector = written(detector, detector_status(detector, VERIFIED, SCORING, {}, T0).status)
+    assert detector_status(detector, VERIFIED, SCORING, {}, T1) is None
 
 
 def test_once_a_pod_reported_the_operator_leaves_it_model_valid_provider_and_sha256():
@@ -190,10 +196,27 @@ def test_once_a_pod_reported_the_operator_leaves_it_model_valid_provider_and_sha
         managed=[managed("plantwatch-inference", "type", "status", "reason", "message")],
         status={"conditions": [loaded], "activeProvider": "cpu", "modelSha256": "f" * 64},
     )
-    update = detector_status(detector, VERIFIED, {}, T1)
-    assert [c["type"] for c in update.status["conditions"]] == ["Available"]
+    update = detector_status(detector, VERIFIED, SCORING, {}, T1)
+    assert [c["type"] for c in update.status["conditions"]] == ["Available", "Scoring"]
     assert "activeProvider" not in update.status and "modelSha256" not in update.status
-    assert update.events == ()
+    assert [e.reason for e in update.events] == ["NodesMatched"]  # the operator's own Scoring is still announced
+
+
+def test_a_detector_that_scores_no_node_is_not_available_however_many_pods_are_ready():
+    """Ready pods serving a model whose sensors no node has would look healthy and never score."""
+    nothing = Verdict("False", "SensorsNotFound", "spec.features.sensors: no SensorNode has all of temperature, curent")
+    detector = body("DetectorModel", spec=SPEC)
+    update = detector_status(detector, VERIFIED, nothing, {"status": {"readyReplicas": 2}}, T0)
+    conditions = {c["type"]: (c["status"], c["reason"], c["message"]) for c in update.status["conditions"]}
+    assert conditions["ModelValid"] == VERIFIED[:3]  # the model file is fine
+    assert conditions["Scoring"] == tuple(nothing)
+    assert conditions["Available"] == ("False", "NothingToScore", "the model scores no SensorNode (see Scoring); 2/2 inference pods ready")
+    assert Announcement("Warning", "SensorsNotFound", f"Scoring=False: {nothing.message}") in update.events
+
+    fixed = written(detector, update.status)
+    update = detector_status(fixed, VERIFIED, SCORING, {"status": {"readyReplicas": 2}}, T1)
+    available = next(c for c in update.status["conditions"] if c["type"] == "Available")
+    assert (available["status"], available["reason"], available["lastTransitionTime"]) == ("True", "MinimumReplicasReady", T1)
 
 
 def test_a_missing_source_overrides_the_pods_verdict():
@@ -204,8 +227,8 @@ def test_a_missing_source_overrides_the_pods_verdict():
         managed=[managed("plantwatch-inference", "type", "status", "reason", "message")],
         status={"conditions": [loaded]},
     )
-    update = detector_status(detector, MISSING, {}, T1)
+    update = detector_status(detector, MISSING, SCORING, {}, T1)
     model_valid = next(c for c in update.status["conditions"] if c["type"] == "ModelValid")
     assert (model_valid["status"], model_valid["reason"], model_valid["lastTransitionTime"]) == ("False", "SourceNotFound", T1)
     assert "modelSha256" not in update.status and update.status["activeProvider"] == "cuda"
-    assert update.events == (Announcement("Warning", "SourceNotFound", "ModelValid=False: ConfigMap m does not exist"),)
+    assert update.events[0] == Announcement("Warning", "SourceNotFound", "ModelValid=False: ConfigMap m does not exist")

@@ -17,6 +17,7 @@ from plantwatch_operator.verdicts import (
     prometheus_rule_verdict,
     receiver_verdict,
     referenced_secrets,
+    scoring_verdict,
     source_verdict,
 )
 from tests.conftest import EXAMPLE_PLANT
@@ -86,6 +87,47 @@ def test_an_anomaly_rule_waits_for_its_detector():
         "condition.anomalyScore.detector 'bearing-wear' names no DetectorModel in this namespace",
     )
     assert all(v.status == "True" for name, (v, _) in result.items() if name != "bearing-anomaly")
+
+
+def test_a_detector_scores_the_selected_nodes_with_all_its_sensors():
+    nodes, detectors = listed("SensorNode"), listed("DetectorModel")
+    plant = judge_plant(nodes, listed("AlertRule"), detectors, SAMPLE_RECEIVERS)
+    assert plant.scoring == [(detectors[0], Verdict("True", "NodesMatched", "scores 1 SensorNode(s): esp32-press-01"))]
+    assert plant.scoring_detectors == detectors
+
+
+def test_a_detector_naming_a_sensor_no_node_has_scores_nothing_and_stays_out_of_the_config():
+    """It would otherwise show ModelValid and Available and never score; the gateway would refuse it."""
+    nodes, rules = listed("SensorNode"), listed("AlertRule")
+    typo = copy.deepcopy(listed("DetectorModel")[0])
+    typo["spec"]["features"]["sensors"] = ["temperature", "vibration", "motor_current"]
+    plant = judge_plant(nodes, rules, [typo], SAMPLE_RECEIVERS)
+    [(_, verdict)] = plant.scoring
+    assert verdict.status == "False" and verdict.reason == "SensorsNotFound"
+    assert verdict.message.startswith(
+        "spec.features.sensors: no SensorNode its nodeSelector selects has all of temperature, vibration, motor_current"
+    )
+    assert "esp32-press-01 lacks motor_current" in verdict.message and "rpi-line1-env lacks" in verdict.message
+    assert plant.scoring_detectors == []
+    refused = {body["metadata"]["name"]: verdict.reason for body, verdict, _ in plant.rules if verdict.status == "False"}
+    assert refused == {"bearing-anomaly": "NoMatchingSeries"}  # its detector scores no node
+
+    press = next(n for n in nodes if n["metadata"]["name"] == "esp32-press-01")
+    wired = copy.deepcopy(press)
+    wired["spec"]["sensors"].append({"name": "motor_current", "type": "current", "unit": "ampere", "field": "motor_current_a"})
+    others = [n for n in nodes if n is not press]
+    assert scoring_verdict(typo, [*others, wired]) == Verdict("True", "NodesMatched", "scores 1 SensorNode(s): esp32-press-01")
+
+
+def test_a_detector_whose_selector_selects_no_node_says_which_nodes_exist():
+    detector = copy.deepcopy(listed("DetectorModel")[0])
+    detector["spec"]["features"]["nodeSelector"] = {"matchLabels": {"plantwatch.io/line": "line-9"}}
+    verdict = scoring_verdict(detector, listed("SensorNode"))
+    assert verdict[:2] == ("False", "SensorsNotFound")
+    assert verdict.message.startswith(
+        "spec.features.nodeSelector (plantwatch.io/line=line-9) selects none of the 5 SensorNode(s) (boiler-gateway, "
+    )
+    assert scoring_verdict(detector, []).message == "there is no SensorNode, so the DetectorModel scores nothing until one has its sensors"
 
 
 def test_a_rule_with_an_unknown_receiver_is_refused():

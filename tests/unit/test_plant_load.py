@@ -123,9 +123,28 @@ def test_an_anomaly_rule_needs_a_detector_that_scores_some_node(tmp_path):
     shutil.copytree(EXAMPLE_PLANT, tmp_path, dirs_exist_ok=True)
     detectors = tmp_path / "detectors.yaml"
     detectors.write_text(detectors.read_text().replace("plantwatch.io/line: line-1", "plantwatch.io/line: line-9"))
-    (problem,) = problems(tmp_path)
+    lonely, problem = problems(tmp_path)
+    assert lonely.startswith(
+        f"{detectors} (DetectorModel bearing-wear): spec.features.nodeSelector (plantwatch.io/line=line-9) selects none"
+    )
     assert problem.startswith(f"{tmp_path / 'rules.yaml'}#3 (AlertRule bearing-anomaly): spec.selector matches no sensor")
     assert "the scores of DetectorModel 'bearing-wear', which it scores on 0 node(s)" in problem
+
+
+def test_a_detector_naming_a_sensor_no_node_has_is_refused_naming_what_each_node_lacks(tmp_path, capsys):
+    """Otherwise it would be served, report itself healthy, and never score a reading."""
+    shutil.copytree(EXAMPLE_PLANT, tmp_path, dirs_exist_ok=True)
+    detectors = tmp_path / "detectors.yaml"
+    detectors.write_text(detectors.read_text().replace("[temperature, vibration, current]", "[temperature, vibration, motor_current]"))
+    assert main(["validate", "-f", str(tmp_path)]) == 1
+    err = capsys.readouterr().err
+    assert (
+        f"{detectors} (DetectorModel bearing-wear): spec.features.sensors: no SensorNode its nodeSelector selects has all of "
+        "temperature, vibration, motor_current, so the DetectorModel scores nothing (esp32-press-01 lacks motor_current, "
+        "jetson-cell-01 lacks temperature, vibration, motor_current, rpi-line1-env lacks temperature, vibration, motor_current)"
+    ) in err
+    # published alone, the same DetectorModel has no plant to be checked against
+    assert main(["validate", "-f", str(detectors)]) == 0
 
 
 def test_the_shipped_plants_validate(capsys):

@@ -58,18 +58,54 @@ def rule_selects(rule: AlertRule, node: SensorNode, sensor_name: str, sensor_typ
     )
 
 
+def scored_nodes(detector: DetectorModel, nodes: Iterable[SensorNode]) -> list[SensorNode]:
+    """The nodes a DetectorModel scores: those its features.nodeSelector selects that have every
+    sensor of its features.sensors (the inference service builds an input only from all of them)."""
+    wanted = set(detector.spec.features.sensors)
+    return [
+        n
+        for n in nodes
+        if selector_matches(detector.spec.features.node_selector, n.meta.labels) and wanted <= {s.name for s in n.spec.sensors}
+    ]
+
+
+def scores_nothing(detector: DetectorModel, nodes: Iterable[SensorNode]) -> str | None:
+    """Why the DetectorModel scores no node, naming the sensors each node it selects lacks (or the
+    nodes its selector passed over), or None when it scores some."""
+    nodes = list(nodes)
+    if scored_nodes(detector, nodes):
+        return None
+    features = detector.spec.features
+    named = lambda ns: ", ".join(ns[:5]) + (f" and {len(ns) - 5} more" if len(ns) > 5 else "")  # noqa: E731
+    if not nodes:
+        return "there is no SensorNode, so the DetectorModel scores nothing until one has its sensors"
+    selected = [n for n in nodes if selector_matches(features.node_selector, n.meta.labels)]
+    if not selected:
+        labels = ", ".join(f"{k}={v}" for k, v in sorted(features.node_selector.match_labels.items()))
+        return (
+            f"spec.features.nodeSelector ({labels}) selects none of the {len(nodes)} SensorNode(s) "
+            f"({named(sorted(n.name for n in nodes))}), so the DetectorModel scores nothing; "
+            f"give a node these labels or change the selector"
+        )
+    lacks = [
+        f"{n.name} lacks {', '.join(s for s in features.sensors if s not in {x.name for x in n.spec.sensors})}"
+        for n in sorted(selected, key=lambda n: n.name)
+    ]
+    among = "SensorNode" if features.node_selector is None else "SensorNode its nodeSelector selects"
+    return (
+        f"spec.features.sensors: no {among} has all of {', '.join(features.sensors)}, so the DetectorModel "
+        f"scores nothing ({named(lacks)}); a node is scored only when it has every one of these sensors: "
+        f"fix the names or add the sensors to a node"
+    )
+
+
 def plant_series(nodes: Iterable[SensorNode], detectors: Iterable[DetectorModel]) -> list[tuple[SensorNode, str, str]]:
     """Every (node, sensor, type) series a plant produces: each node's sensors, and the scores of each
-    DetectorModel for the nodes it scores (those it selects that have all of its sensors)."""
+    DetectorModel for the nodes it scores (`scored_nodes`)."""
     nodes = list(nodes)
     out = [(n, s.name, s.type) for n in nodes for s in n.spec.sensors]
     for d in detectors:
-        wanted = set(d.spec.features.sensors)
-        out.extend(
-            (n, d.name, SCORE_TYPE)
-            for n in nodes
-            if selector_matches(d.spec.features.node_selector, n.meta.labels) and wanted <= {s.name for s in n.spec.sensors}
-        )
+        out.extend((n, d.name, SCORE_TYPE) for n in scored_nodes(d, nodes))
     return out
 
 
@@ -143,11 +179,12 @@ def manifest_files(paths: Iterable[str | Path]) -> list[Path]:
     return files
 
 
-def plant_from_documents(docs: Iterable[tuple[str, dict[str, Any]]], rules_must_match: bool = False) -> Plant:
+def plant_from_documents(docs: Iterable[tuple[str, dict[str, Any]]], whole_plant: bool = False) -> Plant:
     """Build a Plant from (where, document) pairs; every error of every document is reported.
 
-    `rules_must_match`: an AlertRule whose selector matches no series is an error (the documents
-    are a whole plant, as `load_plant` reads; a test may build a rule for series it does not declare).
+    `whole_plant`: the documents are a whole plant, as `load_plant` reads, so an AlertRule whose
+    selector matches no series and a DetectorModel that scores none of their SensorNodes are errors
+    (a test may build a rule or detector for series it does not declare).
     """
     placed: list[tuple[str, Any]] = []
     others, problems = [], []
@@ -162,16 +199,16 @@ def plant_from_documents(docs: Iterable[tuple[str, dict[str, Any]]], rules_must_
             placed.append((where, parse_resource(doc, where)))
         except ManifestError as exc:
             problems.append(str(exc))
-    problems.extend(_cross_checks(placed, rules_must_match))
+    problems.extend(_cross_checks(placed, whole_plant))
     if problems:
         raise PlantError(problems)
     of = lambda kind: tuple(r for _, r in placed if r.kind == kind)  # noqa: E731
     return Plant(of("SensorNode"), of("AlertRule"), of("DetectorModel"), of("AlertReceiver"), tuple(others))
 
 
-def _cross_checks(placed: list[tuple[str, Any]], rules_must_match: bool) -> list[str]:
+def _cross_checks(placed: list[tuple[str, Any]], whole_plant: bool) -> list[str]:
     """What no single manifest can show: duplicate names and topics, dangling references, rules that
-    watch nothing or notify nobody. Each problem names the file (and document) and the resource."""
+    watch nothing or notify nobody, detectors that score no node. Each problem names the file (and document) and the resource."""
     problems = []
     label = lambda where, r: f"{where} ({r.kind} {r.name})"  # noqa: E731
     seen: dict[tuple[str, str, str], str] = {}
@@ -193,6 +230,10 @@ def _cross_checks(placed: list[tuple[str, Any]], rules_must_match: bool) -> list
         topics[topic] = n.name
     detector_names = {d.name for d in detectors}
     series = plant_series(nodes, detectors)
+    for where, d in placed:
+        # A DetectorModel checked without SensorNodes (a published model alone) has no plant to score yet.
+        if d.kind == "DetectorModel" and whole_plant and nodes and (nothing := scores_nothing(d, nodes)):
+            problems.append(f"{label(where, d)}: {nothing}")
     for where, r in placed:
         if r.kind != "AlertRule":
             continue
@@ -202,7 +243,7 @@ def _cross_checks(placed: list[tuple[str, Any]], rules_must_match: bool) -> list
                 f"{label(where, r)}: spec.condition.anomalyScore.detector {score.detector!r} names no DetectorModel "
                 f"(defined: {', '.join(sorted(detector_names)) or 'none'})"
             )
-        elif rules_must_match and (nothing := selects_nothing(r, series)):
+        elif whole_plant and (nothing := selects_nothing(r, series)):
             problems.append(f"{label(where, r)}: {nothing}")
         if unknown := unknown_receivers(r, receivers):
             problems.append(f"{label(where, r)}: {unknown}")
@@ -329,7 +370,7 @@ def load_plant(*paths: str | Path, runnable: bool = True) -> Plant:
             + "in a .yaml or .yml file (folders are searched recursively)"
         )
     try:
-        plant = plant_from_documents(docs, rules_must_match=True)
+        plant = plant_from_documents(docs, whole_plant=True)
     except PlantError as exc:
         raise PlantError(problems + exc.problems) from None
     if problems:
