@@ -234,6 +234,7 @@ def _serve_inference(args: argparse.Namespace) -> int:
             args.reload_interval,
             args.status_namespace,
             limits,
+            args.shadow_model,
         )
     )
 
@@ -408,6 +409,12 @@ def parser(with_detector: bool = True) -> argparse.ArgumentParser:
     inf.add_argument("--model-url", metavar="URL", help="download the ONNX file (needs --sha256)")
     inf.add_argument("--provider", choices=("cpu", "cuda", "tensorrt"), default="cpu", help="execution provider (falls back to cpu)")
     inf.add_argument("--sha256", help="refuse to serve a model with another checksum")
+    inf.add_argument(
+        "--shadow-model",
+        metavar="PATH",
+        help="a candidate ONNX file (with its model card) scored on the same rows, never answered with; "
+        "its alarm rate and disagreement are reported in status.shadow",
+    )
     inf.add_argument("--threads", type=non_negative_int, default=1, help="ONNX Runtime intra-op threads (0: its default)")
     inf.add_argument(
         "--host", default="127.0.0.1", help="address to listen on (default: loopback only; 0.0.0.0: every interface, as in a pod)"

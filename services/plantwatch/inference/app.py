@@ -31,6 +31,8 @@ class InferenceOptions:
     reload_interval_s: float = 2.0
     status_namespace: str | None = None
     limits: Limits = Limits()
+    #: A candidate model scored beside the served one on the same rows (`inference.shadow`); never answers requests.
+    shadow_model: str | None = None
 
 
 def serve(opts: InferenceOptions) -> int:
@@ -69,6 +71,13 @@ def serve(opts: InferenceOptions) -> int:
         )
     if opts.model and opts.reload_interval_s > 0:  # a downloaded model is fixed by its sha256; nothing to watch
         slot.watch(opts.reload_interval_s)
+    if opts.shadow_model:
+        slot.shadow = ModelSlot(f"{opts.name}-shadow", opts.shadow_model, opts.provider, None, opts.threads, 1)
+        slot.shadow.check()
+        if slot.shadow.model is None:
+            print(f"plantwatch serve inference: shadow model not loaded: {slot.shadow.verdict.message}", file=sys.stderr)
+        if opts.reload_interval_s > 0:
+            slot.shadow.watch(opts.reload_interval_s)
     try:
         server = InferenceServer({slot.name: slot}, opts.http_port, host=opts.host, limits=opts.limits)
     except OSError as exc:
@@ -84,6 +93,8 @@ def serve(opts: InferenceOptions) -> int:
     stop.wait()
     server.stop()
     slot.close()
+    if slot.shadow:
+        slot.shadow.close()
     if reporter:
         reporter.close()
     return 0

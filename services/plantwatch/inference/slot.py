@@ -33,6 +33,7 @@ from plantwatch.contracts.names import CARD_FILE
 from plantwatch.inference.batcher import MicroBatcher
 from plantwatch.inference.drift import DriftMonitor
 from plantwatch.inference.models import LoadedModel, ModelError, TensorSpec, load_model
+from plantwatch.inference.shadow import ShadowWindow
 
 log = logging.getLogger(__name__)
 
@@ -103,6 +104,9 @@ class ModelSlot:
         self.verdict = Verdict(False, "NotLoaded", "no model loaded yet")
         #: The served rows against the card's training distribution; None when the card carries none.
         self.drift: DriftMonitor | None = None
+        #: A candidate model scored on the same rows (never answered with), and the two models' alarms compared.
+        self.shadow: ModelSlot | None = None
+        self.shadow_window = ShadowWindow()
         self._batcher: MicroBatcher | None = None
         self._seen: tuple | None = None
         self._lock = threading.Lock()
@@ -198,10 +202,17 @@ class ModelSlot:
             return None
 
     def _observe(self, model: LoadedModel, rows: np.ndarray, outputs: list[np.ndarray]) -> list[np.ndarray]:
+        score = outputs[next((i for i, o in enumerate(model.outputs) if o.name == "score"), 0)]
         drift = self.drift
         if drift is not None:
-            score = next((i for i, o in enumerate(model.outputs) if o.name == "score"), 0)
-            drift.observe(rows, outputs[score])
+            drift.observe(rows, score)
+        shadow, card = self.shadow, self.card
+        if shadow is not None and shadow.model is not None and card and shadow.card and "alarm" in card and "alarm" in shadow.card:
+            _, shadow_outputs = shadow.run({shadow.model.inputs[0].name: rows})
+            shadow_score = shadow_outputs[next((i for i, o in enumerate(shadow.model.outputs) if o.name == "score"), 0)]
+            self.shadow_window.observe(
+                np.ravel(score) > card["alarm"]["threshold"], np.ravel(shadow_score) > shadow.card["alarm"]["threshold"]
+            )
         return outputs
 
     @staticmethod

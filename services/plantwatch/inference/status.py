@@ -47,7 +47,8 @@ def drift_status(report: dict[str, Any], previous_conditions: list[dict] | None,
 def served_status(slot: ModelSlot, previous_conditions: list[dict] | None, generation: int | None, now: str) -> dict[str, Any]:
     """The status fields this service owns, for the model the slot serves (pure but for reading the slot's drift window).
 
-    `drift` and `Drifted` only for a model whose card carries its training distribution.
+    `drift` and `Drifted` only for a model whose card carries its training distribution; `shadow` and
+    `ShadowPromotable` only while a shadow model is loaded beside it (`inference.shadow`).
     """
     previous = find_condition(previous_conditions, "ModelValid")
     status: dict[str, Any] = {"conditions": [model_valid_condition(slot.verdict, previous, generation, now)]}
@@ -56,6 +57,17 @@ def served_status(slot: ModelSlot, previous_conditions: list[dict] | None, gener
         reported = drift_status(monitor.report(), previous_conditions, generation, now)
         status["drift"] = reported["drift"]
         status["conditions"].append(reported["condition"])
+    shadow = slot.shadow
+    if slot.model is not None and shadow is not None and shadow.model is not None:
+        report = slot.shadow_window.report()
+        status["shadow"] = {
+            "modelSha256": shadow.model.sha256,
+            **{k: v for k, v in report.items() if k not in ("status", "reason", "message")},
+        }
+        previous_promotable = find_condition(previous_conditions, "ShadowPromotable")
+        status["conditions"].append(
+            condition("ShadowPromotable", report["status"], report["reason"], report["message"], previous_promotable, generation, now)
+        )
     model = slot.model
     if model is not None:  # a refused reload still serves (and reports) the previous model
         tensors = lambda ts: [{"name": t.name, "datatype": t.datatype, "shape": list(t.shape)} for t in ts]  # noqa: E731
