@@ -29,6 +29,8 @@ from plantwatch.contracts import model_card
 from plantwatch.contracts.model_card import ModelCard
 from plantwatch.contracts.names import CARD_FILE, MODEL_FILE
 from plantwatch.inference.client import RemoteModel, RemoteModelError
+from plantwatch.inference.frame_scorer import FrameScorer
+from plantwatch.inference.image import image_input
 from plantwatch.inference.models import LoadedModel, ModelError, fetch_model, load_model
 from plantwatch.inference.stream import Aggregations, CardFeatures, ScoringUnavailable, StreamScorer
 from plantwatch.plant.load import Plant
@@ -120,12 +122,23 @@ def stream_scorer(
     return StreamScorer(detector.name, scored_nodes(plant, detector), features.sensors, builder, run, features.step)
 
 
+def frame_scorer(plant: Plant, detector, run: Callable[[np.ndarray], np.ndarray], size: tuple[int, int]) -> FrameScorer:
+    """The FrameScorer of an image DetectorModel: its one sensor is the camera's `image` sensor."""
+    sensors = detector.spec.features.sensors
+    if len(sensors) != 1:
+        raise ModelError(
+            "SignatureMismatch",
+            f"the model takes images, so spec.features.sensors must name one sensor, a camera's (type image); got {list(sensors)}",
+        )
+    return FrameScorer(detector.name, scored_nodes(plant, detector), sensors[0], size, run)
+
+
 def _local_run(model: LoadedModel) -> Callable[[np.ndarray], np.ndarray]:
     session, input_name = model.session, model.inputs[0].name
     return lambda vectors: session.run(None, {input_name: vectors})[0]
 
 
-def plant_scorers(plant: Plant, provider: str | None = None) -> tuple[list[StreamScorer], list[ModelError]]:
+def plant_scorers(plant: Plant, provider: str | None = None) -> tuple[list[StreamScorer | FrameScorer], list[ModelError]]:
     """Every DetectorModel of the plant that can be loaded here, and why each other one cannot.
 
     A model that cannot be served leaves its detector out rather than stopping the
@@ -139,6 +152,10 @@ def plant_scorers(plant: Plant, provider: str | None = None) -> tuple[list[Strea
                 path = Path(tmp) / MODEL_FILE
                 path.write_bytes(source.model)
                 model = load_model(detector.name, path, provider or detector.spec.execution_provider, source.expected_sha256)
+            size = image_input(model.inputs[0])
+            if size is not None:
+                scorers.append(frame_scorer(plant, detector, _local_run(model), size))
+                continue
             width = model.inputs[0].shape[-1] if model.inputs[0].shape else -1
             scorers.append(stream_scorer(plant, detector, _local_run(model), source.card, width))
         except ModelError as exc:

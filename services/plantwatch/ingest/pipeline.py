@@ -18,7 +18,7 @@ from collections import Counter, deque
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from operator import attrgetter
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 import orjson
 
@@ -60,6 +60,13 @@ class Scorer(Protocol):
         """Per node, what scoring on needs (feature windows, alarm state), JSON-ready and bounded."""
 
     def restore(self, snapshot: dict[str, Any]) -> None: ...
+
+
+@runtime_checkable
+class FrameScorer(Scorer, Protocol):
+    """An image detector (inference.frame_scorer.FrameScorer): it scores the frames of jpeg-frame nodes."""
+
+    def score_frames(self, frames: Sequence[tuple[Reading, bytes]]) -> Iterable[Reading]: ...
 
 
 def check_plant(plant: Plant) -> list[str]:
@@ -155,6 +162,8 @@ class Pipeline:
         self._on_alerts = on_alerts
         compiled = [CompiledNode.of(n) for n in plant.nodes]
         self._nodes = {c.topic: c for c in compiled if c.format != "sparkplug-b"}
+        #: Topics whose message is a frame (jpeg-frame): accepted ones go to the image detectors.
+        self._frame_topics = frozenset(c.topic for c in compiled if c.format == "jpeg-frame")
         self._topics = {c.name: c.topic for c in compiled}
         self.last_seen: dict[str, float] = {}
         #: Each node's newest announcement (status topic or Sparkplug birth/death), and the nodes whose
@@ -226,6 +235,9 @@ class Pipeline:
         #: Each message's accepted readings, the message, and whether it was partly refused:
         #: a rule may still refuse it.
         per_message: list[tuple[list[Reading], Any, bool]] = []
+        #: Accepted frames (the reading each made, its JPEG), for the image detectors.
+        frames: list[tuple[Reading, bytes]] = []
+        frame_topics = self._frame_topics
         check_conflicts = self._series.check
         sparkplug_message = self.sparkplug.message
         gone = self._gone
@@ -253,6 +265,8 @@ class Pipeline:
                     rejections = [*rejections, *self._conflicts(conflicts, now)]
             if accepted:
                 per_message.append((accepted, item, bool(rejections)))
+                if frame_topics and topic in frame_topics:
+                    frames.append((accepted[0], payload))
                 node_name = accepted[0].node
                 by_node[node_name] += len(accepted)
                 if gone and node_name in gone:  # it publishes again: its Last Will no longer holds
@@ -293,7 +307,8 @@ class Pipeline:
             readings.extend(accepted)
         t2 = clock()
         for scorer in self.scorers:
-            for score in scorer.score(readings):
+            scores = scorer.score_frames(frames) if frames and isinstance(scorer, FrameScorer) else scorer.score(readings)
+            for score in scores:
                 alerts.extend(on_reading(score))
                 readings.append(score)
         if batch:

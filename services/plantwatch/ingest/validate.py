@@ -206,6 +206,8 @@ def _number(raw: Any) -> float | None:
         return None
     if isinstance(raw, (int, float)):
         return float(raw)
+    if isinstance(raw, bytes):  # a camera's frame (formats/jpeg_frame.py): its reading is its size
+        return float(len(raw))
     if isinstance(raw, str) and raw.strip().lower() in ("nan", "inf", "-inf", "infinity", "-infinity"):
         return float(raw)
     return None

@@ -943,7 +943,9 @@ class SensorNodePayload:
     #: SensorEvent JSON (`event_id`, `sensor_id`, `sensor_type`, `value`, `unit`,
     #: `timestamp`). `change-feed`: the change-feed generator's documents (`id`,
     #: `sensor_id`, `temperature`, `timestamp`). `influx-line`: InfluxDB line protocol.
-    #: `sparkplug-b`: Sparkplug B protobuf.
+    #: `sparkplug-b`: Sparkplug B protobuf. `jpeg-frame`: a camera's frame, the message
+    #: being one JPEG (stamped on receipt; its sensor, of type `image`, reads the
+    #: frame's size in bytes, and the frame goes to image DetectorModels).
     format: str
 
     #: topic is the MQTT topic (no wildcards) the node publishes its readings to, e.g.

@@ -15,11 +15,11 @@ from functools import partial
 from typing import Any
 
 from plantwatch.ingest.codecs import DecodeError, PayloadFormat, Sample
-from plantwatch.ingest.formats import change_feed, esp32_json, influx_line, rpi_json, sensor_event, sparkplug_b
+from plantwatch.ingest.formats import change_feed, esp32_json, influx_line, jpeg_frame, rpi_json, sensor_event, sparkplug_b
 
 #: Every format by name, in the order of the SensorNode CRD's enum.
 FORMATS: dict[str, PayloadFormat] = {
-    m.FORMAT.name: m.FORMAT for m in (esp32_json, rpi_json, sensor_event, change_feed, influx_line, sparkplug_b)
+    m.FORMAT.name: m.FORMAT for m in (esp32_json, rpi_json, sensor_event, change_feed, influx_line, sparkplug_b, jpeg_frame)
 }
 
 #: Formats of which one message decodes on its own (sparkplug-b needs its session, see ingest/sparkplug.py).
