@@ -14,8 +14,12 @@ import time
 import numpy as np
 import pytest
 
+from plantwatch.inference.fire import fire_model
 from plantwatch.inference.image import encode_frame
-from plantwatch.inference.plant_scorers import plant_scorers
+from plantwatch.inference.oip import InferenceServer
+from plantwatch.inference.plant_scorers import plant_scorers, remote_scorers
+from plantwatch.inference.slot import ModelSlot
+from plantwatch.ingest.formats import encode
 from plantwatch.ingest.pipeline import Pipeline, load_gateway_plant
 from plantwatch.ingest.runner import IngestService
 from plantwatch.mqtt.broker import start_mosquitto
@@ -46,6 +50,11 @@ def frames(kinds: list[str], seed: int) -> list[bytes]:
     return [encode_frame(frame(kind, rng)) for kind in kinds]
 
 
+def stamped(jpegs: list[bytes], t0: float) -> list[bytes]:
+    """The frames as the camera sends them: stamped one second apart from `t0`."""
+    return [encode("jpeg-frame", "cam-hall-1", t0 + i, {"frame": f}) for i, f in enumerate(jpegs)]
+
+
 def test_fire_frames_fire_the_rule_and_clear_frames_resolve_it_bad_frames_dead_lettered(tmp_path, broker):
     plant = load_gateway_plant(str(ROOT / "examples" / "camera"))
     scorers, problems = plant_scorers(plant)
@@ -56,17 +65,13 @@ def test_fire_frames_fire_the_rule_and_clear_frames_resolve_it_bad_frames_dead_l
     clear = frames(["plain", "red_light", "lamp", "red_object", "dark"], 1)
     fire = frames(["fire", "fire_dark", "fire_bright", "fire"], 2)
     after = frames(["plain", "bright", "red_object"], 3)
-    good = clear + fire + after
+    good = stamped(clear + fire + after, time.time() - 60)
     bad = [b"not a jpeg at all", fire[0][: len(fire[0]) // 2], b"\xff\xd8\xff" + b"\0" * 300_000]
     service.start()
     pub = Publisher(broker.url)
     pub.start()
     try:
-        for i, message in enumerate(good):
-            pub.publish(TOPIC, message)
-            wait_until(lambda i=i: pipeline.messages == i + 1)  # one frame a batch: each frame its own receive time
-            time.sleep(0.02)
-        for message in bad:
+        for message in good + bad:
             pub.publish(TOPIC, message)
         wait_until(lambda: pipeline.messages == len(good) + len(bad))
     finally:
@@ -84,3 +89,30 @@ def test_fire_frames_fire_the_rule_and_clear_frames_resolve_it_bad_frames_dead_l
     assert [s for (s,) in events] == ["firing", "resolved"]
     assert [reason for reason, _ in letters] == ["malformed", "malformed", "oversized"], letters
     assert "not a JPEG" in letters[0][1] and "truncated" in letters[1][1] and "maxBytes is 262144" in letters[2][1]
+
+
+def test_the_cluster_gateway_scores_frames_through_the_inference_service_as_in_process(tmp_path):
+    """`plantwatch serve ingest --score-url`'s scorers: the JPEGs go to the served fire model, scores as in process."""
+    plant = load_gateway_plant(str(ROOT / "examples" / "camera"))
+    (tmp_path / "fire.onnx").write_bytes(fire_model())
+    slot = ModelSlot("fire", tmp_path / "fire.onnx")
+    slot.check()
+    server = InferenceServer({"fire": slot}, 0)
+    server.start()
+    try:
+        remote, problems = remote_scorers(plant, f"http://127.0.0.1:{server.port}", wait_s=10.0)
+        assert problems == [] and [s.detector for s in remote] == ["fire"]
+        local, _ = plant_scorers(plant)
+        t0 = time.time() - 60
+        messages = stamped(frames(["plain", "fire", "lamp", "fire_small", "orange_object"], 4), t0)
+        scores = {}
+        for name, scorers in (("remote", remote), ("local", local)):
+            pipeline = Pipeline(plant, SqliteStore(tmp_path / f"{name}.db"), scorers=scorers)
+            pipeline.process([(TOPIC, m) for m in messages], t0 + 10)  # one batch: one model call for the five frames
+            with sqlite3.connect(tmp_path / f"{name}.db") as conn:
+                scores[name] = [v for (v,) in conn.execute("SELECT value FROM readings WHERE sensor = 'fire' ORDER BY ts")]
+    finally:
+        server.stop()
+    assert len(scores["remote"]) == len(messages)
+    np.testing.assert_allclose(scores["remote"], scores["local"], atol=1e-6)
+    assert scores["remote"][1] > 0.5 > scores["remote"][0]

@@ -18,6 +18,7 @@ import numpy as np
 
 from plantwatch.contracts import model_card
 from plantwatch.contracts.model_card import ModelCard
+from plantwatch.inference.image import frames_request
 from plantwatch.inference.stream import ScoringUnavailable
 
 
@@ -85,6 +86,21 @@ class RemoteModel:
     def card(self) -> ModelCard | None:
         card = self.metadata().get("parameters", {}).get("model_card")
         return model_card.loads(card) if card else None
+
+    def frames(self, jpegs: list[bytes]) -> np.ndarray:
+        """Score JPEG frames with an image model: sent as they came (base64 BYTES), answered [N, K]."""
+        if self._input is None:
+            self._input = self.metadata()["inputs"][0]["name"]
+        reply = self._request(
+            "POST", f"/v2/models/{self.name}/infer", json.dumps(frames_request(self._input, jpegs)).encode(), self.score_timeout_s
+        )
+        try:
+            scores = np.asarray(reply["outputs"][0]["data"], dtype=np.float64)
+        except (KeyError, IndexError, TypeError, ValueError):
+            raise RemoteModelError(f"infer {self.name}: expected outputs[0].data with scores per frame, got {str(reply)[:200]}") from None
+        if scores.size % max(1, len(jpegs)) or scores.size == 0:
+            raise RemoteModelError(f"infer {self.name}: {scores.size} scores for {len(jpegs)} frames")
+        return scores.reshape(len(jpegs), -1)
 
     def __call__(self, vectors: np.ndarray) -> np.ndarray:
         vectors = np.asarray(vectors, dtype=np.float32)

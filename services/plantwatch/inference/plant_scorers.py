@@ -29,9 +29,9 @@ from plantwatch.contracts import model_card
 from plantwatch.contracts.model_card import ModelCard
 from plantwatch.contracts.names import CARD_FILE, MODEL_FILE
 from plantwatch.inference.client import RemoteModel, RemoteModelError
-from plantwatch.inference.frame_scorer import FrameScorer
+from plantwatch.inference.frame_scorer import FrameScorer, local_frames
 from plantwatch.inference.image import image_input
-from plantwatch.inference.models import LoadedModel, ModelError, fetch_model, load_model
+from plantwatch.inference.models import LoadedModel, ModelError, TensorSpec, fetch_model, load_model
 from plantwatch.inference.stream import Aggregations, CardFeatures, ScoringUnavailable, StreamScorer
 from plantwatch.plant.load import Plant
 from plantwatch.plant.model import selector_matches
@@ -122,7 +122,7 @@ def stream_scorer(
     return StreamScorer(detector.name, scored_nodes(plant, detector), features.sensors, builder, run, features.step)
 
 
-def frame_scorer(plant: Plant, detector, run: Callable[[np.ndarray], np.ndarray], size: tuple[int, int]) -> FrameScorer:
+def frame_scorer(plant: Plant, detector, run: Callable[[list[bytes]], np.ndarray]) -> FrameScorer:
     """The FrameScorer of an image DetectorModel: its one sensor is the camera's `image` sensor."""
     sensors = detector.spec.features.sensors
     if len(sensors) != 1:
@@ -130,7 +130,7 @@ def frame_scorer(plant: Plant, detector, run: Callable[[np.ndarray], np.ndarray]
             "SignatureMismatch",
             f"the model takes images, so spec.features.sensors must name one sensor, a camera's (type image); got {list(sensors)}",
         )
-    return FrameScorer(detector.name, scored_nodes(plant, detector), sensors[0], size, run)
+    return FrameScorer(detector.name, scored_nodes(plant, detector), sensors[0], run)
 
 
 def _local_run(model: LoadedModel) -> Callable[[np.ndarray], np.ndarray]:
@@ -154,7 +154,7 @@ def plant_scorers(plant: Plant, provider: str | None = None) -> tuple[list[Strea
                 model = load_model(detector.name, path, provider or detector.spec.execution_provider, source.expected_sha256)
             size = image_input(model.inputs[0])
             if size is not None:
-                scorers.append(frame_scorer(plant, detector, _local_run(model), size))
+                scorers.append(frame_scorer(plant, detector, local_frames(model.session, model.inputs[0].name, size)))
                 continue
             width = model.inputs[0].shape[-1] if model.inputs[0].shape else -1
             scorers.append(stream_scorer(plant, detector, _local_run(model), source.card, width))
@@ -175,9 +175,17 @@ def _unusable(exc: Exception) -> tuple[str, str]:
     return "InvalidModel", f"the service's metadata or model card: {type(exc).__name__}: {exc}"
 
 
-def _remote_scorer(plant: Plant, detector, model) -> StreamScorer:
-    """The StreamScorer of a detector served at `model` (a RemoteModel), with the card the service serves."""
+def _remote_scorer(plant: Plant, detector, model) -> StreamScorer | FrameScorer:
+    """The scorer of a detector served at `model` (a RemoteModel): frames sent as JPEG to an image model, else
+    a StreamScorer with the card the service serves."""
     meta = model.metadata(timeout=model.score_timeout_s)  # DeferredScorer probes on the pipeline's thread
+    first = meta["inputs"][0]
+    # The tabular path below reports what metadata lacks; only a whole image input is read here.
+    if (
+        isinstance(first, dict)
+        and image_input(TensorSpec(first.get("name", ""), first.get("datatype", ""), list(first.get("shape") or ()))) is not None
+    ):
+        return frame_scorer(plant, detector, model.frames)
     card = meta.get("parameters", {}).get("model_card")
     shape = meta["inputs"][0]["shape"]
     return stream_scorer(plant, detector, model, model_card.loads(card) if card else None, shape[-1] if shape else -1)
@@ -230,6 +238,11 @@ class DeferredScorer:
             log.info("DetectorModel %s: its inference service answers; scoring from now on", self.detector)
         return self.scorer.score(readings)
 
+    def score_frames(self, frames) -> list:
+        """An image model's scores of the batch's frames, once `score` has found its service (else none)."""
+        score_frames = getattr(self.scorer, "score_frames", None)
+        return score_frames(frames) if score_frames is not None else []
+
     def snapshot(self) -> dict:
         if self.scorer is not None:
             return self.scorer.snapshot()
@@ -244,7 +257,7 @@ class DeferredScorer:
 
 def remote_scorers(
     plant: Plant, url_template: str, wait_s: float = 60.0, retry_s: float = 10.0
-) -> tuple[list[StreamScorer | DeferredScorer], list[ModelError]]:
+) -> tuple[list[StreamScorer | FrameScorer | DeferredScorer], list[ModelError]]:
     """Every DetectorModel scored by its inference service (`url_template` with {name}, e.g.
     http://plantwatch-detector-{name}:8080), features and smoothing from the card it serves.
 
@@ -252,7 +265,7 @@ def remote_scorers(
     answered by then is reported as a problem and asked again every `retry_s` (a
     DeferredScorer). A detector whose spec does not fit what its service serves is left out.
     """
-    scorers: list[StreamScorer | DeferredScorer] = []
+    scorers: list[StreamScorer | FrameScorer | DeferredScorer] = []
     problems = []
     deadline = time.monotonic() + wait_s
     for detector in plant.detectors:

@@ -64,7 +64,8 @@ class Scorer(Protocol):
 
 @runtime_checkable
 class FrameScorer(Scorer, Protocol):
-    """An image detector (inference.frame_scorer.FrameScorer): it scores the frames of jpeg-frame nodes."""
+    """An image detector (inference.frame_scorer.FrameScorer, or a DeferredScorer that may become one): it scores
+    the frames of jpeg-frame nodes, given beside the batch's readings."""
 
     def score_frames(self, frames: Sequence[tuple[Reading, bytes]]) -> Iterable[Reading]: ...
 
@@ -307,7 +308,9 @@ class Pipeline:
             readings.extend(accepted)
         t2 = clock()
         for scorer in self.scorers:
-            scores = scorer.score_frames(frames) if frames and isinstance(scorer, FrameScorer) else scorer.score(readings)
+            scores = scorer.score(readings)
+            if frames and isinstance(scorer, FrameScorer):
+                scores = [*scores, *scorer.score_frames(frames)]
             for score in scores:
                 alerts.extend(on_reading(score))
                 readings.append(score)
