@@ -10,6 +10,9 @@ the trained detector's features and smoothing along (see `stream.CardFeatures`).
 In a cluster the gateway need not hold the models: `remote_scorers` scores
 through each DetectorModel's inference Service over the Open Inference Protocol,
 taking the card the service serves, so both paths compute the same scores.
+
+A model with an image input (float32 [N, 3, H, W], `image.image_input`) scores a
+camera's frames instead (`frame_scorer.FrameScorer`), here or through its service.
 """
 
 from __future__ import annotations
