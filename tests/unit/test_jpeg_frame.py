@@ -17,6 +17,7 @@ from plantwatch.ingest.formats import decode, encode
 from plantwatch.ingest.formats.jpeg_frame import MAX_SIDE
 from plantwatch.ingest.pipeline import Pipeline, load_gateway_plant
 from plantwatch.readings import Reading
+from plantwatch.sim.fleet import Fleet
 from plantwatch.sim.frames import frame
 from plantwatch.store.sqlite import SqliteStore
 from tests.conftest import ROOT
@@ -96,3 +97,17 @@ def test_an_unreachable_model_skips_the_batch_and_backs_off():
     frames = [(Reading("cam", "frame", "image", 1.0, NOW), jpeg())]
     assert scorer.score_frames(frames) == [] and scorer.score_frames(frames) == []
     assert calls == [1] and scorer.skipped == 2
+
+
+def test_the_simulator_sends_a_camera_fire_free_stamped_frames_and_no_faults_made_of_values():
+    plant = load_gateway_plant(str(CAMERA))
+    fleet = Fleet(plant, "mqtt://127.0.0.1:1", client_id="camera-sim", seed=3)  # not started: nothing connects
+    (camera,) = plant.nodes
+    (topic, message), *_ = fleet.messages(camera, 0.0, NOW)
+    (sample,) = decode("jpeg-frame", message)
+    assert topic == TOPIC and sample.ts == NOW
+    (scorer,), _ = plant_scorers(plant)
+    reading = Reading("cam-hall-1", "frame", "image", float(len(message)), NOW)
+    assert scorer.score_frames([(reading, message)])[0].value < 0.5
+    for fleet.sent_bad in range(5):  # the bad messages' faults are values, which a camera sends none of
+        assert fleet.bad_message(NOW)[0] != TOPIC

@@ -17,10 +17,14 @@ connection, and a connection has one Will.
 
 from __future__ import annotations
 
+import io
 import random
 import threading
 import time
 from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image
 
 from plantwatch.ingest import sparkplug
 from plantwatch.ingest.formats import FORMATS
@@ -29,6 +33,8 @@ from plantwatch.mqtt.endpoint import Endpoint
 from plantwatch.mqtt.publisher import Publisher
 from plantwatch.plant.load import Plant
 from plantwatch.plant.model import SensorNode, device_id, duration_seconds
+from plantwatch.sim import frames
+from plantwatch.sim.frames import CLEAR_KINDS
 
 #: Typical operating values by sensor type (a plant at rest), and their noise.
 BASELINES = {
@@ -110,11 +116,21 @@ class Fleet:
             v = min(max(v, float(sensor.range.min)), float(sensor.range.max))
         return round(v, 2)
 
+    def frame(self) -> bytes:
+        """A camera's frame: a fire-free scene of plantwatch.sim.frames, as JPEG."""
+        rgb = frames.frame(self._rng.choice(CLEAR_KINDS), np.random.default_rng(self._rng.getrandbits(32)))
+        out = io.BytesIO()
+        Image.fromarray(rgb, "RGB").save(out, "JPEG", quality=90)  # not inference.image: it loads ONNX Runtime
+        return out.getvalue()
+
     def messages(self, node: SensorNode, elapsed: float, now: float) -> list[tuple[str, bytes]]:
         """The node's (topic, message)s for one heartbeat: one per sensor for single-value formats."""
         fmt = FORMATS[node.spec.payload.format]
         topic = node.spec.payload.topic
-        values = {s.field or fmt.default_field(s.type, s.name): self.value(node, s, elapsed) for s in node.spec.sensors}
+        values = {
+            s.field or fmt.default_field(s.type, s.name): self.frame() if s.type == "image" else self.value(node, s, elapsed)
+            for s in node.spec.sensors
+        }
         if fmt.encode is None:  # sparkplug-b, the one format sent in a session
             return self._sparkplug(node, values, now)
         if fmt.one_value:
@@ -148,7 +164,10 @@ class Fleet:
 
     def bad_message(self, now: float) -> tuple[str, bytes]:
         """One of the ways real nodes get it wrong, in turn."""
-        candidates = [n for n in self.plant.nodes if FORMATS[n.spec.payload.format].encode is not None]
+        # Cameras' messages are frames, not the values these faults are made of.
+        candidates = [
+            n for n in self.plant.nodes if FORMATS[n.spec.payload.format].encode is not None and n.spec.payload.format != "jpeg-frame"
+        ]
         node = candidates[self.sent_bad % len(candidates)] if candidates else self.plant.nodes[0]
         kind = self.sent_bad % 5 if candidates else 4
         topic = node.spec.payload.topic
