@@ -10,13 +10,15 @@
    `ratio_vs_mosquitto_sub` = our rate / mosquitto_sub's rate. A second reference in the
    same run: a bare paho-mqtt client whose callback only counts (no decoding, no store),
    the floor any Python consumer built on paho starts from.
-2. Alert latency. A node publishes at a fixed rate (default 5,000 msg/s) from another
-   process, its vibration crossing the `vibration-high` levels on every message, so
-   every message is an alert transition; latency = when the alert was routed minus
-   the reading's timestamp (set by the publisher at send time). Reported p50/p99.
+2. Alert latency. A node publishes at a fixed rate (500 msg/s, and `--rate`, default
+   5,000 msg/s) from another process, its vibration crossing the `vibration-high` levels
+   on every message, so every message is an alert transition (an alert storm: a plant
+   rarely sees more than a few a second); latency = when the receiver was handed the
+   alert minus the reading's timestamp (set by the publisher at send time): the rules, the
+   store's commit, the notifier's step over the durable alert state. Reported p50/p99.
 3. Stage costs. The same stream through the pipeline's stages on one thread, without
    the broker: µs per message of MQTT frame parsing, decode+validate+rules, the SQLite
-   commit, and finishing (counters, alert routing).
+   commit, and finishing (counters).
 """
 
 from __future__ import annotations
@@ -309,7 +311,7 @@ def main() -> int:
             paho = paho_callback_rate(broker, messages)
             ours, stored = gateway_rate(broker, messages, work)
             influx = influx_rate(broker, messages, work)
-            latency = alert_latency(broker, args.rate, args.seconds, work)
+            latency = {f"{r:g}_msg_per_s": alert_latency(broker, r, args.seconds, work) for r in (500.0, args.rate)}
         finally:
             broker.stop()
         stages = stage_costs(messages, work)
@@ -332,7 +334,7 @@ def main() -> int:
             "ratio_vs_paho_callback": round(ours / paho, 3),
         },
         "influxdb_store": {**influx, "ratio_vs_mosquitto_sub": round(influx["msg_per_s"] / baseline, 3), "target": 0.5},
-        "alert_latency": {**latency, "target_p99_ms": 20},
+        "alert_latency": {**latency, "target_p99_ms": 20},  # per rate: every message an alert transition
         "pipeline_us_per_message": {
             **stages,
             "note": "one thread, no broker, batches of 5,000; the gateway overlaps sqlite_commit with the next batch's decoding",
