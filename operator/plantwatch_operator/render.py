@@ -347,6 +347,17 @@ def render_detector(detector: DetectorModel, config: Config) -> list[dict[str, A
     sha = source.url.sha256 if source.url is not None else source.sha256
     if sha:
         args += ["--sha256", sha]
+    shadow = spec.shadow
+    if shadow is not None:
+        # Mounted as the served model is, at its own path: the kubelet's swap of a re-published
+        # candidate is hot-reloaded the same way, and the served model's volume is never touched.
+        if shadow.config_map is not None:
+            volumes.append({"name": "shadow", "configMap": {"name": shadow.config_map.name}})
+            args += ["--shadow-model", "/shadow/" + shadow.config_map.key]
+        else:
+            volumes.append({"name": "shadow", "persistentVolumeClaim": {"claimName": shadow.pvc.claim_name, "readOnly": True}})
+            args += ["--shadow-model", "/shadow/" + shadow.pvc.path.lstrip("/")]
+        mounts.append({"name": "shadow", "mountPath": "/shadow", "readOnly": True})
     resources: dict[str, Any] = {"requests": {"cpu": "250m", "memory": "256Mi"}, "limits": {"memory": "1Gi"}}
     node_selector = dict(spec.placement.node_selector) if spec.placement else {}
     tolerations = list(spec.placement.tolerations) if spec.placement else []

@@ -68,6 +68,18 @@ def test_detector_without_source_is_rejected():
     assert msg.startswith("spec.source: Invalid value") and "exactly one of configMap, url, pvc" in msg
 
 
+def test_a_shadow_model_comes_from_one_mountable_source():
+    model = copy.deepcopy(docs("detectors.yaml")[0])
+    model["spec"]["shadow"] = {"configMap": {"name": "candidate"}}
+    assert parse_resource(model).spec.shadow.config_map.key == "model.onnx"
+    model["spec"]["shadow"] = {"configMap": {"name": "a"}, "pvc": {"claimName": "b", "path": "m.onnx"}}
+    (msg,) = errors_of(model)
+    assert msg.startswith("spec.shadow: Invalid value") and "exactly one of configMap, pvc" in msg
+    # The service scores a shadow read from a path only; a download is no shadow source.
+    model["spec"]["shadow"] = {"url": {"url": "https://models.example/c.onnx", "sha256": "a" * 64}}
+    assert any(m.startswith("spec.shadow.url: ") for m in errors_of(model))
+
+
 @pytest.mark.parametrize(
     "mutate, expected",
     [

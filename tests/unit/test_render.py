@@ -102,6 +102,25 @@ def test_url_source_is_downloaded_with_its_checksum():
     assert args[args.index("--sha256") + 1] == "a" * 64
 
 
+def test_a_shadow_model_is_mounted_beside_the_served_one_and_passed_as_the_candidate():
+    doc = copy.deepcopy(next(d for d in sample_docs() if d["kind"] == "DetectorModel"))
+    served = render_detector(parse_resource(doc), CONFIG)[0]["spec"]["template"]["spec"]
+    assert "--shadow-model" not in served["containers"][0]["args"]
+    doc["spec"]["shadow"] = {"configMap": {"name": "bearing-wear-candidate"}}
+    pod = render_detector(parse_resource(doc), CONFIG)[0]["spec"]["template"]["spec"]
+    args, mounts = pod["containers"][0]["args"], pod["containers"][0]["volumeMounts"]
+    assert args[args.index("--shadow-model") + 1] == "/shadow/model.onnx"
+    assert args[args.index("--model") + 1] == served["containers"][0]["args"][served["containers"][0]["args"].index("--model") + 1]
+    assert {"name": "shadow", "configMap": {"name": "bearing-wear-candidate"}} in pod["volumes"]
+    assert {"name": "shadow", "mountPath": "/shadow", "readOnly": True} in mounts
+    assert [v for v in pod["volumes"] if v["name"] == "model"] == served["volumes"]
+    doc["spec"]["shadow"] = {"pvc": {"claimName": "models", "path": "/candidates/bearing.onnx"}}
+    pod = render_detector(parse_resource(doc), CONFIG)[0]["spec"]["template"]["spec"]
+    args = pod["containers"][0]["args"]
+    assert args[args.index("--shadow-model") + 1] == "/shadow/candidates/bearing.onnx"
+    assert {"name": "shadow", "persistentVolumeClaim": {"claimName": "models", "readOnly": True}} in pod["volumes"]
+
+
 def test_workloads_are_restricted():
     objs = render_ingestion("p", [plant_manifest(d) for d in sample_docs()], CONFIG)
     objs += render_detector(parse_resource(next(d for d in sample_docs() if d["kind"] == "DetectorModel")), CONFIG)

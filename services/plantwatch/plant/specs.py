@@ -793,6 +793,70 @@ class DetectorModelSource:
 
 
 @dataclass(frozen=True)
+class DetectorModelShadowConfigMap:
+    """
+    configMap holds the candidate (and its model card) as binary data in a ConfigMap
+    of the same namespace.
+    """
+
+    #: name of the ConfigMap.
+    name: str
+
+    #: key of the model in the ConfigMap's binaryData.
+    key: str
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> DetectorModelShadowConfigMap:
+        return cls(
+            name=d.get('name'),
+            key=d.get('key'),
+        )
+
+
+@dataclass(frozen=True)
+class DetectorModelShadowPvc:
+    """
+    pvc reads the candidate from a PersistentVolumeClaim mounted read-only.
+    """
+
+    #: claimName of the PersistentVolumeClaim.
+    claim_name: str
+
+    #: path of the model file inside the volume.
+    path: str
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> DetectorModelShadowPvc:
+        return cls(
+            claim_name=d.get('claimName'),
+            path=d.get('path'),
+        )
+
+
+@dataclass(frozen=True)
+class DetectorModelShadow:
+    """
+    shadow is a candidate model scored beside the served one on the same rows and
+    never answered with (status.shadow, the ShadowPromotable condition); exactly one
+    of configMap, pvc, as in source. Promoting it is a person's change of source.
+    """
+
+    #: configMap holds the candidate (and its model card) as binary data in a ConfigMap
+    #: of the same namespace.
+    config_map: DetectorModelShadowConfigMap | None
+
+    #: pvc reads the candidate from a PersistentVolumeClaim mounted read-only.
+    pvc: DetectorModelShadowPvc | None
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> DetectorModelShadow:
+        return cls(
+            config_map=_opt(DetectorModelShadowConfigMap, d.get('configMap')),
+            pvc=_opt(DetectorModelShadowPvc, d.get('pvc')),
+        )
+
+
+@dataclass(frozen=True)
 class DetectorModelNodeSelector:
     """
     nodeSelector picks the SensorNodes whose readings are scored, by label; empty
@@ -898,6 +962,11 @@ class DetectorModelSpec:
     #: source is where the ONNX model is; exactly one of configMap, url, pvc.
     source: DetectorModelSource
 
+    #: shadow is a candidate model scored beside the served one on the same rows and
+    #: never answered with (status.shadow, the ShadowPromotable condition); exactly one
+    #: of configMap, pvc, as in source. Promoting it is a person's change of source.
+    shadow: DetectorModelShadow | None
+
     #: features says which readings the model scores and how they are turned into its
     #: input vector.
     features: DetectorModelFeatures
@@ -922,6 +991,7 @@ class DetectorModelSpec:
     def from_dict(cls, d: dict[str, Any]) -> DetectorModelSpec:
         return cls(
             source=_opt(DetectorModelSource, d.get('source')),
+            shadow=_opt(DetectorModelShadow, d.get('shadow')),
             features=_opt(DetectorModelFeatures, d.get('features')),
             threshold=d.get('threshold'),
             execution_provider=d.get('executionProvider'),
