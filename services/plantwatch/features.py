@@ -15,9 +15,10 @@ Per channel, up to four features (`FeatureSpec.kinds`; `change` is off by defaul
   noise   log of the rolling MAD of first differences over `noise` rows
           - noise level: rises with cavitation, collapses for a stuck sensor
   missing fraction of NaN over `short` rows      - a dropped-out sensor
-  seasonal level minus the median of the levels exactly 1, 2, ... `baseline // period` cycles
-          of `period` rows earlier - off the usual course for this time of day (opt-in:
-          the default recipe turns it on for a slow channel with a daily cycle)
+  seasonal the level's departure from its trailing half-period median, minus the median of
+          that departure exactly 1, 2, ... `baseline // period` cycles of `period` rows
+          earlier - off the usual course for this time of day (opt-in: the default recipe
+          turns it on for a slow channel with a daily cycle)
 """
 
 from __future__ import annotations
@@ -135,7 +136,11 @@ def window_features(values: np.ndarray, spec: FeatureSpec = FeatureSpec()) -> np
     if "change" in spec.kinds:
         out["change"] = level - rolling(filled, spec.long, np.nanmedian)
     if "seasonal" in spec.kinds:
-        out["seasonal"] = level - _seasonal_baseline(level, spec.period, spec.baseline // spec.period)
+        # Against the level's own trailing half-period median, not the raw level: a load step moves the
+        # whole day's level for hours to days, and past days' levels would call all of it off course
+        # (most of the slow kind's false alarms); the cycle's shape, and a shift for its first hours, remain.
+        course = level - rolling(level, spec.period // 2, np.nanmedian)
+        out["seasonal"] = course - _seasonal_baseline(course, spec.period, spec.baseline // spec.period)
     if "noise" in spec.kinds:
         diffs = np.diff(filled, axis=0)
         diffs = np.concatenate([diffs[:1], diffs])  # row 0 has no predecessor: borrow row 1's step

@@ -167,10 +167,11 @@ def window(card: ModelCard) -> Window:
 def history(card: ModelCard) -> int:
     """Rows of readings the card's features look back over (the longest window, plus the row itself).
 
-    A seasonal feature compares levels `baseline` rows apart, and each level is a `short`-row window.
+    A seasonal feature compares levels `baseline` rows apart, each against its trailing half-period
+    median of `short`-row levels.
     """
     spec = window(card)
     longest = max(v for v in spec.values() if isinstance(v, int))
     if "seasonal" in spec["kinds"]:
-        longest = max(longest, spec["baseline"] + spec["short"])
+        longest = max(longest, spec["baseline"] + spec["period"] // 2 + spec["short"])
     return 1 + longest

@@ -52,7 +52,7 @@ def features_in_chunks(values: np.ndarray, spec: FeatureSpec, progress: Progress
     values = np.asarray(values, dtype=np.float64)
     if len(values) <= chunk:
         return window_features(values, spec)
-    history = max(spec.short, spec.long, spec.noise, spec.baseline + spec.short) + 1
+    history = max(spec.short, spec.long, spec.noise, spec.baseline + spec.period // 2 + spec.short) + 1
     filled = fill_missing(values)
     out = np.empty((len(values), values.shape[1] * len(spec.kinds)))
     for start in range(0, len(values), chunk):
@@ -634,11 +634,12 @@ def decide(train_values: np.ndarray, seconds: np.ndarray | None = None) -> Recip
 
     Several channels, or rows seconds apart: `relations` (the multivariate
     default). One channel read minutes apart: windows in rows of that cadence
-    (level over ~30 min, noise over ~1 h, smoothing over ~30 min) and, when the
-    training rows show a daily cycle over at least 3 days, the `seasonal`
-    feature: the level against the same time of day's median over up to the
-    7 previous days, so a changed cycle or a shift inside the daily range stands
-    out. The returned recipe's `decision` says what was seen and why.
+    (level over ~30 min, noise over ~1 h, smoothing over ~30 min, on after
+    ~15 min above the threshold, off after 4 h below) and, when the training
+    rows show a daily cycle over at least 3 days, the `seasonal` feature: the
+    level's departure from its trailing half-day median against the same time
+    of day's over up to the 7 previous days, so a changed cycle or a shift
+    inside the daily range stands out. The returned recipe's `decision` says what was seen and why.
     """
     channels = train_values.shape[1]
     steps = np.diff(np.asarray(seconds, dtype=np.float64)) if seconds is not None and len(seconds) > 1 else np.empty(0)
@@ -654,6 +655,10 @@ def decide(train_values: np.ndarray, seconds: np.ndarray | None = None) -> Recip
         RECIPES["slow"],
         features=FeatureSpec(short=max(2, per_hour // 2), noise=max(4, per_hour), kinds=("level", "noise", "missing")),
         span=max(2.0, per_hour / 2),
+        # At least ~15 min above the threshold to start, 4 h below it to end: a fault period's alarm
+        # flickers off for an hour or two between its bursts and bumps, each restart a false episode.
+        on_count=max(1, per_hour // 4),
+        off_count=4 * per_hour,
     )
     days = len(train_values) * cadence / DAY_S
     if ratio < CYCLE_RATIO:
