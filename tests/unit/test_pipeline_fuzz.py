@@ -29,9 +29,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from plantwatch.contracts.times import iso
+from plantwatch.contracts.topics import status_topic
 from plantwatch.ingest import sparkplug as sp
 from plantwatch.ingest.pipeline import Pipeline
-from plantwatch.ingest.status_topics import status_topic
 from plantwatch.ingest.validate import REASONS, CompiledNode
 from plantwatch.plant.load import load_plant
 from plantwatch.store.sqlite import SqliteStore

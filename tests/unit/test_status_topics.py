@@ -12,11 +12,12 @@ import orjson
 import pytest
 import yaml
 
+from plantwatch.contracts.topics import status_topic
 from plantwatch.ingest import sparkplug as sp
 from plantwatch.ingest.node_status import online_condition
 from plantwatch.ingest.pipeline import Pipeline
 from plantwatch.ingest.shards import ShardPlan
-from plantwatch.ingest.status_topics import Announcement, node_presence, status_owners, status_topic, topic_problem
+from plantwatch.ingest.status_topics import Announcement, node_presence, status_owners, topic_problem
 from plantwatch.ingest.validate import REASONS, Policy
 from plantwatch.plant.load import load_plant, plant_from_documents
 from plantwatch.store.sqlite import SqliteStore

@@ -16,25 +16,16 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from plantwatch.contracts.topics import STATUS_LEVEL, status_topic
 from plantwatch.ingest.validate import Rejection
 
 #: The status topic's last level, beside the data topic's.
-STATUS_LEVEL = "status"
 ONLINE, OFFLINE = b"online", b"offline"
 #: Bytes of a status payload beyond which it is refused as `oversized` rather than `malformed`.
 STATUS_MAX_BYTES = 64
 #: The longest topic a SensorNode can have (the CRD's spec.payload.topic maxLength) plus its
 #: status level: no message on a longer topic can be a node's.
 MAX_TOPIC_CHARS = 512 + len(STATUS_LEVEL) + 1
-
-
-def status_topic(data_topic: str) -> str:
-    """`a/b/status` for the data topic `a/b/data` (any last level); a one-level topic `a` is its own prefix: `a/status`.
-
-    The broker's ACL grants the same topic (mqtt/acl.py).
-    """
-    prefix, sep, _ = data_topic.rpartition("/")
-    return f"{prefix if sep else data_topic}/{STATUS_LEVEL}"
 
 
 def status_owners(nodes: Iterable[tuple[str, str, str]]) -> tuple[dict[str, str], dict[str, tuple[str, ...]]]:

@@ -37,6 +37,7 @@ from collections import defaultdict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
+from plantwatch.contracts.topics import COMMAND_LEVEL, STATUS_LEVEL, command_topic, status_topic
 from plantwatch.ingest import sparkplug
 from plantwatch.ingest.dead_letters import DEAD_LETTER_PREFIX
 from plantwatch.plant.model import SensorNode
@@ -52,7 +53,6 @@ MIN_PASSWORD = 16
 #: MQTT's longest string, in UTF-8 bytes.
 MAX_MQTT_STRING = 65535
 #: Topic levels under a data topic's parent: the node's Last Will/birth, and what it is told to do.
-STATUS_LEVEL, COMMAND_LEVEL = "status", "cmd"
 #: First topic levels no node may publish under: the platform's own (dead letters).
 RESERVED_FIRST_LEVELS = frozenset({DEAD_LETTER_PREFIX.split("/", 1)[0]})
 _K8S_NAME = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
@@ -81,20 +81,6 @@ class BrokerAuth:
     acl_file: str
     identities: tuple[Identity, ...]
     refused: Mapping[str, str]
-
-
-def status_topic(data_topic: str) -> str:
-    """`sensors/hall-1/x/data` → `sensors/hall-1/x/status` (a one-level topic `x` → `x/status`)."""
-    return f"{_parent(data_topic)}/{STATUS_LEVEL}"
-
-
-def command_topic(data_topic: str) -> str:
-    """`sensors/hall-1/x/data` → `sensors/hall-1/x/cmd`: what the node subscribes to for commands."""
-    return f"{_parent(data_topic)}/{COMMAND_LEVEL}"
-
-
-def _parent(topic: str) -> str:
-    return topic.rsplit("/", 1)[0] if "/" in topic else topic
 
 
 def node_grants(node: SensorNode) -> tuple[tuple[str, ...], tuple[str, ...]]:
