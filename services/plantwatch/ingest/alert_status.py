@@ -19,14 +19,13 @@ from __future__ import annotations
 import hashlib
 import logging
 import math
-import threading
-import time
 from collections import Counter
 from collections.abc import Iterable
 from typing import Any, NamedTuple
 
 from plantwatch.contracts.names import ALERT_RULE, API_VERSION, GATEWAY_MANAGER, SENSOR_NODE
 from plantwatch.contracts.times import iso
+from plantwatch.ingest.periodic import PeriodicReport
 from plantwatch.plant.load import Plant
 from plantwatch.store.sqlite import SqliteStore
 
@@ -129,7 +128,7 @@ def alert_event(row: AlertRow, namespace: str, node_uid: str | None) -> dict[str
     }
 
 
-class AlertStatusReporter:
+class AlertStatusReporter(PeriodicReport):
     """Patches the plant's AlertRules' status and posts the alerts' Events from the store, on its own thread."""
 
     def __init__(
@@ -142,10 +141,10 @@ class AlertStatusReporter:
         replay_s: float = 600.0,
         fold_batch: int = 10_000,
     ):
+        super().__init__("alert-status", interval_s, log)
         self._store = store
         self._namespace = namespace
         self._rules = [r.name for r in plant.rules]
-        self._interval_s = interval_s
         self._max_writes = max_writes
         self._replay_s = replay_s
         self._fold_batch = fold_batch
@@ -154,22 +153,6 @@ class AlertStatusReporter:
         self._posted = 0  # the last row whose Event was posted (or is not one)
         self._reported: dict[str, dict[str, Any]] = {}
         self._uids: dict[str, str] = {}
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="alert-status", daemon=True)
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join(10)
-
-    def _run(self) -> None:
-        while not self._stop.wait(self._interval_s):
-            try:
-                self.report(time.time())
-            except Exception:  # the API server may be briefly away; the next round retries from the cursors
-                log.exception("could not report alert status")
 
     def _rows(self, where: str, params: tuple) -> list[AlertRow]:
         return [AlertRow(*r) for r in self._store.query(f"SELECT {COLUMNS} FROM alert_events WHERE {where}", params)]

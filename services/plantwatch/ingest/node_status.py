@@ -12,13 +12,12 @@ and every `refresh_s` for the rate.
 from __future__ import annotations
 
 import logging
-import threading
-import time
 from typing import Any
 
 from plantwatch.contracts.conditions import condition
 from plantwatch.contracts.names import API_VERSION, GATEWAY_MANAGER, SENSOR_NODE
 from plantwatch.contracts.times import iso
+from plantwatch.ingest.periodic import PeriodicReport
 from plantwatch.ingest.status_topics import Presence
 
 log = logging.getLogger(__name__)
@@ -29,31 +28,15 @@ def online_condition(presence: Presence, previous: dict[str, Any] | None, now: f
     return condition("Online", "True" if presence.online else "False", presence.reason, presence.message, previous, None, iso(int(now)))
 
 
-class NodeStatusReporter:
+class NodeStatusReporter(PeriodicReport):
     """Applies each node's Online condition from the pipeline's view, on its own thread."""
 
     def __init__(self, pipeline, namespace: str, interval_s: float = 5.0, refresh_s: float = 60.0):
+        super().__init__("node-status", interval_s, log)
         self._pipeline = pipeline
         self._namespace = namespace
-        self._interval_s = interval_s
         self._refresh_s = refresh_s
         self._reported: dict[str, tuple[dict[str, Any], float, int]] = {}  # node → (condition, when, readings then)
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="node-status", daemon=True)
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join(10)
-
-    def _run(self) -> None:
-        while not self._stop.wait(self._interval_s):
-            try:
-                self.report(time.time())
-            except Exception:  # the API server may be briefly away; the next round retries
-                log.exception("could not report node status")
 
     def report(self, now: float) -> None:
         # Not at the top: the Kubernetes client takes ~0.4 s to import, which a gateway outside a
