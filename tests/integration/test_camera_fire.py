@@ -27,15 +27,9 @@ from plantwatch.mqtt.publisher import Publisher
 from plantwatch.sim.frames import frame
 from plantwatch.store.sqlite import SqliteStore
 from tests.conftest import ROOT
+from tests.integration.test_notify_exactly_once import wait_until
 
 TOPIC = "cameras/hall-1/cam-hall-1/frame"
-
-
-def wait_until(condition, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.05)
 
 
 @pytest.fixture
@@ -73,7 +67,7 @@ def test_fire_frames_fire_the_rule_and_clear_frames_resolve_it_bad_frames_dead_l
     try:
         for message in good + bad:
             pub.publish(TOPIC, message)
-        wait_until(lambda: pipeline.messages == len(good) + len(bad))
+        wait_until(lambda: pipeline.messages == len(good) + len(bad), "every frame processed")
     finally:
         pub.stop()
         service.stop()
