@@ -185,8 +185,7 @@ class Notifier:
             self.active = self.state.hold_lease(db, self.owner, now, LEASE_S)
             if not self.active:
                 return 0
-            applied = self.state.apply_events(db)
-            self.fired += sum(1 for _, e in applied if e.state == "firing" and self._is_new(db, e.fingerprint, e.ts))
+            self.fired += self.state.apply_events(db)
             alerts, told, groups, silences = self.state.for_planning(db, self._labels)
             plan = lifecycle.plan(now, alerts, told, groups, self.rules, self.routing, silences, self.in_maintenance)
             for n in plan.notifications:
@@ -205,10 +204,6 @@ class Notifier:
 
     def in_maintenance(self, node: str, t: float) -> bool:
         return any(start <= t < end for start, end in self._windows.get(node, ()))
-
-    @staticmethod
-    def _is_new(db: Any, fingerprint: str, ts: float) -> bool:
-        return db.execute("SELECT 1 FROM alerts WHERE fingerprint = ? AND starts_at = ?", (fingerprint, ts)).fetchone() is not None
 
     def _labels(self, rule: str, node: str, sensor: str, severity: str) -> dict[str, str]:
         """An alert's labels: what silences match and grouping reads (cached: built at every step otherwise)."""

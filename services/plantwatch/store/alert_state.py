@@ -207,36 +207,35 @@ class AlertState:
 
     # --- events → alert episodes ---
 
-    def apply_events(self, db: sqlite3.Connection, limit: int = 5000) -> list[tuple[int, AlertEvent]]:
-        """Apply the stored rule events after the cursor to the alert episodes; the cursor moves with them."""
+    def apply_events(self, db: sqlite3.Connection, limit: int = 5000) -> int:
+        """Apply the stored rule events after the cursor to the alert episodes (the cursor moves with them);
+        how many episodes they started."""
         cursor = self._get(db, "cursor")
         rows = db.execute(
             "SELECT id, fingerprint, rule, node, sensor, state, severity, value, ts, summary FROM alert_events"
             " WHERE id > ? ORDER BY id LIMIT ?",
             (int(cursor), limit),
         ).fetchall()
-        applied = []
-        for row in rows:
-            event = AlertEvent(*row[1:])
-            self._apply(db, event)
-            applied.append((row[0], event))
+        started = sum(self._apply(db, AlertEvent(*row[1:])) for row in rows)
         if rows:
             self._set(db, "cursor", str(rows[-1][0]))
-        return applied
+        return started
 
-    def _apply(self, db: sqlite3.Connection, e: AlertEvent) -> None:
+    def _apply(self, db: sqlite3.Connection, e: AlertEvent) -> bool:
+        """Apply one event; True when it started an episode."""
         current = db.execute(
             "SELECT starts_at, severity FROM alerts WHERE fingerprint = ? AND status = 'firing'", (e.fingerprint,)
         ).fetchone()
         if e.state == "firing":
             if current is None:
-                db.execute(
+                started = db.execute(
                     "INSERT OR IGNORE INTO alerts (fingerprint, starts_at, rule, node, sensor, severity,"
                     " status, value, summary, updated_at)"
                     " VALUES (?, ?, ?, ?, ?, ?, 'firing', ?, ?, ?)",
                     (e.fingerprint, e.ts, e.rule, e.node, e.sensor, e.severity, e.value, e.summary, e.ts),
-                )
+                ).rowcount
                 self.history(db, e.fingerprint, e.ts, e.ts, "firing", {"severity": e.severity, "value": e.value, "summary": e.summary})
+                return started == 1
             elif current[1] != e.severity:
                 db.execute(
                     "UPDATE alerts SET severity = ?, value = ?, summary = ?, updated_at = ? WHERE fingerprint = ? AND starts_at = ?",
@@ -250,6 +249,7 @@ class AlertState:
                 (e.ts, e.value, e.summary, e.ts, e.fingerprint, current[0]),
             )
             self.history(db, e.fingerprint, current[0], e.ts, "resolved", {"value": e.value})
+        return False
 
     @staticmethod
     def history(db: sqlite3.Connection, fingerprint: str, starts_at: float | None, at: float, what: str, detail: dict[str, Any]) -> None:
