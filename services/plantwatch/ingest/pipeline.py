@@ -197,8 +197,6 @@ class Pipeline:
         #: Messages whose batch is stored.
         self.messages = 0
         self.readings_stored = 0
-        #: Alert events stored (the notifier announces them from the store).
-        self.alert_events = 0
         self.rejected: Counter[str] = Counter()
         #: When each internal error (type, file, line; bounded by the code) last logged its traceback.
         #: Tracebacks of internal errors, once per kind (exception type and where it was raised) per interval.
@@ -581,4 +579,3 @@ class Pipeline:
     def _count_alerts(self, events: list[AlertEvent]) -> None:
         for e in events:
             metrics.ALERTS.labels(e.rule, e.state, e.severity).inc()
-        self.alert_events += len(events)
