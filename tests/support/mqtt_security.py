@@ -173,6 +173,9 @@ def start_secure_mosquitto(
         lines += [f"listener {tls_port} 127.0.0.1", f"cafile {pki.ca_path}", f"certfile {cert}", f"keyfile {key}", "tls_version tlsv1.2"]
         if require_client_cert:
             lines += ["require_certificate true", "use_identity_as_username false"]
+    # As start_mosquitto configures the plain test broker: room for a burst and a wide window of
+    # unacknowledged messages (the gateway acknowledges a whole batch once it is stored).
+    lines += ["max_queued_messages 1000000", "max_inflight_messages 10000"]
     lines += ["persistence false", "log_dest stderr", "log_type error", "log_type warning", "log_type notice", "log_type information"]
     conf = folder / "mosquitto.conf"
     conf.write_text("\n".join(lines) + "\n")
