@@ -297,7 +297,7 @@ def _start(opts: UpOptions, plant: Plant, started: ExitStack) -> _Running:
         checkpointed.pipeline = pipeline
         if state is not None:
             _resume(pipeline, orjson.loads(state), time.time())
-            carried = len(alert_state.alerts("firing"))
+            carried = len(pipeline.engine.firing())  # the rules' own state, committed with the batch that fired them
     try:
         service = (_SerialIngest if durable else IngestService)(pipeline, url, client_id)
     except ValueError as exc:

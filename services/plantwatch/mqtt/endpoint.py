@@ -12,6 +12,7 @@ password nor its file's contents are ever in a repr, a log line or an error.
 
 from __future__ import annotations
 
+import re
 import ssl
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,14 +27,35 @@ _EXPECTED = "expected mqtt://[user:password@]host[:1883] or mqtts://[user:passwo
 
 
 def _shown(url: str) -> str:
-    """The URL as an error may quote it: whatever stands between `://` and its last `@` after the user
-    name is the password, whatever it holds (spaces, `/`, `@`), and is replaced by `***`."""
-    scheme, sep, rest = url.partition("://")
-    if not sep or "@" not in rest:
+    """The URL as an error may quote it, the password replaced by `***`.
+
+    Whatever stands before the URL's last `@` is credentials, whatever it holds (spaces, `/`,
+    `@`, `://`): a well-formed `scheme://user:password@` keeps its scheme and user name, and
+    anything else before the `@` is hidden whole, so that a malformed URL cannot show its password.
+    """
+    if "@" not in url:
         return mask(url)
-    userinfo, _, after = rest.rpartition("@")
-    user, colon, _ = userinfo.partition(":")
-    return f"{scheme}{sep}{user}{':***' if colon else ''}@{after}"
+    before, _, after = url.rpartition("@")
+    scheme, sep, userinfo = before.partition("://")
+    if sep and _SCHEME.fullmatch(scheme):
+        user, colon, _ = userinfo.partition(":")
+        return f"{scheme}{sep}{user}{':***' if colon else ''}@{after}"
+    return f"***@{after}"
+
+
+def _scrubbed(text: str, url: str) -> str:
+    """`text` (a parser's message that may quote part of `url`) with the URL's credentials replaced by `***`."""
+    if "@" not in url:
+        return text
+    before = url.rpartition("@")[0]
+    userinfo = before.partition("://")[2] or before
+    for secret in (before, userinfo, userinfo.partition(":")[2]):
+        if secret:
+            text = text.replace(secret, "***")
+    return text
+
+
+_SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*")
 
 
 @dataclass(frozen=True)
@@ -126,7 +148,7 @@ class Endpoint:
             u = urlparse(url)
             port = u.port
         except ValueError as exc:
-            raise ValueError(f"broker URL {_shown(url)!r}: {exc} ({_EXPECTED})") from None
+            raise ValueError(f"broker URL {_shown(url)!r}: {_scrubbed(str(exc), url)} ({_EXPECTED})") from None
         if u.scheme not in DEFAULT_PORTS:
             raise ValueError(f"broker URL {_shown(url)!r}: scheme must be mqtt:// or mqtts:// ({_EXPECTED})")
         if u.path not in ("", "/") or u.query:

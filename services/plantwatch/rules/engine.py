@@ -265,6 +265,11 @@ class RuleEngine:
             if saved is not None:
                 w.last_seen, w.firing = saved
 
+    def firing(self) -> list[str]:
+        """The fingerprints (rule/node/sensor) of the alerts firing now, absences included."""
+        alerts = [fp for fp, s in self._states.items() if s.severity is not None]
+        return alerts + [f"{w.rule.name}/{w.node}/{w.sensor or '*'}" for w in self._watches if w.firing]
+
     def silent_nodes(self) -> set[str]:
         """Nodes that an absence rule currently reports as silent."""
         return {w.node for w in self._watches if w.firing}
