@@ -65,3 +65,21 @@ def test_unreadable_frames_are_refused_in_words():
     Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(bmp, "BMP")
     with pytest.raises(FrameError, match="a BMP image; frames must be JPEG or PNG"):
         preprocess(bmp.getvalue(), (8, 8))
+
+
+def test_a_detector_reading_the_wrong_kind_of_sensor_is_refused_naming_it(tmp_path):
+    # The camera plant as shipped, and the same plant with its frame sensor retyped (an image model
+    # reading numbers) and with a temperature sensor scored by the fire model's graph.
+    from plantwatch.inference.plant_scorers import plant_scorers
+    from plantwatch.plant.load import load_plant
+    from tests.conftest import ROOT
+
+    text = (ROOT / "examples/camera/camera.yaml").read_text()
+    assert "{name: frame, type: image, unit: bytes}" in text
+    scorers, problems = plant_scorers(load_plant(ROOT / "examples/camera/camera.yaml"))
+    assert [s.detector for s in scorers] == ["fire"] and problems == []
+    retyped = text.replace("{name: frame, type: image, unit: bytes}", "{name: frame, type: temperature, unit: C}")
+    (tmp_path / "plant.yaml").write_text(retyped)
+    scorers, problems = plant_scorers(load_plant(tmp_path / "plant.yaml"))
+    assert scorers == [] and [p.reason for p in problems] == ["SensorTypeMismatch"]
+    assert "takes images, so its sensor must be of type image; got cam-hall-1/frame (temperature)" in str(problems[0])

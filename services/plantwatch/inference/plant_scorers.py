@@ -37,7 +37,7 @@ from plantwatch.inference.image import image_input
 from plantwatch.inference.models import LoadedModel, ModelError, TensorSpec, fetch_model, load_model
 from plantwatch.inference.stream import Aggregations, CardFeatures, ScoringUnavailable, StreamScorer
 from plantwatch.plant.load import Plant
-from plantwatch.plant.model import selector_matches
+from plantwatch.plant.load import scored_nodes as selected_nodes
 
 log = logging.getLogger(__name__)
 
@@ -85,13 +85,25 @@ def model_source(plant: Plant, detector) -> ModelSource:
 
 def scored_nodes(plant: Plant, detector) -> list[str]:
     """Nodes the DetectorModel selects that have every one of its sensors."""
-    features = detector.spec.features
-    wanted = set(features.sensors)
-    return [
-        n.name
-        for n in plant.nodes
-        if selector_matches(features.node_selector, n.meta.labels) and wanted <= {s.name for s in n.spec.sensors}
+    return [n.name for n in selected_nodes(detector, plant.nodes)]
+
+
+def _typed(plant: Plant, detector, image: bool) -> None:
+    """ModelError `SensorTypeMismatch` when a scored node's sensor is of the wrong kind for the model:
+    an image model must read a camera's `image` sensor, a tabular one never reads it (its values are frame sizes)."""
+    wrong = [
+        f"{n.name}/{s.name} ({s.type})"
+        for n in selected_nodes(detector, plant.nodes)
+        for s in n.spec.sensors
+        if s.name in detector.spec.features.sensors and (s.type == "image") != image
     ]
+    if wrong:
+        what = (
+            "takes images, so its sensor must be of type image"
+            if image
+            else "takes numbers, so none of its sensors may be of type image (a camera's frames)"
+        )
+        raise ModelError("SensorTypeMismatch", f"the model {what}; got {', '.join(wrong[:5])}{' and more' if len(wrong) > 5 else ''}")
 
 
 def stream_scorer(
@@ -99,6 +111,7 @@ def stream_scorer(
 ) -> StreamScorer:
     """The StreamScorer of one DetectorModel around `run` (the model, here or remote); `model_width`: its feature count, -1 unknown."""
     features = detector.spec.features
+    _typed(plant, detector, image=False)
     if card is not None:
         if list(card["channels"]) != list(features.sensors):
             raise ModelError(
@@ -133,6 +146,7 @@ def frame_scorer(plant: Plant, detector, run: Callable[[list[bytes]], np.ndarray
             "SignatureMismatch",
             f"the model takes images, so spec.features.sensors must name one sensor, a camera's (type image); got {list(sensors)}",
         )
+    _typed(plant, detector, image=True)
     return FrameScorer(detector.name, scored_nodes(plant, detector), sensors[0], run)
 
 
