@@ -49,6 +49,14 @@ SENSOR_LAST_SEEN = Gauge(
     "The timestamp of each series' last stored reading (the reading's own time, epoch seconds).",
     ["node", "sensor"],
 )
+NODE_LAST_SEEN = Gauge(
+    "plantwatch_node_last_seen_timestamp_seconds",
+    "When each declared node was last heard from (its newest message, epoch seconds); absent until it first is.",
+    ["node"],
+)
+#: Each pipeline adds its own alerts (shards split the nodes, not the rules), so it moves the gauge by
+#: differences rather than setting it; a (rule, severity) seen once stays, at 0 when nothing fires.
+ALERTS_FIRING = Gauge("plantwatch_alerts_firing", "Alerts firing now, by rule and severity (absences included).", ["rule", "severity"])
 SCORES_SKIPPED = Counter(
     "plantwatch_anomaly_scores_skipped_total",
     "Feature rows not scored because the detector's model could not be reached, by detector.",

@@ -194,6 +194,8 @@ class Pipeline:
         #: Per series (node, sensor): its exported value and last-seen gauges and the newest timestamp
         #: they show; only `finish` touches it.
         self._exported: dict[tuple[str, str], list[Any]] = {}
+        #: What this pipeline last added to ALERTS_FIRING, per (rule, severity).
+        self._firing_exported: dict[tuple[str, str], int] = {}
         #: Messages whose batch is stored.
         self.messages = 0
         self.readings_stored = 0
@@ -535,6 +537,9 @@ class Pipeline:
                 self._on_alerts()
         for node, online in self.online(now).items():
             metrics.NODE_ONLINE.labels(node).set(1 if online else 0)
+        for node, seen in list(self.last_seen.items()):
+            if node in self.silence:  # declared nodes only: a message names its node, the plant bounds them
+                metrics.NODE_LAST_SEEN.labels(node).set(seen)
         if now >= self._next_sweep:
             expired = self.store.expire_dead_letters(now - self.dead_letter_retention_s)
             metrics.DEAD_LETTERS_EXPIRED.inc(expired)
@@ -575,7 +580,17 @@ class Pipeline:
         for s in self.scorers:
             if s.detector in scorers:
                 s.restore(scorers[s.detector])
+        self._export_firing()
 
     def _count_alerts(self, events: list[AlertEvent]) -> None:
         for e in events:
             metrics.ALERTS.labels(e.rule, e.state, e.severity).inc()
+        if events:  # only a transition changes what fires
+            self._export_firing()
+
+    def _export_firing(self) -> None:
+        now, exported = self.engine.firing_counts(), self._firing_exported
+        for key in now.keys() | exported.keys():
+            if now.get(key, 0) != exported.get(key, 0):
+                metrics.ALERTS_FIRING.labels(*key).inc(now.get(key, 0) - exported.get(key, 0))
+                exported[key] = now.get(key, 0)

@@ -270,6 +270,19 @@ class RuleEngine:
         alerts = [fp for fp, s in self._states.items() if s.severity is not None]
         return alerts + [f"{w.rule.name}/{w.node}/{w.sensor or '*'}" for w in self._watches if w.firing]
 
+    def firing_counts(self) -> dict[tuple[str, str], int]:
+        """How many alerts fire now per (rule, severity), absences included."""
+        counts: dict[tuple[str, str], int] = {}
+        for fp, s in self._states.items():
+            if s.severity is not None:
+                key = (fp.split("/", 1)[0], s.severity)
+                counts[key] = counts.get(key, 0) + 1
+        for w in self._watches:
+            if w.firing:
+                key = (w.rule.name, w.rule.severity)
+                counts[key] = counts.get(key, 0) + 1
+        return counts
+
     def silent_nodes(self) -> set[str]:
         """Nodes that an absence rule currently reports as silent."""
         return {w.node for w in self._watches if w.firing}
