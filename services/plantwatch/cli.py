@@ -239,6 +239,20 @@ def _serve_inference(args: argparse.Namespace) -> int:
     )
 
 
+def _serve_broker_exporter(args: argparse.Namespace) -> int:
+    from plantwatch.ingest.formats import DECODABLE
+    from plantwatch.monitoring.broker_exporter import serve
+    from plantwatch.monitoring.sys_topics import parse_pattern
+
+    try:
+        broker = _broker(args, "serve broker-exporter")
+        patterns = [parse_pattern(text, args.payload_format, DECODABLE) for text in args.topic_pattern or ()]
+    except ValueError as exc:
+        print(f"plantwatch serve broker-exporter: {exc}", file=sys.stderr)
+        return 2
+    return serve(broker, patterns, args.port, args.host)
+
+
 def _rules_backtest(args: argparse.Namespace) -> int:
     import json
 
@@ -473,6 +487,29 @@ def parser(with_detector: bool = True) -> argparse.ArgumentParser:
         "--status-namespace", help="report the DetectorModel's ModelValid, activeProvider, modelSha256 and signature in this namespace"
     )
     inf.set_defaults(func=_serve_inference)
+
+    bx = serve_sub.add_parser(
+        "broker-exporter",
+        help="export the broker's $SYS figures and the plant's traffic per topic pattern as Prometheus metrics",
+        description="Subscribe to Mosquitto's $SYS/broker/# and to the plant's topic patterns and serve /metrics and /healthz. "
+        "See docs/monitoring.md, The broker exporter.",
+    )
+    bx.add_argument("--broker", required=True, metavar="URL", help="MQTT broker: mqtt://host:1883, or mqtts://host:8883 for TLS")
+    _add_broker_access(bx)
+    bx.add_argument(
+        "--topic-pattern",
+        action="append",
+        metavar="FILTER[=FORMAT]",
+        help="count messages, payload bytes, latency and unreadable payloads under this MQTT topic filter "
+        "(e.g. 'sensors/+/+/data'; repeatable; the first that matches a topic counts it); FORMAT is the payload "
+        "format its timestamps are read with (default: --payload-format)",
+    )
+    bx.add_argument("--payload-format", default="esp32-json", help="payload format of patterns that name none (default esp32-json)")
+    bx.add_argument(
+        "--host", default="0.0.0.0", help="address to listen on (default: every interface, as in a pod; 127.0.0.1: loopback only)"
+    )
+    bx.add_argument("--port", type=port, default=9234, help="port of /metrics and /healthz (default 9234)")
+    bx.set_defaults(func=_serve_broker_exporter)
 
     if with_detector:
         from plantwatch.detect.cli import add_commands as add_detector_commands

@@ -84,12 +84,14 @@ def start_mosquitto(
     data_dir: str | Path | None = None,
     users: dict[str, str] | None = None,
     die_with_parent: bool = False,
+    sys_interval: int | None = None,
 ) -> Broker:
     """Run the mosquitto binary with a loopback-only config: anonymous, or with `users` {name: password} only.
 
     In memory by default; with `data_dir`, sessions and queued messages persist there,
     so a broker restarted on the same folder keeps what subscribers have not yet taken.
     With `die_with_parent` (Linux), the broker ends when the calling thread does, even killed.
+    `sys_interval`: seconds between its `$SYS/broker/...` updates (mosquitto's default: 10).
     """
     binary = shutil.which("mosquitto") or ("/usr/sbin/mosquitto" if Path("/usr/sbin/mosquitto").exists() else None)
     if binary is None:
@@ -109,7 +111,7 @@ def start_mosquitto(
         # Room for a gateway's backlog while it restarts, and a wide window of unacknowledged
         # messages: the gateway acknowledges a whole batch once it is stored.
         "max_queued_messages 1000000\nmax_inflight_messages 10000\n"
-        "log_dest stderr\nlog_type error\nlog_type warning\n"
+        "log_dest stderr\nlog_type error\nlog_type warning\n" + (f"sys_interval {sys_interval}\n" if sys_interval is not None else "")
     )
     log = open(Path(tmp.name) / "mosquitto.log", "wb")
     proc = subprocess.Popen(

@@ -1,0 +1,1 @@
+"""Watching the platform from outside: the broker exporter (`plantwatch serve broker-exporter`)."""
