@@ -39,6 +39,15 @@ from plantwatch_operator.render import (
     render_detector,
     render_ingestion,
 )
+from plantwatch_operator.retrain import (
+    RETRAIN_KINDS,
+    candidate_name,
+    render_retrain,
+    retrain_name,
+    retrain_status,
+    scores_candidate,
+    shadow_candidate,
+)
 from plantwatch_operator.status import StatusUpdate, detector_status, node_status, receiver_status, rule_status
 from plantwatch_operator.verdicts import (
     PlantVerdicts,
@@ -241,11 +250,31 @@ def _write_status(body: dict[str, Any], update: StatusUpdate | None) -> None:
 @kopf.on.update(GROUP, VERSION, "detectormodels")
 def detector_changed(body: kopf.Body, namespace: str, **_: Any) -> None:
     with reconciling("detector"):
-        detector = parse_resource(dict(body), f"DetectorModel {body['metadata']['name']}")
-        for manifest in render_detector(detector, CONFIG):
-            kube.apply(owned(manifest, [owner_reference(dict(body), controller=True)]))
-    kopf.event(dict(body), type="Normal", reason="Rendered", message=f"serving objects {detector_name(detector.name)} applied")
+        _render_detector(dict(body))
+    kopf.event(dict(body), type="Normal", reason="Rendered", message=f"serving objects {detector_name(body['metadata']['name'])} applied")
     reconcile_plant(namespace)  # reports the detector; rules naming it may become Accepted
+
+
+def _candidate(body: dict[str, Any]) -> dict[str, Any] | None:
+    """spec.retrain's candidate ConfigMap, when the spec asks for retraining and a run has written one."""
+    if not body["spec"].get("retrain"):
+        return None
+    meta = body["metadata"]
+    return kube.get("v1", "ConfigMap", candidate_name(meta["name"]), meta["namespace"])
+
+
+def _render_detector(body: dict[str, Any]) -> None:
+    """Apply a DetectorModel's serving and retraining objects (the candidate in shadow while it exists);
+    delete the retraining's when spec.retrain went (owner references only act when the model goes)."""
+    detector = parse_resource(body, f"DetectorModel {body['metadata']['name']}")
+    owners = [owner_reference(body, controller=True)]
+    candidate = shadow_candidate(detector, _candidate(body))
+    for manifest in [*render_detector(detector, CONFIG, candidate), *render_retrain(detector, CONFIG)]:
+        kube.apply(owned(manifest, owners))
+    name, namespace = retrain_name(detector.name), detector.meta.namespace
+    if detector.spec.retrain is None and kube.get("batch/v1", "CronJob", name, namespace) is not None:
+        for api_version, kind in RETRAIN_KINDS:  # the CronJob last: while it exists, this is retried
+            kube.delete(api_version, kind, name, namespace)
 
 
 @kopf.on.delete(GROUP, VERSION, "detectormodels", optional=True)
@@ -255,7 +284,16 @@ def detector_deleted(namespace: str, **_: Any) -> None:
 
 @kopf.timer(GROUP, VERSION, "detectormodels", interval=CONFIG.detector_check_interval, initial_delay=5.0)
 def detector_recheck(body: kopf.Body, **_: Any) -> None:
-    report_detector(dict(body))
+    """Report the detector; re-render it when spec.retrain's candidate appeared or went (ConfigMaps are
+    not watched, for the reason receiver_recheck gives for Secrets)."""
+    body = dict(body)
+    spec, meta = body["spec"], body["metadata"]
+    if spec.get("retrain") and not spec.get("shadow"):
+        deployment = kube.get("apps/v1", "Deployment", detector_name(meta["name"]), meta["namespace"])
+        if deployment is not None and scores_candidate(deployment, meta["name"]) != (_candidate(body) is not None):
+            with reconciling("detector"):
+                _render_detector(body)
+    report_detector(body)
 
 
 @kopf.on.event(
@@ -278,4 +316,5 @@ def report_detector(body: dict[str, Any], deployment: dict[str, Any] | None = No
         deployment = kube.get("apps/v1", "Deployment", detector_name(meta["name"]), namespace) or {}
     if scoring is None:
         scoring = scoring_verdict(body, kube.list_plant(namespace, "sensornodes"))
-    _write_status(body, detector_status(body, source_verdict(source, configmap), scoring, deployment, now_rfc3339()))
+    retrain = retrain_status(meta["name"], _candidate(body)) if body["spec"].get("retrain") else None
+    _write_status(body, detector_status(body, source_verdict(source, configmap), scoring, deployment, now_rfc3339(), retrain))

@@ -13,8 +13,9 @@ from urllib.parse import urlparse
 
 import yaml
 
-from plantwatch.contracts.names import DETECTOR_LABEL, GROUP, OPERATOR_MANAGER, PART_OF_LABEL
+from plantwatch.contracts.names import DETECTOR_LABEL, GROUP, MODEL_FILE, OPERATOR_MANAGER, PART_OF_LABEL
 from plantwatch.plant.model import DetectorModel
+from plantwatch.plant.specs import DetectorModelShadow
 from plantwatch.secrets import MOUNT_DIR
 from plantwatch_operator.broker import GATEWAY_PASSWORD_KEY, GATEWAY_SECRET, GATEWAY_USERNAME, TLS_SECRET
 from plantwatch_operator.config import Config
@@ -307,8 +308,9 @@ def detector_name(detector: str) -> str:
     return f"plantwatch-detector-{detector}"
 
 
-def render_detector(detector: DetectorModel, config: Config) -> list[dict[str, Any]]:
-    """One DetectorModel's serving: Deployment, Service and HorizontalPodAutoscaler."""
+def render_detector(detector: DetectorModel, config: Config, candidate: str | None = None) -> list[dict[str, Any]]:
+    """One DetectorModel's serving: Deployment, Service and HorizontalPodAutoscaler. `candidate`: a ConfigMap
+    (spec.retrain's latest) scored in shadow as `spec.shadow: {configMap: {name: candidate}}` would be."""
     spec = detector.spec
     name = detector_name(detector.name)
     namespace = detector.meta.namespace
@@ -348,6 +350,8 @@ def render_detector(detector: DetectorModel, config: Config) -> list[dict[str, A
     if sha:
         args += ["--sha256", sha]
     shadow = spec.shadow
+    if shadow is None and candidate is not None:
+        shadow = DetectorModelShadow.from_dict({"configMap": {"name": candidate, "key": MODEL_FILE}})
     if shadow is not None:
         # Mounted as the served model is, at its own path: the kubelet's swap of a re-published
         # candidate is hot-reloaded the same way, and the served model's volume is never touched.

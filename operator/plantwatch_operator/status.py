@@ -120,11 +120,17 @@ def owns_condition(body: dict[str, Any], manager: str, type_: str) -> bool:
 
 
 def detector_status(
-    body: dict[str, Any], source: SourceVerdict, scoring: Verdict, deployment: dict[str, Any], now: str
+    body: dict[str, Any],
+    source: SourceVerdict,
+    scoring: Verdict,
+    deployment: dict[str, Any],
+    now: str,
+    retrain: dict[str, Any] | None = None,
 ) -> StatusUpdate | None:
     """A DetectorModel's `ModelValid` (from its source's verdict), `Scoring` (the nodes it scores),
     `Available` and `replicas` (from its serving Deployment, `{}` when there is none yet; never
-    Available while it scores no node, whose pods would serve nothing), and `activeProvider`/`modelSha256`."""
+    Available while it scores no node, whose pods would serve nothing), `activeProvider`/`modelSha256`,
+    and `retrain` (retrain.retrain_status; None drops it, as spec.retrain went)."""
     spec, generation = body["spec"], body["metadata"].get("generation")
     status = deployment.get("status") or {}
     ready = status.get("ready_replicas") or status.get("readyReplicas") or 0
@@ -153,7 +159,9 @@ def detector_status(
         new["activeProvider"] = spec.get("executionProvider", "cpu")
         if source.sha256:
             new["modelSha256"] = source.sha256
+    if retrain is not None:
+        new["retrain"] = retrain
     current = {**old, "conditions": [c for c in old.get("conditions") or [] if c.get("type") in owned]}
-    if all(current.get(k) == v for k, v in new.items()):
+    if all(current.get(k) == v for k, v in new.items()) and (retrain is not None or "retrain" not in old):
         return None
     return StatusUpdate(new, announcements(old.get("conditions"), conditions, ("ModelValid", "Scoring")))

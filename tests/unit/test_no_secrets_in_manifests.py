@@ -20,6 +20,7 @@ from plantwatch.plant.model import parse_resource
 from plantwatch_operator import broker, certs
 from plantwatch_operator.config import Config
 from plantwatch_operator.render import labels, plant_manifest, render_detector, render_ingestion
+from plantwatch_operator.retrain import render_retrain
 from tests.conftest import ROOT
 from tests.unit.test_chart import CHART, helm, sample_values
 from tests.unit.test_render import sample_docs
@@ -76,6 +77,13 @@ def operator_rendered(plant_secrets: dict[str, dict[str, str]]) -> list[dict]:
     for d in docs:
         if d["kind"] == "DetectorModel":
             objects += render_detector(parse_resource({**d, "metadata": {**d["metadata"], "namespace": "plant-a"}}), CONFIG)
+            # with spec.retrain too: its CronJob's pod reads the gateway API's token
+            retraining = {
+                **d,
+                "metadata": {**d["metadata"], "namespace": "plant-a"},
+                "spec": {**d["spec"], "retrain": {"schedule": "@daily"}},
+            }
+            objects += render_retrain(parse_resource(retraining), CONFIG)
     nodes = [parse_resource(d) for d in docs if d["kind"] == "SensorNode"]
     credentials = {
         n.meta.name: (
@@ -170,6 +178,8 @@ def _pod_specs(obj: dict):
         yield obj["spec"]
     elif obj["kind"] in ("Deployment", "StatefulSet", "DaemonSet", "ReplicaSet", "Job"):
         yield obj["spec"]["template"]["spec"]
+    elif obj["kind"] == "CronJob":
+        yield obj["spec"]["jobTemplate"]["spec"]["template"]["spec"]
 
 
 def restricted_violations(pod: dict) -> list[str]:
@@ -215,7 +225,7 @@ def test_every_pod_meets_the_restricted_pod_security_standard(tmp_path, plant_se
     pods = [(o["kind"], o["metadata"]["name"], p) for o in operator_rendered(plant_secrets) + chart for p in _pod_specs(o)]
     names = {n for _, n, _ in pods}
     assert {"plantwatch-gateway", "line1-broker", "line1-operator", "line1-test-gateway-ready"} <= names
-    assert any(n.startswith("plantwatch-detector-") for n in names)
+    assert any(n.startswith("plantwatch-detector-") for n in names) and any(n.endswith("-retrain") for n in names)
     findings = [f"{kind} {name}: {v}" for kind, name, pod in pods for v in restricted_violations(pod)]
     assert not findings, "\n".join(findings)
     for deploy in (ROOT / "operator" / "deploy").glob("*.yaml"):

@@ -857,6 +857,39 @@ class DetectorModelShadow:
 
 
 @dataclass(frozen=True)
+class DetectorModelRetrain:
+    """
+    retrain asks for a candidate model trained on a schedule: the operator renders a
+    CronJob `<name>-retrain` that runs `plantwatch detector retrain` on the
+    gateway's readings of the last `window` and writes the candidate, its model card
+    and its comparison with the served model to the ConfigMap `<name>-candidate`.
+    While that ConfigMap exists and spec.shadow is not set, the candidate is scored
+    in shadow (as spec.shadow would); promoting it is a person's change of source.
+    """
+
+    #: schedule of the retraining, a cron expression of five fields (minute hour day-
+    #: of-month month day-of-week, e.g. `0 3 * * *`) or @hourly, @daily, @midnight,
+    #: @weekly, @monthly, @yearly, @annually; in the kube-controller-manager's time
+    #: zone.
+    schedule: str
+
+    #: window is how far back the training readings reach, whole days, hours and
+    #: minutes (e.g. 7d, 36h, 1d12h).
+    window: str
+
+    #: suspend stops scheduling new retraining runs (a running one finishes).
+    suspend: bool
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> DetectorModelRetrain:
+        return cls(
+            schedule=d.get('schedule'),
+            window=d.get('window'),
+            suspend=d.get('suspend'),
+        )
+
+
+@dataclass(frozen=True)
 class DetectorModelNodeSelector:
     """
     nodeSelector picks the SensorNodes whose readings are scored, by label; empty
@@ -967,6 +1000,14 @@ class DetectorModelSpec:
     #: of configMap, pvc, as in source. Promoting it is a person's change of source.
     shadow: DetectorModelShadow | None
 
+    #: retrain asks for a candidate model trained on a schedule: the operator renders a
+    #: CronJob `<name>-retrain` that runs `plantwatch detector retrain` on the
+    #: gateway's readings of the last `window` and writes the candidate, its model card
+    #: and its comparison with the served model to the ConfigMap `<name>-candidate`.
+    #: While that ConfigMap exists and spec.shadow is not set, the candidate is scored
+    #: in shadow (as spec.shadow would); promoting it is a person's change of source.
+    retrain: DetectorModelRetrain | None
+
     #: features says which readings the model scores and how they are turned into its
     #: input vector.
     features: DetectorModelFeatures
@@ -992,6 +1033,7 @@ class DetectorModelSpec:
         return cls(
             source=_opt(DetectorModelSource, d.get('source')),
             shadow=_opt(DetectorModelShadow, d.get('shadow')),
+            retrain=_opt(DetectorModelRetrain, d.get('retrain')),
             features=_opt(DetectorModelFeatures, d.get('features')),
             threshold=d.get('threshold'),
             execution_provider=d.get('executionProvider'),
