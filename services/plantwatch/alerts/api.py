@@ -11,6 +11,8 @@ Served by the HealthServer of `plantwatch up` and `plantwatch serve ingest` (hea
     GET    /api/v1/silences
     POST   /api/v1/silences                      {"matchers": [...], "endsAt" | "duration", ...}
     DELETE /api/v1/silences/{id}
+    GET    /api/v1/readings?node=N[&since=EPOCH][&until=EPOCH][&sensor=S]   (CSV; alerts/readings_api.py)
+    GET    /api/v1/readings/newest?node=N[&sensor=S]
 
 A fingerprint is rule/node/sensor; its slashes may be sent URL-encoded (`%2F`) or plain:
 a fingerprint always has three parts, so the path stays unambiguous either way (and the
@@ -33,6 +35,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
+from plantwatch.alerts import readings_api
 from plantwatch.alerts.lifecycle import Matcher, Silence
 from plantwatch.contracts.times import iso, parse_timestamp
 from plantwatch.health import Handler
@@ -57,6 +60,7 @@ ROUTES = (
     "GET /api/v1/silences",
     "POST /api/v1/silences",
     "DELETE /api/v1/silences/{id}",
+    *readings_api.ROUTES,
 )
 
 
@@ -85,7 +89,7 @@ class TokenRef:
 
 @dataclass(frozen=True)
 class Route:
-    #: list_alerts, alert, history, ack, unack, list_silences, add_silence, expire_silence
+    #: list_alerts, alert, history, ack, unack, list_silences, add_silence, expire_silence, readings, newest_reading
     action: str
     #: The fingerprint or the silence id; "" for the lists.
     subject: str = ""
@@ -112,6 +116,10 @@ def route(method: str, path: str) -> Route:
         found = Route("list_silences" if method == "GET" else "add_silence")
     elif len(parts) == 2 and parts[0] == "silences" and parts[1]:
         allowed, found = ("DELETE",), Route("expire_silence", parts[1])
+    elif parts == ["readings"]:
+        allowed, found = ("GET",), Route("readings")
+    elif parts == ["readings", "newest"]:
+        allowed, found = ("GET",), Route("newest_reading")
     else:
         raise ApiError(404, f"no such path {path!r}; the alerts API serves: " + "; ".join(ROUTES) + " (a fingerprint is rule/node/sensor)")
     if method not in allowed:
@@ -325,6 +333,9 @@ class AlertsApi:
             given = h.headers.get("Authorization") or h.headers.get(PROXY_AUTH_HEADER)
             needed = r.changes or not self.open_reads
             authorize(given, self._current_token() if needed else None, r.changes, self.open_reads, self.token_source)
+            if r.action in ("readings", "newest_reading"):
+                self._readings(h, r, split.query)
+                return
             code, out = self._answer(r, parse_qs(split.query), body)
         except ApiError as exc:
             h.send_response(exc.status)
@@ -337,6 +348,20 @@ class AlertsApi:
             h.wfile.write(payload)
             return
         h.send_json(code, out)
+
+    def _readings(self, h: Handler, r: Route, query: str) -> None:
+        """Answer a readings route (alerts/readings_api.py) from the store the alert state is kept in."""
+        try:
+            q = readings_api.readings_query(parse_qs(query, keep_blank_values=True), times=r.action == "readings")
+        except ValueError as exc:
+            raise ApiError(400, str(exc)) from None
+        try:
+            if r.action == "readings":
+                readings_api.send_readings(h, self.state.path, q)
+            else:
+                h.send_json(200, readings_api.newest_json(self.state.path, q))
+        except ValueError as exc:  # the store could not be read: raised before anything was sent
+            raise ApiError(500, str(exc)) from None
 
     def _current_token(self) -> str | None:
         if not callable(self._token):

@@ -1,4 +1,4 @@
-"""`plantwatch detector train|score|evaluate|simulate|publish`: registered by `add_commands(subparsers)`.
+"""`plantwatch detector train|score|evaluate|simulate|publish|retrain`: registered by `add_commands(subparsers)`.
 
 Also runnable on its own: `python -m plantwatch.detect.cli detector ...`.
 """
@@ -19,6 +19,7 @@ from plantwatch.detect.data import BAD_CELLS, Table, labels_of, parse_time, read
 from plantwatch.detect.evaluate import TARGET, confusion, meets_target, pooled
 from plantwatch.detect.publish import add_command as add_publish_command
 from plantwatch.detect.recipes import RECIPES, decide, fit_recipe
+from plantwatch.detect.retrain import add_command as add_retrain_command
 from plantwatch.detect.simulate import write_dataset
 
 
@@ -226,6 +227,7 @@ def add_commands(subparsers) -> None:
     simulate.add_argument("--variant", default="skid", help="plant variant: skid (default), rig, harsh (see detect/README.md)")
     simulate.set_defaults(func=_user_errors(_simulate))
     add_publish_command(sub, _user_errors)
+    add_retrain_command(sub, _user_errors)
 
 
 def main(argv: list[str] | None = None) -> int:
