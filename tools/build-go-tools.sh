@@ -23,9 +23,27 @@ declare -A binaries=(
   [helm]="helm"
 )
 
+# The Kubernetes binaries carry the version go.mod pins, as the release build stamps it: without it they
+# say v0.0.0-master, and anything that checks the cluster's version (helm's kubeVersion) refuses them.
+ldflags() {
+  local flags='-s -w' version
+  if [ "$1" = cluster ]; then
+    version=$(awk '$1 == "k8s.io/kubernetes" {print $2; exit}' "$root/tools/go/cluster/go.mod")
+    local major=${version#v} minor
+    minor=${major#*.}
+    minor=${minor%%.*}
+    major=${major%%.*}
+    for pkg in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
+      flags+=" -X $pkg.gitVersion=$version -X $pkg.gitMajor=$major -X $pkg.gitMinor=$minor -X $pkg.gitTreeState=clean"
+    done
+  fi
+  echo "$flags"
+}
+
 build() {
-  local module=$1 dir="$root/tools/go/$1" stamp="$bin/.$1.stamp" hash out
-  hash=$(cat "$dir/go.mod" "$dir/go.sum" | sha256sum | cut -d' ' -f1)
+  local module=$1 dir="$root/tools/go/$1" stamp="$bin/.$1.stamp" hash out flags
+  flags=$(ldflags "$module")
+  hash=$( (cat "$dir/go.mod" "$dir/go.sum"; echo "$flags") | sha256sum | cut -d' ' -f1)
   local missing=0
   for b in ${binaries[$module]}; do [ -x "$bin/$b" ] || missing=1; done
   if [ "$missing" = 0 ] && [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$hash" ]; then
@@ -34,7 +52,7 @@ build() {
   fi
   echo "go tools: building $module (${binaries[$module]})"
   out=$(mktemp -d "$bin/.build-$module.XXXX")
-  if ! (cd "$dir" && go build -trimpath -ldflags='-s -w' -o "$out/" ${packages[$module]}) >"$logs/$module.log" 2>&1; then
+  if ! (cd "$dir" && go build -trimpath -ldflags="$flags" -o "$out/" ${packages[$module]}) >"$logs/$module.log" 2>&1; then
     rm -rf "$out"
     return 1
   fi
