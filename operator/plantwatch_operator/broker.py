@@ -24,6 +24,10 @@ CA_SECRET = "plantwatch-broker-ca"
 GATEWAY_USERNAME = "plantwatch-gateway"
 GATEWAY_SECRET = "plantwatch-gateway-mqtt"
 GATEWAY_PASSWORD_KEY = "password"
+#: The broker exporter's read-only identity ($SYS and the plant's topics), its password generated the same way
+#: into EXPORTER_SECRET (key GATEWAY_PASSWORD_KEY), which the chart's broker-exporter Deployment mounts.
+EXPORTER_USERNAME = "plantwatch-broker-exporter"
+EXPORTER_SECRET = "plantwatch-broker-exporter-mqtt"
 #: cert-manager's CRD, whose presence makes the operator render Certificates instead of generating.
 CERT_MANAGER_CRD = "certificates.cert-manager.io"
 CERT_MANAGER_API = "cert-manager.io/v1"

@@ -132,13 +132,11 @@ def reconcile_plant(namespace: str) -> None:
 def _reconcile_broker(namespace: str, plant: PlantVerdicts, owners: list[dict[str, Any]]) -> None:
     """The broker's password file and ACL from the valid nodes' Secrets (a node whose Secret is missing or
     unusable gets no line, so the broker refuses it, and a Warning Event saying why), the gateway's own
-    MQTT password (generated once), and the broker's certificate."""
+    and broker exporter's MQTT passwords (generated once), and the broker's certificate."""
     lab = labels("broker", namespace)
-    gateway = kube.secret_data(broker.GATEWAY_SECRET, namespace) or {}
-    password = gateway.get(broker.GATEWAY_PASSWORD_KEY, b"").decode("utf-8", "replace")
-    if not password:
-        password = secrets.token_urlsafe(32)
-        kube.apply(owned(broker.secret(broker.GATEWAY_SECRET, namespace, lab, {broker.GATEWAY_PASSWORD_KEY: password.encode()}), owners))
+    password, exporter_password = (
+        _generated_password(name, namespace, lab, owners) for name in (broker.GATEWAY_SECRET, broker.EXPORTER_SECRET)
+    )
     nodes = [(body, parsed) for body, parsed in plant.nodes if not isinstance(parsed, str)]
     credentials = {}
     for _, node in nodes:
@@ -151,7 +149,11 @@ def _reconcile_broker(namespace: str, plant: PlantVerdicts, owners: list[dict[st
             pass  # render_broker_auth refuses the node, naming its Secret
     previous = (kube.secret_data(broker.AUTH_SECRET, namespace) or {}).get(broker.PASSWORD_FILE, b"").decode("utf-8", "replace")
     auth = render_broker_auth(
-        [node for _, node in nodes], credentials, (broker.GATEWAY_USERNAME, password), previous_password_file=previous or None
+        [node for _, node in nodes],
+        credentials,
+        (broker.GATEWAY_USERNAME, password),
+        exporter=(broker.EXPORTER_USERNAME, exporter_password),
+        previous_password_file=previous or None,
     )
     files = {broker.PASSWORD_FILE: auth.password_file.encode(), broker.ACL_FILE: auth.acl_file.encode()}
     kube.apply(owned(broker.secret(broker.AUTH_SECRET, namespace, lab, files), owners))
@@ -159,6 +161,15 @@ def _reconcile_broker(namespace: str, plant: PlantVerdicts, owners: list[dict[st
         if node.meta.name in auth.refused:
             kopf.event(body, type="Warning", reason="BrokerAccessRefused", message=f"no broker identity: {auth.refused[node.meta.name]}")
     _reconcile_broker_tls(namespace, lab)
+
+
+def _generated_password(name: str, namespace: str, lab: dict[str, str], owners: list[dict[str, Any]]) -> str:
+    """The password in Secret `name`, generated into it the first time."""
+    password = (kube.secret_data(name, namespace) or {}).get(broker.GATEWAY_PASSWORD_KEY, b"").decode("utf-8", "replace")
+    if not password:
+        password = secrets.token_urlsafe(32)
+        kube.apply(owned(broker.secret(name, namespace, lab, {broker.GATEWAY_PASSWORD_KEY: password.encode()}), owners))
+    return password
 
 
 def _reconcile_broker_tls(namespace: str, lab: dict[str, str]) -> None:

@@ -48,6 +48,7 @@ def plant_secrets() -> dict[str, dict[str, str]]:
                 found.setdefault(ref["name"], {})[ref["key"]] = secrets.token_urlsafe(24)
     found["plantwatch-api"] = {"token": secrets.token_urlsafe(24)}
     found[broker.GATEWAY_SECRET] = {broker.GATEWAY_PASSWORD_KEY: secrets.token_urlsafe(32)}
+    found[broker.EXPORTER_SECRET] = {broker.GATEWAY_PASSWORD_KEY: secrets.token_urlsafe(32)}
     assert any("password" in v for v in found.values()), "the sample plant has no node credentials to check"
     return found
 
@@ -94,7 +95,10 @@ def operator_rendered(plant_secrets: dict[str, dict[str, str]]) -> list[dict]:
         if n.spec.credentials is not None
     }
     gateway_password = plant_secrets[broker.GATEWAY_SECRET][broker.GATEWAY_PASSWORD_KEY]
-    auth = render_broker_auth(nodes, credentials, (broker.GATEWAY_USERNAME, gateway_password))
+    exporter_password = plant_secrets[broker.EXPORTER_SECRET][broker.GATEWAY_PASSWORD_KEY]
+    auth = render_broker_auth(
+        nodes, credentials, (broker.GATEWAY_USERNAME, gateway_password), exporter=(broker.EXPORTER_USERNAME, exporter_password)
+    )
     lab = labels("broker", "plant-a")
     objects.append(
         broker.secret(
@@ -146,8 +150,9 @@ def test_the_broker_password_file_is_hashes_of_exactly_the_nodes_passwords(plant
     users = dict(line.split(":", 1) for line in lines)
     node_secrets = {v["username"]: v["password"] for v in plant_secrets.values() if "username" in v}
     gateway = plant_secrets[broker.GATEWAY_SECRET][broker.GATEWAY_PASSWORD_KEY]
-    assert set(users) == {*node_secrets, broker.GATEWAY_USERNAME}
-    for user, password in {**node_secrets, broker.GATEWAY_USERNAME: gateway}.items():
+    exporter = plant_secrets[broker.EXPORTER_SECRET][broker.GATEWAY_PASSWORD_KEY]
+    assert set(users) == {*node_secrets, broker.GATEWAY_USERNAME, broker.EXPORTER_USERNAME}
+    for user, password in {**node_secrets, broker.GATEWAY_USERNAME: gateway, broker.EXPORTER_USERNAME: exporter}.items():
         assert users[user].startswith("$7$") and password_matches(users[user], password)
         assert not password_matches(users[user], password + "x")
 
@@ -224,7 +229,7 @@ def test_every_pod_meets_the_restricted_pod_security_standard(tmp_path, plant_se
     chart = [d for d in yaml.safe_load_all(out) if d]
     pods = [(o["kind"], o["metadata"]["name"], p) for o in operator_rendered(plant_secrets) + chart for p in _pod_specs(o)]
     names = {n for _, n, _ in pods}
-    assert {"plantwatch-gateway", "line1-broker", "line1-operator", "line1-test-gateway-ready"} <= names
+    assert {"plantwatch-gateway", "line1-broker", "line1-broker-exporter", "line1-operator", "line1-test-gateway-ready"} <= names
     assert any(n.startswith("plantwatch-detector-") for n in names) and any(n.endswith("-retrain") for n in names)
     findings = [f"{kind} {name}: {v}" for kind, name, pod in pods for v in restricted_violations(pod)]
     assert not findings, "\n".join(findings)

@@ -10,7 +10,9 @@ one `user` block of its `acl_file`, with the node's topics written out literally
 - a sparkplug-b node is its edge node's MQTT client: it publishes NBIRTH/NDATA/NDEATH of
   its edge node (and DBIRTH/DDATA/DDEATH of its device) and reads NCMD (and DCMD);
 - the gateway reads everything under the first levels the nodes use (its subscriptions,
-  `Pipeline.subscriptions`), publishes dead letters and every node's commands.
+  `Pipeline.subscriptions`), publishes dead letters and every node's commands;
+- the broker exporter (monitoring.broker_exporter), when given, reads what the gateway reads
+  and the broker's `$SYS/broker/#`, and publishes nothing.
 
 Mosquitto's files rather than its dynamic-security plugin: they are declarative (the
 operator renders them from the cluster's objects and the broker re-reads them on SIGHUP,
@@ -56,6 +58,8 @@ MAX_MQTT_STRING = 65535
 #: First topic levels no node may publish under: the platform's own (dead letters).
 RESERVED_FIRST_LEVELS = frozenset({DEAD_LETTER_PREFIX.split("/", 1)[0]})
 _K8S_NAME = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+#: The broker's own figures, which the broker exporter reads.
+SYS_TOPICS = "$SYS/broker"
 _HEADER = "# Rendered by plantwatch from the SensorNodes and their Secrets; edits are overwritten.\n"
 
 
@@ -215,6 +219,7 @@ def render_broker_auth(
     credentials: Mapping[str, tuple[str, str]],
     gateway: tuple[str, str],
     *,
+    exporter: tuple[str, str] | None = None,
     salt: Callable[[int], bytes] = os.urandom,
     iterations: int = ITERATIONS,
     previous_password_file: str | None = None,
@@ -222,15 +227,22 @@ def render_broker_auth(
     """The broker's password and ACL files for `nodes`.
 
     `credentials` maps a node's name to (username, password) from its Secret; a node
-    missing there is refused. `gateway` is the gateway's (username, password). With
+    missing there is refused. `gateway` is the gateway's (username, password), `exporter`
+    the broker exporter's (read-only; None: no such user). With
     `previous_password_file`, a user whose password there still matches keeps its line
     (same salt), so an unchanged plant renders byte for byte the same files.
-    Raises AclError when the gateway's identity is unusable.
+    Raises AclError when the gateway's or the exporter's identity is unusable.
     """
     gw_user, gw_password = gateway
-    for what, problem in (("username", username_problem(gw_user)), ("password", password_problem(gw_password))):
-        if problem:
-            raise AclError(f"the gateway's MQTT {what} {problem}")
+    platform = {gw_user: "the gateway's"}
+    for who, (user, password) in (("the gateway", gateway), ("the broker exporter", exporter or gateway)):
+        for what, problem in (("username", username_problem(user)), ("password", password_problem(password))):
+            if problem:
+                raise AclError(f"{who}'s MQTT {what} {problem}")
+    if exporter is not None:
+        if exporter[0] == gw_user:
+            raise AclError(f"the broker exporter's MQTT username {gw_user!r} is the gateway's: it needs its own, read-only")
+        platform[exporter[0]] = "the broker exporter's"
     refused: dict[str, str] = {}
     grants: dict[str, tuple[str, str, tuple[str, ...], tuple[str, ...]]] = {}  # node → (username, password, publish, read)
     for node in nodes:
@@ -254,8 +266,8 @@ def render_broker_auth(
         if problem:
             refused[name] = f"the password in its Secret {problem}"
             continue
-        if username == gw_user:
-            refused[name] = "its username is the gateway's"
+        if username in platform:
+            refused[name] = f"its username is {platform[username]}"
             continue
         try:
             publish, read = node_grants(node)
@@ -281,6 +293,8 @@ def render_broker_auth(
         tuple(sorted({t.split("/", 1)[0] + "/#" for t in data_topics})),
     )
     everyone = [(gateway_identity, gw_password), *identities]
+    if exporter is not None:
+        everyone.append((Identity(exporter[0], (), (), (f"{SYS_TOPICS}/#", *gateway_identity.read)), exporter[1]))
     previous = parse_password_file(previous_password_file) if previous_password_file else {}
     lines = []
     for identity, password in sorted(everyone, key=lambda e: e[0].username):
@@ -338,7 +352,7 @@ def _edge_node(first_publish: str) -> tuple[str, str] | None:
 
 
 def _acl_block(identity: Identity) -> str:
-    who = f"SensorNode {', '.join(identity.nodes)}" if identity.nodes else "the gateway"
+    who = f"SensorNode {', '.join(identity.nodes)}" if identity.nodes else "the gateway" if identity.publish else "the broker exporter"
     lines = [f"\n# {who}\nuser {identity.username}\n"]
     lines += [f"topic write {t}\n" for t in identity.publish]
     lines += [f"topic read {t}\n" for t in identity.read]
