@@ -1,31 +1,117 @@
-"""The shipped fire detector: its graph against numpy, and its precision and recall on frames it was not tuned on."""
+"""The shipped fire detector: its graph against numpy, and its precision and recall on frames and sequences it was not tuned on."""
 
 from __future__ import annotations
 
 import io
+import json
 
 import numpy as np
 import onnxruntime as ort
 import pytest
 from PIL import Image
 
-from plantwatch.inference.fire import fire_model, flame_share_reference
+from plantwatch.inference.fire import fire_model, flame_mask_reference, flame_share_reference, flicker_gate, flicker_ratio
+from plantwatch.inference.frame_scorer import FrameScorer, local_frames
 from plantwatch.inference.image import FrameError, encode_frame, preprocess, preprocess_batch
-from plantwatch.sim.frames import CLEAR_KINDS, FIRE_KINDS, labelled_frames
+from plantwatch.readings import Reading
+from plantwatch.sim.frames import CLEAR_KINDS, FIRE_KINDS, FPS, labelled_frames, labelled_sequences
+
+
+def _outputs(frames: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    session = ort.InferenceSession(fire_model(), providers=["CPUExecutionProvider"])
+    out, mask = session.run(None, {"frames": frames})
+    assert out.shape == (len(frames), 1) and mask.shape == (len(frames), 1, 16, 16)
+    return out[:, 0], mask
 
 
 def _scores(frames: np.ndarray) -> np.ndarray:
-    session = ort.InferenceSession(fire_model(), providers=["CPUExecutionProvider"])
-    (out,) = session.run(None, {"frames": frames})
-    assert out.shape == (len(frames), 1)
-    return out[:, 0]
+    return _outputs(frames)[0]
 
 
 def test_graph_equals_its_numpy_reference():
     frames = preprocess_batch([encode_frame(f) for _, _, f in labelled_frames(24, seed=5)], (64, 64))
     share = flame_share_reference(frames)
     expected = 1 / (1 + np.exp(-(share - 0.006) * (4.0 / 0.006)))
-    np.testing.assert_allclose(_scores(frames), expected, atol=1e-4)
+    scores, masks = _outputs(frames)
+    np.testing.assert_allclose(scores, expected, atol=1e-4)
+    np.testing.assert_allclose(masks, flame_mask_reference(frames), atol=1e-4)
+
+
+def _stream(sequences, scorer: FrameScorer) -> list[np.ndarray]:
+    """The sequences one after another from one camera, each one batch of stamped frames: the scores of each."""
+    out, t = [], 0.0
+    for _, _, frames in sequences:
+        readings = [(Reading("cam", "frame", "image", 1.0, (t := t + 1 / FPS)), encode_frame(f)) for f in frames]
+        out.append(np.asarray([r.value for r in scorer.score_frames(readings)]))
+    return out
+
+
+def test_the_camera_example_ships_this_graph():
+    from plantwatch.inference.plant_scorers import config_map_files
+    from plantwatch.plant.load import load_plant
+    from tests.conftest import ROOT
+
+    files = config_map_files(load_plant(ROOT / "examples/camera/camera.yaml"), "fire-model")
+    assert files is not None and files["model.onnx"] == fire_model(), "regenerate examples/camera/camera.yaml's model.onnx"
+
+
+def test_flicker_ratio_and_gate():
+    flame = np.zeros((4, 4))
+    flame[1:3, 1:3] = 1.0
+    moved = np.roll(flame, 1, axis=1)
+    assert flicker_ratio([flame]) is None and flicker_gate(None) == 1.0  # a camera's first frame: colour alone
+    assert flicker_ratio([flame, flame, flame]) == 0.0 and flicker_gate(0.0) < 0.01  # still: an orange object
+    assert flicker_ratio([np.zeros((4, 4)), np.zeros((4, 4)), flame]) == 0.0  # it only just came into view
+    assert flicker_ratio([flame, moved, flame]) == 0.5 and flicker_gate(0.5) > 0.99
+    assert flicker_ratio([flame, flame, np.zeros((4, 4))]) == 0.0  # no flame colour now: nothing to gate
+
+
+def test_flicker_on_held_out_sequences_keeps_fires_and_drops_still_orange_things():
+    # FLICKER_MIN and FLICKER_STEEPNESS were chosen on sequences of seed 1; seed 2 is only measured (bench/images.py
+    # measured on 260 sequences: per sequence precision 0.603 -> 0.987 at recall 0.95, per frame 0.579 -> 0.997
+    # with recall 0.849 -> 0.777). Here 13 kinds x 8 sequences of 12 frames at 4 fps, as JPEG.
+    sequences = labelled_sequences(104, seed=2)
+    session = ort.InferenceSession(fire_model(), providers=["CPUExecutionProvider"])
+    run = local_frames(session, "frames", (64, 64))
+    gated = _stream(sequences, FrameScorer("fire", ["cam"], "frame", run))
+    colour = _stream(sequences, FrameScorer("fire", ["cam"], "frame", lambda jpegs: {"fire": run(jpegs)["fire"]}))
+    truth = np.asarray([fire for _, fire, _ in sequences])
+    kinds = np.asarray([k for k, _, _ in sequences])
+
+    def figures(scores):
+        alarmed = np.asarray([(s > 0.5).any() for s in scores])
+        frames, frame_truth = np.concatenate(scores) > 0.5, np.repeat(truth, [len(s) for s in scores])
+        return (
+            (alarmed & truth).sum() / alarmed.sum(),
+            (alarmed & truth).sum() / truth.sum(),
+            (frames & frame_truth).sum() / frames.sum(),
+            (frames & frame_truth).sum() / frame_truth.sum(),
+            alarmed,
+        )
+
+    seq_p, seq_r, frame_p, frame_r, alarmed = figures(gated)
+    colour_p, colour_r, _, colour_frame_r, colour_alarmed = figures(colour)
+    assert seq_p >= 0.95 and seq_r >= 0.9 and frame_p >= 0.95 and frame_r >= 0.7, (seq_p, seq_r, frame_p, frame_r)
+    assert seq_r == colour_r and frame_r >= colour_frame_r - 0.1  # flicker loses no fire, and at most a frame of each
+    assert colour_p < 0.7 and colour_alarmed[np.isin(kinds, ["orange_object", "sunset"])].all()
+    assert not alarmed[np.isin(kinds, ["orange_object", "sunset", "warm_light"])].any()
+
+
+def test_flicker_state_survives_a_snapshot_and_restore():
+    kind, _, frames = labelled_sequences(12, seed=3)[-1]
+    assert kind == "orange_object"  # flame coloured and still: only the kept masks tell it from a fire
+    session = ort.InferenceSession(fire_model(), providers=["CPUExecutionProvider"])
+    run = local_frames(session, "frames", (64, 64))
+    readings = [(Reading("cam", "frame", "image", 1.0, float(i)), encode_frame(f)) for i, f in enumerate(frames)]
+    whole = FrameScorer("fire", ["cam"], "frame", run)
+    expected = [r.value for r in whole.score_frames(readings)]
+    before = FrameScorer("fire", ["cam"], "frame", run)
+    before.score_frames(readings[:5])
+    moved = FrameScorer("fire", ["cam", "other"], "frame", run)  # another replica, after a shard move
+    moved.restore(json.loads(json.dumps(before.snapshot())))
+    np.testing.assert_allclose([r.value for r in moved.score_frames(readings[5:])], expected[5:], atol=1e-3)
+    cold = FrameScorer("fire", ["cam"], "frame", run)
+    assert max(expected[1:]) < 0.5 < cold.score_frames(readings[5:6])[0].value  # without the masks: colour alone
 
 
 def test_precision_and_recall_on_held_out_frames():

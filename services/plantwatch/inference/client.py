@@ -87,20 +87,22 @@ class RemoteModel:
         card = self.metadata().get("parameters", {}).get("model_card")
         return model_card.loads(card) if card else None
 
-    def frames(self, jpegs: list[bytes]) -> np.ndarray:
-        """Score JPEG frames with an image model: sent as they came (base64 BYTES), answered [N, K]."""
+    def frames(self, jpegs: list[bytes]) -> dict[str, np.ndarray]:
+        """Score JPEG frames with an image model: sent as they came (base64 BYTES), answered with every output by
+        name, each [N, ...] (the first [N, K], the scores; the fire detector's second its flame masks)."""
         if self._input is None:
             self._input = self.metadata()["inputs"][0]["name"]
         reply = self._request(
             "POST", f"/v2/models/{self.name}/infer", json.dumps(frames_request(self._input, jpegs)).encode(), self.score_timeout_s
         )
         try:
-            scores = np.asarray(reply["outputs"][0]["data"], dtype=np.float64)
-        except (KeyError, IndexError, TypeError, ValueError):
+            outputs = {o["name"]: np.asarray(o["data"], dtype=np.float64) for o in reply["outputs"]}
+            scores = next(iter(outputs.values()))
+        except (KeyError, IndexError, TypeError, ValueError, StopIteration):
             raise RemoteModelError(f"infer {self.name}: expected outputs[0].data with scores per frame, got {str(reply)[:200]}") from None
-        if scores.size % max(1, len(jpegs)) or scores.size == 0:
+        if any(v.size % max(1, len(jpegs)) or v.size == 0 for v in outputs.values()):
             raise RemoteModelError(f"infer {self.name}: {scores.size} scores for {len(jpegs)} frames")
-        return scores.reshape(len(jpegs), -1)
+        return {name: v.reshape(len(jpegs), -1) for name, v in outputs.items()}
 
     def __call__(self, vectors: np.ndarray) -> np.ndarray:
         vectors = np.asarray(vectors, dtype=np.float32)
