@@ -263,6 +263,17 @@ def generate_values_schema() -> str:
                     "maxConnections": {"type": "integer", "minimum": -1},
                     "requireClientCertificate": {"type": "boolean"},
                     "resources": {"type": "object"},
+                    "exporter": {
+                        "type": "object",
+                        "additionalProperties": False,
+                        "properties": {
+                            "enabled": {"type": "boolean"},
+                            "port": {"type": "integer", "minimum": 1, "maximum": 65535},
+                            # MQTT filters of the plant's topics; $SYS is the exporter's own, always read
+                            "topicPatterns": {"type": "array", "items": {"type": "string", "minLength": 1, "pattern": "^[^$]"}},
+                            "resources": {"type": "object"},
+                        },
+                    },
                     "certificates": {
                         "type": "object",
                         "additionalProperties": False,
@@ -297,6 +308,26 @@ def generate_values_schema() -> str:
                             },
                             "openReads": {"type": "boolean"},
                         },
+                    },
+                },
+            },
+            "monitoring": {
+                "type": "object",
+                "additionalProperties": False,
+                "properties": {
+                    "enabled": {"type": "boolean"},
+                    "serviceMonitor": {
+                        "type": "object",
+                        "additionalProperties": False,
+                        "properties": {
+                            "labels": {"type": "object", "additionalProperties": {"type": "string"}},
+                            "interval": {"type": "string", "pattern": "^([0-9]+(ms|s|m|h))+$"},
+                        },
+                    },
+                    "rules": {
+                        "type": "object",
+                        "additionalProperties": False,
+                        "properties": {"labels": {"type": "object", "additionalProperties": {"type": "string"}}},
                     },
                 },
             },
