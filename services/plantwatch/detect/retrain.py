@@ -39,6 +39,7 @@ from kubernetes import client
 from kubernetes.client.rest import ApiException
 
 from plantwatch import kube
+from plantwatch.cliargs import number
 from plantwatch.contracts import model_card
 from plantwatch.contracts.model_card import ModelCard
 from plantwatch.contracts.names import CARD_FILE, MODEL_FILE
@@ -381,7 +382,12 @@ def add_command(sub, user_errors: Callable) -> None:
     retrain_.add_argument("--gateway", metavar="URL", help="or: a running gateway's API, e.g. http://127.0.0.1:9464")
     retrain_.add_argument("--token-file", metavar="F", help=f"with --gateway: file holding the API token (default: ${TOKEN_ENV})")
     retrain_.add_argument("--window", default="7d", help="train on the last DURATION up to the newest reading: 30m, 12h, 7d (default)")
-    retrain_.add_argument("--holdout", type=float, default=0.2, help="newest share of each node's rows held out to compare (default 0.2)")
+    retrain_.add_argument(
+        "--holdout",
+        type=number(float, 0, 0.9, above=True),
+        default=0.2,
+        help="newest share of each node's rows held out to compare (default 0.2)",
+    )
     retrain_.add_argument("--out", required=True, metavar="DIR", help=f"writes DIR/{MODEL_FILE}, DIR/{CARD_FILE}, DIR/{COMPARISON_FILE}")
     retrain_.add_argument(
         "--to-configmap", metavar="CM_NAME", help="also create or replace this ConfigMap (shaped as by `detector publish`)"
