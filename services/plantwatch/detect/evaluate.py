@@ -132,3 +132,43 @@ def events(labels: np.ndarray, predictions: np.ndarray, seconds: np.ndarray) -> 
 
 def pooled_events(items: list[Events]) -> Events:
     return sum(items, Events())
+
+
+@dataclass(frozen=True)
+class FaultFigures:
+    """One fault kind's share of the misses: its episodes and labelled rows, how many of each alarmed."""
+
+    episodes: int = 0
+    caught: int = 0  # episodes with at least one alarmed row
+    rows: int = 0
+    alarmed: int = 0  # labelled rows alarmed (true positives)
+
+    def __add__(self, other: FaultFigures) -> FaultFigures:
+        return FaultFigures(
+            self.episodes + other.episodes, self.caught + other.caught, self.rows + other.rows, self.alarmed + other.alarmed
+        )
+
+    def summary(self) -> dict:
+        mar = 1 - self.alarmed / self.rows if self.rows else 0.0
+        return {**asdict(self), "mar": round(mar, 4)}
+
+
+def by_fault(faults: tuple[tuple[str, int, int], ...], predictions: np.ndarray, first: int = 0) -> dict[str, FaultFigures]:
+    """Per fault kind, from (kind, first row, end row exclusive) episodes and the 0/1 alarm of every row.
+
+    Only rows from `first` on are judged (the training rows before it are never faulty).
+    """
+    predictions = np.asarray(predictions).astype(bool)
+    out: dict[str, FaultFigures] = {}
+    for kind, start, end in faults:
+        hit = predictions[max(start, first) : end]
+        out[kind] = out.get(kind, FaultFigures()) + FaultFigures(1, int(hit.any()), len(hit), int(hit.sum()))
+    return out
+
+
+def pooled_by_fault(items: list[dict[str, FaultFigures]]) -> dict[str, FaultFigures]:
+    out: dict[str, FaultFigures] = {}
+    for item in items:
+        for kind, figures in item.items():
+            out[kind] = out.get(kind, FaultFigures()) + figures
+    return dict(sorted(out.items()))
