@@ -65,7 +65,7 @@ build() {
 }
 
 declare -A pids=()
-for module in cluster kwok helm; do
+for module in "${!packages[@]}"; do
   build "$module" & pids[$module]=$!
 done
 # Failures are reported once all builds are done, so that their logs do not interleave.
