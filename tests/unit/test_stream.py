@@ -173,3 +173,21 @@ def test_a_scorer_restored_from_a_checkpoint_mid_stream_scores_on_as_if_never_mo
     assert after[0].value > threshold  # the alarm moved on, and with no warm-up the first row after the move is scored
     fresh = _stream_rows(_card_stream(scorer), values, first=540)
     assert fresh[0].ts >= 540 + CardFeatures(scorer.card).warmup - 1  # what a node that moves without its windows loses
+
+
+def test_a_sensor_dropped_for_longer_than_the_history_is_filled_from_its_last_reading_as_the_cli_does(tmp_path):
+    from plantwatch.detect import bundle
+    from plantwatch.detect.recipes import DEFAULT_RECIPE, RECIPES, fit_recipe
+
+    rng = np.random.default_rng(2)
+    values = np.column_stack([45 + rng.normal(0, 0.3, 900), 1.5 + rng.normal(0, 0.05, 900)])
+    bundle.save(tmp_path, fit_recipe(RECIPES[DEFAULT_RECIPE], values[:400]), SENSORS, 400)
+    scorer = bundle.load(tmp_path)
+    history = CardFeatures(scorer.card).history
+    values[450 : 450 + history + 40, 1] = np.nan  # the second sensor silent for longer than the stream keeps
+    session = scorer.model.session
+    stream = StreamScorer("d", ("a",), scorer.channels, CardFeatures(scorer.card), lambda v: session.run(["score"], {"features": v})[0])
+    served = _stream_rows(stream, values)
+    cli = scorer.raw_scores(values)  # the whole recording at once, as `detector score` reads it
+    np.testing.assert_allclose([r.value for r in served], cli[[int(r.ts) for r in served]], rtol=1e-5, atol=1e-6)
+    assert int(served[-1].ts) == len(values) - 1 and served[0].ts < 450

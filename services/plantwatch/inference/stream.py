@@ -178,6 +178,9 @@ class _NodeState:
     since_scored: int = 0
     alarm: AlarmState = field(default_factory=AlarmState)
     last: np.ndarray | None = None
+    #: Per sensor, its newest reading among the rows that left the history (NaN: none yet): what
+    #: the features forward-fill a gap longer than the history from, as the CLI does over a whole file.
+    carry: np.ndarray | None = None
 
     def to_json(self) -> dict[str, Any]:
         last = None if self.last is None else _row_json(self.last)
@@ -187,14 +190,31 @@ class _NodeState:
             "since": self.since_scored,
             "alarm": self.alarm.to_json(),
             "last": last,
+            "carry": None if self.carry is None else _row_json(self.carry),
         }
+
+    def trim(self, keep: int) -> None:
+        """Keep the newest `keep` rows, remembering each sensor's newest reading among those dropped."""
+        dropped = len(self.rows) - keep
+        if dropped <= 0:
+            return
+        old = np.asarray(self.rows[:dropped])
+        newest = np.full(old.shape[1], np.nan) if self.carry is None else self.carry.copy()
+        for column in range(old.shape[1]):
+            good = np.flatnonzero(~np.isnan(old[:, column]))
+            if len(good):
+                newest[column] = old[good[-1], column]
+        self.carry = newest
+        del self.rows[:dropped]
 
     @classmethod
     def of_json(cls, value: dict[str, Any]) -> _NodeState:
         # None is a missing reading (JSON has no NaN); numpy reads it back as NaN.
         rows = [np.asarray(r, dtype=np.float64) for r in value["rows"]]
         last = None if value["last"] is None else np.asarray(value["last"], dtype=np.float64)
-        return cls(rows, int(value["seen"]), int(value["since"]), AlarmState.of_json(value["alarm"]), last)
+        carry = value.get("carry")  # absent from checkpoints written before it was kept
+        carry = None if carry is None else np.asarray(carry, dtype=np.float64)
+        return cls(rows, int(value["seen"]), int(value["since"]), AlarmState.of_json(value["alarm"]), last, carry)
 
 
 class StreamScorer:
@@ -256,13 +276,16 @@ class StreamScorer:
                     state.since_scored = 0
                     stamps.append(ts)
             if stamps:
-                # The batch's rows are the newest of the history: one feature call for all of them.
-                computed = self.features.vectors(np.asarray(state.rows), len(new))
+                # The batch's rows are the newest of the history: one feature call for all of them. Features
+                # that fill gaps themselves get the carried readings as a row before the history: outside
+                # every window of the rows scored, it only feeds a forward fill across a long gap.
+                history = state.rows if state.carry is None or not self.features.uses_missing else [state.carry, *state.rows]
+                computed = self.features.vectors(np.asarray(history), len(new))
                 offsets = {ts: i for i, (ts, _) in enumerate(new)}
                 for ts in stamps:
                     due.append((node, ts))
                     vectors.append(computed[offsets[ts]])
-            del state.rows[: -self.features.history]
+            state.trim(self.features.history)
         if not due:
             return []
         if time.monotonic() < self._skip_until:
