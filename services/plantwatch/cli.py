@@ -268,6 +268,14 @@ def _rules_backtest(args: argparse.Namespace) -> int:
     return 0
 
 
+def _probe(args: argparse.Namespace) -> int:
+    from plantwatch.health import probe
+
+    ok, said = probe(args.url, args.timeout)
+    print(said, file=sys.stdout if ok else sys.stderr)
+    return 0 if ok else 1
+
+
 def _doctor(args: argparse.Namespace) -> int:
     from plantwatch.mqtt import doctor
 
@@ -570,6 +578,14 @@ def parser(with_detector: bool = True) -> argparse.ArgumentParser:
     doc.add_argument("--timeout", type=positive_float, default=5.0, help="seconds to wait for each answer (default 5)")
     doc.add_argument("--json", action="store_true", help="print the checks and the verdict as JSON")
     doc.set_defaults(func=_doctor)
+
+    pr = sub.add_parser(
+        "probe",
+        help="GET a health URL (e.g. a gateway's /readyz); exit 0 on 200, 1 otherwise (the chart's helm test runs it)",
+    )
+    pr.add_argument("url", help="http://host:port/readyz")
+    pr.add_argument("--timeout", type=positive_float, default=10.0, help="seconds to wait for the answer (default 10)")
+    pr.set_defaults(func=_probe)
 
     op = sub.add_parser("operator", help="run the Kubernetes operator (kopf)")
     op.add_argument("-n", "--namespace", action="append", help="watch this namespace (repeatable; default: all)")

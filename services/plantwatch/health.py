@@ -130,3 +130,18 @@ class HealthServer(HttpServer):
                     self.send(404, b"try /metrics, /healthz or /readyz\n", "text/plain")
 
         super().__init__(HealthHandler, port, host)
+
+
+def probe(url: str, timeout: float = 10.0) -> tuple[bool, str]:
+    """GET `url` as a readiness check does (`plantwatch probe`, the chart's `helm test` pod):
+    (True, what answered) on 200, else (False, what was wrong)."""
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as reply:
+            return reply.status == 200, f"{url}: {reply.status} {reply.read(200).decode(errors='replace').strip()}"
+    except urllib.error.HTTPError as e:
+        return False, f"{url}: {e.code} {e.read(200).decode(errors='replace').strip()} (200 is ready)"
+    except (urllib.error.URLError, OSError) as e:
+        return False, f"{url}: no answer ({getattr(e, 'reason', e)})"

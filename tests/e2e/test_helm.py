@@ -4,9 +4,15 @@ from __future__ import annotations
 
 import json
 import subprocess
+import sys
 import uuid
+from collections.abc import Iterator
 
-from tests.conftest import ROOT
+import pytest
+
+from plantwatch.health import probe
+from plantwatch.mqtt.broker import free_port
+from tests.conftest import EXAMPLE_PLANT, ROOT
 from tests.e2e.conftest import wait_for
 
 HELM = ROOT / ".cache" / "bin" / "helm"
@@ -60,3 +66,76 @@ def test_install_and_uninstall_leave_only_what_the_docs_say(cluster):
     )
     wait_for(lambda: left() == [f"persistentvolumeclaim/{release}-broker-data"], f"only the broker's PVC left of {release}")
     cluster.kubectl("delete", "namespace", release, "--wait=false", check=False)
+
+
+# --- helm test -----------------------------------------------------------------------------
+# kwok runs no container. What is shown where: here, the test pod helm creates is read back
+# from the cluster and its own command (`plantwatch probe <gateway>/readyz`) is run on this
+# host against a real gateway (`plantwatch up`), the cluster's Service address replaced by
+# the gateway's loopback one (this host cannot resolve cluster DNS); its exit status is
+# handed to kwok (stage helm-test-pod-exit), which ends the pod with it, and helm reads the
+# pod's phase as on a real cluster. That the in-cluster DNS name reaches the gateway Service
+# the operator renders is shown by tests/unit/test_chart.py and the operator's e2e tests.
+
+
+@pytest.fixture(scope="module")
+def gateway(tmp_path_factory) -> Iterator[str]:
+    """A real gateway (`plantwatch up`, the sample plant, simulated) on loopback: its /readyz URL."""
+    folder = tmp_path_factory.mktemp("gateway")
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "plantwatch.cli", "up", "-f", str(EXAMPLE_PLANT), "--simulate", "--duration", "600"]
+        + ["--http-port", str(port), "--db", str(folder / "plant.db")],
+        stdout=subprocess.DEVNULL,
+        stderr=open(folder / "up.log", "wb"),  # noqa: SIM115 (the process owns it)
+    )
+    url = f"http://127.0.0.1:{port}/readyz"
+    try:
+        wait_for(lambda: probe(url, 2)[0], f"plantwatch up's {url}", timeout=60)
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(30)
+
+
+def helm_test(cluster, release: str, gateway_url: str) -> tuple[subprocess.CompletedProcess, list[str]]:
+    """`helm test`, its pod's command run on this host against `gateway_url`: helm's result and that command."""
+    running = subprocess.Popen(
+        [str(HELM), "--kubeconfig", cluster.kubeconfig, "test", release, "-n", release, "--timeout", "90s"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    pod = f"{release}-test-gateway-ready"
+
+    def running_pod():
+        got = cluster.kubectl("get", "pod", pod, "-n", release, "-o", "json", check=False)
+        return json.loads(got.stdout) if got.returncode == 0 and json.loads(got.stdout)["status"].get("phase") == "Running" else None
+
+    spec = wait_for(running_pod, f"helm test's pod {pod}")["spec"]["containers"][0]
+    in_cluster = f"http://plantwatch-gateway.{release}.svc:8080/readyz"
+    assert spec["args"] == ["probe", in_cluster] and "command" not in spec  # the image's entrypoint is plantwatch
+    command = [sys.executable, "-m", "plantwatch.cli", *(gateway_url if a == in_cluster else a for a in spec["args"])]
+    code = subprocess.run(command, capture_output=True, timeout=30).returncode
+    cluster.kubectl("annotate", "pod", pod, "-n", release, f"plantwatch.io/e2e-exit-code={code}")
+    out, err = running.communicate(timeout=120)
+    return subprocess.CompletedProcess(running.args, running.returncode, out, err), command
+
+
+def test_helm_test_passes_against_a_ready_gateway_and_a_failed_test_leaves_nothing(cluster, gateway):
+    release = f"t-{uuid.uuid4().hex[:6]}"
+    assert helm(cluster, "install", release, str(CHART), "-n", release, "--create-namespace").returncode == 0
+    try:
+        passed, command = helm_test(cluster, release, gateway)
+        assert command[-2:] == ["probe", gateway]
+        assert passed.returncode == 0 and "Phase:          Succeeded" in passed.stdout, passed.stdout + passed.stderr
+        # Nothing answers here: the same check fails, and so does helm test.
+        failed, _ = helm_test(cluster, release, f"http://127.0.0.1:{free_port()}/readyz")
+        assert failed.returncode != 0 and "Phase:          Failed" in failed.stdout
+        assert f"pod {release}-test-gateway-ready failed" in failed.stderr
+        # hook-failed: the failed pod is deleted with the test, so it cannot outlive the release.
+        gone = lambda: cluster.kubectl("get", "pods", "-n", release, "-l", "app.kubernetes.io/instance", "-o", "name").stdout.split()  # noqa: E731
+        wait_for(lambda: not [p for p in gone() if "test-gateway-ready" in p], "the failed test pod deleted")
+    finally:
+        helm(cluster, "uninstall", release, "-n", release)
+        cluster.kubectl("delete", "namespace", release, "--wait=false", check=False)
