@@ -139,3 +139,60 @@ def test_helm_test_passes_against_a_ready_gateway_and_a_failed_test_leaves_nothi
     finally:
         helm(cluster, "uninstall", release, "-n", release)
         cluster.kubectl("delete", "namespace", release, "--wait=false", check=False)
+
+
+# --- helm upgrade ----------------------------------------------------------------------------
+NAMESPACED = "deployments,services,configmaps,secrets,networkpolicies,serviceaccounts,roles,rolebindings,pvc"
+
+
+def release_objects(cluster, release: str) -> dict[str, str]:
+    """Every object of the release: what it is now. Deployments by generation and pod template (their
+    status changes on its own as pods come and go); the rest by resourceVersion."""
+    selector = f"app.kubernetes.io/instance={release}"
+    items = json.loads(cluster.kubectl("get", NAMESPACED, "-n", release, "-l", selector, "-o", "json").stdout)["items"]
+    items += json.loads(cluster.kubectl("get", "clusterroles,clusterrolebindings", "-l", selector, "-o", "json").stdout)["items"]
+    seen = {}
+    for o in items:
+        key = f"{o['kind']}/{o['metadata']['name']}"
+        if o["kind"] == "Deployment":
+            seen[key] = f"{o['metadata']['generation']} {json.dumps(o['spec']['template'], sort_keys=True)}"
+        else:
+            seen[key] = o["metadata"]["resourceVersion"]
+    return seen
+
+
+def test_upgrade_with_a_changed_value_rolls_only_what_it_changes(cluster):
+    release = f"u-{uuid.uuid4().hex[:6]}"
+    assert helm(cluster, "install", release, str(CHART), "-n", release, "--create-namespace").returncode == 0
+    try:
+        before = release_objects(cluster, release)
+        assert f"ConfigMap/{release}-broker" in before and f"Deployment/{release}-operator" in before
+        upgraded = helm(cluster, "upgrade", release, str(CHART), "-n", release, "--reuse-values", "--set", "broker.maxConnections=50")
+        assert upgraded.returncode == 0, upgraded.stderr
+        after = release_objects(cluster, release)
+        assert after.keys() == before.keys()
+        changed = {k for k in before if before[k] != after[k]}
+        # The broker's config and, through its config-hash annotation, its pod template: nothing else.
+        assert changed == {f"ConfigMap/{release}-broker", f"Deployment/{release}-broker"}
+        config = cluster.kubectl("get", "configmap", f"{release}-broker", "-n", release, "-o", "json").stdout
+        assert "max_connections 50" in json.loads(config)["data"]["mosquitto.conf"]
+    finally:
+        helm(cluster, "uninstall", release, "-n", release)
+        cluster.kubectl("delete", "namespace", release, "--wait=false", check=False)
+
+
+# --- values.schema.json ----------------------------------------------------------------------
+@pytest.mark.parametrize(
+    "value, message",
+    [
+        ("broker.maxConnections=lots", "at '/broker/maxConnections': got string, want integer"),
+        ("broker.maxConection=5", "at '/broker': additional properties 'maxConection' not allowed"),
+        ("image.pullPolicy=Sometimes", "at '/image/pullPolicy': value must be one of 'Always', 'IfNotPresent', 'Never'"),
+        ("broker.port=70000", "at '/broker/port': maximum: got 70,000, want 65,535"),
+    ],
+)
+def test_install_refuses_bad_values_naming_the_field(cluster, value, message):
+    refused = helm(cluster, "install", "bad", str(CHART), "-n", "bad-values", "--set", value)
+    assert refused.returncode != 0 and message in refused.stderr, refused.stderr
+    assert "values don't meet the specifications of the schema" in refused.stderr
+    assert helm(cluster, "status", "bad", "-n", "bad-values").returncode != 0  # nothing was installed
