@@ -109,6 +109,19 @@ def test_external_broker_is_required_without_the_bundled_one(tmp_path):
     assert result.returncode != 0 and "broker.url is required" in result.stderr
 
 
+def test_the_broker_operator_deploy_names_is_the_charts_broker_rendered_as_release_plantwatch():
+    """The non-Helm path (docs/kubernetes.md, "Install"): operator/deploy's gateways reach the Service the chart's
+    broker is, rendered as release plantwatch with the operator off, and that render has no operator or test pod."""
+    deploy = next(d for d in yaml.safe_load_all((ROOT / "operator" / "deploy" / "operator.yaml").read_text()) if d["kind"] == "Deployment")
+    env = {e["name"]: e.get("value") for e in deploy["spec"]["template"]["spec"]["containers"][0]["env"]}
+    host, port = env["PLANTWATCH_BROKER_URL"].removeprefix("mqtts://").split(":")
+    out = helm("template", "plantwatch", str(CHART), "-n", "plant-a", "--skip-tests", "--set", "operator.enabled=false").stdout
+    docs = [d for d in yaml.safe_load_all(out) if d]
+    service = next(d for d in docs if d["kind"] == "Service" and d["metadata"]["name"] == host)
+    assert int(port) in [p["port"] for p in service["spec"]["ports"]]
+    assert not [d for d in docs if d["kind"] in ("Pod", "ClusterRole") or d["metadata"]["name"].endswith("-operator")]
+
+
 def test_chart_rbac_matches_operator_deploy_rbac(tmp_path):
     """One set of operator permissions: the chart's Role grants what operator/deploy/rbac.yaml grants, namespaced."""
     out = helm("template", "line1", str(CHART), "-n", "plant-a").stdout
