@@ -149,6 +149,26 @@ def _validate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _chart_values(args: argparse.Namespace) -> int:
+    import yaml
+
+    from plantwatch.plant.chart_values import chart_values
+    from plantwatch.plant.load import manifest_files
+
+    try:
+        load_plant(*args.file, runnable=False)  # refused here, as the API server would, rather than by helm
+        files = manifest_files(args.file)
+    except PlantError as exc:
+        print(exc, file=sys.stderr)
+        return 1
+    docs = [(str(f), d) for f in files for d in yaml.safe_load_all(f.read_text()) if d]
+    values, left_out = chart_values(docs)
+    for line in left_out:
+        print(f"left out {line}", file=sys.stderr)
+    sys.stdout.write(yaml.safe_dump(values, sort_keys=False))
+    return 0
+
+
 def _crds(args: argparse.Namespace) -> int:
     files = sorted(f for f in resources.files("plantwatch").joinpath("crds").iterdir() if f.name.endswith(".yaml"))
     sys.stdout.write("---\n".join(f.read_text() for f in files))
@@ -355,6 +375,13 @@ def parser(with_detector: bool = True) -> argparse.ArgumentParser:
     val = sub.add_parser("validate", help="check plant YAML against the CRD schemas (as the API server would)")
     val.add_argument("-f", "--file", action="append", required=True, help="plant YAML file or folder (repeatable)")
     val.set_defaults(func=_validate)
+
+    cv = sub.add_parser(
+        "chart-values",
+        help="print a plant folder's manifests as the chart's values (helm install ... -f values.yaml)",
+    )
+    cv.add_argument("-f", "--file", action="append", required=True, help="plant YAML file or folder (repeatable)")
+    cv.set_defaults(func=_chart_values)
 
     crds = sub.add_parser("crds", help="print the CustomResourceDefinitions (pipe to kubectl apply -f -)")
     crds.set_defaults(func=_crds)

@@ -9,6 +9,7 @@ import uuid
 from collections.abc import Iterator
 
 import pytest
+import yaml
 
 from plantwatch.health import probe
 from plantwatch.mqtt.broker import free_port
@@ -196,3 +197,38 @@ def test_install_refuses_bad_values_naming_the_field(cluster, value, message):
     assert refused.returncode != 0 and message in refused.stderr, refused.stderr
     assert "values don't meet the specifications of the schema" in refused.stderr
     assert helm(cluster, "status", "bad", "-n", "bad-values").returncode != 0  # nothing was installed
+
+
+# --- a plant folder as it is -----------------------------------------------------------------
+def test_a_plant_folder_installs_as_it_is_through_chart_values(cluster, tmp_path):
+    made = subprocess.run(
+        [sys.executable, "-m", "plantwatch.cli", "chart-values", "-f", str(EXAMPLE_PLANT)], capture_output=True, text=True, timeout=60
+    )
+    assert made.returncode == 0, made.stderr
+    # The model's ConfigMap is no chart value: said, not dropped silently.
+    assert "ConfigMap/bearing-wear-model (not a chart value: kubectl apply it)" in made.stderr
+    (tmp_path / "plant.yaml").write_text(made.stdout)
+    release = f"f-{uuid.uuid4().hex[:6]}"
+    installed = helm(cluster, "install", release, str(CHART), "-n", release, "--create-namespace", "-f", str(tmp_path / "plant.yaml"))
+    assert installed.returncode == 0, installed.stderr
+    try:
+        folder = {
+            (d["kind"], d["metadata"]["name"], json.dumps(d["spec"], sort_keys=True))
+            for f in sorted(EXAMPLE_PLANT.glob("*.yaml"))
+            for d in yaml.safe_load_all(f.read_text())
+            if d and d["apiVersion"].startswith("plantwatch.io/")
+        }
+        got = json.loads(cluster.kubectl("get", "sensornodes,alertrules,detectormodels,alertreceivers", "-n", release, "-o", "json").stdout)
+        # Every resource of the folder, with the spec it was written with (the API server's defaults added).
+        in_cluster = {(o["kind"], o["metadata"]["name"]): o["spec"] for o in got["items"]}
+        assert {(k, n) for k, n, _ in folder} == set(in_cluster)
+        for kind, name, spec in folder:
+            written = json.loads(spec)
+            assert written.keys() <= in_cluster[(kind, name)].keys()
+            if kind == "SensorNode":
+                assert [x["name"] for x in written["sensors"]] == [x["name"] for x in in_cluster[(kind, name)]["sensors"]]
+                assert written["payload"]["topic"] == in_cluster[(kind, name)]["payload"]["topic"]
+        assert sum(k == "SensorNode" for k, _ in in_cluster) == 5
+    finally:
+        helm(cluster, "uninstall", release, "-n", release)
+        cluster.kubectl("delete", "namespace", release, "--wait=false", check=False)
