@@ -3,6 +3,7 @@
 #   tools/go/cluster: etcd, kube-apiserver, kube-controller-manager, kube-scheduler, kubectl
 #   tools/go/kwok:    kwok (fake edge nodes and kubelets)
 #   tools/go/helm:    helm
+#   tools/go/telegraf: telegraf with only the plugins bench/ingest.py and the log-shipping test use
 # A module is rebuilt only when its go.mod/go.sum change or a binary is missing.
 # The modules build in parallel; a failure names the module and shows its log.
 set -euo pipefail
@@ -16,11 +17,18 @@ declare -A packages=(
   [cluster]="go.etcd.io/etcd/server/v3 k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kube-controller-manager k8s.io/kubernetes/cmd/kube-scheduler k8s.io/kubernetes/cmd/kubectl"
   [kwok]="sigs.k8s.io/kwok/cmd/kwok"
   [helm]="helm.sh/helm/v3/cmd/helm"
+  [telegraf]="github.com/influxdata/telegraf/cmd/telegraf"
 )
 declare -A binaries=(
   [cluster]="etcd kube-apiserver kube-controller-manager kube-scheduler kubectl"
   [kwok]="kwok"
   [helm]="helm"
+  [telegraf]="telegraf"
+)
+# Build tags per module. Telegraf's `custom` tag drops every plugin not named (docs/CUSTOMIZATION.md):
+# a full build compiles hundreds of plugins, far longer on two cores.
+declare -A tags=(
+  [telegraf]="custom,inputs.mqtt_consumer,inputs.tail,parsers.json,outputs.file,outputs.influxdb_v2,serializers.influx"
 )
 
 # The Kubernetes binaries carry the version go.mod pins, as the release build stamps it: without it they
@@ -43,7 +51,7 @@ ldflags() {
 build() {
   local module=$1 dir="$root/tools/go/$1" stamp="$bin/.$1.stamp" hash out flags
   flags=$(ldflags "$module")
-  hash=$( (cat "$dir/go.mod" "$dir/go.sum"; echo "$flags") | sha256sum | cut -d' ' -f1)
+  hash=$( (cat "$dir/go.mod" "$dir/go.sum"; echo "$flags"; [ -z "${tags[$module]:-}" ] || echo "${tags[$module]}") | sha256sum | cut -d' ' -f1)
   local missing=0
   for b in ${binaries[$module]}; do [ -x "$bin/$b" ] || missing=1; done
   if [ "$missing" = 0 ] && [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$hash" ]; then
@@ -52,7 +60,7 @@ build() {
   fi
   echo "go tools: building $module (${binaries[$module]})"
   out=$(mktemp -d "$bin/.build-$module.XXXX")
-  if ! (cd "$dir" && go build -trimpath -ldflags="$flags" -o "$out/" ${packages[$module]}) >"$logs/$module.log" 2>&1; then
+  if ! (cd "$dir" && go build -trimpath -tags="${tags[$module]:-}" -ldflags="$flags" -o "$out/" ${packages[$module]}) >"$logs/$module.log" 2>&1; then
     rm -rf "$out"
     return 1
   fi

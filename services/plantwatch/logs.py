@@ -1,13 +1,22 @@
-"""Logging: structured JSON lines (for log shippers) or text (for people), secrets masked."""
+"""Logging: structured JSON lines (for log shippers) or text (for people), secrets masked.
+
+A JSON line carries the labels log stores index on: `plant` (from $PLANTWATCH_PLANT, else the pod's
+namespace, $POD_NAMESPACE: one plant per namespace), `component` (the subsystem that logged: ingest,
+alerts, store, inference, operator...), `node` where a line is about one SensorNode, and
+`correlation_id` on every line logged while a batch is handled (`correlated`).
+"""
 
 from __future__ import annotations
 
 import json
 import logging
+import os
 import re
 import sys
 import threading
-from collections.abc import Hashable
+from collections.abc import Hashable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from datetime import UTC, datetime
 
 _SECRET_KEYS = re.compile(r"(password|passwd|token|secret|api[_-]?key)", re.IGNORECASE)
@@ -17,6 +26,29 @@ _KEY_VALUE = re.compile(
 )
 #: LogRecord attributes that are not user-supplied `extra` fields.
 _STANDARD = set(vars(logging.makeLogRecord({}))) | {"message", "asctime"}
+#: The batch being handled on this thread (a context variable: each thread, and each asyncio task, has its own).
+_CORRELATION: ContextVar[str | None] = ContextVar("plantwatch_correlation_id", default=None)
+#: Labels of the whole process, on every JSON line (set by `configure`).
+_LABELS: dict[str, str] = {}
+
+
+@contextmanager
+def correlated(correlation_id: str) -> Iterator[None]:
+    """Every line logged in this block, on this thread, carries `correlation_id` (unless it names its own)."""
+    token = _CORRELATION.set(correlation_id)
+    try:
+        yield
+    finally:
+        _CORRELATION.reset(token)
+
+
+def component(logger: str) -> str:
+    """The subsystem a logger belongs to: `plantwatch.ingest.pipeline` → `ingest`, `plantwatch_operator.x` → `operator`,
+    a library's logger → its top-level name (`kopf`, `urllib3`)."""
+    parts = logger.split(".")
+    if parts[0] == "plantwatch" and len(parts) > 1:
+        return parts[1]
+    return "operator" if parts[0] == "plantwatch_operator" else parts[0]
 
 
 class LogLimiter:
@@ -74,7 +106,12 @@ class JsonFormatter(logging.Formatter):
             "level": record.levelname.lower(),
             "logger": record.name,
             "message": mask(record.getMessage()),
+            **_LABELS,
+            "component": component(record.name),
         }
+        correlation_id = _CORRELATION.get()
+        if correlation_id is not None:
+            entry["correlation_id"] = correlation_id
         for key, value in vars(record).items():
             if key not in _STANDARD and not key.startswith("_"):
                 entry[key] = _mask_value(key, value)
@@ -97,6 +134,10 @@ _CHATTY = ("celpy",)
 
 
 def configure(level: str = "WARNING", fmt: str = "text") -> None:
+    plant = os.environ.get("PLANTWATCH_PLANT") or os.environ.get("POD_NAMESPACE")
+    _LABELS.clear()
+    if plant:
+        _LABELS["plant"] = plant
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
     logging.basicConfig(level=level.upper(), handlers=[handler], force=True)

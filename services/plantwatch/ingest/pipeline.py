@@ -32,7 +32,7 @@ from plantwatch.ingest.sparkplug_sessions import SPARKPLUG_PREFIX, SparkplugSess
 from plantwatch.ingest.status_topics import Announcement, Presence, node_presence, parse_status, status_owners, topic_problem
 from plantwatch.ingest.validate import CompiledNode, Policy, Rejection, check_message
 from plantwatch.ingest.writes import BatchWriter, Sink, Store
-from plantwatch.logs import LogLimiter
+from plantwatch.logs import LogLimiter, correlated
 from plantwatch.plant.load import Plant, PlantError, load_plant
 from plantwatch.plant.model import duration_seconds
 from plantwatch.readings import AlertEvent, Reading
@@ -46,6 +46,9 @@ _TIMESTAMP = attrgetter("ts")
 #: Seconds between two tracebacks of one internal error (exception type and the line that raised
 #: it): each such message is still dead-lettered and counted, and a bug stays visible in the log.
 INTERNAL_ERROR_LOG_S = 60.0
+#: Seconds between two WARNING lines for the dead letters of one (node, reason); the others are logged at INFO.
+#: One a node's misconfiguration is seen at the default level, and a flood of bad messages does not flood the log.
+DEAD_LETTER_WARN_S = 10.0
 
 
 class Scorer(Protocol):
@@ -107,6 +110,8 @@ class PreparedBatch:
 
     messages: int
     now: float
+    #: On every log line about this batch; its dead letters' ids are `<correlation_id>-<n>`.
+    correlation_id: str = field(default_factory=lambda: uuid.uuid4().hex[:16])
     readings: list[Reading] = field(default_factory=list)
     alerts: list[AlertEvent] = field(default_factory=list)
     #: Its dead letters' rows, stored in its transaction.
@@ -182,6 +187,7 @@ class Pipeline:
         #: The newest (ts, value) per series, to refuse a same-key reading with another value.
         self._series = SeriesGuard()
         self._conflict_log = LogLimiter(CONFLICT_LOG_S)
+        self._dead_letter_log = LogLimiter(DEAD_LETTER_WARN_S)
         self.window_s = window_s
         self._window_grace_s = window_grace_s
         #: Windows that received readings since they were last summarized: (node, sensor, start).
@@ -231,6 +237,11 @@ class Pipeline:
                 f"an earlier batch could not be committed ({self.failed!r}); its rule state is ahead of the store"
             ) from self.failed
         p = PreparedBatch(len(batch), now)
+        with correlated(p.correlation_id):
+            self._prepare(p, batch, now)
+        return p
+
+    def _prepare(self, p: PreparedBatch, batch: Sequence[tuple[str, bytes]], now: float) -> None:
         readings, outbox, results = p.readings, p.outbox, p.results
         last_seen, by_node = self.last_seen, self.readings_by_node
         #: Each message's accepted readings, the message, and whether it was partly refused:
@@ -320,7 +331,6 @@ class Pipeline:
         with self._lock:
             self._dirty_windows |= windows
             self._uncommitted.append(p)
-        return p
 
     @property
     def in_flight(self) -> int:
@@ -333,6 +343,10 @@ class Pipeline:
         May run on another thread than `prepare` (IngestService does, so that decoding the
         next batch overlaps this one's transaction); raises if a store cannot take the batch.
         """
+        with correlated(p.correlation_id):
+            self._commit(p)
+
+    def _commit(self, p: PreparedBatch) -> None:
         t_store = time.perf_counter()
         committed = False
 
@@ -367,6 +381,10 @@ class Pipeline:
 
     def finish(self, p: PreparedBatch) -> None:
         """After the commit: count, publish its dead letters."""
+        with correlated(p.correlation_id):
+            self._finish(p)
+
+    def _finish(self, p: PreparedBatch) -> None:
         with self._lock:
             self._uncommitted.remove(p)
             self.messages += p.messages
@@ -413,12 +431,17 @@ class Pipeline:
         found = self.store.conflicting(p.readings)
         if not found:
             return
-        rows = []
+        rows: list[DeadLetter] = []
         for (reading, _), rejection in zip(found, self._conflicts(found, p.now)):
             self.rejected["conflict"] += 1
             metrics.REJECTED.labels("conflict").inc()
             row, message = dead_letters.letter(
-                self._topics.get(reading.node, ""), orjson.dumps(reading._asdict()), reading.node, [rejection], p.now, uuid.uuid4().hex[:16]
+                self._topics.get(reading.node, ""),
+                orjson.dumps(reading._asdict()),
+                reading.node,
+                [rejection],
+                p.now,
+                f"{p.correlation_id}-{len(p.dead) + len(rows)}",
             )
             rows.append(row)
             p.outbox.append(message)
@@ -440,10 +463,11 @@ class Pipeline:
         for rej in rejections:
             self.rejected[rej.reason] += 1
             metrics.REJECTED.labels(rej.reason).inc()
-        correlation_id = uuid.uuid4().hex[:16]
+        correlation_id = f"{p.correlation_id}-{len(p.dead)}"
         row, message = dead_letters.letter(topic, payload, node_name, rejections, p.now, correlation_id)
-        log.info(
-            "rejected: %s",
+        log.log(
+            logging.WARNING if self._dead_letter_log.allow((node_name, rejections[0].reason), time.monotonic()) else logging.INFO,
+            "dead letter: %s",
             row[3],
             extra={"correlation_id": correlation_id, "node": node_name, "topic": topic, "reason": rejections[0].reason},
         )

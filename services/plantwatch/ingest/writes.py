@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor, wait
+from contextvars import copy_context
 from typing import Any, Protocol
 
 from plantwatch.readings import AlertEvent, Reading
@@ -99,7 +100,8 @@ class BatchWriter:
             if stored is not None:
                 stored(count)
             return
-        sinks = [self._sink_writers.submit(sink.write, readings, alerts, dead_letters) for sink in self.sinks]
+        # Each in the caller's context: what a sink logs carries the batch's correlation id (logs.correlated).
+        sinks = [self._sink_writers.submit(copy_context().run, sink.write, readings, alerts, dead_letters) for sink in self.sinks]
         try:
             count = self.store.write(readings, alerts, dead_letters)
             if stored is not None:
