@@ -12,7 +12,8 @@ checked against the CRDs' spec schemas), charts/plantwatch/crds/ (the CRDs thems
 real files rather than a symlink, which every helm command warns about), and
 examples/plant/bearing-wear-model.yaml
 (the sample DetectorModel's starter model, a z-score over the press's normal
-operating values, as the ConfigMap the DetectorModel names).
+operating values, as the ConfigMap the DetectorModel names), and the chart's Grafana
+dashboards, charts/plantwatch/dashboards/*.json (from plantwatch.monitoring.dashboards).
 
 Each object in a CRD's `spec` schema becomes a frozen dataclass whose fields are the
 snake_case JSON names, documented with the schema's description. `from_dict` takes a
@@ -37,6 +38,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "services"))
 
 from plantwatch.ingest.formats import FORMATS  # noqa: E402
+from plantwatch.monitoring.dashboards import dashboards, render  # noqa: E402
 
 CRDS = ROOT / "crds"
 SENSORNODE_CRD = CRDS / "sensornodes.plantwatch.io.yaml"
@@ -44,6 +46,7 @@ SPECS = ROOT / "services" / "plantwatch" / "plant" / "specs.py"
 VALUES_SCHEMA = ROOT / "charts" / "plantwatch" / "values.schema.json"
 CHART_CRDS = ROOT / "charts" / "plantwatch" / "crds"
 STARTER_MODEL = ROOT / "examples" / "plant" / "bearing-wear-model.yaml"
+DASHBOARDS = ROOT / "charts" / "plantwatch" / "dashboards"
 
 HEADER = '''"""Typed spec classes of the Plantwatch custom resources.
 
@@ -333,6 +336,35 @@ def generate_values_schema() -> str:
                         "additionalProperties": False,
                         "properties": {"labels": {"type": "object", "additionalProperties": {"type": "string"}}},
                     },
+                    "dashboards": {
+                        "type": "object",
+                        "additionalProperties": False,
+                        "properties": {
+                            "enabled": {"type": "boolean"},
+                            # a label key as Kubernetes accepts it: an optional DNS prefix, a name of 63 at most
+                            "label": {
+                                "type": "string",
+                                "pattern": "^([a-z0-9]([-a-z0-9.]*[a-z0-9])?/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$",
+                            },
+                            "labelValue": {"type": "string", "pattern": "^([A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?)?$"},
+                            "annotations": {"type": "object", "additionalProperties": {"type": "string"}},
+                        },
+                    },
+                },
+            },
+            "logging": {
+                "type": "object",
+                "additionalProperties": False,
+                "properties": {
+                    "fluentBit": {
+                        "type": "object",
+                        "additionalProperties": False,
+                        "properties": {
+                            "enabled": {"type": "boolean"},
+                            # pasted into fluent-bit.conf as they are: at least one [OUTPUT] section
+                            "outputs": {"type": "string", "pattern": "\\[OUTPUT\\]"},
+                        },
+                    },
                 },
             },
             "plant": {
@@ -386,6 +418,7 @@ def main() -> int:
         (VALUES_SCHEMA, generate_values_schema),
         *((CHART_CRDS / f.name, chart_crd(f)) for f in sorted(CRDS.glob("*.yaml"))),
         (STARTER_MODEL, generate_starter_model),
+        *((DASHBOARDS / name, lambda model=model: render(model)) for name, model in dashboards().items()),
     )
     # A CRD removed from crds/ must leave the chart too.
     extra = sorted(set(CHART_CRDS.glob("*")) - {CHART_CRDS / f.name for f in CRDS.glob("*.yaml")}) if CHART_CRDS.is_dir() else []
@@ -395,6 +428,7 @@ def main() -> int:
         if CHART_CRDS.is_symlink():
             CHART_CRDS.unlink()
         CHART_CRDS.mkdir(exist_ok=True)
+        DASHBOARDS.mkdir(exist_ok=True)
         for f in extra:
             f.unlink()
     for target, generate in outputs:
