@@ -163,12 +163,19 @@ class RobustScaler:
 
 
 def fit_scaler(train: np.ndarray) -> RobustScaler:
-    """Median and 1.4826*MAD per column, floored.
+    """Median and 1.4826*MAD per column; 1.2533 x the mean absolute deviation where the MAD is 0; floored.
 
-    The floor (0.1 % of |median|, at least 1e-6) stops a feature that never moved
-    in training (a constant set-point, no missing data) from turning rounding
-    noise into infinite z; anything it does flag is then clipped at CLIP.
+    A quantised channel's level sits on one step for more than half the training
+    rows, so its MAD is 0: scaled by the floor, its every step was +-CLIP, its limits
+    were at the clip and the channel was blind (a quantised sensor drifting by
+    several steps went unseen). The mean absolute deviation still sees the steps
+    (1.2533 x it is the std for normal data). The floor (0.1 % of |median|, at
+    least 1e-6) stops a feature that never moved in training (a constant
+    set-point, no missing data) from turning rounding noise into infinite z;
+    anything it does flag is then clipped at CLIP.
     """
     center = np.median(train, axis=0)
-    mad = 1.4826 * np.median(np.abs(train - center), axis=0)
-    return RobustScaler(center, np.maximum(mad, np.maximum(1e-3 * np.abs(center), 1e-6)))
+    deviation = np.abs(train - center)
+    mad = 1.4826 * np.median(deviation, axis=0)
+    spread = np.where(mad > 0, mad, 1.2533 * deviation.mean(axis=0))
+    return RobustScaler(center, np.maximum(spread, np.maximum(1e-3 * np.abs(center), 1e-6)))

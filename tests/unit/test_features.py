@@ -52,3 +52,12 @@ def test_scaler_is_robust_and_floored():
     assert scaler.center.tolist() == [0.0, 5.0]
     assert scaler.scale[1] == pytest.approx(5e-3)  # a constant column gets the 0.1 % floor, not 0
     assert scaler.transform(np.array([[1e9, 5.0]]))[0].tolist() == [CLIP, 0.0]
+
+
+def test_a_quantised_channel_is_scaled_by_its_steps():
+    # 60 % of the training rows on one step: the MAD is 0, and the floor would make every step +-CLIP.
+    train = np.r_[np.zeros(60), np.full(20, 0.5), np.full(20, -0.5)][:, None]
+    scaler = fit_scaler(train)
+    one_step, four_steps = scaler.transform(np.array([[0.5], [2.0]]))[:, 0]
+    assert one_step == pytest.approx(0.5 / (1.2533 * 0.2))
+    assert four_steps == pytest.approx(4 * one_step) and four_steps < CLIP  # a drift by steps is seen, not clipped
