@@ -296,6 +296,30 @@ def _probe(args: argparse.Namespace) -> int:
     return 0 if ok else 1
 
 
+def _backup(args: argparse.Namespace) -> int:
+    from plantwatch.store import backup, postgres
+
+    try:
+        counts = backup.backup(args.db, args.out)
+    except (OSError, ValueError) as exc:
+        print(f"plantwatch backup: {postgres.describe(args.db)}: {exc}", file=sys.stderr)
+        return 1
+    print(f"backed up {postgres.describe(args.db)} to {args.out}: " + ", ".join(f"{t} {n}" for t, n in counts.items()))
+    return 0
+
+
+def _restore(args: argparse.Namespace) -> int:
+    from plantwatch.store import backup, postgres
+
+    try:
+        counts = backup.restore(args.db, args.src)
+    except (OSError, ValueError) as exc:
+        print(f"plantwatch restore: {exc}", file=sys.stderr)
+        return 1
+    print(f"restored {args.src} into {postgres.describe(args.db)}: " + ", ".join(f"{t} {n}" for t, n in counts.items()))
+    return 0
+
+
 def _doctor(args: argparse.Namespace) -> int:
     from plantwatch.mqtt import doctor
 
@@ -355,8 +379,9 @@ def parser(with_detector: bool = True) -> argparse.ArgumentParser:
     )
     up.add_argument(
         "--db",
-        metavar="FILE",
-        help="SQLite file for the embedded store (default: a temporary file); with it the run is durable: "
+        metavar="FILE|URL",
+        help="SQLite file for the embedded store, or postgresql://user@host/db (password from the file "
+        "$PLANTWATCH_DB_PASSWORD_FILE names) (default: a temporary file); with it the run is durable: "
         "a persistent MQTT session, and the rule state checkpointed, so a restart continues",
     )
     up.add_argument(
@@ -392,7 +417,12 @@ def parser(with_detector: bool = True) -> argparse.ArgumentParser:
     ingest.add_argument("-f", "--file", action="append", required=True, help="plant YAML file or folder")
     ingest.add_argument("--broker", required=True, metavar="URL", help="MQTT broker: mqtt://host:1883, or mqtts://host:8883 for TLS")
     _add_broker_access(ingest)
-    ingest.add_argument("--db", default="/var/lib/plantwatch/plant.db", help="SQLite file of the embedded store")
+    ingest.add_argument(
+        "--db",
+        default="/var/lib/plantwatch/plant.db",
+        help="the store: a SQLite file, or postgresql://user@host/db, the cluster's shared store of record "
+        "(password from the file $PLANTWATCH_DB_PASSWORD_FILE names)",
+    )
     ingest.add_argument("--http-port", type=port, default=8080, help="port of /metrics /healthz /readyz")
     ingest.add_argument(
         "--client-id",
@@ -613,6 +643,16 @@ def parser(with_detector: bool = True) -> argparse.ArgumentParser:
     pr.add_argument("url", help="http://host:port/readyz")
     pr.add_argument("--timeout", type=positive_float, default=10.0, help="seconds to wait for the answer (default 10)")
     pr.set_defaults(func=_probe)
+
+    db_help = "the store: a SQLite file, or postgresql://user@host/db (password from $PLANTWATCH_DB_PASSWORD_FILE)"
+    bk = sub.add_parser("backup", help="write a store (readings, summaries, alert state, dead letters, checkpoints) to one file")
+    bk.add_argument("--db", required=True, help=db_help)
+    bk.add_argument("--out", required=True, metavar="FILE", help="the backup file to write (gzip'd JSON lines)")
+    bk.set_defaults(func=_backup)
+    rs = sub.add_parser("restore", help="load a `plantwatch backup` file into a new, empty store (either engine)")
+    rs.add_argument("--db", required=True, help=db_help)
+    rs.add_argument("--from", dest="src", required=True, metavar="FILE", help="the backup file")
+    rs.set_defaults(func=_restore)
 
     op = sub.add_parser("operator", help="run the Kubernetes operator (kopf)")
     op.add_argument("-n", "--namespace", action="append", help="watch this namespace (repeatable; default: all)")

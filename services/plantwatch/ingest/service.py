@@ -35,8 +35,8 @@ from plantwatch.mqtt.endpoint import Endpoint
 from plantwatch.mqtt.publisher import Publisher
 from plantwatch.plant.load import Plant, PlantError
 from plantwatch.secrets import SecretMissing, Secrets
+from plantwatch.store import postgres
 from plantwatch.store.alert_state import AlertState
-from plantwatch.store.sqlite import SqliteStore
 
 
 @dataclass(frozen=True)
@@ -82,8 +82,12 @@ def serve(
     except PlantError as exc:
         print(f"plantwatch serve ingest: {exc}", file=sys.stderr)
         return 2
-    store = SqliteStore(db)
-    alert_state = AlertState(db)
+    try:
+        store = postgres.open_store(db)  # a PostgreSQL URL: the cluster's shared store of record
+        alert_state = AlertState(db)
+    except ValueError as exc:
+        print(f"plantwatch serve ingest: {exc}", file=sys.stderr)
+        return 2
     try:
         secrets = Secrets(plant.others, mount_dir=secrets_dir)
         receivers = {"console": build_receiver(None, "console", secrets, broker_url)}

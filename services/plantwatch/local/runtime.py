@@ -57,6 +57,7 @@ from plantwatch.mqtt.publisher import Publisher
 from plantwatch.plant.load import Plant, PlantError
 from plantwatch.secrets import SecretMissing, Secrets
 from plantwatch.sim.fleet import Fleet
+from plantwatch.store import postgres
 from plantwatch.store.alert_state import AlertState
 from plantwatch.store.shard_state import Fenced
 from plantwatch.store.sqlite import SqliteStore
@@ -101,7 +102,8 @@ def default_client_id(db: str) -> str:
     Stable across restarts on one store (the broker keeps what was not acknowledged into it),
     distinct for every other store, so two plants on one broker never share a session.
     """
-    return "plantwatch-up-" + hashlib.sha256(str(Path(db).resolve()).encode()).hexdigest()[:12]
+    where = db if postgres.is_url(db) else str(Path(db).resolve())
+    return "plantwatch-up-" + hashlib.sha256(where.encode()).hexdigest()[:12]
 
 
 class _SerialIngest(IngestService):
@@ -177,7 +179,7 @@ def up(opts: UpOptions) -> int:
     session = f"session {run.client_id} " + ("(persistent)" if run.durable else "(clean: no --db)")
     print(
         f"plantwatch: {len(plant.nodes)} nodes, {len(plant.rules)} rules, {len(plant.detectors)} detectors | "
-        f"broker {broker_shown} {session} | store sqlite {run.db} | "
+        f"broker {broker_shown} {session} | store {postgres.engine(run.db)} {postgres.describe(run.db)} | "
         f"http://127.0.0.1:{run.health.port}/metrics",
         file=out,
         flush=True,
@@ -249,9 +251,9 @@ def _start(opts: UpOptions, plant: Plant, started: ExitStack) -> _Running:
         started.callback(broker.stop)
     url = Endpoint.of(opts.broker_url or broker.url)
     try:
-        store = SqliteStore(db)
-    except sqlite3.Error as exc:
-        raise StartupError(f"could not open the store {db}: {exc}") from exc
+        store = postgres.open_store(db)
+    except (sqlite3.Error, ValueError) as exc:
+        raise StartupError(f"could not open the store {postgres.describe(db)}: {exc}") from exc
     started.callback(store.close)
     alert_state = AlertState(db)
     started.callback(alert_state.close)
@@ -405,7 +407,7 @@ def _summary(plant: Plant, run: _Running, started: float, ended: float) -> dict:
             "client_id": run.client_id,
             "persistent_session": run.durable,
         },
-        "store": {"kind": "sqlite", "path": run.db},
+        "store": {"kind": postgres.engine(run.db), "path": postgres.describe(run.db)},
         "alerts_carried": run.carried,
         "messages_received": pipeline.messages,
         "readings_stored": store.count("readings"),

@@ -4,8 +4,10 @@ the notification log and each alert's history — durable, beside the readings.
 The rule engine's events (table `alert_events`) are stored in the transaction of the batch
 that caused them. The notifier follows that table with a cursor kept here, so an event is
 applied to the alert state exactly once, whatever crashed when. Every change of state made
-here is one SQLite transaction (`with state.tx() as db:`) on this module's own connection;
-WAL lets the gateway's batches commit meanwhile.
+here is one transaction (`with state.tx() as db:`) on this module's own connection, one
+writer at a time (SQLite's write lock, or an advisory lock on PostgreSQL: the logic here reads
+then writes, as a single writer may); the gateway's batches commit meanwhile. The statements
+run on both engines (store/postgres.py adapts the connection and the schema).
 
 An alert is one row per episode: (fingerprint, starts_at). A fingerprint has at most one
 firing episode; a resolved one stays for its resolve notifications and the history.
@@ -25,6 +27,8 @@ from typing import Any
 
 from plantwatch.alerts.lifecycle import Alert, Group, Matcher, Silence, Told
 from plantwatch.readings import AlertEvent
+from plantwatch.store import postgres
+from plantwatch.store.shard_state import SCHEMA as SHARD_SCHEMA
 from plantwatch.store.sqlite import SCHEMA as STORE_SCHEMA
 
 SCHEMA = """
@@ -139,22 +143,30 @@ _ALERT_COLUMNS = "fingerprint, starts_at, rule, node, sensor, severity, status, 
 
 
 class AlertState:
-    """The alert tables of one store file, on a connection of their own."""
+    """The alert tables of one store (a SQLite file or a PostgreSQL URL), on a connection of their own."""
 
     def __init__(self, path: str | Path, replay: bool = False):
         """Open the alert state of the store at `path`. The first time, the cursor is placed after the
         events already stored (a store from before alert state was kept announced them back then),
         or, with `replay`, before them all."""
-        self.path = str(path)
-        self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=30.0)
         self._lock = threading.RLock()
-        with self._lock:
+        # The events table belongs to the store the pipeline writes; a notifier started first reads it too.
+        if postgres.is_url(path):
+            self.path = str(path)  # the readings API reads the store by it; error messages show it masked
+            self._db: Any = postgres.PgConnection(str(path))
+            postgres.migrate(self._db, STORE_SCHEMA + SHARD_SCHEMA + SCHEMA)
+            self._begin = lambda: self._db.begin(postgres.ALERT_STATE_LOCK)
+        else:
+            self.path = str(path)
+            self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=30.0)
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=NORMAL")
-            # The events table belongs to the store the pipeline writes; a notifier started first reads it too.
             self._db.executescript(STORE_SCHEMA + SCHEMA)
+            self._begin = lambda: self._db.execute("BEGIN IMMEDIATE")
+        with self._lock:
             self._db.execute(
-                "INSERT OR IGNORE INTO notifier_state (k, v) SELECT 'cursor', CAST(? * coalesce(max(id), 0) AS TEXT) FROM alert_events",
+                "INSERT INTO notifier_state (k, v) SELECT 'cursor', CAST(? * coalesce(max(id), 0) AS TEXT) FROM alert_events"
+                " WHERE true ON CONFLICT DO NOTHING",
                 (0 if replay else 1,),
             )
 
@@ -164,9 +176,9 @@ class AlertState:
 
     @contextmanager
     def tx(self) -> Iterator[sqlite3.Connection]:
-        """One write transaction (BEGIN IMMEDIATE: the write lock is taken up front)."""
+        """One write transaction, its lock taken up front (SQLite's BEGIN IMMEDIATE, PostgreSQL's advisory lock)."""
         with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
+            self._begin()
             try:
                 yield self._db
             except BaseException:
@@ -420,7 +432,7 @@ class AlertState:
             found = [s for s in self._silences(db) if s.id == silence_id]
             if not found:
                 raise NotFound(f"no silence {silence_id!r}")
-            db.execute("UPDATE silences SET ends_at = min(ends_at, ?) WHERE id = ?", (now, silence_id))
+            db.execute("UPDATE silences SET ends_at = CASE WHEN ends_at < ? THEN ends_at ELSE ? END WHERE id = ?", (now, now, silence_id))
         return found[0]
 
     def silences(self) -> list[Silence]:

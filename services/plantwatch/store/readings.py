@@ -1,6 +1,7 @@
 """Stored readings read back, one node at a time, in pages: for `detector retrain` and the gateway's readings API.
 
-Opened read-only (`mode=ro`): reading never writes to, or creates, a live plant's store.
+Opened read-only (`mode=ro`): reading never writes to, or creates, a live plant's store
+(a PostgreSQL URL is read over its own connection, each page its own statement).
 Each page is its own short read, walking the primary key (node, sensor, ts) from where
 the last page ended, so a week of a node never sits in memory at once and a gateway
 that streams it holds no read transaction open between pages (WAL checkpoints go on).
@@ -12,6 +13,11 @@ import math
 import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
+
+import psycopg
+
+from plantwatch.store import postgres
 
 #: Rows per page: a page is one SELECT (and, over HTTP, one chunk of CSV of ~150 KiB).
 PAGE_ROWS = 5000
@@ -20,7 +26,13 @@ Row = tuple[str, float, float]
 """(sensor, ts, value)"""
 
 
-def _connect(path: str | Path) -> sqlite3.Connection:
+#: What a store that cannot be read raises, on either engine.
+_ERRORS = (sqlite3.DatabaseError, psycopg.Error)
+
+
+def _connect(path: str | Path) -> Any:
+    if postgres.is_url(path):
+        return postgres.PgConnection(str(path))
     path = Path(path)
     if not path.is_file():
         raise ValueError(f"store {path}: no such file")
@@ -37,8 +49,8 @@ def newest(path: str | Path, node: str, sensors: tuple[str, ...] = ()) -> float 
     db = _connect(path)
     try:
         (ts,) = db.execute(f"SELECT max(ts) FROM readings WHERE node = ?{where}", [node, *params]).fetchone()
-    except sqlite3.DatabaseError as exc:
-        raise ValueError(f"store {path}: cannot read the readings table: {exc}") from None
+    except _ERRORS as exc:
+        raise ValueError(f"store {postgres.describe(path)}: cannot read the readings table: {exc}") from None
     finally:
         db.close()
     return ts
@@ -64,8 +76,8 @@ def pages(
         while True:
             try:
                 page = db.execute(query, [node, *params, since, until, *after, page_rows]).fetchall()
-            except sqlite3.DatabaseError as exc:
-                raise ValueError(f"store {path}: cannot read the readings table: {exc}") from None
+            except _ERRORS as exc:
+                raise ValueError(f"store {postgres.describe(path)}: cannot read the readings table: {exc}") from None
             if page:
                 yield page
             if len(page) < page_rows:

@@ -2,8 +2,9 @@
 
 One row per shard: the fencing epoch and owner of its consumer, when that consumer last
 said it was alive, and the state it committed with its latest batch. The statements run
-on the store's connection inside the transaction its caller holds (SqliteStore), so a
-checkpoint commits with its batch or not at all (docs/scale-out.md).
+on the store's connection inside the transaction its caller holds (SqliteStore, or
+PostgresStore, which runs the same statements), so a checkpoint commits with its batch or
+not at all (docs/scale-out.md).
 """
 
 from __future__ import annotations
@@ -43,13 +44,13 @@ class Fenced(Exception):
 
 def save(db: sqlite3.Connection, c: Checkpoint) -> None:
     """Replace the shard's state (in the caller's transaction); Fenced if the shard was claimed at a newer epoch."""
-    before = db.total_changes
     # A committed batch renews the lease too: an owner busy with long batches (or waiting
     # for the write lock, up to the busy timeout) is alive, whether or not it got to tick.
-    db.execute(
+    # On PostgreSQL the UPDATE waits for a concurrent claim's row lock, then finds the epoch moved.
+    updated = db.execute(
         "UPDATE shard_checkpoints SET state = ?, renewed = ? WHERE shard = ? AND epoch = ?", (c.state, time.time(), c.shard, c.epoch)
-    )
-    if db.total_changes == before:
+    ).rowcount
+    if not updated:
         raise _fenced(db, c.shard, c.epoch)
 
 
@@ -57,7 +58,7 @@ def claim(db: sqlite3.Connection, shard: int, owner: str, now: float) -> tuple[i
     """Bump the shard's epoch and name its owner (in the caller's transaction); (epoch, last state)."""
     db.execute(
         "INSERT INTO shard_checkpoints (shard, epoch, owner, renewed) VALUES (?, 1, ?, ?)"
-        " ON CONFLICT (shard) DO UPDATE SET epoch = epoch + 1, owner = excluded.owner,"
+        " ON CONFLICT (shard) DO UPDATE SET epoch = shard_checkpoints.epoch + 1, owner = excluded.owner,"
         " renewed = excluded.renewed",
         (shard, owner, now),
     )
@@ -66,9 +67,7 @@ def claim(db: sqlite3.Connection, shard: int, owner: str, now: float) -> tuple[i
 
 def renew(db: sqlite3.Connection, shard: int, epoch: int, now: float) -> None:
     """Mark the shard's consumer alive at `now`; Fenced if another one has claimed it since."""
-    before = db.total_changes
-    db.execute("UPDATE shard_checkpoints SET renewed = ? WHERE shard = ? AND epoch = ?", (now, shard, epoch))
-    if db.total_changes == before:
+    if not db.execute("UPDATE shard_checkpoints SET renewed = ? WHERE shard = ? AND epoch = ?", (now, shard, epoch)).rowcount:
         raise _fenced(db, shard, epoch)
 
 

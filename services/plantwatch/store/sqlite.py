@@ -107,21 +107,28 @@ def _rows_per_statement(n: int) -> int:
 
 @lru_cache(maxsize=64)
 def _insert_sql(rows: int) -> str:
+    # OR IGNORE also drops a NaN value (stored as NULL, refused by NOT NULL); PostgresStore drops those itself.
     return "INSERT OR IGNORE INTO readings (node, sensor, type, value, ts, unit) VALUES " + ",".join(["(?,?,?,?,?,?)"] * rows)
 
 
-def _insert_readings(db: sqlite3.Connection, readings: list[Reading]) -> None:
-    """Insert readings (named tuples in the column order of the INSERT) in statements of many rows."""
+def _insert_readings(db: sqlite3.Connection, readings: list[Reading]) -> int:
+    """Insert readings (named tuples in the column order of the INSERT) in statements of many rows; how many were new."""
+    stored = 0
     for start in range(0, len(readings), ROWS_PER_INSERT):
         chunk = readings[start : start + ROWS_PER_INSERT]
         rows = _rows_per_statement(len(chunk))
         params = list(chain.from_iterable(chunk))
         params.extend(chunk[-1] * (rows - len(chunk)))
-        db.execute(_insert_sql(rows), params)
+        stored += db.execute(_insert_sql(rows), params).rowcount
+    return stored
 
 
 class SqliteStore:
-    """Thread-safe (one lock) SQLite store; callers batch their writes."""
+    """Thread-safe (one lock) SQLite store; callers batch their writes.
+
+    Its statements run on PostgreSQL too (INSERT OR IGNORE translated): PostgresStore
+    (store/postgres.py) is this class on a PostgreSQL connection, with its own connect, schema and BEGIN.
+    """
 
     #: A write with no checkpoint commits no pipeline state (ingest.writes.Store).
     commits_checkpoint = False
@@ -138,6 +145,14 @@ class SqliteStore:
             self._db.execute("PRAGMA synchronous=NORMAL")
             self._db.executescript(SCHEMA + shard_state.SCHEMA)
             self._migrate_dead_letters()
+
+    def _begin(self) -> None:
+        # IMMEDIATE: take the write lock now, so another process's commit cannot make
+        # this transaction's reads stale (SQLITE_BUSY_SNAPSHOT) halfway through.
+        self._db.execute("BEGIN IMMEDIATE")
+
+    def _insert_readings(self, readings: list[Reading]) -> int:
+        return _insert_readings(self._db, readings)
 
     def _migrate_dead_letters(self) -> None:
         """Give a file from before payload prefixes the size and hash columns, and cut its payloads."""
@@ -175,15 +190,11 @@ class SqliteStore:
         """
         with self._lock:
             db = self._db
-            # IMMEDIATE: take the write lock now, so another process's commit cannot make
-            # this transaction's reads stale (SQLITE_BUSY_SNAPSHOT) halfway through.
-            db.execute("BEGIN IMMEDIATE")
+            self._begin()
             try:
                 if checkpoint is not None:
                     shard_state.save(db, checkpoint)
-                before = db.total_changes
-                _insert_readings(db, readings if isinstance(readings, list) else list(readings))
-                stored = db.total_changes - before
+                stored = self._insert_readings(readings if isinstance(readings, list) else list(readings))
                 db.executemany(
                     "INSERT OR IGNORE INTO alert_events (fingerprint, rule, node, sensor, state, severity, value, ts, summary)"
                     " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -225,7 +236,7 @@ class SqliteStore:
         """Become the shard's consumer: bump its epoch (fencing off the previous owner); (epoch, last state)."""
         with self._lock:
             db = self._db
-            db.execute("BEGIN IMMEDIATE")
+            self._begin()
             try:
                 claimed = shard_state.claim(db, shard, owner, now)
                 db.execute("COMMIT")
@@ -249,7 +260,7 @@ class SqliteStore:
         with self._lock:
             db = self._db
             out = []
-            db.execute("BEGIN IMMEDIATE")
+            self._begin()
             try:
                 for node, sensor, start, width in windows:
                     values = [
@@ -263,8 +274,9 @@ class SqliteStore:
                     if summary is None:
                         continue
                     db.execute(
-                        "INSERT OR REPLACE INTO summaries (node, sensor, width, start, count, min, max, mean, p95)"
-                        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                        "INSERT INTO summaries (node, sensor, width, start, count, min, max, mean, p95)"
+                        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (node, sensor, width, start) DO UPDATE SET"
+                        " count = excluded.count, min = excluded.min, max = excluded.max, mean = excluded.mean, p95 = excluded.p95",
                         (node, sensor, width, start, summary.count, summary.min, summary.max, summary.mean, summary.p95),
                     )
                     out.append(summary)
@@ -277,13 +289,10 @@ class SqliteStore:
     def expire_dead_letters(self, before: float) -> int:
         """Delete up to EXPIRE_ROWS dead letters received before `before` (oldest first); how many."""
         with self._lock:
-            db = self._db
-            changes = db.total_changes
-            db.execute(
+            return self._db.execute(
                 "DELETE FROM dead_letters WHERE id IN (SELECT id FROM dead_letters WHERE received < ? ORDER BY received LIMIT ?)",
                 (before, EXPIRE_ROWS),
-            )
-            return db.total_changes - changes
+            ).rowcount
 
     def count(self, table: str) -> int:
         if table not in ("readings", "alert_events", "dead_letters", "summaries"):

@@ -1,0 +1,164 @@
+"""The store of record on a real PostgreSQL (Debian's server, tests/support/postgres.py): the embedded
+store's contract on both engines, the checkpoint committed with its batch or not at all, alert state."""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import replace
+
+import psycopg
+import pytest
+
+from plantwatch.alerts.lifecycle import Matcher
+from plantwatch.readings import AlertEvent, Reading
+from plantwatch.store import postgres
+from plantwatch.store.alert_state import AlertState, NotFound
+from plantwatch.store.postgres import PostgresStore
+from plantwatch.store.shard_state import Checkpoint, Fenced
+from plantwatch.store.sqlite import SqliteStore
+from tests.support.postgres import Postgres
+
+_names = itertools.count()
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    pg = Postgres()
+    pg.start()
+    yield pg
+    pg.close()
+
+
+@pytest.fixture
+def password(server, monkeypatch):
+    monkeypatch.setenv(postgres.PASSWORD_FILE_ENV, str(server.password_file))
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def db(request, tmp_path):
+    """Where a store lives: a SQLite file, or a fresh PostgreSQL database (the same tests run on both)."""
+    if request.param == "sqlite":
+        return str(tmp_path / "plant.db")
+    request.getfixturevalue("password")
+    return request.getfixturevalue("server").fresh_database(f"t{next(_names)}")
+
+
+def open_store(db: str) -> SqliteStore:
+    return PostgresStore(db) if postgres.is_url(db) else SqliteStore(db)
+
+
+def test_redelivered_readings_alerts_and_batches_of_every_size_are_stored_once(db):
+    store = open_store(db)
+    sent: list[Reading] = []
+    for size in (1, 17, 257, 4097, 9000):
+        batch = [Reading("n", f"s{i % 3}", "temperature", float(i), len(sent) + i + 0.5, "C") for i in range(size)]
+        assert store.write(batch + batch[: size // 2]) == size  # the broker re-delivered half of it, in the same batch
+        assert store.write(batch[: size // 3]) == 0
+        sent += batch
+    assert store.query("SELECT node, sensor, type, value, ts, unit FROM readings ORDER BY ts") == [
+        tuple(r) for r in sorted(sent, key=lambda r: r.ts)
+    ]
+    assert store.write([Reading("n", "nan", "temperature", float("nan"), 1.0)]) == 0  # no value: not stored, on either engine
+    alert = AlertEvent("r/n/t", "r", "n", "t", "firing", "critical", 81.0, 1.0, "hot")
+    store.write(alerts=[alert, alert], dead_letters=[(1.0, "sensors/x", "malformed", "not JSON", b"\xff")])
+    store.write(alerts=[alert])
+    assert store.count("alert_events") == 1
+    assert store.query("SELECT payload, payload_bytes FROM dead_letters") == [(b"\xff", 1)]
+    store.close()
+    reopened = open_store(db)  # the schema is there already: opening again changes nothing
+    assert reopened.count("readings") == len(sent)
+    reopened.close()
+
+
+def test_conflicts_summaries_and_dead_letter_expiry(db):
+    store = open_store(db)
+    store.write([Reading("n", "t", "temperature", v, 100.0 + i) for i, v in enumerate((1.0, 2.0, 3.0, 4.0))])
+    stored_again = [Reading("n", "t", "temperature", 1.0, 100.0), Reading("n", "t", "temperature", 9.0, 101.0)]
+    assert store.write(stored_again) == 0
+    assert store.conflicting(stored_again) == [(stored_again[1], 2.0)]
+    (summary,) = store.summarize([("n", "t", 100.0, 10.0)])
+    assert (summary.count, summary.min, summary.max, summary.mean) == (4, 1.0, 4.0, 2.5)
+    store.write([Reading("n", "t", "temperature", 5.0, 104.0)])
+    store.summarize([("n", "t", 100.0, 10.0)])  # recomputed: replaces the window's row
+    assert store.query("SELECT count, max FROM summaries") == [(5, 5.0)]
+    store.write(dead_letters=[(float(t), "x", "malformed", "", b"p") for t in range(5)])
+    assert store.expire_dead_letters(3.0) == 3
+    assert store.count("dead_letters") == 2
+
+
+def test_a_batch_commits_with_its_checkpoint_and_a_fenced_owner_writes_nothing(db):
+    store = open_store(db)
+    epoch, state = store.claim_shard(0, "a", 1.0)
+    assert (epoch, state) == (1, None)
+    store.write([Reading("n", "t", "temperature", 1.0, 1.0)], checkpoint=Checkpoint(0, 1, b"after-1"))
+    other = open_store(db)  # another gateway on the same store takes the shard over
+    assert other.claim_shard(0, "b", 2.0) == (2, b"after-1")
+    with pytest.raises(Fenced, match="epoch 1 was superseded by epoch 2 \\(b\\)"):
+        store.write([Reading("n", "t", "temperature", 2.0, 2.0)], checkpoint=Checkpoint(0, 1, b"stale"))
+    with pytest.raises(Fenced):
+        store.renew_shard(0, 1, 3.0)
+    assert store.count("readings") == 1
+    other.renew_shard(0, 2, 3.0)
+    assert other.shard_lease(0)[:2] == (2, "b")
+
+
+def test_a_server_killed_between_the_batch_and_its_commit_keeps_neither(server, password):
+    """SIGKILL of PostgreSQL after the batch's rows and checkpoint were sent, before COMMIT."""
+    url = server.fresh_database(f"t{next(_names)}")
+
+    class KilledBeforeCommit(PostgresStore):
+        def _insert_readings(self, readings):
+            stored = super()._insert_readings(readings)
+            server.kill()
+            return stored
+
+    store = PostgresStore(url)
+    store.claim_shard(0, "a", 1.0)
+    store.write([Reading("n", "t", "temperature", 1.0, 1.0)], checkpoint=Checkpoint(0, 1, b"after-1"))
+    doomed = KilledBeforeCommit(url)
+    with pytest.raises(psycopg.OperationalError):
+        doomed.write([Reading("n", "t", "temperature", 2.0, 2.0)], checkpoint=Checkpoint(0, 1, b"after-2"))
+    server.start()
+    after = PostgresStore(url)
+    assert after.query("SELECT ts FROM readings") == [(1.0,)]
+    assert after.claim_shard(0, "b", 3.0) == (2, b"after-1")
+
+
+def test_alert_state_on_both_engines(db):
+    store = open_store(db)
+    state = AlertState(db)
+    fire = AlertEvent("r/n/t", "r", "n", "t", "firing", "warning", 81.0, 10.0, "hot")
+    store.write(alerts=[fire, replace(fire, severity="critical", ts=11.0)])
+    with state.tx() as tx:
+        assert state.hold_lease(tx, "me", 0.0, 30.0)
+        assert state.apply_events(tx) == 1
+        assert state.apply_events(tx) == 0  # the cursor moved with them
+        state.enqueue(tx, "k1", "ops", "firing", "g", {"a": 1}, 12.0)
+        state.enqueue(tx, "k1", "ops", "firing", "g", {"a": 1}, 12.0)
+    with state.tx() as tx:
+        assert not state.hold_lease(tx, "other", 1.0, 30.0)
+    (due,) = state.due(13.0)
+    state.finish(due, "sent", 1, 13.0, 13.0, None, [("r/n/t", 10.0, "notified", {"receiver": "ops"})])
+    assert state.notification_counts() == {"ops": {"sent": 1}}
+    assert state.ack("r/n/t", "ann", "on it", 14.0)["acked_by"] == "ann"
+    silence = state.add_silence([Matcher("node", "=", "n")], 0.0, 100.0, "ann", "work", 15.0)
+    state.expire_silence(silence.id, 20.0)
+    assert state.silences()[0].ends_at == 20.0
+    store.write(alerts=[replace(fire, state="resolved", ts=30.0, summary="ok")])
+    with state.tx() as tx:
+        state.apply_events(tx)
+    assert state.alert("r/n/t")["status"] == "resolved"
+    assert [h["what"] for h in state.alert_history("r/n/t")] == ["firing", "level", "notified", "acknowledged", "resolved"]
+    with pytest.raises(NotFound):
+        state.ack("r/n/t", "ann", "", 31.0)
+    state.close()
+
+
+def test_a_password_never_appears_in_what_is_logged_and_a_wrong_one_is_refused(server, monkeypatch, tmp_path):
+    wrong = tmp_path / "password"
+    wrong.write_text("not-it\n")
+    monkeypatch.setenv(postgres.PASSWORD_FILE_ENV, str(wrong))
+    with pytest.raises(ValueError, match="cannot connect") as refused:
+        PostgresStore(server.url)
+    assert "not-it" not in str(refused.value)
+    assert "s3cret" not in postgres.describe("postgresql://plantwatch:s3cret@db/plant")
