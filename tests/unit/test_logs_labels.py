@@ -123,7 +123,7 @@ def test_a_dead_letter_is_logged_at_the_default_level_with_its_batch_and_node(tm
         logger.removeHandler(capture)
     letters = [orjson.loads(body) for topic, body in published if topic.startswith(DEAD_LETTER_PREFIX)]
     assert len(letters) == 2
-    dead = [x for x in capture.lines if x["message"].startswith("dead letter")]
+    dead = [x for x in capture.lines if x["message"].startswith("rejected: ")]
     # One per node and reason at WARNING: a flood of bad messages does not flood the default log.
     assert len(dead) == 1, capture.lines
     assert dead[0]["node"] == "esp32-press-01" and dead[0]["component"] == "ingest" and dead[0]["level"] == "warning"

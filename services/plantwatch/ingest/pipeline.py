@@ -46,9 +46,10 @@ _TIMESTAMP = attrgetter("ts")
 #: Seconds between two tracebacks of one internal error (exception type and the line that raised
 #: it): each such message is still dead-lettered and counted, and a bug stays visible in the log.
 INTERNAL_ERROR_LOG_S = 60.0
-#: Seconds between two WARNING lines for the dead letters of one (node, reason); the others are logged at INFO.
+#: Seconds between two WARNING lines for the dead letters of one (node, reason), or one alert's transitions to one state;
+#: the others are logged at INFO.
 #: One a node's misconfiguration is seen at the default level, and a flood of bad messages does not flood the log.
-DEAD_LETTER_WARN_S = 10.0
+WARN_INTERVAL_S = 10.0
 
 
 class Scorer(Protocol):
@@ -187,7 +188,8 @@ class Pipeline:
         #: The newest (ts, value) per series, to refuse a same-key reading with another value.
         self._series = SeriesGuard()
         self._conflict_log = LogLimiter(CONFLICT_LOG_S)
-        self._dead_letter_log = LogLimiter(DEAD_LETTER_WARN_S)
+        self._dead_letter_log = LogLimiter(WARN_INTERVAL_S)
+        self._alert_log = LogLimiter(WARN_INTERVAL_S)
         self.window_s = window_s
         self._window_grace_s = window_grace_s
         #: Windows that received readings since they were last summarized: (node, sensor, start).
@@ -394,8 +396,10 @@ class Pipeline:
             metrics.READINGS.inc(p.stored)
             metrics.BATCH.observe(p.messages)
             self._count_alerts(p.alerts)
-        if p.alerts and self._on_alerts:
-            self._on_alerts()
+        if p.alerts:
+            self._log_alerts(p.alerts)
+            if self._on_alerts:
+                self._on_alerts()
         self._export(p.readings)
         if self._publish:
             for topic, body in p.outbox:
@@ -467,7 +471,7 @@ class Pipeline:
         row, message = dead_letters.letter(topic, payload, node_name, rejections, p.now, correlation_id)
         log.log(
             logging.WARNING if self._dead_letter_log.allow((node_name, rejections[0].reason), time.monotonic()) else logging.INFO,
-            "dead letter: %s",
+            "rejected: %s",
             row[3],
             extra={"correlation_id": correlation_id, "node": node_name, "topic": topic, "reason": rejections[0].reason},
         )
@@ -557,6 +561,7 @@ class Pipeline:
         if events:
             with self._lock:
                 self._count_alerts(events)
+            self._log_alerts(events)
             if self._on_alerts:
                 self._on_alerts()
         for node, online in self.online(now).items():
@@ -605,6 +610,21 @@ class Pipeline:
             if s.detector in scorers:
                 s.restore(scorers[s.detector])
         self._export_firing()
+
+    def _log_alerts(self, events: list[AlertEvent]) -> None:
+        """A stored alert transition at WARNING, once per alert, state and level per interval (the rest at INFO: a
+        flapping alert does not flood the default log, an escalation is still seen); notifying is the notifier's."""
+        now = time.monotonic()
+        for e in events:
+            log.log(
+                logging.WARNING if self._alert_log.allow((e.fingerprint, e.state, e.severity), now) else logging.INFO,
+                "alert %s: %s %s (%s)",
+                e.state,
+                e.severity,
+                e.fingerprint,
+                e.summary,
+                extra={"node": e.node, "rule": e.rule, "sensor": e.sensor, "severity": e.severity, "state": e.state},
+            )
 
     def _count_alerts(self, events: list[AlertEvent]) -> None:
         for e in events:
