@@ -14,7 +14,7 @@ import os
 import re
 import sys
 import threading
-from collections.abc import Hashable, Iterator
+from collections.abc import Hashable, Iterator, Mapping
 from contextlib import contextmanager
 from contextvars import ContextVar
 from datetime import UTC, datetime
@@ -133,11 +133,15 @@ class TextFormatter(logging.Formatter):
 _CHATTY = ("celpy",)
 
 
+def process_labels(environ: Mapping[str, str]) -> dict[str, str]:
+    """The labels of every line of this process: its plant, named by $PLANTWATCH_PLANT, else its pod's namespace."""
+    plant = environ.get("PLANTWATCH_PLANT") or environ.get("POD_NAMESPACE")
+    return {"plant": plant} if plant else {}
+
+
 def configure(level: str = "WARNING", fmt: str = "text") -> None:
-    plant = os.environ.get("PLANTWATCH_PLANT") or os.environ.get("POD_NAMESPACE")
     _LABELS.clear()
-    if plant:
-        _LABELS["plant"] = plant
+    _LABELS.update(process_labels(os.environ))
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
     logging.basicConfig(level=level.upper(), handlers=[handler], force=True)

@@ -8,13 +8,12 @@ import time
 from pathlib import Path
 
 import orjson
-import pytest
 
 from plantwatch import logs
 from plantwatch.ingest.dead_letters import DEAD_LETTER_PREFIX
 from plantwatch.ingest.formats import encode
 from plantwatch.ingest.pipeline import Pipeline
-from plantwatch.logs import JsonFormatter, correlated
+from plantwatch.logs import JsonFormatter, correlated, process_labels
 from plantwatch.plant.load import load_plant
 from plantwatch.store.influx import SpoolDepth
 from plantwatch.store.sqlite import SqliteStore
@@ -28,21 +27,8 @@ def line(logger: str, msg: str = "m", **extra) -> dict:
     return json.loads(JsonFormatter().format(r))
 
 
-@pytest.fixture
-def plant_label(monkeypatch):
-    """The labels `configure` reads from the environment, undone afterwards (they are the process's)."""
-    root = logging.getLogger()
-    saved = root.handlers[:], root.level
-    monkeypatch.setenv("PLANTWATCH_PLANT", "hall-a")
-    logs.configure("WARNING", "json")
-    yield
-    monkeypatch.delenv("PLANTWATCH_PLANT")
-    logs.configure("WARNING", "json")
-    root.handlers[:], _ = saved
-    root.setLevel(saved[1])
-
-
-def test_every_line_names_its_plant_and_component(plant_label):
+def test_every_line_names_its_plant_and_component(monkeypatch):
+    monkeypatch.setitem(logs._LABELS, "plant", "hall-a")  # as `configure` sets them for the process
     assert line("plantwatch.ingest.pipeline") | {"time": None} == {
         "time": None,
         "level": "warning",
@@ -55,20 +41,10 @@ def test_every_line_names_its_plant_and_component(plant_label):
     assert line("kopf.objects")["component"] == "kopf"
 
 
-def test_the_pods_namespace_is_the_plant_when_none_is_named(monkeypatch):
-    monkeypatch.delenv("PLANTWATCH_PLANT", raising=False)
-    monkeypatch.setenv("POD_NAMESPACE", "plant-b")
-    root = logging.getLogger()
-    saved = root.handlers[:], root.level
-    try:
-        logs.configure("WARNING", "json")
-        assert line("plantwatch.alerts")["plant"] == "plant-b"
-        monkeypatch.delenv("POD_NAMESPACE")
-        logs.configure("WARNING", "json")
-        assert "plant" not in line("plantwatch.alerts")
-    finally:
-        root.handlers[:] = saved[0]
-        root.setLevel(saved[1])
+def test_the_plant_is_named_or_the_pods_namespace():
+    assert process_labels({"PLANTWATCH_PLANT": "hall-a", "POD_NAMESPACE": "plant-b"}) == {"plant": "hall-a"}
+    assert process_labels({"POD_NAMESPACE": "plant-b"}) == {"plant": "plant-b"}
+    assert process_labels({"PLANTWATCH_PLANT": ""}) == {}
 
 
 def test_lines_logged_while_a_batch_is_handled_carry_its_correlation_id():
