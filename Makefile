@@ -10,7 +10,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 CACHE := .cache
-DEBIAN_PACKAGES := mosquitto mosquitto-clients prometheus prometheus-alertmanager cmake ninja-build g++ libgtest-dev nlohmann-json3-dev
+DEBIAN_PACKAGES := mosquitto mosquitto-clients postgresql prometheus prometheus-alertmanager cmake ninja-build g++ libgtest-dev nlohmann-json3-dev
 DEMO_SECONDS ?= 120
 
 .PHONY: demo test deps python-deps debian-deps tools generate check format test-python test-firmware test-e2e bench soak fuzz clean
