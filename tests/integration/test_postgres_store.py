@@ -162,3 +162,17 @@ def test_a_password_never_appears_in_what_is_logged_and_a_wrong_one_is_refused(s
         PostgresStore(server.url)
     assert "not-it" not in str(refused.value)
     assert "s3cret" not in postgres.describe("postgresql://plantwatch:s3cret@db/plant")
+
+
+def test_the_cluster_alert_report_reads_each_alerts_latest_row_on_both_engines(db):
+    # AlertRule status in the cluster (ingest/alert_status.py) reads each alert's newest row and each rule's
+    # newest firing one in one query; PostgreSQL refuses a FROM subquery without an alias.
+    from plantwatch.ingest.alert_status import CURRENT_ROWS, AlertRow
+
+    store = open_store(db)
+    fire = AlertEvent("r/n/t", "r", "n", "t", "firing", "warning", 81.0, 10.0, "hot")
+    other = replace(fire, fingerprint="r/m/t", node="m", ts=12.0)
+    store.write(alerts=[fire, other, replace(fire, state="resolved", ts=20.0, summary="ok")])
+    rows = sorted((row.fingerprint, row.state, row.ts) for row in map(AlertRow._make, store.query(CURRENT_ROWS)))
+    # r/n/t's latest row (resolved) and rule r's latest firing (r/m/t's, at 12)
+    assert rows == [("r/m/t", "firing", 12.0), ("r/n/t", "resolved", 20.0)]

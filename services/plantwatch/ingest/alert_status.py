@@ -58,11 +58,11 @@ CURRENT_ROWS = f"""
 SELECT {COLUMNS} FROM alert_events WHERE id IN (
     SELECT id FROM (
         SELECT id, row_number() OVER (PARTITION BY fingerprint ORDER BY ts DESC, id DESC) AS k FROM alert_events
-    ) WHERE k = 1
+    ) AS latest WHERE k = 1
     UNION
     SELECT id FROM (
         SELECT id, row_number() OVER (PARTITION BY rule ORDER BY ts DESC, id DESC) AS k FROM alert_events WHERE state = '{FIRING}'
-    ) WHERE k = 1
+    ) AS last_fired WHERE k = 1
 )"""
 
 
