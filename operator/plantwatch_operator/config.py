@@ -35,6 +35,8 @@ class Config:
     gateway_api_token_secret: tuple[str, str] | None = None
     #: Serve the gateway's alerts API reads (alerts, history, silences) without the token.
     gateway_api_open_reads: bool = False
+    #: The most status writes per second (all plants together): a plant applied at once reports as a bounded stream.
+    status_writes_per_second: float = 50.0
 
     @classmethod
     def from_env(cls) -> Config:
@@ -50,6 +52,7 @@ class Config:
                 "PLANTWATCH_GATEWAY_API_TOKEN_SECRET", os.environ.get("PLANTWATCH_GATEWAY_API_TOKEN_SECRET", "")
             ),
             gateway_api_open_reads=flag("PLANTWATCH_GATEWAY_API_OPEN_READS", os.environ.get("PLANTWATCH_GATEWAY_API_OPEN_READS", "false")),
+            status_writes_per_second=float(os.environ.get("PLANTWATCH_STATUS_WRITES_PER_SECOND", cls.status_writes_per_second)),
         )
 
 

@@ -10,6 +10,8 @@ something to score). Each DetectorModel owns its own serving objects.
 from __future__ import annotations
 
 import datetime
+import hashlib
+import json
 import logging
 import math
 import secrets
@@ -27,12 +29,15 @@ from plantwatch.contracts.times import now_rfc3339
 from plantwatch.mqtt.acl import render_broker_auth
 from plantwatch.plant.model import parse_resource
 from plantwatch_operator import broker, certs, kube
+from plantwatch_operator.coalesce import Coalescer, Pace
 from plantwatch_operator.config import Config
-from plantwatch_operator.metrics import reconciling
+from plantwatch_operator.metrics import API_WRITES, RENDERS_PENDING, reconciling
 from plantwatch_operator.render import (
     CONFIG_HASH,
+    PLANT_CONFIGMAP,
     detector_name,
     labels,
+    node_shard_name,
     owned,
     owner_reference,
     plant_manifest,
@@ -63,6 +68,14 @@ from plantwatch_operator.verdicts import (
 CONFIG = Config.from_env()
 _namespace_locks: dict[str, threading.Lock] = defaultdict(threading.Lock)
 _credentials_checked: dict[str, float] = {}
+#: (namespace, kind, name) → (sha256 of the manifest last applied, the object's uid)
+_applied: dict[tuple[str, str, str], tuple[str, str]] = {}
+#: (namespace, node) → why the broker refuses it, as last announced
+_refused: dict[tuple[str, str], str | None] = {}
+#: namespace → node shards of its plant config (render.plant_documents) last rendered
+_shards: dict[str, int] = {}
+_pace = Pace(CONFIG.status_writes_per_second)
+_renders = Coalescer(lambda namespace: _render_plant(namespace), on_pending=RENDERS_PENDING.set)
 
 
 @kopf.on.startup()
@@ -93,7 +106,27 @@ def plant_changed(namespace: str, **_: Any) -> None:
 
 
 def reconcile_plant(namespace: str) -> None:
-    """Render and apply the namespace's ingestion, then report on every node, rule, receiver and detector."""
+    """Ask for the namespace's plant to be rendered: one render per burst of changes (coalesce.py), on
+    the renders' own thread, so a handler returns at once and a plant applied at once is rendered a
+    few times, not once per object."""
+    _renders.mark(namespace)
+
+
+def _apply_changed(manifest: dict[str, Any]) -> str:
+    """Apply the manifest unless this process last applied exactly it (the periodic recheck forgets
+    that, so an object removed behind the operator's back comes back); its uid."""
+    meta = manifest["metadata"]
+    key = (meta.get("namespace", ""), manifest["kind"], meta["name"])
+    digest = hashlib.sha256(json.dumps(manifest, sort_keys=True).encode()).hexdigest()
+    known = _applied.get(key)
+    if known is None or known[0] != digest:
+        known = _applied[key] = (digest, kube.apply(manifest)["metadata"]["uid"])
+    return known[1]
+
+
+def _render_plant(namespace: str) -> None:
+    """Render and apply the namespace's ingestion, then report on every node, rule, receiver and detector:
+    each object written only where it changed."""
     with _namespace_locks[namespace], reconciling("plant"):
         receivers = kube.list_plant(namespace, "alertreceivers")
         plant = judge_plant(
@@ -110,23 +143,46 @@ def reconcile_plant(namespace: str) -> None:
             report_detector(body, scoring=verdict)
         valid_nodes = plant.valid_nodes
         if not valid_nodes:
-            return  # the ingestion objects are owned by the nodes: the garbage collector removes them
+            # Everything else the plant runs on is owned by its config: the garbage collector removes it.
+            kube.delete("v1", "ConfigMap", PLANT_CONFIGMAP, namespace)
+            _forget(namespace)
+            return
         manifests = [
             plant_manifest(b) for b in (*valid_nodes, *plant.accepted_rules, *plant.scoring_detectors, *plant.configured_receivers)
         ]
-        owners = [owner_reference(n, controller=False) for n in valid_nodes]
-        rendered = [owned(m, owners) for m in render_ingestion(namespace, manifests, CONFIG)]
-        for manifest in rendered:
-            kube.apply(manifest)
-        digest = rendered[0]["metadata"]["annotations"][CONFIG_HASH]
+        config, *rest = render_ingestion(namespace, manifests, CONFIG)
+        # One owner, the plant's config, rather than every node: a reference per node made each shared
+        # object grow with the plant and be rewritten whenever a node came or went.
+        owners = [_owner(config, _apply_changed(config))]
+        for manifest in rest:
+            _apply_changed(owned(manifest, owners))
+        shards = sum(1 for m in rest if m["kind"] == "ConfigMap")
+        for stale in range(shards, _shards.get(namespace, 0)):
+            kube.delete("v1", "ConfigMap", node_shard_name(stale), namespace)
+        if _shards.get(namespace, 0) != shards:
+            _shards[namespace] = shards
+            for body, _ in plant.scoring:  # the retraining jobs read the plant through the same volume
+                if body["spec"].get("retrain"):
+                    _render_detector(body)
+        digest = config["metadata"]["annotations"][CONFIG_HASH]
         _reconcile_broker(namespace, plant, owners)
         for body, parsed in plant.nodes:
-            _write_status(body, node_status(body, parsed, digest, now))
+            _write_status(body, node_status(body, parsed, PLANT_CONFIGMAP, now, digest=digest))
         rendered = _apply_prometheus_rule(namespace, plant)
         where = promrule.prometheus_rule_name(namespace)
         for body, verdict, matched in plant.rules:
             prometheus = prometheus_rule_verdict(verdict, body["metadata"]["name"], rendered, where)
             _write_status(body, rule_status(body, verdict, matched, now, prometheus))
+
+
+def _owner(manifest: dict[str, Any], uid: str) -> dict[str, Any]:
+    return owner_reference({**manifest, "metadata": {**manifest["metadata"], "uid": uid}}, controller=False)
+
+
+def _forget(namespace: str) -> None:
+    """Drop what this process remembers applying in `namespace`: the next render applies everything."""
+    for key in [k for k in _applied if k[0] == namespace]:
+        del _applied[key]
 
 
 def _reconcile_broker(namespace: str, plant: PlantVerdicts, owners: list[dict[str, Any]]) -> None:
@@ -156,10 +212,13 @@ def _reconcile_broker(namespace: str, plant: PlantVerdicts, owners: list[dict[st
         previous_password_file=previous or None,
     )
     files = {broker.PASSWORD_FILE: auth.password_file.encode(), broker.ACL_FILE: auth.acl_file.encode()}
-    kube.apply(owned(broker.secret(broker.AUTH_SECRET, namespace, lab, files), owners))
-    for body, node in nodes:
-        if node.meta.name in auth.refused:
-            kopf.event(body, type="Warning", reason="BrokerAccessRefused", message=f"no broker identity: {auth.refused[node.meta.name]}")
+    _apply_changed(owned(broker.secret(broker.AUTH_SECRET, namespace, lab, files), owners))
+    for body, node in nodes:  # an Event when a node's refusal is new or changed, not at every render
+        refused, key = auth.refused.get(node.meta.name), (namespace, node.meta.name)
+        if refused is not None and _refused.get(key) != refused:
+            API_WRITES.labels("event").inc()
+            kopf.event(body, type="Warning", reason="BrokerAccessRefused", message=f"no broker identity: {refused}")
+        _refused[key] = refused
     _reconcile_broker_tls(namespace, lab)
 
 
@@ -200,6 +259,7 @@ def credentials_recheck(namespace: str, **_: Any) -> None:
         if now - _credentials_checked.get(namespace, -math.inf) < CONFIG.credentials_check_interval / 2:
             return
         _credentials_checked[namespace] = now
+        _forget(namespace)
     reconcile_plant(namespace)
 
 
@@ -248,8 +308,10 @@ def _write_status(body: dict[str, Any], update: StatusUpdate | None) -> None:
     """Apply the operator's part of the status and post its Events; nothing when nothing changed."""
     if update is None:
         return
+    _pace.wait()
     kube.apply_status(body, update.status)
     for event in update.events:
+        API_WRITES.labels("event").inc()
         kopf.event(body, type=event.type, reason=event.reason, message=event.message)
 
 
@@ -280,7 +342,10 @@ def _render_detector(body: dict[str, Any]) -> None:
     detector = parse_resource(body, f"DetectorModel {body['metadata']['name']}")
     owners = [owner_reference(body, controller=True)]
     candidate = shadow_candidate(detector, _candidate(body))
-    for manifest in [*render_detector(detector, CONFIG, candidate), *render_retrain(detector, CONFIG)]:
+    for manifest in [
+        *render_detector(detector, CONFIG, candidate),
+        *render_retrain(detector, CONFIG, _shards.get(detector.meta.namespace, 0)),
+    ]:
         kube.apply(owned(manifest, owners))
     name, namespace = retrain_name(detector.name), detector.meta.namespace
     if detector.spec.retrain is None and kube.get("batch/v1", "CronJob", name, namespace) is not None:

@@ -15,11 +15,13 @@ from kubernetes.client.rest import ApiException
 from plantwatch import kube as shared
 from plantwatch.contracts.names import GROUP, OPERATOR_MANAGER, VERSION
 from plantwatch.kube import api_client, dynamic
+from plantwatch_operator.metrics import API_WRITES
 
 
 def apply(manifest: dict[str, Any]) -> dict[str, Any]:
     """Server-side apply (create or update) as the operator's field manager."""
     resource = dynamic().resources.get(api_version=manifest["apiVersion"], kind=manifest["kind"])
+    API_WRITES.labels("apply").inc()
     result = resource.server_side_apply(
         body=manifest,
         name=manifest["metadata"]["name"],
@@ -43,6 +45,7 @@ def get(api_version: str, kind: str, name: str, namespace: str) -> dict[str, Any
 
 def delete(api_version: str, kind: str, name: str, namespace: str) -> None:
     resource = dynamic().resources.get(api_version=api_version, kind=kind)
+    API_WRITES.labels("delete").inc()
     try:
         resource.delete(name=name, namespace=namespace)
     except ApiException as exc:
@@ -92,4 +95,5 @@ def list_plant(namespace: str, plural: str) -> list[dict[str, Any]]:
 
 def apply_status(body: dict[str, Any], status: dict[str, Any]) -> None:
     """The operator's part of a resource's status (see plantwatch.kube.apply_status)."""
+    API_WRITES.labels("status").inc()
     shared.apply_status(body, status, OPERATOR_MANAGER)

@@ -6,7 +6,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from prometheus_client import Counter, Histogram
+from prometheus_client import Counter, Gauge, Histogram
 
 RECONCILES = Counter(
     "plantwatch_operator_reconciles_total", "Reconciliations, by what was reconciled and the result.", ["target", "result"]
@@ -17,6 +17,11 @@ RECONCILE_SECONDS = Histogram(
     ["target"],
     buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
 )
+
+RENDERS_PENDING = Gauge(
+    "plantwatch_operator_renders_pending", "Namespaces whose plant render is waiting or running (0: no plant work left)."
+)
+API_WRITES = Counter("plantwatch_operator_api_writes_total", "Writes the operator sent to the API server, by kind of write.", ["write"])
 
 
 @contextmanager

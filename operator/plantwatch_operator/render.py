@@ -8,6 +8,8 @@ files pin it.
 from __future__ import annotations
 
 import hashlib
+import json
+import zlib
 from typing import Any
 from urllib.parse import urlparse
 
@@ -63,11 +65,70 @@ def plant_manifest(body: dict[str, Any]) -> dict[str, Any]:
     return {"apiVersion": body["apiVersion"], "kind": body["kind"], "metadata": clean_meta, "spec": body["spec"]}
 
 
+_ORDER = {"SensorNode": 0, "AlertRule": 1, "DetectorModel": 2, "AlertReceiver": 3}
+#: Each manifest's YAML by its JSON: a re-render of a plant where one object changed dumps that one
+#: object, not the plant (PyYAML's emitter is most of a full render's cost). Cleared when it grows past
+#: the bound; the next render refills it.
+_yaml_cache: dict[str, str] = {}
+_YAML_CACHE_MAX = 50_000
+
+
+def _yaml(manifest: dict[str, Any]) -> str:
+    key = json.dumps(manifest, sort_keys=True)
+    text = _yaml_cache.get(key)
+    if text is None:
+        if len(_yaml_cache) >= _YAML_CACHE_MAX:
+            _yaml_cache.clear()
+        text = _yaml_cache[key] = yaml.dump(manifest, Dumper=PlainDumper, sort_keys=True)
+    return text
+
+
 def plant_document(manifests: list[dict[str, Any]]) -> str:
     """All plant resources as one multi-document YAML, in a stable order (so the hash is too)."""
-    order = {"SensorNode": 0, "AlertRule": 1, "DetectorModel": 2, "AlertReceiver": 3}
-    ordered = sorted(manifests, key=lambda m: (order[m["kind"]], m["metadata"]["name"]))
-    return yaml.dump_all(ordered, Dumper=PlainDumper, sort_keys=True)
+    ordered = sorted(manifests, key=lambda m: (_ORDER[m["kind"]], m["metadata"]["name"]))
+    return "---\n".join(map(_yaml, ordered))
+
+
+#: The most plant YAML one ConfigMap carries: half the API server's 1 MiB object limit, leaving room
+#: for a shard that hashing made larger than the average.
+CONFIGMAP_BUDGET = 512 * 1024
+
+
+def node_shard_name(index: int) -> str:
+    return f"{PLANT_CONFIGMAP}-nodes-{index}"
+
+
+def plant_documents(manifests: list[dict[str, Any]]) -> dict[str, str]:
+    """The plant's YAML per ConfigMap: all of it in PLANT_CONFIGMAP while it fits CONFIGMAP_BUDGET;
+    past that the SensorNodes go to node shards (node_shard_name), a node's shard chosen by a hash of
+    its name among a power of two of them, doubled until every shard fits. A node added or changed
+    rewrites its shard alone, and the plant's size is capped by no object's."""
+    whole = plant_document(manifests)
+    if len(whole) <= CONFIGMAP_BUDGET:
+        return {PLANT_CONFIGMAP: whole}
+    nodes = [m for m in manifests if m["kind"] == "SensorNode"]
+    rest = plant_document([m for m in manifests if m["kind"] != "SensorNode"])
+    count = 2
+    while True:
+        shards: list[list[dict[str, Any]]] = [[] for _ in range(count)]
+        for m in nodes:
+            shards[zlib.crc32(m["metadata"]["name"].encode()) % count].append(m)
+        documents = {node_shard_name(i): plant_document(s) for i, s in enumerate(shards)}
+        if all(len(d) <= CONFIGMAP_BUDGET for d in documents.values()):
+            return {PLANT_CONFIGMAP: rest, **documents}
+        count *= 2
+
+
+def plant_volume(shards: int) -> dict[str, Any]:
+    """The pod volume holding the plant: PLANT_CONFIGMAP, or it and its `shards` node shards projected
+    into one folder (the kubelet swaps a projected volume's files at once, as a ConfigMap volume's)."""
+    if not shards:
+        return {"name": "plant", "configMap": {"name": PLANT_CONFIGMAP}}
+    sources = [{"configMap": {"name": PLANT_CONFIGMAP}}]
+    sources += [
+        {"configMap": {"name": node_shard_name(i), "items": [{"key": "plant.yaml", "path": f"nodes-{i}.yaml"}]}} for i in range(shards)
+    ]
+    return {"name": "plant", "projected": {"sources": sources}}
 
 
 def config_hash(document: str) -> str:
@@ -197,17 +258,21 @@ def gateway_network_policy(namespace: str, lab: dict[str, str], config: Config) 
 
 
 def render_ingestion(namespace: str, manifests: list[dict[str, Any]], config: Config) -> list[dict[str, Any]]:
-    """The plant's ingestion: its config (ConfigMap), the gateway Deployment and its Service."""
-    document = plant_document(manifests)
+    """The plant's ingestion: its config (PLANT_CONFIGMAP first, then any node shards), the gateway's
+    identity, Deployment, Service and NetworkPolicy."""
+    documents = plant_documents(manifests)
     secrets, secret_mounts = secret_volumes(mounted_secrets([m for m in manifests if m["kind"] == "AlertReceiver"], config))
-    digest = config_hash(document)
+    digest = config_hash("".join(documents.values()))
     lab = labels("gateway", namespace)
-    configmap = {
-        "apiVersion": "v1",
-        "kind": "ConfigMap",
-        "metadata": {"name": PLANT_CONFIGMAP, "namespace": namespace, "labels": lab, "annotations": {CONFIG_HASH: digest}},
-        "data": {"plant.yaml": document},
-    }
+    configmaps = [
+        {
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": {"name": name, "namespace": namespace, "labels": lab, "annotations": {CONFIG_HASH: digest}},
+            "data": {"plant.yaml": document},
+        }
+        for name, document in documents.items()
+    ]
     deployment = {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
@@ -254,7 +319,7 @@ def render_ingestion(namespace: str, manifests: list[dict[str, Any]], config: Co
                         }
                     ],
                     "volumes": [
-                        {"name": "plant", "configMap": {"name": PLANT_CONFIGMAP}},
+                        plant_volume(len(documents) - 1),
                         {"name": "data", "emptyDir": {}},
                         *secrets,
                     ],
@@ -278,7 +343,7 @@ def render_ingestion(namespace: str, manifests: list[dict[str, Any]], config: Co
         "alertrules/status",
         also=({"apiGroups": [""], "resources": ["events"], "verbs": ["create"]},),
     )
-    return [configmap, *identity, deployment, service, gateway_network_policy(namespace, lab, config)]
+    return [*configmaps, *identity, deployment, service, gateway_network_policy(namespace, lab, config)]
 
 
 def status_reporter_identity(

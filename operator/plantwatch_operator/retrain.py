@@ -20,13 +20,13 @@ from plantwatch_operator.render import (
     _DNS,
     GATEWAY,
     HTTP_PORT,
-    PLANT_CONFIGMAP,
     PLANT_DIR,
     _pod_security,
     _port,
     _security_context,
     labels,
     network_policy,
+    plant_volume,
     secret_volumes,
     selector,
 )
@@ -76,8 +76,9 @@ def retrain_args(detector: DetectorModel, config: Config) -> list[str]:
     ]
 
 
-def render_retrain(detector: DetectorModel, config: Config) -> list[dict[str, Any]]:
-    """spec.retrain's CronJob, NetworkPolicy and identity (ServiceAccount, Role, RoleBinding); nothing without it."""
+def render_retrain(detector: DetectorModel, config: Config, shards: int = 0) -> list[dict[str, Any]]:
+    """spec.retrain's CronJob, NetworkPolicy and identity (ServiceAccount, Role, RoleBinding); nothing without it.
+    `shards`: the plant's node shards (render.plant_volume), so the job reads the whole plant as the gateway does."""
     retrain = detector.spec.retrain
     if retrain is None:
         return []
@@ -104,7 +105,7 @@ def render_retrain(detector: DetectorModel, config: Config) -> list[dict[str, An
                 ],
             }
         ],
-        "volumes": [{"name": "plant", "configMap": {"name": PLANT_CONFIGMAP}}, {"name": "work", "emptyDir": {}}, *secrets],
+        "volumes": [plant_volume(shards), {"name": "work", "emptyDir": {}}, *secrets],
     }
     cronjob = {
         "apiVersion": "batch/v1",

@@ -71,9 +71,13 @@ def condition_update(
     return StatusUpdate({**new, "conditions": owned}, announcements(old.get("conditions"), conditions, announced))
 
 
-def node_status(body: dict[str, Any], parsed: Any, digest: str, now: str) -> StatusUpdate | None:
-    """A SensorNode's `Ready`: rendered into the gateway config `digest`, or why not (`parsed` is then
-    the validation message); `Online` is Unknown until the gateway's first report."""
+def node_status(body: dict[str, Any], parsed: Any, where: str, now: str, digest: str | None = None) -> StatusUpdate | None:
+    """A SensorNode's `Ready`: rendered into the gateway config `where`, or why not (`parsed` is then
+    the validation message); `Online` is Unknown until the gateway's first report.
+
+    The message names the config, not its digest: a digest there would rewrite every node's status
+    (and post an Event on each) whenever any object of the plant changed. A node whose spec changed
+    gets an Event naming the config `digest` that carries its new generation."""
     if isinstance(parsed, str):
         return condition_update(body, "Ready", Verdict("False", "InvalidSpec", parsed), now)
     # `Online` belongs to the gateway (field manager plantwatch-gateway); the operator only
@@ -91,7 +95,12 @@ def node_status(body: dict[str, Any], parsed: Any, digest: str, now: str) -> Sta
             now,
         )
         body = {**body, "status": {**body.get("status", {}), "conditions": conditions}}
-    return condition_update(body, "Ready", Verdict("True", "Rendered", f"in the gateway config {digest}"), now, also=also)
+    update = condition_update(body, "Ready", Verdict("True", "Rendered", f"in the gateway config {where}"), now, also=also)
+    generation, seen = body["metadata"].get("generation"), body.get("status", {}).get("observedGeneration")
+    if update is not None and digest and seen is not None and seen != generation:
+        rendered = Announcement("Normal", "Rendered", f"generation {generation} is in the gateway config {digest}")
+        update = StatusUpdate(update.status, (*update.events, rendered))
+    return update
 
 
 def rule_status(body: dict[str, Any], verdict: Verdict, matched: int, now: str, prometheus: Verdict) -> StatusUpdate | None:

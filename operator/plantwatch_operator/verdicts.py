@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import json
 from collections.abc import Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
@@ -89,12 +90,39 @@ class PlantVerdicts:
         )
 
 
+#: Each object's verdict by what it is made of: a plant's re-render validates (schema and CEL) only the
+#: objects that changed since, not the whole plant. Cleared when it grows past the bound.
+_parsed: dict[str, Resource[Any] | str] = {}
+_PARSED_MAX = 50_000
+
+
 def parse(body: dict[str, Any]) -> Resource[Any] | str:
-    """The typed resource, or the validation message when it is invalid."""
+    """The typed resource, or the validation message when it is invalid; remembered by everything
+    parse_resource reads (kind, identity, labels, spec), so a changed object is judged afresh."""
+    meta = body.get("metadata") or {}
+    key = json.dumps(
+        [
+            body.get("apiVersion"),
+            body.get("kind"),
+            meta.get("name"),
+            meta.get("namespace"),
+            meta.get("uid"),
+            meta.get("generation"),
+            meta.get("labels"),
+            body.get("spec"),
+        ],
+        sort_keys=True,
+    )
+    if key in _parsed:
+        return _parsed[key]
     try:
-        return parse_resource(body, f"{body['kind']} {body['metadata']['name']}")
+        verdict: Resource[Any] | str = parse_resource(body, f"{body['kind']} {meta['name']}")
     except ManifestError as exc:
-        return str(exc)
+        verdict = str(exc)
+    if len(_parsed) >= _PARSED_MAX:
+        _parsed.clear()
+    _parsed[key] = verdict
+    return verdict
 
 
 def live(bodies: list[dict[str, Any]]) -> list[dict[str, Any]]:
