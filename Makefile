@@ -88,6 +88,9 @@ bench: python-deps debian-deps tools
 	$(PY) bench/inference.py
 	$(PY) bench/images.py
 	$(PY) bench/scale_out.py
+	$(PY) bench/store.py
+	$(PY) bench/detection.py
+	$(PY) bench/operator.py
 
 # Soak: SOAK_MESSAGES hostile messages (distinct topics, unknown nodes, Sparkplug births) through
 # mosquitto to a running gateway, whose RSS must stay flat; `make test` runs 200,000 of them.
