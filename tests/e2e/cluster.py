@@ -86,6 +86,11 @@ def edge_nodes() -> list[dict]:
 # --- certificates and keys ---------------------------------------------------------------
 
 
+#: The name the API server's aggregator presents (its proxy client certificate) to extension API
+#: servers such as prometheus-adapter; they accept only this name, signed by the front-proxy CA.
+FRONT_PROXY_CLIENT = "front-proxy-client"
+
+
 @dataclass(frozen=True)
 class Pki:
     ca_cert: Path
@@ -93,29 +98,44 @@ class Pki:
     serving_key: Path
     service_account_key: Path
     service_account_pub: Path
+    #: The aggregation layer's own CA (kept apart from the cluster CA, as kubeadm does, so that a
+    #: client certificate of the cluster cannot pose as the aggregator) and its proxy client pair.
+    front_proxy_ca: Path
+    proxy_client_cert: Path
+    proxy_client_key: Path
+
+
+def _private(key) -> bytes:
+    from cryptography.hazmat.primitives import serialization
+
+    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
 
 
 def write_pki(directory: Path) -> Pki:
     """A throwaway CA, the API server's serving certificate (valid for the names and the
-    service IP in-cluster clients use) and the service-account signing key pair."""
+    service IP in-cluster clients use), the service-account signing key pair, and the
+    aggregation layer's front-proxy CA with the API server's proxy client certificate."""
     from cryptography import x509
     from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric import ec
 
-    ca_key, key, sa_key = (ec.generate_private_key(ec.SECP256R1()) for _ in range(3))
+    ca_key, key, sa_key, fp_key, proxy_key = (ec.generate_private_key(ec.SECP256R1()) for _ in range(5))
     ca = _certificate("plantwatch-e2e-ca", ca_key.public_key(), ca_key, issuer=None)
     names = [x509.DNSName(n) for n in ("localhost", "kubernetes", "kubernetes.default", "kubernetes.default.svc")]
     names += [x509.IPAddress(ipaddress.ip_address(a)) for a in ("127.0.0.1", "10.96.0.1")]
     serving = _certificate("kube-apiserver", key.public_key(), ca_key, issuer=ca, names=names)
+    front_proxy = _certificate("plantwatch-e2e-front-proxy-ca", fp_key.public_key(), fp_key, issuer=None)
+    proxy_client = _certificate(FRONT_PROXY_CLIENT, proxy_key.public_key(), fp_key, issuer=front_proxy)
 
-    def private(k) -> bytes:
-        return k.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
-
-    pki = Pki(*(directory / n for n in ("ca.crt", "apiserver.crt", "apiserver.key", "sa.key", "sa.pub")))
+    files = ("ca.crt", "apiserver.crt", "apiserver.key", "sa.key", "sa.pub", "front-proxy-ca.crt")
+    pki = Pki(*(directory / n for n in (*files, "front-proxy-client.crt", "front-proxy-client.key")))
     pki.ca_cert.write_bytes(ca.public_bytes(serialization.Encoding.PEM))
     pki.serving_cert.write_bytes(serving.public_bytes(serialization.Encoding.PEM))
-    pki.serving_key.write_bytes(private(key))
-    pki.service_account_key.write_bytes(private(sa_key))
+    pki.serving_key.write_bytes(_private(key))
+    pki.front_proxy_ca.write_bytes(front_proxy.public_bytes(serialization.Encoding.PEM))
+    pki.proxy_client_cert.write_bytes(proxy_client.public_bytes(serialization.Encoding.PEM))
+    pki.proxy_client_key.write_bytes(_private(proxy_key))
+    pki.service_account_key.write_bytes(_private(sa_key))
     pki.service_account_pub.write_bytes(
         sa_key.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
     )
@@ -299,6 +319,17 @@ class ControlPlane(Cluster):
             f"--service-account-key-file={pki.service_account_pub}",
             f"--service-account-signing-key-file={pki.service_account_key}",
             "--service-cluster-ip-range=10.96.0.0/16",
+            # The aggregation layer, for extension API servers such as prometheus-adapter (custom and
+            # external metrics for the HPA). Aggregator routing: the API server dials the Service's
+            # endpoint address itself, as there is no kube-proxy here to route its cluster IP.
+            f"--requestheader-client-ca-file={pki.front_proxy_ca}",
+            f"--requestheader-allowed-names={FRONT_PROXY_CLIENT}",
+            "--requestheader-username-headers=X-Remote-User",
+            "--requestheader-group-headers=X-Remote-Group",
+            "--requestheader-extra-headers-prefix=X-Remote-Extra-",
+            f"--proxy-client-cert-file={pki.proxy_client_cert}",
+            f"--proxy-client-key-file={pki.proxy_client_key}",
+            "--enable-aggregator-routing=true",
         )
         self._api = f"https://127.0.0.1:{port}"
         self._write_kubeconfig()
