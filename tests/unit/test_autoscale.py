@@ -12,7 +12,7 @@ from tests.e2e.cluster import edge_nodes
 from tests.unit.test_render import sample_docs
 
 
-def test_the_gateway_hpa_reads_the_metric_the_charts_adapter_rules_serve():
+def test_the_gateway_hpa_keeps_each_replica_under_its_message_rate():
     hpa = gateway_hpa(
         "plantwatch-gateway", "plant-a", {}, GatewayAutoscaling(min_replicas=1, max_replicas=6, target_messages_per_second=500)
     )
