@@ -30,8 +30,11 @@ class Coalescer:
         longest: float = 1.0,
         retry: float = 5.0,
         on_pending: Callable[[int], None] | None = None,
+        admit: Callable[[str], float | None] | None = None,
     ) -> None:
         self._work, self._quiet, self._longest, self._retry = work, quiet, longest, retry
+        #: Asked before each `work(key)`: None to go on, else the seconds after which to ask again (ownership.Claims).
+        self._admit = admit or (lambda _: None)
         self._on_pending = on_pending or (lambda _: None)
         self._cond = threading.Condition()
         self._first: dict[str, float] = {}  # key → when its pending burst began
@@ -75,7 +78,11 @@ class Coalescer:
                         break
                     self._cond.wait(wait)
             try:
-                self._context[key].run(self._work, key)
+                refused_for = self._context[key].run(self._admit, key)
+                if refused_for is not None:
+                    self._context[key].run(self.mark, key, refused_for)
+                else:
+                    self._context[key].run(self._work, key)
             except Exception:  # noqa: BLE001  (the worker must outlive one namespace's failure)
                 log.exception("rendering namespace %s failed; retrying in %.0fs", key, self._retry)
                 self._context[key].run(self.mark, key, self._retry)

@@ -28,7 +28,7 @@ from plantwatch.contracts.names import GROUP, VERSION
 from plantwatch.contracts.times import now_rfc3339
 from plantwatch.mqtt.acl import render_broker_auth
 from plantwatch.plant.model import parse_resource
-from plantwatch_operator import broker, certs, kube
+from plantwatch_operator import broker, certs, kube, ownership
 from plantwatch_operator.coalesce import Coalescer, Pace
 from plantwatch_operator.config import Config
 from plantwatch_operator.metrics import API_WRITES, RENDERS_PENDING, reconciling
@@ -75,7 +75,9 @@ _refused: dict[tuple[str, str], str | None] = {}
 #: namespace → node shards of its plant config (render.plant_documents) last rendered
 _shards: dict[str, int] = {}
 _pace = Pace(CONFIG.status_writes_per_second)
-_renders = Coalescer(lambda namespace: _render_plant(namespace), on_pending=RENDERS_PENDING.set)
+#: This install's claim on each namespace it reconciles: another install's live claim keeps it out (ownership.py).
+_claims = ownership.Claims(ownership.identity_from_env(), ownership.lease_seconds_from_env())
+_renders = Coalescer(lambda namespace: _render_plant(namespace), on_pending=RENDERS_PENDING.set, admit=_claims.admit)
 
 
 @kopf.on.startup()
@@ -155,7 +157,8 @@ def _render_plant(namespace: str) -> None:
         # object grow with the plant and be rewritten whenever a node came or went.
         owners = [_owner(config, _apply_changed(config))]
         for manifest in rest:
-            _apply_changed(owned(manifest, owners))
+            # The gateway's SQLite claim is never owned: no garbage collection may take the history with it.
+            _apply_changed(manifest if manifest["kind"] == "PersistentVolumeClaim" else owned(manifest, owners))
         shards = sum(1 for m in rest if m["kind"] == "ConfigMap")
         for stale in range(shards, _shards.get(namespace, 0)):
             kube.delete("v1", "ConfigMap", node_shard_name(stale), namespace)
@@ -322,6 +325,8 @@ def _write_status(body: dict[str, Any], update: StatusUpdate | None) -> None:
 @kopf.on.create(GROUP, VERSION, "detectormodels")
 @kopf.on.update(GROUP, VERSION, "detectormodels")
 def detector_changed(body: kopf.Body, namespace: str, **_: Any) -> None:
+    if _claims.admit(namespace) is not None:
+        return  # another install's namespace; detector_recheck renders it once the claim is ours
     with reconciling("detector"):
         _render_detector(dict(body))
     kopf.event(dict(body), type="Normal", reason="Rendered", message=f"serving objects {detector_name(body['metadata']['name'])} applied")
@@ -364,11 +369,15 @@ def detector_recheck(body: kopf.Body, **_: Any) -> None:
     not watched, for the reason receiver_recheck gives for Secrets)."""
     body = dict(body)
     spec, meta = body["spec"], body["metadata"]
-    if spec.get("retrain") and not spec.get("shadow"):
-        deployment = kube.get("apps/v1", "Deployment", detector_name(meta["name"]), meta["namespace"])
-        if deployment is not None and scores_candidate(deployment, meta["name"]) != (_candidate(body) is not None):
-            with reconciling("detector"):
-                _render_detector(body)
+    if _claims.admit(meta["namespace"]) is not None:
+        return
+    deployment = kube.get("apps/v1", "Deployment", detector_name(meta["name"]), meta["namespace"])
+    # Absent: changed while another install held the namespace (or removed behind the operator's back).
+    retrains = bool(spec.get("retrain")) and not spec.get("shadow")
+    stale = deployment is None or (retrains and scores_candidate(deployment, meta["name"]) != (_candidate(body) is not None))
+    if stale:
+        with reconciling("detector"):
+            _render_detector(body)
     report_detector(body)
 
 

@@ -2,22 +2,125 @@
 
 from __future__ import annotations
 
-import kopf
-from prometheus_client import start_http_server
+import os
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+import kopf
+from kubernetes import client
+from kubernetes.client.rest import ApiException
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from plantwatch.kube import api_client
 from plantwatch_operator import handlers  # noqa: F401  (registers the handlers)
+
+#: Seconds a replica's peering record lives unrenewed: how long a standby waits after the active one died.
+DEFAULT_PEERING_LIFETIME = 60
+#: The namespaces `run` was given (empty: all), where a namespaced operator's KopfPeering objects live.
+_watched: list[str] = []
 
 
 def run(
     namespaces: list[str] | None = None, liveness_port: int | None = None, peering: str | None = None, metrics_port: int | None = None
 ) -> None:
-    """Watch the given namespaces (all when None). Without a peering name, run standalone (one replica)."""
+    """Watch the given namespaces (all when None). Without a peering name, run standalone (one replica).
+
+    With one, replicas of this install take part in kopf peering (a KopfPeering of that name in each
+    watched namespace, or a ClusterKopfPeering when watching all): the oldest live replica is active,
+    the others pause until its record is `PLANTWATCH_PEERING_LIFETIME` seconds stale."""
+    _watched[:] = namespaces or []
     if metrics_port is not None:
-        start_http_server(metrics_port)
+        serve_metrics_and_readiness(metrics_port)
     kopf.run(
         namespaces=namespaces or (),
         clusterwide=not namespaces,
         standalone=peering is None,
         peering_name=peering,
+        priority=peering_priority(time.time_ns()),
         liveness_endpoint=f"http://0.0.0.0:{liveness_port}/healthz" if liveness_port else None,
     )
+
+
+def peering_priority(started_ns: int) -> int:
+    """Older replicas rank higher: kopf pauses every peer that sees a higher priority, and every peer of equal
+    priority (so two replicas of one Deployment may never share one). The active replica then stays active
+    through a rollout; a new one waits as a standby until the old one leaves. Microseconds make a tie as
+    unlikely as two pods starting in the same microsecond."""
+    return -(started_ns // 1000)
+
+
+@kopf.on.startup()
+def peering_lifetime(settings: kopf.OperatorSettings, **_: object) -> None:
+    text = os.environ.get("PLANTWATCH_PEERING_LIFETIME", str(DEFAULT_PEERING_LIFETIME))
+    if not text.isdigit() or int(text) < 5:
+        raise ValueError(f"PLANTWATCH_PEERING_LIFETIME={text!r}: expected whole seconds, at least 5 (default {DEFAULT_PEERING_LIFETIME})")
+    settings.peering.lifetime = int(text)
+    settings.peering.stealth = True  # a keep-alive every few seconds is not worth a log line
+    if not settings.peering.standalone:
+        _create_peering(settings.peering.name, settings.peering.clusterwide)
+
+
+def _create_peering(name: str, clusterwide: bool) -> None:
+    """The peering object, unless it exists: without it, kopf's replicas never see each other and all of
+    them reconcile (kopf only logs that its keep-alive found nothing)."""
+    api = client.CustomObjectsApi(api_client())
+    body = {"apiVersion": "kopf.dev/v1", "metadata": {"name": name}}
+    try:
+        if clusterwide:
+            api.create_cluster_custom_object("kopf.dev", "v1", "clusterkopfpeerings", {**body, "kind": "ClusterKopfPeering"})
+        for namespace in _watched if not clusterwide else []:
+            try:
+                api.create_namespaced_custom_object("kopf.dev", "v1", namespace, "kopfpeerings", {**body, "kind": "KopfPeering"})
+            except ApiException as exc:
+                if exc.status != 409:
+                    raise
+    except ApiException as exc:
+        if exc.status != 409:
+            raise
+
+
+class _Readiness:
+    """Ready while the API server answers (checked at most every 5 s). A standby replica is Ready too: it is
+    connected and takes over on its own; readiness only says whether this pod can reach the cluster."""
+
+    def __init__(self) -> None:
+        self._at, self._ok, self._lock = -1e9, False, threading.Lock()
+
+    def __call__(self) -> bool:
+        with self._lock:
+            if time.monotonic() - self._at >= 5:
+                try:
+                    client.VersionApi(api_client()).get_code(_request_timeout=3)
+                    self._ok = True
+                except Exception:  # noqa: BLE001  (any failure to reach the API server means not ready)
+                    self._ok = False
+                self._at = time.monotonic()
+            return self._ok
+
+
+def serve_metrics_and_readiness(port: int) -> ThreadingHTTPServer:
+    """Prometheus /metrics and /readyz (200 or 503) on `port`, on a daemon thread."""
+    ready = _Readiness()
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802  (http.server's name)
+            if self.path == "/readyz":
+                ok = ready()
+                code, body, kind = (200 if ok else 503), (b"ok\n" if ok else b"the API server does not answer\n"), "text/plain"
+            elif self.path.split("?")[0] == "/metrics":
+                code, body, kind = 200, generate_latest(), CONTENT_TYPE_LATEST
+            else:
+                code, body, kind = 404, b"/metrics or /readyz\n", "text/plain"
+            self.send_response(code)
+            self.send_header("Content-Type", kind)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *_: object) -> None:  # probes every few seconds are not worth a log line
+            pass
+
+    server = ThreadingHTTPServer(("0.0.0.0", port), Handler)  # noqa: S104  (probed and scraped from outside the pod)
+    threading.Thread(target=server.serve_forever, name="metrics", daemon=True).start()
+    return server
