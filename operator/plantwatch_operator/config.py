@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import urlparse
+
+from plantwatch.logs import mask
 
 #: A Secret's name (a DNS subdomain) and one of its keys, as the API server accepts them.
 _SECRET_NAME = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
@@ -37,6 +41,20 @@ class Config:
     gateway_api_open_reads: bool = False
     #: The most status writes per second (all plants together): a plant applied at once reports as a bounded stream.
     status_writes_per_second: float = 50.0
+    #: The gateways' shared store of record, postgresql://user@host[:port]/db (never a password: that is the key
+    #: gateway_db_password_secret names, mounted). None: each gateway keeps SQLite on its own volume (GATEWAY_DATA).
+    gateway_db_url: str | None = None
+    #: The database password: this key of this Secret, (name, key), in each plant's namespace.
+    gateway_db_password_secret: tuple[str, str] | None = None
+    #: Size and storage class ("": the cluster's default) of the gateway's SQLite volume, without gateway_db_url.
+    gateway_data_size: str = "10Gi"
+    gateway_data_storage_class: str = ""
+    #: InfluxDB 2.x beside the store, the dashboards' time series: its URL (None: not written), organization and
+    #: bucket, and the Secret key (name, key) holding its token.
+    gateway_influx_url: str | None = None
+    gateway_influx_org: str = "plantwatch"
+    gateway_influx_bucket: str = "plant"
+    gateway_influx_token_secret: tuple[str, str] | None = None
 
     @classmethod
     def from_env(cls) -> Config:
@@ -53,7 +71,53 @@ class Config:
             ),
             gateway_api_open_reads=flag("PLANTWATCH_GATEWAY_API_OPEN_READS", os.environ.get("PLANTWATCH_GATEWAY_API_OPEN_READS", "false")),
             status_writes_per_second=float(os.environ.get("PLANTWATCH_STATUS_WRITES_PER_SECOND", cls.status_writes_per_second)),
+            **store(os.environ),
         )
+
+
+def store(env: Mapping[str, str]) -> dict[str, Any]:
+    """The gateway's store settings (Config's gateway_db_* / gateway_data_* / gateway_influx_*) from `env`, each
+    refused at start-up when malformed or missing its other half (a URL without its Secret, or one with a password)."""
+    out: dict[str, Any] = {}
+    if url := env.get("PLANTWATCH_GATEWAY_DB_URL", ""):
+        u = urlparse(url)
+        if u.scheme not in ("postgresql", "postgres") or not u.hostname or not u.path.strip("/"):
+            raise ValueError(f"PLANTWATCH_GATEWAY_DB_URL={mask(url)!r}: expected postgresql://user@host[:port]/database")
+        if u.password is not None:
+            raise ValueError(
+                "PLANTWATCH_GATEWAY_DB_URL: the URL carries a password; give none, and name the Secret holding it in "
+                "PLANTWATCH_GATEWAY_DB_PASSWORD_SECRET (NAME/KEY)"
+            )
+        out["gateway_db_url"] = url
+        out["gateway_db_password_secret"] = secret_key(
+            "PLANTWATCH_GATEWAY_DB_PASSWORD_SECRET", env.get("PLANTWATCH_GATEWAY_DB_PASSWORD_SECRET", "")
+        )
+        if out["gateway_db_password_secret"] is None:
+            raise ValueError(
+                "PLANTWATCH_GATEWAY_DB_URL is set but PLANTWATCH_GATEWAY_DB_PASSWORD_SECRET is not: expected NAME/KEY of the password"
+            )
+    if size := env.get("PLANTWATCH_GATEWAY_DATA_SIZE", ""):
+        if not re.fullmatch(r"[0-9]+(Mi|Gi|Ti)", size):
+            raise ValueError(f"PLANTWATCH_GATEWAY_DATA_SIZE={size!r}: expected a size such as 512Mi, 10Gi or 1Ti")
+        out["gateway_data_size"] = size
+    if storage_class := env.get("PLANTWATCH_GATEWAY_DATA_STORAGE_CLASS", ""):
+        out["gateway_data_storage_class"] = storage_class
+    if url := env.get("PLANTWATCH_GATEWAY_INFLUX_URL", ""):
+        u = urlparse(url)
+        if u.scheme not in ("http", "https") or not u.hostname or u.username is not None:
+            raise ValueError(f"PLANTWATCH_GATEWAY_INFLUX_URL={mask(url)!r}: expected http(s)://host:port, no credentials")
+        token = secret_key("PLANTWATCH_GATEWAY_INFLUX_TOKEN_SECRET", env.get("PLANTWATCH_GATEWAY_INFLUX_TOKEN_SECRET", ""))
+        if token is None:
+            raise ValueError(
+                "PLANTWATCH_GATEWAY_INFLUX_URL is set but PLANTWATCH_GATEWAY_INFLUX_TOKEN_SECRET is not: expected NAME/KEY of the token"
+            )
+        out |= {"gateway_influx_url": url, "gateway_influx_token_secret": token}
+        out |= {
+            f"gateway_influx_{k}": env[f"PLANTWATCH_GATEWAY_INFLUX_{k.upper()}"]
+            for k in ("org", "bucket")
+            if env.get(f"PLANTWATCH_GATEWAY_INFLUX_{k.upper()}")
+        }
+    return out
 
 
 def secret_key(variable: str, text: str) -> tuple[str, str] | None:

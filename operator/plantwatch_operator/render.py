@@ -28,6 +28,15 @@ PLANT_CONFIGMAP = "plantwatch-plant"
 #: read as plant files (nor mounted inside a read-only ConfigMap volume).
 PLANT_DIR = "/etc/plantwatch/plant"
 GATEWAY = "plantwatch-gateway"
+#: The gateway's SQLite volume when there is no shared store (Config.gateway_db_url): a claim, so that a
+#: rollout or a rescheduled pod keeps the history; never owned, so that no garbage collection deletes it.
+GATEWAY_DATA = "plantwatch-gateway-data"
+DATA_DIR = "/var/lib/plantwatch"
+#: Shards of a gateway on the shared store. With one replica they buy the rollout: the new pod claims every
+#: shard in the store (fencing the old one off, docs/scale-out.md) before the old pod is stopped.
+GATEWAY_SHARDS = 16
+#: plantwatch.store.postgres.PASSWORD_FILE_ENV, named here so that the operator does not load psycopg.
+PASSWORD_FILE_ENV = "PLANTWATCH_DB_PASSWORD_FILE"
 CONFIG_HASH = f"{GROUP}/config-hash"
 HTTP_PORT = 8080
 GPU_RESOURCE = "nvidia.com/gpu"
@@ -162,6 +171,9 @@ def mounted_secrets(receivers: list[dict[str, Any]], config: Config) -> dict[str
     if config.gateway_api_token_secret is not None:
         name, key = config.gateway_api_token_secret
         keys.setdefault(name, set()).add(key)
+    if config.gateway_db_password_secret is not None:
+        name, key = config.gateway_db_password_secret
+        keys.setdefault(name, set()).add(key)
     keys.setdefault(GATEWAY_SECRET, set()).add(GATEWAY_PASSWORD_KEY)
     if _tls(config):
         keys.setdefault(TLS_SECRET, set()).add("ca.crt")
@@ -215,6 +227,52 @@ def broker_args(config: Config) -> list[str]:
     return args
 
 
+def store_args(config: Config) -> list[str]:
+    """The gateway's store flags: SQLite on its volume, or the shared PostgreSQL (sharded, so that two pods
+    of a rolling update hand the plant over instead of both consuming it), and InfluxDB beside either."""
+    if config.gateway_db_url is None:
+        args = ["--db", f"{DATA_DIR}/plant.db"]
+    else:
+        args = ["--db", config.gateway_db_url, "--shards", str(GATEWAY_SHARDS), "--replicas", "1", "--replica-index", "0"]
+    if config.gateway_influx_url is not None:
+        args += ["--influx-url", config.gateway_influx_url, "--influx-org", config.gateway_influx_org]
+        args += ["--influx-bucket", config.gateway_influx_bucket]
+    return args
+
+
+def store_env(config: Config) -> list[dict[str, Any]]:
+    """The store's credentials: the database password as a file (a key mounted by mounted_secrets), the
+    InfluxDB token as the variable `serve ingest` reads; values never, only where they are."""
+    env: list[dict[str, Any]] = []
+    if config.gateway_db_password_secret is not None:
+        env.append({"name": PASSWORD_FILE_ENV, "value": f"{MOUNT_DIR}/{'/'.join(config.gateway_db_password_secret)}"})
+    if config.gateway_influx_token_secret is not None:
+        name, key = config.gateway_influx_token_secret
+        env.append({"name": "INFLUXDB_TOKEN", "valueFrom": {"secretKeyRef": {"name": name, "key": key}}})
+    return env
+
+
+def gateway_data(namespace: str, lab: dict[str, str], config: Config) -> list[dict[str, Any]]:
+    """The gateway's SQLite claim (none with the shared store: there the volume holds only InfluxDB's spool)."""
+    if config.gateway_db_url is not None:
+        return []
+    spec: dict[str, Any] = {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": config.gateway_data_size}}}
+    if config.gateway_data_storage_class:
+        spec["storageClassName"] = config.gateway_data_storage_class
+    return [
+        {
+            "apiVersion": "v1",
+            "kind": "PersistentVolumeClaim",
+            "metadata": {"name": GATEWAY_DATA, "namespace": namespace, "labels": lab},
+            "spec": spec,
+        }
+    ]
+
+
+def _url_port(url: str, default: int) -> int:
+    return urlparse(url).port or default
+
+
 def _port(number: int, protocol: str = "TCP") -> dict[str, Any]:
     return {"protocol": protocol, "port": number}
 
@@ -241,6 +299,9 @@ def gateway_network_policy(namespace: str, lab: dict[str, str], config: Config) 
     cluster at addresses only their Secrets know: allowed by their usual ports."""
     u = urlparse(config.broker_url)
     broker_port = u.port or (8883 if u.scheme == "mqtts" else 1883)
+    # The store and InfluxDB by port, as the broker: a managed database is no pod a selector names.
+    stores = [{"ports": [_port(_url_port(config.gateway_db_url, 5432))]}] if config.gateway_db_url else []
+    stores += [{"ports": [_port(_url_port(config.gateway_influx_url, 8086))]}] if config.gateway_influx_url else []
     return network_policy(
         GATEWAY,
         namespace,
@@ -249,6 +310,7 @@ def gateway_network_policy(namespace: str, lab: dict[str, str], config: Config) 
         [{"ports": [_port(HTTP_PORT)]}],
         [
             {"ports": [_port(broker_port)]},
+            *stores,
             {"to": [{"podSelector": {"matchLabels": {"app.kubernetes.io/component": "inference"}}}], "ports": [_port(HTTP_PORT)]},
             _DNS,
             _API_SERVER,
@@ -259,7 +321,7 @@ def gateway_network_policy(namespace: str, lab: dict[str, str], config: Config) 
 
 def render_ingestion(namespace: str, manifests: list[dict[str, Any]], config: Config) -> list[dict[str, Any]]:
     """The plant's ingestion: its config (PLANT_CONFIGMAP first, then any node shards), the gateway's
-    identity, Deployment, Service and NetworkPolicy."""
+    identity, its SQLite claim (gateway_data), Deployment, Service and NetworkPolicy."""
     documents = plant_documents(manifests)
     secrets, secret_mounts = secret_volumes(mounted_secrets([m for m in manifests if m["kind"] == "AlertReceiver"], config))
     digest = config_hash("".join(documents.values()))
@@ -280,7 +342,13 @@ def render_ingestion(namespace: str, manifests: list[dict[str, Any]], config: Co
         "spec": {
             # One replica: per-series rule state lives in the process (keyed routing arrives with scale-out).
             "replicas": 1,
-            "strategy": {"type": "Recreate"},
+            # On the shared store the new pod takes the shards over before the old one stops (no gap in ingestion);
+            # SQLite's ReadWriteOnce volume has one pod at a time.
+            "strategy": (
+                {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}}
+                if config.gateway_db_url
+                else {"type": "Recreate"}
+            ),
             "selector": {"matchLabels": selector("gateway", namespace)},
             "template": {
                 "metadata": {"labels": lab, "annotations": {CONFIG_HASH: digest}},
@@ -297,8 +365,7 @@ def render_ingestion(namespace: str, manifests: list[dict[str, Any]], config: Co
                                 "-f",
                                 PLANT_DIR,
                                 *broker_args(config),
-                                "--db",
-                                "/var/lib/plantwatch/plant.db",
+                                *store_args(config),
                                 "--http-port",
                                 str(HTTP_PORT),
                                 "--report-status",
@@ -306,13 +373,16 @@ def render_ingestion(namespace: str, manifests: list[dict[str, Any]], config: Co
                                 f"http://{detector_name('{name}')}:{HTTP_PORT}",
                                 *api_args(config),
                             ],
-                            "env": [{"name": "POD_NAMESPACE", "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}}],
+                            "env": [
+                                {"name": "POD_NAMESPACE", "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}},
+                                *store_env(config),
+                            ],
                             "ports": [{"name": "http", "containerPort": HTTP_PORT}],
                             "resources": {"requests": {"cpu": "100m", "memory": "128Mi"}, "limits": {"memory": "512Mi"}},
                             "securityContext": _security_context(),
                             "volumeMounts": [
                                 {"name": "plant", "mountPath": PLANT_DIR, "readOnly": True},
-                                {"name": "data", "mountPath": "/var/lib/plantwatch"},
+                                {"name": "data", "mountPath": DATA_DIR},
                                 *secret_mounts,
                             ],
                             **_probes("/healthz", "/readyz"),
@@ -320,7 +390,11 @@ def render_ingestion(namespace: str, manifests: list[dict[str, Any]], config: Co
                     ],
                     "volumes": [
                         plant_volume(len(documents) - 1),
-                        {"name": "data", "emptyDir": {}},
+                        (
+                            {"name": "data", "emptyDir": {}}
+                            if config.gateway_db_url
+                            else {"name": "data", "persistentVolumeClaim": {"claimName": GATEWAY_DATA}}
+                        ),
                         *secrets,
                     ],
                 },
@@ -343,7 +417,14 @@ def render_ingestion(namespace: str, manifests: list[dict[str, Any]], config: Co
         "alertrules/status",
         also=({"apiGroups": [""], "resources": ["events"], "verbs": ["create"]},),
     )
-    return [*configmaps, *identity, deployment, service, gateway_network_policy(namespace, lab, config)]
+    return [
+        *configmaps,
+        *identity,
+        *gateway_data(namespace, lab, config),
+        deployment,
+        service,
+        gateway_network_policy(namespace, lab, config),
+    ]
 
 
 def status_reporter_identity(

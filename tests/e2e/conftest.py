@@ -6,6 +6,7 @@ instead of starting one here.
 
 from __future__ import annotations
 
+import json
 import os
 import time
 import uuid
@@ -14,6 +15,9 @@ from collections.abc import Iterator
 import pytest
 
 from tests.e2e.cluster import Cluster, ClusterError, ControlPlane
+
+#: PersistentVolumes made for the session's claims (each binds one claim, and is not reused once released).
+PV_POOL = 200
 
 
 def pytest_collection_modifyitems(items):
@@ -39,6 +43,18 @@ def cluster(request: pytest.FixtureRequest) -> Iterator[Cluster]:
     if error:
         pytest.fail(error, pytrace=False)
     print(f"\ncontrol plane started in {plane.startup_seconds:.1f}s")
+    # No volume provisioner runs here: a pool of PersistentVolumes stands in for one, so that the claims of the
+    # broker, the store and the gateway's SQLite bind and their pods are scheduled (kwok writes to none of them).
+    pool = [
+        {
+            "apiVersion": "v1",
+            "kind": "PersistentVolume",
+            "metadata": {"name": f"e2e-pool-{i}"},
+            "spec": {"capacity": {"storage": "1Ti"}, "accessModes": ["ReadWriteOnce"], "hostPath": {"path": f"/tmp/e2e-pool-{i}"}},
+        }
+        for i in range(PV_POOL)
+    ]
+    plane.kubectl("apply", "-f", "-", input=json.dumps({"apiVersion": "v1", "kind": "List", "items": pool}))
     try:
         yield plane
     finally:

@@ -52,7 +52,8 @@ def test_install_and_uninstall_leave_only_what_the_docs_say(cluster):
     finally:
         uninstalled = helm(cluster, "uninstall", release, "-n", release)
     assert uninstalled.returncode == 0, uninstalled.stderr
-    # What docs/kubernetes.md says stays: the broker's volume of QoS 1 sessions (resource-policy keep).
+    # What docs/kubernetes.md says stays: the broker's volume of QoS 1 sessions, the store's data, its password and
+    # its backups (resource-policy keep; the StatefulSet's claim is the database's).
     left = lambda: sorted(  # noqa: E731
         cluster.kubectl(
             "get",
@@ -65,7 +66,13 @@ def test_install_and_uninstall_leave_only_what_the_docs_say(cluster):
             "name",
         ).stdout.split()
     )
-    wait_for(lambda: left() == [f"persistentvolumeclaim/{release}-broker-data"], f"only the broker's PVC left of {release}")
+    kept = [
+        f"persistentvolumeclaim/data-{release}-postgres-0",
+        f"persistentvolumeclaim/{release}-backups",
+        f"persistentvolumeclaim/{release}-broker-data",
+        f"secret/{release}-postgres",
+    ]
+    wait_for(lambda: left() == kept, f"only the volumes and the store's password left of {release}")
     cluster.kubectl("delete", "namespace", release, "--wait=false", check=False)
 
 

@@ -8,9 +8,11 @@ value; the broker's password file holds hashes; and every pod meets the restrict
 from __future__ import annotations
 
 import base64
+import dataclasses
 import datetime
 import json
 import secrets
+from urllib.parse import urlparse
 
 import pytest
 import yaml
@@ -30,6 +32,20 @@ CONFIG = Config(
     broker_url="mqtts://line1-broker.plant-a.svc:8883",
     gateway_api_token_secret=("plantwatch-api", "token"),
 )
+#: The gateway on the shared store with InfluxDB beside it (CONFIG: SQLite on its volume).
+SHARED_STORE = dataclasses.replace(
+    CONFIG,
+    gateway_db_url="postgresql://plantwatch@line1-postgres.plant-a.svc:5432/plantwatch",
+    gateway_db_password_secret=("line1-postgres", "password"),
+    gateway_influx_url="http://influxdb.monitoring.svc:8086",
+    gateway_influx_token_secret=("plantwatch-influxdb", "token"),
+)
+#: Env variables the chart gives the operator whose value is a Secret's NAME/KEY, never the value.
+SECRET_NAME_VARIABLES = {
+    "PLANTWATCH_GATEWAY_API_TOKEN_SECRET": "plantwatch-api/token",
+    "PLANTWATCH_GATEWAY_DB_PASSWORD_SECRET": "line1-postgres/password",
+    "PLANTWATCH_GATEWAY_INFLUX_TOKEN_SECRET": "plantwatch-influxdb/token",
+}
 
 
 @pytest.fixture
@@ -49,6 +65,8 @@ def plant_secrets() -> dict[str, dict[str, str]]:
     found["plantwatch-api"] = {"token": secrets.token_urlsafe(24)}
     found[broker.GATEWAY_SECRET] = {broker.GATEWAY_PASSWORD_KEY: secrets.token_urlsafe(32)}
     found[broker.EXPORTER_SECRET] = {broker.GATEWAY_PASSWORD_KEY: secrets.token_urlsafe(32)}
+    found["line1-postgres"] = {"password": secrets.token_urlsafe(24)}
+    found["plantwatch-influxdb"] = {"token": secrets.token_urlsafe(24)}
     assert any("password" in v for v in found.values()), "the sample plant has no node credentials to check"
     return found
 
@@ -75,6 +93,7 @@ def operator_rendered(plant_secrets: dict[str, dict[str, str]]) -> list[dict]:
     auth, the gateway's password, and its certificates (both ways)."""
     docs = sample_docs()
     objects = render_ingestion("plant-a", [plant_manifest(d) for d in docs], CONFIG)
+    objects += render_ingestion("plant-a", [plant_manifest(d) for d in docs], SHARED_STORE)
     for d in docs:
         if d["kind"] == "DetectorModel":
             objects += render_detector(parse_resource({**d, "metadata": {**d["metadata"], "namespace": "plant-a"}}), CONFIG)
@@ -115,13 +134,30 @@ def operator_rendered(plant_secrets: dict[str, dict[str, str]]) -> list[dict]:
 
 def chart_rendered(tmp_path) -> list[dict]:
     extra = tmp_path / "extra.yaml"
-    extra.write_text(yaml.safe_dump({"gateway": {"alertsApi": {"tokenSecret": {"name": "plantwatch-api", "key": "token"}}}}))
+    extra.write_text(
+        yaml.safe_dump(
+            {
+                "gateway": {"alertsApi": {"tokenSecret": {"name": "plantwatch-api", "key": "token"}}},
+                "store": {
+                    "influxdb": {
+                        "url": "http://influxdb.monitoring.svc:8086",
+                        "tokenSecret": {"name": "plantwatch-influxdb", "key": "token"},
+                    }
+                },
+            }
+        )
+    )
     out = helm("template", "line1", str(CHART), "-n", "plant-a", "-f", sample_values(tmp_path), "-f", str(extra)).stdout
     return [d for d in yaml.safe_load_all(out) if d]
 
 
 def test_no_secret_value_in_any_manifest_but_its_secret(tmp_path, plant_secrets):
-    rendered = operator_rendered(plant_secrets) + chart_rendered(tmp_path) + sample_docs()
+    chart = chart_rendered(tmp_path)
+    # the database password the chart generates, checked as the test's own are
+    [generated] = [o for o in chart if o["kind"] == "Secret" and o["metadata"]["name"] == "line1-postgres"]
+    plant_secrets["line1-postgres-generated"] = {"password": base64.b64decode(generated["data"]["password"]).decode()}
+    assert len(plant_secrets["line1-postgres-generated"]["password"]) >= 32
+    rendered = operator_rendered(plant_secrets) + chart + sample_docs()
     leaks = []
     for obj in rendered:
         where = f"{obj['kind']} {obj['metadata']['name']}"
@@ -139,7 +175,7 @@ def test_no_secret_value_in_any_manifest_but_its_secret(tmp_path, plant_secrets)
                     leaks.append(f"{where} holds Secret {secret_name}/{key}")
     assert not leaks, "\n".join(leaks)
     kinds = {o["kind"] for o in rendered}
-    assert {"ConfigMap", "Deployment", "SensorNode", "Secret", "NetworkPolicy", "Certificate"} <= kinds  # the check saw them all
+    assert {"ConfigMap", "Deployment", "SensorNode", "Secret", "NetworkPolicy", "Certificate", "StatefulSet", "CronJob"} <= kinds
 
 
 def test_the_broker_password_file_is_hashes_of_exactly_the_nodes_passwords(plant_secrets):
@@ -165,12 +201,16 @@ def test_containers_take_secrets_from_files_or_secret_key_refs_never_plain_value
             for c in pod.get("containers", []) + pod.get("initContainers", []):
                 for env in c.get("env", []):
                     if "value" in env and any(s in env["name"] for s in suspicious):
-                        # the chart passes the operator a Secret's *name* (NAME/KEY), never its value
-                        assert env["name"] == "PLANTWATCH_GATEWAY_API_TOKEN_SECRET" and env["value"] == "plantwatch-api/token", env
+                        if env["name"].endswith("_FILE"):  # where a mounted Secret's key is, a path
+                            assert env["value"].startswith("/") and "/" in env["value"][1:], env
+                        else:  # the chart passes the operator a Secret's *name* (NAME/KEY), never its value
+                            assert SECRET_NAME_VARIABLES.get(env["name"]) == env["value"], env
                     if "valueFrom" in env:
                         assert set(env["valueFrom"]) <= {"secretKeyRef", "fieldRef", "configMapKeyRef", "resourceFieldRef"}
-                for arg in c.get("args", []) + c.get("command", []):
-                    assert "://" not in arg or "@" not in arg, f"{obj['metadata']['name']}: credentials in a URL argument {arg!r}"
+                for value in c.get("args", []) + c.get("command", []) + [e.get("value", "") for e in c.get("env", [])]:
+                    # a user name is an identity (postgresql://plantwatch@host/db); a password is not allowed
+                    for word in value.split():
+                        assert "://" not in word or urlparse(word).password is None, f"{obj['metadata']['name']}: a password in {word!r}"
 
 
 # --- Pod Security Standards, restricted (kubernetes.io/docs/concepts/security/pod-security-standards) ----
@@ -230,6 +270,7 @@ def test_every_pod_meets_the_restricted_pod_security_standard(tmp_path, plant_se
     pods = [(o["kind"], o["metadata"]["name"], p) for o in operator_rendered(plant_secrets) + chart for p in _pod_specs(o)]
     names = {n for _, n, _ in pods}
     assert {"plantwatch-gateway", "line1-broker", "line1-broker-exporter", "line1-operator", "line1-test-gateway-ready"} <= names
+    assert {"line1-postgres", "line1-backup"} <= names  # the store of record and its backups
     assert any(n.startswith("plantwatch-detector-") for n in names) and any(n.endswith("-retrain") for n in names)
     findings = [f"{kind} {name}: {v}" for kind, name, pod in pods for v in restricted_violations(pod)]
     assert not findings, "\n".join(findings)

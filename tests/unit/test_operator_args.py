@@ -63,7 +63,7 @@ def test_the_gateway_args_parse_to_what_was_rendered():
     configmap = next(o for o in objects if o["kind"] == "ConfigMap")
     assert mount["mountPath"] == folder and volume["configMap"]["name"] == configmap["metadata"]["name"]
     mount, volume = mount_of(deployment, args.db)
-    assert not mount.get("readOnly") and "emptyDir" in volume  # the root filesystem is read-only
+    assert not mount.get("readOnly") and volume["persistentVolumeClaim"]["claimName"] == "plantwatch-gateway-data"  # kept across rollouts
     detector = next(parse_resource(d) for d in sample_docs() if d["kind"] == "DetectorModel")
     detector_objects = render_detector(detector, CONFIG)
     detector_deployment = next(o for o in detector_objects if o["kind"] == "Deployment")
