@@ -176,6 +176,7 @@ def _crds(args: argparse.Namespace) -> int:
 
 
 def _serve_ingest(args: argparse.Namespace) -> int:
+    from plantwatch.ingest.quality import Thresholds
     from plantwatch.ingest.service import serve
 
     namespace = args.status_namespace or (os.environ.get("POD_NAMESPACE") if args.report_status else None)
@@ -231,6 +232,8 @@ def _serve_ingest(args: argparse.Namespace) -> int:
         args.secrets_dir,
         _api_token(args),
         args.api_open_reads,
+        Thresholds(args.quality_max_out_of_range_percent, args.quality_max_gap_percent, args.quality_max_clock_skew),
+        args.status_writes_per_second,
     )
 
 
@@ -447,6 +450,31 @@ def parser(with_detector: bool = True) -> argparse.ArgumentParser:
         "--report-status", action="store_true", help="write each SensorNode's Online condition, lastSeen and rate to Kubernetes"
     )
     ingest.add_argument("--status-namespace", help="namespace of the SensorNodes (default: $POD_NAMESPACE)")
+    ingest.add_argument(
+        "--status-writes-per-second",
+        type=positive_float,
+        default=20.0,
+        help="with --report-status: at most this many SensorNode status writes per second (default 20; the most urgent first)",
+    )
+    ingest.add_argument(
+        "--quality-max-out-of-range-percent",
+        type=non_negative_float,
+        default=1.0,
+        help="a SensorNode's InRange is False above this share of its values outside their sensor's range over 5 min (default 1)",
+    )
+    ingest.add_argument(
+        "--quality-max-gap-percent",
+        type=non_negative_float,
+        default=0.0,
+        help="a Sparkplug SensorNode's Sequential is False above this share of messages out of sequence over 5 min (default 0: any)",
+    )
+    ingest.add_argument(
+        "--quality-max-clock-skew",
+        type=positive_float,
+        default=10.0,
+        metavar="SECONDS",
+        help="a SensorNode's ClockInSync is False when its median payload-minus-receive time exceeds this (default 10)",
+    )
     ingest.add_argument(
         "--secrets-dir",
         default=MOUNT_DIR if os.path.isdir(MOUNT_DIR) else None,

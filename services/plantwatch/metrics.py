@@ -62,3 +62,9 @@ SCORES_SKIPPED = Counter(
     "Feature rows not scored because the detector's model could not be reached, by detector.",
     ["detector"],
 )
+NODE_STATUS_WRITES = Counter(
+    "plantwatch_node_status_writes_total", "SensorNode status writes by the gateway (at most --status-writes-per-second)."
+)
+NODE_STATUS_PENDING = Gauge(
+    "plantwatch_node_status_pending", "SensorNodes whose status is due (changed, or due for refresh) and not yet written this round."
+)

@@ -28,6 +28,7 @@ from plantwatch.ingest.conflicts import LOG_INTERVAL_S as CONFLICT_LOG_S
 from plantwatch.ingest.conflicts import SeriesGuard
 from plantwatch.ingest.conflicts import describe as describe_conflict
 from plantwatch.ingest.dead_letters import DEAD_LETTER_PREFIX, DEAD_LETTER_RETENTION_S, DEAD_LETTER_SWEEP_S
+from plantwatch.ingest.quality import Figures, QualityLedger
 from plantwatch.ingest.sparkplug_sessions import SPARKPLUG_PREFIX, SparkplugSessions, sparkplug_key
 from plantwatch.ingest.status_topics import Announcement, Presence, node_presence, parse_status, status_owners, topic_problem
 from plantwatch.ingest.validate import CompiledNode, Policy, Rejection, check_message
@@ -184,6 +185,8 @@ class Pipeline:
         #: How long each node may be silent before it is Offline: heartbeat interval × missed beats.
         self.silence = {n.name: duration_seconds(n.spec.heartbeat.interval) * n.spec.heartbeat.missed_beats for n in plant.nodes}
         self.readings_by_node: Counter[str] = Counter()
+        #: Each node's readings out of range, Sparkplug sequence breaks and clock skew over a sliding window.
+        self.quality_ledger = QualityLedger(compiled)
         self.engine = RuleEngine(plant, time.time() if now is None else now)
         #: The newest (ts, value) per series, to refuse a same-key reading with another value.
         self._series = SeriesGuard()
@@ -254,6 +257,7 @@ class Pipeline:
         frame_topics = self._frame_topics
         check_conflicts = self._series.check
         sparkplug_message = self.sparkplug.message
+        observe = self.quality_ledger.observe
         gone = self._gone
         clock = time.perf_counter
         t0 = clock()
@@ -273,6 +277,8 @@ class Pipeline:
                         accepted, rejections = check_message(node, payload, now, self.policy)
             except Exception as exc:  # a bug met by this message: it alone is refused, never the batch
                 accepted, rejections = [], [self._internal_error(exc, "decoding and validation", topic)]
+            if node is not None and (accepted or rejections):
+                observe(node.name, now, accepted, rejections)
             if accepted:
                 accepted, conflicts = check_conflicts(accepted)
                 if conflicts:
@@ -586,6 +592,10 @@ class Pipeline:
 
     def online(self, now: float) -> dict[str, bool]:
         return {node: p.online for node, p in self.presence(now).items()}
+
+    def quality(self, now: float) -> dict[str, Figures]:
+        """Each node's data quality over the last few minutes (ingest/quality.py), for the node status writer's thread."""
+        return self.quality_ledger.figures(now)
 
     def snapshot(self) -> dict[str, Any]:
         """Per-series state as plain values: what a shard checkpoints with each batch (ingest/scaleout.py)."""

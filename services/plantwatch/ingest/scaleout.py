@@ -22,6 +22,7 @@ from typing import Any
 import orjson
 
 from plantwatch.ingest.pipeline import Pipeline
+from plantwatch.ingest.quality import Figures
 from plantwatch.ingest.shards import UNKNOWN_SHARD, ShardPlan
 from plantwatch.ingest.status_topics import Presence
 from plantwatch.ingest.writes import Sink, SpoolDepth, Store
@@ -295,3 +296,6 @@ class ShardedIngest:
 
     def presence(self, now: float) -> dict[str, Presence]:
         return {n: s for p in self._pipelines() for n, s in p.presence(now).items()}
+
+    def quality(self, now: float) -> dict[str, Figures]:
+        return {n: f for p in self._pipelines() for n, f in p.quality(now).items()}

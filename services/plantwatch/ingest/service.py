@@ -26,6 +26,7 @@ from plantwatch.ingest.alert_status import AlertStatusReporter
 from plantwatch.ingest.dead_letters import DEAD_LETTER_QUEUE, DEAD_LETTER_RETENTION_S
 from plantwatch.ingest.node_status import NodeStatusReporter
 from plantwatch.ingest.pipeline import Pipeline, Scorer, load_gateway_plant
+from plantwatch.ingest.quality import Thresholds
 from plantwatch.ingest.runner import IngestService
 from plantwatch.ingest.scaleout import DEFAULT_LEASE_S, LockedSink, ShardedIngest
 from plantwatch.ingest.shards import owned_shards
@@ -65,6 +66,8 @@ def serve(
     secrets_dir: str | None = None,
     api_token: TokenRef | None = None,
     api_open_reads: bool = False,
+    quality: Thresholds | None = None,
+    status_writes_per_s: float = 20.0,
 ) -> int:
     """Run the gateway until SIGTERM; with `status_namespace`, report SensorNode Online there, and
     AlertRule firingCount/lastFired and an Event on the SensorNode per alert firing or resolving.
@@ -153,7 +156,12 @@ def serve(
     notifier.start()
     service.start(connect_timeout=None)  # not ready until the broker answers; the kubelet waits
     reporters = (
-        [NodeStatusReporter(view, status_namespace), AlertStatusReporter(store, status_namespace, plant)] if status_namespace else []
+        [
+            NodeStatusReporter(view, status_namespace, thresholds=quality, writes_per_s=status_writes_per_s),
+            AlertStatusReporter(store, status_namespace, plant),
+        ]
+        if status_namespace
+        else []
     )
     for reporter in reporters:
         reporter.start()
