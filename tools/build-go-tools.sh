@@ -4,7 +4,10 @@
 #   tools/go/kwok:    kwok (fake edge nodes and kubelets)
 #   tools/go/helm:    helm
 #   tools/go/telegraf: telegraf with only the plugins bench/ingest.py and the log-shipping test use
-# A module is rebuilt only when its go.mod/go.sum change or a binary is missing.
+#   tools/go/argocd-health: argocd-health (deploy/argocd's health checks run by Argo CD's own Lua code)
+#   tools/go/prometheus-adapter: prometheus-adapter (the custom metrics API the gateway HPA test scales on)
+# A module is rebuilt only when its go.mod/go.sum (or its own Go source, beside tools.go) change or a
+# binary is missing.
 # The modules build in parallel; a failure names the module and shows its log.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -18,12 +21,16 @@ declare -A packages=(
   [kwok]="sigs.k8s.io/kwok/cmd/kwok"
   [helm]="helm.sh/helm/v3/cmd/helm"
   [telegraf]="github.com/influxdata/telegraf/cmd/telegraf"
+  [argocd-health]="plantwatch.io/tools/argocd-health"
+  [prometheus-adapter]="sigs.k8s.io/prometheus-adapter/cmd/adapter"
 )
 declare -A binaries=(
   [cluster]="etcd kube-apiserver kube-controller-manager kube-scheduler kubectl"
   [kwok]="kwok"
   [helm]="helm"
   [telegraf]="telegraf"
+  [argocd-health]="argocd-health"
+  [prometheus-adapter]="prometheus-adapter"
 )
 # Build tags per module. Telegraf's `custom` tag drops every plugin not named (docs/CUSTOMIZATION.md):
 # a full build compiles hundreds of plugins, far longer on two cores.
@@ -51,7 +58,7 @@ ldflags() {
 build() {
   local module=$1 dir="$root/tools/go/$1" stamp="$bin/.$1.stamp" hash out flags
   flags=$(ldflags "$module")
-  hash=$( (cat "$dir/go.mod" "$dir/go.sum"; echo "$flags"; [ -z "${tags[$module]:-}" ] || echo "${tags[$module]}") | sha256sum | cut -d' ' -f1)
+  hash=$( (cat "$dir/go.mod" "$dir/go.sum"; find "$dir" -maxdepth 1 -name '*.go' ! -name tools.go -print0 | sort -z | xargs -0r cat; echo "$flags"; [ -z "${tags[$module]:-}" ] || echo "${tags[$module]}") | sha256sum | cut -d' ' -f1)
   local missing=0
   for b in ${binaries[$module]}; do [ -x "$bin/$b" ] || missing=1; done
   if [ "$missing" = 0 ] && [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$hash" ]; then
@@ -66,6 +73,8 @@ build() {
   fi
   # `go build -o dir/` names the etcd main package after its module path's last element before /v3.
   [ -f "$out/server" ] && mv "$out/server" "$out/etcd"
+  # prometheus-adapter's main package is cmd/adapter: too generic a name for .cache/bin.
+  [ -f "$out/adapter" ] && mv "$out/adapter" "$out/prometheus-adapter"
   for b in ${binaries[$module]}; do mv "$out/$b" "$bin/$b"; done
   rm -rf "$out"
   echo "$hash" >"$stamp"

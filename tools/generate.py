@@ -9,7 +9,9 @@ description beside the enum stays hand-written and must name every format),
 services/plantwatch/plant/specs.py (typed spec classes),
 charts/plantwatch/values.schema.json (the chart's values, whose plant resources are
 checked against the CRDs' spec schemas), charts/plantwatch/crds/ (the CRDs themselves,
-real files rather than a symlink, which every helm command warns about), and
+real files rather than a symlink, which every helm command warns about),
+deploy/argocd/argocd-cm.yaml (the Argo CD health checks of
+deploy/argocd/resource_customizations/<group>/<Kind>/health.lua as argocd-cm keys), and
 examples/plant/bearing-wear-model.yaml
 (the sample DetectorModel's starter model, a z-score over the press's normal
 operating values, as the ConfigMap the DetectorModel names), and the chart's Grafana
@@ -46,6 +48,7 @@ SPECS = ROOT / "services" / "plantwatch" / "plant" / "specs.py"
 VALUES_SCHEMA = ROOT / "charts" / "plantwatch" / "values.schema.json"
 CHART_CRDS = ROOT / "charts" / "plantwatch" / "crds"
 STARTER_MODEL = ROOT / "examples" / "plant" / "bearing-wear-model.yaml"
+ARGOCD = ROOT / "deploy" / "argocd"
 DASHBOARDS = ROOT / "charts" / "plantwatch" / "dashboards"
 
 HEADER = '''"""Typed spec classes of the Plantwatch custom resources.
@@ -199,6 +202,76 @@ def _json_schema(schema: dict) -> dict:
     return out
 
 
+def _store_schema() -> dict:
+    """store: the gateways' shared PostgreSQL (in the release or external), their SQLite volume, backups, InfluxDB."""
+    secret_ref = {
+        "type": "object",
+        "description": "A Secret key in the plant's namespace, {name, key}; {}: none.",
+        "additionalProperties": False,
+        "properties": {
+            "name": {"type": "string", "pattern": "^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$", "maxLength": 253},
+            "key": {"type": "string", "pattern": "^[-._a-zA-Z0-9]+$", "maxLength": 253},
+        },
+        "dependencies": {"name": ["key"], "key": ["name"]},
+    }
+    volume = {
+        "type": "object",
+        "additionalProperties": False,
+        "properties": {"size": {"type": "string", "pattern": "^[0-9]+(Mi|Gi|Ti)$"}, "storageClassName": {"type": "string"}},
+    }
+    name = {"type": "string", "pattern": "^[a-z_][a-z0-9_]*$", "maxLength": 63}
+    return {
+        "type": "object",
+        "additionalProperties": False,
+        "properties": {
+            "postgres": {
+                "type": "object",
+                "additionalProperties": False,
+                "properties": {
+                    "enabled": {"type": "boolean"},
+                    "image": {"type": "string", "minLength": 1},
+                    "runAsUser": {"type": "integer", "minimum": 1},
+                    "port": {"type": "integer", "minimum": 1, "maximum": 65535},
+                    "database": name,
+                    "user": name,
+                    "persistence": volume,
+                    "resources": {"type": "object"},
+                    "external": {
+                        "type": "object",
+                        "additionalProperties": False,
+                        "properties": {
+                            # no password in the URL: it is passwordSecret's, mounted into the gateway
+                            "url": {"type": "string", "pattern": "^(postgres(ql)?://[^:@/]+@[^@/]+/[^/?]+)?$"},
+                            "passwordSecret": secret_ref,
+                        },
+                    },
+                },
+            },
+            "gateway": {"type": "object", "additionalProperties": False, "properties": {"persistence": volume}},
+            "backup": {
+                "type": "object",
+                "additionalProperties": False,
+                "properties": {
+                    "enabled": {"type": "boolean"},
+                    "schedule": {"type": "string", "minLength": 1},
+                    "keep": {"type": "integer", "minimum": 1},
+                    "persistence": volume,
+                },
+            },
+            "influxdb": {
+                "type": "object",
+                "additionalProperties": False,
+                "properties": {
+                    "url": {"type": "string", "pattern": "^(https?://[^@/]+/?)?$"},
+                    "org": {"type": "string", "minLength": 1},
+                    "bucket": {"type": "string", "minLength": 1},
+                    "tokenSecret": secret_ref,
+                },
+            },
+        },
+    }
+
+
 def generate_values_schema() -> str:
     resource = {
         kind: {
@@ -318,6 +391,7 @@ def generate_values_schema() -> str:
                     },
                 },
             },
+            "store": _store_schema(),
             "monitoring": {
                 "type": "object",
                 "additionalProperties": False,
@@ -348,6 +422,14 @@ def generate_values_schema() -> str:
                             },
                             "labelValue": {"type": "string", "pattern": "^([A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?)?$"},
                             "annotations": {"type": "object", "additionalProperties": {"type": "string"}},
+                        },
+                    },
+                    "prometheusAdapter": {
+                        "type": "object",
+                        "additionalProperties": False,
+                        "properties": {
+                            "enabled": {"type": "boolean"},
+                            "rateWindow": {"type": "string", "pattern": "^([0-9]+(ms|s|m|h))+$"},
                         },
                     },
                 },
@@ -387,6 +469,24 @@ def chart_crd(source: Path) -> Callable[[], str]:
     return lambda: f"# GENERATED by tools/generate.py from crds/{source.name}; do not edit.\n{source.read_text()}"
 
 
+def generate_argocd_cm() -> str:
+    """argocd-cm with each health.lua under deploy/argocd/resource_customizations as its
+    resource.customizations.health.<group>_<Kind> key, the file's text as it is."""
+    lines = [
+        "# GENERATED by tools/generate.py from deploy/argocd/resource_customizations/*/*/health.lua; do not edit.",
+        "# Merged into Argo CD's own: kubectl -n argocd patch configmap argocd-cm --type merge --patch-file deploy/argocd/argocd-cm.yaml",
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: argocd-cm\n  namespace: argocd",
+        "  labels:\n    app.kubernetes.io/name: argocd-cm\n    app.kubernetes.io/part-of: argocd\ndata:",
+        # The operator labels what it renders app.kubernetes.io/instance (docs/argocd.md): label tracking
+        # would take those objects for an Application's and prune them.
+        "  application.resourceTrackingMethod: annotation",
+    ]
+    for script in sorted((ARGOCD / "resource_customizations").glob("*/*/health.lua")):
+        lines.append(f"  resource.customizations.health.{script.parent.parent.name}_{script.parent.name}: |")
+        lines += [f"    {line}" if line else "" for line in script.read_text().splitlines()]
+    return "\n".join(lines) + "\n"
+
+
 def generate_starter_model() -> str:
     import base64
 
@@ -418,6 +518,7 @@ def main() -> int:
         (VALUES_SCHEMA, generate_values_schema),
         *((CHART_CRDS / f.name, chart_crd(f)) for f in sorted(CRDS.glob("*.yaml"))),
         (STARTER_MODEL, generate_starter_model),
+        (ARGOCD / "argocd-cm.yaml", generate_argocd_cm),
         *((DASHBOARDS / name, lambda model=model: render(model)) for name, model in dashboards().items()),
     )
     # A CRD removed from crds/ must leave the chart too.
