@@ -303,9 +303,14 @@ def generate_values_schema() -> str:
         "$schema": "https://json-schema.org/draft-07/schema#",
         "title": "Values of the plantwatch chart (generated from crds/ by tools/generate.py)",
         "type": "object",
+        # A misspelt key (brokr.enabled=false) is refused, never silently ignored; global is what Helm hands a
+        # parent chart's globals down in.
+        "additionalProperties": False,
         "properties": {
+            "global": {"type": "object"},
             "image": {
                 "type": "object",
+                "additionalProperties": False,
                 "properties": {
                     "repository": {"type": "string", "minLength": 1},
                     "tag": {"type": "string"},
@@ -314,9 +319,15 @@ def generate_values_schema() -> str:
             },
             "operator": {
                 "type": "object",
+                "additionalProperties": False,
                 "properties": {
                     "enabled": {"type": "boolean"},
-                    "watchNamespaces": {"type": "array", "items": {"type": "string"}},
+                    # namespace names (DNS-1123 labels), each rendered as one --namespace flag
+                    "watchNamespaces": {
+                        "type": "array",
+                        "uniqueItems": True,
+                        "items": {"type": "string", "pattern": "^[a-z0-9]([-a-z0-9]*[a-z0-9])?$", "maxLength": 63},
+                    },
                     "resources": {"type": "object"},
                 },
             },

@@ -39,6 +39,9 @@ GATEWAY_SHARDS = 16
 PASSWORD_FILE_ENV = "PLANTWATCH_DB_PASSWORD_FILE"
 CONFIG_HASH = f"{GROUP}/config-hash"
 HTTP_PORT = 8080
+#: `plantwatch`'s global flags for every long-running pod: one JSON object per log line, which the log
+#: shippers read with their labels (docs/monitoring.md, "Logs"); global, so before the subcommand.
+LOG_ARGS = ["--log-format", "json"]
 GPU_RESOURCE = "nvidia.com/gpu"
 ACCELERATOR_LABEL = f"{GROUP}/accelerator"
 
@@ -360,6 +363,7 @@ def render_ingestion(namespace: str, manifests: list[dict[str, Any]], config: Co
                             "name": "gateway",
                             "image": config.image,
                             "args": [
+                                *LOG_ARGS,
                                 "serve",
                                 "ingest",
                                 "-f",
@@ -464,6 +468,7 @@ def render_detector(detector: DetectorModel, config: Config, candidate: str | No
     # The service listens on loopback unless told otherwise; in a pod, the Service and the kubelet's probes come in
     # over the pod's own address.
     args = [
+        *LOG_ARGS,
         "serve",
         "inference",
         "--model-name",

@@ -172,7 +172,7 @@ def test_sample_plant_becomes_workloads_with_status(cluster, plant, operator):
 
     deployment = wait_for(settled, "the gateway Deployment carrying the whole plant's config hash")
     args = deployment["spec"]["template"]["spec"]["containers"][0]["args"]
-    assert args[:4] == ["serve", "ingest", "-f", "/etc/plantwatch/plant"]
+    assert args[:6] == ["--log-format", "json", "serve", "ingest", "-f", "/etc/plantwatch/plant"]
     for kind in ("deployment", "service", "hpa"):
         wait_for(lambda: get(cluster, kind, "plantwatch-detector-bearing-wear", "-n", ns), f"the detector's {kind}")
     hpa = get(cluster, "hpa", "plantwatch-detector-bearing-wear", "-n", ns)

@@ -8,6 +8,7 @@ import subprocess
 import pytest
 import yaml
 
+from plantwatch import cli
 from plantwatch.plant.load import plant_from_documents
 from plantwatch_operator.config import Config
 from plantwatch_operator.render import plant_manifest, render_ingestion
@@ -191,6 +192,31 @@ def test_the_values_schema_refuses_a_token_secret_that_names_no_secret_key(tmp_p
     path.write_text(yaml.safe_dump({"gateway": {"alertsApi": {"tokenSecret": token_secret}}}))
     result = helm("template", "x", str(CHART), "-f", str(path), check=False)
     assert result.returncode != 0 and error in result.stderr
+
+
+@pytest.mark.parametrize(
+    "value, error",
+    [
+        ("brokr.enabled=false", "at '': additional properties 'brokr' not allowed"),
+        ("image.tg=1.0", "at '/image': additional properties 'tg' not allowed"),
+        ("operator.replica=2", "at '/operator': additional properties 'replica' not allowed"),
+        ("operator.watchNamespaces={plant-a,Plant_B}", "at '/operator/watchNamespaces/1': 'Plant_B' does not match pattern"),
+        ("operator.watchNamespaces={plant-a,plant-a}", "at '/operator/watchNamespaces': items at 0 and 1 are equal"),
+    ],
+)
+def test_the_values_schema_refuses_misspelt_keys_and_bad_namespace_names(value, error):
+    result = helm("template", "x", str(CHART), "--set", value, check=False)
+    assert result.returncode != 0 and error in result.stderr, result.stderr
+
+
+def test_the_charts_operator_logs_json_and_watches_the_namespaces_it_is_given(tmp_path):
+    """Its args as the image's entrypoint (`plantwatch`) parses them."""
+    # (the chart's PostgreSQL serves the release namespace only: refused beside other watched namespaces)
+    halls = {"operator": {"watchNamespaces": ["hall-1", "hall-2"]}, "store": {"postgres": {"enabled": False}}}
+    for values, namespaces in (({}, ["plant-a"]), (halls, ["hall-1", "hall-2"])):
+        operator = next(d for d in rendered(tmp_path, values) if d["kind"] == "Deployment" and d["metadata"]["name"] == "line1-operator")
+        args = cli.parser().parse_args(operator["spec"]["template"]["spec"]["containers"][0]["args"])
+        assert (args.command, args.log_format, args.namespace) == ("operator", "json", namespaces)
 
 
 RULE_SPEC = {

@@ -55,6 +55,7 @@ def test_the_gateway_args_parse_to_what_was_rendered():
     deployment = next(o for o in objects if o["kind"] == "Deployment")
     args = parsed(deployment)
     assert (args.command, args.service) == ("serve", "ingest")
+    assert args.log_format == "json"  # what the log shippers parse (docs/monitoring.md, "Logs")
     assert args.http_port == port_of(objects, deployment)
     assert args.broker == CONFIG.broker_url
     assert args.report_status
@@ -83,6 +84,7 @@ def test_the_inference_args_parse_to_what_was_rendered(source, provider):
     deployment = next(o for o in objects if o["kind"] == "Deployment")
     args = parsed(deployment)
     assert (args.command, args.service) == ("serve", "inference")
+    assert args.log_format == "json"
     assert (args.model_name, args.provider) == (detector.name, provider)
     assert args.host == "0.0.0.0"  # the Service and the kubelet's probes come in over the pod's address
     assert args.http_port == port_of(objects, deployment)

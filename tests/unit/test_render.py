@@ -181,7 +181,8 @@ def test_the_gateway_mounts_each_referenced_secret_read_only_and_no_more():
     assert all(s["defaultMode"] == 0o400 and s["optional"] for s in secrets.values())
     assert not any("secretKeyRef" in str(e) for e in container["env"])  # never as environment values
     # the plant is read from beside the Secrets, never from above them
-    assert container["args"][2:4] == ["-f", "/etc/plantwatch/plant"]
+    args = container["args"]
+    assert args[args.index("-f") + 1] == "/etc/plantwatch/plant"
     plant = next(m for m in container["volumeMounts"] if m["name"] == "plant")
     assert plant["mountPath"] == "/etc/plantwatch/plant"
     configmap = objs[0]["data"]["plant.yaml"]
