@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
 
 import pytest
 import yaml
@@ -239,3 +242,115 @@ def test_a_plant_folder_installs_as_it_is_through_chart_values(cluster, tmp_path
     finally:
         helm(cluster, "uninstall", release, "-n", release)
         cluster.kubectl("delete", "namespace", release, "--wait=false", check=False)
+
+
+# --- the chart's operator, run as its Deployment says ---------------------------------------
+# kwok runs no container: the operator Deployment the release made is read back from the cluster
+# and its own args and environment are run on this host (`plantwatch` is the image's entrypoint),
+# its ports moved to free ones (several run side by side here) and the cluster reached through the
+# test's kubeconfig instead of the pod's ServiceAccount.
+
+
+@contextmanager
+def chart_operator(cluster, release: str, namespace: str, log: Path) -> Iterator[subprocess.Popen]:
+    """The release's operator Deployment run on this host; stopped (SIGTERM) on leaving."""
+    deployment = json.loads(cluster.kubectl("get", "deployment", f"{release}-operator", "-n", namespace, "-o", "json").stdout)
+    [container] = deployment["spec"]["template"]["spec"]["containers"]
+    ports = {"--liveness-port": free_port(), "--metrics-port": free_port()}
+    args = [f"{a.split('=')[0]}={ports[a.split('=')[0]]}" if a.split("=")[0] in ports else a for a in container["args"]]
+    env = {e["name"]: e["value"] for e in container.get("env", []) if "value" in e}
+    with open(log, "ab") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "plantwatch.cli", *args],
+            env={**os.environ, **env, "KUBECONFIG": cluster.kubeconfig},
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        yield proc
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def lease_holder(cluster, namespace: str) -> str | None:
+    got = cluster.kubectl("get", "lease", "plantwatch-operator", "-n", namespace, "-o", "json", check=False)
+    return json.loads(got.stdout)["spec"].get("holderIdentity") if got.returncode == 0 else None
+
+
+def plant_nodes(cluster, namespace: str) -> set[str]:
+    """The SensorNodes the gateway of `namespace` was rendered with (ConfigMap plantwatch-plant)."""
+    got = cluster.kubectl("get", "configmap", "plantwatch-plant", "-n", namespace, "-o", "json", check=False)
+    if got.returncode != 0:
+        return set()
+    docs = yaml.safe_load_all(json.loads(got.stdout)["data"].get("plant.yaml", ""))
+    return {d["metadata"]["name"] for d in docs if d and d.get("kind") == "SensorNode"}
+
+
+def chart_values(folder: Path, out: Path) -> Path:
+    command = [sys.executable, "-m", "plantwatch.cli", "chart-values", "-f", str(folder)]
+    made = subprocess.run(command, capture_output=True, text=True, timeout=60)
+    assert made.returncode == 0, made.stderr
+    out.write_text(made.stdout)
+    return out
+
+
+def test_two_plants_in_two_namespaces_side_by_side(cluster, tmp_path):
+    run = uuid.uuid4().hex[:6]
+    a, b = f"pa-{run}", f"pb-{run}"
+    # Plant b: one node of its own, so whose plant a gateway was rendered with shows in its config.
+    (tmp_path / "b").mkdir()
+    (tmp_path / "b" / "nodes.yaml").write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "plantwatch.io/v1alpha1",
+                "kind": "SensorNode",
+                "metadata": {"name": "kiln-1", "labels": {"plantwatch.io/line": "kilns"}},
+                "spec": {
+                    "hardware": "esp32",
+                    "payload": {"format": "esp32-json", "topic": "sensors/hall-9/kiln-1/data"},
+                    "sensors": [{"name": "temperature", "type": "temperature", "unit": "celsius", "field": "temperature_c"}],
+                },
+            }
+        )
+    )
+    values = {a: chart_values(EXAMPLE_PLANT, tmp_path / "a.yaml"), b: chart_values(tmp_path / "b", tmp_path / "b.yaml")}
+    for release in (a, b):
+        installed = helm(cluster, "install", release, str(CHART), "-n", release, "--create-namespace", "-f", str(values[release]))
+        assert installed.returncode == 0, installed.stderr
+    try:
+        sample = {d["metadata"]["name"] for d in yaml.safe_load_all((EXAMPLE_PLANT / "nodes.yaml").read_text()) if d}
+        # Each plant's resources in its own namespace only.
+        nodes = lambda ns: set(cluster.kubectl("get", "sensornodes", "-n", ns, "-o", "name").stdout.split())  # noqa: E731
+        assert nodes(a) == {f"sensornode.plantwatch.io/{n}" for n in sample} and nodes(b) == {"sensornode.plantwatch.io/kiln-1"}
+        for release, other in ((a, b), (b, a)):
+            assert not cluster.kubectl("get", NAMESPACED, "-n", other, "-l", f"app.kubernetes.io/instance={release}", "-o", "name").stdout
+        with chart_operator(cluster, a, a, tmp_path / "a.log"), chart_operator(cluster, b, b, tmp_path / "b.log"):
+            # Each install claims its own namespace, named by release, and renders only its own plant there.
+            for release, want in ((a, sample), (b, {"kiln-1"})):
+                log = tmp_path / f"{'a' if release == a else 'b'}.log"
+                wait_for(lambda r=release, w=want: plant_nodes(cluster, r) == w, f"{release}'s gateway config\n{log.read_text()[-3000:]}")
+                assert lease_holder(cluster, release) == f"{release}/{release}-operator"
+            ready = lambda: all(  # noqa: E731
+                any(c["type"] == "Ready" and c["status"] == "True" for c in n.get("status", {}).get("conditions", []))
+                for ns in (a, b)
+                for n in json.loads(cluster.kubectl("get", "sensornodes", "-n", ns, "-o", "json").stdout)["items"]
+            )
+            wait_for(ready, "every SensorNode of both plants Ready")
+        # Uninstalling a leaves b as it was: its release's objects, its plant, its rendered gateway, its claim.
+        before = release_objects(cluster, b)
+        uninstalled = helm(cluster, "uninstall", a, "-n", a)
+        assert uninstalled.returncode == 0, uninstalled.stderr
+        wait_for(lambda: not release_objects(cluster, a).get(f"Deployment/{a}-operator"), f"{a}'s operator gone")
+        assert release_objects(cluster, b) == before
+        assert nodes(b) == {"sensornode.plantwatch.io/kiln-1"} and plant_nodes(cluster, b) == {"kiln-1"}
+        assert lease_holder(cluster, b) == f"{b}/{b}-operator"
+        assert helm(cluster, "status", b, "-n", b).returncode == 0
+    finally:
+        for release in (a, b):
+            helm(cluster, "uninstall", release, "-n", release)
+            cluster.kubectl("delete", "namespace", release, "--wait=false", check=False)
