@@ -117,20 +117,27 @@ def helm_test(cluster, release: str, gateway_url: str) -> tuple[subprocess.Compl
         stderr=subprocess.PIPE,
         text=True,
     )
+    command = finish_test_pod(cluster, release, release, gateway_url)
+    out, err = running.communicate(timeout=120)
+    return subprocess.CompletedProcess(running.args, running.returncode, out, err), command
+
+
+def finish_test_pod(cluster, release: str, namespace: str, gateway_url: str) -> list[str]:
+    """While `helm test` waits: its pod's command run on this host against `gateway_url`, the pod ended with
+    that command's exit status. The command run."""
     pod = f"{release}-test-gateway-ready"
 
     def running_pod():
-        got = cluster.kubectl("get", "pod", pod, "-n", release, "-o", "json", check=False)
+        got = cluster.kubectl("get", "pod", pod, "-n", namespace, "-o", "json", check=False)
         return json.loads(got.stdout) if got.returncode == 0 and json.loads(got.stdout)["status"].get("phase") == "Running" else None
 
     spec = wait_for(running_pod, f"helm test's pod {pod}")["spec"]["containers"][0]
-    in_cluster = f"http://plantwatch-gateway.{release}.svc:8080/readyz"
+    in_cluster = f"http://plantwatch-gateway.{namespace}.svc:8080/readyz"
     assert spec["args"] == ["probe", in_cluster] and "command" not in spec  # the image's entrypoint is plantwatch
     command = [sys.executable, "-m", "plantwatch.cli", *(gateway_url if a == in_cluster else a for a in spec["args"])]
     code = subprocess.run(command, capture_output=True, timeout=30).returncode
-    cluster.kubectl("annotate", "pod", pod, "-n", release, f"plantwatch.io/e2e-exit-code={code}")
-    out, err = running.communicate(timeout=120)
-    return subprocess.CompletedProcess(running.args, running.returncode, out, err), command
+    cluster.kubectl("annotate", "pod", pod, "-n", namespace, f"plantwatch.io/e2e-exit-code={code}")
+    return command
 
 
 def test_helm_test_passes_against_a_ready_gateway_and_a_failed_test_leaves_nothing(cluster, gateway):
