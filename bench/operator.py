@@ -42,7 +42,8 @@ from tests.e2e.cluster import ControlPlane  # noqa: E402
 NAMESPACE = "plant-bench"
 LINES = 10
 QUIET_S = 5.0
-IDLE_S = 10.0
+#: One whole recheck interval (PLANTWATCH_CREDENTIALS_CHECK_INTERVAL, 30 s): idle includes the periodic work.
+IDLE_S = 30.0
 #: Kinds whose objects the operator writes in a plant's namespace (what "objects written" counts).
 WATCHED = [
     "sensornodes",
@@ -134,17 +135,22 @@ class Operator:
                 stderr=subprocess.STDOUT,
             )
 
-    def metrics(self) -> dict[str, float]:
-        """Sums per metric name (labels dropped, except the reconcile count kept whole)."""
+    def metrics(self, labelled: bool = False) -> dict[str, float]:
+        """Sums per metric name (labels dropped unless `labelled`)."""
         text = urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=5).read().decode()
         sums: dict[str, float] = {}
         for line in text.splitlines():
             if line.startswith("#") or not line:
                 continue
             name, _, value = line.rpartition(" ")
-            base = name.split("{")[0]
+            base = name if labelled else name.split("{")[0]
             sums[base] = sums.get(base, 0.0) + float(value)
         return sums
+
+    def writes_by_kind(self) -> dict[str, float]:
+        """plantwatch_operator_api_writes_total per `write` label (apply, status, event, delete)."""
+        found = self.metrics(labelled=True).items()
+        return {re.search(r'write="([^"]+)"', k).group(1): v for k, v in found if k.startswith("plantwatch_operator_api_writes_total{")}
 
     def cpu_seconds(self) -> float:
         fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
@@ -157,10 +163,12 @@ class Operator:
     def activity(self) -> tuple:
         """What moves while the operator works: its writes and its reconciles; and whether a render is pending.
         (Not its log: kopf logs every per-object timer's run, which is no reconcile work.)"""
-        m = self.metrics()
+        m = self.metrics(labelled=True)
         pending = m.get("plantwatch_operator_renders_pending", 0.0)
-        work = (m.get("plantwatch_operator_api_writes_total"), m.get("plantwatch_operator_reconcile_seconds_count"))
-        return work, pending
+        # Not the namespace claim's renewal (every lease/3 s however idle): no plant work.
+        writes = sum(v for k, v in m.items() if k.startswith("plantwatch_operator_api_writes_total{") and 'write="lease"' not in k)
+        reconciles = sum(v for k, v in m.items() if k.startswith("plantwatch_operator_reconcile_seconds_count"))
+        return (writes, reconciles), pending
 
     def stop(self) -> None:
         self.proc.terminate()
@@ -290,10 +298,15 @@ def run(nodes: int, rules: int, detectors: int, timeout: float) -> dict:
         settled = wait_settled(op, started, timeout)
         busy = time.monotonic() - started
         requests1, cpu1 = api_requests(plane), op.cpu_seconds()
-        writes1 = op.metrics().get("plantwatch_operator_api_writes_total", 0.0)
+        writes1, kinds1 = op.metrics().get("plantwatch_operator_api_writes_total", 0.0), op.writes_by_kind()
+        m = op.metrics()
+        renders, render_s = (
+            m.get("plantwatch_operator_reconcile_seconds_count", 0.0),
+            m.get("plantwatch_operator_reconcile_seconds_sum", 0.0),
+        )
         time.sleep(IDLE_S)
         requests2, cpu2 = api_requests(plane), op.cpu_seconds()
-        writes2 = op.metrics().get("plantwatch_operator_api_writes_total", 0.0)
+        writes2, kinds2 = op.metrics().get("plantwatch_operator_api_writes_total", 0.0), op.writes_by_kind()
 
         # one node added
         before, events = versions(plane), event_count(plane)
@@ -333,6 +346,9 @@ def run(nodes: int, rules: int, detectors: int, timeout: float) -> dict:
             "api_writes_per_s_busy": round((requests1[1] - requests0[1]) / busy, 1),
             "operator_writes_per_s_busy": round((writes1 - writes0) / busy, 1),
             "operator_writes_per_s_idle": round((writes2 - writes1) / IDLE_S, 2),
+            "operator_writes_idle_by_kind": {k: v - kinds1.get(k, 0.0) for k, v in kinds2.items() if v != kinds1.get(k, 0.0)},
+            "reconciles_to_settled": int(renders),
+            "reconcile_seconds_mean": round(render_s / renders, 3) if renders else None,
             "node_added_seconds_to_ready": round(node_ready, 2),
             "node_added_seconds_to_settled": round(node_settled, 2),
             "node_added_objects_written": node_written,

@@ -15,7 +15,8 @@ import heapq
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from typing import Any
 
 log = logging.getLogger(__name__)
 
@@ -116,3 +117,18 @@ class Pace:
             behind = -self._tokens / self.rate if self._tokens < 0 else 0.0
         if behind:
             self._sleep(behind)
+
+
+def plant_event_marks(seen: dict[str, tuple[object, ...]], type_: str | None, meta: Mapping[str, Any]) -> bool:
+    """Whether a watch event on a plant object changes what a render reads of it: the object appeared (a
+    listing after a restart too), went, or changed its generation (its spec), labels or deletion. Status
+    writes change none of these. `seen` remembers each object by uid; an object gone is forgotten."""
+    uid = meta["uid"]
+    if type_ == "DELETED":
+        seen.pop(uid, None)
+        return True
+    essence = (meta.get("generation"), tuple(sorted((meta.get("labels") or {}).items())), bool(meta.get("deletionTimestamp")))
+    if seen.get(uid) == essence:
+        return False
+    seen[uid] = essence
+    return True

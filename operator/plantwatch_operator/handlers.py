@@ -9,11 +9,11 @@ something to score). Each DetectorModel owns its own serving objects.
 
 from __future__ import annotations
 
+import contextvars
 import datetime
 import hashlib
 import json
 import logging
-import math
 import secrets
 import threading
 import time
@@ -29,7 +29,7 @@ from plantwatch.contracts.times import now_rfc3339
 from plantwatch.mqtt.acl import render_broker_auth
 from plantwatch.plant.model import parse_resource
 from plantwatch_operator import broker, certs, kube, ownership
-from plantwatch_operator.coalesce import Coalescer, Pace
+from plantwatch_operator.coalesce import Coalescer, Pace, plant_event_marks
 from plantwatch_operator.config import Config
 from plantwatch_operator.metrics import API_WRITES, RENDERS_PENDING, reconciling
 from plantwatch_operator.render import (
@@ -67,11 +67,20 @@ from plantwatch_operator.verdicts import (
 
 CONFIG = Config.from_env()
 _namespace_locks: dict[str, threading.Lock] = defaultdict(threading.Lock)
-_credentials_checked: dict[str, float] = {}
-#: (namespace, kind, name) → (sha256 of the manifest last applied, the object's uid)
-_applied: dict[tuple[str, str, str], tuple[str, str]] = {}
+#: (namespace, apiVersion, kind, name) → (sha256 of the manifest last applied, the object's uid)
+_applied: dict[tuple[str, str, str, str], tuple[str, str]] = {}
+#: namespace → each node credentials Secret the broker's password file was last rendered from: its
+#: (username, password), None when missing or unusable. Read once, then again by each recheck only.
+_credentials: dict[str, dict[str, tuple[str, str] | None]] = {}
+_rechecks: list[threading.Thread] = []
+#: (namespace, detector) → (its generation, its `Scoring` verdict) as the last render judged it: the plant's
+#: render re-judges it whenever a node changes, so a detector's own recheck need not list every node again.
+_scoring: dict[tuple[str, str], tuple[Any, Verdict]] = {}
 #: (namespace, node) → why the broker refuses it, as last announced
 _refused: dict[tuple[str, str], str | None] = {}
+REFUSED_PREFIX = "no broker identity: "
+#: uid → what a render reads of a plant object (plant_event_marks), as last seen
+_seen: dict[str, tuple[Any, ...]] = {}
 #: namespace → node shards of its plant config (render.plant_documents) last rendered
 _shards: dict[str, int] = {}
 _pace = Pace(CONFIG.status_writes_per_second)
@@ -91,26 +100,26 @@ def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
 # --- the plant's ingestion: SensorNodes + AlertRules + AlertReceivers of a namespace -----
 
 
-@kopf.on.resume(GROUP, VERSION, "sensornodes")
-@kopf.on.create(GROUP, VERSION, "sensornodes")
-@kopf.on.update(GROUP, VERSION, "sensornodes")
-@kopf.on.delete(GROUP, VERSION, "sensornodes", optional=True)
-@kopf.on.resume(GROUP, VERSION, "alertrules")
-@kopf.on.create(GROUP, VERSION, "alertrules")
-@kopf.on.update(GROUP, VERSION, "alertrules")
-@kopf.on.delete(GROUP, VERSION, "alertrules", optional=True)
-@kopf.on.resume(GROUP, VERSION, "alertreceivers")
-@kopf.on.create(GROUP, VERSION, "alertreceivers")
-@kopf.on.update(GROUP, VERSION, "alertreceivers")
-@kopf.on.delete(GROUP, VERSION, "alertreceivers", optional=True)
-def plant_changed(namespace: str, **_: Any) -> None:
-    reconcile_plant(namespace)
+@kopf.on.event(GROUP, VERSION, "sensornodes")
+@kopf.on.event(GROUP, VERSION, "alertrules")
+@kopf.on.event(GROUP, VERSION, "alertreceivers")
+async def plant_changed(type: str | None, body: kopf.Body, namespace: str, **_: Any) -> None:  # noqa: A002  (kopf's name)
+    """Mark the namespace when an object appeared, went, or changed what a render reads (generation, labels,
+    deletion); not on status writes (ours, the gateway's). Watch events rather than kopf's create/update/
+    resume handlers: those keep per-object progress in annotations, a patch on every object created
+    (a thousand for a plant applied at once) and a handler task per object, for changes that only mark."""
+    meta = body["metadata"]
+    if plant_event_marks(_seen, type, meta):
+        reconcile_plant(namespace)
 
 
 def reconcile_plant(namespace: str) -> None:
     """Ask for the namespace's plant to be rendered: one render per burst of changes (coalesce.py), on
     the renders' own thread, so a handler returns at once and a plant applied at once is rendered a
     few times, not once per object."""
+    if not _rechecks:  # started from a handler's context: kopf's Event queue, for the renders it asks for
+        _rechecks.append(threading.Thread(target=contextvars.copy_context().run, args=(_recheck_loop,), name="rechecks", daemon=True))
+        _rechecks[0].start()
     _renders.mark(namespace)
 
 
@@ -118,11 +127,11 @@ def _apply_changed(manifest: dict[str, Any]) -> str:
     """Apply the manifest unless this process last applied exactly it (the periodic recheck forgets
     that, so an object removed behind the operator's back comes back); its uid."""
     meta = manifest["metadata"]
-    key = (meta.get("namespace", ""), manifest["kind"], meta["name"])
+    key = (meta.get("namespace", ""), manifest["apiVersion"], manifest["kind"], meta["name"])
     digest = hashlib.sha256(json.dumps(manifest, sort_keys=True).encode()).hexdigest()
     known = _applied.get(key)
     if known is None or known[0] != digest:
-        known = _applied[key] = (digest, kube.apply(manifest)["metadata"]["uid"])
+        known = _applied[key] = (digest, kube.apply_stamped(manifest, digest, check_live=known is None))
     return known[1]
 
 
@@ -148,6 +157,7 @@ def _render_plant(namespace: str) -> None:
             # Everything else the plant runs on is owned by its config: the garbage collector removes it.
             kube.delete("v1", "ConfigMap", PLANT_CONFIGMAP, namespace)
             _forget(namespace)
+            _credentials.pop(namespace, None)
             return
         manifests = [
             plant_manifest(b) for b in (*valid_nodes, *plant.accepted_rules, *plant.scoring_detectors, *plant.configured_receivers)
@@ -197,15 +207,17 @@ def _reconcile_broker(namespace: str, plant: PlantVerdicts, owners: list[dict[st
         _generated_password(name, namespace, lab, owners) for name in (broker.GATEWAY_SECRET, broker.EXPORTER_SECRET)
     )
     nodes = [(body, parsed) for body, parsed in plant.nodes if not isinstance(parsed, str)]
+    known, read = _credentials.get(namespace, {}), {}
     credentials = {}
     for _, node in nodes:
         if node.spec.credentials is None:
             continue
-        data = kube.secret_data(node.spec.credentials.secret_ref.name, namespace) or {}
-        try:
-            credentials[node.meta.name] = (data["username"].decode().strip(), data["password"].decode().strip())
-        except (KeyError, UnicodeDecodeError):
-            pass  # render_broker_auth refuses the node, naming its Secret
+        name = node.spec.credentials.secret_ref.name
+        if name not in read:
+            read[name] = known[name] if name in known else _read_credentials(name, namespace)
+        if read[name] is not None:  # else render_broker_auth refuses the node, naming its Secret
+            credentials[node.meta.name] = read[name]
+    _credentials[namespace] = read
     previous = (kube.secret_data(broker.AUTH_SECRET, namespace) or {}).get(broker.PASSWORD_FILE, b"").decode("utf-8", "replace")
     auth = render_broker_auth(
         [node for _, node in nodes],
@@ -216,11 +228,15 @@ def _reconcile_broker(namespace: str, plant: PlantVerdicts, owners: list[dict[st
     )
     files = {broker.PASSWORD_FILE: auth.password_file.encode(), broker.ACL_FILE: auth.acl_file.encode()}
     _apply_changed(owned(broker.secret(broker.AUTH_SECRET, namespace, lab, files), owners))
+    said: dict[str, str] | None = None
     for body, node in nodes:  # an Event when a node's refusal is new or changed, not at every render
         refused, key = auth.refused.get(node.meta.name), (namespace, node.meta.name)
+        if key not in _refused and refused is not None:  # new to this process: did an earlier one say so?
+            said = kube.announced(namespace, "BrokerAccessRefused") if said is None else said
+            _refused[key] = said.get(node.meta.name, "").removeprefix(REFUSED_PREFIX) or None
         if refused is not None and _refused.get(key) != refused:
             API_WRITES.labels("event").inc()
-            kopf.event(body, type="Warning", reason="BrokerAccessRefused", message=f"no broker identity: {refused}")
+            kopf.event(body, type="Warning", reason="BrokerAccessRefused", message=f"{REFUSED_PREFIX}{refused}")
         _refused[key] = refused
     _reconcile_broker_tls(namespace, lab)
 
@@ -242,7 +258,7 @@ def _reconcile_broker_tls(namespace: str, lab: dict[str, str]) -> None:
     lifetime = datetime.timedelta(seconds=CONFIG.broker_cert_lifetime)
     if kube.has_crd(broker.CERT_MANAGER_CRD):
         for manifest in broker.cert_manager_objects(namespace, lab, hosts, lifetime, CONFIG.broker_issuer):
-            kube.apply(manifest)
+            _apply_changed(manifest)
         return
     ca = kube.secret_data(broker.CA_SECRET, namespace)
     server = kube.secret_data(broker.TLS_SECRET, namespace)
@@ -251,19 +267,48 @@ def _reconcile_broker_tls(namespace: str, lab: dict[str, str]) -> None:
         logging.getLogger(__name__).info("broker certificate: wrote Secret %s/%s", namespace, manifest["metadata"]["name"])
 
 
-@kopf.timer(GROUP, VERSION, "sensornodes", interval=CONFIG.credentials_check_interval, initial_delay=5.0)
-def credentials_recheck(namespace: str, **_: Any) -> None:
-    """Re-read the namespace's node Secrets and the broker certificate's expiry, once per interval per
-    namespace however many nodes' timers fire: a rotated password reaches the broker's password file (the
-    other nodes' lines unchanged) and a certificate is renewed, without a change to any plant resource.
-    Secrets are not watched, for the reason receiver_recheck gives."""
-    now = time.monotonic()
+def _read_credentials(name: str, namespace: str) -> tuple[str, str] | None:
+    """A node credentials Secret's (username, password); None when it is missing or unusable."""
+    data = kube.secret_data(name, namespace) or {}
+    try:
+        return data["username"].decode().strip(), data["password"].decode().strip()
+    except (KeyError, UnicodeDecodeError):
+        return None
+
+
+def _recheck_loop() -> None:
+    """Every `PLANTWATCH_CREDENTIALS_CHECK_INTERVAL`, recheck each rendered plant (one thread for all of them,
+    not a timer per node: a thousand timers cost a core's tenth while nothing happens)."""
+    while True:
+        time.sleep(CONFIG.credentials_check_interval)
+        for namespace in list(_credentials):
+            try:
+                if _recheck(namespace):
+                    reconcile_plant(namespace)
+            except Exception:  # noqa: BLE001  (the next interval tries again; one namespace must not stop the others)
+                logging.getLogger(__name__).exception("rechecking namespace %s failed", namespace)
+
+
+def _recheck(namespace: str) -> bool:
+    """Whether the plant needs a render though none of its resources changed: a node's credentials Secret
+    changed (a rotated password reaches the broker's password file, the other nodes' lines unchanged), or
+    an object the operator applied was deleted or replaced behind its back (its metadata alone read). What
+    is stale is forgotten, so the render reads or applies it again. A certificate near expiry is renewed
+    here. Secrets are not watched, for the reason receiver_recheck gives."""
+    if _claims.admit(namespace) is not None:
+        return False
     with _namespace_locks[namespace]:
-        if now - _credentials_checked.get(namespace, -math.inf) < CONFIG.credentials_check_interval / 2:
-            return
-        _credentials_checked[namespace] = now
-        _forget(namespace)
-    reconcile_plant(namespace)
+        known = dict(_credentials.get(namespace, {}))
+        applied = [(key, uid) for key, (_, uid) in _applied.items() if key[0] == namespace]
+        _reconcile_broker_tls(namespace, labels("broker", namespace))
+    changed = [name for name, creds in known.items() if _read_credentials(name, namespace) != creds]
+    gone = [key for key, uid in applied if kube.uid(key[1], key[2], key[3], namespace) != uid]
+    with _namespace_locks[namespace]:
+        for name in changed:
+            _credentials.get(namespace, {}).pop(name, None)
+        for key in gone:
+            _applied.pop(key, None)
+    return bool(changed or gone)
 
 
 def _apply_prometheus_rule(namespace: str, plant: PlantVerdicts) -> dict[str, str] | None:
@@ -274,7 +319,7 @@ def _apply_prometheus_rule(namespace: str, plant: PlantVerdicts) -> dict[str, st
     manifest, why = promrule.render_prometheus_rule(plant.accepted_plant, namespace)
     if manifest is not None:
         manifest["metadata"]["labels"] = labels("alerting", namespace)
-        kube.apply(owned(manifest, [owner_reference(b, controller=False) for b in plant.accepted_rules]))
+        _apply_changed(owned(manifest, [owner_reference(b, controller=False) for b in plant.accepted_rules]))
     return why
 
 
@@ -324,12 +369,14 @@ def _write_status(body: dict[str, Any], update: StatusUpdate | None) -> None:
 @kopf.on.resume(GROUP, VERSION, "detectormodels")
 @kopf.on.create(GROUP, VERSION, "detectormodels")
 @kopf.on.update(GROUP, VERSION, "detectormodels")
-def detector_changed(body: kopf.Body, namespace: str, **_: Any) -> None:
+def detector_changed(body: kopf.Body, namespace: str, reason: str, **_: Any) -> None:
     if _claims.admit(namespace) is not None:
         return  # another install's namespace; detector_recheck renders it once the claim is ours
     with reconciling("detector"):
         _render_detector(dict(body))
-    kopf.event(dict(body), type="Normal", reason="Rendered", message=f"serving objects {detector_name(body['metadata']['name'])} applied")
+    if reason != "resume":  # resumed: the operator (re)started, which is no news about the model
+        name = detector_name(body["metadata"]["name"])
+        kopf.event(dict(body), type="Normal", reason="Rendered", message=f"serving objects {name} applied")
     reconcile_plant(namespace)  # reports the detector; rules naming it may become Accepted
 
 
@@ -351,7 +398,7 @@ def _render_detector(body: dict[str, Any]) -> None:
         *render_detector(detector, CONFIG, candidate),
         *render_retrain(detector, CONFIG, _shards.get(detector.meta.namespace, 0)),
     ]:
-        kube.apply(owned(manifest, owners))
+        _apply_changed(owned(manifest, owners))
     name, namespace = retrain_name(detector.name), detector.meta.namespace
     if detector.spec.retrain is None and kube.get("batch/v1", "CronJob", name, namespace) is not None:
         for api_version, kind in RETRAIN_KINDS:  # the CronJob last: while it exists, this is retried
@@ -359,7 +406,8 @@ def _render_detector(body: dict[str, Any]) -> None:
 
 
 @kopf.on.delete(GROUP, VERSION, "detectormodels", optional=True)
-def detector_deleted(namespace: str, **_: Any) -> None:
+def detector_deleted(namespace: str, name: str, **_: Any) -> None:
+    _scoring.pop((namespace, name), None)
     reconcile_plant(namespace)  # its serving objects go with it (owner references); rules may lose it
 
 
@@ -399,7 +447,12 @@ def report_detector(body: dict[str, Any], deployment: dict[str, Any] | None = No
     configmap = kube.get("v1", "ConfigMap", source["configMap"]["name"], namespace) if "configMap" in source else None
     if deployment is None:
         deployment = kube.get("apps/v1", "Deployment", detector_name(meta["name"]), namespace) or {}
-    if scoring is None:
+    key = (namespace, meta["name"])
+    if scoring is not None:
+        _scoring[key] = (meta.get("generation"), scoring)
+    elif (known := _scoring.get(key)) is not None and known[0] == meta.get("generation"):
+        scoring = known[1]
+    else:
         scoring = scoring_verdict(body, kube.list_plant(namespace, "sensornodes"))
     retrain = retrain_status(meta["name"], _candidate(body)) if body["spec"].get("retrain") else None
     _write_status(body, detector_status(body, source_verdict(source, configmap), scoring, deployment, now_rfc3339(), retrain))

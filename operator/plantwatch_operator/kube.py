@@ -32,6 +32,33 @@ def apply(manifest: dict[str, Any]) -> dict[str, Any]:
     return result.to_dict()
 
 
+def apply_stamped(manifest: dict[str, Any], digest: str, check_live: bool) -> str:
+    """Server-side apply `manifest` stamped with its `digest` (annotation APPLIED_DIGEST); the object's uid.
+
+    With `check_live` (this process has not applied it: it just started, or it forgot), the live object's
+    metadata is read first and nothing is written when it already carries `digest`: a restarted or upgraded
+    operator that renders what its predecessor rendered changes no object (no resourceVersion, no rollout)."""
+    meta = manifest["metadata"]
+    if check_live:
+        resource = dynamic().resources.get(api_version=manifest["apiVersion"], kind=manifest["kind"])
+        try:
+            live = resource.get(name=meta["name"], namespace=meta.get("namespace"), header_params={"Accept": _PARTIAL_METADATA})
+        except ApiException as exc:
+            if exc.status != 404:
+                raise
+        else:
+            found = live.to_dict()["metadata"]
+            if (found.get("annotations") or {}).get(APPLIED_DIGEST) == digest:
+                return found["uid"]
+    annotations = {**(meta.get("annotations") or {}), APPLIED_DIGEST: digest}
+    return apply({**manifest, "metadata": {**meta, "annotations": annotations}})["metadata"]["uid"]
+
+
+#: The manifest's sha256 as the operator last applied it: what a fresh process compares with, reading metadata only.
+APPLIED_DIGEST = f"{GROUP}/applied-sha256"
+_PARTIAL_METADATA = "application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v1"
+
+
 def get(api_version: str, kind: str, name: str, namespace: str) -> dict[str, Any] | None:
     """The object, or None when it does not exist."""
     resource = dynamic().resources.get(api_version=api_version, kind=kind)
@@ -41,6 +68,19 @@ def get(api_version: str, kind: str, name: str, namespace: str) -> dict[str, Any
         if exc.status == 404:
             return None
         raise
+
+
+def uid(api_version: str, kind: str, name: str, namespace: str) -> str | None:
+    """The object's uid, or None when it does not exist; only its metadata is read (a plant's config is most
+    of a megabyte)."""
+    resource = dynamic().resources.get(api_version=api_version, kind=kind)
+    try:
+        found = resource.get(name=name, namespace=namespace, header_params={"Accept": _PARTIAL_METADATA})
+    except ApiException as exc:
+        if exc.status == 404:
+            return None
+        raise
+    return found.metadata.uid
 
 
 def delete(api_version: str, kind: str, name: str, namespace: str) -> None:
@@ -74,6 +114,14 @@ def secret_data(name: str, namespace: str) -> dict[str, bytes] | None:
             return None
         raise
     return {k: base64.b64decode(v) for k, v in (secret.data or {}).items()}
+
+
+def announced(namespace: str, reason: str) -> dict[str, str]:
+    """Per involved object's name, the message of the newest Event `reason` in the namespace: what an earlier
+    operator process already told the users (Events live an hour by default), so a restart does not repeat it."""
+    events = client.CoreV1Api(api_client()).list_namespaced_event(namespace, field_selector=f"reason={reason}").items
+    newest = sorted(events, key=lambda e: e.last_timestamp or e.event_time or e.metadata.creation_timestamp)
+    return {e.involved_object.name: e.message for e in newest}
 
 
 def has_crd(name: str) -> bool:

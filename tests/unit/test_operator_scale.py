@@ -10,13 +10,13 @@ import time
 import pytest
 import yaml
 
-from plantwatch.plant.load import load_plant
+from plantwatch.plant.load import load_plant, matched_series, plant_series, rule_selects
 from plantwatch_operator import render
-from plantwatch_operator.coalesce import Coalescer, Pace
+from plantwatch_operator.coalesce import Coalescer, Pace, plant_event_marks
 from plantwatch_operator.config import Config
 from plantwatch_operator.render import CONFIGMAP_BUDGET, PLANT_CONFIGMAP, plant_manifest, render_ingestion
 from plantwatch_operator.retrain import render_retrain
-from plantwatch_operator.verdicts import parse
+from plantwatch_operator.verdicts import parse, series_kinds
 
 CONFIG = Config(image="plantwatch:test", broker_url="mqtt://broker:1883")
 #: The API server refuses an object larger than this (etcd's request limit, 1.5 MiB, less its overhead).
@@ -190,3 +190,44 @@ def test_pace_spaces_writes_to_its_rate():
     for _ in range(105):
         pace.wait()
     assert now[0] == pytest.approx(100 / 50)  # the burst free, then one write per 1/50 s
+
+
+def test_only_a_change_a_render_reads_marks_the_plant():
+    seen: dict = {}
+    meta = {"uid": "u1", "generation": 1, "labels": {"plantwatch.io/line": "a"}}
+    assert plant_event_marks(seen, None, meta)  # listed at start: the plant is rendered once
+    assert not plant_event_marks(seen, "MODIFIED", meta)  # a status write: same generation and labels
+    assert plant_event_marks(seen, "MODIFIED", {**meta, "generation": 2})  # the spec changed
+    assert plant_event_marks(seen, "MODIFIED", {**meta, "generation": 2, "labels": {"plantwatch.io/line": "b"}})
+    assert plant_event_marks(seen, "MODIFIED", {**meta, "generation": 2, "labels": {"plantwatch.io/line": "b"}, "deletionTimestamp": "x"})
+    assert plant_event_marks(seen, "DELETED", meta)
+    assert seen == {}  # an object gone is forgotten: a thousand deleted nodes leave nothing behind
+
+
+def test_rules_counted_over_series_kinds_match_every_series():
+    nodes = [parse(node(i)) for i in range(60)]
+    nodes += [parse({**node(60), "metadata": {"name": "node-lone", "labels": {"plantwatch.io/line": "line-3", "zone": "b"}}})]
+    series = plant_series(nodes, [])
+    rules = [
+        parse(RULE),
+        parse(
+            {
+                **RULE,
+                "metadata": {"name": "line-3"},
+                "spec": {
+                    **RULE["spec"],
+                    "selector": {"sensor": "vibration", "nodeSelector": {"matchLabels": {"plantwatch.io/line": "line-3"}}},
+                },
+            }
+        ),
+        parse(
+            {**RULE, "metadata": {"name": "zone-b"}, "spec": {**RULE["spec"], "selector": {"nodeSelector": {"matchLabels": {"zone": "b"}}}}}
+        ),
+        parse({**RULE, "metadata": {"name": "none"}, "spec": {**RULE["spec"], "selector": {"sensorType": "pressure"}}}),
+    ]
+    kinds = series_kinds(series)
+    assert len(kinds) < len(series) / 5  # the point: a few kinds stand for many series
+    for rule in rules:
+        counted = sum(n for (n_, s, t), n in kinds if rule_selects(rule, n_, s, t))
+        assert counted == matched_series(rule, series), rule.name
+    assert [matched_series(r, series) for r in rules] == [61, 7, 3, 0]  # the cases differ

@@ -1,0 +1,173 @@
+"""A change's cost does not grow with the plant: one SensorNode added, or one AlertRule's threshold changed,
+writes the same objects (and posts the same Events) in a plant of 200 nodes as in one of 20, on the
+control plane with the operator as a process. Bounded at 200 nodes; the 1,000-node figures are
+`bench/operator.py`'s."""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from collections import Counter
+
+import pytest
+import yaml
+
+from tests.e2e.conftest import wait_for
+from tests.e2e.test_operator import crds  # noqa: F401  (fixture)
+from tests.e2e.test_operator_ownership import Operator, operator_process
+
+SMALL, LARGE, LINES = 20, 200, 10
+#: Every kind the operator writes in a plant's namespace (Events are counted apart).
+KINDS = "sensornodes,alertrules,detectormodels,configmaps,secrets,deployments,services,serviceaccounts,roles,rolebindings,networkpolicies"
+QUIET_SECONDS = 4.0
+
+
+def node(i: int) -> dict:
+    name, line = f"node-{i:05d}", f"line-{i % LINES}"
+    return {
+        "apiVersion": "plantwatch.io/v1alpha1",
+        "kind": "SensorNode",
+        "metadata": {"name": name, "labels": {"plantwatch.io/line": line}},
+        "spec": {
+            "hardware": "esp32",
+            "payload": {"format": "esp32-json", "topic": f"sensors/{line}/{name}/data"},
+            "sensors": [
+                {"name": "temperature", "type": "temperature", "unit": "celsius", "field": "t", "range": {"min": "-40", "max": "125"}},
+                {"name": "current", "type": "current", "unit": "ampere", "field": "a", "range": {"min": "0", "max": "50"}},
+            ],
+        },
+    }
+
+
+def plant(nodes: int) -> str:
+    """`nodes` SensorNodes on LINES lines, a threshold rule per line and a detector scoring line 0."""
+    rules = [
+        {
+            "apiVersion": "plantwatch.io/v1alpha1",
+            "kind": "AlertRule",
+            "metadata": {"name": f"rule-{i}"},
+            "spec": {
+                "selector": {"sensorType": "temperature", "nodeSelector": {"matchLabels": {"plantwatch.io/line": f"line-{i}"}}},
+                "condition": {"type": "Threshold", "threshold": {"direction": "Above", "warning": "70", "critical": "90"}},
+                "receivers": ["console"],
+            },
+        }
+        for i in range(LINES)
+    ]
+    detector = {
+        "apiVersion": "plantwatch.io/v1alpha1",
+        "kind": "DetectorModel",
+        "metadata": {"name": "line-0"},
+        "spec": {
+            "source": {"url": {"url": "https://models.invalid/line-0.onnx", "sha256": "0" * 64}},
+            "features": {
+                "nodeSelector": {"matchLabels": {"plantwatch.io/line": "line-0"}},
+                "sensors": ["temperature", "current"],
+                "window": 30,
+                "step": 5,
+                "aggregations": ["last", "mean"],
+            },
+            "threshold": "0.6",
+        },
+    }
+    return yaml.safe_dump_all([*(node(i) for i in range(nodes)), *rules, detector])
+
+
+def writes(op: Operator) -> tuple[float, float]:
+    """The operator's writes but its claim's renewals, and its renders pending."""
+    text = op.metrics()
+    total = pending = 0.0
+    for line in text.splitlines():
+        if line.startswith("plantwatch_operator_api_writes_total{") and 'write="lease"' not in line:
+            total += float(line.rpartition(" ")[2])
+        elif line.startswith("plantwatch_operator_renders_pending "):
+            pending = float(line.rpartition(" ")[2])
+    return total, pending
+
+
+def settle(op: Operator) -> None:
+    """Until no render is pending and the operator has written nothing for QUIET_SECONDS."""
+    last, since, deadline = None, time.monotonic(), time.monotonic() + 180
+    while time.monotonic() < deadline:
+        now, pending = writes(op)
+        if now != last or pending:
+            last, since = now, time.monotonic()
+        elif time.monotonic() - since >= QUIET_SECONDS:
+            return
+        time.sleep(0.25)
+    pytest.fail(f"the operator kept working for 180 s:\n{op.text()[-3000:]}", pytrace=False)
+
+
+def versions(cluster, namespace: str) -> dict[str, str]:
+    """Kind/name → resourceVersion of every object the operator may write, and of each Event it posted (on the
+    plant's resources: the controllers' own, a ReplicaSet scaled, come and go on their own schedule), as
+    Event/<reason>/<name>."""
+    objects = json.loads(cluster.kubectl("get", f"{KINDS},events", "-n", namespace, "-o", "json").stdout)["items"]
+    return {
+        (f"Event/{o['reason']}" if o["kind"] == "Event" else o["kind"]) + f"/{o['metadata']['name']}": o["metadata"]["resourceVersion"]
+        for o in objects
+        if o["kind"] != "Event" or o["involvedObject"].get("apiVersion", "").startswith("plantwatch.io/")
+    }
+
+
+def written(before: dict[str, str], after: dict[str, str], plant_size: int) -> Counter[str]:
+    """What changed, by kind and by the part it plays: the added node named `new` and Events by reason, so two
+    plants' changes compare whatever their objects are called."""
+    kinds: Counter[str] = Counter()
+    for key in after.keys() - {k for k in before if before[k] == after.get(k)}:
+        kind, name = key.rsplit("/", 1)
+        kinds[f"{kind}/{'new' if name == f'node-{plant_size:05d}' else 'existing'}" if kind == "SensorNode" else kind] += 1
+    return kinds
+
+
+def ready(cluster, namespace: str, nodes: int) -> bool:
+    listed = json.loads(cluster.kubectl("get", "sensornodes", "-n", namespace, "-o", "json").stdout)["items"]
+    return (
+        sum(any(c["type"] == "Ready" and c["status"] == "True" for c in (o.get("status") or {}).get("conditions", [])) for o in listed)
+        >= nodes
+    )
+
+
+def change_cost(cluster, op: Operator, namespace: str, size: int, change) -> Counter[str]:
+    before = versions(cluster, namespace)
+    change()
+    settle(op)
+    return written(before, versions(cluster, namespace), size)
+
+
+def test_a_change_costs_the_same_in_a_plant_ten_times_larger(cluster, crds, namespace, tmp_path):  # noqa: F811
+    large = f"{namespace}-large"
+    cluster.kubectl("create", "namespace", large)
+    try:
+        sizes = {namespace: SMALL, large: LARGE}
+        with operator_process(cluster, tmp_path / "operator.log", namespace, {}, "-n", large) as op:
+            for ns, size in sizes.items():
+                cluster.kubectl("create", "-n", ns, "-f", "-", input=plant(size))
+            for ns, size in sizes.items():
+                wait_for(lambda ns=ns, size=size: ready(cluster, ns, size), f"{size} SensorNodes Ready in {ns}", timeout=180)
+            settle(op)
+            added, changed = {}, {}
+            for ns, size in sizes.items():
+                add = lambda ns=ns, size=size: cluster.kubectl("create", "-n", ns, "-f", "-", input=yaml.safe_dump(node(size)))  # noqa: E731
+                added[ns] = change_cost(cluster, op, ns, size, add)
+                patch = json.dumps({"spec": {"condition": {"threshold": {"warning": "75"}}}})
+                changed[ns] = change_cost(
+                    cluster,
+                    op,
+                    ns,
+                    size,
+                    lambda ns=ns: cluster.kubectl("patch", "alertrule", "rule-3", "-n", ns, "--type=merge", "-p", patch),
+                )
+        log = re.sub(r"\n+", "\n", op.text()[-2000:])
+        # The new node's Ready and the config it is rendered into: the change did reach the plant.
+        assert added[namespace]["SensorNode/new"] == 1 and added[namespace]["ConfigMap"] >= 1, f"{added[namespace]}\n{log}"
+        assert added[large] == added[namespace], (
+            f"one node added to {LARGE} nodes wrote {dict(added[large])}, to {SMALL} nodes {dict(added[namespace])}"
+        )
+        assert changed[namespace]["AlertRule"] == 1, f"{changed[namespace]}\n{log}"
+        assert changed[large] == changed[namespace], (
+            f"one rule changed among {LARGE} nodes wrote {dict(changed[large])}, among {SMALL} {dict(changed[namespace])}"
+        )
+    finally:
+        cluster.kubectl("delete", "namespace", large, "--wait=false", check=False)
