@@ -241,10 +241,9 @@ def _sequential(f: Figures, t: Thresholds) -> Verdict:
     pct = f.gap_percent
     if pct is None:
         return Verdict("Sequential", "Unknown", "NoMessages", f"no Sparkplug message {_window(f)}")
-    text = (
-        f"{pct:.1f} % of Sparkplug messages out of sequence {_window(f)} ({f.breaks} of {f.messages}: messages lost, "
-        f"rebirth requested); limit {t.max_gap_percent:g} %"
-    )
+    lost = ": messages lost, rebirth requested" if f.breaks else ""
+    text = f"{pct:.1f} % of Sparkplug messages out of sequence {_window(f)} ({f.breaks} of {f.messages}{lost})"
+    text += f"; limit {t.max_gap_percent:g} %"
     if pct > t.max_gap_percent:
         return Verdict("Sequential", "False", "SequenceGaps", text)
     return Verdict("Sequential", "True", "InSequence", text)
