@@ -53,7 +53,7 @@ def test_renders_the_sample_plant_that_the_crds_accept(tmp_path):
     out = helm("template", "line1", str(CHART), "-n", "plant-a", "-f", sample_values(tmp_path), "--include-crds").stdout
     docs = [d for d in yaml.safe_load_all(out) if d]
     kinds = [d["kind"] for d in docs]
-    assert kinds.count("CustomResourceDefinition") == 4
+    assert kinds.count("CustomResourceDefinition") == 6  # our four and kopf's two peering CRDs
     assert kinds.count("SensorNode") == 5 and kinds.count("AlertRule") == 4 and kinds.count("DetectorModel") == 1
     assert kinds.count("AlertReceiver") == 1
     assert {"Deployment", "Service", "ServiceAccount", "Role", "RoleBinding", "ClusterRole", "ClusterRoleBinding", "Pod"} <= set(kinds)
@@ -71,8 +71,10 @@ def test_chart_crds_are_the_project_crds_as_real_files():
     # A symlinked crds/ makes every helm command warn; tools/generate.py copies them instead.
     chart_crds = CHART / "crds"
     assert not chart_crds.is_symlink()
-    project = {f.name: yaml.safe_load(f.read_text()) for f in (ROOT / "crds").glob("*.yaml")}
-    assert {f.name: yaml.safe_load(f.read_text()) for f in chart_crds.glob("*.yaml")} == project
+    # ours, and kopf's peering CRDs that the chart's operator replicas need (operator/deploy/crds)
+    sources = [*(ROOT / "crds").glob("*.yaml"), *(ROOT / "operator" / "deploy" / "crds").glob("*.yaml")]
+    project = {f.name: list(yaml.safe_load_all(f.read_text())) for f in sources}
+    assert {f.name: list(yaml.safe_load_all(f.read_text())) for f in chart_crds.glob("*.yaml")} == project
 
 
 def test_helm_commands_do_not_warn_about_the_chart():
@@ -269,3 +271,28 @@ def test_values_schema_rejects_a_receiver_the_crd_rejects(tmp_path, spec, error)
     path.write_text(yaml.safe_dump({"plant": {"alertReceivers": [{"name": "r", "spec": spec}]}}))
     result = helm("template", "x", str(CHART), "-f", str(path), check=False)
     assert result.returncode != 0 and error in result.stderr
+
+
+def test_the_operator_runs_two_replicas_one_active_spread_and_kept_through_a_drain(tmp_path):
+    """kopf peering in each watched namespace (the operator creates its KopfPeering; a Role lets it), a
+    PodDisruptionBudget that keeps one replica through a drain, spread across nodes where it can be."""
+    docs = rendered(tmp_path, {"operator": {"watchNamespaces": ["plant-a", "plant-b"]}, "store": {"postgres": {"enabled": False}}})
+    operator = next(d for d in docs if d["kind"] == "Deployment" and d["metadata"]["name"] == "line1-operator")
+    pod = operator["spec"]["template"]["spec"]
+    assert operator["spec"]["replicas"] == 2 and "strategy" not in operator["spec"]  # rolling: the new pod waits as a standby
+    assert "--peering=line1-operator" in pod["containers"][0]["args"]
+    assert {c["readinessProbe"]["httpGet"]["path"] for c in pod["containers"]} == {"/readyz"}
+    term = pod["affinity"]["podAntiAffinity"]["preferredDuringSchedulingIgnoredDuringExecution"][0]["podAffinityTerm"]
+    assert term["topologyKey"] == "kubernetes.io/hostname"
+    assert term["labelSelector"]["matchLabels"] == operator["spec"]["selector"]["matchLabels"]
+    [pdb] = [d for d in docs if d["kind"] == "PodDisruptionBudget"]
+    assert pdb["spec"] == {"minAvailable": 1, "selector": operator["spec"]["selector"]}
+    roles = [d for d in docs if d["kind"] == "Role" and d["metadata"]["name"] == "line1-operator-peering"]
+    assert {d["metadata"]["namespace"] for d in roles} == {"plant-a", "plant-b"}
+    rule = {"apiGroups": ["kopf.dev"], "resources": ["kopfpeerings"], "verbs": ["get", "list", "watch", "create", "patch"]}
+    assert all(d["rules"] == [rule] for d in roles)
+    bound = {d["metadata"]["namespace"] for d in docs if d["kind"] == "RoleBinding" and d["roleRef"]["name"] == "line1-operator-peering"}
+    assert bound == {"plant-a", "plant-b"}
+    # One replica: no budget, which would forbid every drain of its node.
+    single = rendered(tmp_path, {"operator": {"replicas": 1}})
+    assert not [d for d in single if d["kind"] == "PodDisruptionBudget"]
