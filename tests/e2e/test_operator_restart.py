@@ -18,14 +18,15 @@ from tests.e2e.conftest import wait_for
 from tests.e2e.test_operator import API_TOKEN_SECRET, BROKER, all_true, crds  # noqa: F401  (crds: fixture)
 from tests.e2e.test_operator_ownership import Operator, get, operator_process
 
-#: Not the operator's writes, or not its children: what the restart may change, and why.
+#: The only kinds a restart may change, and why; every other object of the namespace (the operator's children,
+#: the plant's resources with their status, Events) is compared.
 UNCHANGED_BY_DESIGN = {
     # The ownership claim is renewed every lease/3 by whichever process holds it: a renewal is its purpose.
     "leases.coordination.k8s.io",
     # kopf's peering records: each replica's keep-alive rewrites them while it runs.
     "kopfpeerings.kopf.dev",
 }
-#: Every object of these kinds is compared, the operator's children and the plant's own resources (status included).
+#: Both processes' settings: one install (one identity), short periods so that every recheck runs inside the window.
 ENV = {
     "PLANTWATCH_GATEWAY_API_TOKEN_SECRET": f"{API_TOKEN_SECRET}/token",
     # The periodic rechecks run several times inside the quiet window, so they are held to it too.
