@@ -198,20 +198,35 @@ def _serve_ingest(args: argparse.Namespace) -> int:
     if args.shards is not None:
         from plantwatch.ingest.service import Scale
         from plantwatch.ingest.shards import ordinal
+        from plantwatch.store.postgres import is_url
 
+        fixed = args.replicas is not None or args.replica_index is not None
+        membership = args.membership or ("store" if is_url(args.db) and not fixed else "fixed")
+        if membership == "store" and (fixed or not is_url(args.db)):
+            print(
+                "plantwatch serve ingest: --membership store divides the shards among the gateways sharing a PostgreSQL --db "
+                f"(got --db {'a PostgreSQL URL' if is_url(args.db) else 'a SQLite file'}"
+                f"{', --replicas/--replica-index' if fixed else ''}); use a postgresql:// --db without --replicas and --replica-index",
+                file=sys.stderr,
+            )
+            return 2
+    if args.shards is not None and membership == "store":
+        scale = Scale(args.shards, 0, 1, args.shard_lease_seconds, "store")
+    elif args.shards is not None:
+        replicas = args.replicas or 1
         try:
             index = args.replica_index if args.replica_index is not None else ordinal(os.environ.get("HOSTNAME", ""))
         except ValueError as exc:
             print(f"plantwatch serve ingest: --shards without --replica-index: {exc}", file=sys.stderr)
             return 2
-        if not 0 <= index < args.replicas:
+        if not 0 <= index < replicas:
             print(
                 f"plantwatch serve ingest: --replica-index must be within 0..--replicas-1 "
-                f"(got --shards {args.shards}, index {index}, --replicas {args.replicas})",
+                f"(got --shards {args.shards}, index {index}, --replicas {replicas})",
                 file=sys.stderr,
             )
             return 2
-        scale = Scale(args.shards, index, args.replicas, args.shard_lease_seconds)
+        scale = Scale(args.shards, index, replicas, args.shard_lease_seconds)
     try:
         broker = _broker(args, "serve ingest")
     except ValueError as exc:
@@ -493,7 +508,14 @@ def parser(with_detector: bool = True) -> argparse.ArgumentParser:
         help="scale out: split the nodes into this many shards (fixed for the plant's life, e.g. 16), "
         "each its own MQTT session <client-id>-shard-<k>; see docs/scale-out.md",
     )
-    ingest.add_argument("--replicas", type=positive_int, default=1, help="with --shards: how many replicas share the shards")
+    ingest.add_argument(
+        "--membership",
+        choices=("fixed", "store"),
+        help="with --shards: 'store' divides the shards among the gateways registered as alive in the shared "
+        "PostgreSQL --db, however many run (an HPA's Deployment); 'fixed' by --replicas and --replica-index "
+        "(default: store with a PostgreSQL --db and neither of those, else fixed)",
+    )
+    ingest.add_argument("--replicas", type=positive_int, help="with --shards: how many replicas share the shards (default 1)")
     ingest.add_argument(
         "--replica-index",
         type=non_negative_int,

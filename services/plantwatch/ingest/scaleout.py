@@ -231,12 +231,16 @@ class ShardedIngest:
         dead_letter_unknown: bool,
         lease_s: float = DEFAULT_LEASE_S,
     ):
-        plan = shard_plan(plant, shards)
-        self.workers = [
-            ShardWorker(k, plan, plant, store, broker_url, client_prefix, owner, make_pipeline, dead_letter_unknown, lease_s)
-            for k in owned
-            if plan.subscriptions(k, dead_letter_unknown)
-        ]
+        self.plan = shard_plan(plant, shards)
+        #: The shards with something to consume (the others have no session at all).
+        self.consumable = [k for k in range(shards) if self.plan.subscriptions(k, dead_letter_unknown)]
+        self._owner, self._lease_s = owner, lease_s
+
+        def worker(k: int) -> ShardWorker:
+            return ShardWorker(k, self.plan, plant, store, broker_url, client_prefix, owner, make_pipeline, dead_letter_unknown, lease_s)
+
+        self._worker = worker
+        self.workers = [worker(k) for k in owned if k in self.consumable]
 
     def start(self, connect_timeout: float | None = 10.0) -> None:
         """Start every shard; wait until each is subscribed (None: do not wait, /readyz says when)."""

@@ -24,6 +24,7 @@ from plantwatch.health import HealthServer
 from plantwatch.inference.plant_scorers import remote_scorers
 from plantwatch.ingest.alert_status import AlertStatusReporter
 from plantwatch.ingest.dead_letters import DEAD_LETTER_QUEUE, DEAD_LETTER_RETENTION_S
+from plantwatch.ingest.membership import MemberIngest, Registry
 from plantwatch.ingest.node_status import NodeStatusReporter
 from plantwatch.ingest.pipeline import Pipeline, Scorer, load_gateway_plant
 from plantwatch.ingest.quality import Thresholds
@@ -47,8 +48,12 @@ class Scale:
     shards: int
     index: int
     replicas: int
-    #: How long a shard's owner may be silent before this replica takes an assigned shard back.
+    #: How long a shard's owner may be silent before this replica takes an assigned shard back
+    #: (with membership, also how long a member may be silent before the others divide its shards).
     lease_s: float = DEFAULT_LEASE_S
+    #: "fixed": shards by (index, replicas); "store": divided among the live members registered
+    #: in the shared store (ingest/membership.py), whatever scales the replicas.
+    membership: str = "fixed"
 
 
 def serve(
@@ -78,7 +83,8 @@ def serve(
     scored through its inference service and its scores are readings (inference/stream.py).
 
     `sinks` are further stores (InfluxDB) every batch goes to after the embedded store.
-    With `scale`, consume only this replica's shards, one MQTT session `<client_id>-shard-<k>` each.
+    With `scale`, consume only this replica's shards, one MQTT session `<client_id>-shard-<k>` each;
+    with `scale.membership == "store"` (a PostgreSQL `db`), the shards the live members give it.
     """
     try:
         plant = load_gateway_plant(*paths)
@@ -125,19 +131,32 @@ def serve(
                 on_alerts=notifier.wake,
             )
 
-        owned = owned_shards(scale.index, scale.shards, scale.replicas)
-        service = ShardedIngest(
-            plant,
-            store,
-            broker_url,
-            scale.shards,
-            owned,
-            client_id,
-            f"{client_id}-{scale.index}-of-{scale.replicas}",
-            shard_pipeline,
-            dead_letter_unknown=policy.unknown_node == "reject",
-            lease_s=scale.lease_s,
-        )
+        if scale.membership == "store":
+            service: Any = MemberIngest(
+                Registry(db),
+                plant,
+                store,
+                broker_url,
+                scale.shards,
+                client_id,
+                owner,
+                shard_pipeline,
+                dead_letter_unknown=policy.unknown_node == "reject",
+                lease_s=scale.lease_s,
+            )
+        else:
+            service = ShardedIngest(
+                plant,
+                store,
+                broker_url,
+                scale.shards,
+                owned_shards(scale.index, scale.shards, scale.replicas),
+                client_id,
+                f"{client_id}-{scale.index}-of-{scale.replicas}",
+                shard_pipeline,
+                dead_letter_unknown=policy.unknown_node == "reject",
+                lease_s=scale.lease_s,
+            )
         view: Any = service
     else:
         view = Pipeline(

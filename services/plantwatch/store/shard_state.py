@@ -1,7 +1,8 @@
 """A shard's lease and checkpoint in the embedded store: who consumes it, and its rule state.
 
 One row per shard: the fencing epoch and owner of its consumer, when that consumer last
-said it was alive, and the state it committed with its latest batch. The statements run
+said it was alive, and the state it committed with its latest batch. `gateway_members` lists the
+gateways that divide the shards among themselves (ingest/membership.py). The statements run
 on the store's connection inside the transaction its caller holds (SqliteStore, or
 PostgresStore, which runs the same statements), so a checkpoint commits with its batch or
 not at all (docs/scale-out.md).
@@ -20,6 +21,10 @@ CREATE TABLE IF NOT EXISTS shard_checkpoints (
     owner   TEXT NOT NULL,
     renewed REAL NOT NULL,
     state   BLOB
+);
+CREATE TABLE IF NOT EXISTS gateway_members (
+    id        TEXT PRIMARY KEY,
+    heartbeat REAL NOT NULL
 );
 """
 
@@ -74,6 +79,25 @@ def renew(db: sqlite3.Connection, shard: int, epoch: int, now: float) -> None:
 def lease(db: sqlite3.Connection, shard: int) -> tuple[int, str, float] | None:
     """(epoch, owner, last renewed) of the shard's consumer; None if it was never claimed."""
     return db.execute("SELECT epoch, owner, renewed FROM shard_checkpoints WHERE shard = ?", (shard,)).fetchone()
+
+
+def beat(db: sqlite3.Connection, member: str, now: float, forget_before: float) -> list[tuple[str, float]]:
+    """Register `member` as a live gateway at `now`; (id, last heartbeat) of those heard from since `forget_before`.
+
+    Those silent for longer are forgotten (a killed gateway never leaves); ingest/membership.py
+    divides the shards among the ones within a lease.
+    """
+    db.execute("DELETE FROM gateway_members WHERE heartbeat < ?", (forget_before,))
+    db.execute(
+        "INSERT INTO gateway_members (id, heartbeat) VALUES (?, ?) ON CONFLICT (id) DO UPDATE SET heartbeat = excluded.heartbeat",
+        (member, now),
+    )
+    return db.execute("SELECT id, heartbeat FROM gateway_members ORDER BY id").fetchall()
+
+
+def leave(db: sqlite3.Connection, member: str) -> None:
+    """Deregister `member`: the others divide its shards at their next heartbeat, without waiting for a lease."""
+    db.execute("DELETE FROM gateway_members WHERE id = ?", (member,))
 
 
 def _fenced(db: sqlite3.Connection, shard: int, epoch: int) -> Fenced:
