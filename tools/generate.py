@@ -406,6 +406,16 @@ def generate_values_schema() -> str:
                             "openReads": {"type": "boolean"},
                         },
                     },
+                    "autoscaling": {
+                        "type": "object",
+                        "description": "The gateway's HorizontalPodAutoscaler (with store.postgres only).",
+                        "additionalProperties": False,
+                        "properties": {
+                            "minReplicas": {"type": "integer", "minimum": 1},
+                            "maxReplicas": {"type": "integer", "minimum": 1},
+                            "targetMessagesPerSecond": {"type": "integer", "minimum": 1},
+                        },
+                    },
                 },
             },
             "store": _store_schema(),

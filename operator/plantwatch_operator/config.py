@@ -10,6 +10,7 @@ from typing import Any
 from urllib.parse import urlparse
 
 from plantwatch.logs import mask
+from plantwatch_operator.autoscale import GatewayAutoscaling
 
 #: A Secret's name (a DNS subdomain) and one of its keys, as the API server accepts them.
 _SECRET_NAME = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
@@ -55,6 +56,9 @@ class Config:
     gateway_influx_org: str = "plantwatch"
     gateway_influx_bucket: str = "plant"
     gateway_influx_token_secret: tuple[str, str] | None = None
+    #: The gateway's HorizontalPodAutoscaler, rendered only with gateway_db_url: the gateways divide the shards
+    #: through the shared store however many run; SQLite's one volume holds one pod.
+    gateway_autoscaling: GatewayAutoscaling = GatewayAutoscaling()
 
     @classmethod
     def from_env(cls) -> Config:
@@ -117,6 +121,20 @@ def store(env: Mapping[str, str]) -> dict[str, Any]:
             for k in ("org", "bucket")
             if env.get(f"PLANTWATCH_GATEWAY_INFLUX_{k.upper()}")
         }
+    bounds = {
+        field: env[variable]
+        for field, variable in (
+            ("min_replicas", "PLANTWATCH_GATEWAY_MIN_REPLICAS"),
+            ("max_replicas", "PLANTWATCH_GATEWAY_MAX_REPLICAS"),
+            ("target_messages_per_second", "PLANTWATCH_GATEWAY_TARGET_MESSAGES_PER_SECOND"),
+        )
+        if env.get(variable)
+    }
+    if bounds:
+        for field, text in bounds.items():
+            if not text.isdigit():
+                raise ValueError(f"PLANTWATCH_GATEWAY_{field.upper()}={text!r}: expected a whole number")
+        out["gateway_autoscaling"] = GatewayAutoscaling(**{f: int(t) for f, t in bounds.items()})
     return out
 
 

@@ -19,6 +19,7 @@ from plantwatch.contracts.names import DETECTOR_LABEL, GROUP, MODEL_FILE, OPERAT
 from plantwatch.plant.model import DetectorModel
 from plantwatch.plant.specs import DetectorModelShadow
 from plantwatch.secrets import MOUNT_DIR
+from plantwatch_operator.autoscale import gateway_hpa
 from plantwatch_operator.broker import GATEWAY_PASSWORD_KEY, GATEWAY_SECRET, GATEWAY_USERNAME, TLS_SECRET
 from plantwatch_operator.config import Config
 from plantwatch_operator.verdicts import referenced_secrets
@@ -32,8 +33,8 @@ GATEWAY = "plantwatch-gateway"
 #: rollout or a rescheduled pod keeps the history; never owned, so that no garbage collection deletes it.
 GATEWAY_DATA = "plantwatch-gateway-data"
 DATA_DIR = "/var/lib/plantwatch"
-#: Shards of a gateway on the shared store. With one replica they buy the rollout: the new pod claims every
-#: shard in the store (fencing the old one off, docs/scale-out.md) before the old pod is stopped.
+#: Shards of a gateway on the shared store, divided among the pods the HPA runs (docs/scale-out.md, "Membership"):
+#: a rollout's new pod claims its share in the store (fencing the old one off) before the old pod is stopped.
 GATEWAY_SHARDS = 16
 #: plantwatch.store.postgres.PASSWORD_FILE_ENV, named here so that the operator does not load psycopg.
 PASSWORD_FILE_ENV = "PLANTWATCH_DB_PASSWORD_FILE"
@@ -231,12 +232,13 @@ def broker_args(config: Config) -> list[str]:
 
 
 def store_args(config: Config) -> list[str]:
-    """The gateway's store flags: SQLite on its volume, or the shared PostgreSQL (sharded, so that two pods
-    of a rolling update hand the plant over instead of both consuming it), and InfluxDB beside either."""
+    """The gateway's store flags: SQLite on its volume, or the shared PostgreSQL (sharded, the shards divided
+    among however many pods run: the HPA's, and two of a rolling update hand the plant over instead of both
+    consuming it), and InfluxDB beside either."""
     if config.gateway_db_url is None:
         args = ["--db", f"{DATA_DIR}/plant.db"]
     else:
-        args = ["--db", config.gateway_db_url, "--shards", str(GATEWAY_SHARDS), "--replicas", "1", "--replica-index", "0"]
+        args = ["--db", config.gateway_db_url, "--shards", str(GATEWAY_SHARDS), "--membership", "store"]
     if config.gateway_influx_url is not None:
         args += ["--influx-url", config.gateway_influx_url, "--influx-org", config.gateway_influx_org]
         args += ["--influx-bucket", config.gateway_influx_bucket]
@@ -324,7 +326,8 @@ def gateway_network_policy(namespace: str, lab: dict[str, str], config: Config) 
 
 def render_ingestion(namespace: str, manifests: list[dict[str, Any]], config: Config) -> list[dict[str, Any]]:
     """The plant's ingestion: its config (PLANT_CONFIGMAP first, then any node shards), the gateway's
-    identity, its SQLite claim (gateway_data), Deployment, Service and NetworkPolicy."""
+    identity, its SQLite claim (gateway_data), Deployment, Service, HorizontalPodAutoscaler (on the shared
+    store: autoscale.gateway_hpa) and NetworkPolicy."""
     documents = plant_documents(manifests)
     secrets, secret_mounts = secret_volumes(mounted_secrets([m for m in manifests if m["kind"] == "AlertReceiver"], config))
     digest = config_hash("".join(documents.values()))
@@ -343,8 +346,9 @@ def render_ingestion(namespace: str, manifests: list[dict[str, Any]], config: Co
         "kind": "Deployment",
         "metadata": {"name": GATEWAY, "namespace": namespace, "labels": lab},
         "spec": {
-            # One replica: per-series rule state lives in the process (keyed routing arrives with scale-out).
-            "replicas": 1,
+            # On the shared store the HorizontalPodAutoscaler owns the replicas (server-side apply would fight it);
+            # on SQLite one pod: its volume is ReadWriteOnce and the rule state is the process's.
+            **({} if config.gateway_db_url else {"replicas": 1}),
             # On the shared store the new pod takes the shards over before the old one stops (no gap in ingestion);
             # SQLite's ReadWriteOnce volume has one pod at a time.
             "strategy": (
@@ -421,12 +425,14 @@ def render_ingestion(namespace: str, manifests: list[dict[str, Any]], config: Co
         "alertrules/status",
         also=({"apiGroups": [""], "resources": ["events"], "verbs": ["create"]},),
     )
+    autoscaler = [gateway_hpa(GATEWAY, namespace, lab, config.gateway_autoscaling)] if config.gateway_db_url else []
     return [
         *configmaps,
         *identity,
         *gateway_data(namespace, lab, config),
         deployment,
         service,
+        *autoscaler,
         gateway_network_policy(namespace, lab, config),
     ]
 

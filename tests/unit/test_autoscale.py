@@ -35,6 +35,17 @@ def cuda_detector(max_replicas: int) -> DetectorModel:
     return parse_resource({**doc, "metadata": {**doc["metadata"], "namespace": "plant-a"}, "spec": spec})
 
 
+def test_the_operator_reads_the_gateway_bounds_and_refuses_what_is_no_number():
+    from plantwatch_operator.config import store
+
+    assert store({"PLANTWATCH_GATEWAY_MAX_REPLICAS": "8"})["gateway_autoscaling"] == GatewayAutoscaling(max_replicas=8)
+    assert "gateway_autoscaling" not in store({})
+    with pytest.raises(ValueError, match="PLANTWATCH_GATEWAY_MIN_REPLICAS='two': expected a whole number"):
+        store({"PLANTWATCH_GATEWAY_MIN_REPLICAS": "two"})
+    with pytest.raises(ValueError, match="minReplicas <= maxReplicas"):
+        store({"PLANTWATCH_GATEWAY_MIN_REPLICAS": "5"})
+
+
 def test_a_cuda_detectors_replicas_are_bounded_by_the_gpus_of_the_nodes_it_may_run_on():
     nodes = edge_nodes()  # the edge as edge/k3s/nodes.yaml describes it: one Jetson
     (hpa,) = [m for m in render_detector(cuda_detector(3), Config()) if m["kind"] == "HorizontalPodAutoscaler"]

@@ -42,6 +42,7 @@ def test_without_a_shared_store_sqlite_lives_on_an_unowned_claim_and_the_gateway
     objects, deployment, container = gateway(SQLITE)
     args = parser().parse_args(container["args"])
     assert args.db == f"{render.DATA_DIR}/plant.db" and args.shards is None
+    assert deployment["spec"]["replicas"] == 1 and not [o for o in objects if o["kind"] == "HorizontalPodAutoscaler"]
     assert volume_at(deployment, container, render.DATA_DIR) == {"name": "data", "persistentVolumeClaim": {"claimName": GATEWAY_DATA}}
     [claim] = [o for o in objects if o["kind"] == "PersistentVolumeClaim"]
     assert claim["metadata"]["name"] == GATEWAY_DATA and claim["spec"]["resources"]["requests"]["storage"] == "10Gi"
@@ -58,8 +59,13 @@ def test_on_the_shared_store_the_gateway_connects_by_url_reads_the_password_file
     objects, deployment, container = gateway(SHARED)
     args = parser().parse_args(container["args"])
     assert args.db == SHARED.gateway_db_url
-    # sharded with one replica: the rolling update's new pod claims every shard, fencing the old one off
-    assert (args.shards, args.replicas, args.replica_index) == (render.GATEWAY_SHARDS, 1, 0)
+    # sharded, the shards divided among however many pods run: the HPA's, or a rolling update's new pod
+    # claiming its share and fencing the old one off
+    assert (args.shards, args.membership, args.replicas, args.replica_index) == (render.GATEWAY_SHARDS, "store", None, None)
+    assert "replicas" not in deployment["spec"]  # the HorizontalPodAutoscaler's field
+    [hpa] = [o for o in objects if o["kind"] == "HorizontalPodAutoscaler"]
+    assert hpa["spec"]["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": "Deployment", "name": deployment["metadata"]["name"]}
+    assert (hpa["spec"]["minReplicas"], hpa["spec"]["maxReplicas"]) == (1, 4)
     assert deployment["spec"]["strategy"] == {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}}
     env = {e["name"]: e for e in container["env"]}
     password_file = env[postgres.PASSWORD_FILE_ENV]["value"]
@@ -189,6 +195,11 @@ def test_an_external_database_or_none(tmp_path):
     assert env["PLANTWATCH_GATEWAY_DB_URL"] == "postgresql://plant@db.example.com/plant"
     assert env["PLANTWATCH_GATEWAY_DB_PASSWORD_SECRET"] == "plant-db/password"
     assert ("CronJob", "line1-backup") in kinds
+    from plantwatch_operator.autoscale import GatewayAutoscaling
+    from plantwatch_operator.config import store
+
+    scaled = operator_env(chart(tmp_path, "--set", "gateway.autoscaling.maxReplicas=8"))
+    assert store(scaled)["gateway_autoscaling"] == GatewayAutoscaling(min_replicas=1, max_replicas=8, target_messages_per_second=2000)
     none = chart(tmp_path, "--set", "store.postgres.enabled=false", "--set", "store.gateway.persistence.size=5Gi")
     env = operator_env(none)
     assert "PLANTWATCH_GATEWAY_DB_URL" not in env and env["PLANTWATCH_GATEWAY_DATA_SIZE"] == "5Gi"
