@@ -91,6 +91,7 @@ bench: python-deps debian-deps tools
 	$(PY) bench/store.py
 	$(PY) bench/detection.py
 	$(PY) bench/operator.py
+	$(PY) bench/node_status.py
 
 # Soak: SOAK_MESSAGES hostile messages (distinct topics, unknown nodes, Sparkplug births) through
 # mosquitto to a running gateway, whose RSS must stay flat; `make test` runs 200,000 of them.
