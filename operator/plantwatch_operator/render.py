@@ -45,6 +45,9 @@ HTTP_PORT = 8080
 LOG_ARGS = ["--log-format", "json"]
 GPU_RESOURCE = "nvidia.com/gpu"
 ACCELERATOR_LABEL = f"{GROUP}/accelerator"
+#: Where the edge runs the gateways, the broker and cpu inference (edge/k3s/README.md): the Pis. Preferred, not
+#: required, so a cluster without the label runs them anywhere; the Jetson's GPU taint keeps them off it.
+EDGE_HARDWARE = {"key": f"{GROUP}/hardware", "operator": "In", "values": ["raspberry-pi"]}
 
 
 def labels(component: str, instance: str) -> dict[str, str]:
@@ -158,6 +161,11 @@ def _security_context() -> dict[str, Any]:
 
 def _pod_security() -> dict[str, Any]:
     return {"runAsNonRoot": True, "runAsUser": 10001, "runAsGroup": 10001, "fsGroup": 10001, "seccompProfile": {"type": "RuntimeDefault"}}
+
+
+def _edge_affinity() -> dict[str, Any]:
+    preference = {"weight": 100, "preference": {"matchExpressions": [EDGE_HARDWARE]}}
+    return {"nodeAffinity": {"preferredDuringSchedulingIgnoredDuringExecution": [preference]}}
 
 
 def _probes(live: str, ready: str) -> dict[str, Any]:
@@ -362,6 +370,7 @@ def render_ingestion(namespace: str, manifests: list[dict[str, Any]], config: Co
                 "spec": {
                     "serviceAccountName": GATEWAY,
                     "securityContext": _pod_security(),
+                    "affinity": _edge_affinity(),
                     "containers": [
                         {
                             "name": "gateway",
@@ -548,6 +557,8 @@ def render_detector(detector: DetectorModel, config: Config, candidate: str | No
         pod_spec["nodeSelector"] = dict(sorted(node_selector.items()))
     if tolerations:
         pod_spec["tolerations"] = tolerations
+    if GPU_RESOURCE not in resources["limits"]:
+        pod_spec["affinity"] = _edge_affinity()
     auto = spec.autoscaling
     deployment = {
         "apiVersion": "apps/v1",

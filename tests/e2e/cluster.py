@@ -58,9 +58,19 @@ def k3s_labels(device: dict) -> dict[str, str]:
     return {"plantwatch.io/hardware": device["hardware"], **device.get("labels", {})}
 
 
+def k3s_taints(device: dict) -> list[dict[str, str]]:
+    """The taints k3s gives the device through its config's `node-taint` (key=value:Effect)."""
+    taints = []
+    for text in device.get("taints", []):
+        key_value, effect = text.rsplit(":", 1)
+        key, _, value = key_value.partition("=")
+        taints.append({"key": key, "value": value, "effect": effect} if value else {"key": key, "effect": effect})
+    return taints
+
+
 def fake_node(device: dict) -> dict:
-    """The Node a device's kubelet would register: k3s's labels plus the kubelet's own
-    (hostname, arch, os), its capacity, and the annotation that hands it to kwok."""
+    """The Node a device's kubelet would register: k3s's labels and taints plus the kubelet's own
+    labels (hostname, arch, os), its capacity, and the annotation that hands it to kwok."""
     labels = {
         **k3s_labels(device),
         "kubernetes.io/hostname": device["name"],
@@ -71,6 +81,7 @@ def fake_node(device: dict) -> dict:
         "apiVersion": "v1",
         "kind": "Node",
         "metadata": {"name": device["name"], "labels": labels, "annotations": {KWOK_ANNOTATION: "fake"}},
+        "spec": {"taints": k3s_taints(device)},
         "status": {
             "capacity": device["capacity"],
             "allocatable": device["capacity"],
@@ -344,6 +355,9 @@ class ControlPlane(Cluster):
             *self._client_flags(),
             f"--service-account-private-key-file={pki.service_account_key}",
             f"--root-ca-file={pki.ca_cert}",
+            # HPAs judged every 5 s instead of 15, so that a test sees one follow its metric within its
+            # time box (tests/e2e/test_gateway_hpa.py); the rest of the HPA's arithmetic is the default.
+            "--horizontal-pod-autoscaler-sync-period=5s",
         )
 
     def _start_scheduler(self) -> None:

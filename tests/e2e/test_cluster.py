@@ -80,7 +80,11 @@ def test_a_gpu_pod_lands_on_the_jetson(edge_cluster, namespace):
                 "apiVersion": "v1",
                 "kind": "Pod",
                 "metadata": {"name": "gpu-work"},
-                "spec": {"containers": [{"name": "pause", "image": PAUSE, "resources": {"limits": {"nvidia.com/gpu": "1"}}}]},
+                "spec": {
+                    "containers": [{"name": "pause", "image": PAUSE, "resources": {"limits": {"nvidia.com/gpu": "1"}}}],
+                    # the Jetson's taint (edge/k3s/nodes.yaml): only GPU work tolerates it
+                    "tolerations": [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}],
+                },
             }
         ),
     )

@@ -5,7 +5,7 @@ from __future__ import annotations
 import yaml
 
 from tests.conftest import ROOT
-from tests.e2e.cluster import edge_devices, edge_nodes, k3s_labels
+from tests.e2e.cluster import edge_devices, edge_nodes, k3s_labels, k3s_taints
 
 K3S = ROOT / "edge" / "k3s"
 
@@ -18,6 +18,16 @@ def config_labels(role: str) -> dict[str, str]:
 def test_the_k3s_configs_label_each_device_as_described():
     for device in edge_devices():
         assert config_labels(device["role"]) == k3s_labels(device), device["name"]
+
+
+def test_the_k3s_configs_taint_each_device_as_described():
+    for device in edge_devices():
+        config = yaml.safe_load((K3S / f"{device['role']}-config.yaml").read_text())
+        assert config.get("node-taint", []) == device.get("taints", []), device["name"]
+    # the GPU node only: tolerated by the GPU inference pods alone (operator/plantwatch_operator/render.py)
+    assert {d["name"]: k3s_taints(d) for d in edge_devices() if d.get("taints")} == {
+        "jetson-01": [{"key": "nvidia.com/gpu", "value": "present", "effect": "NoSchedule"}]
+    }
 
 
 def test_the_jetson_is_the_only_server_and_the_only_gpu():
@@ -36,3 +46,4 @@ def test_the_fake_nodes_are_the_described_devices():
         assert k3s_labels(device).items() <= node["metadata"]["labels"].items()
         assert node["metadata"]["labels"]["kubernetes.io/arch"] == device["arch"]
         assert node["status"]["capacity"] == node["status"]["allocatable"] == device["capacity"]
+        assert node["spec"]["taints"] == k3s_taints(device)
