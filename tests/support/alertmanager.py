@@ -11,7 +11,6 @@ import json
 import subprocess
 import threading
 import time
-import urllib.error
 import urllib.request
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -19,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from plantwatch.mqtt.broker import free_port
+from tests.support.process import terminate, wait_http_ready
 
 ALERTMANAGER = Path("/usr/bin/prometheus-alertmanager")
 
@@ -107,23 +107,11 @@ class Alertmanager:
         ]
         with open(self._log, "ab") as log:
             self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=log)
-        self._wait_ready()
-
-    def _wait_ready(self, timeout: float = 30.0) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                self.webhook.stop()
-                raise RuntimeError(f"alertmanager exited with {self.proc.returncode}: {self._log.read_text()[-2000:]}")
-            try:
-                with urllib.request.urlopen(self.url + "/-/ready", timeout=1) as resp:
-                    if resp.status == 200:
-                        return
-            except (OSError, urllib.error.URLError):
-                pass
-            time.sleep(0.05)
-        self.stop()
-        raise RuntimeError(f"alertmanager did not answer /-/ready within {timeout:g}s")
+        try:
+            wait_http_ready(self.proc, self.url + "/-/ready", self._log)
+        except RuntimeError:
+            self.stop()
+            raise
 
     def api(self, path: str, body: Any = None) -> Any:
         """GET (or POST `body` as JSON to) /api/v2/<path> and return the decoded answer."""
@@ -133,11 +121,5 @@ class Alertmanager:
             return json.loads(resp.read() or b"null")
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        terminate(self.proc)
         self.webhook.stop()

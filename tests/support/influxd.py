@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import signal
 import subprocess
-import time
-import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -13,6 +11,7 @@ import orjson
 from influxdb_client import InfluxDBClient
 
 from plantwatch.mqtt.broker import free_port
+from tests.support.process import terminate, wait_http_ready
 
 INFLUXD = Path(__file__).resolve().parents[2] / ".cache" / "bin" / "influxd"
 ORG, BUCKET, TOKEN = "plantwatch", "plant", "plantwatch-test-token"
@@ -20,6 +19,10 @@ ORG, BUCKET, TOKEN = "plantwatch", "plant", "plantwatch-test-token"
 
 class InfluxdError(RuntimeError):
     pass
+
+
+def _healthy(body: bytes) -> bool:
+    return orjson.loads(body)["status"] == "pass"
 
 
 class Influxd:
@@ -45,23 +48,12 @@ class Influxd:
         ]
         with open(self.data_dir / "influxd.log", "ab") as log:
             self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=log)
-        self._wait_healthy()
+        try:
+            wait_http_ready(self.proc, self.url + "/health", self.data_dir / "influxd.log", _healthy)
+        except RuntimeError as e:
+            raise InfluxdError(str(e)) from None
         if not (self.data_dir / "setup-done").exists():
             self._setup()
-
-    def _wait_healthy(self, timeout: float = 30.0) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise InfluxdError(f"influxd exited with {self.proc.returncode}: {(self.data_dir / 'influxd.log').read_text()[-2000:]}")
-            try:
-                with urllib.request.urlopen(self.url + "/health", timeout=1) as resp:
-                    if orjson.loads(resp.read())["status"] == "pass":
-                        return
-            except (OSError, urllib.error.URLError):
-                pass
-            time.sleep(0.05)
-        raise InfluxdError(f"influxd did not answer /health within {timeout:g}s")
 
     def _setup(self) -> None:
         body = orjson.dumps({"username": "plantwatch", "password": "plantwatch-password", "org": ORG, "bucket": BUCKET, "token": TOKEN})
@@ -74,12 +66,7 @@ class Influxd:
         self.proc.wait()
 
     def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.kill()
+        terminate(self.proc)
 
     def client(self) -> InfluxDBClient:
         return InfluxDBClient(self.url, token=TOKEN, org=ORG, timeout=60_000)

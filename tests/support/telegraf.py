@@ -14,6 +14,8 @@ import time
 from collections import Counter
 from pathlib import Path
 
+from tests.support.process import terminate
+
 TELEGRAF = Path(__file__).resolve().parents[2] / ".cache" / "bin" / "telegraf"
 _WROTE = re.compile(r"\[(?P<output>outputs\.[\w.]+)\] Wrote batch of (?P<n>\d+) metrics")
 
@@ -68,10 +70,4 @@ class Telegraf:
                 self._changed.wait(min(left, 0.5))
 
     def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        terminate(self.proc)
