@@ -29,7 +29,7 @@ from plantwatch.inference.client import RemoteModel
 from plantwatch.monitoring.dashboards import panel_queries
 from plantwatch.mqtt.broker import free_port, start_mosquitto
 from tests.conftest import EXAMPLE_PLANT, ROOT
-from tests.integration.test_prometheus_scrape import PROMETHEUS, get, wait_until
+from tests.support.prometheus import Prometheus, wait_until
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -41,14 +41,14 @@ RATE_INTERVAL = "10s"
 LABEL_VALUES = re.compile(r"^label_values\((.*),\s*(\w+)\)$")
 
 
-def variables(model: dict, api: str) -> dict[str, str]:
+def variables(model: dict, prometheus: Prometheus) -> dict[str, str]:
     """Each query variable's first value, its query run the way Grafana runs `label_values(selector, label)`."""
     values = {"namespace": NAMESPACE}
     for v in model["templating"]["list"]:
         if v["type"] != "query":
             continue
         selector, label = LABEL_VALUES.match(v["query"]).groups()
-        found = get(f"{api}/label/{label}/values?" + urllib.parse.urlencode({"match[]": substitute(selector, values, 0)}))
+        found = prometheus.get(f"label/{label}/values?" + urllib.parse.urlencode({"match[]": substitute(selector, values, 0)}))
         assert found, f"dashboard {model['uid']}: variable {v['name']} ({v['query']}) has no values"
         values[v["name"]] = sorted(found)[0]
     return values
@@ -115,7 +115,7 @@ def test_every_dashboard_panel_returns_data_from_a_real_prometheus_and_is_drawn(
     model_file.write_bytes(
         base64.b64decode(yaml.safe_load((EXAMPLE_PLANT / "bearing-wear-model.yaml").read_text())["binaryData"]["model.onnx"])
     )
-    ports = {job: free_port() for job in ("gateway", "inference", "broker-exporter", "prometheus")}
+    ports = {job: free_port() for job in ("gateway", "inference", "broker-exporter")}
     cli = (sys.executable, "-m", "plantwatch.cli")
     commands = {
         "gateway": [*cli, "up", "-f", str(plant), "--broker", broker.url, "--simulate", "--duration", "120"]
@@ -125,53 +125,34 @@ def test_every_dashboard_panel_returns_data_from_a_real_prometheus_and_is_drawn(
         "broker-exporter": [*cli, "serve", "broker-exporter", "--broker", broker.url, "--host", "127.0.0.1"]
         + ["--port", str(ports["broker-exporter"]), "--topic-pattern", "sensors/+/+/data"],
     }
-    config = {
-        "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
-        "scrape_configs": [
-            {"job_name": job, "static_configs": [{"targets": [f"127.0.0.1:{ports[job]}"], "labels": {"namespace": NAMESPACE}}]}
-            for job in commands
-        ],
-    }
-    (tmp_path / "prometheus.yml").write_text(yaml.safe_dump(config))
+    prometheus = Prometheus(tmp_path, {job: f"127.0.0.1:{ports[job]}" for job in commands}, {"namespace": NAMESPACE})
     procs = [subprocess.Popen(c, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) for c in commands.values()]
-    procs.append(
-        subprocess.Popen(
-            [PROMETHEUS, f"--config.file={tmp_path / 'prometheus.yml'}", f"--storage.tsdb.path={tmp_path / 'tsdb'}"]
-            + [f"--web.listen-address=127.0.0.1:{ports['prometheus']}"],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-    )
-    api = f"http://127.0.0.1:{ports['prometheus']}/api/v1"
     models = {f.name: json.loads(f.read_text()) for f in sorted(DASHBOARDS.glob("*.json"))}
     try:
         start = time.time()
-        wait_until(
-            "every target up",
-            lambda: {t["labels"]["job"] for t in get(f"{api}/targets")["activeTargets"] if t["health"] == "up"} == set(commands),
-        )
+        prometheus.wait_targets_up()
         scorer = RemoteModel(f"http://127.0.0.1:{ports['inference']}", "bearing-wear")
         width = scorer.metadata()["inputs"][0]["shape"][-1]
-        query = f"{api}/query?query=" + urllib.parse.quote(f'plantwatch_alerts_firing{{namespace="{NAMESPACE}"}} > 0')
+        query = "query?query=" + urllib.parse.quote(f'plantwatch_alerts_firing{{namespace="{NAMESPACE}"}} > 0')
 
         def scored_until_an_alert_fires():
             scorer(np.zeros((4, width)))  # the gateway's requests, one batch per poll
-            return get(query)["result"]
+            return prometheus.get(query)["result"]
 
         wait_until("the simulated plant's overheating press firing", scored_until_an_alert_fires)
 
         def results(name: str, model: dict) -> dict[tuple[int, str], list[dict]]:
             now = time.time()
-            values, out = variables(model, api), {}
+            values, out = variables(model, prometheus), {}
             for panel, target in panel_queries(model):
                 expr = substitute(target["expr"], values, int(now - start))
                 if target.get("instant"):
-                    out[(panel["id"], target["refId"])] = get(f"{api}/query?" + urllib.parse.urlencode({"query": expr, "time": now}))[
+                    out[(panel["id"], target["refId"])] = prometheus.get("query?" + urllib.parse.urlencode({"query": expr, "time": now}))[
                         "result"
                     ]
                 else:
                     span = {"query": expr, "start": start, "end": now, "step": 1}
-                    out[(panel["id"], target["refId"])] = get(f"{api}/query_range?" + urllib.parse.urlencode(span))["result"]
+                    out[(panel["id"], target["refId"])] = prometheus.get("query_range?" + urllib.parse.urlencode(span))["result"]
             return out
 
         def empty(answers: dict[str, dict]) -> list[str]:
@@ -193,6 +174,7 @@ def test_every_dashboard_panel_returns_data_from_a_real_prometheus_and_is_drawn(
         for name, model in models.items():
             draw(model, answers[name], start, artifacts / name.replace(".json", ".png"))
     finally:
+        prometheus.stop()
         for p in procs:
             p.terminate()
         for p in procs:

@@ -9,11 +9,9 @@ plant with the chart's platform-health rules loaded.
 from __future__ import annotations
 
 import base64
-import json
 import re
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -28,9 +26,9 @@ from plantwatch.mqtt.broker import free_port, start_mosquitto
 from plantwatch.plant.load import load_plant
 from plantwatch.store.sqlite import SqliteStore
 from tests.conftest import EXAMPLE_PLANT
+from tests.support.prometheus import Prometheus, wait_until
 from tests.unit.test_prometheus_rules import RULES, alerts
 
-PROMETHEUS = "/usr/bin/prometheus"
 #: A metric name in a PromQL expression: an identifier that is not a function, keyword or label.
 METRIC = re.compile(r"\b(plantwatch_\w+|up)\b(?!\s*\()")
 
@@ -76,24 +74,6 @@ def test_alerts_firing_by_severity_and_node_last_seen(tmp_path):
     assert exported == {"temperature", "vibration"} < declared  # what it sent of its sensors: the undeclared spare_c made none
 
 
-def get(url: str) -> dict:
-    with urllib.request.urlopen(url, timeout=5) as r:
-        return json.loads(r.read())["data"]
-
-
-def wait_until(what: str, condition, timeout: float = 90.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            result = condition()
-        except (urllib.error.URLError, OSError, KeyError):
-            result = None
-        if result:
-            return result
-        time.sleep(0.5)
-    raise AssertionError(f"gave up after {timeout:.0f}s waiting for {what}")
-
-
 def test_a_real_prometheus_scraping_a_running_plant_knows_every_series_the_rules_read(tmp_path):
     """Prometheus (Debian's) scrapes `plantwatch up` (the gateway), `serve inference` (the sample's starter
     model) and `serve broker-exporter` on loopback and loads the chart's rules: every metric an expression
@@ -101,7 +81,7 @@ def test_a_real_prometheus_scraping_a_running_plant_knows_every_series_the_rules
     broker = start_mosquitto(sys_interval=1)
     model = tmp_path / "model.onnx"
     model.write_bytes(base64.b64decode(yaml.safe_load((EXAMPLE_PLANT / "bearing-wear-model.yaml").read_text())["binaryData"]["model.onnx"]))
-    ports = {job: free_port() for job in ("gateway", "inference", "broker-exporter", "prometheus")}
+    ports = {job: free_port() for job in ("gateway", "inference", "broker-exporter")}
     cli = (sys.executable, "-m", "plantwatch.cli")
     commands = {
         "gateway": [*cli, "up", "-f", str(EXAMPLE_PLANT), "--broker", broker.url, "--simulate", "--duration", "300"]
@@ -129,48 +109,29 @@ def test_a_real_prometheus_scraping_a_running_plant_knows_every_series_the_rules
             str(ports["broker-exporter"]),
         ],
     }
-    config = {
-        "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
-        "rule_files": [str(RULES)],
-        "scrape_configs": [
-            {"job_name": job, "static_configs": [{"targets": [f"127.0.0.1:{ports[job]}"], "labels": {"namespace": "plant-a"}}]}
-            for job in commands
-        ],
-    }
-    (tmp_path / "prometheus.yml").write_text(yaml.safe_dump(config))
+    prometheus = Prometheus(tmp_path, {job: f"127.0.0.1:{ports[job]}" for job in commands}, {"namespace": "plant-a"}, [RULES])
     procs = [subprocess.Popen(c, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) for c in commands.values()]
-    procs.append(
-        subprocess.Popen(
-            [PROMETHEUS, f"--config.file={tmp_path / 'prometheus.yml'}", f"--storage.tsdb.path={tmp_path / 'tsdb'}"]
-            + [f"--web.listen-address=127.0.0.1:{ports['prometheus']}"],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-    )
-    api = f"http://127.0.0.1:{ports['prometheus']}/api/v1"
     read = {name for g in yaml.safe_load(RULES.read_text())["groups"] for r in g["rules"] for name in METRIC.findall(r["expr"])}
     try:
-        wait_until(
-            "every target up",
-            lambda: {t["labels"]["job"] for t in get(f"{api}/targets")["activeTargets"] if t["health"] == "up"} == set(commands),
-        )
+        prometheus.wait_targets_up()
         # the exporter's $SYS families appear once the broker has published them, the gateway's once it stored
         exposed = wait_until(
             "the families the rules read in the targets' metadata",
-            lambda: (names := {base(n) for n in get(f"{api}/metadata")}) >= {base(n) for n in read} - {"up"} and names,
+            lambda: (names := {base(n) for n in prometheus.get("metadata")}) >= {base(n) for n in read} - {"up"} and names,
         )
 
         def evaluated() -> list[dict] | None:
-            rules = [r for g in get(f"{api}/rules")["groups"] for r in g["rules"] if r["health"] != "unknown"]
+            rules = [r for g in prometheus.get("rules")["groups"] for r in g["rules"] if r["health"] != "unknown"]
             return rules if len(rules) == len(alerts()) else None
 
         # a target's own `up` series is made by Prometheus, not exposed
         assert {base(n) for n in read} - {"up"} <= exposed
         rules = wait_until("every rule evaluated", evaluated)
         assert [(r["name"], r.get("lastError")) for r in rules if r["health"] != "ok"] == []
-        query = f"{api}/query?query=" + urllib.parse.quote('plantwatch_alerts_firing{namespace="plant-a"} > 0')
-        wait_until("the simulated plant's alerts in plantwatch_alerts_firing", lambda: get(query)["result"])
+        query = "query?query=" + urllib.parse.quote('plantwatch_alerts_firing{namespace="plant-a"} > 0')
+        wait_until("the simulated plant's alerts in plantwatch_alerts_firing", lambda: prometheus.get(query)["result"])
     finally:
+        prometheus.stop()
         for p in procs:
             p.terminate()
         for p in procs:
