@@ -462,7 +462,10 @@ def parser(with_detector: bool = True) -> argparse.ArgumentParser:
         help="spool bound; when full, batches are not acknowledged (the broker keeps them)",
     )
     ingest.add_argument(
-        "--report-status", action="store_true", help="write each SensorNode's Online condition, lastSeen and rate to Kubernetes"
+        "--report-status",
+        action="store_true",
+        help="write each SensorNode's status to Kubernetes: the Online, InRange, Sequential and ClockInSync conditions, "
+        "lastSeen, the rate and status.quality",
     )
     ingest.add_argument("--status-namespace", help="namespace of the SensorNodes (default: $POD_NAMESPACE)")
     ingest.add_argument(
