@@ -18,7 +18,6 @@ import time
 import urllib.request
 from pathlib import Path
 
-import pytest
 import yaml
 
 from plantwatch.ingest.formats import encode
@@ -27,21 +26,13 @@ from plantwatch.mqtt.publisher import Publisher
 from plantwatch.secrets import MOUNT_DIR
 from plantwatch_operator.broker import GATEWAY_PASSWORD_KEY, GATEWAY_SECRET, GATEWAY_USERNAME
 from plantwatch_operator.render import HTTP_PORT, PLANT_DIR, plant_manifest, render_ingestion
-from tests.support.postgres import PASSWORD, Postgres
+from tests.support.postgres import PASSWORD, server  # noqa: F401 (fixture)
 from tests.unit.test_render import sample_docs
 from tests.unit.test_store_render import SHARED
 
 IN_CLUSTER_BROKER = "mqtt://plantwatch-broker:1883"
 IN_CLUSTER_DB = "line1-postgres.plant-a.svc:5432"
 NODE, TOPIC = "esp32-press-01", "sensors/hall-1/esp32-press-01/data"
-
-
-@pytest.fixture(scope="module")
-def server():
-    pg = Postgres()
-    pg.start()
-    yield pg
-    pg.close()
 
 
 def nodes() -> list[dict]:
@@ -118,7 +109,7 @@ def wait_rows(port: int, count: int) -> str:
         time.sleep(0.2)
 
 
-def test_the_rendered_gateway_keeps_its_history_across_a_rolling_update_and_a_lost_pod(tmp_path, server, monkeypatch):
+def test_the_rendered_gateway_keeps_its_history_across_a_rolling_update_and_a_lost_pod(tmp_path, server, monkeypatch):  # noqa: F811
     container = rendered_container()
     assert "--report-status" in container["args"]  # the one flag left out here
     plant = tmp_path / "plant"

@@ -11,8 +11,9 @@ import time
 from plantwatch.alerts.notifier import LEASE_S
 from plantwatch.plant.load import load_plant
 from tests.integration import test_scale_out as scale_out
-from tests.integration.test_postgres_gateways import Where, broker, pg_rows, server, url  # noqa: F401, F811 (fixtures)
+from tests.integration.test_postgres_gateways import Where, broker, pg_rows, url  # noqa: F401, F811 (fixtures)
 from tests.support.alerts import announce
+from tests.support.postgres import password, server  # noqa: F401 (fixtures)
 
 #: Readings a second while the members come and go.
 RATE = 200.0

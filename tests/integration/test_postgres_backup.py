@@ -13,8 +13,6 @@ import subprocess
 import sys
 import urllib.request
 
-import pytest
-
 from plantwatch.alerts.api import PREFIX, AlertsApi
 from plantwatch.alerts.lifecycle import Matcher
 from plantwatch.health import HealthServer
@@ -25,7 +23,7 @@ from plantwatch.store.alert_state import AlertState
 from plantwatch.store.postgres import PostgresStore
 from plantwatch.store.shard_state import Checkpoint
 from plantwatch.store.sqlite import SqliteStore
-from tests.support.postgres import Postgres
+from tests.support.postgres import password, server  # noqa: F401 (fixtures)
 
 FP = "overheat/press-1/temperature"
 PATHS = [
@@ -37,14 +35,6 @@ PATHS = [
     "readings?node=press-2&sensor=pressure&since=1000050&until=1000100",
     "readings/newest?node=press-2",
 ]
-
-
-@pytest.fixture(scope="module")
-def server():
-    pg = Postgres()
-    pg.start()
-    yield pg
-    pg.close()
 
 
 def fill(url: str) -> None:
@@ -91,8 +81,7 @@ def plantwatch(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "plantwatch.cli", *args], capture_output=True, text=True, timeout=120)
 
 
-def test_a_restored_store_serves_the_same_history_on_either_engine(server, tmp_path, monkeypatch):
-    monkeypatch.setenv(postgres.PASSWORD_FILE_ENV, str(server.password_file))
+def test_a_restored_store_serves_the_same_history_on_either_engine(server, password, tmp_path):  # noqa: F811
     original = server.fresh_database("original")
     fill(original)
     before = answers(original)

@@ -18,20 +18,11 @@ import pytest
 from plantwatch.alerts.notifier import LEASE_S
 from plantwatch.mqtt.broker import start_mosquitto
 from plantwatch.plant.load import load_plant
-from plantwatch.store import postgres
 from tests.integration import test_scale_out as scale_out
 from tests.integration.test_delivery import publish
 from tests.integration.test_up_durable import OVERHEAT, Up, press_temperatures
 from tests.support.alerts import announce
-from tests.support.postgres import PASSWORD, Postgres
-
-
-@pytest.fixture(scope="module")
-def server():
-    pg = Postgres()
-    pg.start()
-    yield pg
-    pg.close()
+from tests.support.postgres import PASSWORD, password, server  # noqa: F401 (fixtures)
 
 
 @pytest.fixture
@@ -42,9 +33,8 @@ def broker():
 
 
 @pytest.fixture
-def url(server, tmp_path, monkeypatch) -> str:
+def url(server, password, tmp_path) -> str:  # noqa: F811
     """A fresh database; the processes started read its password from the file, as from a mounted Secret."""
-    monkeypatch.setenv(postgres.PASSWORD_FILE_ENV, str(server.password_file))
     return server.fresh_database(tmp_path.name.lower().replace("-", "_")[:40])
 
 

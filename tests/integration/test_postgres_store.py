@@ -16,22 +16,9 @@ from plantwatch.store.alert_state import AlertState, NotFound
 from plantwatch.store.postgres import PostgresStore
 from plantwatch.store.shard_state import Checkpoint, Fenced
 from plantwatch.store.sqlite import SqliteStore
-from tests.support.postgres import Postgres
+from tests.support.postgres import password, server  # noqa: F401 (fixtures)
 
 _names = itertools.count()
-
-
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    pg = Postgres()
-    pg.start()
-    yield pg
-    pg.close()
-
-
-@pytest.fixture
-def password(server, monkeypatch):
-    monkeypatch.setenv(postgres.PASSWORD_FILE_ENV, str(server.password_file))
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
@@ -102,7 +89,7 @@ def test_a_batch_commits_with_its_checkpoint_and_a_fenced_owner_writes_nothing(d
     assert other.shard_lease(0)[:2] == (2, "b")
 
 
-def test_a_server_killed_between_the_batch_and_its_commit_keeps_neither(server, password):
+def test_a_server_killed_between_the_batch_and_its_commit_keeps_neither(server, password):  # noqa: F811
     """SIGKILL of PostgreSQL after the batch's rows and checkpoint were sent, before COMMIT."""
     url = server.fresh_database(f"t{next(_names)}")
 
@@ -154,7 +141,7 @@ def test_alert_state_on_both_engines(db):
     state.close()
 
 
-def test_a_password_never_appears_in_what_is_logged_and_a_wrong_one_is_refused(server, monkeypatch, tmp_path):
+def test_a_password_never_appears_in_what_is_logged_and_a_wrong_one_is_refused(server, monkeypatch, tmp_path):  # noqa: F811
     wrong = tmp_path / "password"
     wrong.write_text("not-it\n")
     monkeypatch.setenv(postgres.PASSWORD_FILE_ENV, str(wrong))

@@ -5,7 +5,9 @@ authentication (scram-sha-256) over TCP for the user `plantwatch`, whose passwor
 file beside it as a Secret would be mounted. PostgreSQL refuses to run as root: when the tests
 run as root, initdb and the server run as `nobody` (the child drops to it itself, so that
 `kill()` signals postgres, not a wrapper such as runuser), and their directory is nobody's;
-a `kill()` (SIGKILL) and `start()` again keep the data directory and port.
+a `kill()` (SIGKILL) and `start()` again keep the data directory and port. The fixtures `server`
+(one per test module) and `password` (its password file named in the environment, as the chart
+mounts it) are imported by the tests that use them.
 """
 
 from __future__ import annotations
@@ -17,11 +19,14 @@ import signal
 import subprocess
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import psycopg
+import pytest
 
 from plantwatch.mqtt.broker import free_port
+from plantwatch.store.postgres import PASSWORD_FILE_ENV
 
 USER, PASSWORD, DATABASE = "plantwatch", "plantwatch-test-password", "plantwatch"
 
@@ -104,3 +109,18 @@ class Postgres:
     def close(self) -> None:
         self.stop()
         shutil.rmtree(self.dir, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[Postgres]:
+    """One started server for the module's tests; each takes its own `fresh_database`."""
+    pg = Postgres()
+    pg.start()
+    yield pg
+    pg.close()
+
+
+@pytest.fixture
+def password(server: Postgres, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The stores and processes started read the server's password from its file, as from a mounted Secret."""
+    monkeypatch.setenv(PASSWORD_FILE_ENV, str(server.password_file))
