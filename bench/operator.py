@@ -38,9 +38,9 @@ sys.path[:0] = [str(ROOT), str(ROOT / "services"), str(ROOT / "operator")]
 
 from plantwatch.mqtt.broker import free_port  # noqa: E402
 from tests.e2e.cluster import ControlPlane  # noqa: E402
+from tests.e2e.synthetic_plant import node, plant  # noqa: E402
 
 NAMESPACE = "plant-bench"
-LINES = 10
 QUIET_S = 5.0
 #: One whole recheck interval (PLANTWATCH_CREDENTIALS_CHECK_INTERVAL, 30 s): idle includes the periodic work.
 IDLE_S = 30.0
@@ -60,64 +60,6 @@ WATCHED = [
     "horizontalpodautoscalers",
 ]
 WRITE_VERBS = {"POST", "PUT", "PATCH", "DELETE", "APPLY", "CREATE", "UPDATE"}
-
-
-def node(i: int) -> dict:
-    name = f"node-{i:05d}"
-    line = f"line-{i % LINES}"
-    return {
-        "apiVersion": "plantwatch.io/v1alpha1",
-        "kind": "SensorNode",
-        "metadata": {"name": name, "labels": {"plantwatch.io/line": line}},
-        "spec": {
-            "hardware": "esp32",
-            "payload": {"format": "esp32-json", "topic": f"sensors/{line}/{name}/data"},
-            "sensors": [
-                {
-                    "name": "temperature",
-                    "type": "temperature",
-                    "unit": "celsius",
-                    "field": "temperature_c",
-                    "range": {"min": "-40", "max": "125"},
-                },
-                {"name": "vibration", "type": "vibration", "unit": "g", "field": "vibration_g", "range": {"min": "0", "max": "16"}},
-                {"name": "current", "type": "current", "unit": "ampere", "field": "current_a", "range": {"min": "0", "max": "50"}},
-            ],
-        },
-    }
-
-
-def rule(i: int) -> dict:
-    return {
-        "apiVersion": "plantwatch.io/v1alpha1",
-        "kind": "AlertRule",
-        "metadata": {"name": f"rule-{i:03d}"},
-        "spec": {
-            "selector": {"sensorType": "temperature", "nodeSelector": {"matchLabels": {"plantwatch.io/line": f"line-{i % LINES}"}}},
-            "condition": {"type": "Threshold", "threshold": {"direction": "Above", "warning": "70", "critical": "90"}},
-            "receivers": ["console"],
-        },
-    }
-
-
-def detector(i: int) -> dict:
-    return {
-        "apiVersion": "plantwatch.io/v1alpha1",
-        "kind": "DetectorModel",
-        "metadata": {"name": f"detector-{i:02d}"},
-        "spec": {
-            "source": {"url": {"url": f"https://models.invalid/d{i}.onnx", "sha256": "0" * 64}},
-            "features": {
-                "nodeSelector": {"matchLabels": {"plantwatch.io/line": f"line-{i % LINES}"}},
-                "sensors": ["temperature", "vibration", "current"],
-                "window": 30,
-                "step": 5,
-                "aggregations": ["last", "mean", "std"],
-            },
-            "threshold": "0.6",
-            "executionProvider": "cpu",
-        },
-    }
 
 
 class Operator:
@@ -279,13 +221,12 @@ def run(nodes: int, rules: int, detectors: int, timeout: float) -> dict:
             except OSError:
                 time.sleep(0.5)
         time.sleep(3)
-        docs = [*(node(i) for i in range(nodes)), *(rule(i) for i in range(rules)), *(detector(i) for i in range(detectors))]
-        plant = workdir / "plant.yaml"
-        plant.write_text(yaml.safe_dump_all(docs))
+        plant_file = workdir / "plant.yaml"
+        plant_file.write_text(yaml.safe_dump_all(plant(nodes, rules, detectors)))
         requests0, cpu0 = api_requests(plane), op.cpu_seconds()
         writes0 = op.metrics().get("plantwatch_operator_api_writes_total", 0.0)
         started = time.monotonic()
-        plane.kubectl("create", "-n", NAMESPACE, "-f", str(plant))
+        plane.kubectl("create", "-n", NAMESPACE, "-f", str(plant_file))
         applied = time.monotonic() - started
         ready = None
         while ready is None:

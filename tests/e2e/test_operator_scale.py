@@ -14,64 +14,14 @@ import pytest
 import yaml
 
 from tests.e2e.conftest import wait_for
+from tests.e2e.synthetic_plant import node, plant
 from tests.e2e.test_operator import crds  # noqa: F401  (fixture)
 from tests.e2e.test_operator_ownership import Operator, operator_process
 
-SMALL, LARGE, LINES = 20, 200, 10
+SMALL, LARGE = 20, 200
 #: Every kind the operator writes in a plant's namespace (Events are counted apart).
 KINDS = "sensornodes,alertrules,detectormodels,configmaps,secrets,deployments,services,serviceaccounts,roles,rolebindings,networkpolicies"
 QUIET_SECONDS = 4.0
-
-
-def node(i: int) -> dict:
-    name, line = f"node-{i:05d}", f"line-{i % LINES}"
-    return {
-        "apiVersion": "plantwatch.io/v1alpha1",
-        "kind": "SensorNode",
-        "metadata": {"name": name, "labels": {"plantwatch.io/line": line}},
-        "spec": {
-            "hardware": "esp32",
-            "payload": {"format": "esp32-json", "topic": f"sensors/{line}/{name}/data"},
-            "sensors": [
-                {"name": "temperature", "type": "temperature", "unit": "celsius", "field": "t", "range": {"min": "-40", "max": "125"}},
-                {"name": "current", "type": "current", "unit": "ampere", "field": "a", "range": {"min": "0", "max": "50"}},
-            ],
-        },
-    }
-
-
-def plant(nodes: int) -> str:
-    """`nodes` SensorNodes on LINES lines, a threshold rule per line and a detector scoring line 0."""
-    rules = [
-        {
-            "apiVersion": "plantwatch.io/v1alpha1",
-            "kind": "AlertRule",
-            "metadata": {"name": f"rule-{i}"},
-            "spec": {
-                "selector": {"sensorType": "temperature", "nodeSelector": {"matchLabels": {"plantwatch.io/line": f"line-{i}"}}},
-                "condition": {"type": "Threshold", "threshold": {"direction": "Above", "warning": "70", "critical": "90"}},
-                "receivers": ["console"],
-            },
-        }
-        for i in range(LINES)
-    ]
-    detector = {
-        "apiVersion": "plantwatch.io/v1alpha1",
-        "kind": "DetectorModel",
-        "metadata": {"name": "line-0"},
-        "spec": {
-            "source": {"url": {"url": "https://models.invalid/line-0.onnx", "sha256": "0" * 64}},
-            "features": {
-                "nodeSelector": {"matchLabels": {"plantwatch.io/line": "line-0"}},
-                "sensors": ["temperature", "current"],
-                "window": 30,
-                "step": 5,
-                "aggregations": ["last", "mean"],
-            },
-            "threshold": "0.6",
-        },
-    }
-    return yaml.safe_dump_all([*(node(i) for i in range(nodes)), *rules, detector])
 
 
 def writes(op: Operator) -> tuple[float, float]:
@@ -143,7 +93,7 @@ def test_a_change_costs_the_same_in_a_plant_ten_times_larger(cluster, crds, name
         sizes = {namespace: SMALL, large: LARGE}
         with operator_process(cluster, tmp_path / "operator.log", namespace, {}, "-n", large) as op:
             for ns, size in sizes.items():
-                cluster.kubectl("create", "-n", ns, "-f", "-", input=plant(size))
+                cluster.kubectl("create", "-n", ns, "-f", "-", input=yaml.safe_dump_all(plant(size)))
             for ns, size in sizes.items():
                 wait_for(lambda ns=ns, size=size: ready(cluster, ns, size), f"{size} SensorNodes Ready in {ns}", timeout=180)
             settle(op)
@@ -157,7 +107,7 @@ def test_a_change_costs_the_same_in_a_plant_ten_times_larger(cluster, crds, name
                     op,
                     ns,
                     size,
-                    lambda ns=ns: cluster.kubectl("patch", "alertrule", "rule-3", "-n", ns, "--type=merge", "-p", patch),
+                    lambda ns=ns: cluster.kubectl("patch", "alertrule", "rule-003", "-n", ns, "--type=merge", "-p", patch),
                 )
         log = re.sub(r"\n+", "\n", op.text()[-2000:])
         # The new node's Ready and the config it is rendered into: the change did reach the plant.
