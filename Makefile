@@ -13,7 +13,7 @@ CACHE := .cache
 DEBIAN_PACKAGES := mosquitto mosquitto-clients postgresql prometheus prometheus-alertmanager cmake ninja-build g++ libgtest-dev nlohmann-json3-dev
 DEMO_SECONDS ?= 120
 
-.PHONY: demo test deps python-deps debian-deps tools generate check format test-python test-firmware test-e2e bench soak fuzz clean
+.PHONY: demo test deps python-deps debian-deps tools generate check format test-python test-host test-firmware test-e2e bench soak fuzz clean
 
 demo: python-deps debian-deps
 	$(VENV)/bin/plantwatch up -f examples/plant --simulate --duration $(DEMO_SECONDS) --summary-json $(CACHE)/demo-summary.json
@@ -21,7 +21,8 @@ demo: python-deps debian-deps
 
 test: deps
 	$(MAKE) -j2 --output-sync=target tools test-firmware
-	$(MAKE) check test-python
+	$(MAKE) check
+	$(MAKE) test-python
 
 deps: python-deps debian-deps
 
@@ -70,8 +71,13 @@ test-firmware: debian-deps
 	cmake --build $(CACHE)/firmware-build
 	ctest --test-dir $(CACHE)/firmware-build --output-on-failure
 
+# The end-to-end suite mostly waits on its control plane, so it runs beside the rest of the tests
+# (two pytest processes; each prints its report when it ends).
 test-python: python-deps
-	$(PY) -m pytest -q tests
+	$(MAKE) -j2 --output-sync=target test-e2e test-host
+
+test-host: python-deps
+	$(PY) -m pytest -q tests --ignore=tests/e2e
 
 test-e2e: python-deps tools
 	$(PY) -m pytest -q tests/e2e
