@@ -72,15 +72,16 @@ test-firmware: debian-deps
 	ctest --test-dir $(CACHE)/firmware-build --output-on-failure
 
 # The end-to-end suite mostly waits on its control plane, so it runs beside the rest of the tests
-# (two pytest processes; each prints its report when it ends).
+# (two pytest processes; each prints its report when it ends). Each draws its servers' ports from its
+# own range below the kernel's ephemeral ports (PLANTWATCH_PORT_RANGE, plantwatch.mqtt.broker.free_port).
 test-python: python-deps
 	$(MAKE) -j2 --output-sync=target test-e2e test-host
 
 test-host: python-deps
-	$(PY) -m pytest -q tests --ignore=tests/e2e
+	PLANTWATCH_PORT_RANGE=26000-31999 $(PY) -m pytest -q tests --ignore=tests/e2e
 
 test-e2e: python-deps tools
-	$(PY) -m pytest -q tests/e2e
+	PLANTWATCH_PORT_RANGE=20000-25999 $(PY) -m pytest -q tests/e2e
 
 # The whole pipeline (decode → rules → SQLite) under structure-aware fuzzing: FUZZ_CASES generated
 # messages shared among the formats; `make test` runs a slice of 7,000 (tests/unit/test_pipeline_fuzz.py).

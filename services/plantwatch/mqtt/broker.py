@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import ctypes
 import getpass
+import os
 import shutil
 import signal
 import socket
@@ -21,11 +22,36 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+#: LOW-HIGH: where free_port draws ports from instead of the kernel's ephemeral range. `make test` gives its
+#: two pytest processes disjoint ranges below the ephemeral ports, so that a port one of them was handed
+#: cannot be taken by the other (or by an outgoing connection) before its server binds it.
+PORT_RANGE_ENV = "PLANTWATCH_PORT_RANGE"
+_next_port: list[int] = []
+_port_lock = threading.Lock()
+
 
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A TCP port free on 127.0.0.1 now (the caller's server binds it next)."""
+    span = os.environ.get(PORT_RANGE_ENV)
+    if not span:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            return s.getsockname()[1]
+    low, high = (int(x) for x in span.split("-"))
+    with _port_lock:
+        if not _next_port:
+            _next_port.append(low + os.getpid() % (high - low + 1))
+        for _ in range(high - low + 1):
+            # In turn through the range: a port handed out is not handed out again before the range wraps.
+            port = _next_port[0]
+            _next_port[0] = low if port >= high else port + 1
+            with socket.socket() as s:
+                try:
+                    s.bind(("127.0.0.1", port))
+                except OSError:
+                    continue
+            return port
+    raise OSError(f"no free port in {PORT_RANGE_ENV}={span}")
 
 
 def wait_for_port(port: int, timeout: float = 10.0, alive: Callable[[], bool] = lambda: True) -> None:
