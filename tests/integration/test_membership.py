@@ -11,7 +11,7 @@ import time
 from plantwatch.alerts.notifier import LEASE_S
 from plantwatch.plant.load import load_plant
 from tests.integration import test_scale_out as scale_out
-from tests.integration.test_postgres_gateways import Where, broker, pg_rows, url  # noqa: F401, F811 (fixtures)
+from tests.integration.test_postgres_gateways import Where, assert_stored_like_one_gateway, broker, pg_rows, url  # noqa: F401, F811 (fixtures)
 from tests.support.alerts import announce
 from tests.support.postgres import password, server  # noqa: F401 (fixtures)
 
@@ -91,16 +91,7 @@ def test_members_joining_leaving_and_killed_mid_stream_store_and_alert_exactly_l
     members = [m for (m,) in pg_rows(url, "SELECT id FROM gateway_members")]
     assert first_id not in members and len(members) <= 1, members
 
-    alerts = "SELECT fingerprint, state, severity, value, ts FROM alert_events ORDER BY fingerprint, state, severity, value, ts"
-    want = scale_out.expected_alerts(plant_dir, messages)
-    assert len(want) > 100 and scale_out.rows(ref_db, alerts) == want
-    assert pg_rows(url, alerts) == want, "alerts lost or doubled across the handoffs"
-    for sql in (
-        "SELECT node, sensor, ts, value FROM readings ORDER BY node, sensor, ts",
-        "SELECT node, sensor, width, start, count, min, max, mean, p95 FROM summaries ORDER BY node, sensor, start",
-        "SELECT DISTINCT topic, reason, payload FROM dead_letters ORDER BY payload",
-    ):
-        assert pg_rows(url, sql) == scale_out.rows(ref_db, sql) != [], sql
+    want = assert_stored_like_one_gateway(url, ref_db, plant_dir, messages)
     later = announce(load_plant(plant_dir), url, now=time.time() + LEASE_S).splitlines()
     sent = [n for g in gateways if g is not reference for n in g.notifications()] + later
     twice = {line for line in sent if sent.count(line) > 1}

@@ -53,6 +53,23 @@ def pg_rows(url: str, sql: str) -> list[tuple]:
         return db.execute(sql).fetchall()
 
 
+def assert_stored_like_one_gateway(url: str, ref_db, plant_dir, messages) -> list[tuple]:
+    """The shared store holds exactly what one SQLite gateway (`ref_db`) stored of `messages`: alert events
+    (also equal to the pure rule engine's, which it returns), readings, summaries and dead letters, nothing lost
+    or doubled."""
+    alerts = "SELECT fingerprint, state, severity, value, ts FROM alert_events ORDER BY fingerprint, state, severity, value, ts"
+    want = scale_out.expected_alerts(plant_dir, messages)
+    assert len(want) > 100 and scale_out.rows(ref_db, alerts) == want
+    assert pg_rows(url, alerts) == want, "alerts lost or doubled across the handoffs"
+    for sql in (
+        "SELECT node, sensor, ts, value FROM readings ORDER BY node, sensor, ts",
+        "SELECT node, sensor, width, start, count, min, max, mean, p95 FROM summaries ORDER BY node, sensor, start",
+        "SELECT DISTINCT topic, reason, payload FROM dead_letters ORDER BY payload",
+    ):
+        assert pg_rows(url, sql) == scale_out.rows(ref_db, sql) != [], sql
+    return want
+
+
 def test_replicas_on_postgres_hand_shards_over_and_store_exactly_like_one_gateway(tmp_path, broker, url):
     plant_dir = tmp_path / "plant"
     plant_dir.mkdir()
@@ -91,16 +108,7 @@ def test_replicas_on_postgres_hand_shards_over_and_store_exactly_like_one_gatewa
         codes = {g.proc.pid: g.stop() for g in gateways if g is not three[1]}
     assert set(codes.values()) == {0}
 
-    alerts = "SELECT fingerprint, state, severity, value, ts FROM alert_events ORDER BY fingerprint, state, severity, value, ts"
-    want = scale_out.expected_alerts(plant_dir, messages)
-    assert len(want) > 100 and scale_out.rows(ref_db, alerts) == want
-    assert pg_rows(url, alerts) == want, "alerts lost or doubled across the handoffs"
-    for sql in (
-        "SELECT node, sensor, ts, value FROM readings ORDER BY node, sensor, ts",
-        "SELECT node, sensor, width, start, count, min, max, mean, p95 FROM summaries ORDER BY node, sensor, start",
-        "SELECT DISTINCT topic, reason, payload FROM dead_letters ORDER BY payload",
-    ):
-        assert pg_rows(url, sql) == scale_out.rows(ref_db, sql) != [], sql
+    want = assert_stored_like_one_gateway(url, ref_db, plant_dir, messages)
     owners = pg_rows(url, "SELECT DISTINCT owner FROM shard_checkpoints")
     assert owners == [("pw-0-of-1",)]
     # one notifier at a time, through the lease in the shared store: each episode announced once
