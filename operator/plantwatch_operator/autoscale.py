@@ -40,36 +40,41 @@ class GatewayAutoscaling:
             )
 
 
-def gateway_hpa(name: str, namespace: str, lab: dict[str, str], settings: GatewayAutoscaling) -> dict[str, Any]:
-    """The autoscaling/v2 HPA of Deployment `name`: External GATEWAY_METRIC of its namespace, an
-    AverageValue target per replica; scale-up at once, scale-down after the stabilization window and
-    by one replica a period, so shards are handed over one replica at a time."""
+def hpa(name: str, namespace: str, lab: dict[str, str], min_replicas: int, max_replicas: int, metric: dict[str, Any]) -> dict[str, Any]:
+    """The autoscaling/v2 HPA of Deployment `name` on one metric (the gateway's and each detector's)."""
     return {
         "apiVersion": "autoscaling/v2",
         "kind": "HorizontalPodAutoscaler",
         "metadata": {"name": name, "namespace": namespace, "labels": lab},
         "spec": {
             "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": name},
-            "minReplicas": settings.min_replicas,
-            "maxReplicas": settings.max_replicas,
-            "metrics": [
-                {
-                    "type": "External",
-                    "external": {
-                        "metric": {"name": GATEWAY_METRIC},
-                        "target": {"type": "AverageValue", "averageValue": str(settings.target_messages_per_second)},
-                    },
-                }
-            ],
-            "behavior": {
-                "scaleUp": {"stabilizationWindowSeconds": 0},
-                "scaleDown": {
-                    "stabilizationWindowSeconds": settings.scale_down_stabilization_seconds,
-                    "policies": [{"type": "Pods", "value": 1, "periodSeconds": 15}],
-                },
-            },
+            "minReplicas": min_replicas,
+            "maxReplicas": max_replicas,
+            "metrics": [metric],
         },
     }
+
+
+def gateway_hpa(name: str, namespace: str, lab: dict[str, str], settings: GatewayAutoscaling) -> dict[str, Any]:
+    """The gateway's HPA: External GATEWAY_METRIC of its namespace, an AverageValue target per replica;
+    scale-up at once, scale-down after the stabilization window and by one replica a period, so shards
+    are handed over one replica at a time."""
+    metric = {
+        "type": "External",
+        "external": {
+            "metric": {"name": GATEWAY_METRIC},
+            "target": {"type": "AverageValue", "averageValue": str(settings.target_messages_per_second)},
+        },
+    }
+    out = hpa(name, namespace, lab, settings.min_replicas, settings.max_replicas, metric)
+    out["spec"]["behavior"] = {
+        "scaleUp": {"stabilizationWindowSeconds": 0},
+        "scaleDown": {
+            "stabilizationWindowSeconds": settings.scale_down_stabilization_seconds,
+            "policies": [{"type": "Pods", "value": 1, "periodSeconds": 15}],
+        },
+    }
+    return out
 
 
 def gpus_on_matching_nodes(nodes: list[dict[str, Any]], node_selector: dict[str, str], resource: str) -> int:

@@ -20,6 +20,7 @@ from plantwatch.plant.model import DetectorModel
 from plantwatch.plant.specs import DetectorModelShadow
 from plantwatch.secrets import MOUNT_DIR
 from plantwatch_operator.autoscale import gateway_hpa
+from plantwatch_operator.autoscale import hpa as autoscale_hpa
 from plantwatch_operator.broker import GATEWAY_PASSWORD_KEY, GATEWAY_SECRET, GATEWAY_USERNAME, TLS_SECRET
 from plantwatch_operator.config import Config
 from plantwatch_operator.verdicts import referenced_secrets
@@ -576,25 +577,11 @@ def render_detector(detector: DetectorModel, config: Config, candidate: str | No
         "metadata": {"name": name, "namespace": namespace, "labels": lab},
         "spec": {"selector": selector("inference", detector.name), "ports": [{"name": "http", "port": HTTP_PORT, "targetPort": "http"}]},
     }
-    hpa = {
-        "apiVersion": "autoscaling/v2",
-        "kind": "HorizontalPodAutoscaler",
-        "metadata": {"name": name, "namespace": namespace, "labels": lab},
-        "spec": {
-            "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": name},
-            "minReplicas": auto.min_replicas,
-            "maxReplicas": auto.max_replicas,
-            "metrics": [
-                {
-                    "type": "Resource",
-                    "resource": {
-                        "name": "cpu",
-                        "target": {"type": "Utilization", "averageUtilization": auto.target_cpu_utilization_percentage},
-                    },
-                }
-            ],
-        },
+    cpu = {
+        "type": "Resource",
+        "resource": {"name": "cpu", "target": {"type": "Utilization", "averageUtilization": auto.target_cpu_utilization_percentage}},
     }
+    hpa = autoscale_hpa(name, namespace, lab, auto.min_replicas, auto.max_replicas, cpu)
     # Only the gateway scores; the model comes from its ConfigMap, PVC or URL (HTTPS), status goes to the API server.
     policy = network_policy(
         name,
