@@ -4,6 +4,7 @@ store's contract on both engines, the checkpoint committed with its batch or not
 from __future__ import annotations
 
 import itertools
+import threading
 from dataclasses import replace
 
 import psycopg
@@ -139,6 +140,45 @@ def test_alert_state_on_both_engines(db):
     with pytest.raises(NotFound):
         state.ack("r/n/t", "ann", "", 31.0)
     state.close()
+
+
+def test_an_alert_event_committed_after_a_later_one_is_still_announced(server, password):  # noqa: F811
+    """Two gateways on one PostgreSQL: A draws the lower alert_events id but commits last. The notifier's
+    cursor (`id > cursor`) must not step past A's event while A is still in flight."""
+    url = server.fresh_database(f"t{next(_names)}")
+    a, b, state = PostgresStore(url), PostgresStore(url), AlertState(url)
+    in_flight, go_on = threading.Event(), threading.Event()
+    insert = a._db.executemany
+
+    def paused_before_commit(sql, rows):  # dead letters go in after the alert events, just before COMMIT
+        if sql.startswith("INSERT INTO dead_letters"):
+            in_flight.set()
+            go_on.wait(30)
+        return insert(sql, rows)
+
+    a._db.executemany = paused_before_commit
+    fire = AlertEvent("r/a/t", "r", "a", "t", "firing", "warning", 81.0, 10.0, "hot")
+    late = threading.Thread(target=a.write, kwargs={"alerts": [fire], "dead_letters": [(10.0, "x", "malformed", "", b"p")]})
+    late.start()
+    assert in_flight.wait(30)
+    other = threading.Thread(target=b.write, kwargs={"alerts": [replace(fire, fingerprint="r/b/t", node="b", ts=11.0)]})
+    other.start()
+    other.join(2)  # without ordering it commits the higher id now; with it, it waits for A
+
+    def step():
+        with state.tx() as tx:
+            state.apply_events(tx)
+
+    notifier = threading.Thread(target=step)
+    notifier.start()
+    notifier.join(2)
+    go_on.set()
+    for t in (late, other, notifier):
+        t.join(30)
+    step()
+    assert {state.alert(fp)["status"] for fp in ("r/a/t", "r/b/t")} == {"firing"}
+    for closing in (a, b, state):
+        closing.close()
 
 
 def test_a_password_never_appears_in_what_is_logged_and_a_wrong_one_is_refused(server, monkeypatch, tmp_path):  # noqa: F811

@@ -155,6 +155,16 @@ class PostgresStore(SqliteStore):
         # its shard and then sees the new epoch (Fenced); other shards' batches do not wait.
         self._db.begin()
 
+    def _order_alert_events(self) -> None:
+        """Take the alert state's advisory lock before inserting alert events, held to COMMIT.
+
+        Gateways' transactions draw alert_events ids from one sequence but commit in any order: a
+        notifier reading `id > cursor` between two such commits would step past the lower id
+        committed later and never announce it. Under the lock the notifier also reads by, ids are
+        drawn and committed one batch at a time. Only batches with alert events (rare) wait.
+        """
+        self._db.raw.execute("SELECT pg_advisory_xact_lock(%s)", (ALERT_STATE_LOCK,))
+
     def _insert_readings(self, readings: list[Reading]) -> int:
         """COPY the batch into a staging table, then one INSERT ... ON CONFLICT DO NOTHING; how many were new.
 

@@ -154,6 +154,10 @@ class SqliteStore:
     def _insert_readings(self, readings: list[Reading]) -> int:
         return _insert_readings(self._db, readings)
 
+    def _order_alert_events(self) -> None:
+        """Make this batch's alert events commit in the order of their ids (the notifier's cursor
+        relies on it). BEGIN IMMEDIATE already lets one writer in at a time: nothing to do here."""
+
     def _migrate_dead_letters(self) -> None:
         """Give a file from before payload prefixes the size and hash columns, and cut its payloads."""
         db = self._db
@@ -195,6 +199,9 @@ class SqliteStore:
                 if checkpoint is not None:
                     shard_state.save(db, checkpoint)
                 stored = self._insert_readings(readings if isinstance(readings, list) else list(readings))
+                alerts = list(alerts)
+                if alerts:
+                    self._order_alert_events()
                 db.executemany(
                     "INSERT OR IGNORE INTO alert_events (fingerprint, rule, node, sensor, state, severity, value, ts, summary)"
                     " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
