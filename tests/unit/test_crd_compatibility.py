@@ -24,7 +24,10 @@ CRDS = ROOT / "crds"
 def breaks(old: dict[str, Any], new: dict[str, Any], where: str) -> list[str]:
     """What in schema `new` breaks an object valid under schema `old` (or a client reading it)."""
     found = []
-    if old.get("type") != new.get("type"):
+    # A decimal string widened to int-or-string: every string it took still passes the same pattern, and
+    # the numeric bounds it gains only constrain the numbers it newly takes.
+    widened = old.get("type") == "string" and "type" not in new and new.get("x-kubernetes-int-or-string") is True
+    if old.get("type") != new.get("type") and not widened:
         found.append(f"{where}: type {old.get('type')!r} became {new.get('type')!r}")
     if "default" in old and old.get("default") != new.get("default"):
         found.append(f"{where}: default {old['default']!r} became {new.get('default')!r}")
@@ -40,9 +43,13 @@ def breaks(old: dict[str, Any], new: dict[str, Any], where: str) -> list[str]:
     if tightened:
         found.append(f"{where}: CEL rules added or changed: {tightened}")
     for bound in ("maximum", "maxLength", "maxItems", "maxProperties"):
+        if widened and bound == "maximum":
+            continue
         if bound in new and (bound not in old or new[bound] < old[bound]):
             found.append(f"{where}: {bound} lowered from {old.get(bound)!r} to {new[bound]!r}")
     for bound in ("minimum", "minLength", "minItems", "minProperties"):
+        if widened and bound == "minimum":
+            continue
         if bound in new and (bound not in old or new[bound] > old[bound]):
             found.append(f"{where}: {bound} raised from {old.get(bound)!r} to {new[bound]!r}")
     if old.get("pattern") != new.get("pattern") and "pattern" in new:
@@ -132,3 +139,18 @@ def test_an_added_optional_field_and_enum_value_are_allowed():
     spec["properties"]["hardware"]["enum"].append("stm32")
     spec["properties"]["firmware"] = {"type": "string"}
     assert compatibility(old, new) == []
+
+
+def _range_min(s: dict) -> dict:
+    return s["properties"]["spec"]["properties"]["sensors"]["items"]["properties"]["range"]["properties"]["min"]
+
+
+def test_a_decimal_string_widened_to_int_or_string_is_allowed_but_not_with_a_tighter_pattern():
+    old, new = sensornode(), sensornode()
+    field = _range_min(schema(new))
+    assert field["type"] == "string"
+    del field["type"]
+    field.update({"x-kubernetes-int-or-string": True, "minimum": -273})
+    assert compatibility(old, new) == []
+    field["pattern"] = "^[0-9]+$"
+    assert any("pattern" in p and "range.min" in p for p in compatibility(old, new)), compatibility(old, new)
