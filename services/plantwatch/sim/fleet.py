@@ -1,14 +1,10 @@
 """Simulated sensor nodes: every SensorNode of a plant publishes its own payload format.
 
-The scenario is deterministic (seeded) and compressed in time so a 30-second run shows
-the whole life of an alert:
-- the first line-1 temperature sensor overheats: it ramps from its baseline past the
-  warning and critical levels, holds, and cools down again (fires, escalates, resolves);
-- one node (the last in the plant) stops publishing after `silent_after_s`, so absence
-  rules fire;
-- every `bad_every_s` a malformed or invalid message is published (bad JSON, a value
-  outside the physical range, NaN, a wrong device id, an unknown topic), which the
-  gateway must dead-letter and count.
+What happens to them is a Plan (plantwatch.sim.scenario, pure): by default each Threshold
+rule's sensor goes past the rule's levels and back, a node an Absence rule watches falls
+silent for a while, and bad messages go out at a low rate; `--scenario` chooses other faults
+(silence, bad payloads, drift, dropouts, clock skew, duplicates) on other nodes and sensors.
+Values are seeded, so a run is reproducible.
 
 Each node with a status topic announces `online` there (retained) first, as the firmware
 does after connecting. Their Last Wills are not simulated: the fleet is one MQTT
@@ -21,7 +17,6 @@ import io
 import random
 import threading
 import time
-from dataclasses import dataclass
 
 import numpy as np
 from PIL import Image
@@ -33,51 +28,20 @@ from plantwatch.mqtt.endpoint import Endpoint
 from plantwatch.mqtt.publisher import Publisher
 from plantwatch.plant.load import Plant
 from plantwatch.plant.model import SensorNode, device_id, duration_seconds
-from plantwatch.sim import frames
+from plantwatch.sim import frames, scenario
 from plantwatch.sim.frames import CLEAR_KINDS
-
-#: Typical operating values by sensor type (a plant at rest), and their noise.
-BASELINES = {
-    "temperature": (45.0, 0.5),
-    "humidity": (45.0, 2.0),
-    "pressure": (1013.0, 3.0),
-    "vibration": (1.5, 0.3),
-    "current": (12.0, 1.0),
-    "voltage": (3.7, 0.05),
-    "noise": (65.0, 3.0),
-    "speed": (1450.0, 20.0),
-}
-
-
-@dataclass(frozen=True)
-class Scenario:
-    overheat_start_s: float = 5.0
-    overheat_ramp_s: float = 15.0
-    overheat_hold_s: float = 6.0
-    overheat_peak: float = 88.0
-    silent_after_s: float = 4.0
-    bad_every_s: float = 2.0
-
-
-def _baseline(node: SensorNode, sensor) -> tuple[float, float]:
-    mean, noise = BASELINES.get(sensor.type, (None, None))
-    if sensor.range is not None:
-        low, high = float(sensor.range.min), float(sensor.range.max)
-        if mean is None or not low <= mean <= high:
-            mean, noise = low + (high - low) * 0.3, (high - low) * 0.01
-    return (mean if mean is not None else 1.0), (noise if noise is not None else 0.1)
 
 
 class Fleet:
-    """Publishes every node's readings at its heartbeat interval until stopped.
+    """Publishes every node's readings at its heartbeat interval (or the plan's) until stopped, with the plan's faults.
 
     `client_id` must be unique on the broker (`plantwatch up` derives it from its gateway's,
     `<gateway>-sim`): a second client with the same id takes the connection over.
     """
 
-    def __init__(self, plant: Plant, broker: str | Endpoint, client_id: str, scenario: Scenario = Scenario(), seed: int = 7):
+    def __init__(self, plant: Plant, broker: str | Endpoint, client_id: str, plan: scenario.Plan | None = None, seed: int = 7):
         self.plant = plant
-        self.scenario = scenario
+        self.plan = plan or scenario.plan(plant)
         self._rng = random.Random(seed)
         # An Endpoint brings its TLS settings and credentials: the simulator speaks to the broker as the gateway does.
         self._publisher = Publisher(broker, client_id=client_id)
@@ -86,11 +50,6 @@ class Fleet:
         self.sent = 0
         self.sent_bad = 0
         self._seq: dict[str, int] = {}  # Sparkplug sequence numbers, per node
-        self._overheat = next(
-            (n.name for n in plant.nodes for s in n.spec.sensors if s.type == "temperature" and n.meta.labels.get("plantwatch.io/line")),
-            None,
-        )
-        self._silent = plant.nodes[-1].name if len(plant.nodes) > 1 else None
 
     def start(self) -> None:
         self._publisher.start()
@@ -103,15 +62,8 @@ class Fleet:
         self._publisher.stop()
 
     def value(self, node: SensorNode, sensor, elapsed: float) -> float:
-        mean, noise = _baseline(node, sensor)
+        mean, noise = self.plan.mean(node.name, sensor.name, elapsed)
         v = self._rng.gauss(mean, noise)
-        sc = self.scenario
-        if node.name == self._overheat and sensor.type == "temperature":
-            t = elapsed - sc.overheat_start_s
-            if 0 <= t < sc.overheat_ramp_s:
-                v += (sc.overheat_peak - mean) * t / sc.overheat_ramp_s
-            elif sc.overheat_ramp_s <= t < sc.overheat_ramp_s + sc.overheat_hold_s:
-                v = sc.overheat_peak + self._rng.gauss(0, 0.5)
         if sensor.range is not None:
             v = min(max(v, float(sensor.range.min)), float(sensor.range.max))
         return round(v, 2)
@@ -124,13 +76,21 @@ class Fleet:
         return out.getvalue()
 
     def messages(self, node: SensorNode, elapsed: float, now: float) -> list[tuple[str, bytes]]:
-        """The node's (topic, message)s for one heartbeat: one per sensor for single-value formats."""
+        """The node's (topic, message)s for one heartbeat: one per sensor for single-value formats.
+
+        Readings the plan drops out are left out (a message left empty is not sent), except from
+        a Sparkplug node's births, which name its metrics.
+        """
         fmt = FORMATS[node.spec.payload.format]
         topic = node.spec.payload.topic
+        births = fmt.encode is None and node.name not in self._seq
         values = {
             s.field or fmt.default_field(s.type, s.name): self.frame() if s.type == "image" else self.value(node, s, elapsed)
             for s in node.spec.sensors
+            if births or not self._dropped(node, s.name, elapsed)
         }
+        if not values:
+            return []
         if fmt.encode is None:  # sparkplug-b, the one format sent in a session
             return self._sparkplug(node, values, now)
         if fmt.one_value:
@@ -162,13 +122,20 @@ class Fleet:
     def _metrics(values: dict[str, float], aliases: dict[str, int], named: bool) -> tuple[sparkplug.Metric, ...]:
         return tuple(sparkplug.Metric(name if named else None, aliases[name], None, sparkplug.DOUBLE, v) for name, v in values.items())
 
-    def bad_message(self, now: float) -> tuple[str, bytes]:
-        """One of the ways real nodes get it wrong, in turn."""
+    def _dropped(self, node: SensorNode, sensor: str, elapsed: float) -> bool:
+        fault = self.plan.active("dropouts", node.name, elapsed, sensor)
+        return fault is not None and self._rng.random() < fault.amount
+
+    def bad_message(self, now: float, node_name: str | None = None) -> tuple[str, bytes]:
+        """One of the ways real nodes get it wrong, in turn; on `node_name`'s topic, or every node's in turn."""
         # Cameras' messages are frames, not the values these faults are made of.
         candidates = [
-            n for n in self.plant.nodes if FORMATS[n.spec.payload.format].encode is not None and n.spec.payload.format != "jpeg-frame"
+            n
+            for n in self.plant.nodes
+            if FORMATS[n.spec.payload.format].encode is not None and n.spec.payload.format != "jpeg-frame" and node_name in (None, n.name)
         ]
-        node = candidates[self.sent_bad % len(candidates)] if candidates else self.plant.nodes[0]
+        fallback = next((n for n in self.plant.nodes if n.name == node_name), self.plant.nodes[0])
+        node = candidates[self.sent_bad % len(candidates)] if candidates else fallback
         kind = self.sent_bad % 5 if candidates else 4
         topic = node.spec.payload.topic
         fmt = FORMATS[node.spec.payload.format]
@@ -187,10 +154,11 @@ class Fleet:
         return f"{prefix}/unregistered/node-x/data", b'{"device_id": "node-x", "timestamp": 0}'
 
     def _run(self) -> None:
-        sc = self.scenario
-        intervals = {n.name: duration_seconds(n.spec.heartbeat.interval) for n in self.plant.nodes}
+        interval = self.plan.interval
+        bounds = {n.name: interval.bounds(duration_seconds(n.spec.heartbeat.interval)) for n in self.plant.nodes}
         due = {n.name: self._t0 for n in self.plant.nodes}
-        next_bad = self._t0 + sc.bad_every_s
+        bad = [f for f in self.plan.faults if f.kind == "bad"]
+        next_bad = [self._t0 + f.start_s for f in bad]
         for status in status_owners((n.name, n.spec.payload.format, n.spec.payload.topic) for n in self.plant.nodes)[0]:
             self._publisher.publish(status, ONLINE, retain=True)
             self.sent += 1
@@ -200,15 +168,20 @@ class Fleet:
             for node in self.plant.nodes:
                 if now < due[node.name]:
                     continue
-                due[node.name] = now + intervals[node.name]
-                if node.name == self._silent and elapsed >= sc.silent_after_s:
+                low, high = bounds[node.name]
+                due[node.name] = now + (low if low == high else self._rng.uniform(low, high))
+                if self.plan.active("silence", node.name, elapsed):
                     continue
-                for topic, payload in self.messages(node, elapsed, now):
+                skew = self.plan.active("skew", node.name, elapsed)
+                twice = self.plan.active("duplicates", node.name, elapsed)
+                for topic, payload in self.messages(node, elapsed, now + (skew.amount if skew else 0.0)):
+                    for _ in range(2 if twice and self._rng.random() < twice.amount else 1):
+                        self._publisher.publish(topic, payload)
+                        self.sent += 1
+            for i, fault in enumerate(bad):
+                if now >= next_bad[i] and fault.active(elapsed):
+                    topic, payload = self.bad_message(now, fault.node)
                     self._publisher.publish(topic, payload)
-                    self.sent += 1
-            if now >= next_bad:
-                topic, payload = self.bad_message(now)
-                self._publisher.publish(topic, payload)
-                self.sent_bad += 1
-                next_bad = now + sc.bad_every_s
+                    self.sent_bad += 1
+                    next_bad[i] = now + fault.amount
             self._stop.wait(0.05)
