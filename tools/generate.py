@@ -251,6 +251,16 @@ def _store_schema() -> dict:
                 },
             },
             "gateway": {"type": "object", "additionalProperties": False, "properties": {"persistence": volume}},
+            "retention": {
+                "type": "object",
+                "additionalProperties": False,
+                "properties": {
+                    # 0: kept until deleted by hand
+                    "readingsDays": {"type": "number", "minimum": 0},
+                    "summariesDays": {"type": "number", "minimum": 0},
+                    "deadLettersDays": {"type": "number", "exclusiveMinimum": 0},
+                },
+            },
             "backup": {
                 "type": "object",
                 "additionalProperties": False,

@@ -56,6 +56,9 @@ class Config:
     gateway_influx_org: str = "plantwatch"
     gateway_influx_bucket: str = "plant"
     gateway_influx_token_secret: tuple[str, str] | None = None
+    #: Days the gateway keeps readings, window summaries and dead letters (`serve ingest --retention-days` and
+    #: friends); None: readings or summaries are kept until deleted by hand.
+    gateway_retention_days: tuple[float | None, float | None, float] = (None, None, 7.0)
     #: The gateway's HorizontalPodAutoscaler, rendered only with gateway_db_url: the gateways divide the shards
     #: through the shared store however many run; SQLite's one volume holds one pod.
     gateway_autoscaling: GatewayAutoscaling = GatewayAutoscaling()
@@ -79,6 +82,25 @@ class Config:
         )
 
 
+#: The variables of Config.gateway_retention_days, in its order (readings, summaries, dead letters).
+_RETENTION_ENV = (
+    "PLANTWATCH_GATEWAY_RETENTION_DAYS",
+    "PLANTWATCH_GATEWAY_SUMMARY_RETENTION_DAYS",
+    "PLANTWATCH_GATEWAY_DEAD_LETTER_RETENTION_DAYS",
+)
+
+
+def days_setting(name: str, value: str) -> float | None:
+    """A retention in days from `value`; None for "" or 0 (kept until deleted by hand)."""
+    try:
+        days = float(value or 0)
+    except ValueError:
+        days = -1.0
+    if not days >= 0 or days == float("inf"):
+        raise ValueError(f"{name}={value!r}: expected a number of days, such as 7 or 0.5 (0: keep until deleted by hand)")
+    return days or None
+
+
 def store(env: Mapping[str, str]) -> dict[str, Any]:
     """The gateway's store settings (Config's gateway_db_* / gateway_data_* / gateway_influx_*) from `env`, each
     refused at start-up when malformed or missing its other half (a URL without its Secret, or one with a password)."""
@@ -100,6 +122,10 @@ def store(env: Mapping[str, str]) -> dict[str, Any]:
             raise ValueError(
                 "PLANTWATCH_GATEWAY_DB_URL is set but PLANTWATCH_GATEWAY_DB_PASSWORD_SECRET is not: expected NAME/KEY of the password"
             )
+    days = [days_setting(k, env.get(k, "")) for k in _RETENTION_ENV]
+    if days != [None, None, None]:
+        default = Config.gateway_retention_days
+        out["gateway_retention_days"] = (days[0], days[1], days[2] or default[2])
     if size := env.get("PLANTWATCH_GATEWAY_DATA_SIZE", ""):
         if not re.fullmatch(r"[0-9]+(Mi|Gi|Ti)", size):
             raise ValueError(f"PLANTWATCH_GATEWAY_DATA_SIZE={size!r}: expected a size such as 512Mi, 10Gi or 1Ti")

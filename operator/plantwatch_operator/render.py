@@ -251,7 +251,10 @@ def store_args(config: Config) -> list[str]:
     if config.gateway_influx_url is not None:
         args += ["--influx-url", config.gateway_influx_url, "--influx-org", config.gateway_influx_org]
         args += ["--influx-bucket", config.gateway_influx_bucket]
-    return args
+    readings, summaries, dead_letters = config.gateway_retention_days
+    args += [] if readings is None else ["--retention-days", f"{readings:g}"]
+    args += [] if summaries is None else ["--summary-retention-days", f"{summaries:g}"]
+    return args + ["--dead-letter-retention-days", f"{dead_letters:g}"]
 
 
 def store_env(config: Config) -> list[dict[str, Any]]:

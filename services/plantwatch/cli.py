@@ -17,6 +17,7 @@ from plantwatch.cliargs import non_negative_float, non_negative_int, port, posit
 from plantwatch.logs import configure as configure_logging
 from plantwatch.plant.load import PlantError, load_plant
 from plantwatch.secrets import MOUNT_DIR
+from plantwatch.store.retention import Retention
 
 
 def _policy(args: argparse.Namespace):
@@ -54,6 +55,25 @@ def _add_retention(p: argparse.ArgumentParser) -> None:
         metavar="DAYS",
         help="delete stored dead letters older than this (default 7; checked every minute)",
     )
+    p.add_argument(
+        "--retention-days",
+        type=positive_float,
+        metavar="DAYS",
+        help="delete stored readings older than this (default: keep them; checked every minute)",
+    )
+    p.add_argument(
+        "--summary-retention-days",
+        type=positive_float,
+        metavar="DAYS",
+        help="delete window summaries older than this (default: keep them)",
+    )
+
+
+def _retention(args: argparse.Namespace) -> Retention:
+    def seconds(days: float | None) -> float | None:
+        return None if days is None else days * 86400
+
+    return Retention(args.dead_letter_retention_days * 86400, seconds(args.retention_days), seconds(args.summary_retention_days))
 
 
 def _add_broker_access(p: argparse.ArgumentParser, only_with: str = "") -> None:
@@ -129,7 +149,7 @@ def _up(args: argparse.Namespace) -> int:
             status_every=args.status_every,
             window_s=args.window_seconds,
             policy=_policy(args),
-            dead_letter_retention_s=args.dead_letter_retention_days * 86400,
+            retention=_retention(args),
             api_token=_api_token(args),
             api_open_reads=args.api_open_reads,
         )
@@ -243,7 +263,7 @@ def _serve_ingest(args: argparse.Namespace) -> int:
         sinks,
         scale,
         args.score_url,
-        args.dead_letter_retention_days * 86400,
+        _retention(args),
         args.secrets_dir,
         _api_token(args),
         args.api_open_reads,

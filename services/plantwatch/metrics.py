@@ -32,6 +32,11 @@ STATE_EVICTIONS = Counter(
 DEAD_LETTERS_EXPIRED = Counter(
     "plantwatch_dead_letters_expired_total", "Dead letters deleted from the embedded store after their retention period."
 )
+ROWS_EXPIRED = Counter(
+    "plantwatch_store_rows_expired_total",
+    "Readings and window summaries deleted from the store after their retention period, by table.",
+    ["table"],
+)
 NOTIFICATIONS = Counter(
     "plantwatch_notifications_total",
     "Attempts to deliver a notification, by receiver and result (sent, failed, circuit_open: not tried, the breaker open).",

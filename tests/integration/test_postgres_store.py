@@ -12,9 +12,10 @@ import pytest
 
 from plantwatch.alerts.lifecycle import Matcher
 from plantwatch.readings import AlertEvent, Reading
-from plantwatch.store import postgres
+from plantwatch.store import postgres, retention, sqlite
 from plantwatch.store.alert_state import AlertState, NotFound
 from plantwatch.store.postgres import PostgresStore
+from plantwatch.store.retention import Retention, Sweeper
 from plantwatch.store.shard_state import Checkpoint, Fenced
 from plantwatch.store.sqlite import SqliteStore
 from tests.support.postgres import password, server  # noqa: F401 (fixtures)
@@ -72,6 +73,30 @@ def test_conflicts_summaries_and_dead_letter_expiry(db):
     store.write(dead_letters=[(float(t), "x", "malformed", "", b"p") for t in range(5)])
     assert store.expire_dead_letters(3.0) == 3
     assert store.count("dead_letters") == 2
+
+
+def test_retention_deletes_old_readings_and_summaries_series_by_series_in_bounded_chunks(db, monkeypatch):
+    store = open_store(db)
+    day = 86400.0
+    series = [(f"n{i}", s) for i in range(3) for s in ("p", "t")]
+    store.write([Reading(n, s, "temperature", float(k), k * 3600.0) for n, s in series for k in range(48)])  # two days, hourly
+    store.summarize((n, s, k * 3600.0, 3600.0) for n, s in series for k in range(48))
+    monkeypatch.setattr(retention, "EXPIRE_ROWS", 20)
+    monkeypatch.setattr(sqlite, "EXPIRE_ROWS", 20)
+    sweeper = Sweeper(store, Retention(readings_s=day, summaries_s=1.5 * day))
+    now = 2 * day  # readings before day 1 are old, summaries before day 0.5
+    calls = 0
+    while True:
+        sweeper.tick(now)
+        calls += 1
+        if sweeper._next > now:
+            break
+    assert calls >= 144 // 20  # bounded chunks: 6 series x 24 old readings cannot go in one call
+    assert store.query("SELECT node, sensor, min(ts), count(*) FROM readings GROUP BY node, sensor ORDER BY node, sensor") == [
+        (n, s, day, 24) for n, s in series
+    ]
+    assert store.query("SELECT min(start), count(*) FROM summaries") == [(0.5 * day, 6 * 36)]
+    store.close()
 
 
 def test_a_batch_commits_with_its_checkpoint_and_a_fenced_owner_writes_nothing(db):

@@ -12,11 +12,12 @@ import pytest
 import yaml
 
 from plantwatch.cli import parser
-from plantwatch.ingest.dead_letters import DEAD_LETTER_SWEEP_S, DEAD_LETTER_TEXT, dead_letter
+from plantwatch.ingest.dead_letters import DEAD_LETTER_TEXT, dead_letter
 from plantwatch.ingest.pipeline import Pipeline
 from plantwatch.ingest.validate import Rejection
 from plantwatch.plant.load import plant_from_documents
-from plantwatch.store.sqlite import DEAD_LETTER_PAYLOAD_BYTES, EXPIRE_ROWS, SqliteStore
+from plantwatch.store.retention import EXPIRE_ROWS, SWEEP_S, Retention, Sweeper
+from plantwatch.store.sqlite import DEAD_LETTER_PAYLOAD_BYTES, SqliteStore
 from tests.unit.test_sparkplug_sessions import NODE, NOW, pipeline
 
 REJECTION = [Rejection("oversized", "too big")]
@@ -105,7 +106,7 @@ def test_expiry_deletes_old_dead_letters_in_chunks(tmp_path):
 
 def test_the_tick_applies_the_retention_periodically(tmp_path):
     p = pipeline(tmp_path)
-    p.dead_letter_retention_s = 3600.0
+    p.sweeper = Sweeper(p.store, Retention(dead_letters_s=3600.0))
     p.process([("spBv1.0/plant-a/NDATA/edge-7", b"\xff\xff")], NOW - 7200)  # malformed: a dead letter
     assert p.store.count("dead_letters") == 1
     p.tick(NOW)
@@ -113,7 +114,7 @@ def test_the_tick_applies_the_retention_periodically(tmp_path):
     p.process([("spBv1.0/plant-a/NDATA/edge-7", b"\xff\xff")], NOW - 7200)
     p.tick(NOW + 1)  # the next sweep is not due yet: the tick does not touch the store per call
     assert p.store.count("dead_letters") == 1
-    p.tick(NOW + DEAD_LETTER_SWEEP_S)
+    p.tick(NOW + SWEEP_S)
     assert p.store.count("dead_letters") == 0
 
 

@@ -128,6 +128,24 @@ def test_a_bad_store_setting_stops_the_operator_saying_what_is_expected(monkeypa
     assert "hunter2" not in str(raised.value)
 
 
+def test_the_chart_retention_reaches_the_gateway_as_flags_and_zero_keeps_rows(tmp_path):
+    from plantwatch_operator.config import store
+
+    config = dataclasses.replace(SHARED, **store(operator_env(chart(tmp_path))))
+    args = parser().parse_args(gateway(config)[2]["args"])
+    assert (args.retention_days, args.summary_retention_days, args.dead_letter_retention_days) == (7.0, 90.0, 7.0)
+    kept = store(
+        operator_env(chart(tmp_path, "--set", "store.retention.readingsDays=0", "--set-json", "store.retention.summariesDays=0.5"))
+    )
+    config = dataclasses.replace(SHARED, **kept)
+    args = parser().parse_args(gateway(config)[2]["args"])
+    assert (args.retention_days, args.summary_retention_days) == (None, 0.5)
+    with pytest.raises(ValueError, match="expected a number of days"):
+        store({"PLANTWATCH_GATEWAY_RETENTION_DAYS": "a week"})
+    refused = helm("template", "line1", str(CHART), "-n", "plant-a", "--set", "store.retention.deadLettersDays=0", check=False)
+    assert refused.returncode != 0 and "deadLettersDays" in refused.stderr, refused.stderr
+
+
 # --- the chart ----------------------------------------------------------------------------------
 
 

@@ -10,10 +10,6 @@ from plantwatch.ingest.validate import Rejection
 from plantwatch.store.sqlite import DeadLetter, payload_record
 
 DEAD_LETTER_PREFIX = "plantwatch/dead-letter"
-#: How long dead letters are kept in the embedded store by default (`--dead-letter-retention-days`).
-DEAD_LETTER_RETENTION_S = 7 * 86400.0
-#: Seconds between the tick's retention sweeps (sooner while a sweep finds a full chunk to delete).
-DEAD_LETTER_SWEEP_S = 60.0
 #: Characters kept of a dead letter's topic and of each rejection's detail: an MQTT topic may be
 #: 64 KiB, and the details quote it, so without this a queued dead letter could be 130 KiB.
 DEAD_LETTER_TEXT = 1024

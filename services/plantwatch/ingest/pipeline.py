@@ -27,7 +27,7 @@ from plantwatch.ingest import dead_letters
 from plantwatch.ingest.conflicts import LOG_INTERVAL_S as CONFLICT_LOG_S
 from plantwatch.ingest.conflicts import SeriesGuard
 from plantwatch.ingest.conflicts import describe as describe_conflict
-from plantwatch.ingest.dead_letters import DEAD_LETTER_PREFIX, DEAD_LETTER_RETENTION_S, DEAD_LETTER_SWEEP_S
+from plantwatch.ingest.dead_letters import DEAD_LETTER_PREFIX
 from plantwatch.ingest.quality import Figures, QualityLedger
 from plantwatch.ingest.sparkplug_sessions import SPARKPLUG_PREFIX, SparkplugSessions, sparkplug_key
 from plantwatch.ingest.status_topics import Announcement, Presence, node_presence, parse_status, status_owners, topic_problem
@@ -39,7 +39,8 @@ from plantwatch.plant.model import duration_seconds
 from plantwatch.readings import AlertEvent, Reading
 from plantwatch.rules.engine import RuleEngine
 from plantwatch.rules.windows import window_start
-from plantwatch.store.sqlite import EXPIRE_ROWS, DeadLetter
+from plantwatch.store.retention import Retention, Sweeper
+from plantwatch.store.sqlite import DeadLetter
 
 log = logging.getLogger(__name__)
 
@@ -147,14 +148,13 @@ class Pipeline:
         window_grace_s: float = 5.0,
         sinks: Sequence[Sink] = (),
         scorers: Sequence[Scorer] = (),
-        dead_letter_retention_s: float = DEAD_LETTER_RETENTION_S,
+        retention: Retention = Retention(),
         on_alerts: Callable[[], None] | None = None,
     ):
         self.plant = plant
         self.store = store
-        #: Dead letters older than the retention are deleted from the store by the tick.
-        self.dead_letter_retention_s = dead_letter_retention_s
-        self._next_sweep = 0.0
+        #: Deletes from the store what the retention says is old, from the tick.
+        self.sweeper = Sweeper(store, retention)
         #: Further stores every batch is written to beside the embedded one (InfluxDB): a sink
         #: that cannot take a batch raises, and the batch is not acknowledged.
         self.sinks = sinks
@@ -575,10 +575,7 @@ class Pipeline:
         for node, seen in list(self.last_seen.items()):
             if node in self.silence:  # declared nodes only: a message names its node, the plant bounds them
                 metrics.NODE_LAST_SEEN.labels(node).set(seen)
-        if now >= self._next_sweep:
-            expired = self.store.expire_dead_letters(now - self.dead_letter_retention_s)
-            metrics.DEAD_LETTERS_EXPIRED.inc(expired)
-            self._next_sweep = now if expired >= EXPIRE_ROWS else now + DEAD_LETTER_SWEEP_S
+        self.sweeper.tick(now)
 
     def close_windows(self) -> None:
         """Summarize every window that has readings, open or not (at shutdown)."""

@@ -77,6 +77,10 @@ class ShardStore:
         # Dead letters belong to no shard: any owner may sweep them.
         return self._store.expire_dead_letters(before)
 
+    def expire_series(self, table: str, before: float, after: tuple[str, str]) -> tuple[int, tuple[str, str] | None]:
+        # Old readings and summaries are past every shard's checkpoint: any owner may sweep them.
+        return self._store.expire_series(table, before, after)
+
 
 class LockedSink:
     """A sink (InfluxDB) shared by the shard threads of a replica, one batch at a time."""

@@ -23,7 +23,7 @@ from plantwatch.alerts.receivers import build_or_defer
 from plantwatch.health import HealthServer
 from plantwatch.inference.plant_scorers import remote_scorers
 from plantwatch.ingest.alert_status import AlertStatusReporter
-from plantwatch.ingest.dead_letters import DEAD_LETTER_QUEUE, DEAD_LETTER_RETENTION_S
+from plantwatch.ingest.dead_letters import DEAD_LETTER_QUEUE
 from plantwatch.ingest.membership import MemberIngest, Registry
 from plantwatch.ingest.node_status import NodeStatusReporter
 from plantwatch.ingest.pipeline import Pipeline, Scorer, load_gateway_plant
@@ -39,6 +39,7 @@ from plantwatch.plant.load import Plant, PlantError
 from plantwatch.secrets import SecretMissing, Secrets
 from plantwatch.store import postgres
 from plantwatch.store.alert_state import AlertState
+from plantwatch.store.retention import Retention
 
 
 @dataclass(frozen=True)
@@ -67,7 +68,7 @@ def serve(
     sinks: Sequence[Sink] = (),
     scale: Scale | None = None,
     score_url: str | None = None,
-    dead_letter_retention_s: float = DEAD_LETTER_RETENTION_S,
+    retention: Retention = Retention(),
     secrets_dir: str | None = None,
     api_token: TokenRef | None = None,
     api_open_reads: bool = False,
@@ -127,7 +128,7 @@ def serve(
                 policy=policy,
                 sinks=shared,
                 scorers=_scorers(subset, score_url),
-                dead_letter_retention_s=dead_letter_retention_s,
+                retention=retention,
                 on_alerts=notifier.wake,
             )
 
@@ -166,7 +167,7 @@ def serve(
             policy=policy,
             sinks=sinks,
             scorers=_scorers(plant, score_url),
-            dead_letter_retention_s=dead_letter_retention_s,
+            retention=retention,
             on_alerts=notifier.wake,
         )
         service = IngestService(view, broker_url, client_id)

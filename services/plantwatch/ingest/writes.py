@@ -39,6 +39,10 @@ class Store(Protocol):
         """Delete a chunk of the dead letters received before `before`; how many."""
         ...
 
+    def expire_series(self, table: str, before: float, after: tuple[str, str]) -> tuple[int, tuple[str, str] | None]:
+        """Delete a chunk of `table`'s rows older than `before`, series by series after `after` (store/retention.py)."""
+        ...
+
 
 class SpoolDepth(Protocol):
     """What a sink holds that its server has not taken yet."""

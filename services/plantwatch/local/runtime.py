@@ -45,7 +45,7 @@ from plantwatch.alerts.receivers import build as build_receiver
 from plantwatch.contracts.times import iso
 from plantwatch.health import HealthServer
 from plantwatch.inference.plant_scorers import plant_scorers
-from plantwatch.ingest.dead_letters import DEAD_LETTER_QUEUE, DEAD_LETTER_RETENTION_S
+from plantwatch.ingest.dead_letters import DEAD_LETTER_QUEUE
 from plantwatch.ingest.pipeline import Pipeline, load_gateway_plant
 from plantwatch.ingest.runner import IngestService
 from plantwatch.ingest.scaleout import ShardStore
@@ -59,6 +59,7 @@ from plantwatch.secrets import SecretMissing, Secrets
 from plantwatch.sim.fleet import Fleet
 from plantwatch.store import postgres
 from plantwatch.store.alert_state import AlertState
+from plantwatch.store.retention import Retention
 from plantwatch.store.shard_state import Fenced
 from plantwatch.store.sqlite import SqliteStore
 
@@ -78,7 +79,7 @@ class UpOptions:
     http_port: int = 9464
     status_every: float = 5.0
     window_s: float = 60.0
-    dead_letter_retention_s: float = DEAD_LETTER_RETENTION_S
+    retention: Retention = Retention()
     policy: Policy = field(default_factory=Policy)
     #: The alerts API's bearer token, from a Secret manifest in the plant folder; None: changes refused.
     api_token: TokenRef | None = None
@@ -290,7 +291,7 @@ def _start(opts: UpOptions, plant: Plant, started: ExitStack) -> _Running:
         publish=lambda topic, body: dlq.publish(topic, body),
         policy=opts.policy,
         window_s=opts.window_s,
-        dead_letter_retention_s=opts.dead_letter_retention_s,
+        retention=opts.retention,
         scorers=scorers,
         on_alerts=notifier.wake,
     )

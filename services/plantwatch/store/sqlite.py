@@ -21,6 +21,7 @@ from pathlib import Path
 from plantwatch.readings import AlertEvent, Reading
 from plantwatch.rules.windows import Summary, summarize
 from plantwatch.store import shard_state
+from plantwatch.store.retention import EXPIRE_ROWS, SERIES_PER_SWEEP, SERIES_TABLES
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS readings (
@@ -74,9 +75,6 @@ _DEAD_LETTER_COLUMNS = (("payload_bytes", "INTEGER"), ("payload_sha256", "TEXT")
 #: Bytes of a rejected payload a dead letter keeps (stored and republished), beside its full
 #: size and sha256: enough to see what was wrong, while a hostile 10 MB message costs 4 KiB.
 DEAD_LETTER_PAYLOAD_BYTES = 4096
-#: Rows one retention sweep deletes at most, so that it holds the write lock briefly; a sweep
-#: that deleted this many is followed by another (SqliteStore.expire_dead_letters).
-EXPIRE_ROWS = 10_000
 
 DeadLetter = tuple[float, str, str, str, bytes]
 """(received, topic, reason, detail, payload): the payload in full; stores keep `payload_record` of it."""
@@ -300,6 +298,31 @@ class SqliteStore:
                 "DELETE FROM dead_letters WHERE id IN (SELECT id FROM dead_letters WHERE received < ? ORDER BY received LIMIT ?)",
                 (before, EXPIRE_ROWS),
             ).rowcount
+
+    def expire_series(self, table: str, before: float, after: tuple[str, str]) -> tuple[int, tuple[str, str] | None]:
+        """Delete `table`'s rows older than `before` (readings by ts, summaries by window start), series
+        by series in key order from the one after `after`: at most EXPIRE_ROWS rows and SERIES_PER_SWEEP
+        series per call. Returns (rows deleted, the series to go on after; None once all were visited)."""
+        column = SERIES_TABLES[table]
+        deleted = 0
+        with self._lock:
+            db = self._db
+            for _ in range(SERIES_PER_SWEEP):
+                series = db.execute(
+                    f"SELECT node, sensor FROM {table} WHERE (node, sensor) > (?, ?) ORDER BY node, sensor LIMIT 1", after
+                ).fetchone()
+                if series is None:
+                    return deleted, None
+                budget = EXPIRE_ROWS - deleted
+                deleted += db.execute(
+                    f"DELETE FROM {table} WHERE node = ? AND sensor = ? AND {column} IN"
+                    f" (SELECT {column} FROM {table} WHERE node = ? AND sensor = ? AND {column} < ? ORDER BY {column} LIMIT ?)",
+                    (*series, *series, before, budget),
+                ).rowcount
+                if deleted >= EXPIRE_ROWS:  # the series may have more: the next call starts at it again
+                    return deleted, after
+                after = (series[0], series[1])
+        return deleted, after
 
     def count(self, table: str) -> int:
         if table not in ("readings", "alert_events", "dead_letters", "summaries"):
