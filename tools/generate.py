@@ -68,6 +68,10 @@ from typing import Any
 
 def _opt(cls: Any, value: Any) -> Any:
     return None if value is None else cls.from_dict(value)
+
+
+def _number(value: int | str | float | None) -> float | None:
+    return None if value is None else float(value)
 '''
 
 
@@ -130,6 +134,8 @@ class Generator:
 
     def field(self, kind: str, parent: str, prop: str, sub: dict, expr: str) -> tuple[str, str]:
         t = sub.get("type")
+        if sub.get("x-kubernetes-int-or-string"):  # in these CRDs, always a decimal: 85 and "85" are one value
+            return "float", f"_number({expr})"
         if sub.get("x-kubernetes-preserve-unknown-fields"):
             return "dict[str, Any]", f"{expr} or {{}}"
         if t == "object" and "properties" in sub:
@@ -192,6 +198,8 @@ def _json_schema(schema: dict) -> dict:
     """OpenAPI v3 (as in a CRD) → JSON Schema for Helm: drop Kubernetes extensions and defaults."""
     out: dict = {}
     for key, value in schema.items():
+        if key == "x-kubernetes-int-or-string":
+            out["type"] = ["integer", "string"]
         if key.startswith("x-kubernetes-") or key == "default":
             continue
         if key == "properties":

@@ -59,6 +59,48 @@ def test_warning_above_critical_is_rejected():
     assert "less severe than the critical level" in msg
 
 
+def _levels(warning, critical) -> dict:
+    rule = copy.deepcopy(docs("rules.yaml")[0])
+    rule["spec"]["condition"]["threshold"].update(warning=warning, critical=critical)
+    del rule["spec"]["condition"]["threshold"]["emergency"]
+    rule["spec"]["receivers"] = ["console"]
+    return rule
+
+
+@pytest.mark.parametrize("warning, critical", [(70, 80), ("70", 80), (70, "80"), ("70", "80"), (70.0, "80.0"), (-40, "-39.5")])
+def test_levels_are_numbers_written_plainly_or_as_decimal_strings(warning, critical):
+    spec = parse_resource(_levels(warning, critical)).spec.condition.threshold
+    assert (spec.warning, spec.critical) == (float(warning), float(critical))
+    # The order rule compares the values whatever their form.
+    assert any("less severe than the critical level" in m for m in errors_of(_levels(critical, warning)))
+
+
+def test_a_level_renders_alike_in_either_form():
+    from plantwatch.alerts.promrule import render_prometheus_rule
+    from plantwatch.rules.engine import CompiledRule
+
+    plain, quoted = parse_resource(_levels(70, 80)), parse_resource(_levels("70", "80.0"))
+    assert CompiledRule.of(plain, {}) == CompiledRule.of(quoted, {})
+    rendered = [
+        render_prometheus_rule(plant_from_documents([("t", d) for d in (rule, *docs("nodes.yaml"))]), "ns")[0]
+        for rule in (_levels(70, 80), _levels("70", "80.0"))
+    ]
+    assert rendered[0] == rendered[1]
+    exprs = [r["expr"] for g in rendered[0]["spec"]["groups"] for r in g["rules"]]
+    assert any(">= 70 " in e or e.endswith(">= 70") for e in exprs) and not any("70.0" in e for e in exprs), exprs
+
+
+@pytest.mark.parametrize(
+    "value, shown", [(85.5, '"number"'), (True, '"boolean"'), ([1], '"array"'), ({}, '"object"'), ("abc", '"abc"'), ("8e1", '"8e1"')]
+)
+def test_a_bad_level_names_the_field_and_what_is_accepted(value, shown):
+    rule = _levels(70, 80)
+    rule["spec"]["condition"]["threshold"]["warning"] = value
+    (msg,) = errors_of(rule)
+    assert msg.startswith(f"spec.condition.threshold.warning: Invalid value: {shown}: "), msg
+    assert "decimal string such as" in msg or "should match" in msg
+
+
 def test_detector_without_source_is_rejected():
     model = copy.deepcopy(docs("detectors.yaml")[0])
     del model["spec"]["source"]

@@ -42,7 +42,7 @@ from plantwatch.alerts.notification import AlertView, Notification, Receiver
 from plantwatch.contracts.times import parse_timestamp
 from plantwatch.logs import LogLimiter
 from plantwatch.plant.load import Plant
-from plantwatch.plant.model import duration_seconds
+from plantwatch.plant.model import decimal_text, duration_seconds
 from plantwatch.store.alert_state import EXPIRED, FAILED, PENDING, SENT, AlertState, Stored
 
 log = logging.getLogger("plantwatch.alerts")
@@ -236,7 +236,7 @@ class Notifier:
             threshold = rule.spec.condition.threshold
             level = getattr(threshold, a.severity, None) if threshold is not None and a.severity != "info" else None
             if level is not None:
-                annotations["threshold"] = str(level)
+                annotations["threshold"] = decimal_text(level)
         node = self._nodes.get(a.node)
         unit = next((s.unit for s in node.spec.sensors if s.name == a.sensor and s.unit), None) if node else None
         if unit:

@@ -17,7 +17,7 @@ import re
 from typing import Any
 
 from plantwatch.plant.load import SCORE_TYPE, Plant, plant_series, rule_selects
-from plantwatch.plant.model import AlertRule, SensorNode, duration_seconds
+from plantwatch.plant.model import AlertRule, SensorNode, decimal_text, duration_seconds
 from plantwatch.rules import summary as summaries
 from plantwatch.rules.engine import LEVELS
 
@@ -109,24 +109,24 @@ def _alerts(
     if cond.type == "Threshold":
         t = cond.threshold
         levels = [(lvl, getattr(t, lvl)) for lvl in LEVELS if getattr(t, lvl) is not None]
-        above, hysteresis = t.direction == "Above", float(t.hysteresis)
+        above, hysteresis = t.direction == "Above", t.hysteresis
         out = []
         for i, (level, threshold) in reversed(list(enumerate(levels))):  # the most severe first: the lower ones read its ALERTS
-            reached = f"{VALUE}{selector} {'>=' if above else '<='} {threshold}"
+            reached = f"{VALUE}{selector} {'>=' if above else '<='} {decimal_text(threshold)}"
             if hysteresis > 0:
                 # A firing level holds until the value is back past the hysteresis, as CompiledRule.level does.
-                back = float(threshold) - hysteresis if above else float(threshold) + hysteresis
+                back = threshold - hysteresis if above else threshold + hysteresis
                 held = f"{VALUE}{selector} {'>' if above else '<'} {_number(back)}"
                 reached = f"({reached} or ({held} and on(node, sensor) {_alerts_series(rule.name, namespace, [level])}))"
             higher = [lvl for lvl, _ in levels[i + 1 :]]
             if higher:
                 reached = f"{reached} unless on(node, sensor) {_alerts_series(rule.name, namespace, higher)}"
-            out.append(alert(reached, level, for_, float(threshold), "above" if above else "below"))
+            out.append(alert(reached, level, for_, threshold, "above" if above else "below"))
         return out, ""
     if cond.type == "AnomalyScore":
         score = cond.anomaly_score
-        above = score.above if score.above is not None else thresholds.get(score.detector, "0.5")
-        return [alert(f"{VALUE}{selector} > {above}", spec.severity, for_, float(above))], ""
+        above = score.above if score.above is not None else thresholds.get(score.detector, 0.5)
+        return [alert(f"{VALUE}{selector} > {decimal_text(above)}", spec.severity, for_, above)], ""
     # Absence: per node when the selector names no sensor or type (the engine's node-wide watch), else per series.
     after = duration_seconds(cond.absence.after)
     node_wide = sel.sensor is None and sel.sensor_type is None

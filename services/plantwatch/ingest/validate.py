@@ -102,7 +102,7 @@ class CompiledNode:
         sensors = {}
         for s in spec.sensors:
             f = s.field or default_field(fmt, s.type, s.name)
-            low, high = (float(s.range.min), float(s.range.max)) if s.range else (-math.inf, math.inf)
+            low, high = (s.range.min, s.range.max) if s.range else (-math.inf, math.inf)
             sensors[f] = SensorSpec(s.name, s.type, s.unit or "", low, high)
         return cls(node.meta.name, device_id(node), fmt, spec.payload.topic, spec.payload.max_bytes, sensors, decoder(fmt))
 

@@ -143,3 +143,9 @@ def duration_seconds(text: str) -> float:
     if not parts or "".join(n + u for n, u in parts) != text:
         raise ValueError(f"duration {text!r}: expected integers with units ms, s, m, h, e.g. 30s or 1m30s")
     return sum(int(n) * _UNIT_SECONDS[u] for n, u in parts)
+
+
+def decimal_text(value: float) -> str:
+    """A level or bound as a person writes it: 85.0 → `85`, 85.5 → `85.5` (the shortest text that reads back equal)."""
+    text = repr(float(value))
+    return text[:-2] if text.endswith(".0") else text

@@ -111,9 +111,21 @@ def _quote(value: Any) -> str:
     return f'"{value}"' if isinstance(value, str) else str(value).lower() if isinstance(value, bool) else str(value)
 
 
+#: What an `x-kubernetes-int-or-string` field of these CRDs takes (all of them are decimal numbers).
+INT_OR_STRING = 'a whole number such as 85 or -40, or a decimal string such as "85.5" or "-40.5"'
+
+
 def _validate(schema: dict[str, Any], value: Any, path: str, errors: list[FieldError], root: bool = False) -> None:
     expected = schema.get("type")
-    if expected:
+    if schema.get("x-kubernetes-int-or-string"):
+        # The API server reads JSON, where 85.0 is the integer 85; any other fraction is a number it refuses.
+        if isinstance(value, float) and value.is_integer():
+            value = int(value)
+        if isinstance(value, bool) or not isinstance(value, (int, str)):
+            shown = {dict: "object", list: "array", bool: "boolean"}.get(type(value), "number")
+            errors.append(FieldError(path, f'Invalid value: "{shown}": must be of type integer,string: {INT_OR_STRING}'))
+            return
+    elif expected:
         ok = isinstance(value, _TYPES[expected]) and not (expected in ("integer", "number") and isinstance(value, bool))
         if not ok:
             errors.append(FieldError(path or "<root>", f"Invalid value: {_quote(value)}: must be of type {expected}"))

@@ -14,6 +14,10 @@ def _opt(cls: Any, value: Any) -> Any:
     return None if value is None else cls.from_dict(value)
 
 
+def _number(value: int | str | float | None) -> float | None:
+    return None if value is None else float(value)
+
+
 @dataclass(frozen=True)
 class AlertReceiverUrlSecretRef:
     """
@@ -483,29 +487,33 @@ class AlertRuleThreshold:
     #: direction says whether values `Above` or `Below` the levels are bad.
     direction: str
 
-    #: warning level, a decimal number as a string.
-    warning: str | None
+    #: warning level: a whole number such as `85` or `-40`, or a decimal string such as
+    #: `"85.5"` (the API server takes no unquoted fractions here).
+    warning: float | None
 
-    #: critical level, a decimal number as a string; beyond warning in the rule's
-    #: direction.
-    critical: str | None
+    #: critical level; beyond warning in the rule's direction: a whole number such as
+    #: `85` or `-40`, or a decimal string such as `"85.5"` (the API server takes no
+    #: unquoted fractions here).
+    critical: float | None
 
-    #: emergency level, a decimal number as a string; beyond critical in the rule's
-    #: direction.
-    emergency: str | None
+    #: emergency level; beyond critical in the rule's direction: a whole number such as
+    #: `85` or `-40`, or a decimal string such as `"85.5"` (the API server takes no
+    #: unquoted fractions here).
+    emergency: float | None
 
     #: hysteresis is how far back past a level the value must come before the level
-    #: clears, a non-negative decimal number as a string; stops flapping.
-    hysteresis: str
+    #: clears; stops flapping. Not negative: a whole number such as `2`, or a decimal
+    #: string such as `"0.5"`.
+    hysteresis: float
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> AlertRuleThreshold:
         return cls(
             direction=d.get('direction'),
-            warning=d.get('warning'),
-            critical=d.get('critical'),
-            emergency=d.get('emergency'),
-            hysteresis=d.get('hysteresis'),
+            warning=_number(d.get('warning')),
+            critical=_number(d.get('critical')),
+            emergency=_number(d.get('emergency')),
+            hysteresis=_number(d.get('hysteresis')),
         )
 
 
@@ -532,14 +540,14 @@ class AlertRuleRateOfChange:
     rateOfChange configures type RateOfChange.
     """
 
-    #: maxPerMinute is the largest allowed change per minute (absolute), a decimal
-    #: number as a string.
-    max_per_minute: str
+    #: maxPerMinute is the largest allowed change per minute (absolute). Not negative:
+    #: a whole number such as `5`, or a decimal string such as `"2.5"`.
+    max_per_minute: float
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> AlertRuleRateOfChange:
         return cls(
-            max_per_minute=d.get('maxPerMinute'),
+            max_per_minute=_number(d.get('maxPerMinute')),
         )
 
 
@@ -552,14 +560,16 @@ class AlertRuleAnomalyScore:
     #: detector is the name of a DetectorModel in the same namespace.
     detector: str
 
-    #: above overrides the DetectorModel's threshold, a decimal number as a string.
-    above: str | None
+    #: above overrides the DetectorModel's threshold: a whole number such as `85` or
+    #: `-40`, or a decimal string such as `"85.5"` (the API server takes no unquoted
+    #: fractions here).
+    above: float | None
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> AlertRuleAnomalyScore:
         return cls(
             detector=d.get('detector'),
-            above=d.get('above'),
+            above=_number(d.get('above')),
         )
 
 
@@ -1012,9 +1022,10 @@ class DetectorModelSpec:
     #: input vector.
     features: DetectorModelFeatures
 
-    #: threshold is the score above which a reading is anomalous, a decimal number as a
-    #: string; defaults to the value in the model card.
-    threshold: str | None
+    #: threshold is the score above which a reading is anomalous; defaults to the value
+    #: in the model card. A whole number such as `3`, or a decimal string such as
+    #: `"0.65"` (the API server takes no unquoted fractions here).
+    threshold: float | None
 
     #: executionProvider is the ONNX Runtime execution provider: `cpu`, `cuda` or
     #: `tensorrt`. When the requested one is unavailable the service falls back to cpu
@@ -1035,7 +1046,7 @@ class DetectorModelSpec:
             shadow=_opt(DetectorModelShadow, d.get('shadow')),
             retrain=_opt(DetectorModelRetrain, d.get('retrain')),
             features=_opt(DetectorModelFeatures, d.get('features')),
-            threshold=d.get('threshold'),
+            threshold=_number(d.get('threshold')),
             execution_provider=d.get('executionProvider'),
             placement=_opt(DetectorModelPlacement, d.get('placement')),
             autoscaling=_opt(DetectorModelAutoscaling, d.get('autoscaling')),
@@ -1142,17 +1153,19 @@ class SensorNodeRange:
     rejected as `out_of_range`.
     """
 
-    #: min is the smallest possible value, a decimal number as a string (e.g. `"-40"`).
-    min: str
+    #: min is the smallest possible value: a whole number such as `-40`, or a decimal
+    #: string such as `"-40.5"` (the API server takes no unquoted fractions here).
+    min: float
 
-    #: max is the largest possible value, a decimal number as a string (e.g. `"125"`).
-    max: str
+    #: max is the largest possible value: a whole number such as `125`, or a decimal
+    #: string such as `"99.5"`.
+    max: float
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> SensorNodeRange:
         return cls(
-            min=d.get('min'),
-            max=d.get('max'),
+            min=_number(d.get('min')),
+            max=_number(d.get('max')),
         )
 
 

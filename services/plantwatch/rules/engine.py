@@ -62,14 +62,14 @@ class CompiledRule:
         base = dict(name=rule.name, type=cond.type, for_s=duration_seconds(spec.for_), severity=spec.severity, summary=summary)
         if cond.type == "Threshold":
             t = cond.threshold
-            levels = tuple((lvl, float(getattr(t, lvl))) for lvl in LEVELS if getattr(t, lvl) is not None)
-            return cls(**base, levels=levels, above=t.direction == "Above", hysteresis=float(t.hysteresis))
+            levels = tuple((lvl, getattr(t, lvl)) for lvl in LEVELS if getattr(t, lvl) is not None)
+            return cls(**base, levels=levels, above=t.direction == "Above", hysteresis=t.hysteresis)
         if cond.type == "Absence":
             return cls(**base, absence_after_s=duration_seconds(cond.absence.after))
         if cond.type == "RateOfChange":
-            return cls(**base, max_per_minute=float(cond.rate_of_change.max_per_minute))
+            return cls(**base, max_per_minute=cond.rate_of_change.max_per_minute)
         score = cond.anomaly_score
-        above = float(score.above) if score.above is not None else detector_thresholds.get(score.detector, 0.5)
+        above = score.above if score.above is not None else detector_thresholds.get(score.detector, 0.5)
         return cls(**base, score_above=above)
 
     def level(self, value: float, current: str | None) -> str | None:
@@ -125,7 +125,7 @@ class RuleEngine:
 
     def __init__(self, plant: Plant, now: float):
         self._plant = plant
-        thresholds = {d.name: float(d.spec.threshold) for d in plant.detectors if d.spec.threshold is not None}
+        thresholds = {d.name: d.spec.threshold for d in plant.detectors if d.spec.threshold is not None}
         self._compiled = {r.name: CompiledRule.of(r, thresholds) for r in plant.rules}
         self._nodes = {n.name: n for n in plant.nodes}
         self._series_rules: dict[tuple[str, str, str], list[CompiledRule]] = {}
