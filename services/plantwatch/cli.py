@@ -16,6 +16,7 @@ from plantwatch.alerts.cli import add_commands as add_alerts_commands
 from plantwatch.cliargs import non_negative_float, non_negative_int, port, positive_float, positive_int, secret_key, timestamp
 from plantwatch.logs import configure as configure_logging
 from plantwatch.plant.load import PlantError, load_plant
+from plantwatch.query.cli import add_commands as add_query_commands
 from plantwatch.secrets import MOUNT_DIR
 from plantwatch.store.retention import Retention
 
@@ -127,6 +128,15 @@ def _api_token(args: argparse.Namespace):
     return TokenRef(*args.api_token_secret) if args.api_token_secret else None
 
 
+def _sim_interval(text: str):
+    from plantwatch.sim.scenario import parse_interval
+
+    try:
+        return parse_interval(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def _up(args: argparse.Namespace) -> int:
     from plantwatch.local.runtime import UpOptions, up
 
@@ -135,14 +145,20 @@ def _up(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"plantwatch up: {exc}", file=sys.stderr)
         return 2
+    if broker is not None and args.broker_port is not None:
+        print("plantwatch up: --broker-port is the port of the broker up starts; with --broker, the URL names the port", file=sys.stderr)
+        return 2
     return up(
         UpOptions(
             paths=args.file,
             simulate=args.simulate,
+            scenario=tuple(args.scenario or ()),
+            sim_interval=args.sim_interval,
             duration=args.duration,
             summary_json=args.summary_json,
             broker_url=broker,
             broker_kind=args.broker_kind,
+            broker_port=args.broker_port,
             db=args.db,
             client_id=args.client_id,
             http_port=args.http_port,
@@ -388,13 +404,19 @@ def _doctor(args: argparse.Namespace) -> int:
 def _operator(args: argparse.Namespace) -> int:
     from plantwatch_operator.main import run
 
-    run(namespaces=args.namespace or None, liveness_port=args.liveness_port, peering=args.peering, metrics_port=args.metrics_port)
+    run(
+        namespaces=args.namespace or None,
+        liveness_port=args.liveness_port,
+        peering=args.peering,
+        metrics_port=args.metrics_port,
+        log_level=args.log_level,
+    )
     return 0
 
 
 def parser(with_detector: bool = True) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="plantwatch", description="Monitor a factory's sensor nodes: one machine or Kubernetes.")
-    p.add_argument("--log-level", default="WARNING", help="Python log level (default WARNING)")
+    p.add_argument("--log-level", default=None, help="Python log level (default WARNING; `operator` says what it does at INFO)")
     p.add_argument(
         "--log-format", choices=("text", "json"), default="text", help="text for people, json (one object per line) for log shippers"
     )
@@ -402,7 +424,22 @@ def parser(with_detector: bool = True) -> argparse.ArgumentParser:
 
     up = sub.add_parser("up", help="run a plant on this machine (broker, pipeline, store, rules, alerts)")
     up.add_argument("-f", "--file", action="append", required=True, help="plant YAML file or folder (repeatable)")
-    up.add_argument("--simulate", action="store_true", help="publish simulated readings from every SensorNode")
+    up.add_argument("--simulate", action="store_true", help="publish simulated readings from every SensorNode (docs/simulator.md)")
+    up.add_argument(
+        "--scenario",
+        action="append",
+        metavar="KIND[:NODE[/SENSOR]][=VALUE][@START[+DURATION]]",
+        help="with --simulate, a fault to inject (repeatable): excursion (or overheat), silence, bad, drift, dropouts, skew, "
+        "duplicates; `none` for clean readings (default: the plant's own Threshold rules fire and resolve, a node an "
+        "Absence rule watches falls silent, a few bad payloads)",
+    )
+    up.add_argument(
+        "--sim-interval",
+        type=_sim_interval,
+        default="heartbeat",
+        metavar="heartbeat|SECONDS|random:MIN-MAX",
+        help="with --simulate, seconds between a node's readings (default: each node's heartbeat interval)",
+    )
     up.add_argument("--duration", type=positive_float, help="stop after this many seconds (default: until Ctrl-C)")
     up.add_argument("--summary-json", metavar="FILE", help="write a JSON summary of the run here")
     up.add_argument(
@@ -416,15 +453,22 @@ def parser(with_detector: bool = True) -> argparse.ArgumentParser:
         help="which broker to start when --broker is not given (auto: mosquitto when installed)",
     )
     up.add_argument(
+        "--broker-port",
+        type=port,
+        metavar="PORT",
+        help="the port of the broker up starts, on 127.0.0.1 (e.g. 1883, for nodes configured with it; default: any free port)",
+    )
+    up.add_argument(
         "--db",
         metavar="FILE|URL",
         help="SQLite file for the embedded store, or postgresql://user@host/db (password from the file "
-        "$PLANTWATCH_DB_PASSWORD_FILE names) (default: a temporary file); with it the run is durable: "
-        "a persistent MQTT session, and the rule state checkpointed, so a restart continues",
+        "$PLANTWATCH_DB_PASSWORD_FILE names) (default: $XDG_STATE_HOME/plantwatch/<plant>.db, "
+        "~/.local/state/... without it; kept for plantwatch query); the run is durable: "
+        "a persistent MQTT session, and the rule state checkpointed, so a restart on the same store continues",
     )
     up.add_argument(
         "--client-id",
-        help="with --db: MQTT client id of the persistent session (default: plantwatch-up-<hash of the "
+        help="MQTT client id of the persistent session (default: plantwatch-up-<hash of the "
         "--db path>); the dead-letter publisher and simulator use <client-id>-dlq and -sim",
     )
     up.add_argument("--http-port", type=port, default=9464, help="port of /metrics /healthz /readyz (0: any free port)")
@@ -657,6 +701,7 @@ def parser(with_detector: bool = True) -> argparse.ArgumentParser:
         sub.add_parser("detector", help="train, score and evaluate anomaly detectors (plantwatch detector --help)")
 
     add_alerts_commands(sub)
+    add_query_commands(sub)
 
     rules = sub.add_parser("rules", help="try alert rules on stored history (plantwatch rules backtest --help)")
     rules_sub = rules.add_subparsers(dest="rules_command", required=True, metavar="COMMAND")
@@ -739,7 +784,7 @@ def parser(with_detector: bool = True) -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     args = parser(with_detector="detector" in argv).parse_args(argv)
-    configure_logging(args.log_level, args.log_format)
+    configure_logging(args.log_level or "WARNING", args.log_format)
     return args.func(args)
 
 

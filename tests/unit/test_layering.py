@@ -23,6 +23,8 @@ COMMAND_MODULES = {
     "ONNX Runtime, aiohttp or the Kubernetes client (cli.py's docstring)",
     "plantwatch.alerts.cli": "the `plantwatch alerts` commands, registered by cli.py: the same rule, the API client "
     "(and the Kubernetes client for --kube) only when a command runs",
+    "plantwatch.query.cli": "the `plantwatch query` commands, registered by cli.py: the same rule, the store's reads "
+    "(psycopg) only when a command runs",
 }
 #: (importing module, imported module) → why the import is inside a function.
 ALLOWED = {

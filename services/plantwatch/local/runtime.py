@@ -8,12 +8,12 @@ the alerts API (/api/v1/, alerts/api.py),
 and optionally simulated nodes. Runs for a
 duration or until interrupted, then drains what was received and writes a summary.
 
-With `--db` the run is durable as `serve ingest` is: its MQTT session is persistent
-under a client id derived from the store's path (`--client-id` to choose), and its rule
-state is checkpointed in the store with every batch, so a restart on the same store
-after a crash gets what was never acknowledged from the broker, stores it once, and
-carries the alerts that were firing instead of firing them again. Without `--db` the
-store is a temporary file and the session is clean. The alert state (firing alerts, acks,
+The run is durable as `serve ingest` is: its MQTT session is persistent under a client
+id derived from the store's path (`--client-id` to choose), and its rule state is
+checkpointed in the store with every batch, so a restart on the same store after a crash
+gets what was never acknowledged from the broker, stores it once, and carries the alerts
+that were firing instead of firing them again. The store is `--db`, else the plant's file
+under $XDG_STATE_HOME (local/paths.py), which outlives the run for `plantwatch query`. The alert state (firing alerts, acks,
 silences, the notification log) lives in the same store, so a durable run picks up its
 alerts, their repeats and any notification not yet delivered where the last one stopped. The dead-letter publisher and the
 simulator connect as `<gateway's client id>-dlq` and `-sim`.
@@ -25,9 +25,9 @@ import errno
 import hashlib
 import json
 import signal
+import socket
 import sqlite3
 import sys
-import tempfile
 import threading
 import time
 from contextlib import ExitStack
@@ -50,6 +50,7 @@ from plantwatch.ingest.pipeline import Pipeline, load_gateway_plant
 from plantwatch.ingest.runner import IngestService
 from plantwatch.ingest.scaleout import ShardStore
 from plantwatch.ingest.validate import Policy
+from plantwatch.local.paths import default_db
 from plantwatch.logs import mask
 from plantwatch.mqtt.broker import Broker, start_broker
 from plantwatch.mqtt.endpoint import Endpoint
@@ -57,6 +58,8 @@ from plantwatch.mqtt.publisher import Publisher
 from plantwatch.plant.load import Plant, PlantError
 from plantwatch.secrets import SecretMissing, Secrets
 from plantwatch.sim.fleet import Fleet
+from plantwatch.sim.scenario import Interval, Plan, ScenarioError
+from plantwatch.sim.scenario import plan as simulation_plan
 from plantwatch.store import postgres
 from plantwatch.store.alert_state import AlertState
 from plantwatch.store.retention import Retention
@@ -68,13 +71,19 @@ from plantwatch.store.sqlite import SqliteStore
 class UpOptions:
     paths: list[str]
     simulate: bool = False
+    #: What the simulator does (sim/scenario.py's choices); empty: the default, which exercises the plant's rules.
+    scenario: tuple[str, ...] = ()
+    sim_interval: Interval = Interval()
     duration: float | None = None
     summary_json: str | None = None
     #: An external broker (a URL, or an Endpoint with TLS and credentials); None: start one on loopback.
     broker_url: str | Endpoint | None = None
     broker_kind: str = "auto"
+    #: The port of the broker `up` starts; None: any free one.
+    broker_port: int | None = None
+    #: The store; None: local.paths.default_db(paths).
     db: str | None = None
-    #: MQTT client id of the persistent session (needs `db`); default: default_client_id(db).
+    #: MQTT client id of the persistent session; default: default_client_id(db).
     client_id: str | None = None
     http_port: int = 9464
     status_every: float = 5.0
@@ -107,6 +116,19 @@ def default_client_id(db: str) -> str:
     return "plantwatch-up-" + hashlib.sha256(where.encode()).hexdigest()[:12]
 
 
+def port_free(port: int) -> bool:
+    """Whether nothing listens on 127.0.0.1:`port`: asked before starting a broker there, whose wait for its
+    port would otherwise take whatever answers on it for the broker it started."""
+    with socket.socket() as s:
+        # SO_REUSEADDR as brokers set it: the TIME_WAIT connections of a broker just stopped do not count.
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
 class _SerialIngest(IngestService):
     """Every batch stored, and its checkpoint taken, before the next one goes through the rules.
 
@@ -125,7 +147,6 @@ class _Running:
     url: Endpoint
     db: str
     client_id: str
-    durable: bool
     store: SqliteStore
     alert_state: AlertState
     notifier: Notifier
@@ -135,7 +156,6 @@ class _Running:
     dlq: Publisher
     broker: Broker | None = None
     fleet: Fleet | None = None
-    tmp: tempfile.TemporaryDirectory | None = None
     carried: int = 0
 
 
@@ -146,12 +166,15 @@ def up(opts: UpOptions) -> int:
     except PlantError as exc:
         print(f"plantwatch up: {exc}", file=sys.stderr)
         return 2
-    if opts.client_id is not None and opts.db is None:
-        print(
-            "plantwatch up: --client-id names a persistent session, which needs --db FILE: with the default "
-            "temporary store, what the session acknowledged would be deleted at exit",
-            file=sys.stderr,
-        )
+    simulation: Plan | None = None
+    if opts.simulate:
+        try:
+            simulation = simulation_plan(plant, opts.scenario, opts.sim_interval)
+        except ScenarioError as exc:
+            print(f"plantwatch up: {exc}", file=sys.stderr)
+            return 2
+    elif opts.scenario or opts.sim_interval != Interval():
+        print("plantwatch up: --scenario and --sim-interval choose what --simulate publishes: add --simulate", file=sys.stderr)
         return 2
     if opts.broker_url is not None:
         try:
@@ -161,7 +184,7 @@ def up(opts: UpOptions) -> int:
             return 2
     started = ExitStack()
     try:
-        run = _start(opts, plant, started)
+        run = _start(opts, plant, started, simulation)
     except KeyboardInterrupt:  # Ctrl-C while waiting for the broker: stop what started, quietly
         started.close()
         print("plantwatch up: interrupted while starting", file=sys.stderr)
@@ -177,7 +200,7 @@ def up(opts: UpOptions) -> int:
     started.pop_all()  # from here on the run stops them in its own order, draining first
     pipeline, service, fleet = run.pipeline, run.service, run.fleet
     broker_shown = f"{run.broker.kind if run.broker else 'external'} {run.url}"
-    session = f"session {run.client_id} " + ("(persistent)" if run.durable else "(clean: no --db)")
+    session = f"session {run.client_id} (persistent)"
     print(
         f"plantwatch: {len(plant.nodes)} nodes, {len(plant.rules)} rules, {len(plant.detectors)} detectors | "
         f"broker {broker_shown} {session} | store {postgres.engine(run.db)} {postgres.describe(run.db)} | "
@@ -185,6 +208,10 @@ def up(opts: UpOptions) -> int:
         file=out,
         flush=True,
     )
+    # On lines of their own, to be copied: where nodes publish, and what `plantwatch query --db` reads.
+    print(f"broker: {run.url}\nstore: {postgres.describe(run.db)}", file=out, flush=True)
+    for line in simulation.describe() if simulation else ():
+        print(f"simulate: {line}", file=out, flush=True)
     if run.carried:
         print(f"plantwatch: resumed from the store's checkpoint, {run.carried} alerts still firing", file=out, flush=True)
     started_at = time.time()
@@ -217,8 +244,6 @@ def up(opts: UpOptions) -> int:
     summary = _summary(plant, run, started_at, ended)
     run.alert_state.close()
     run.store.close()
-    if run.tmp:
-        run.tmp.cleanup()
     if opts.summary_json:
         Path(opts.summary_json).write_text(json.dumps(summary, indent=2) + "\n")
     print(
@@ -233,20 +258,19 @@ def up(opts: UpOptions) -> int:
     return 0
 
 
-def _start(opts: UpOptions, plant: Plant, started: ExitStack) -> _Running:
+def _start(opts: UpOptions, plant: Plant, started: ExitStack, simulation: Plan | None = None) -> _Running:
     """Start every part, each one's stop pushed on `started`; StartupError says which part failed."""
-    tmp = None
-    db = opts.db
-    if db is None:
-        tmp = tempfile.TemporaryDirectory(prefix="plantwatch-")
-        started.callback(tmp.cleanup)
-        db = str(Path(tmp.name) / "plant.db")
-    durable = opts.db is not None
+    db = opts.db or default_db(opts.paths)
     broker: Broker | None = None
     if opts.broker_url is None:
+        if opts.broker_port and not port_free(opts.broker_port):
+            raise StartupError(
+                f"--broker-port {opts.broker_port} is in use (another plantwatch up, or a broker already running?); "
+                f"pick another, or use the broker listening there with --broker mqtt://127.0.0.1:{opts.broker_port}"
+            )
         try:
             # die_with_parent: even an `up` killed with SIGKILL leaves no mosquitto behind
-            broker = start_broker(opts.broker_kind, die_with_parent=True)
+            broker = start_broker(opts.broker_kind, opts.broker_port, die_with_parent=True)
         except Exception as exc:  # noqa: BLE001
             raise StartupError(f"could not start the {opts.broker_kind} broker: {exc}") from exc
         started.callback(broker.stop)
@@ -274,20 +298,17 @@ def _start(opts: UpOptions, plant: Plant, started: ExitStack) -> _Running:
     scorers, problems = plant_scorers(plant)
     for problem in problems:
         print(f"plantwatch up: not scoring: {problem.reason}: {problem}", file=sys.stderr)
-    client_id = (opts.client_id or default_client_id(db)) if durable else None
-    checkpointed: ShardStore | None = None
-    state = None
-    if durable:
-        # The store as the pipeline sees it: every write commits the rule state with it, or is
-        # Fenced when another process claimed the checkpoint since (two `up` on one --db).
-        epoch, state = store.claim_shard(UP_CHECKPOINT, client_id, time.time())
-        checkpointed = ShardStore(store, UP_CHECKPOINT, epoch)
+    client_id = opts.client_id or default_client_id(db)
+    # The store as the pipeline sees it: every write commits the rule state with it, or is
+    # Fenced when another process claimed the checkpoint since (two `up` on one --db).
+    epoch, state = store.claim_shard(UP_CHECKPOINT, client_id, time.time())
+    checkpointed = ShardStore(store, UP_CHECKPOINT, epoch)
     # The dead-letter publisher's client id derives from the gateway's, known once the
     # service exists; the pipeline publishes only after it has started.
     dlq: Publisher | None = None
     pipeline = Pipeline(
         plant,
-        checkpointed or store,
+        checkpointed,
         publish=lambda topic, body: dlq.publish(topic, body),
         policy=opts.policy,
         window_s=opts.window_s,
@@ -296,13 +317,12 @@ def _start(opts: UpOptions, plant: Plant, started: ExitStack) -> _Running:
         on_alerts=notifier.wake,
     )
     carried = 0
-    if checkpointed:
-        checkpointed.pipeline = pipeline
-        if state is not None:
-            _resume(pipeline, orjson.loads(state), time.time())
-            carried = len(pipeline.engine.firing())  # the rules' own state, committed with the batch that fired them
+    checkpointed.pipeline = pipeline
+    if state is not None:
+        _resume(pipeline, orjson.loads(state), time.time())
+        carried = len(pipeline.engine.firing())  # the rules' own state, committed with the batch that fired them
     try:
-        service = (_SerialIngest if durable else IngestService)(pipeline, url, client_id)
+        service = _SerialIngest(pipeline, url, client_id)
     except ValueError as exc:
         raise StartupError(f"the plant: {exc}") from exc
     gateway_id = service.subscriber.client_id
@@ -319,7 +339,7 @@ def _start(opts: UpOptions, plant: Plant, started: ExitStack) -> _Running:
         raise StartupError(f"--http-port {opts.http_port} {why}; pick another, or 0 for any free port") from exc
     health.start()
     started.callback(health.stop)
-    notifier.start(take_over=durable)
+    notifier.start(take_over=True)
     started.callback(notifier.stop)
     try:
         service.start()
@@ -327,14 +347,14 @@ def _start(opts: UpOptions, plant: Plant, started: ExitStack) -> _Running:
         raise StartupError(f"the gateway ({gateway_id}) {exc} at {url}") from exc
     started.callback(service.stop)
     fleet = None
-    if opts.simulate:
-        fleet = Fleet(plant, url, client_id=f"{gateway_id}-sim")
+    if simulation is not None:
+        fleet = Fleet(plant, url, client_id=f"{gateway_id}-sim", plan=simulation)
         try:
             fleet.start()
         except (OSError, TimeoutError) as exc:
             raise StartupError(f"the simulator ({gateway_id}-sim): {exc}") from exc
         started.callback(fleet.stop)
-    return _Running(url, db, gateway_id, durable, store, alert_state, notifier, pipeline, service, health, dlq, broker, fleet, tmp, carried)
+    return _Running(url, db, gateway_id, store, alert_state, notifier, pipeline, service, health, dlq, broker, fleet, carried)
 
 
 def _resume(pipeline: Pipeline, state: dict[str, Any], now: float) -> None:
@@ -406,7 +426,7 @@ def _summary(plant: Plant, run: _Running, started: float, ended: float) -> dict:
             "kind": run.broker.kind if run.broker else "external",
             "url": str(run.url),
             "client_id": run.client_id,
-            "persistent_session": run.durable,
+            "persistent_session": True,
         },
         "store": {"kind": postgres.engine(run.db), "path": postgres.describe(run.db)},
         "alerts_carried": run.carried,
@@ -424,5 +444,5 @@ def _summary(plant: Plant, run: _Running, started: float, ended: float) -> dict:
             n.name: {"online": online[n.name], "last_seen": iso(pipeline.last_seen[n.name]) if n.name in pipeline.last_seen else None}
             for n in plant.nodes
         },
-        "simulated": {"sent": fleet.sent, "sent_invalid": fleet.sent_bad} if fleet else None,
+        "simulated": {"sent": fleet.sent, "sent_invalid": fleet.sent_bad, "scenario": fleet.plan.describe()} if fleet else None,
     }
