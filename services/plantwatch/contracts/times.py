@@ -32,4 +32,4 @@ def parse_timestamp(raw: Any) -> float:
         if dt.tzinfo is None:
             dt = dt.replace(tzinfo=UTC)
         return dt.timestamp()
-    raise ValueError(f"expected ISO-8601 text or epoch seconds, got {type(raw).__name__}")
+    raise ValueError(f"expected ISO 8601 text or a number of epoch seconds or milliseconds, got {type(raw).__name__}")
