@@ -18,6 +18,8 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from plantwatch_operator.talk import failure
+
 log = logging.getLogger(__name__)
 
 
@@ -42,6 +44,7 @@ class Coalescer:
         self._last: dict[str, float] = {}  # key → its latest mark
         self._context: dict[str, contextvars.Context] = {}  # key → the latest marker's (kopf's settings, its Event queue)
         self._running: str | None = None
+        self._failed: dict[str, str] = {}  # key → its last failure as said, until it renders again
         self._thread: threading.Thread | None = None
 
     def mark(self, key: str, delay: float = 0.0) -> None:
@@ -84,13 +87,28 @@ class Coalescer:
                     self._context[key].run(self.mark, key, refused_for)
                 else:
                     self._context[key].run(self._work, key)
-            except Exception:  # noqa: BLE001  (the worker must outlive one namespace's failure)
-                log.exception("rendering namespace %s failed; retrying in %.0fs", key, self._retry)
+                    if self._failed.pop(key, None) is not None:
+                        log.info("%s: rendered again after the failure above", key, extra={"namespace": key})
+            except Exception as exc:  # noqa: BLE001  (the worker must outlive one namespace's failure)
+                self._say_failure(key, exc)
                 self._context[key].run(self.mark, key, self._retry)
             finally:
                 with self._cond:
                     self._running = None
                     self._on_pending(self.pending())
+
+    def _say_failure(self, key: str, exc: Exception) -> None:
+        """Once per key and failure, not at every retry: a Role missing one verb must not flood the log."""
+        line, refused = failure(key, exc, self._retry)
+        if self._failed.get(key) == line:
+            log.debug(line, exc_info=exc)
+            return
+        self._failed[key] = line
+        if refused:
+            log.warning(line, extra={"namespace": key})
+            log.debug("the refused request", exc_info=exc)
+        else:
+            log.exception(line, extra={"namespace": key})
 
 
 class Pace:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import importlib.metadata
+import logging
 import os
 import threading
 import time
@@ -13,7 +15,9 @@ from kubernetes.client.rest import ApiException
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from plantwatch.kube import api_client
-from plantwatch_operator import handlers  # noqa: F401  (registers the handlers)
+from plantwatch_operator import handlers, ownership  # handlers: registers the handlers
+from plantwatch_operator.config import Config
+from plantwatch_operator.talk import startup_line
 
 #: Seconds a replica's peering record lives unrenewed: how long a standby waits after the active one died.
 DEFAULT_PEERING_LIFETIME = 60
@@ -22,14 +26,36 @@ _watched: list[str] = []
 
 
 def run(
-    namespaces: list[str] | None = None, liveness_port: int | None = None, peering: str | None = None, metrics_port: int | None = None
+    namespaces: list[str] | None = None,
+    liveness_port: int | None = None,
+    peering: str | None = None,
+    metrics_port: int | None = None,
+    log_level: str | None = None,
 ) -> None:
     """Watch the given namespaces (all when None). Without a peering name, run standalone (one replica).
 
     With one, replicas of this install take part in kopf peering (a KopfPeering of that name in each
     watched namespace, or a ClusterKopfPeering when watching all): the oldest live replica is active,
-    the others pause until its record is `PLANTWATCH_PEERING_LIFETIME` seconds stale."""
+    the others pause until its record is `PLANTWATCH_PEERING_LIFETIME` seconds stale.
+
+    Without a `log_level` chosen, the operator's own lines are logged from INFO (what it wrote, once per
+    change) while kopf's stay at the process's WARNING: kopf at INFO says something for every event."""
     _watched[:] = namespaces or []
+    if log_level is None:
+        logging.getLogger("plantwatch_operator").setLevel(logging.INFO)
+    logging.getLogger(__name__).info(
+        startup_line(
+            importlib.metadata.version("plantwatch"),
+            _watched,
+            peering,
+            os.environ.get("PLANTWATCH_PEERING_LIFETIME", str(DEFAULT_PEERING_LIFETIME)),
+            metrics_port,
+            liveness_port,
+            ownership.identity_from_env(),
+            ownership.lease_seconds_from_env(),
+            settings(handlers.CONFIG),
+        )
+    )
     if metrics_port is not None:
         serve_metrics_and_readiness(metrics_port)
     kopf.run(
@@ -40,6 +66,30 @@ def run(
         priority=peering_priority(time.time_ns()),
         liveness_endpoint=f"http://0.0.0.0:{liveness_port}/healthz" if liveness_port else None,
     )
+
+
+def settings(config: Config) -> dict[str, object]:
+    """The settings that shape what the operator renders and how fast it writes, for the start-up line."""
+    scaling = config.gateway_autoscaling
+    store = (
+        f"PostgreSQL, {scaling.min_replicas}-{scaling.max_replicas} replicas at {scaling.target_messages_per_second} messages/s each"
+        if config.gateway_db_url
+        else f"SQLite on a {config.gateway_data_size} claim, 1 replica"
+    )
+    return {
+        "image": config.image,
+        "broker": config.broker_url,
+        "gateway store": store,
+        "retention": ", ".join(
+            f"{what} {'kept' if days is None else f'{days:g} d'}"
+            for what, days in zip(("readings", "summaries", "dead letters"), config.gateway_retention_days)
+        ),
+        "status writes at most": f"{config.status_writes_per_second:g}/s",
+        "rechecks every": (
+            f"{config.credentials_check_interval:g}s (credentials), {config.receiver_check_interval:g}s (receivers), "
+            f"{config.detector_check_interval:g}s (detectors)"
+        ),
+    }
 
 
 def peering_priority(started_ns: int) -> int:
