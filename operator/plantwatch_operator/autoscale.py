@@ -1,5 +1,5 @@
 """Autoscaling (pure): the gateway's HorizontalPodAutoscaler on the pipeline's message rate, and the
-bound GPU detectors' replicas must respect.
+bound GPU detectors' replicas must respect (the cluster's Nodes as nodes.GpuNodes keeps them).
 
 The gateway scales on the external metric GATEWAY_METRIC, which prometheus-adapter serves from the
 gateways' own plantwatch_messages_total with the rules the chart renders
@@ -89,9 +89,23 @@ def gpus_on_matching_nodes(nodes: list[dict[str, Any]], node_selector: dict[str,
     return total
 
 
+def gpu_replicas(max_replicas: int, gpus: int, gpus_per_replica: int = 1) -> int:
+    """The most replicas `gpus` hold, never more than `max_replicas` and at least one (which waits
+    Pending where no GPU is)."""
+    return max(1, min(max_replicas, gpus // gpus_per_replica))
+
+
+def gpu_bound_message(max_replicas: int, gpus: int, resource: str, gpus_per_replica: int = 1) -> str | None:
+    """What the DetectorModel's status says when the GPUs cap its maxReplicas; None when they do not."""
+    most = gpu_replicas(max_replicas, gpus, gpus_per_replica)
+    if most == max_replicas:
+        return None
+    return f"maxReplicas {max_replicas} capped to {most}: {gpus} {resource} allocatable on matching nodes"
+
+
 def gpu_bounded_hpa(hpa: dict[str, Any], gpus: int, gpus_per_replica: int = 1) -> dict[str, Any]:
     """A GPU detector's HPA with maxReplicas at most what the matching nodes' GPUs hold (a replica more
-    would sit Pending), minReplicas no higher; at least one replica, which waits Pending where no GPU is."""
+    would sit Pending), minReplicas no higher."""
     spec = hpa["spec"]
-    most = max(1, min(spec["maxReplicas"], gpus // gpus_per_replica))
+    most = gpu_replicas(spec["maxReplicas"], gpus, gpus_per_replica)
     return {**hpa, "spec": {**spec, "maxReplicas": most, "minReplicas": min(spec["minReplicas"], most)}}

@@ -19,7 +19,7 @@ from plantwatch.contracts.names import DETECTOR_LABEL, GROUP, MODEL_FILE, OPERAT
 from plantwatch.plant.model import DetectorModel
 from plantwatch.plant.specs import DetectorModelShadow
 from plantwatch.secrets import MOUNT_DIR
-from plantwatch_operator.autoscale import gateway_hpa
+from plantwatch_operator.autoscale import gateway_hpa, gpu_bound_message, gpu_bounded_hpa, gpu_replicas, gpus_on_matching_nodes
 from plantwatch_operator.autoscale import hpa as autoscale_hpa
 from plantwatch_operator.broker import GATEWAY_PASSWORD_KEY, GATEWAY_SECRET, GATEWAY_USERNAME, TLS_SECRET
 from plantwatch_operator.config import Config
@@ -477,9 +477,41 @@ def detector_name(detector: str) -> str:
     return f"plantwatch-detector-{detector}"
 
 
-def render_detector(detector: DetectorModel, config: Config, candidate: str | None = None) -> list[dict[str, Any]]:
+#: The execution providers whose inference pods each take one GPU_RESOURCE.
+GPU_PROVIDERS = ("cuda", "tensorrt")
+
+
+def uses_gpu(detector: DetectorModel) -> bool:
+    return detector.spec.execution_provider in GPU_PROVIDERS
+
+
+def detector_node_selector(detector: DetectorModel) -> dict[str, str]:
+    """The inference pods' nodeSelector: spec.placement's, and a GPU provider's accelerator label by default."""
+    spec = detector.spec
+    node_selector = dict(spec.placement.node_selector) if spec.placement else {}
+    if uses_gpu(detector):
+        node_selector.setdefault(ACCELERATOR_LABEL, "nvidia")
+    return dict(sorted(node_selector.items()))
+
+
+def gpu_bound(detector: DetectorModel, nodes: list[dict[str, Any]] | None) -> tuple[int, int, str | None] | None:
+    """A GPU detector's allocatable GPUs on the `nodes` its selector matches, the most replicas they hold,
+    and why its maxReplicas is capped (None: it is not). None: not bounded, as a cpu detector, or where the
+    Nodes are unknown (`nodes` None)."""
+    if nodes is None or not uses_gpu(detector):
+        return None
+    gpus = gpus_on_matching_nodes(nodes, detector_node_selector(detector), GPU_RESOURCE)
+    most = detector.spec.autoscaling.max_replicas
+    return gpus, gpu_replicas(most, gpus), gpu_bound_message(most, gpus, GPU_RESOURCE)
+
+
+def render_detector(
+    detector: DetectorModel, config: Config, candidate: str | None = None, nodes: list[dict[str, Any]] | None = None
+) -> list[dict[str, Any]]:
     """One DetectorModel's serving: Deployment, Service and HorizontalPodAutoscaler. `candidate`: a ConfigMap
-    (spec.retrain's latest) scored in shadow as `spec.shadow: {configMap: {name: candidate}}` would be."""
+    (spec.retrain's latest) scored in shadow as `spec.shadow: {configMap: {name: candidate}}` would be. `nodes`:
+    the cluster's Nodes (nodes.GpuNodes), where the operator may read them: a GPU detector's HPA then asks for
+    no more replicas than their GPUs hold (gpu_bound), as every replica more would sit Pending."""
     spec = detector.spec
     name = detector_name(detector.name)
     namespace = detector.meta.namespace
@@ -533,11 +565,10 @@ def render_detector(detector: DetectorModel, config: Config, candidate: str | No
             args += ["--shadow-model", "/shadow/" + shadow.pvc.path.lstrip("/")]
         mounts.append({"name": "shadow", "mountPath": "/shadow", "readOnly": True})
     resources: dict[str, Any] = {"requests": {"cpu": "250m", "memory": "256Mi"}, "limits": {"memory": "1Gi"}}
-    node_selector = dict(spec.placement.node_selector) if spec.placement else {}
+    node_selector = detector_node_selector(detector)
     tolerations = list(spec.placement.tolerations) if spec.placement else []
-    if spec.execution_provider in ("cuda", "tensorrt"):
+    if uses_gpu(detector):
         resources["limits"][GPU_RESOURCE] = "1"
-        node_selector.setdefault(ACCELERATOR_LABEL, "nvidia")
         tolerations.append({"key": GPU_RESOURCE, "operator": "Exists", "effect": "NoSchedule"})
     pod_spec: dict[str, Any] = {
         "serviceAccountName": name,
@@ -558,7 +589,7 @@ def render_detector(detector: DetectorModel, config: Config, candidate: str | No
         "volumes": volumes,
     }
     if node_selector:
-        pod_spec["nodeSelector"] = dict(sorted(node_selector.items()))
+        pod_spec["nodeSelector"] = node_selector
     if tolerations:
         pod_spec["tolerations"] = tolerations
     if GPU_RESOURCE not in resources["limits"]:
@@ -585,6 +616,8 @@ def render_detector(detector: DetectorModel, config: Config, candidate: str | No
         "resource": {"name": "cpu", "target": {"type": "Utilization", "averageUtilization": auto.target_cpu_utilization_percentage}},
     }
     hpa = autoscale_hpa(name, namespace, lab, auto.min_replicas, auto.max_replicas, cpu)
+    if (bound := gpu_bound(detector, nodes)) is not None:
+        hpa = gpu_bounded_hpa(hpa, bound[0])
     # Only the gateway scores; the model comes from its ConfigMap, PVC or URL (HTTPS), status goes to the API server.
     policy = network_policy(
         name,

@@ -135,15 +135,20 @@ def detector_status(
     deployment: dict[str, Any],
     now: str,
     retrain: dict[str, Any] | None = None,
+    capped: tuple[int, str] | None = None,
 ) -> StatusUpdate | None:
     """A DetectorModel's `ModelValid` (from its source's verdict), `Scoring` (the nodes it scores),
     `Available` and `replicas` (from its serving Deployment, `{}` when there is none yet; never
     Available while it scores no node, whose pods would serve nothing), `activeProvider`/`modelSha256`,
-    and `retrain` (retrain.retrain_status; None drops it, as spec.retrain went)."""
+    and `retrain` (retrain.retrain_status; None drops it, as spec.retrain went). `capped`: the most replicas
+    its HPA asks for where that is below spec.autoscaling's, and why (render.gpu_bound): minReplicas no more
+    than that, and the reason said in Available's message."""
     spec, generation = body["spec"], body["metadata"].get("generation")
     status = deployment.get("status") or {}
     ready = status.get("ready_replicas") or status.get("readyReplicas") or 0
     wanted = spec.get("autoscaling", {}).get("minReplicas", 1)
+    if capped is not None:
+        wanted = min(wanted, capped[0])
     old = body.get("status", {})
     # Once an inference pod has loaded the model it owns ModelValid, activeProvider and
     # modelSha256 (plantwatch.inference.status): only it sees the file it serves, the
@@ -155,7 +160,7 @@ def detector_status(
     if not service_owns:
         conditions = set_condition(conditions, "ModelValid", source.status, source.reason, source.message, generation, now)
     conditions = set_condition(conditions, "Scoring", scoring.status, scoring.reason, scoring.message, generation, now)
-    pods = f"{ready}/{wanted} inference pods ready"
+    pods = f"{ready}/{wanted} inference pods ready" + (f"; {capped[1]}" if capped else "")
     if scoring.status != "True":
         available = Verdict("False", "NothingToScore", f"the model scores no SensorNode (see Scoring); {pods}")
     elif ready >= wanted:

@@ -7,7 +7,8 @@ import pytest
 from plantwatch.plant.model import DetectorModel, parse_resource
 from plantwatch_operator.autoscale import GATEWAY_METRIC, GatewayAutoscaling, gateway_hpa, gpu_bounded_hpa, gpus_on_matching_nodes
 from plantwatch_operator.config import Config
-from plantwatch_operator.render import ACCELERATOR_LABEL, GPU_RESOURCE, render_detector
+from plantwatch_operator.nodes import as_nodes, gpu_node
+from plantwatch_operator.render import ACCELERATOR_LABEL, GPU_RESOURCE, gpu_bound, render_detector
 from tests.e2e.cluster import edge_nodes
 from tests.unit.test_render import sample_docs
 
@@ -28,10 +29,10 @@ def test_gateway_autoscaling_refuses_impossible_bounds(low, high):
         GatewayAutoscaling(min_replicas=low, max_replicas=high)
 
 
-def cuda_detector(max_replicas: int) -> DetectorModel:
-    """The sample plant's detector, served on CUDA."""
+def cuda_detector(max_replicas: int, provider: str = "cuda") -> DetectorModel:
+    """The sample plant's detector, served on CUDA (or `provider`)."""
     doc = next(d for d in sample_docs() if d["kind"] == "DetectorModel")
-    spec = {**doc["spec"], "executionProvider": "cuda", "autoscaling": {"minReplicas": 1, "maxReplicas": max_replicas}}
+    spec = {**doc["spec"], "executionProvider": provider, "autoscaling": {"minReplicas": 1, "maxReplicas": max_replicas}}
     return parse_resource({**doc, "metadata": {**doc["metadata"], "namespace": "plant-a"}, "spec": spec})
 
 
@@ -57,3 +58,43 @@ def test_a_cuda_detectors_replicas_are_bounded_by_the_gpus_of_the_nodes_it_may_r
     assert gpu_bounded_hpa(hpa, gpus_on_matching_nodes(two, {ACCELERATOR_LABEL: "nvidia"}, GPU_RESOURCE))["spec"]["maxReplicas"] == 2
     cordoned = [{**n, "spec": {"unschedulable": True}} for n in two]
     assert gpu_bounded_hpa(hpa, gpus_on_matching_nodes(cordoned, {ACCELERATOR_LABEL: "nvidia"}, GPU_RESOURCE))["spec"]["maxReplicas"] == 1
+
+
+def hpa_of(objects: list[dict]) -> dict:
+    (hpa,) = [m for m in objects if m["kind"] == "HorizontalPodAutoscaler"]
+    return hpa["spec"]
+
+
+def test_the_operator_caps_a_gpu_detectors_hpa_at_the_gpus_of_the_nodes_it_reads():
+    jetson = next(n for n in edge_nodes() if n["metadata"]["labels"].get(ACCELERATOR_LABEL) == "nvidia")
+    assert hpa_of(render_detector(cuda_detector(3), Config(), nodes=edge_nodes()))["maxReplicas"] == 1
+    second = {**jetson, "metadata": {**jetson["metadata"], "name": "jetson-02"}}
+    assert hpa_of(render_detector(cuda_detector(3), Config(), nodes=[*edge_nodes(), second]))["maxReplicas"] == 2
+    # Nodes unknown (the operator may not read them): the spec's bound, uncapped
+    assert hpa_of(render_detector(cuda_detector(3), Config(), nodes=None))["maxReplicas"] == 3
+    # a cpu detector needs no GPU, however few there are
+    assert hpa_of(render_detector(cuda_detector(3, "cpu"), Config(), nodes=[]))["maxReplicas"] == 3
+
+
+def test_the_bound_says_what_it_capped_and_why():
+    assert gpu_bound(cuda_detector(8), edge_nodes()) == (1, 1, "maxReplicas 8 capped to 1: 1 nvidia.com/gpu allocatable on matching nodes")
+    assert gpu_bound(cuda_detector(1), edge_nodes()) == (1, 1, None)  # nothing capped, nothing said
+    assert gpu_bound(cuda_detector(3), None) is None
+
+
+def test_the_node_cache_keeps_only_what_the_bound_reads():
+    """A kubelet heartbeat changes none of it, so the operator re-renders nothing on one."""
+    from kubernetes.client import V1Node, V1NodeSpec, V1NodeStatus, V1ObjectMeta
+
+    def node(name: str, gpus: str | None, heartbeat: str = "t0") -> V1Node:
+        allocatable = {"cpu": "6", **({GPU_RESOURCE: gpus} if gpus else {})}
+        return V1Node(
+            metadata=V1ObjectMeta(name=name, labels={ACCELERATOR_LABEL: "nvidia"}, resource_version=heartbeat),
+            spec=V1NodeSpec(),
+            status=V1NodeStatus(allocatable=allocatable),
+        )
+
+    assert gpu_node(node("rpi-01", None), GPU_RESOURCE) is None
+    assert gpu_node(node("jetson-01", "1"), GPU_RESOURCE) == gpu_node(node("jetson-01", "1", heartbeat="t1"), GPU_RESOURCE)
+    known = {"jetson-01": gpu_node(node("jetson-01", "2"), GPU_RESOURCE)}
+    assert gpus_on_matching_nodes(as_nodes(known, GPU_RESOURCE), {ACCELERATOR_LABEL: "nvidia"}, GPU_RESOURCE) == 2

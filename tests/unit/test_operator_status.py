@@ -232,3 +232,12 @@ def test_a_missing_source_overrides_the_pods_verdict():
     assert (model_valid["status"], model_valid["reason"], model_valid["lastTransitionTime"]) == ("False", "SourceNotFound", T1)
     assert "modelSha256" not in update.status and update.status["activeProvider"] == "cuda"
     assert update.events[0] == Announcement("Warning", "SourceNotFound", "ModelValid=False: ConfigMap m does not exist")
+
+
+def test_a_detector_capped_by_its_gpus_says_so_and_is_available_with_what_they_hold():
+    """minReplicas 2 on one GPU: the HPA asks for one pod (autoscale.gpu_bounded_hpa), so one ready pod is Available."""
+    why = "maxReplicas 3 capped to 1: 1 nvidia.com/gpu allocatable on matching nodes"
+    update = detector_status(body("DetectorModel", spec=SPEC), VERIFIED, SCORING, {"status": {"readyReplicas": 1}}, T0, capped=(1, why))
+    available = next(c for c in update.status["conditions"] if c["type"] == "Available")
+    assert (available["status"], available["reason"]) == ("True", "MinimumReplicasReady")
+    assert available["message"] == f"1/1 inference pods ready; {why}"
