@@ -26,6 +26,7 @@ from plantwatch.store.sqlite import SqliteStore
 from plantwatch_operator.config import Config
 from plantwatch_operator.render import plant_manifest, render_ingestion
 from tests.conftest import EXAMPLE_PLANT
+from tests.e2e.host_pods import service_account_kubeconfig
 from tests.e2e.test_operator import crds, get, wait_for  # noqa: F401 (fixtures)
 
 REPORTER = """
@@ -54,13 +55,7 @@ def as_gateway(cluster, namespace: str, tmp_path: Path) -> Path:
     rendered = render_ingestion(namespace, [plant_manifest(d) for d in docs], Config())
     identity = [o for o in rendered if o["kind"] in ("ServiceAccount", "Role", "RoleBinding")]
     cluster.kubectl("apply", "-f", "-", input=json.dumps({"apiVersion": "v1", "kind": "List", "items": identity}))
-    token = cluster.kubectl("create", "token", "plantwatch-gateway", "-n", namespace, "--duration=1h").stdout.strip()
-    config = json.loads(cluster.kubectl("config", "view", "--raw", "--minify", "-o", "json").stdout)
-    config["users"] = [{"name": "plantwatch-gateway", "user": {"token": token}}]
-    config["contexts"][0]["context"]["user"] = "plantwatch-gateway"
-    path = tmp_path / "kubeconfig"
-    path.write_text(json.dumps(config))
-    return path
+    return service_account_kubeconfig(cluster, namespace, "plantwatch-gateway", tmp_path / "kubeconfig")
 
 
 class Reporter:
