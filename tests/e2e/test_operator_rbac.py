@@ -75,12 +75,15 @@ def test_the_operator_deployment_passes_restricted_pod_security(cluster, install
 def test_the_role_grants_no_more_than_the_handlers_need(cluster, installed):
     assert can(cluster, "patch", "deployments.apps") and can(cluster, "patch", "sensornodes.plantwatch.io/status")
     assert can(cluster, "get", "secrets")  # an AlertReceiver's, by name
+    assert can(cluster, "list", "nodes") and can(cluster, "watch", "nodes")  # their GPUs cap a GPU detector's HPA
     for verb, resource in [
         ("delete", "deployments.apps"),
         ("update", "deployments.apps"),
         ("list", "secrets"),
         ("watch", "secrets"),
         ("create", "pods"),
+        ("patch", "nodes"),
+        ("get", "nodes/proxy"),
         ("delete", "sensornodes.plantwatch.io"),
         ("create", "clusterroles.rbac.authorization.k8s.io"),
         ("bind", "roles.rbac.authorization.k8s.io"),

@@ -130,12 +130,16 @@ def test_chart_rbac_matches_operator_deploy_rbac(tmp_path):
     out = helm("template", "line1", str(CHART), "-n", "plant-a").stdout
     role = next(d for d in yaml.safe_load_all(out) if d and d["kind"] == "Role")
     deploy = next(d for d in yaml.safe_load_all((ROOT / "operator" / "deploy" / "rbac.yaml").read_text()) if d["kind"] == "ClusterRole")
-    namespaced = [r for r in deploy["rules"] if r["apiGroups"] != ["apiextensions.k8s.io"]]
+    cluster_scoped = ("customresourcedefinitions", "nodes")
+    namespaced = [r for r in deploy["rules"] if not set(r["resources"]) <= set(cluster_scoped)]
 
     def grants(rules):
         return {(g, res, v) for r in rules for g in r["apiGroups"] for res in r["resources"] for v in r["verbs"]}
 
     assert grants(role["rules"]) == grants(namespaced)
+    # the cluster-scoped reads are the chart's ClusterRole's (kopf's discovery, and the GPU nodes' capacity)
+    cluster_role = next(d for d in yaml.safe_load_all(out) if d and d["kind"] == "ClusterRole")
+    assert {g for g in grants(deploy["rules"]) if g[1] in cluster_scoped} <= grants(cluster_role["rules"])
 
 
 def rendered(tmp_path, values: dict) -> list[dict]:
