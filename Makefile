@@ -13,11 +13,17 @@ CACHE := .cache
 DEBIAN_PACKAGES := mosquitto mosquitto-clients postgresql prometheus prometheus-alertmanager cmake ninja-build g++ libgtest-dev nlohmann-json3-dev
 DEMO_SECONDS ?= 120
 
-.PHONY: demo test deps python-deps debian-deps tools generate check format test-python test-host test-firmware test-e2e bench soak fuzz clean
+.PHONY: demo cluster test deps python-deps debian-deps tools generate check format test-python test-host test-firmware test-e2e bench soak fuzz clean
 
 demo: python-deps debian-deps
 	$(VENV)/bin/plantwatch up -f examples/plant --simulate --duration $(DEMO_SECONDS) --summary-json $(CACHE)/demo-summary.json
 	@echo "summary: $(CACHE)/demo-summary.json"
+
+# The bundled control plane (docs/getting-started.md): the tests' real Kubernetes API server, controller manager
+# and scheduler, with kwok simulating the edge's nodes and pods, until Ctrl-C; kubeconfig at .cache/cluster/kubeconfig.
+cluster: python-deps
+	bash tools/build-go-tools.sh
+	$(PY) tests/e2e/cluster.py up --kubeconfig $(CACHE)/cluster/kubeconfig
 
 test: deps
 	$(MAKE) -j2 --output-sync=target tools test-firmware

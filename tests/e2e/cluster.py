@@ -7,6 +7,7 @@ the placement the tests prove is the placement the real edge gets. Every port is
 and all state lives in one temporary folder, so several can run side by side.
 
     python tests/e2e/cluster.py up     # start one, print its KUBECONFIG, keep it until Ctrl-C
+    make cluster                       # the same, its kubeconfig also at .cache/cluster/kubeconfig
 """
 
 from __future__ import annotations
@@ -445,12 +446,18 @@ class ControlPlane(Cluster):
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("command", choices=["up"])
-    parser.parse_args(argv)
+    parser.add_argument("--kubeconfig", type=Path, help="also write the kubeconfig here (make cluster: .cache/cluster/kubeconfig)")
+    args = parser.parse_args(argv)
     signal.signal(signal.SIGTERM, signal.default_int_handler)  # stop cleanly on SIGTERM as on Ctrl-C
     plane = ControlPlane()
     try:
         plane.start()
-        print(f"control plane up in {plane.startup_seconds:.1f}s; Ctrl-C stops it\nexport KUBECONFIG={plane.kubeconfig}", flush=True)
+        kubeconfig = Path(plane.kubeconfig)
+        if args.kubeconfig:
+            args.kubeconfig.parent.mkdir(parents=True, exist_ok=True)
+            args.kubeconfig.write_bytes(kubeconfig.read_bytes())
+            kubeconfig = args.kubeconfig.resolve()
+        print(f"control plane up in {plane.startup_seconds:.1f}s; Ctrl-C stops it\nexport KUBECONFIG={kubeconfig}", flush=True)
         while True:
             time.sleep(3600)
     except KeyboardInterrupt:
