@@ -1,6 +1,7 @@
 """Operator scale benchmark: a whole plant applied at once to the e2e control plane.
 
     python bench/operator.py [--nodes 1000] [--rules 100] [--detectors 10] [--out bench/results/operator.json]
+    python bench/operator.py --nodes 5000          # → bench/results/operator-5000.json
 
 Starts the control plane the e2e suite uses (tests/e2e/cluster.py) and the operator on the host,
 creates N SensorNodes, the AlertRules and DetectorModels in one `kubectl create`, and records:
@@ -14,7 +15,10 @@ creates N SensorNodes, the AlertRules and DetectorModels in one `kubectl create`
 - API requests per second (the API server's apiserver_request_total, every client) and the
   operator's own writes per second, during the rollout and while idle;
 - then one node added to the plant (seconds to Ready) and one rule's threshold changed (seconds to
-  settled, and the objects written: resourceVersions changed in the namespace plus Events posted).
+  settled, and the objects written: resourceVersions changed in the namespace plus Events posted);
+- what would break a bigger plant: the namespace's largest object (the API server refuses one past
+  1 MiB), the plant's ConfigMaps, the API server's 429/5xx answers, the operator's logged errors, and
+  the Events the rollout posted.
 """
 
 from __future__ import annotations
@@ -68,7 +72,13 @@ class Operator:
     def __init__(self, kubeconfig: str, workdir: Path) -> None:
         self.metrics_port = free_port()
         self.log = workdir / "operator.log"
-        env = {**os.environ, "KUBECONFIG": kubeconfig, "PYTHONPATH": os.pathsep.join([str(ROOT / "services"), str(ROOT / "operator")])}
+        # MALLOC_ARENA_MAX as the chart's and operator/deploy's Deployment set it.
+        env = {
+            **os.environ,
+            "MALLOC_ARENA_MAX": "2",
+            "KUBECONFIG": kubeconfig,
+            "PYTHONPATH": os.pathsep.join([str(ROOT / "services"), str(ROOT / "operator")]),
+        }
         with open(self.log, "wb") as out:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "plantwatch.cli", "--log-level", "INFO", "operator", "--metrics-port", str(self.metrics_port)],
@@ -118,6 +128,27 @@ class Operator:
             self.proc.wait(15)
         except subprocess.TimeoutExpired:
             self.proc.kill()
+
+
+def api_refusals(plane: ControlPlane) -> float:
+    """The API server's 429 and 5xx answers so far, every client."""
+    text = plane._api_get("/metrics") or ""
+    return sum(
+        float(line.rpartition(" ")[2])
+        for line in text.splitlines()
+        if line.startswith("apiserver_request_total{") and re.search(r'code="(429|5\d\d)"', line)
+    )
+
+
+def largest_objects(plane: ControlPlane) -> dict:
+    """The namespace's largest ConfigMap and Secret as JSON (the 1 MiB object limit is on the stored
+    object), and how many ConfigMaps the plant's config takes."""
+    found = {}
+    for plural in ("configmaps", "secrets"):
+        items = (plane._api_get(f"/api/v1/namespaces/{NAMESPACE}/{plural}") or {"items": []})["items"]
+        sizes = sorted((len(json.dumps(o)), o["metadata"]["name"]) for o in items)
+        found[plural] = {"count": len(items), "largest_bytes": sizes[-1][0] if sizes else 0, "largest": sizes[-1][1] if sizes else None}
+    return found
 
 
 def api_requests(plane: ControlPlane) -> tuple[float, float]:
@@ -223,7 +254,8 @@ def run(nodes: int, rules: int, detectors: int, timeout: float) -> dict:
         time.sleep(3)
         plant_file = workdir / "plant.yaml"
         plant_file.write_text(yaml.safe_dump_all(plant(nodes, rules, detectors)))
-        requests0, cpu0 = api_requests(plane), op.cpu_seconds()
+        requests0, cpu0, refusals0 = api_requests(plane), op.cpu_seconds(), api_refusals(plane)
+        log_start = len(op.log.read_text().splitlines())  # not kopf's retries while the CRDs' storage starts
         writes0 = op.metrics().get("plantwatch_operator_api_writes_total", 0.0)
         started = time.monotonic()
         plane.kubectl("create", "-n", NAMESPACE, "-f", str(plant_file))
@@ -240,6 +272,7 @@ def run(nodes: int, rules: int, detectors: int, timeout: float) -> dict:
         busy = time.monotonic() - started
         requests1, cpu1 = api_requests(plane), op.cpu_seconds()
         writes1, kinds1 = op.metrics().get("plantwatch_operator_api_writes_total", 0.0), op.writes_by_kind()
+        rollout_events, objects, refusals = event_count(plane), largest_objects(plane), api_refusals(plane) - refusals0
         m = op.metrics()
         renders, render_s = (
             m.get("plantwatch_operator_reconcile_seconds_count", 0.0),
@@ -297,6 +330,12 @@ def run(nodes: int, rules: int, detectors: int, timeout: float) -> dict:
             "rule_changed_seconds_to_settled": round(rule_settled, 2),
             "rule_changed_objects_written": rule_written,
             "rule_changed_events": rule_events,
+            "events_after_rollout": rollout_events,
+            "largest_objects": objects,
+            "api_refusals_429_5xx": refusals,
+            "operator_log_errors": sum(
+                1 for line in op.log.read_text().splitlines()[log_start:] if " ERROR " in line or line.startswith("Traceback")
+            ),
             "settled_definition": f"operator writes and reconciles still for {QUIET_S:.0f}s with no render pending",
         }
     finally:
@@ -311,8 +350,9 @@ def main() -> int:
     parser.add_argument("--rules", type=int, default=100)
     parser.add_argument("--detectors", type=int, default=10)
     parser.add_argument("--timeout", type=float, default=900.0, help="seconds to wait for Ready and for settling")
-    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "operator.json")
+    parser.add_argument("--out", type=Path, help="default: bench/results/operator.json at 1,000 nodes, else operator-NODES.json")
     args = parser.parse_args()
+    args.out = args.out or ROOT / "bench" / "results" / ("operator.json" if args.nodes == 1000 else f"operator-{args.nodes}.json")
     result = run(args.nodes, args.rules, args.detectors, args.timeout)
     result["machine"] = {"cpus": os.cpu_count(), "python": platform.python_version()}
     args.out.parent.mkdir(parents=True, exist_ok=True)
