@@ -18,6 +18,8 @@ import secrets
 import threading
 import time
 from collections import defaultdict
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import kopf
@@ -27,15 +29,19 @@ from plantwatch.contracts.conditions import find_condition
 from plantwatch.contracts.names import GROUP, VERSION
 from plantwatch.contracts.times import now_rfc3339
 from plantwatch.mqtt.acl import render_broker_auth
-from plantwatch.plant.model import parse_resource
+from plantwatch.plant.model import ManifestError, parse_resource
 from plantwatch_operator import broker, certs, kube, ownership
 from plantwatch_operator.coalesce import Coalescer, Pace, plant_event_marks
 from plantwatch_operator.config import Config
 from plantwatch_operator.metrics import API_WRITES, RENDERS_PENDING, reconciling
+from plantwatch_operator.nodes import GpuNodes
 from plantwatch_operator.render import (
     CONFIG_HASH,
+    GPU_PROVIDERS,
+    GPU_RESOURCE,
     PLANT_CONFIGMAP,
     detector_name,
+    gpu_bound,
     labels,
     node_shard_name,
     owned,
@@ -43,6 +49,7 @@ from plantwatch_operator.render import (
     plant_manifest,
     render_detector,
     render_ingestion,
+    uses_gpu,
 )
 from plantwatch_operator.retrain import (
     RETRAIN_KINDS,
@@ -54,6 +61,7 @@ from plantwatch_operator.retrain import (
     shadow_candidate,
 )
 from plantwatch_operator.status import StatusUpdate, detector_status, node_status, receiver_status, rule_status
+from plantwatch_operator.talk import Refusal, Report, Written, reconcile_lines
 from plantwatch_operator.verdicts import (
     PlantVerdicts,
     Verdict,
@@ -66,6 +74,9 @@ from plantwatch_operator.verdicts import (
 )
 
 CONFIG = Config.from_env()
+log = logging.getLogger(__name__)
+#: What the reconcile running in this context wrote, said when it ends (talk.py).
+_report: contextvars.ContextVar[Report | None] = contextvars.ContextVar("plantwatch_report", default=None)
 _namespace_locks: dict[str, threading.Lock] = defaultdict(threading.Lock)
 #: (namespace, apiVersion, kind, name) → (sha256 of the manifest last applied, the object's uid)
 _applied: dict[tuple[str, str, str, str], tuple[str, str]] = {}
@@ -76,6 +87,9 @@ _rechecks: list[threading.Thread] = []
 #: (namespace, detector) → (its generation, its `Scoring` verdict) as the last render judged it: the plant's
 #: render re-judges it whenever a node changes, so a detector's own recheck need not list every node again.
 _scoring: dict[tuple[str, str], tuple[Any, Verdict]] = {}
+#: namespace → one listing of its nodes at a time for a detector's report that finds no render's verdict (a
+#: plant's detectors' Deployment events would each hold a copy of every node at once), rechecked after it.
+_node_listings: dict[str, threading.Lock] = defaultdict(threading.Lock)
 #: (namespace, node) → why the broker refuses it, as last announced
 _refused: dict[tuple[str, str], str | None] = {}
 REFUSED_PREFIX = "no broker identity: "
@@ -87,6 +101,11 @@ _pace = Pace(CONFIG.status_writes_per_second)
 #: This install's claim on each namespace it reconciles: another install's live claim keeps it out (ownership.py).
 _claims = ownership.Claims(ownership.identity_from_env(), ownership.lease_seconds_from_env())
 _renders = Coalescer(lambda namespace: _render_plant(namespace), on_pending=RENDERS_PENDING.set, admit=_claims.admit)
+#: The cluster's GPU nodes, read from the first cuda/tensorrt DetectorModel on: they cap its HPA (render.gpu_bound).
+_gpu_nodes = GpuNodes(GPU_RESOURCE, on_change=lambda: _gpu_nodes_changed())
+#: (namespace, detector) → its GPU bound as last rendered (render.gpu_bound): the recheck renders again where a
+#: re-render after a change of the GPU nodes failed.
+_gpu_rendered: dict[tuple[str, str], tuple[int, int, str | None] | None] = {}
 
 
 @kopf.on.startup()
@@ -95,6 +114,11 @@ def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(prefix=GROUP, key="last-handled-configuration")
     settings.posting.level = logging.WARNING  # problems become Events; our own Events are posted explicitly
     settings.execution.max_workers = 8
+    # A few Event posters at a time, each gone soon after its object's Events: kopf's default is a poster per
+    # object, each with a TLS connection of its own (a quarter MB of buffers), hundreds at once when one
+    # render announces a thousand nodes: most of the operator's peak memory.
+    settings.posting.worker_limit = 16
+    settings.posting.idle_timeout = 0.1
 
 
 # --- the plant's ingestion: SensorNodes + AlertRules + AlertReceivers of a namespace -----
@@ -123,6 +147,36 @@ def reconcile_plant(namespace: str) -> None:
     _renders.mark(namespace)
 
 
+@contextmanager
+def _reporting(namespace: str) -> Iterator[None]:
+    """Collect what is written in this block and say it at its end (one INFO line, and WARNING lines for what a
+    user must fix), nothing when nothing was written. Nested blocks add to the outer one's report."""
+    if _report.get() is not None:
+        yield
+        return
+    report = Report(namespace)
+    token = _report.set(report)
+    try:
+        yield
+    finally:
+        _report.reset(token)
+        info, warnings = reconcile_lines(report)
+        if info:
+            log.info(info, extra={"namespace": namespace})
+        for line in warnings:
+            log.warning(line, extra={"namespace": namespace})
+
+
+def _wrote(manifest: dict[str, Any], action: str) -> None:
+    if (report := _report.get()) is not None:
+        report.objects.append(Written(manifest["kind"], manifest["metadata"]["name"], action))
+
+
+def _delete(api_version: str, kind: str, name: str, namespace: str) -> None:
+    if kube.delete(api_version, kind, name, namespace):
+        _wrote({"kind": kind, "metadata": {"name": name}}, "deleted")
+
+
 def _apply_changed(manifest: dict[str, Any]) -> str:
     """Apply the manifest unless this process last applied exactly it (the periodic recheck forgets
     that, so an object removed behind the operator's back comes back); its uid."""
@@ -131,14 +185,17 @@ def _apply_changed(manifest: dict[str, Any]) -> str:
     digest = hashlib.sha256(json.dumps(manifest, sort_keys=True).encode()).hexdigest()
     known = _applied.get(key)
     if known is None or known[0] != digest:
-        known = _applied[key] = (digest, kube.apply_stamped(manifest, digest, check_live=known is None))
+        uid, action = kube.apply_stamped(manifest, digest, check_live=known is None)
+        known = _applied[key] = (digest, uid)
+        if action is not None:
+            _wrote(manifest, action)
     return known[1]
 
 
 def _render_plant(namespace: str) -> None:
     """Render and apply the namespace's ingestion, then report on every node, rule, receiver and detector:
     each object written only where it changed."""
-    with _namespace_locks[namespace], reconciling("plant"):
+    with _namespace_locks[namespace], reconciling("plant"), _reporting(namespace):
         receivers = kube.list_plant(namespace, "alertreceivers")
         plant = judge_plant(
             kube.list_plant(namespace, "sensornodes"),
@@ -155,7 +212,7 @@ def _render_plant(namespace: str) -> None:
         valid_nodes = plant.valid_nodes
         if not valid_nodes:
             # Everything else the plant runs on is owned by its config: the garbage collector removes it.
-            kube.delete("v1", "ConfigMap", PLANT_CONFIGMAP, namespace)
+            _delete("v1", "ConfigMap", PLANT_CONFIGMAP, namespace)
             _forget(namespace)
             _credentials.pop(namespace, None)
             return
@@ -171,7 +228,7 @@ def _render_plant(namespace: str) -> None:
             _apply_changed(manifest if manifest["kind"] == "PersistentVolumeClaim" else owned(manifest, owners))
         shards = sum(1 for m in rest if m["kind"] == "ConfigMap")
         for stale in range(shards, _shards.get(namespace, 0)):
-            kube.delete("v1", "ConfigMap", node_shard_name(stale), namespace)
+            _delete("v1", "ConfigMap", node_shard_name(stale), namespace)
         if _shards.get(namespace, 0) != shards:
             _shards[namespace] = shards
             for body, _ in plant.scoring:  # the retraining jobs read the plant through the same volume
@@ -237,6 +294,8 @@ def _reconcile_broker(namespace: str, plant: PlantVerdicts, owners: list[dict[st
         if refused is not None and _refused.get(key) != refused:
             API_WRITES.labels("event").inc()
             kopf.event(body, type="Warning", reason="BrokerAccessRefused", message=f"{REFUSED_PREFIX}{refused}")
+            if (report := _report.get()) is not None:
+                report.refusals.append(Refusal("SensorNode", node.meta.name, "BrokerAccess", "False", "BrokerAccessRefused", refused))
         _refused[key] = refused
     _reconcile_broker_tls(namespace, lab)
 
@@ -246,7 +305,9 @@ def _generated_password(name: str, namespace: str, lab: dict[str, str], owners: 
     password = (kube.secret_data(name, namespace) or {}).get(broker.GATEWAY_PASSWORD_KEY, b"").decode("utf-8", "replace")
     if not password:
         password = secrets.token_urlsafe(32)
-        kube.apply(owned(broker.secret(name, namespace, lab, {broker.GATEWAY_PASSWORD_KEY: password.encode()}), owners))
+        manifest = owned(broker.secret(name, namespace, lab, {broker.GATEWAY_PASSWORD_KEY: password.encode()}), owners)
+        kube.apply(manifest)
+        _wrote(manifest, "created")
     return password
 
 
@@ -264,7 +325,7 @@ def _reconcile_broker_tls(namespace: str, lab: dict[str, str]) -> None:
     server = kube.secret_data(broker.TLS_SECRET, namespace)
     for manifest in broker.tls_secrets(namespace, lab, ca, server, hosts, datetime.datetime.now(datetime.UTC), lifetime):
         kube.apply(manifest)
-        logging.getLogger(__name__).info("broker certificate: wrote Secret %s/%s", namespace, manifest["metadata"]["name"])
+        _wrote(manifest, "renewed" if (ca if manifest["metadata"]["name"] == broker.CA_SECRET else server) else "created")
 
 
 def _read_credentials(name: str, namespace: str) -> tuple[str, str] | None:
@@ -286,7 +347,7 @@ def _recheck_loop() -> None:
                 if _recheck(namespace):
                     reconcile_plant(namespace)
             except Exception:  # noqa: BLE001  (the next interval tries again; one namespace must not stop the others)
-                logging.getLogger(__name__).exception("rechecking namespace %s failed", namespace)
+                log.exception("rechecking namespace %s failed", namespace)
 
 
 def _recheck(namespace: str) -> bool:
@@ -300,7 +361,8 @@ def _recheck(namespace: str) -> bool:
     with _namespace_locks[namespace]:
         known = dict(_credentials.get(namespace, {}))
         applied = [(key, uid) for key, (_, uid) in _applied.items() if key[0] == namespace]
-        _reconcile_broker_tls(namespace, labels("broker", namespace))
+        with _reporting(namespace):
+            _reconcile_broker_tls(namespace, labels("broker", namespace))
     changed = [name for name, creds in known.items() if _read_credentials(name, namespace) != creds]
     gone = [key for key, uid in applied if kube.uid(key[1], key[2], key[3], namespace) != uid]
     with _namespace_locks[namespace]:
@@ -358,9 +420,16 @@ def _write_status(body: dict[str, Any], update: StatusUpdate | None) -> None:
         return
     _pace.wait()
     kube.apply_status(body, update.status)
+    report, kind, name = _report.get(), body["kind"], body["metadata"]["name"]
+    if report is not None:
+        report.status(kind, name, update.status.get("conditions") or ())
     for event in update.events:
         API_WRITES.labels("event").inc()
         kopf.event(body, type=event.type, reason=event.reason, message=event.message)
+        if report is not None and event.type == "Warning":
+            state, _, message = event.message.partition(": ")  # "Accepted=False: why" (status.announcements)
+            condition, _, status = state.partition("=")
+            report.refusals.append(Refusal(kind, name, condition, status, event.reason, message))
 
 
 # --- detectors ------------------------------------------------------------------------
@@ -372,7 +441,7 @@ def _write_status(body: dict[str, Any], update: StatusUpdate | None) -> None:
 def detector_changed(body: kopf.Body, namespace: str, reason: str, **_: Any) -> None:
     if _claims.admit(namespace) is not None:
         return  # another install's namespace; detector_recheck renders it once the claim is ours
-    with reconciling("detector"):
+    with reconciling("detector"), _reporting(namespace):
         _render_detector(dict(body))
     if reason != "resume":  # resumed: the operator (re)started, which is no news about the model
         name = detector_name(body["metadata"]["name"])
@@ -394,20 +463,41 @@ def _render_detector(body: dict[str, Any]) -> None:
     detector = parse_resource(body, f"DetectorModel {body['metadata']['name']}")
     owners = [owner_reference(body, controller=True)]
     candidate = shadow_candidate(detector, _candidate(body))
+    if uses_gpu(detector):
+        _gpu_nodes.start()
+    nodes = _gpu_nodes.snapshot()
+    _gpu_rendered[(detector.meta.namespace, detector.name)] = gpu_bound(detector, nodes)
     for manifest in [
-        *render_detector(detector, CONFIG, candidate),
+        *render_detector(detector, CONFIG, candidate, nodes),
         *render_retrain(detector, CONFIG, _shards.get(detector.meta.namespace, 0)),
     ]:
         _apply_changed(owned(manifest, owners))
     name, namespace = retrain_name(detector.name), detector.meta.namespace
     if detector.spec.retrain is None and kube.get("batch/v1", "CronJob", name, namespace) is not None:
         for api_version, kind in RETRAIN_KINDS:  # the CronJob last: while it exists, this is retried
-            kube.delete(api_version, kind, name, namespace)
+            _delete(api_version, kind, name, namespace)
+
+
+def _gpu_nodes_changed() -> None:
+    """A GPU node joined, left, or changed its labels, schedulability or GPUs: re-render and report every
+    cuda/tensorrt DetectorModel of the namespaces this operator renders, so that their HPAs' bound follows."""
+    for namespace in list(_namespace_locks):
+        try:
+            if _claims.admit(namespace) is not None:
+                continue
+            for body in kube.list_plant(namespace, "detectormodels"):
+                if body["spec"].get("executionProvider") in GPU_PROVIDERS and not body["metadata"].get("deletionTimestamp"):
+                    with _namespace_locks[namespace], reconciling("detector"):
+                        _render_detector(body)
+                    report_detector(body)
+        except Exception:  # noqa: BLE001  (a namespace being deleted must not keep the others at the old bound)
+            logging.getLogger(__name__).exception("re-rendering the GPU DetectorModels of namespace %s failed", namespace)
 
 
 @kopf.on.delete(GROUP, VERSION, "detectormodels", optional=True)
 def detector_deleted(namespace: str, name: str, **_: Any) -> None:
     _scoring.pop((namespace, name), None)
+    _gpu_rendered.pop((namespace, name), None)
     reconcile_plant(namespace)  # its serving objects go with it (owner references); rules may lose it
 
 
@@ -423,10 +513,14 @@ def detector_recheck(body: kopf.Body, **_: Any) -> None:
     # Absent: changed while another install held the namespace (or removed behind the operator's back).
     retrains = bool(spec.get("retrain")) and not spec.get("shadow")
     stale = deployment is None or (retrains and scores_candidate(deployment, meta["name"]) != (_candidate(body) is not None))
-    if stale:
-        with reconciling("detector"):
-            _render_detector(body)
-    report_detector(body)
+    if not stale and spec.get("executionProvider") in GPU_PROVIDERS:
+        bound = gpu_bound(parse_resource(body, f"DetectorModel {meta['name']}"), _gpu_nodes.snapshot())
+        stale = _gpu_rendered.get((meta["namespace"], meta["name"]), bound) != bound
+    with _reporting(meta["namespace"]):
+        if stale:
+            with reconciling("detector"):
+                _render_detector(body)
+        report_detector(body)
 
 
 @kopf.on.event(
@@ -436,7 +530,8 @@ def inference_deployment_event(body: kopf.Body, namespace: str, **_: Any) -> Non
     name = body["metadata"]["labels"].get(f"{GROUP}/detector")
     detector = kube.get(f"{GROUP}/{VERSION}", "DetectorModel", name, namespace) if name else None
     if detector is not None:
-        report_detector(detector, deployment=dict(body))
+        with _reporting(namespace):
+            report_detector(detector, deployment=dict(body))
 
 
 def report_detector(body: dict[str, Any], deployment: dict[str, Any] | None = None, scoring: Verdict | None = None) -> None:
@@ -453,6 +548,17 @@ def report_detector(body: dict[str, Any], deployment: dict[str, Any] | None = No
     elif (known := _scoring.get(key)) is not None and known[0] == meta.get("generation"):
         scoring = known[1]
     else:
-        scoring = scoring_verdict(body, kube.list_plant(namespace, "sensornodes"))
+        with _node_listings[namespace]:
+            known = _scoring.get(key)
+            fresh = known is not None and known[0] == meta.get("generation")
+            scoring = known[1] if fresh else scoring_verdict(body, kube.list_plant(namespace, "sensornodes", specs_only=True))
     retrain = retrain_status(meta["name"], _candidate(body)) if body["spec"].get("retrain") else None
-    _write_status(body, detector_status(body, source_verdict(source, configmap), scoring, deployment, now_rfc3339(), retrain))
+    bound = None
+    if body["spec"].get("executionProvider") in GPU_PROVIDERS:
+        try:
+            bound = gpu_bound(parse_resource(body, f"DetectorModel {meta['name']}"), _gpu_nodes.snapshot())
+        except ManifestError:  # rendered from nothing either: the render's failure says why
+            bound = None
+    capped = (bound[1], bound[2]) if bound is not None and bound[2] is not None else None
+    status = detector_status(body, source_verdict(source, configmap), scoring, deployment, now_rfc3339(), retrain, capped)
+    _write_status(body, status)

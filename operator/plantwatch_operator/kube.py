@@ -32,13 +32,15 @@ def apply(manifest: dict[str, Any]) -> dict[str, Any]:
     return result.to_dict()
 
 
-def apply_stamped(manifest: dict[str, Any], digest: str, check_live: bool) -> str:
-    """Server-side apply `manifest` stamped with its `digest` (annotation APPLIED_DIGEST); the object's uid.
+def apply_stamped(manifest: dict[str, Any], digest: str, check_live: bool) -> tuple[str, str | None]:
+    """Server-side apply `manifest` stamped with its `digest` (annotation APPLIED_DIGEST); the object's uid and
+    what was done: `created`, `updated`, or None when nothing was written.
 
     With `check_live` (this process has not applied it: it just started, or it forgot), the live object's
     metadata is read first and nothing is written when it already carries `digest`: a restarted or upgraded
     operator that renders what its predecessor rendered changes no object (no resourceVersion, no rollout)."""
     meta = manifest["metadata"]
+    action = "updated"
     if check_live:
         resource = dynamic().resources.get(api_version=manifest["apiVersion"], kind=manifest["kind"])
         try:
@@ -46,12 +48,13 @@ def apply_stamped(manifest: dict[str, Any], digest: str, check_live: bool) -> st
         except ApiException as exc:
             if exc.status != 404:
                 raise
+            action = "created"
         else:
             found = live.to_dict()["metadata"]
             if (found.get("annotations") or {}).get(APPLIED_DIGEST) == digest:
-                return found["uid"]
+                return found["uid"], None
     annotations = {**(meta.get("annotations") or {}), APPLIED_DIGEST: digest}
-    return apply({**manifest, "metadata": {**meta, "annotations": annotations}})["metadata"]["uid"]
+    return apply({**manifest, "metadata": {**meta, "annotations": annotations}})["metadata"]["uid"], action
 
 
 #: The manifest's sha256 as the operator last applied it: what a fresh process compares with, reading metadata only.
@@ -83,7 +86,8 @@ def uid(api_version: str, kind: str, name: str, namespace: str) -> str | None:
     return found.metadata.uid
 
 
-def delete(api_version: str, kind: str, name: str, namespace: str) -> None:
+def delete(api_version: str, kind: str, name: str, namespace: str) -> bool:
+    """Delete the object; whether it existed."""
     resource = dynamic().resources.get(api_version=api_version, kind=kind)
     API_WRITES.labels("delete").inc()
     try:
@@ -91,6 +95,8 @@ def delete(api_version: str, kind: str, name: str, namespace: str) -> None:
     except ApiException as exc:
         if exc.status != 404:
             raise
+        return False
+    return True
 
 
 def secret_keys(name: str, namespace: str) -> list[str] | None:
@@ -135,10 +141,26 @@ def has_crd(name: str) -> bool:
     return True
 
 
-def list_plant(namespace: str, plural: str) -> list[dict[str, Any]]:
-    """Every custom resource of one kind in a namespace."""
+def list_plant(namespace: str, plural: str, specs_only: bool = False) -> list[dict[str, Any]]:
+    """Every custom resource of one kind in a namespace, read LIST_PAGE at a time: a plant's thousand nodes
+    are megabytes of JSON, held as text only a page at a time. With `specs_only`, each object without its
+    status and managedFields (what a verdict on specs reads): most of a node's size is its status and
+    its writers' field sets."""
     api = client.CustomObjectsApi(api_client())
-    return api.list_namespaced_custom_object(GROUP, VERSION, namespace, plural)["items"]
+    items: list[dict[str, Any]] = []
+    token = None
+    while True:
+        page = api.list_namespaced_custom_object(GROUP, VERSION, namespace, plural, limit=LIST_PAGE, _continue=token)
+        for item in page["items"] if specs_only else ():
+            item.pop("status", None)
+            item["metadata"].pop("managedFields", None)
+        items += page["items"]
+        token = page["metadata"].get("continue")
+        if not token:
+            return items
+
+
+LIST_PAGE = 250
 
 
 def apply_status(body: dict[str, Any], status: dict[str, Any]) -> None:
