@@ -14,6 +14,7 @@ from kubernetes import client
 from kubernetes.client.rest import ApiException
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from plantwatch.contracts.names import GROUP, VERSION
 from plantwatch.kube import api_client
 from plantwatch_operator import handlers, ownership  # handlers: registers the handlers
 from plantwatch_operator.config import Config
@@ -58,6 +59,7 @@ def run(
     )
     if metrics_port is not None:
         serve_metrics_and_readiness(metrics_port)
+    wait_for_crds(_watched[0] if _watched else None)
     kopf.run(
         namespaces=namespaces or (),
         clusterwide=not namespaces,
@@ -66,6 +68,38 @@ def run(
         priority=peering_priority(time.time_ns()),
         liveness_endpoint=f"http://0.0.0.0:{liveness_port}/healthz" if liveness_port else None,
     )
+
+
+#: The custom resources the operator watches, by plural.
+PLURALS = ("sensornodes", "alertrules", "detectormodels", "alertreceivers")
+
+
+def wait_for_crds(namespace: str | None, timeout: float = 60.0, pause: float = 0.5) -> bool:
+    """Wait until the API server serves every plant kind; whether it does.
+
+    Right after `kubectl apply` of the CRDs, the API server answers 404 (not yet established) or 429
+    ("storage is (re)initializing") for a moment; kopf would log each retry as an ERROR, which reads as
+    a failure to whoever just started the operator. One INFO line instead, and the wait. Anything else
+    (a 403, say) is kopf's to report: the wait ends at once."""
+    api = client.CustomObjectsApi(api_client())
+    log = logging.getLogger(__name__)
+    deadline, said = time.monotonic() + timeout, False
+    for plural in PLURALS:
+        while True:
+            try:
+                if namespace:
+                    api.list_namespaced_custom_object(GROUP, VERSION, namespace, plural, limit=1)
+                else:
+                    api.list_cluster_custom_object(GROUP, VERSION, plural, limit=1)
+                break
+            except ApiException as exc:
+                if exc.status not in (404, 429) or time.monotonic() > deadline:
+                    return False
+                if not said:
+                    log.info("waiting for the API server to serve %s.%s (%s %s)", plural, GROUP, exc.status, exc.reason)
+                    said = True
+                time.sleep(pause)
+    return True
 
 
 def settings(config: Config) -> dict[str, object]:

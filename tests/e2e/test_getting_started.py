@@ -164,6 +164,8 @@ def test_every_command_of_the_getting_started_guide(tmp_path):
             if "interrupt" in a:
                 terminal = session.terminals.pop(a["interrupt"])
                 terminal.interrupt()
+                errors = [line for line in terminal.output().splitlines() if " ERROR " in line]
+                assert not errors, f"{where}: {a['interrupt']} logged errors a newcomer would take for failures: {errors[:3]}"
                 if "shows" in a:
                     assert re.search(a["shows"], terminal.output(), re.M), f"{where}: after Ctrl-C:\n{terminal.output()[-3000:]}"
             elif "background" in a:
