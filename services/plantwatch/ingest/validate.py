@@ -141,7 +141,8 @@ def check_sample(
             rejections.append(
                 Rejection(
                     "bad_timestamp",
-                    f"timestamp {sample.ts!r}: {exc}; accepted: ISO 8601 text (e.g. 2026-01-31T08:00:00Z) or a JSON number of epoch seconds or milliseconds",
+                    f"timestamp {sample.ts!r}: {exc}; accepted: ISO 8601 text (e.g. 2026-01-31T08:00:00Z)"
+                    " or a JSON number of epoch seconds or milliseconds",
                     "timestamp",
                 )
             )
