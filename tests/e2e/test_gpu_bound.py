@@ -10,7 +10,6 @@ and leaves the HPA unbounded (render_detector with no nodes: tests/unit/test_aut
 from __future__ import annotations
 
 import copy
-import json
 import os
 import subprocess
 import sys
@@ -20,6 +19,7 @@ import yaml
 
 from tests.conftest import EXAMPLE_PLANT
 from tests.e2e.cluster import edge_devices, fake_node
+from tests.e2e.host_pods import service_account_kubeconfig
 from tests.e2e.test_operator import conditions, crds, get, operator, wait_for  # noqa: F401 (fixtures)
 
 DETECTOR = "spindle-wear"
@@ -79,12 +79,7 @@ def test_without_permission_to_read_nodes_the_bound_is_off_and_said_once(cluster
     """An identity without list/watch on nodes (a namespaced install's own RBAC): the API server refuses, the GPU
     nodes stay unknown (render_detector then keeps spec.autoscaling.maxReplicas), and one warning says why."""
     cluster.kubectl("create", "serviceaccount", "no-nodes", "-n", namespace)
-    token = cluster.kubectl("create", "token", "no-nodes", "-n", namespace, "--duration=10m").stdout.strip()
-    config = json.loads(cluster.kubectl("config", "view", "--raw", "--minify", "-o", "json").stdout)
-    config["users"] = [{"name": "no-nodes", "user": {"token": token}}]
-    config["contexts"][0]["context"]["user"] = "no-nodes"
-    kubeconfig = tmp_path / "kubeconfig"
-    kubeconfig.write_text(json.dumps(config))
+    kubeconfig = service_account_kubeconfig(cluster, namespace, "no-nodes", tmp_path / "kubeconfig")
     env = {**os.environ, "KUBECONFIG": str(kubeconfig)}
     done = subprocess.run([sys.executable, "-c", REFUSED], env=env, capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr

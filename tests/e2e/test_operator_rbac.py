@@ -16,7 +16,9 @@ import yaml
 
 from tests.conftest import EXAMPLE_PLANT, ROOT
 from tests.e2e.conftest import wait_for
+from tests.e2e.host_pods import service_account_kubeconfig
 from tests.e2e.test_operator import SLACK_RECEIVER
+from tests.support.process import terminate
 
 DEPLOY = ROOT / "operator" / "deploy"
 SYSTEM = "plantwatch-system"
@@ -95,12 +97,7 @@ def test_the_role_grants_no_more_than_the_handlers_need(cluster, installed):
 @pytest.fixture
 def operator_as_its_account(cluster, installed, tmp_path) -> Iterator[Path]:
     """The operator process, cluster-wide, authenticated only by its ServiceAccount's token."""
-    token = cluster.kubectl("create", "token", "plantwatch-operator", "-n", SYSTEM, "--duration=1h").stdout.strip()
-    config = json.loads(cluster.kubectl("config", "view", "--raw", "--minify", "-o", "json").stdout)
-    config["users"] = [{"name": "plantwatch-operator", "user": {"token": token}}]
-    config["contexts"][0]["context"]["user"] = "plantwatch-operator"
-    kubeconfig = tmp_path / "kubeconfig"
-    kubeconfig.write_text(json.dumps(config))
+    kubeconfig = service_account_kubeconfig(cluster, SYSTEM, "plantwatch-operator", tmp_path / "kubeconfig")
     log = tmp_path / "operator.log"
     env = {**os.environ, "KUBECONFIG": str(kubeconfig), "PLANTWATCH_DETECTOR_CHECK_INTERVAL": "2"}
     with open(log, "wb") as out:
@@ -108,12 +105,7 @@ def operator_as_its_account(cluster, installed, tmp_path) -> Iterator[Path]:
     try:
         yield log
     finally:
-        proc.terminate()
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        terminate(proc, 15)
 
 
 def test_the_operator_needs_nothing_beyond_its_role(cluster, operator_as_its_account, namespace):

@@ -16,6 +16,7 @@ from pathlib import Path
 from plantwatch.mqtt.broker import free_port
 from tests.e2e.conftest import wait_for as poll
 from tests.e2e.test_operator import crds  # noqa: F401  (fixture)
+from tests.support.process import terminate
 
 PLANT = """
 apiVersion: plantwatch.io/v1alpha1
@@ -121,9 +122,4 @@ def test_the_operator_says_what_it_did_once_and_nothing_while_idle(cluster, crds
         assert "Deployment/plantwatch-gateway updated" in changed and "1 AlertRule Accepted (press-hot)" in changed, changed
         assert "press-paged" not in changed and "SensorNode" not in changed, changed
     finally:
-        proc.terminate()
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        terminate(proc, 15)
