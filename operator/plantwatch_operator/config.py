@@ -123,6 +123,8 @@ def store(env: Mapping[str, str]) -> dict[str, Any]:
                 "PLANTWATCH_GATEWAY_DB_URL is set but PLANTWATCH_GATEWAY_DB_PASSWORD_SECRET is not: expected NAME/KEY of the password"
             )
     days = [days_setting(k, env.get(k, "")) for k in _RETENTION_ENV]
+    if env.get(_RETENTION_ENV[2], "") and days[2] is None:
+        raise ValueError(f"{_RETENTION_ENV[2]}={env[_RETENTION_ENV[2]]!r}: dead letters are always deleted in the end; give days > 0")
     if days != [None, None, None]:
         default = Config.gateway_retention_days
         out["gateway_retention_days"] = (days[0], days[1], days[2] or default[2])

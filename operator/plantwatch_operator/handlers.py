@@ -466,12 +466,13 @@ def _render_detector(body: dict[str, Any]) -> None:
     if uses_gpu(detector):
         _gpu_nodes.start()
     nodes = _gpu_nodes.snapshot()
-    _gpu_rendered[(detector.meta.namespace, detector.name)] = gpu_bound(detector, nodes)
     for manifest in [
         *render_detector(detector, CONFIG, candidate, nodes),
         *render_retrain(detector, CONFIG, _shards.get(detector.meta.namespace, 0)),
     ]:
         _apply_changed(owned(manifest, owners))
+    # Only once applied: a failed apply leaves the old bound recorded, so detector_recheck renders again.
+    _gpu_rendered[(detector.meta.namespace, detector.name)] = gpu_bound(detector, nodes)
     name, namespace = retrain_name(detector.name), detector.meta.namespace
     if detector.spec.retrain is None and kube.get("batch/v1", "CronJob", name, namespace) is not None:
         for api_version, kind in RETRAIN_KINDS:  # the CronJob last: while it exists, this is retried

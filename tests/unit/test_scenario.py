@@ -8,7 +8,7 @@ import yaml
 from plantwatch.plant.load import load_plant, plant_from_documents
 from plantwatch.rules.engine import CompiledRule
 from plantwatch.sim.scenario import Interval, ScenarioError, parse_interval, plan
-from tests.conftest import EXAMPLE_PLANT
+from tests.conftest import EXAMPLE_PLANT, ROOT
 from tests.support.bench_plant import BENCH_PLANT
 
 ABSENCE = """\
@@ -152,3 +152,24 @@ def test_intervals():
     assert parse_interval("2").bounds(5.0) == (2.0, 2.0)
     with pytest.raises(ValueError, match="accepted: heartbeat"):
         parse_interval("random:10-1")
+
+
+def test_a_dropped_sparkplug_reading_leaves_the_other_metrics_under_their_born_aliases():
+    from plantwatch.ingest import sparkplug
+    from plantwatch.sim.fleet import Fleet
+
+    cell = load_plant(ROOT / "tests" / "integration" / "plants" / "sparkplug-cell.yaml")
+    node = cell.nodes[0]
+    fleet = Fleet(cell, "mqtt://127.0.0.1:1", "t", plan(cell, ["dropouts:cell-plc/temperature=1"]))  # never connected
+    (birth,) = fleet.messages(node, 0.0, 1000.0)[-1:]
+    born = {m.name: m.alias for m in sparkplug.decode_payload(birth[1]).metrics}
+    (_, data), *_ = fleet.messages(node, 5.0, 1001.0)
+    sent = sparkplug.decode_payload(data).metrics
+    assert [m.alias for m in sent] == [born["Press/Current"]]  # the temperature dropped out; current keeps its alias
+
+
+@pytest.mark.parametrize("choice", ["excursion:cam-hall-1", "drift:cam-hall-1"])
+def test_a_camera_named_alone_is_refused_in_words(choice):
+    cameras = load_plant(EXAMPLE_PLANT, ROOT / "examples" / "camera")
+    with pytest.raises(ScenarioError, match="cam-hall-1 has no sensor with values \\(only images\\)"):
+        plan(cameras, [choice])

@@ -142,6 +142,8 @@ def test_the_chart_retention_reaches_the_gateway_as_flags_and_zero_keeps_rows(tm
     assert (args.retention_days, args.summary_retention_days) == (None, 0.5)
     with pytest.raises(ValueError, match="expected a number of days"):
         store({"PLANTWATCH_GATEWAY_RETENTION_DAYS": "a week"})
+    with pytest.raises(ValueError, match="dead letters are always deleted in the end; give days > 0"):
+        store({"PLANTWATCH_GATEWAY_DEAD_LETTER_RETENTION_DAYS": "0"})
     refused = helm("template", "line1", str(CHART), "-n", "plant-a", "--set", "store.retention.deadLettersDays=0", check=False)
     assert refused.returncode != 0 and "deadLettersDays" in refused.stderr, refused.stderr
 

@@ -150,11 +150,13 @@ class Pipeline:
         scorers: Sequence[Scorer] = (),
         retention: Retention = Retention(),
         on_alerts: Callable[[], None] | None = None,
+        sweeper: Sweeper | None = None,
     ):
         self.plant = plant
         self.store = store
-        #: Deletes from the store what the retention says is old, from the tick.
-        self.sweeper = Sweeper(store, retention)
+        #: Deletes from the store what the retention says is old, from the tick (`sweeper`: one shared by
+        #: the pipelines of one store, which then sweeps by its own retention).
+        self.sweeper = sweeper or Sweeper(store, retention)
         #: Further stores every batch is written to beside the embedded one (InfluxDB): a sink
         #: that cannot take a batch raises, and the batch is not acknowledged.
         self.sinks = sinks

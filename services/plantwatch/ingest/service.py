@@ -39,7 +39,7 @@ from plantwatch.plant.load import Plant, PlantError
 from plantwatch.secrets import SecretMissing, Secrets
 from plantwatch.store import postgres
 from plantwatch.store.alert_state import AlertState
-from plantwatch.store.retention import Retention
+from plantwatch.store.retention import Retention, Sweeper
 
 
 @dataclass(frozen=True)
@@ -119,6 +119,7 @@ def serve(
     dlq.start(timeout=None)
     if scale:
         shared = [LockedSink(s) for s in sinks]
+        sweeper = Sweeper(store, retention)  # one for all the shards: they share the store
 
         def shard_pipeline(subset: Plant, shard_store: Store) -> Pipeline:
             return Pipeline(
@@ -128,8 +129,8 @@ def serve(
                 policy=policy,
                 sinks=shared,
                 scorers=_scorers(subset, score_url),
-                retention=retention,
                 on_alerts=notifier.wake,
+                sweeper=sweeper,
             )
 
         if scale.membership == "store":

@@ -109,7 +109,9 @@ class Fleet:
             t = sparkplug.Topic(data.group, kind, data.edge_node, device)
             out.append((sparkplug.topic(t), sparkplug.encode_payload(sparkplug.Payload(ms, seq % 256, metrics))))
 
-        aliases = {name: i + 1 for i, name in enumerate(values)}
+        fmt = FORMATS[node.spec.payload.format]
+        # Numbered from every sensor, as the births name them: a reading dropped out must not shift the others' aliases.
+        aliases = {s.field or fmt.default_field(s.type, s.name): i + 1 for i, s in enumerate(node.spec.sensors)}
         if node.name not in self._seq:
             send("NBIRTH", None, () if data.device else self._metrics(values, aliases, named=True))
             if data.device:

@@ -299,6 +299,12 @@ class _Planner:
         """The node's sensors some Threshold rule watches, in the node's order; else all its numeric ones."""
         return [s for s in _numeric(node) if _thresholds(self.plant, node, s)] or _numeric(node)
 
+    def first_numeric(self, node: SensorNode, choice: str):
+        """The sensor a choice naming only `node` acts on; ScenarioError for a node with no values (a camera)."""
+        if not (sensors := self.watched(node)):
+            raise ScenarioError(f"--scenario {choice!r}: {node.name} has no sensor with values (only images); name another node")
+        return sensors[0]
+
     def excursion(
         self, node: SensorNode, sensor, start: float, duration: float | None, peak: float | None, rule: CompiledRule | None = None
     ) -> Fault:
@@ -420,7 +426,7 @@ class _Planner:
                 if value is not None or duration is not None:
                     raise ScenarioError(f"--scenario {text!r}: name the NODE/SENSOR an excursion with a VALUE or DURATION is on")
                 return self.rule_excursions(start)
-            return [self.excursion(node, sensor or self.watched(node)[0], start, duration, value)]
+            return [self.excursion(node, sensor or self.first_numeric(node, text), start, duration, value)]
         if kind == "silence":
             if node is None:
                 found = self.silence_default(start, ())
@@ -431,7 +437,7 @@ class _Planner:
                 node = next((n for n in self.plant.nodes if _numeric(n)), None)
                 if node is None:
                     raise ScenarioError(f"--scenario {text!r}: no sensor of the plant has values to drift")
-            sensor = sensor or self.watched(node)[0]
+            sensor = sensor or self.first_numeric(node, text)
             return [Fault("drift", node.name, sensor.name, start, end, amount=value if value is not None else self._drift(node, sensor))]
         default = {"bad": self.bad_every(), "dropouts": 0.3, "skew": 600.0, "duplicates": 1.0}[kind]
         amount = value if value is not None else default

@@ -9,6 +9,7 @@ store's write lock only briefly; a sweep that found more to delete is continued 
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -50,18 +51,26 @@ class Expiring(Protocol):
 
 
 class Sweeper:
-    """Applies a Retention to a store from the pipeline's tick."""
+    """Applies a Retention to a store from the pipeline's tick. The shard pipelines of one gateway share one
+    (service.py): each would otherwise sweep the same store, and only one of their ticks sweeps at a time."""
 
     def __init__(self, store: Expiring, retention: Retention):
         self.store = store
         self.retention = retention
         self._next = 0.0
+        self._sweeping = threading.Lock()
         #: Where each table's sweep goes on: the last series it finished ("" sorts first).
         self._after = dict.fromkeys(SERIES_TABLES, ("", ""))
 
     def tick(self, now: float) -> None:
-        if now < self._next:
+        if now < self._next or not self._sweeping.acquire(blocking=False):
             return
+        try:
+            self._sweep(now)
+        finally:
+            self._sweeping.release()
+
+    def _sweep(self, now: float) -> None:
         expired = self.store.expire_dead_letters(now - self.retention.dead_letters_s)
         metrics.DEAD_LETTERS_EXPIRED.inc(expired)
         more = expired >= EXPIRE_ROWS
