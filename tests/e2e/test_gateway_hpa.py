@@ -86,6 +86,9 @@ class Follower:
         self.stopped: list[scale_out.Gateway] = []
         #: (Deployment replicas, HPA desiredReplicas) each time either changed
         self.seen: list[tuple[int, int | None]] = []
+        #: For each of `seen`, the monotonic times of the first and the last look that saw it: a busy machine
+        #: can delay a look past a whole scale-down period, and then two steps show as one.
+        self.spans: list[list[float]] = []
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
         self.error: BaseException | None = None
@@ -102,8 +105,11 @@ class Follower:
         try:
             while not self._stop.wait(1.0):
                 want, desired = self._replicas()
+                now = time.monotonic()
                 if not self.seen or self.seen[-1] != (want, desired):
                     self.seen.append((want, desired))
+                    self.spans.append([now, now])
+                self.spans[-1][1] = now
                 while len(self.running) < want:
                     g = scale_out.Gateway(self.plant_dir, self.broker_url, self.db, "pw", "--shards", str(scale_out.SHARDS),
                                           "--shard-lease-seconds", "2").wait_ready()  # fmt: skip
@@ -183,7 +189,11 @@ def test_the_gateway_hpa_rises_and_falls_with_the_message_rate_and_the_gateways_
                      f"the HPA to scale the gateway to {MAX_REPLICAS}: {follower.seen}", timeout=60)  # fmt: skip
             owners = "SELECT count(DISTINCT owner) FROM shard_checkpoints"
             wait_for(lambda: pg_rows(url, owners)[0][0] == MAX_REPLICAS, "the shards divided among the gateways", timeout=30)
-            # below it: down one replica a period to the minimum, gateways stopped to match
+            # below it: down one replica a period to the minimum, gateways stopped to match. The HPA controller
+            # counts a scale-up within the last period against the scale-down limit (1 -> 3 within 15 s lets it
+            # go 3 -> 1 at once), so the rate falls only once the top is a whole period old.
+            period = hpa["spec"]["behavior"]["scaleDown"]["policies"][0]["periodSeconds"]
+            time.sleep(max(0.0, follower.spans[-1][0] + period + 1 - time.monotonic()))
             stream.rate = LOW
             wait_for(lambda: len(follower.running) == 1 and follower.seen[-1] == (1, 1),
                      f"the HPA to scale the gateway back to 1: {follower.seen}", timeout=90)  # fmt: skip
@@ -210,9 +220,16 @@ def test_the_gateway_hpa_rises_and_falls_with_the_message_rate_and_the_gateways_
     assert hpa["spec"]["scaleTargetRef"]["name"] == GATEWAY and hpa["spec"]["maxReplicas"] == MAX_REPLICAS
     replicas = [want for want, _ in follower.seen]
     assert replicas[0] == 1 and MAX_REPLICAS in replicas and replicas[-1] == 1, follower.seen
-    # down one replica a period (the rendered behavior), so the shards move one gateway at a time
-    down = replicas[replicas.index(MAX_REPLICAS) :]
-    assert [r for i, r in enumerate(down) if i == 0 or r != down[i - 1]] == list(range(MAX_REPLICAS, 0, -1)), follower.seen
+    # down one replica a period (the rendered behavior), so the shards move one gateway at a time: between two
+    # looks the replicas fell by one, or by more only when as many periods passed unseen between those looks
+    top = replicas.index(MAX_REPLICAS)
+    for (a, _), (b, _), (_, last_a), (first_b, _) in zip(
+        follower.seen[top:], follower.seen[top + 1 :], follower.spans[top:], follower.spans[top + 1 :]
+    ):
+        assert b >= a - 1 or first_b - last_a >= period * (a - b - 1), (
+            f"{a} -> {b} replicas within {first_b - last_a:.1f}s: faster than one a {period}s period; {follower.seen}"
+        )
+    assert all(b <= a for a, b in zip(replicas[top:], replicas[top + 1 :])), f"scaled up again on the way down: {follower.seen}"
     assert readings == sorted((node, "temperature", ts, value) for node, ts, value in sent), "readings lost or doubled"
     want = scale_out.expected_alerts(plant_dir, sent)
     assert want and got == want, "alert events lost or doubled while the gateways were rescaled"
