@@ -7,6 +7,8 @@ beside the stored `ts` (epoch seconds); query/render.py draws them.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -36,14 +38,26 @@ class Filter:
         return " WHERE " + " AND ".join(clauses), params
 
 
-def _rows(db: str, sql: str, params: list[Any], table: str) -> list[tuple]:
+@contextmanager
+def _reading(db: str, table: str) -> Iterator[Callable[[str, list[Any]], list[tuple]]]:
+    """One read-only connection to `db` for a command's queries; a failed one names the table it could not read."""
     conn = _connect(db)
+
+    def rows(sql: str, params: list[Any]) -> list[tuple]:
+        try:
+            return conn.execute(sql, params).fetchall()
+        except _ERRORS as exc:
+            raise ValueError(f"store {postgres.describe(db)}: cannot read the {table} table: {exc}") from None
+
     try:
-        return conn.execute(sql, params).fetchall()
-    except _ERRORS as exc:
-        raise ValueError(f"store {postgres.describe(db)}: cannot read the {table} table: {exc}") from None
+        yield rows
     finally:
         conn.close()
+
+
+def _rows(db: str, sql: str, params: list[Any], table: str) -> list[tuple]:
+    with _reading(db, table) as rows:
+        return rows(sql, params)
 
 
 def readings(db: str, f: Filter) -> list[dict[str, Any]]:
@@ -98,33 +112,30 @@ def summary(db: str, f: Filter, width: int = SPARK_WIDTH) -> list[dict[str, Any]
     by the store (a week of one-second readings never comes back row by row).
     """
     where, params = f.where()
-    series = _rows(
-        db,
-        f"SELECT node, sensor, count(*), min(value), avg(value), max(value), min(ts), max(ts) FROM readings{where}"
-        " GROUP BY node, sensor ORDER BY node, sensor LIMIT ?",
-        [*params, f.limit],
-        "readings",
-    )
     out = []
-    for node, sensor, count, low, mean, high, first, last in series:
-        newest = "SELECT value, unit FROM readings WHERE node = ? AND sensor = ? AND ts = ?"
-        ((last_value, unit),) = _rows(db, newest, [node, sensor, last], "readings")
-        scale = width / (last - first) if last > first else 0.0
-        buckets: list[float | None] = [None] * width if scale else [None]
-        # CAST truncates on SQLite and rounds on PostgreSQL: a reading near a bucket's edge may be drawn in its neighbour.
-        for bucket, value in _rows(
-            db,
-            "SELECT CAST((ts - ?) * ? AS INTEGER) AS b, avg(value) FROM readings WHERE node = ? AND sensor = ? AND ts >= ? AND ts <= ?"
-            " GROUP BY b",
-            [first, scale, node, sensor, first, last],
-            "readings",
-        ):
-            i = min(int(bucket), len(buckets) - 1)
-            buckets[i] = value if buckets[i] is None else (buckets[i] + value) / 2
-        out.append(
-            {
-                "node": node, "sensor": sensor, "count": count, "min": low, "mean": mean, "max": high, "last": last_value,
-                "unit": unit, "first_time": stamped(first), "last_time": stamped(last), "sparkline": sparkline(buckets),
-            }
-        )  # fmt: skip
+    with _reading(db, "readings") as rows:  # one connection for the series and their 2 queries each
+        series = rows(
+            f"SELECT node, sensor, count(*), min(value), avg(value), max(value), min(ts), max(ts) FROM readings{where}"
+            " GROUP BY node, sensor ORDER BY node, sensor LIMIT ?",
+            [*params, f.limit],
+        )
+        for node, sensor, count, low, mean, high, first, last in series:
+            newest = "SELECT value, unit FROM readings WHERE node = ? AND sensor = ? AND ts = ?"
+            ((last_value, unit),) = rows(newest, [node, sensor, last])
+            scale = width / (last - first) if last > first else 0.0
+            buckets: list[float | None] = [None] * width if scale else [None]
+            # CAST truncates on SQLite and rounds on PostgreSQL: a reading near a bucket's edge may be drawn in its neighbour.
+            for bucket, value in rows(
+                "SELECT CAST((ts - ?) * ? AS INTEGER) AS b, avg(value) FROM readings WHERE node = ? AND sensor = ? AND ts >= ? AND ts <= ?"
+                " GROUP BY b",
+                [first, scale, node, sensor, first, last],
+            ):
+                i = min(int(bucket), len(buckets) - 1)
+                buckets[i] = value if buckets[i] is None else (buckets[i] + value) / 2
+            out.append(
+                {
+                    "node": node, "sensor": sensor, "count": count, "min": low, "mean": mean, "max": high, "last": last_value,
+                    "unit": unit, "first_time": stamped(first), "last_time": stamped(last), "sparkline": sparkline(buckets),
+                }
+            )  # fmt: skip
     return out
