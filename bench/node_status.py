@@ -40,6 +40,7 @@ from plantwatch.ingest.node_status import NodeStatusReporter  # noqa: E402
 from plantwatch.ingest.pipeline import Pipeline  # noqa: E402
 from plantwatch.plant.load import plant_from_documents  # noqa: E402
 from plantwatch.store.sqlite import SqliteStore  # noqa: E402
+from tests.e2e import synthetic_plant  # noqa: E402
 from tests.e2e.cluster import ControlPlane  # noqa: E402
 
 #: The writer's round, as in the gateway (NodeStatusReporter's default).
@@ -49,25 +50,10 @@ UNBOUNDED = 100_000.0
 
 
 def node(i: int) -> dict:
-    name = f"node-{i:05d}"
-    return {
-        "apiVersion": "plantwatch.io/v1alpha1",
-        "kind": "SensorNode",
-        "metadata": {"name": name},
-        "spec": {
-            "hardware": "esp32",
-            "payload": {"format": "esp32-json", "topic": f"sensors/bench/{name}/data"},
-            "sensors": [
-                {
-                    "name": "temperature",
-                    "type": "temperature",
-                    "unit": "celsius",
-                    "field": "temperature_c",
-                    "range": {"min": "-40", "max": "125"},
-                }
-            ],
-        },
-    }
+    """The operator benchmark's node i (tests/e2e/synthetic_plant.py) with its temperature sensor only: what this bench feeds."""
+    doc = synthetic_plant.node(i)
+    doc["spec"]["sensors"] = [s for s in doc["spec"]["sensors"] if s["name"] == "temperature"]
+    return doc
 
 
 def status_writes(plane: ControlPlane) -> float:
