@@ -24,6 +24,7 @@ from plantwatch.ingest.runner import IngestService
 from plantwatch.mqtt.broker import start_mosquitto
 from plantwatch.plant.load import load_plant
 from plantwatch.store.sqlite import SqliteStore
+from tests.support.process import wait_for
 
 PRESS, PRESS_TOPIC = "press-4", "sensors/hall-4/press-4/data"
 CLOCK, CLOCK_TOPIC = "dryer-2", "sensors/hall-4/dryer-2/data"
@@ -57,16 +58,6 @@ spec:
   sensors:
     - {{name: temperature, type: temperature, field: Press/Temperature, range: {{min: "-40", max: "200"}}}}
 """
-
-
-def wait_for(what: str, check: Callable[[], object], timeout: float = 20.0) -> object:
-    deadline = time.monotonic() + timeout
-    while True:
-        got = check()
-        if got:
-            return got
-        assert time.monotonic() < deadline, f"{what} within {timeout:g}s"
-        time.sleep(0.05)
 
 
 @pytest.fixture

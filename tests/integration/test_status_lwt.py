@@ -16,7 +16,6 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable
 
 import pytest
 
@@ -26,6 +25,7 @@ from plantwatch.ingest.runner import IngestService
 from plantwatch.mqtt.broker import free_port, start_mosquitto
 from plantwatch.plant.load import load_plant
 from plantwatch.store.sqlite import SqliteStore
+from tests.support.process import wait_for
 
 NODE = "press-9"
 STATUS = "sensors/hall-9/press-9/status"
@@ -53,16 +53,6 @@ client.publish(topic, b"online", qos=1, retain=True).wait_for_publish(10)
 print("born", flush=True)
 time.sleep(3600)
 """
-
-
-def wait_for(what: str, check: Callable[[], object], timeout: float = 20.0) -> object:
-    deadline = time.monotonic() + timeout
-    while True:
-        got = check()
-        if got:
-            return got
-        assert time.monotonic() < deadline, f"{what} within {timeout:g}s"
-        time.sleep(0.05)
 
 
 @pytest.fixture

@@ -29,6 +29,17 @@ def wait_http_ready(
     raise RuntimeError(f"{name} did not answer {url} within {timeout:g}s")
 
 
+def wait_for(what: str, check: Callable[[], object], timeout: float = 20.0) -> object:
+    """`check()`'s first truthy answer, asked every 50 ms; an AssertionError naming `what` after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        got = check()
+        if got:
+            return got
+        assert time.monotonic() < deadline, f"{what} within {timeout:g}s"
+        time.sleep(0.05)
+
+
 def terminate(proc: subprocess.Popen | None, timeout: float = 10.0) -> None:
     """SIGTERM, and SIGKILL if it has not exited within `timeout` seconds; nothing for a process already gone."""
     if proc and proc.poll() is None:
