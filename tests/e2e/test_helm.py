@@ -69,14 +69,19 @@ def test_install_and_uninstall_leave_only_what_the_docs_say(cluster):
             "name",
         ).stdout.split()
     )
-    kept = [
+    kept = kept_after_uninstall(release)
+    wait_for(lambda: left() == kept, f"only the volumes and the store's password left of {release}")
+    cluster.kubectl("delete", "namespace", release, "--wait=false", check=False)
+
+
+def kept_after_uninstall(release: str) -> list[str]:
+    """What `helm uninstall` leaves of a release, as docs/kubernetes.md lists it: the volumes and the store's password."""
+    return [
         f"persistentvolumeclaim/data-{release}-postgres-0",
         f"persistentvolumeclaim/{release}-backups",
         f"persistentvolumeclaim/{release}-broker-data",
         f"secret/{release}-postgres",
     ]
-    wait_for(lambda: left() == kept, f"only the volumes and the store's password left of {release}")
-    cluster.kubectl("delete", "namespace", release, "--wait=false", check=False)
 
 
 # --- helm test -----------------------------------------------------------------------------

@@ -15,7 +15,7 @@ import uuid
 
 from tests.conftest import EXAMPLE_PLANT
 from tests.e2e.conftest import wait_for
-from tests.e2e.test_helm import CHART, chart_operator, chart_values, helm
+from tests.e2e.test_helm import CHART, chart_operator, chart_values, helm, kept_after_uninstall
 
 PORT = 5432
 
@@ -90,12 +90,7 @@ def test_the_charts_postgres_serves_the_rendered_gateway_and_outlives_the_releas
         kinds = "statefulsets,deployments,cronjobs,services,secrets,networkpolicies,pvc"
         return sorted(cluster.kubectl("get", kinds, "-n", ns, "-l", f"app.kubernetes.io/instance={release}", "-o", "name").stdout.split())
 
-    kept = [
-        f"persistentvolumeclaim/data-{release}-postgres-0",
-        f"persistentvolumeclaim/{release}-backups",
-        f"persistentvolumeclaim/{release}-broker-data",
-        f"secret/{release}-postgres",
-    ]
+    kept = kept_after_uninstall(release)
     wait_for(lambda: left() == kept, f"only the volumes and the store's password left of {release}")
     assert base64.b64decode(get(cluster, "secret", f"{release}-postgres", "-n", ns)["data"]["password"]).decode() == password
     cluster.kubectl("delete", "namespace", ns, "--wait=false", check=False)
