@@ -21,6 +21,7 @@ import re
 import threading
 from collections.abc import Iterable
 from functools import lru_cache
+from operator import itemgetter
 from pathlib import Path
 from typing import Any
 
@@ -148,7 +149,8 @@ class PostgresStore(SqliteStore):
         self._lock = threading.Lock()
         with self._lock:
             migrate(self._db, STORE_SCHEMA + shard_state.SCHEMA)
-            self._db.execute("CREATE TEMPORARY TABLE staged_readings (LIKE readings INCLUDING DEFAULTS)")
+            # Emptied by each COMMIT (or ROLLBACK): no TRUNCATE per batch, which replaces the table's file.
+            self._db.execute("CREATE TEMPORARY TABLE staged_readings (LIKE readings INCLUDING DEFAULTS) ON COMMIT DELETE ROWS")
 
     def _begin(self) -> None:
         # Read committed with row locks: a checkpoint's UPDATE waits for a concurrent claim of
@@ -169,20 +171,28 @@ class PostgresStore(SqliteStore):
         """COPY the batch into a staging table, then one INSERT ... ON CONFLICT DO NOTHING; how many were new.
 
         COPY streams rows without a statement of thousands of parameters to parse (about 10x
-        the multi-row INSERT here). In key order: two transactions inserting overlapping keys
-        (a redelivery during a handoff) wait for each other in one order, never in a deadlock.
+        the multi-row INSERT here), in binary: no text to format here or parse there. In key
+        order: two transactions inserting overlapping keys (a redelivery during a handoff) wait
+        for each other in one order, never in a deadlock. Sorted here first, so the server's sort
+        finds them in order (a fifth less of its time per row, bench: PostgreSQL's CPU per row).
         """
         raw = self._db.raw
-        with raw.cursor().copy("COPY staged_readings (node, sensor, type, value, ts, unit) FROM STDIN") as copy:
-            for r in readings:
+        with raw.cursor().copy("COPY staged_readings (node, sensor, type, value, ts, unit) FROM STDIN (FORMAT BINARY)") as copy:
+            copy.set_types(_STAGED_TYPES)
+            write_row = copy.write_row
+            for r in sorted(readings, key=_KEY):
                 if r.value == r.value:  # a NaN is dropped, as SQLite drops it (NULL there, refused by NOT NULL)
-                    copy.write_row(r)
-        stored = raw.execute(
+                    write_row(r)
+        return raw.execute(
             "INSERT INTO readings SELECT node, sensor, ts, type, value, unit FROM staged_readings"
             " ORDER BY node, sensor, ts ON CONFLICT DO NOTHING"
         ).rowcount
-        raw.execute("TRUNCATE staged_readings")
-        return stored
+
+
+#: A Reading's fields in order (node, sensor, type, value, ts, unit), as COPY's binary format types them.
+_STAGED_TYPES = ("text", "text", "text", "float8", "float8", "text")
+#: A reading's key in the store: (node, sensor, ts).
+_KEY = itemgetter(0, 1, 4)
 
 
 def open_store(db: str | Path) -> SqliteStore:
