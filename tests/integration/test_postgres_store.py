@@ -14,7 +14,7 @@ from plantwatch.alerts.lifecycle import Matcher
 from plantwatch.readings import AlertEvent, Reading
 from plantwatch.store import postgres, retention, sqlite
 from plantwatch.store.alert_state import AlertState, NotFound
-from plantwatch.store.postgres import PostgresStore
+from plantwatch.store.postgres import PostgresStore, WriterConnection
 from plantwatch.store.retention import Retention, Sweeper
 from plantwatch.store.shard_state import Checkpoint, Fenced
 from plantwatch.store.sqlite import SqliteStore
@@ -115,22 +115,24 @@ def test_a_batch_commits_with_its_checkpoint_and_a_fenced_owner_writes_nothing(d
     assert other.shard_lease(0)[:2] == (2, "b")
 
 
-def test_a_server_killed_between_the_batch_and_its_commit_keeps_neither(server, password):  # noqa: F811
+def test_a_server_killed_between_the_batch_and_its_commit_keeps_neither(server, password, monkeypatch):  # noqa: F811
     """SIGKILL of PostgreSQL after the batch's rows and checkpoint were sent, before COMMIT."""
     url = server.fresh_database(f"t{next(_names)}")
-
-    class KilledBeforeCommit(PostgresStore):
-        def _insert_readings(self, readings):
-            stored = super()._insert_readings(readings)
-            server.kill()
-            return stored
-
     store = PostgresStore(url)
     store.claim_shard(0, "a", 1.0)
     store.write([Reading("n", "t", "temperature", 1.0, 1.0)], checkpoint=Checkpoint(0, 1, b"after-1"))
-    doomed = KilledBeforeCommit(url)
-    with pytest.raises(psycopg.OperationalError):
-        doomed.write([Reading("n", "t", "temperature", 2.0, 2.0)], checkpoint=Checkpoint(0, 1, b"after-2"))
+    insert = WriterConnection._insert_readings
+
+    def killed_before_commit(self, readings):
+        stored = insert(self, readings)
+        server.kill()
+        return stored
+
+    with monkeypatch.context() as patched:
+        patched.setattr(WriterConnection, "_insert_readings", killed_before_commit)
+        doomed = PostgresStore(url)
+        with pytest.raises(psycopg.OperationalError):
+            doomed.write([Reading("n", "t", "temperature", 2.0, 2.0)], checkpoint=Checkpoint(0, 1, b"after-2"))
     server.start()
     after = PostgresStore(url)
     assert after.query("SELECT ts FROM readings") == [(1.0,)]
@@ -167,13 +169,56 @@ def test_alert_state_on_both_engines(db):
     state.close()
 
 
+def test_batches_of_two_shards_commit_side_by_side_and_a_lost_connection_is_replaced(server, password):  # noqa: F811
+    """With writers=2, one shard's batch held before its COMMIT does not hold up another's (with one
+    writer it would wait); after the server restarts, the pool's dead connections give way to new ones."""
+    url = server.fresh_database(f"t{next(_names)}")
+    store = PostgresStore(url, writers=2)
+    in_flight, go_on = threading.Event(), threading.Event()
+    with store._writer() as writer:
+        held = writer._db
+    commit = held.execute
+
+    def held_before_commit(sql, params=()):
+        if sql == "COMMIT":
+            in_flight.set()
+            go_on.wait(30)
+        return commit(sql, params)
+
+    held.execute = held_before_commit
+    first = threading.Thread(target=store.write, args=([Reading("a", "t", "temperature", 1.0, 1.0)],))
+    first.start()
+    assert in_flight.wait(30)
+    try:
+        assert store.write([Reading("b", "t", "temperature", 2.0, 1.0)]) == 1  # on the other connection, now
+        assert store.query("SELECT node FROM readings") == [("b",)]
+    finally:
+        go_on.set()
+        first.join(30)
+    held.execute = commit
+    assert store.query("SELECT node FROM readings ORDER BY node") == [("a",), ("b",)]
+    assert store.write([Reading("c", "t", "temperature", 3.0, 1.0)]) == 1
+    server.kill()
+    server.start()
+    for node in "de":  # each pooled connection fails once, is dropped, and the next write opens a new one
+        with pytest.raises(psycopg.OperationalError):
+            store.write([Reading(node, "t", "temperature", 4.0, 1.0)])
+    assert store.write([Reading("f", "t", "temperature", 5.0, 1.0)]) == 1
+    store.close()
+    after = PostgresStore(url)
+    assert after.query("SELECT node FROM readings ORDER BY node") == [("a",), ("b",), ("c",), ("f",)]
+    after.close()
+
+
 def test_an_alert_event_committed_after_a_later_one_is_still_announced(server, password):  # noqa: F811
     """Two gateways on one PostgreSQL: A draws the lower alert_events id but commits last. The notifier's
     cursor (`id > cursor`) must not step past A's event while A is still in flight."""
     url = server.fresh_database(f"t{next(_names)}")
     a, b, state = PostgresStore(url), PostgresStore(url), AlertState(url)
     in_flight, go_on = threading.Event(), threading.Event()
-    insert = a._db.executemany
+    with a._writer() as writer:  # the pooled connection A's batches are written on
+        connection = writer._db
+    insert = connection.executemany
 
     def paused_before_commit(sql, rows):  # dead letters go in after the alert events, just before COMMIT
         if sql.startswith("INSERT INTO dead_letters"):
@@ -181,7 +226,7 @@ def test_an_alert_event_committed_after_a_later_one_is_still_announced(server, p
             go_on.wait(30)
         return insert(sql, rows)
 
-    a._db.executemany = paused_before_commit
+    connection.executemany = paused_before_commit
     fire = AlertEvent("r/a/t", "r", "a", "t", "firing", "warning", 81.0, 10.0, "hot")
     late = threading.Thread(target=a.write, kwargs={"alerts": [fire], "dead_letters": [(10.0, "x", "malformed", "", b"p")]})
     late.start()

@@ -41,6 +41,9 @@ from plantwatch.store import postgres
 from plantwatch.store.alert_state import AlertState
 from plantwatch.store.retention import Retention, Sweeper
 
+#: PostgreSQL connections a sharded gateway commits its shards' batches on at once (each one server process).
+SHARD_WRITERS = 2
+
 
 @dataclass(frozen=True)
 class Scale:
@@ -93,7 +96,8 @@ def serve(
         print(f"plantwatch serve ingest: {exc}", file=sys.stderr)
         return 2
     try:
-        store = postgres.open_store(db)  # a PostgreSQL URL: the cluster's shared store of record
+        # A PostgreSQL URL: the cluster's shared store of record, its shards' batches committed side by side.
+        store = postgres.open_store(db, writers=SHARD_WRITERS if scale else 1)
         alert_state = AlertState(db)
     except ValueError as exc:
         print(f"plantwatch serve ingest: {exc}", file=sys.stderr)

@@ -17,9 +17,11 @@ never from the command line; `describe()` is the URL to log, masked.
 from __future__ import annotations
 
 import os
+import queue
 import re
 import threading
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from functools import lru_cache
 from operator import itemgetter
 from pathlib import Path
@@ -141,16 +143,70 @@ def migrate(db: PgConnection, schema: str) -> None:
 
 
 class PostgresStore(SqliteStore):
-    """The embedded store's tables and statements on PostgreSQL (thread-safe, one connection, one lock)."""
+    """The embedded store's tables and statements on PostgreSQL (thread-safe).
 
-    def __init__(self, url: str):
+    One connection, under one lock, for everything but batches; batches are written on a pool of
+    up to `writers` further connections (opened at the first write), so that the shards of a
+    gateway commit side by side, each on a server process of its own, instead of one at a time.
+    """
+
+    def __init__(self, url: str, writers: int = 1):
+        if writers < 1:
+            raise ValueError(f"writers must be at least 1, not {writers}")
         self.path = describe(url)
+        self._url = url
         self._db: Any = PgConnection(url)
         self._lock = threading.Lock()
         with self._lock:
             migrate(self._db, STORE_SCHEMA + shard_state.SCHEMA)
-            # Emptied by each COMMIT (or ROLLBACK): no TRUNCATE per batch, which replaces the table's file.
-            self._db.execute("CREATE TEMPORARY TABLE staged_readings (LIKE readings INCLUDING DEFAULTS) ON COMMIT DELETE ROWS")
+        self._writers = writers
+        self._opened = 0
+        self._idle: queue.LifoQueue[WriterConnection] = queue.LifoQueue()
+        self._pool_lock = threading.Lock()
+
+    def _begin(self) -> None:
+        self._db.begin()  # claims, leases, summaries: read committed, as a batch's (WriterConnection._begin)
+
+    @contextmanager
+    def _writer(self) -> Iterator[WriterConnection]:
+        """An idle pooled connection, or a new one while fewer than `writers` are open, or the next one returned."""
+        try:
+            writer = self._idle.get_nowait()
+        except queue.Empty:
+            with self._pool_lock:
+                opening = self._opened < self._writers
+                self._opened += opening
+            if opening:
+                try:
+                    writer = WriterConnection(self._url)
+                except BaseException:
+                    with self._pool_lock:
+                        self._opened -= 1
+                    raise
+            else:
+                writer = self._idle.get()
+        try:
+            yield writer
+        finally:
+            if writer._db.raw.closed:  # the server went away: the next write opens a new connection
+                with self._pool_lock:
+                    self._opened -= 1
+            else:
+                self._idle.put(writer)
+
+    def close(self) -> None:
+        super().close()
+        while not self._idle.empty():
+            self._idle.get_nowait()._db.close()
+
+
+class WriterConnection:
+    """One pooled connection of a PostgresStore that batches are written on, with its staging table."""
+
+    def __init__(self, url: str):
+        self._db = PgConnection(url)
+        # Emptied by each COMMIT (or ROLLBACK): no TRUNCATE per batch, which replaces the table's file.
+        self._db.execute("CREATE TEMPORARY TABLE staged_readings (LIKE readings INCLUDING DEFAULTS) ON COMMIT DELETE ROWS")
 
     def _begin(self) -> None:
         # Read committed with row locks: a checkpoint's UPDATE waits for a concurrent claim of
@@ -195,9 +251,10 @@ _STAGED_TYPES = ("text", "text", "text", "float8", "float8", "text")
 _KEY = itemgetter(0, 1, 4)
 
 
-def open_store(db: str | Path) -> SqliteStore:
-    """The store `--db` names: a PostgreSQL URL, else a SQLite file (the local default)."""
-    return PostgresStore(str(db)) if is_url(db) else SqliteStore(db)
+def open_store(db: str | Path, writers: int = 1) -> SqliteStore:
+    """The store `--db` names: a PostgreSQL URL (batches written on up to `writers` connections at once), else
+    a SQLite file (the local default: one writer at a time whatever `writers` says)."""
+    return PostgresStore(str(db), writers) if is_url(db) else SqliteStore(db)
 
 
 def engine(db: str | Path) -> str:

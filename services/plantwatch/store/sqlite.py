@@ -13,10 +13,12 @@ from __future__ import annotations
 import hashlib
 import sqlite3
 import threading
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from functools import lru_cache
 from itertools import chain
 from pathlib import Path
+from typing import Any
 
 from plantwatch.readings import AlertEvent, Reading
 from plantwatch.rules.windows import Summary, summarize
@@ -144,6 +146,15 @@ class SqliteStore:
             self._db.executescript(SCHEMA + shard_state.SCHEMA)
             self._migrate_dead_letters()
 
+    @contextmanager
+    def _writer(self) -> Iterator[Any]:
+        """What one batch is written on, held for its transaction: this store's connection, under its lock.
+
+        PostgresStore lends one of a pool of connections instead, so that shards commit side by side.
+        """
+        with self._lock:
+            yield self
+
     def _begin(self) -> None:
         # IMMEDIATE: take the write lock now, so another process's commit cannot make
         # this transaction's reads stale (SQLITE_BUSY_SNAPSHOT) halfway through.
@@ -190,16 +201,16 @@ class SqliteStore:
         With a checkpoint, the shard's state is replaced in the same transaction, or, if
         the shard was claimed at a newer epoch, nothing is written and Fenced is raised.
         """
-        with self._lock:
-            db = self._db
-            self._begin()
+        with self._writer() as w:
+            db = w._db
+            w._begin()
             try:
                 if checkpoint is not None:
                     shard_state.save(db, checkpoint)
-                stored = self._insert_readings(readings if isinstance(readings, list) else list(readings))
+                stored = w._insert_readings(readings if isinstance(readings, list) else list(readings))
                 alerts = list(alerts)
                 if alerts:
-                    self._order_alert_events()
+                    w._order_alert_events()
                 db.executemany(
                     "INSERT OR IGNORE INTO alert_events (fingerprint, rule, node, sensor, state, severity, value, ts, summary)"
                     " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
