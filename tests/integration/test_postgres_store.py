@@ -14,7 +14,7 @@ from plantwatch.alerts.lifecycle import Matcher
 from plantwatch.readings import AlertEvent, Reading
 from plantwatch.store import postgres, retention, sqlite
 from plantwatch.store.alert_state import AlertState, NotFound
-from plantwatch.store.postgres import PostgresStore, WriterConnection
+from plantwatch.store.postgres import PostgresStore, Session
 from plantwatch.store.retention import Retention, Sweeper
 from plantwatch.store.shard_state import Checkpoint, Fenced
 from plantwatch.store.sqlite import SqliteStore
@@ -121,7 +121,7 @@ def test_a_server_killed_between_the_batch_and_its_commit_keeps_neither(server, 
     store = PostgresStore(url)
     store.claim_shard(0, "a", 1.0)
     store.write([Reading("n", "t", "temperature", 1.0, 1.0)], checkpoint=Checkpoint(0, 1, b"after-1"))
-    insert = WriterConnection._insert_readings
+    insert = Session._insert_readings
 
     def killed_before_commit(self, readings):
         stored = insert(self, readings)
@@ -129,7 +129,7 @@ def test_a_server_killed_between_the_batch_and_its_commit_keeps_neither(server, 
         return stored
 
     with monkeypatch.context() as patched:
-        patched.setattr(WriterConnection, "_insert_readings", killed_before_commit)
+        patched.setattr(Session, "_insert_readings", killed_before_commit)
         doomed = PostgresStore(url)
         with pytest.raises(psycopg.OperationalError):
             doomed.write([Reading("n", "t", "temperature", 2.0, 2.0)], checkpoint=Checkpoint(0, 1, b"after-2"))
@@ -170,12 +170,12 @@ def test_alert_state_on_both_engines(db):
 
 
 def test_batches_of_two_shards_commit_side_by_side_and_a_lost_connection_is_replaced(server, password):  # noqa: F811
-    """With writers=2, one shard's batch held before its COMMIT does not hold up another's (with one
+    """With connections=2, one shard's batch held before its COMMIT does not hold up another's (with one
     writer it would wait); after the server restarts, the pool's dead connections give way to new ones."""
     url = server.fresh_database(f"t{next(_names)}")
-    store = PostgresStore(url, writers=2)
+    store = PostgresStore(url, connections=2)
     in_flight, go_on = threading.Event(), threading.Event()
-    with store._writer() as writer:
+    with store._session() as writer:
         held = writer._db
     commit = held.execute
 
@@ -216,7 +216,7 @@ def test_an_alert_event_committed_after_a_later_one_is_still_announced(server, p
     url = server.fresh_database(f"t{next(_names)}")
     a, b, state = PostgresStore(url), PostgresStore(url), AlertState(url)
     in_flight, go_on = threading.Event(), threading.Event()
-    with a._writer() as writer:  # the pooled connection A's batches are written on
+    with a._session() as writer:  # the pooled connection A's batches are written on
         connection = writer._db
     insert = connection.executemany
 

@@ -42,7 +42,7 @@ from plantwatch.store.alert_state import AlertState
 from plantwatch.store.retention import Retention, Sweeper
 
 #: PostgreSQL connections a sharded gateway commits its shards' batches on at once (each one server process).
-SHARD_WRITERS = 2
+SHARD_CONNECTIONS = 2
 
 
 @dataclass(frozen=True)
@@ -97,7 +97,7 @@ def serve(
         return 2
     try:
         # A PostgreSQL URL: the cluster's shared store of record, its shards' batches committed side by side.
-        store = postgres.open_store(db, writers=SHARD_WRITERS if scale else 1)
+        store = postgres.open_store(db, connections=SHARD_CONNECTIONS if scale else 1)
         alert_state = AlertState(db)
     except ValueError as exc:
         print(f"plantwatch serve ingest: {exc}", file=sys.stderr)

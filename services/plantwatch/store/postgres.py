@@ -145,67 +145,70 @@ def migrate(db: PgConnection, schema: str) -> None:
 class PostgresStore(SqliteStore):
     """The embedded store's tables and statements on PostgreSQL (thread-safe).
 
-    One connection, under one lock, for everything but batches; batches are written on a pool of
-    up to `writers` further connections (opened at the first write), so that the shards of a
-    gateway commit side by side, each on a server process of its own, instead of one at a time.
+    Each call works on a connection of a pool of up to `connections` (opened as needed, a dead one
+    replaced): with more than one, the shards of a gateway commit side by side, each on a server
+    process of its own, and one shard's lease check does not wait behind another's batch.
     """
 
-    def __init__(self, url: str, writers: int = 1):
-        if writers < 1:
-            raise ValueError(f"writers must be at least 1, not {writers}")
+    def __init__(self, url: str, connections: int = 1):
+        if connections < 1:
+            raise ValueError(f"connections must be at least 1, not {connections}")
         self.path = describe(url)
         self._url = url
-        self._db: Any = PgConnection(url)
-        self._lock = threading.Lock()
-        with self._lock:
-            migrate(self._db, STORE_SCHEMA + shard_state.SCHEMA)
-        self._writers = writers
-        self._opened = 0
-        self._idle: queue.LifoQueue[WriterConnection] = queue.LifoQueue()
+        self._size = connections
+        self._idle: queue.LifoQueue[Session] = queue.LifoQueue()
         self._pool_lock = threading.Lock()
-
-    def _begin(self) -> None:
-        self._db.begin()  # claims, leases, summaries: read committed, as a batch's (WriterConnection._begin)
+        first = Session(url, staged=False)
+        migrate(first._db, STORE_SCHEMA + shard_state.SCHEMA)
+        first.stage()
+        self._opened = 1
+        self._idle.put(first)
 
     @contextmanager
-    def _writer(self) -> Iterator[WriterConnection]:
-        """An idle pooled connection, or a new one while fewer than `writers` are open, or the next one returned."""
+    def _session(self) -> Iterator[Session]:
+        """An idle pooled connection, or a new one while fewer than `connections` are open, or the next one returned."""
         try:
-            writer = self._idle.get_nowait()
+            session = self._idle.get_nowait()
         except queue.Empty:
             with self._pool_lock:
-                opening = self._opened < self._writers
+                opening = self._opened < self._size
                 self._opened += opening
             if opening:
                 try:
-                    writer = WriterConnection(self._url)
+                    session = Session(self._url)
                 except BaseException:
                     with self._pool_lock:
                         self._opened -= 1
                     raise
             else:
-                writer = self._idle.get()
+                session = self._idle.get()
         try:
-            yield writer
+            yield session
         finally:
-            if writer._db.raw.closed:  # the server went away: the next write opens a new connection
+            if session._db.raw.closed:  # the server went away: the next call opens a new connection
                 with self._pool_lock:
                     self._opened -= 1
             else:
-                self._idle.put(writer)
+                self._idle.put(session)
 
     def close(self) -> None:
-        super().close()
         while not self._idle.empty():
             self._idle.get_nowait()._db.close()
 
 
-class WriterConnection:
-    """One pooled connection of a PostgresStore that batches are written on, with its staging table."""
+class Session:
+    """One pooled connection of a PostgresStore, with its staging table for readings."""
 
-    def __init__(self, url: str):
+    def __init__(self, url: str, staged: bool = True):
         self._db = PgConnection(url)
-        # Emptied by each COMMIT (or ROLLBACK): no TRUNCATE per batch, which replaces the table's file.
+        if staged:
+            self.stage()
+
+    def stage(self) -> None:
+        """Create the connection's staging table, a copy of the readings table (which must exist by then).
+
+        Emptied by each COMMIT (or ROLLBACK): no TRUNCATE per batch, which replaces the table's file.
+        """
         self._db.execute("CREATE TEMPORARY TABLE staged_readings (LIKE readings INCLUDING DEFAULTS) ON COMMIT DELETE ROWS")
 
     def _begin(self) -> None:
@@ -251,10 +254,10 @@ _STAGED_TYPES = ("text", "text", "text", "float8", "float8", "text")
 _KEY = itemgetter(0, 1, 4)
 
 
-def open_store(db: str | Path, writers: int = 1) -> SqliteStore:
-    """The store `--db` names: a PostgreSQL URL (batches written on up to `writers` connections at once), else
-    a SQLite file (the local default: one writer at a time whatever `writers` says)."""
-    return PostgresStore(str(db), writers) if is_url(db) else SqliteStore(db)
+def open_store(db: str | Path, connections: int = 1) -> SqliteStore:
+    """The store `--db` names: a PostgreSQL URL (worked on over up to `connections` at once), else a SQLite
+    file (the local default: one connection, one call at a time)."""
+    return PostgresStore(str(db), connections) if is_url(db) else SqliteStore(db)
 
 
 def engine(db: str | Path) -> str:

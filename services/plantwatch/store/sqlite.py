@@ -147,8 +147,9 @@ class SqliteStore:
             self._migrate_dead_letters()
 
     @contextmanager
-    def _writer(self) -> Iterator[Any]:
-        """What one batch is written on, held for its transaction: this store's connection, under its lock.
+    def _session(self) -> Iterator[Any]:
+        """What one call works on (a batch's transaction, a claim, a read), held until it returns: this store's
+        connection, under its lock, with `_db`, `_begin`, `_insert_readings` and `_order_alert_events`.
 
         PostgresStore lends one of a pool of connections instead, so that shards commit side by side.
         """
@@ -201,16 +202,16 @@ class SqliteStore:
         With a checkpoint, the shard's state is replaced in the same transaction, or, if
         the shard was claimed at a newer epoch, nothing is written and Fenced is raised.
         """
-        with self._writer() as w:
-            db = w._db
-            w._begin()
+        with self._session() as c:
+            db = c._db
+            c._begin()
             try:
                 if checkpoint is not None:
                     shard_state.save(db, checkpoint)
-                stored = w._insert_readings(readings if isinstance(readings, list) else list(readings))
+                stored = c._insert_readings(readings if isinstance(readings, list) else list(readings))
                 alerts = list(alerts)
                 if alerts:
-                    w._order_alert_events()
+                    c._order_alert_events()
                 db.executemany(
                     "INSERT OR IGNORE INTO alert_events (fingerprint, rule, node, sensor, state, severity, value, ts, summary)"
                     " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -235,8 +236,8 @@ class SqliteStore:
         lookup per reading, only for those batches.
         """
         out = []
-        with self._lock:
-            db = self._db
+        with self._session() as c:
+            db = c._db
             for start in range(0, len(readings), ROWS_PER_INSERT):
                 chunk = readings[start : start + ROWS_PER_INSERT]
                 rows = db.execute(
@@ -250,9 +251,9 @@ class SqliteStore:
 
     def claim_shard(self, shard: int, owner: str, now: float) -> tuple[int, bytes | None]:
         """Become the shard's consumer: bump its epoch (fencing off the previous owner); (epoch, last state)."""
-        with self._lock:
-            db = self._db
-            self._begin()
+        with self._session() as c:
+            db = c._db
+            c._begin()
             try:
                 claimed = shard_state.claim(db, shard, owner, now)
                 db.execute("COMMIT")
@@ -263,20 +264,20 @@ class SqliteStore:
 
     def renew_shard(self, shard: int, epoch: int, now: float) -> None:
         """Say the shard's consumer is alive (its lease); Fenced if another one has claimed it since."""
-        with self._lock:
-            shard_state.renew(self._db, shard, epoch, now)
+        with self._session() as c:
+            shard_state.renew(c._db, shard, epoch, now)
 
     def shard_lease(self, shard: int) -> tuple[int, str, float] | None:
         """(epoch, owner, last renewed) of the shard's consumer; None if it was never claimed."""
-        with self._lock:
-            return shard_state.lease(self._db, shard)
+        with self._session() as c:
+            return shard_state.lease(c._db, shard)
 
     def summarize(self, windows: Iterable[tuple[str, str, float, float]]) -> list[Summary]:
         """(Re)compute the summaries of (node, sensor, start, width) windows from the stored readings."""
-        with self._lock:
-            db = self._db
+        with self._session() as c:
+            db = c._db
             out = []
-            self._begin()
+            c._begin()
             try:
                 for node, sensor, start, width in windows:
                     values = [
@@ -304,8 +305,8 @@ class SqliteStore:
 
     def expire_dead_letters(self, before: float) -> int:
         """Delete up to EXPIRE_ROWS dead letters received before `before` (oldest first); how many."""
-        with self._lock:
-            return self._db.execute(
+        with self._session() as c:
+            return c._db.execute(
                 "DELETE FROM dead_letters WHERE id IN (SELECT id FROM dead_letters WHERE received < ? ORDER BY received LIMIT ?)",
                 (before, EXPIRE_ROWS),
             ).rowcount
@@ -316,8 +317,8 @@ class SqliteStore:
         series per call. Returns (rows deleted, the series to go on after; None once all were visited)."""
         column = SERIES_TABLES[table]
         deleted = 0
-        with self._lock:
-            db = self._db
+        with self._session() as c:
+            db = c._db
             for _ in range(SERIES_PER_SWEEP):
                 series = db.execute(
                     f"SELECT node, sensor FROM {table} WHERE (node, sensor) > (?, ?) ORDER BY node, sensor LIMIT 1", after
@@ -338,12 +339,12 @@ class SqliteStore:
     def count(self, table: str) -> int:
         if table not in ("readings", "alert_events", "dead_letters", "summaries"):
             raise ValueError(f"unknown table {table!r}")
-        with self._lock:
-            return self._db.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
+        with self._session() as c:
+            return c._db.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
 
     def query(self, sql: str, params: tuple = ()) -> list[tuple]:
-        with self._lock:
-            return self._db.execute(sql, params).fetchall()
+        with self._session() as c:
+            return c._db.execute(sql, params).fetchall()
 
     def close(self) -> None:
         with self._lock:
