@@ -1,6 +1,6 @@
 """The gateway acknowledges batches in the order it received them.
 
-IngestService stores small batches inline (acknowledged on return) and large ones on the
+The Committer (IngestService's, and each shard's) stores small batches inline (acknowledged on return) and large ones on the
 committing thread (acknowledged when their Future completes). A small batch must not
 be acknowledged while a large one before it is still being finished: had the gateway
 died in between, the broker would redeliver the older batch only.
@@ -13,7 +13,7 @@ import time
 
 from plantwatch.ingest.formats import encode
 from plantwatch.ingest.pipeline import Pipeline
-from plantwatch.ingest.runner import IngestService
+from plantwatch.ingest.runner import Committer
 from plantwatch.plant.load import load_plant
 from plantwatch.store.sqlite import SqliteStore
 from tests.conftest import EXAMPLE_PLANT
@@ -31,19 +31,19 @@ def test_a_small_batch_is_not_acknowledged_before_the_large_batch_before_it(tmp_
         assert release.wait(10)
 
     pipeline = Pipeline(plant, SqliteStore(tmp_path / "p.db"), publish=publish)
-    service = IngestService(pipeline, "mqtt://127.0.0.1:1")  # never connects: batches are handed in below
+    committer = Committer(pipeline)  # no broker: batches are handed in below, as the subscriber would
     acks: list[str] = []
-    service._committer.start()
+    committer.start()
     try:
         large = [
-            (TOPIC, encode("esp32-json", "esp32-press-01", T0 + i, {"temperature_c": 40.0})) for i in range(IngestService.INLINE_BELOW)
+            (TOPIC, encode("esp32-json", "esp32-press-01", T0 + i, {"temperature_c": 40.0})) for i in range(Committer.INLINE_BELOW)
         ] + [("sensors/nobody/data", b"{}")]  # a dead letter
-        first = service._handle(large)
+        first = committer.handle(large)
         assert first is not None  # large: committed on the other thread
         first.add_done_callback(lambda _: acks.append("large"))
         assert finishing.wait(10)  # the large batch is committed, and being finished
         small = [(TOPIC, encode("esp32-json", "esp32-press-01", T0 + 100, {"temperature_c": 40.0}))]
-        second = service._handle(small)
+        second = committer.handle(small)
         if second is None:
             acks.append("small")  # stored inline: acknowledged at once
         else:
@@ -54,6 +54,5 @@ def test_a_small_batch_is_not_acknowledged_before_the_large_batch_before_it(tmp_
                 f.result(10)
     finally:
         release.set()
-        service._commits.put(None)
-        service._committer.join(10)
+        committer.close()
     assert acks == ["large", "small"]

@@ -88,3 +88,39 @@ def test_a_committed_batch_renews_the_owners_lease(tmp_path):
     store.write(press([60]), checkpoint=Checkpoint(5, epoch, b"{}"))
     _, owner, renewed = store.shard_lease(5)
     assert owner == "replica-a" and before <= renewed <= time.time()
+
+
+def test_a_batch_commits_the_state_it_was_prepared_with_though_the_next_one_is_decoded_already(plant, tmp_path):
+    """A shard decodes its next batch while the last one commits (ingest/runner.Committer). The checkpoint
+    committed with a batch is the state right after it, so that when the owner dies before the next batch
+    is stored, the new owner gets that batch again and fires its alerts, exactly as one uninterrupted owner."""
+    from plantwatch.ingest.formats import encode
+    from plantwatch.ingest.pipeline import Pipeline
+    from plantwatch.ingest.scaleout import ShardStore
+
+    topic = "sensors/hall-1/esp32-press-01/data"
+    messages = [
+        (topic, encode("esp32-json", "esp32-press-01", 1000.0 + i * 0.5, {"temperature_c": float(v)})) for i, v in enumerate(VALUES)
+    ]
+    first, second = messages[:4], messages[4:]
+
+    def owner(store: SqliteStore, name: str) -> Pipeline:
+        epoch, state = store.claim_shard(0, name, 1.0)
+        view = ShardStore(store, 0, epoch)
+        view.pipeline = Pipeline(plant, view, now=1000.0)
+        if state is not None:
+            view.pipeline.restore(orjson.loads(state))
+        return view.pipeline
+
+    uninterrupted = Pipeline(plant, SqliteStore(tmp_path / "reference.db"), now=1000.0)
+    uninterrupted.process(first, 1001.0)
+    expected = uninterrupted.prepare(second, 1001.0).alerts
+    assert {e.state for e in expected} >= {"firing"}
+
+    store = SqliteStore(tmp_path / "shared.db")
+    dying = owner(store, "replica-a")
+    batch = dying.prepare(first, 1001.0)
+    dying.prepare(second, 1001.0)  # decoded while the first commits; its commit never happens (the owner dies)
+    dying.commit(batch)
+    successor = owner(store, "replica-b")  # restores what committed with the first batch
+    assert successor.prepare(second, 1001.0).alerts == expected

@@ -25,6 +25,7 @@ import threading
 import time
 from collections.abc import Iterable, Sequence
 
+from plantwatch.ingest.runner import raise_gc_threshold
 from plantwatch.ingest.scaleout import DEFAULT_LEASE_S, PipelineFactory, ShardedIngest, ShardWorker
 from plantwatch.plant.load import Plant
 from plantwatch.store import postgres, shard_state
@@ -122,6 +123,7 @@ class MemberIngest(ShardedIngest):
         self._error: BaseException | None = None
 
     def start(self, connect_timeout: float | None = 10.0) -> None:
+        raise_gc_threshold()
         self._thread.start()
         if connect_timeout is not None and not self._followed.wait(connect_timeout):
             self.stop()

@@ -126,6 +126,9 @@ class PreparedBatch:
     windows: set[tuple[str, str, float]] = field(default_factory=set)
     #: Readings that were new to the store (set by the commit).
     stored: int = 0
+    #: The pipeline's state right after this batch (`snapshot`, as JSON), taken when it was prepared: what a
+    #: store that commits checkpoints (a shard's) commits with it, whatever batches were prepared since.
+    state: bytes | None = None
 
 
 class Pipeline:
@@ -246,6 +249,8 @@ class Pipeline:
         p = PreparedBatch(len(batch), now)
         with correlated(p.correlation_id):
             self._prepare(p, batch, now)
+        if self.store.commits_checkpoint:
+            p.state = orjson.dumps(self.snapshot())
         return p
 
     def _prepare(self, p: PreparedBatch, batch: Sequence[tuple[str, bytes]], now: float) -> None:
@@ -365,7 +370,7 @@ class Pipeline:
             p.stored, committed = count, True
 
         try:
-            self._writes.write(p.readings, p.alerts, p.dead, stored)
+            self._writes.write(p.readings, p.alerts, p.dead, stored, p.state)
         except BaseException as exc:
             with self._lock:
                 self._uncommitted.remove(p)  # given up: the broker delivers it again
@@ -457,7 +462,10 @@ class Pipeline:
             )
             rows.append(row)
             p.outbox.append(message)
-        self.store.write(dead_letters=rows)
+        if p.state is not None:  # with the batch's own checkpoint again: later batches may be prepared already
+            self.store.write(dead_letters=rows, state=p.state)
+        else:
+            self.store.write(dead_letters=rows)
 
     def _conflicts(self, conflicts: list[tuple[Reading, float]], now: float) -> list[Rejection]:
         """Count and (once per series per interval) log conflicting readings; their rejections."""

@@ -1,4 +1,4 @@
-"""Runs a Pipeline behind an MQTT subscription on two threads: one prepares batches, the other commits and acknowledges them."""
+"""Runs a Pipeline behind an MQTT subscription on two threads: one prepares batches, the other commits and acknowledges them (Committer)."""
 
 from __future__ import annotations
 
@@ -23,14 +23,15 @@ log = logging.getLogger(__name__)
 GC_THRESHOLD = 50_000
 
 
-class IngestService:
-    """Runs a Pipeline behind a subscription to the plant's topics, on two threads.
+class Committer:
+    """Commits a Pipeline's batches on a thread of its own, so that the next batch is decoded meanwhile.
 
-    One thread receives, decodes, validates and runs the rules (`Pipeline.prepare`); the
-    other commits each batch to the store (`commit`), routes its alerts (`finish`) and
-    then acknowledges it. So the next batch is decoded while the previous one is written
-    (SQLite runs without the interpreter lock), and a message is still acknowledged only
-    after its batch is committed.
+    `handle` runs on the receiving thread: it prepares the batch there (decode, validate,
+    rules) and hands it to the committing thread, which commits it to the store (`commit`),
+    routes its alerts (`finish`) and then completes the batch's Future: the subscriber
+    acknowledges it only then. So decoding overlaps the store's transaction (SQLite and
+    PostgreSQL wait without the interpreter lock), and a message is still acknowledged only
+    after its batch is committed. Batches are committed in the order prepared.
     """
 
     #: Prepared batches that may wait for the committing thread: beyond, receiving waits.
@@ -41,52 +42,31 @@ class IngestService:
     #: batches of thousands, and those overlap decoding with the commit.
     INLINE_BELOW = 64
 
-    def __init__(self, pipeline: Pipeline, broker_url: str, client_id: str | None = None, tick_s: float = 0.5):
+    def __init__(self, pipeline: Pipeline, name: str = "pipeline-commit"):
         self.pipeline = pipeline
-        self.subscriber = BatchSubscriber(broker_url, pipeline.subscriptions, client_id)
-        self._tick_s = tick_s
-        self._next_tick = 0.0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="pipeline", daemon=True)
         self._commits: queue.Queue[tuple[PreparedBatch, Future] | None] = queue.Queue(self.COMMIT_QUEUE)
-        self._committer = threading.Thread(target=self._commit_loop, name="pipeline-commit", daemon=True)
+        self._thread = threading.Thread(target=self._loop, name=name, daemon=True)
         #: Batches handed to the committer whose Future is not yet completed (their PUBACKs not
         #: yet sent). The pipeline's in_flight drops when a batch is finished, just before
         #: that: an inline batch must wait for both, or its PUBACKs could overtake.
         self._queued = 0
-        self._queued_lock = threading.Lock()
-        self.error: BaseException | None = None
+        self._settled = threading.Condition()
 
-    def start(self, connect_timeout: float | None = 10.0) -> None:
-        """Start receiving; wait until subscribed (None: do not wait, /readyz says when)."""
-        gen0, gen1, gen2 = gc.get_threshold()
-        if gen0 < GC_THRESHOLD:
-            gc.set_threshold(GC_THRESHOLD, gen1, gen2)
+    def start(self) -> None:
         self._thread.start()
-        if connect_timeout is not None and not self.subscriber.connected_once.wait(connect_timeout):
-            self.stop()
-            raise TimeoutError(f"could not subscribe at the broker within {connect_timeout:g}s")
 
-    @property
-    def alive(self) -> bool:
-        return self._thread.is_alive()
+    def close(self) -> None:
+        """Commit what was handed over (or fail it, after a failure), then end the thread."""
+        self._commits.put(None)
+        self._thread.join()
 
-    @property
-    def ready(self) -> bool:
-        return self.alive and self.subscriber.connected
+    def drain(self) -> None:
+        """Wait until every batch handed over is committed and acknowledged (or failed)."""
+        with self._settled:
+            self._settled.wait_for(lambda: not self._queued)
 
-    def _run(self) -> None:
-        self._committer.start()
-        try:
-            self.subscriber.run(self._handle, self._stop, self._idle)
-        except BaseException as exc:  # recorded for /healthz and the exit code; the thread must not die silently
-            log.exception("pipeline stopped")
-            self.error = exc
-        finally:
-            self._commits.put(None)
-            self._committer.join()
-
-    def _handle(self, batch: list[wire.Publish]) -> Future | None:
+    def handle(self, batch: list[wire.Publish]) -> Future | None:
+        """A received batch: stored at once (None), or a Future completed once it is (BatchSubscriber.run)."""
         metrics.INFLIGHT.inc(len(batch))
         if len(batch) < self.INLINE_BELOW and not self._queued and not self.pipeline.in_flight:
             try:
@@ -100,12 +80,12 @@ class IngestService:
             metrics.INFLIGHT.dec(len(batch))  # never handed to the committer, so it never finishes
             raise
         stored: Future = Future()
-        with self._queued_lock:
+        with self._settled:
             self._queued += 1
         self._commits.put((prepared, stored))
         return stored
 
-    def _commit_loop(self) -> None:
+    def _loop(self) -> None:
         """Commit and finish batches in order; after a failure, fail the rest (the broker keeps them)."""
         failure: BaseException | None = None
         while (item := self._commits.get()) is not None:
@@ -123,8 +103,53 @@ class IngestService:
                 stored.set_result(prepared.stored)  # its PUBACKs go out now, from this thread
             else:
                 stored.set_exception(failure)
-            with self._queued_lock:  # only now: set_result has sent its PUBACKs (its callbacks)
+            with self._settled:  # only now: set_result has sent its PUBACKs (its callbacks)
                 self._queued -= 1
+                self._settled.notify_all()
+
+
+class IngestService:
+    """Runs a Pipeline behind a subscription to the plant's topics, on two threads.
+
+    One thread receives, decodes, validates and runs the rules; the other commits each
+    batch and then acknowledges it (Committer).
+    """
+
+    def __init__(self, pipeline: Pipeline, broker_url: str, client_id: str | None = None, tick_s: float = 0.5):
+        self.pipeline = pipeline
+        self.subscriber = BatchSubscriber(broker_url, pipeline.subscriptions, client_id)
+        self._tick_s = tick_s
+        self._next_tick = 0.0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="pipeline", daemon=True)
+        self._committer = Committer(pipeline)
+        self.error: BaseException | None = None
+
+    def start(self, connect_timeout: float | None = 10.0) -> None:
+        """Start receiving; wait until subscribed (None: do not wait, /readyz says when)."""
+        raise_gc_threshold()
+        self._thread.start()
+        if connect_timeout is not None and not self.subscriber.connected_once.wait(connect_timeout):
+            self.stop()
+            raise TimeoutError(f"could not subscribe at the broker within {connect_timeout:g}s")
+
+    @property
+    def alive(self) -> bool:
+        return self._thread.is_alive()
+
+    @property
+    def ready(self) -> bool:
+        return self.alive and self.subscriber.connected
+
+    def _run(self) -> None:
+        self._committer.start()
+        try:
+            self.subscriber.run(self._committer.handle, self._stop, self._idle)
+        except BaseException as exc:  # recorded for /healthz and the exit code; the thread must not die silently
+            log.exception("pipeline stopped")
+            self.error = exc
+        finally:
+            self._committer.close()
 
     def _idle(self) -> None:
         now = time.time()
@@ -137,3 +162,10 @@ class IngestService:
         self._stop.set()
         if self._thread.is_alive():
             self._thread.join(timeout)
+
+
+def raise_gc_threshold() -> None:
+    """Raise the cyclic collector's first-generation threshold to GC_THRESHOLD (never lower it)."""
+    gen0, gen1, gen2 = gc.get_threshold()
+    if gen0 < GC_THRESHOLD:
+        gc.set_threshold(GC_THRESHOLD, gen1, gen2)

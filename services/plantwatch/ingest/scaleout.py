@@ -16,6 +16,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable
+from concurrent.futures import Future
 from dataclasses import replace
 from typing import Any
 
@@ -23,6 +24,7 @@ import orjson
 
 from plantwatch.ingest.pipeline import Pipeline
 from plantwatch.ingest.quality import Figures
+from plantwatch.ingest.runner import Committer, raise_gc_threshold
 from plantwatch.ingest.shards import UNKNOWN_SHARD, ShardPlan
 from plantwatch.ingest.status_topics import Presence
 from plantwatch.ingest.writes import Sink, SpoolDepth, Store
@@ -38,6 +40,9 @@ log = logging.getLogger(__name__)
 #: Seconds a shard's owner may go without renewing its lease (it renews every tick)
 #: before the replica the assignment gives the shard to takes it back.
 DEFAULT_LEASE_S = 10.0
+#: Seconds between two looks of a shard's consumer at its lease (is it still the owner?): no longer than the
+#: subscriber's first reconnect delay (BatchSubscriber.run, 0.1 s).
+LEASE_CHECK_S = 0.1
 #: (plant of the shard's nodes, the shard's view of the store) → the shard's Pipeline
 PipelineFactory = Callable[[Plant, Store], Pipeline]
 
@@ -60,10 +65,18 @@ class ShardStore:
         self._epoch = epoch
         self.pipeline: Pipeline | None = None
 
-    def write(self, readings: Iterable[Reading] = (), alerts: Iterable[AlertEvent] = (), dead_letters: Iterable[DeadLetter] = ()) -> int:
-        # The pipeline has applied the batch to its rules before writing it: the snapshot
-        # is the state right after this batch, so it commits (or is refused) with it.
-        state = orjson.dumps(self.pipeline.snapshot())
+    def write(
+        self,
+        readings: Iterable[Reading] = (),
+        alerts: Iterable[AlertEvent] = (),
+        dead_letters: Iterable[DeadLetter] = (),
+        state: bytes | None = None,
+    ) -> int:
+        """Write with the shard's checkpoint: `state`, the pipeline's state right after this batch (taken when
+        it was prepared: later batches may be prepared already), or, without it, the state now (a clock tick's
+        alerts, written with no batch in flight). The checkpoint commits (or is refused) with the batch."""
+        if state is None:
+            state = orjson.dumps(self.pipeline.snapshot())
         return self._store.write(readings, alerts, dead_letters, Checkpoint(self._shard, self._epoch, state))
 
     def conflicting(self, readings: list[Reading]) -> list[tuple[Reading, float]]:
@@ -94,8 +107,7 @@ class LockedSink:
             return self._sink.write(readings, alerts, dead_letters)
 
     def spool_depth(self) -> SpoolDepth:
-        with self._lock:
-            return self._sink.spool_depth()
+        return self._sink.spool_depth()  # two counters, read for a gauge: not worth waiting for another shard's write
 
     def flush(self) -> Any:
         with self._lock:
@@ -141,9 +153,11 @@ class ShardWorker:
         self._lease_s = lease_s
         self._tick_s = tick_s
         self._next_tick = 0.0
+        self._next_lease_check = 0.0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name=f"shard-{shard}", daemon=True)
         self.pipeline: Pipeline | None = None
+        self._committer: Committer | None = None
         self.epoch: int | None = None
         self.fenced: Fenced | None = None
         self.error: BaseException | None = None
@@ -186,8 +200,14 @@ class ShardWorker:
         if state is not None:
             pipeline.restore(orjson.loads(state))
         self.pipeline, self.fenced = pipeline, None
+        self._next_lease_check = 0.0
         log.info("shard %d: claimed at epoch %d by %s", self.shard, self.epoch, self._owner)
-        self.subscriber.run(self._handle, self._stop, self._idle)
+        self._committer = Committer(pipeline, f"shard-{self.shard}-commit")
+        self._committer.start()
+        try:
+            self.subscriber.run(self._handle, self._stop, self._idle)
+        finally:
+            self._committer.close()
 
     def _standby(self) -> None:
         """Return when the shard's owner has let its lease lapse (or when stopped)."""
@@ -198,23 +218,30 @@ class ShardWorker:
                 log.warning("shard %d: its owner %s (epoch %d) has been silent for %.1fs; taking it back", self.shard, owner, epoch, silent)
                 return
 
-    def _handle(self, batch: list[wire.Publish]) -> None:
+    def _handle(self, batch: list[wire.Publish]) -> Future | None:
         if self._filter_foreign:
             shard_of_topic, me = self._plan.shard_of_topic, self.shard
             batch = [m for m in batch if shard_of_topic(m.topic) in (None, me)]
-        self.pipeline.process(batch, time.time())  # a Publish is indexed as (topic, payload)
+        # Decoded here, committed with its checkpoint on the shard's committing thread meanwhile.
+        return self._committer.handle(batch)  # a Publish is indexed as (topic, payload)
 
     def _idle(self) -> None:
-        # A superseded owner lets go of the session here (after every read from the socket:
-        # one indexed SELECT, small beside a batch's commit), usually before the new owner has
-        # even connected; otherwise each would reconnect and take the session back from the
-        # other until the old one's next commit is refused.
-        epoch, owner, _ = self._store.shard_lease(self.shard)
-        if epoch != self.epoch:
-            raise Fenced(self.shard, self.epoch, epoch, owner)
+        # A superseded owner lets go of the session here (after a read from the socket, at most every
+        # LEASE_CHECK_S: one indexed SELECT, on the store all the shards share), usually before the new
+        # owner has even connected; otherwise each would reconnect and take the session back from the
+        # other until the old one's next commit is refused. The subscriber reconnects no sooner than
+        # LEASE_CHECK_S after losing the session, so it checks again before reading on.
         now = time.time()
+        if now >= self._next_lease_check:
+            epoch, owner, _ = self._store.shard_lease(self.shard)
+            if epoch != self.epoch:
+                raise Fenced(self.shard, self.epoch, epoch, owner)
+            self._next_lease_check = now + LEASE_CHECK_S
         if now >= self._next_tick:
             self._store.renew_shard(self.shard, self.epoch, now)
+            # The tick's alerts commit the state as it is now: only once every prepared batch is committed,
+            # or that checkpoint would hold rule state from batches not stored yet (lost on a crash).
+            self._committer.drain()
             self.pipeline.tick(now)
             self._next_tick = now + self._tick_s
 
@@ -248,6 +275,7 @@ class ShardedIngest:
 
     def start(self, connect_timeout: float | None = 10.0) -> None:
         """Start every shard; wait until each is subscribed (None: do not wait, /readyz says when)."""
+        raise_gc_threshold()
         for w in self.workers:
             w.start()
         if connect_timeout is None:

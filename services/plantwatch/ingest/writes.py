@@ -21,6 +21,7 @@ class Store(Protocol):
 
     #: Whether each write also commits the pipeline's rule state (a shard's checkpoint): once it
     #: has, no owner computes the batch's alerts again, so every sink must have the batch first.
+    #: Such a store's `write` also takes `state=`: the state to commit (the batch's, from when it was prepared).
     commits_checkpoint: bool
 
     def write(self, readings: Iterable[Reading] = (), alerts: Iterable[AlertEvent] = (), dead_letters: Iterable[DeadLetter] = ()) -> int:
@@ -91,16 +92,18 @@ class BatchWriter:
         alerts: Sequence[AlertEvent] = (),
         dead_letters: Sequence[DeadLetter] = (),
         stored: Callable[[int], None] | None = None,
+        state: bytes | None = None,
     ) -> None:
         """Write one batch; `stored` is told how many readings were new as soon as the store committed.
 
-        Raises what the store or a sink raised: the batch is not acknowledged. A sink that
-        failed beside the store raises after `stored` was told (the store has the batch).
+        `state` is the pipeline's state after the batch, for a store that commits it as its checkpoint
+        (None: the state now). Raises what the store or a sink raised: the batch is not acknowledged.
+        A sink that failed beside the store raises after `stored` was told (the store has the batch).
         """
         if self._sinks_first:
             for sink in self.sinks:
                 sink.write(readings, alerts, dead_letters)  # raises: nothing is stored, nothing checkpointed
-            count = self.store.write(readings, alerts, dead_letters)
+            count = self.store.write(readings, alerts, dead_letters, state=state)
             if stored is not None:
                 stored(count)
             return
