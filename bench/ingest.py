@@ -40,45 +40,78 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "services"))
+sys.path.insert(0, str(ROOT / "operator"))  # the gateway's shard count as the operator renders it
 sys.path.append(str(ROOT))  # tests.support: the launchers of the real servers
 from plantwatch.alerts.notification import Notification  # noqa: E402
 from plantwatch.alerts.notifier import Notifier  # noqa: E402
 from plantwatch.ingest.formats import encode  # noqa: E402
+from plantwatch.ingest.membership import MemberIngest, Registry  # noqa: E402
 from plantwatch.ingest.pipeline import Pipeline  # noqa: E402
 from plantwatch.ingest.runner import IngestService  # noqa: E402
+from plantwatch.ingest.scaleout import LockedSink  # noqa: E402
+from plantwatch.ingest.service import SHARD_CONNECTIONS  # noqa: E402
 from plantwatch.mqtt import wire  # noqa: E402
 from plantwatch.mqtt.broker import start_mosquitto  # noqa: E402
 from plantwatch.mqtt.publisher import Publisher  # noqa: E402
-from plantwatch.plant.load import load_plant  # noqa: E402
+from plantwatch.plant.load import Plant, load_plant  # noqa: E402
+from plantwatch.store import postgres  # noqa: E402
 from plantwatch.store.alert_state import AlertState  # noqa: E402
 from plantwatch.store.sqlite import SqliteStore  # noqa: E402
+from plantwatch_operator.render import GATEWAY_SHARDS  # noqa: E402
 
-TOPIC = "sensors/hall-1/esp32-press-01/data"
 PLANT = ROOT / "examples" / "plant"
+#: The stream's nodes: the sample plant's ESP32 and clones of it, each on its own topic (a plant has many
+#: nodes: the gateway's shards divide them, and one node's stream would keep all but one shard idle).
+NODES = 32
+#: What every consumer subscribes to: all the nodes' data topics.
+TOPICS = "sensors/#"
 
 
-def seed_messages(n: int, t0: float) -> list[bytes]:
-    """The seed firmware's flat JSON, distinct timestamps, realistic values."""
+def node_name(i: int) -> str:
+    return f"esp32-press-{i + 1:02d}"
+
+
+def node_topic(i: int) -> str:
+    return f"sensors/hall-1/{node_name(i)}/data"
+
+
+def bench_plant(workdir: Path) -> Path:
+    """The sample plant with NODES - 1 more ESP32s like its esp32-press-01 (same sensors and rules)."""
+    plant = workdir / "plant"
+    shutil.copytree(PLANT, plant)
+    source = (PLANT / "nodes.yaml").read_text().split("\n---\n")
+    esp32 = next(doc for doc in source if f"name: {node_name(0)}\n" in doc)
+    clones = [esp32.replace(node_name(0), node_name(i)) for i in range(1, NODES)]
+    (plant / "bench-nodes.yaml").write_text("\n---\n".join(clones))
+    return plant
+
+
+def seed_messages(n: int, t0: float) -> list[tuple[str, bytes]]:
+    """The seed firmware's flat JSON from NODES nodes in turn, distinct timestamps, realistic values."""
     return [
-        encode(
-            "esp32-json",
-            "esp32-press-01",
-            t0 + i * 0.001,
-            {"temperature_c": 45.0 + (i % 50) / 10, "vibration_g": 1.5, "current_a": 12.0, "battery_voltage": 3.7},
+        (
+            node_topic(i % NODES),
+            encode(
+                "esp32-json",
+                node_name(i % NODES),
+                t0 + i * 0.001,
+                {"temperature_c": 45.0 + (i % 50) / 10, "vibration_g": 1.5, "current_a": 12.0, "battery_voltage": 3.7},
+            ),
         )
         for i in range(n)
     ]
 
 
-def queue_for(url: str, messages: list[bytes]) -> None:
+def queue_for(url: str, messages: list[tuple[str, bytes]]) -> None:
     pub = Publisher(url, client_id="bench-publisher")
     pub.start()
-    for m in messages:
-        pub.publish(TOPIC, m)
+    for topic, m in messages:
+        pub.publish(topic, m)
     pub.stop(timeout=120)
 
 
@@ -90,11 +123,11 @@ def forget_session(url: str, client_id: str) -> None:
     client.stop()
 
 
-def mosquitto_sub_rate(broker, messages: list[bytes]) -> float:
+def mosquitto_sub_rate(broker, messages: list[tuple[str, bytes]]) -> float:
     binary = shutil.which("mosquitto_sub")
     if binary is None:
         raise SystemExit("mosquitto_sub is missing: apt-get install mosquitto-clients (make deps)")
-    base = [binary, "-h", "127.0.0.1", "-p", str(broker.port), "-t", TOPIC, "-q", "1", "-c", "-i", "bench-mosquitto-sub"]
+    base = [binary, "-h", "127.0.0.1", "-p", str(broker.port), "-t", TOPICS, "-q", "1", "-c", "-i", "bench-mosquitto-sub"]
     subprocess.run([*base, "-E"], check=True)  # register the persistent session, then leave
     queue_for(broker.url, messages)
     started = time.perf_counter()
@@ -128,17 +161,17 @@ def telegraf_version() -> str:
     return next(line.split()[-1].lstrip("v") for line in go_mod.splitlines() if "github.com/influxdata/telegraf " in line)
 
 
-def telegraf_rate(broker, messages: list[bytes], workdir: Path, output: str, client_id: str) -> float:
+def telegraf_rate(broker, messages: list[tuple[str, bytes]], workdir: Path, output: str, client_id: str) -> float:
     """Telegraf draining the queued stream into `output` (a TOML [[outputs.*]] table), as mosquitto_sub does."""
     from tests.support.telegraf import Telegraf
 
     name = output.split("[[", 1)[1].split("]]", 1)[0]
     binary = shutil.which("mosquitto_sub")
     # The persistent session registered by a client with Telegraf's id: the broker queues the stream for it.
-    subprocess.run([binary, "-h", "127.0.0.1", "-p", str(broker.port), "-t", TOPIC, "-q", "1", "-c", "-i", client_id, "-E"], check=True)
+    subprocess.run([binary, "-h", "127.0.0.1", "-p", str(broker.port), "-t", TOPICS, "-q", "1", "-c", "-i", client_id, "-E"], check=True)
     queue_for(broker.url, messages)
     (workdir / client_id).mkdir()
-    config = TELEGRAF_CONFIG.format(port=broker.port, topic=TOPIC, client_id=client_id, buffer=2 * len(messages), output=output)
+    config = TELEGRAF_CONFIG.format(port=broker.port, topic=TOPICS, client_id=client_id, buffer=2 * len(messages), output=output)
     telegraf = Telegraf(config, workdir / client_id)
     started = time.perf_counter()
     telegraf.start()
@@ -151,7 +184,7 @@ def telegraf_rate(broker, messages: list[bytes], workdir: Path, output: str, cli
     return rate
 
 
-def paho_callback_rate(broker, messages: list[bytes]) -> float:
+def paho_callback_rate(broker, messages: list[tuple[str, bytes]]) -> float:
     """A bare paho-mqtt subscriber (QoS 1, persistent session) that only counts in its callback."""
     import threading
 
@@ -169,7 +202,7 @@ def paho_callback_rate(broker, messages: list[bytes]) -> float:
     def connect() -> mqtt.Client:
         client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="bench-paho", clean_session=False)
         client.on_message = on_message
-        client.on_connect = lambda c, *_: c.subscribe(TOPIC, qos=1)
+        client.on_connect = lambda c, *_: c.subscribe(TOPICS, qos=1)
         client.connect("127.0.0.1", broker.port)
         return client
 
@@ -192,10 +225,10 @@ def paho_callback_rate(broker, messages: list[bytes]) -> float:
 
 
 def gateway_rate(
-    broker, messages: list[bytes], workdir: Path, sinks=(), client_id: str = "bench-gateway", store: SqliteStore | None = None
+    broker, plant: Plant, messages: list[tuple[str, bytes]], workdir: Path, sinks=(), client_id: str = "bench-gateway"
 ) -> tuple[float, int]:
-    plant = load_plant(PLANT)
-    store = store or SqliteStore(workdir / f"{client_id}.db")
+    """The local gateway (`plantwatch up`): one pipeline, decoding beside the SQLite commit."""
+    store = SqliteStore(workdir / f"{client_id}.db")
     pipeline = Pipeline(plant, store, sinks=sinks)
     first = IngestService(pipeline, broker.url, client_id=client_id)
     first.start()
@@ -205,10 +238,7 @@ def gateway_rate(
     service = IngestService(pipeline, broker.url, client_id=client_id)
     started = time.perf_counter()
     service.start()
-    while pipeline.messages < len(messages):
-        if time.perf_counter() - started > 600:
-            raise SystemExit(f"the gateway processed only {pipeline.messages} of {len(messages)} in 600 s")
-        time.sleep(0.001)
+    wait_processed(lambda: pipeline.messages, len(messages), started)
     elapsed = time.perf_counter() - started  # pipeline.messages counts messages whose batch is committed
     service.stop()
     forget_session(broker.url, client_id)
@@ -217,15 +247,58 @@ def gateway_rate(
     return len(messages) / elapsed, stored
 
 
-def stage_costs(messages: list[bytes], workdir: Path, batch: int = 5000) -> dict:
+def wait_processed(processed: Callable[[], int], count: int, started: float) -> None:
+    while processed() < count:
+        if time.perf_counter() - started > 600:
+            raise SystemExit(f"the gateway processed only {processed()} of {count} in 600 s")
+        time.sleep(0.001)
+
+
+def cluster_gateway_rate(broker, plant: Plant, messages: list[tuple[str, bytes]], url: str, sink) -> tuple[float, int]:
+    """The gateway as the operator runs it on a shared store (`serve ingest --db postgresql://... --shards 16
+    --membership store`, ingest/service.py): its shards divided among the live members (here one), each shard
+    its own MQTT session and pipeline, batches committed on SHARD_CONNECTIONS connections, InfluxDB shared."""
+    store = postgres.PostgresStore(url, connections=SHARD_CONNECTIONS)
+    shared = [LockedSink(sink)]
+    pipelines: list[Pipeline] = []
+
+    def shard_pipeline(subset: Plant, shard_store) -> Pipeline:
+        pipelines.append(Pipeline(subset, shard_store, sinks=shared))
+        return pipelines[-1]
+
+    def gateway() -> MemberIngest:
+        return MemberIngest(
+            Registry(url), plant, store, broker.url, GATEWAY_SHARDS, "bench-cluster", "bench-cluster-member", shard_pipeline, False
+        )
+
+    first = gateway()
+    first.start()  # returns once the shards are given out, not yet subscribed
+    if not all(w.subscriber.connected_once.wait(30) for w in first.workers):
+        raise SystemExit("the cluster gateway's shards could not subscribe within 30 s")
+    first.stop()  # the shards' sessions now exist and collect the stream
+    sessions = [w.subscriber.client_id for w in first.workers]
+    queue_for(broker.url, messages)
+    pipelines.clear()
+    service = gateway()
+    started = time.perf_counter()
+    service.start()
+    wait_processed(lambda: sum(p.messages for p in pipelines), len(messages), started)
+    elapsed = time.perf_counter() - started
+    service.stop()
+    for session in sessions:
+        forget_session(broker.url, session)
+    stored = store.count("readings")
+    store.close()
+    return len(messages) / elapsed, stored
+
+
+def stage_costs(plant: Plant, messages: list[tuple[str, bytes]], workdir: Path, batch: int = 5000) -> dict:
     """Where a message's time goes, without the broker: µs per message of each stage, one thread."""
-    plant = load_plant(PLANT)
     store = SqliteStore(workdir / "stages.db")
     pipeline = Pipeline(plant, store)
-    topic = TOPIC.encode()
     frames = [
-        wire._packet(wire.PUBLISH << 4 | 0x02, struct.pack("!H", len(topic)) + topic + struct.pack("!H", i % 65535 + 1) + m)
-        for i, m in enumerate(messages)
+        wire._packet(wire.PUBLISH << 4 | 0x02, struct.pack("!H", len(t)) + t + struct.pack("!H", i % 65535 + 1) + m)
+        for i, (t, m) in enumerate((topic.encode(), m) for topic, m in messages)
     ]  # QoS 1 PUBLISH packets, as the broker sends them
     spent = dict.fromkeys(("mqtt_parse", "decode_validate_rules", "sqlite_commit", "finish"), 0.0)
     topics: dict[bytes, str] = {}
@@ -246,11 +319,10 @@ def stage_costs(messages: list[bytes], workdir: Path, batch: int = 5000) -> dict
     return {stage: round(seconds / len(messages) * 1e6, 2) for stage, seconds in spent.items()}
 
 
-def influx_rate(broker, messages: list[bytes], workdir: Path) -> tuple[dict, dict, dict]:
+def influx_rate(broker, plant: Plant, messages: list[tuple[str, bytes]], workdir: Path) -> tuple[dict, dict, dict]:
     """The same drain with every batch also written to a real InfluxDB 2.x (built by make tools), Telegraf's
     drain into the same server (a bucket of its own), and the cluster's pair: a real PostgreSQL (Debian's) as
     the store of record with InfluxDB beside it (another bucket): ours, Telegraf's, the cluster's."""
-    from plantwatch.store import postgres
     from plantwatch.store.influx import InfluxStore
     from tests.support.influxd import BUCKET, INFLUXD, ORG, TOKEN, Influxd
     from tests.support.postgres import Postgres
@@ -266,29 +338,36 @@ def influx_rate(broker, messages: list[bytes], workdir: Path) -> tuple[dict, dic
         output = f'[[outputs.influxdb_v2]]\n  urls = ["{server.url}"]\n  token = "{TOKEN}"\n  organization = "{ORG}"\n  bucket = "{bucket}"'
         telegraf = telegraf_rate(broker, messages, workdir, output, "bench-telegraf-influx")
         sink = InfluxStore(server.url, TOKEN, ORG, BUCKET, workdir / "spool", 1 << 30)
-        rate, stored = gateway_rate(broker, messages, workdir, sinks=[sink], client_id="bench-gateway-influx")
+        rate, stored = gateway_rate(broker, plant, messages, workdir, sinks=[sink], client_id="bench-gateway-influx")
         sink.close()
-        with server.client() as c:
-            tables = c.query_api().query(
-                f'from(bucket: "{BUCKET}") |> range(start: 0) |> filter(fn: (r) => r._measurement == "reading") |> group() |> count()'
-            )
-            points = sum(r.get_value() for t in tables for r in t.records)
-            tables = c.query_api().query(f'from(bucket: "{bucket}") |> range(start: 0) |> group() |> count()')
-            telegraf_points = sum(r.get_value() for t in tables for r in t.records)
         pg_server = Postgres()
         pg_server.start()
         os.environ[postgres.PASSWORD_FILE_ENV] = str(pg_server.password_file)
         try:
-            sink = InfluxStore(server.url, TOKEN, ORG, server.new_bucket("cluster"), workdir / "spool-cluster", 1 << 30)
-            store = postgres.PostgresStore(pg_server.fresh_database("bench"))
-            cluster_rate, cluster_stored = gateway_rate(broker, messages, workdir, [sink], "bench-gateway-cluster", store)
+            cluster_bucket = server.new_bucket("cluster")
+            sink = InfluxStore(server.url, TOKEN, ORG, cluster_bucket, workdir / "spool-cluster", 1 << 30)
+            cluster_rate, cluster_stored = cluster_gateway_rate(broker, plant, messages, pg_server.fresh_database("bench"), sink)
             sink.close()
         finally:
             pg_server.close()
+        with server.client() as c:
+
+            def count(bucket: str, measurement: str | None) -> int:
+                only = f' |> filter(fn: (r) => r._measurement == "{measurement}")' if measurement else ""
+                tables = c.query_api().query(f'from(bucket: "{bucket}") |> range(start: 0){only} |> group() |> count()')
+                return sum(r.get_value() for t in tables for r in t.records)
+
+            points, telegraf_points, cluster_points = count(BUCKET, "reading"), count(bucket, None), count(cluster_bucket, "reading")
     finally:
         server.stop()
     ours = {"msg_per_s": round(rate), "readings_stored_sqlite": stored, "points_in_influxdb": points, "version": "2.7.12"}
-    cluster = {"msg_per_s": round(cluster_rate), "readings_stored_postgresql": cluster_stored}
+    cluster = {
+        "msg_per_s": round(cluster_rate),
+        "readings_stored_postgresql": cluster_stored,
+        "points_in_influxdb": cluster_points,
+        "shards": GATEWAY_SHARDS,
+        "postgresql_connections": SHARD_CONNECTIONS,
+    }
     return ours, {"msg_per_s": round(telegraf), "field_values_in_influxdb": telegraf_points}, cluster
 
 
@@ -381,6 +460,7 @@ def main() -> int:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="plantwatch-bench-") as tmp:
         work = Path(tmp)
+        plant = load_plant(bench_plant(work))
         messages = seed_messages(args.messages, time.time() - 3600)
         broker = start_mosquitto(data_dir=None)
         try:
@@ -389,17 +469,17 @@ def main() -> int:
             telegraf_file = telegraf_rate(
                 broker, messages, work, f'[[outputs.file]]\n  files = ["{work / "telegraf.out"}"]', "bench-telegraf-file"
             )
-            ours, stored = gateway_rate(broker, messages, work)
-            influx, telegraf_influx, cluster = influx_rate(broker, messages, work)
+            ours, stored = gateway_rate(broker, plant, messages, work)
+            influx, telegraf_influx, cluster = influx_rate(broker, plant, messages, work)
             latency = {f"{r:g}_msg_per_s": alert_latency(broker, r, args.seconds, work) for r in (500.0, args.rate)}
         finally:
             broker.stop()
-        stages = stage_costs(messages, work)
+        stages = stage_costs(plant, messages, work)
     result = {
         "benchmark": "ingest",
         "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()},
-        "stream": {"messages": args.messages, "format": "esp32-json (seed flat JSON, 4 readings each)", "qos": 1},
+        "stream": {"messages": args.messages, "nodes": NODES, "format": "esp32-json (seed flat JSON, 4 readings each)", "qos": 1},
         "mosquitto_sub_msg_per_s": round(baseline),
         "paho_callback": {
             "msg_per_s": round(paho),
@@ -436,7 +516,8 @@ def main() -> int:
             "ratio_vs_telegraf": round(cluster["msg_per_s"] / telegraf_influx["msg_per_s"], 3),
             "target_vs_telegraf": 1.5,
             "telegraf_baseline": "influxdb_v2",
-            "note": "the cluster's pair: PostgreSQL (Debian's, fsync on, on this machine) as the store of record, InfluxDB beside it",
+            "note": "the gateway as the operator runs it on the cluster's pair: PostgreSQL (Debian's, fsync on, on this machine) "
+            "as the store of record, InfluxDB beside it; its shards divided among the live members (one here)",
         },
         "alert_latency": {**latency, "target_p99_ms": 20},  # per rate: every message an alert transition
         "pipeline_us_per_message": {
