@@ -40,6 +40,7 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "services"))
 
+from plantwatch.contracts.names import INFLUX_LAYOUTS  # noqa: E402
 from plantwatch.ingest.formats import FORMATS  # noqa: E402
 from plantwatch.monitoring.dashboards import dashboards, render  # noqa: E402
 
@@ -286,6 +287,7 @@ def _store_schema() -> dict:
                     "url": {"type": "string", "pattern": "^(https?://[^@/]+/?)?$"},
                     "org": {"type": "string", "minLength": 1},
                     "bucket": {"type": "string", "minLength": 1},
+                    "layout": {"enum": list(INFLUX_LAYOUTS)},
                     "tokenSecret": secret_ref,
                 },
             },

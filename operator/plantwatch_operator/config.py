@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlparse
 
+from plantwatch.contracts.names import INFLUX_LAYOUTS
 from plantwatch.logs import mask
 from plantwatch_operator.autoscale import GatewayAutoscaling
 
@@ -55,6 +56,8 @@ class Config:
     gateway_influx_url: str | None = None
     gateway_influx_org: str = "plantwatch"
     gateway_influx_bucket: str = "plant"
+    #: `serve ingest --influx-layout`: narrow (a point per reading) or wide (a point per node and timestamp).
+    gateway_influx_layout: str = INFLUX_LAYOUTS[0]
     gateway_influx_token_secret: tuple[str, str] | None = None
     #: Days the gateway keeps readings, window summaries and dead letters (`serve ingest --retention-days` and
     #: friends); None: readings or summaries are kept until deleted by hand.
@@ -146,9 +149,13 @@ def store(env: Mapping[str, str]) -> dict[str, Any]:
         out |= {"gateway_influx_url": url, "gateway_influx_token_secret": token}
         out |= {
             f"gateway_influx_{k}": env[f"PLANTWATCH_GATEWAY_INFLUX_{k.upper()}"]
-            for k in ("org", "bucket")
+            for k in ("org", "bucket", "layout")
             if env.get(f"PLANTWATCH_GATEWAY_INFLUX_{k.upper()}")
         }
+        if out.get("gateway_influx_layout", INFLUX_LAYOUTS[0]) not in INFLUX_LAYOUTS:
+            raise ValueError(
+                f"PLANTWATCH_GATEWAY_INFLUX_LAYOUT={out['gateway_influx_layout']!r}: expected one of {', '.join(INFLUX_LAYOUTS)}"
+            )
     bounds = {
         field: env[variable]
         for field, variable in (

@@ -250,7 +250,7 @@ def store_args(config: Config) -> list[str]:
         args = ["--db", config.gateway_db_url, "--shards", str(GATEWAY_SHARDS), "--membership", "store"]
     if config.gateway_influx_url is not None:
         args += ["--influx-url", config.gateway_influx_url, "--influx-org", config.gateway_influx_org]
-        args += ["--influx-bucket", config.gateway_influx_bucket]
+        args += ["--influx-bucket", config.gateway_influx_bucket, "--influx-layout", config.gateway_influx_layout]
     readings, summaries, dead_letters = config.gateway_retention_days
     args += [] if readings is None else ["--retention-days", f"{readings:g}"]
     args += [] if summaries is None else ["--summary-retention-days", f"{summaries:g}"]

@@ -130,6 +130,30 @@ def test_tag_values_with_spaces_commas_and_equals(influxd, bucket, make_store):
     assert sorted(query_readings(influxd, bucket), key=lambda r: r.value) == readings
 
 
+def test_the_wide_layout_is_a_point_per_node_and_timestamp_read_back_exactly_and_once(influxd, bucket, make_store):
+    messages = [
+        [
+            Reading(node, sensor, "t", float(i) + k / 10, T0 + i / 1000, "u")
+            for k, sensor in enumerate(("temperature", "vibration", "current"))
+        ]
+        for i in range(500)
+        for node in ("press-1", "press-2")
+    ]
+    readings = [r for m in messages for r in m]
+    store = make_store(influxd, bucket, layout="wide")
+    assert store.write(readings) == len(readings)
+    store.write(readings[:600])  # redelivered: the same points again
+    flux = (
+        f'from(bucket: "{bucket}") |> range(start: 0) |> filter(fn: (r) => r._measurement == "node_readings")'
+        ' |> pivot(rowKey: ["_time", "node"], columnKey: ["_field"], valueColumn: "_value") |> group()'
+    )
+    with influxd.client() as c:
+        rows = [rec.values for table in c.query_api().query(flux) for rec in table.records]
+    got = sorted((r["node"], _seconds(r["_time"]), r["temperature"], r["vibration"], r["current"]) for r in rows)
+    assert got == sorted((m[0].node, m[0].ts, *(r.value for r in m)) for m in messages)
+    assert query_readings(influxd, bucket) == []  # nothing in the narrow layout's measurement
+
+
 def test_writing_the_same_readings_again_makes_no_duplicates(influxd, bucket, make_store):
     readings = series("dup", 1000)
     store = make_store(influxd, bucket)

@@ -8,7 +8,17 @@ import hashlib
 import pytest
 
 from plantwatch.readings import AlertEvent, Reading
-from plantwatch.store.influx import Spool, SpoolDepth, SpoolFullError, alerts_line_protocol, chunks, dead_letter_lines, ns, to_line_protocol
+from plantwatch.store.influx import (
+    Spool,
+    SpoolDepth,
+    SpoolFullError,
+    alerts_line_protocol,
+    chunks,
+    dead_letter_lines,
+    ns,
+    to_line_protocol,
+    to_wide_line_protocol,
+)
 
 
 def test_reading_line():
@@ -20,6 +30,34 @@ def test_lines_are_joined_by_newlines_and_empty_input_is_empty():
     rs = [Reading("n", "s", "t", float(i), 1.0 + i) for i in range(3)]
     assert to_line_protocol(rs).split(b"\n") == [to_line_protocol([r]) for r in rs]
     assert to_line_protocol([]) == b""
+
+
+def test_the_wide_layout_writes_a_point_per_node_and_timestamp_with_a_field_per_sensor():
+    message = [
+        Reading("press-1", "temperature", "temperature", 45.5, 1700000000.5, "celsius"),
+        Reading("press-1", "vibration", "vibration", 1, 1700000000.5, "g"),
+    ]
+    later = Reading("press-1", "temperature", "temperature", 46.0, 1700000001.5, "celsius")
+    other = Reading("pump 2", "flow", "flow", 3.25, 1700000001.5, "")
+    assert to_wide_line_protocol([*message, later, other]).split(b"\n") == [
+        b"node_readings,node=press-1 temperature=45.5,vibration=1.0 1700000000500000000",
+        b"node_readings,node=press-1 temperature=46.0 1700000001500000000",
+        b"node_readings,node=pump\\ 2 flow=3.25 1700000001500000000",
+    ]
+    assert to_wide_line_protocol([]) == b""
+
+
+def test_the_wide_layout_names_a_field_once_per_point():
+    """A message redelivered within one batch repeats its readings: the repeat starts a new point (same key, same
+    values: InfluxDB keeps one), never a point naming a field twice, which InfluxDB would refuse."""
+    message = [Reading("n", s, "t", v, 5.0) for s, v in (("a", 1.0), ("b", 2.0))]
+    assert to_wide_line_protocol(message + message).split(b"\n") == [b"node_readings,node=n a=1.0,b=2.0 5000000000"] * 2
+
+
+@pytest.mark.parametrize("v", [float("nan"), float("inf")])
+def test_the_wide_layout_refuses_non_finite_values_too(v):
+    with pytest.raises(ValueError, match="line protocol has no"):
+        to_wide_line_protocol([Reading("n", "s", "t", v, 1.0)])
 
 
 def test_tag_values_escape_space_comma_and_equals():

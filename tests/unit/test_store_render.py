@@ -89,6 +89,9 @@ def test_influxdb_beside_the_store_gets_its_url_and_the_token_from_its_secret():
     objects, _, container = gateway(config)
     args = parser().parse_args(container["args"])
     assert (args.influx_url, args.influx_org, args.influx_bucket) == ("http://influxdb.monitoring.svc:8086", "plantwatch", "line1")
+    assert args.influx_layout == "narrow"
+    wide = parser().parse_args(gateway(dataclasses.replace(config, gateway_influx_layout="wide"))[2]["args"])
+    assert wide.influx_layout == "wide"
     [token] = [e for e in container["env"] if e["name"] == "INFLUXDB_TOKEN"]
     assert token == {"name": "INFLUXDB_TOKEN", "valueFrom": {"secretKeyRef": {"name": "plantwatch-influxdb", "key": "token"}}}
     policy = next(o for o in objects if o["kind"] == "NetworkPolicy")
@@ -103,8 +106,10 @@ def test_the_store_settings_are_read_from_the_environment(monkeypatch):
     monkeypatch.setenv("PLANTWATCH_GATEWAY_INFLUX_URL", "https://influx.example:8086")
     monkeypatch.setenv("PLANTWATCH_GATEWAY_INFLUX_TOKEN_SECRET", "influx/token")
     monkeypatch.setenv("PLANTWATCH_GATEWAY_INFLUX_BUCKET", "line1")
+    monkeypatch.setenv("PLANTWATCH_GATEWAY_INFLUX_LAYOUT", "wide")
     monkeypatch.setenv("PLANTWATCH_GATEWAY_DATA_SIZE", "20Gi")
     config = Config.from_env()
+    assert config.gateway_influx_layout == "wide"
     assert (config.gateway_db_url, config.gateway_db_password_secret) == (SHARED.gateway_db_url, ("line1-postgres", "password"))
     assert (config.gateway_influx_url, config.gateway_influx_token_secret) == ("https://influx.example:8086", ("influx", "token"))
     assert (config.gateway_influx_org, config.gateway_influx_bucket, config.gateway_data_size) == ("plantwatch", "line1", "20Gi")
@@ -118,6 +123,14 @@ def test_the_store_settings_are_read_from_the_environment(monkeypatch):
         ({"PLANTWATCH_GATEWAY_DB_URL": "postgresql://u@db/plant"}, "PLANTWATCH_GATEWAY_DB_PASSWORD_SECRET is not"),
         ({"PLANTWATCH_GATEWAY_INFLUX_URL": "http://influx:8086"}, "PLANTWATCH_GATEWAY_INFLUX_TOKEN_SECRET is not"),
         ({"PLANTWATCH_GATEWAY_DATA_SIZE": "10GB"}, "expected a size such as"),
+        (
+            {
+                "PLANTWATCH_GATEWAY_INFLUX_URL": "http://influx:8086",
+                "PLANTWATCH_GATEWAY_INFLUX_TOKEN_SECRET": "i/t",
+                "PLANTWATCH_GATEWAY_INFLUX_LAYOUT": "tall",
+            },
+            "INFLUX_LAYOUT='tall': expected one of narrow, wide",
+        ),
     ],
 )
 def test_a_bad_store_setting_stops_the_operator_saying_what_is_expected(monkeypatch, env, error):

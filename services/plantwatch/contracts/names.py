@@ -31,3 +31,7 @@ BUILTIN_RECEIVERS = ("console",)
 #: A trained detector's files: in its directory, and as keys of the ConfigMap that `detector publish` writes.
 MODEL_FILE = "model.onnx"
 CARD_FILE = "model-card.json"
+
+#: How the gateway lays readings out in InfluxDB (`serve ingest --influx-layout`, the chart's store.influxdb.layout):
+#: narrow, a point per reading; wide, a point per node and timestamp (store/influx.py). The first is the default.
+INFLUX_LAYOUTS = ("narrow", "wide")
