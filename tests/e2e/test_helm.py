@@ -170,7 +170,9 @@ NAMESPACED = "deployments,services,configmaps,secrets,networkpolicies,serviceacc
 
 def release_objects(cluster, release: str) -> dict[str, str]:
     """Every object of the release: what it is now. Deployments by generation and pod template (their
-    status changes on its own as pods come and go); the rest by resourceVersion."""
+    status changes on its own as pods come and go); volume claims (the StatefulSet's) by what they ask for,
+    since the volume controllers annotate them and set their status whenever they get to it; the rest by
+    resourceVersion."""
     selector = f"app.kubernetes.io/instance={release}"
     items = json.loads(cluster.kubectl("get", NAMESPACED, "-n", release, "-l", selector, "-o", "json").stdout)["items"]
     items += json.loads(cluster.kubectl("get", "clusterroles,clusterrolebindings", "-l", selector, "-o", "json").stdout)["items"]
@@ -179,6 +181,8 @@ def release_objects(cluster, release: str) -> dict[str, str]:
         key = f"{o['kind']}/{o['metadata']['name']}"
         if o["kind"] == "Deployment":
             seen[key] = f"{o['metadata']['generation']} {json.dumps(o['spec']['template'], sort_keys=True)}"
+        elif o["kind"] == "PersistentVolumeClaim":
+            seen[key] = json.dumps({k: v for k, v in o["spec"].items() if k != "volumeName"}, sort_keys=True)
         else:
             seen[key] = o["metadata"]["resourceVersion"]
     return seen
