@@ -2,7 +2,7 @@
 
     python bench/ingest.py [--messages 50000] [--out bench/results/ingest.json]
 
-1. Drain rate. N seed ESP32 messages (flat JSON, four readings each)
+1. Drain rate. N seed ESP32 messages (flat JSON, four readings each, from NODES nodes in turn)
    are queued by a real mosquitto for a persistent session while its subscriber is
    away; then the subscriber connects and the clock runs until it has everything.
    Baseline: `mosquitto_sub` writing to /dev/null. Ours: the gateway end to end
@@ -15,8 +15,9 @@
    session, with its defaults (batches of 1,000, at most 1,000 messages unacknowledged), into a
    file and into a real InfluxDB 2.x; the clock stops when its debug log says it wrote the last
    batch. `ratio_vs_telegraf`: the embedded store against Telegraf → file, the gateway with
-   InfluxDB as a sink (beside SQLite) against Telegraf → InfluxDB, and the cluster's pair (a real
-   PostgreSQL as the store of record, InfluxDB beside it) against Telegraf → InfluxDB too.
+   InfluxDB as a sink (beside SQLite) against Telegraf → InfluxDB, and the cluster's gateway as the
+   operator runs it (16 shards under store membership, a real PostgreSQL as the store of record,
+   InfluxDB beside it, in each of its layouts) against Telegraf → InfluxDB too.
 2. Alert latency. A node publishes at a fixed rate (500 msg/s, and `--rate`, default
    5,000 msg/s) from another process, its vibration crossing the `vibration-high` levels
    on every message, so every message is an alert transition (an alert storm: a plant
