@@ -99,3 +99,16 @@ def wait_for(check, what: str, timeout: float = 90.0, interval: float = 0.5):
             return last
         time.sleep(interval)
     pytest.fail(f"timed out after {timeout:.0f}s waiting for {what} (last: {last!r})")
+
+def sensor_node(name: str) -> str:
+    """The operator tests' smallest SensorNode, as YAML: an ESP32 on line-1 with one temperature sensor."""
+    return f"""
+apiVersion: plantwatch.io/v1alpha1
+kind: SensorNode
+metadata: {{name: {name}, labels: {{plantwatch.io/line: line-1}}}}
+spec:
+  hardware: esp32
+  payload: {{format: esp32-json, topic: sensors/hall-1/{name}/data}}
+  sensors:
+    - {{name: temperature, type: temperature, unit: celsius, field: temperature_c}}
+"""

@@ -15,19 +15,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from plantwatch.mqtt.broker import free_port
-from tests.e2e.conftest import wait_for
+from tests.e2e.conftest import sensor_node, wait_for
 from tests.e2e.test_operator import crds  # noqa: F401  (fixture)
 
-NODE = """
-apiVersion: plantwatch.io/v1alpha1
-kind: SensorNode
-metadata: {name: press-01, labels: {plantwatch.io/line: line-1}}
-spec:
-  hardware: esp32
-  payload: {format: esp32-json, topic: sensors/hall-1/press-01/data}
-  sensors:
-    - {name: temperature, type: temperature, unit: celsius, field: temperature_c}
-"""
+NODE = sensor_node("press-01")
 
 
 @dataclass

@@ -14,29 +14,16 @@ import urllib.request
 from pathlib import Path
 
 from plantwatch.mqtt.broker import free_port
+from tests.e2e.conftest import sensor_node
 from tests.e2e.conftest import wait_for as poll
 from tests.e2e.test_operator import crds  # noqa: F401  (fixture)
 from tests.support.process import terminate
 
-PLANT = """
-apiVersion: plantwatch.io/v1alpha1
-kind: SensorNode
-metadata: {name: press-01, labels: {plantwatch.io/line: line-1}}
-spec:
-  hardware: esp32
-  payload: {format: esp32-json, topic: sensors/hall-1/press-01/data}
-  sensors:
-    - {name: temperature, type: temperature, unit: celsius, field: temperature_c}
----
-apiVersion: plantwatch.io/v1alpha1
-kind: SensorNode
-metadata: {name: press-02, labels: {plantwatch.io/line: line-1}}
-spec:
-  hardware: esp32
-  payload: {format: esp32-json, topic: sensors/hall-1/press-02/data}
-  sensors:
-    - {name: temperature, type: temperature, unit: celsius, field: temperature_c}
----
+PLANT = (
+    sensor_node("press-01")
+    + "---"
+    + sensor_node("press-02")
+    + """---
 apiVersion: plantwatch.io/v1alpha1
 kind: AlertRule
 metadata: {name: press-hot}
@@ -53,6 +40,7 @@ spec:
   condition: {type: Threshold, threshold: {warning: "75", critical: "85"}}
   receivers: [pager]
 """
+)
 #: Seconds of a settled plant watched for lines: several of each periodic recheck (set to 1 s below).
 IDLE = 5.0
 
