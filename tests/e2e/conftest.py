@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import json
 import os
-import time
 import uuid
 from collections.abc import Iterator
 
 import pytest
 
 from tests.e2e.cluster import Cluster, ClusterError, ControlPlane
+from tests.support import process
 
 #: PersistentVolumes made for the session's claims (each binds one claim, and is not reused once released).
 PV_POOL = 200
@@ -90,15 +90,10 @@ def namespace(cluster: Cluster) -> Iterator[str]:
 
 
 def wait_for(check, what: str, timeout: float = 90.0, interval: float = 0.5):
-    """Poll until `check()` returns something truthy; fail with `what` and the last value."""
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        last = check()
-        if last:
-            return last
-        time.sleep(interval)
-    pytest.fail(f"timed out after {timeout:.0f}s waiting for {what} (last: {last!r})")
+    """Poll until `check()` returns something truthy; fail with `what` and the last value (support.process.wait_for,
+    at the pace of a control plane)."""
+    return process.wait_for(what, check, timeout, interval)
+
 
 def sensor_node(name: str) -> str:
     """The operator tests' smallest SensorNode, as YAML: an ESP32 on line-1 with one temperature sensor."""

@@ -1,4 +1,4 @@
-"""Waiting for a launched server to answer over HTTP, and ending it: what the launchers here share."""
+"""Waiting for a launched server to answer over HTTP, or for any condition, and ending a process: what the launchers and tests share."""
 
 from __future__ import annotations
 
@@ -8,6 +8,8 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable
 from pathlib import Path
+
+import pytest
 
 
 def wait_http_ready(
@@ -29,15 +31,17 @@ def wait_http_ready(
     raise RuntimeError(f"{name} did not answer {url} within {timeout:g}s")
 
 
-def wait_for(what: str, check: Callable[[], object], timeout: float = 20.0) -> object:
-    """`check()`'s first truthy answer, asked every 50 ms; an AssertionError naming `what` after `timeout` seconds."""
+def wait_for(what: str, check: Callable[[], object], timeout: float = 20.0, interval: float = 0.05) -> object:
+    """`check()`'s first truthy answer, asked every `interval` seconds; after `timeout` seconds the test fails
+    (pytest.fail) naming `what` and the last answer. The e2e suite's wait_for is this one at its own pace."""
     deadline = time.monotonic() + timeout
     while True:
-        got = check()
-        if got:
-            return got
-        assert time.monotonic() < deadline, f"{what} within {timeout:g}s"
-        time.sleep(0.05)
+        last = check()
+        if last:
+            return last
+        if time.monotonic() >= deadline:
+            pytest.fail(f"timed out after {timeout:.0f}s waiting for {what} (last: {last!r})")
+        time.sleep(interval)
 
 
 def terminate(proc: subprocess.Popen | None, timeout: float = 10.0) -> None:
