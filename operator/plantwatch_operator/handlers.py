@@ -492,7 +492,16 @@ def _gpu_nodes_changed() -> None:
                         _render_detector(body)
                     report_detector(body)
         except Exception:  # noqa: BLE001  (a namespace being deleted must not keep the others at the old bound)
-            logging.getLogger(__name__).exception("re-rendering the GPU DetectorModels of namespace %s failed", namespace)
+            log.exception("re-rendering the GPU DetectorModels of namespace %s failed", namespace)
+
+
+def _current_gpu_bound(body: dict[str, Any]) -> tuple[int, int, str | None] | None:
+    """A GPU DetectorModel's bound on the GPU nodes as they are now (render.gpu_bound); None for one that does
+    not parse, which nothing was rendered from either: the render's failure says why."""
+    try:
+        return gpu_bound(parse_resource(body, f"DetectorModel {body['metadata']['name']}"), _gpu_nodes.snapshot())
+    except ManifestError:
+        return None
 
 
 @kopf.on.delete(GROUP, VERSION, "detectormodels", optional=True)
@@ -515,7 +524,7 @@ def detector_recheck(body: kopf.Body, **_: Any) -> None:
     retrains = bool(spec.get("retrain")) and not spec.get("shadow")
     stale = deployment is None or (retrains and scores_candidate(deployment, meta["name"]) != (_candidate(body) is not None))
     if not stale and spec.get("executionProvider") in GPU_PROVIDERS:
-        bound = gpu_bound(parse_resource(body, f"DetectorModel {meta['name']}"), _gpu_nodes.snapshot())
+        bound = _current_gpu_bound(body)
         stale = _gpu_rendered.get((meta["namespace"], meta["name"]), bound) != bound
     with _reporting(meta["namespace"]):
         if stale:
@@ -554,12 +563,7 @@ def report_detector(body: dict[str, Any], deployment: dict[str, Any] | None = No
             fresh = known is not None and known[0] == meta.get("generation")
             scoring = known[1] if fresh else scoring_verdict(body, kube.list_plant(namespace, "sensornodes", specs_only=True))
     retrain = retrain_status(meta["name"], _candidate(body)) if body["spec"].get("retrain") else None
-    bound = None
-    if body["spec"].get("executionProvider") in GPU_PROVIDERS:
-        try:
-            bound = gpu_bound(parse_resource(body, f"DetectorModel {meta['name']}"), _gpu_nodes.snapshot())
-        except ManifestError:  # rendered from nothing either: the render's failure says why
-            bound = None
+    bound = _current_gpu_bound(body) if body["spec"].get("executionProvider") in GPU_PROVIDERS else None
     capped = (bound[1], bound[2]) if bound is not None and bound[2] is not None else None
     status = detector_status(body, source_verdict(source, configmap), scoring, deployment, now_rfc3339(), retrain, capped)
     _write_status(body, status)
