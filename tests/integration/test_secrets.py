@@ -73,7 +73,8 @@ def test_password_in_the_broker_url_is_masked_everywhere(tmp_path, broker, log_f
         )
     metrics = ""
     deadline = time.time() + 30
-    while "plantwatch_readings_total " not in metrics and proc.poll() is None and time.time() < deadline:
+    wanted = ("plantwatch_readings_total ", "plantwatch_node_online{")  # a node's series appears a moment after the first reading
+    while not all(w in metrics for w in wanted) and proc.poll() is None and time.time() < deadline:
         try:
             metrics = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=1).read().decode()
         except (urllib.error.URLError, OSError):
