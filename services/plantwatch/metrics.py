@@ -25,6 +25,10 @@ STORE_WRITE = Histogram(
     "Time to write one batch to the store (one transaction).",
     buckets=(0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5),
 )
+READINGS_RESTAGED = Counter(
+    "plantwatch_store_batches_restaged_total",
+    "Batches whose readings met a key already stored (a redelivery) and were inserted again, keeping only the new ones (PostgreSQL).",
+)
 SPOOL = Gauge("plantwatch_store_spool", "What waits in a store's disk spool (InfluxDB down), in batches and bytes.", ["unit"])
 STATE_EVICTIONS = Counter(
     "plantwatch_state_evictions_total", "Entries dropped from a bounded per-key structure fed by the network, by structure.", ["structure"]

@@ -10,6 +10,7 @@ from dataclasses import replace
 import psycopg
 import pytest
 
+from plantwatch import metrics
 from plantwatch.alerts.lifecycle import Matcher
 from plantwatch.readings import AlertEvent, Reading
 from plantwatch.store import postgres, retention, sqlite
@@ -208,6 +209,46 @@ def test_batches_of_two_shards_commit_side_by_side_and_a_lost_connection_is_repl
     after = PostgresStore(url)
     assert after.query("SELECT node FROM readings ORDER BY node") == [("a",), ("b",), ("c",), ("f",)]
     after.close()
+
+
+def test_overlapping_batches_of_two_shards_during_a_handoff_are_stored_once(server, password):  # noqa: F811
+    """A new batch is copied straight into readings; one that meets a stored key (a redelivery) is
+    restaged, keeping only its new readings, also when the key is another shard's uncommitted row:
+    the later transaction waits for the first (in key order, no deadlock), then keeps what is new."""
+    url = server.fresh_database(f"t{next(_names)}")
+    store = PostgresStore(url, connections=2)
+    restaged = metrics.READINGS_RESTAGED._value.get()
+    old_owner = [Reading(f"n{i % 4}", "t", "temperature", float(i), float(i)) for i in range(200)]
+    new_owner = old_owner[100:] + [Reading(f"n{i % 4}", "t", "temperature", float(i), float(i)) for i in range(200, 300)]
+    assert store.write(old_owner[:50]) == 50 and metrics.READINGS_RESTAGED._value.get() == restaged  # all new: copied
+    in_flight, go_on = threading.Event(), threading.Event()
+    with store._session() as writer:
+        held = writer._db
+    commit = held.execute
+
+    def held_before_commit(sql, params=()):
+        if sql == "COMMIT":
+            in_flight.set()
+            go_on.wait(30)
+        return commit(sql, params)
+
+    held.execute = held_before_commit
+    results: dict[str, int] = {}
+    first = threading.Thread(target=lambda: results.setdefault("old", store.write(old_owner[50:])))
+    first.start()
+    assert in_flight.wait(30)
+    held.execute = commit
+    second = threading.Thread(target=lambda: results.setdefault("new", store.write(new_owner)))
+    second.start()
+    second.join(1)
+    assert second.is_alive()  # waiting for the first transaction's keys
+    go_on.set()
+    first.join(30)
+    second.join(30)
+    assert results == {"old": 150, "new": 100}
+    assert metrics.READINGS_RESTAGED._value.get() == restaged + 1
+    assert store.query("SELECT count(*), count(DISTINCT ts) FROM readings") == [(300, 300)]
+    store.close()
 
 
 def test_an_alert_event_committed_after_a_later_one_is_still_announced(server, password):  # noqa: F811
