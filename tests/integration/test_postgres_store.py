@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import itertools
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import replace
 
 import psycopg
@@ -170,11 +172,9 @@ def test_alert_state_on_both_engines(db):
     state.close()
 
 
-def test_batches_of_two_shards_commit_side_by_side_and_a_lost_connection_is_replaced(server, password):  # noqa: F811
-    """With connections=2, one shard's batch held before its COMMIT does not hold up another's (with one
-    writer it would wait); after the server restarts, the pool's dead connections give way to new ones."""
-    url = server.fresh_database(f"t{next(_names)}")
-    store = PostgresStore(url, connections=2)
+@contextmanager
+def commit_held(store: PostgresStore) -> Iterator[tuple[threading.Event, threading.Event]]:
+    """(in_flight, go_on): the next write on the pool's idle connection sets in_flight at its COMMIT and waits for go_on."""
     in_flight, go_on = threading.Event(), threading.Event()
     with store._session() as writer:
         held = writer._db
@@ -187,16 +187,28 @@ def test_batches_of_two_shards_commit_side_by_side_and_a_lost_connection_is_repl
         return commit(sql, params)
 
     held.execute = held_before_commit
-    first = threading.Thread(target=store.write, args=([Reading("a", "t", "temperature", 1.0, 1.0)],))
-    first.start()
-    assert in_flight.wait(30)
     try:
-        assert store.write([Reading("b", "t", "temperature", 2.0, 1.0)]) == 1  # on the other connection, now
-        assert store.query("SELECT node FROM readings") == [("b",)]
+        yield in_flight, go_on
     finally:
         go_on.set()
-        first.join(30)
-    held.execute = commit
+        held.execute = commit
+
+
+def test_batches_of_two_shards_commit_side_by_side_and_a_lost_connection_is_replaced(server, password):  # noqa: F811
+    """With connections=2, one shard's batch held before its COMMIT does not hold up another's (with one
+    writer it would wait); after the server restarts, the pool's dead connections give way to new ones."""
+    url = server.fresh_database(f"t{next(_names)}")
+    store = PostgresStore(url, connections=2)
+    with commit_held(store) as (in_flight, go_on):
+        first = threading.Thread(target=store.write, args=([Reading("a", "t", "temperature", 1.0, 1.0)],))
+        first.start()
+        assert in_flight.wait(30)
+        try:
+            assert store.write([Reading("b", "t", "temperature", 2.0, 1.0)]) == 1  # on the other connection, now
+            assert store.query("SELECT node FROM readings") == [("b",)]
+        finally:
+            go_on.set()
+            first.join(30)
     assert store.query("SELECT node FROM readings ORDER BY node") == [("a",), ("b",)]
     assert store.write([Reading("c", "t", "temperature", 3.0, 1.0)]) == 1
     server.kill()
@@ -221,30 +233,18 @@ def test_overlapping_batches_of_two_shards_during_a_handoff_are_stored_once(serv
     old_owner = [Reading(f"n{i % 4}", "t", "temperature", float(i), float(i)) for i in range(200)]
     new_owner = old_owner[100:] + [Reading(f"n{i % 4}", "t", "temperature", float(i), float(i)) for i in range(200, 300)]
     assert store.write(old_owner[:50]) == 50 and metrics.READINGS_RESTAGED._value.get() == restaged  # all new: copied
-    in_flight, go_on = threading.Event(), threading.Event()
-    with store._session() as writer:
-        held = writer._db
-    commit = held.execute
-
-    def held_before_commit(sql, params=()):
-        if sql == "COMMIT":
-            in_flight.set()
-            go_on.wait(30)
-        return commit(sql, params)
-
-    held.execute = held_before_commit
     results: dict[str, int] = {}
-    first = threading.Thread(target=lambda: results.setdefault("old", store.write(old_owner[50:])))
-    first.start()
-    assert in_flight.wait(30)
-    held.execute = commit
-    second = threading.Thread(target=lambda: results.setdefault("new", store.write(new_owner)))
-    second.start()
-    second.join(1)
-    assert second.is_alive()  # waiting for the first transaction's keys
-    go_on.set()
-    first.join(30)
-    second.join(30)
+    with commit_held(store) as (in_flight, go_on):
+        first = threading.Thread(target=lambda: results.setdefault("old", store.write(old_owner[50:])))
+        first.start()
+        assert in_flight.wait(30)
+        second = threading.Thread(target=lambda: results.setdefault("new", store.write(new_owner)))  # the other connection
+        second.start()
+        second.join(1)
+        assert second.is_alive()  # waiting for the first transaction's keys
+        go_on.set()
+        first.join(30)
+        second.join(30)
     assert results == {"old": 150, "new": 100}
     assert metrics.READINGS_RESTAGED._value.get() == restaged + 1
     assert store.query("SELECT count(*), count(DISTINCT ts) FROM readings") == [(300, 300)]
