@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from plantwatch.ingest.formats import encode
+from plantwatch.ingest import pipeline as pipeline_module
 from plantwatch.ingest.pipeline import Pipeline
 from plantwatch.rules.windows import percentile, summarize, window_start
 from plantwatch.store.sqlite import SqliteStore
@@ -66,6 +67,29 @@ def test_a_window_is_not_summarized_while_its_readings_are_on_their_way_to_the_s
     pipeline.finish(late)
     pipeline.tick(T0 + 71)
     assert summaries(pipeline.store) == [(T0, 60, 10.0, 20.0, 15.0, 20.0)]
+
+
+def test_a_backlog_draining_through_a_closed_window_is_not_read_back_at_every_tick(pipeline, monkeypatch):
+    """A gateway catching up after an outage fills old windows batch after batch, a tick between batches: each
+    window is summarized when it first has readings, then at most every SUMMARY_INTERVAL_S, and once more after."""
+    reads = []
+    summarize = pipeline.store.summarize
+    monkeypatch.setattr(pipeline.store, "summarize", lambda windows: reads.append(list(windows)) or summarize(reads[-1]))
+
+    def summaries_of_t0() -> int:
+        return sum(1 for batch in reads for w in batch if w[1] == "temperature" and w[2] == T0)
+
+    now = T0 + 600
+    for second in range(0, 60, 3):  # the first minute, three seconds of it per batch, a tick every 0.5 s
+        pipeline.process([message(T0 + second + i, 10.0) for i in range(3)], now)
+        pipeline.tick(now)
+        now += 0.5
+    assert summaries(pipeline.store) == [(T0, 33, 10.0, 10.0, 10.0, 10.0)]  # at 600 s, then at 605 s (33 readings by then)
+    assert summaries_of_t0() == 2
+    pipeline.process([message(T0 + 60 + i, 20.0) for i in range(10)], now)  # the backlog has moved on to the next minute
+    pipeline.tick(now)  # 610 s: the first minute is due again, the second has its first summary
+    assert summaries(pipeline.store) == [(T0, 60, 10.0, 10.0, 10.0, 10.0), (T0 + 60, 10, 20.0, 20.0, 20.0, 20.0)]
+    assert summaries_of_t0() == 3  # not twenty
 
 
 def test_a_batch_a_sink_refuses_is_given_up(plant, tmp_path):

@@ -45,6 +45,8 @@ from plantwatch.store.sqlite import DeadLetter
 log = logging.getLogger(__name__)
 
 _TIMESTAMP = attrgetter("ts")
+#: Seconds between two summaries of one closed window while readings keep arriving for it (a backlog draining).
+SUMMARY_INTERVAL_S = 5.0
 #: Seconds between two tracebacks of one internal error (exception type and the line that raised
 #: it): each such message is still dead-lettered and counted, and a bug stays visible in the log.
 INTERNAL_ERROR_LOG_S = 60.0
@@ -202,6 +204,8 @@ class Pipeline:
         self._window_grace_s = window_grace_s
         #: Windows that received readings since they were last summarized: (node, sensor, start).
         self._dirty_windows: set[tuple[str, str, float]] = set()
+        #: When (the tick's clock) each window summarized in the last SUMMARY_INTERVAL_S was.
+        self._summarized_at: dict[tuple[str, str, float], float] = {}
         #: Prepared batches not yet finished (stored and counted), oldest first.
         self._uncommitted: deque[PreparedBatch] = deque()
         #: Guards what `finish` (possibly on a committing thread) shares with `prepare` and `tick`:
@@ -561,6 +565,7 @@ class Pipeline:
             closed = {w for w in self._dirty_windows if w[2] + self.window_s + self._window_grace_s <= now}
             if closed and self._uncommitted:  # summaries are computed from stored readings only
                 closed -= set().union(*(p.windows for p in self._uncommitted))
+            closed = self._due(closed, now)
         # The store's work outside the lock, so that batches keep finishing (and being
         # acknowledged) meanwhile; windows and the engine change only on this thread.
         if closed:
@@ -586,6 +591,20 @@ class Pipeline:
             if node in self.silence:  # declared nodes only: a message names its node, the plant bounds them
                 metrics.NODE_LAST_SEEN.labels(node).set(seen)
         self.sweeper.tick(now)
+
+    def _due(self, closed: set[tuple[str, str, float]], now: float) -> set[tuple[str, str, float]]:
+        """Of the closed dirty windows, those to summarize now: not one summarized less than SUMMARY_INTERVAL_S ago.
+
+        A backlog draining through old windows (a gateway catching up after an outage) fills them batch after
+        batch: each is summarized when it first has readings, then at most every SUMMARY_INTERVAL_S, not read
+        back from the store at every tick. Late data for a window summarized longer ago counts at once.
+        """
+        summarized = self._summarized_at
+        for w in [w for w, at in summarized.items() if now - at >= SUMMARY_INTERVAL_S]:
+            del summarized[w]
+        due = {w for w in closed if w not in summarized}
+        summarized.update(dict.fromkeys(due, now))
+        return due
 
     def close_windows(self) -> None:
         """Summarize every window that has readings, open or not (at shutdown)."""
