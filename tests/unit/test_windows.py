@@ -5,7 +5,6 @@ from __future__ import annotations
 import pytest
 
 from plantwatch.ingest.formats import encode
-from plantwatch.ingest import pipeline as pipeline_module
 from plantwatch.ingest.pipeline import Pipeline
 from plantwatch.rules.windows import percentile, summarize, window_start
 from plantwatch.store.sqlite import SqliteStore
