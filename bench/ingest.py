@@ -115,6 +115,8 @@ def queue_for(url: str, messages: list[tuple[str, bytes]]) -> None:
     for topic, m in messages:
         pub.publish(topic, m)
     pub.stop(timeout=120 + len(messages) / 500)  # a queue of 200,000 takes minutes here; what is unsent is lost
+    if pub.dropped:
+        raise SystemExit(f"the bench's publisher dropped {pub.dropped} of {len(messages)} messages")
 
 
 def forget_session(url: str, client_id: str) -> None:

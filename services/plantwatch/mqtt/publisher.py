@@ -5,6 +5,7 @@ from __future__ import annotations
 import ssl
 import sys
 import threading
+import time
 import uuid
 
 import paho.mqtt.client as mqtt
@@ -28,19 +29,27 @@ def _client(endpoint: Endpoint, client_id: str) -> mqtt.Client:
     return c
 
 
+#: QoS 1 packet ids are 16 bits: paho refuses a message while all 65,535 are taken by messages not yet acknowledged.
+PACKET_IDS = 65_535
+
+
 class Publisher:
-    """Publishes on a background network thread; `publish` never blocks on the network.
+    """Publishes on a background network thread; `publish` does not block on the network until
+    PACKET_IDS messages wait for it.
 
     With `max_queued`, at most that many messages wait for the network (in flight included):
     one published beyond is dropped and counted (`dropped`, and the metric
     plantwatch_state_evictions_total{structure="mqtt_publish_queue"}). For a publisher fed
     by the network, such as the gateway's dead letters, whose own rate an attacker sets.
+    Without it (0), nothing is dropped: once every QoS 1 packet id is taken by a message not
+    yet acknowledged (a broker slower than the caller, or away), `publish` waits for one.
     """
 
     def __init__(self, broker: str | Endpoint, client_id: str | None = None, max_queued: int = 0):
         self._endpoint = Endpoint.of(broker)
         self._client = _client(self._endpoint, client_id or f"plantwatch-pub-{uuid.uuid4().hex[:8]}")
         self._client.max_queued_messages_set(max_queued)
+        self._bounded = max_queued > 0
         self.dropped = 0
         self._last: mqtt.MQTTMessageInfo | None = None
         self._connected = threading.Event()
@@ -87,6 +96,9 @@ class Publisher:
 
     def publish(self, topic: str, payload: bytes, qos: int = 1, retain: bool = False) -> None:
         info = self._client.publish(topic, payload, qos=qos, retain=retain)
+        while info.rc == mqtt.MQTT_ERR_QUEUE_SIZE and not self._bounded:  # every packet id taken: wait for an acknowledgement
+            time.sleep(0.005)
+            info = self._client.publish(topic, payload, qos=qos, retain=retain)
         if info.rc == mqtt.MQTT_ERR_QUEUE_SIZE:
             self.dropped += 1
             metrics.STATE_EVICTIONS.labels("mqtt_publish_queue").inc()
