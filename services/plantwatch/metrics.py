@@ -25,7 +25,7 @@ STORE_WRITE = Histogram(
     "Time to write one batch to the store (one transaction).",
     buckets=(0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5),
 )
-READINGS_RESTAGED = Counter(
+BATCHES_RESTAGED = Counter(
     "plantwatch_store_batches_restaged_total",
     "Batches whose readings met a key already stored (a redelivery) and were inserted again, keeping only the new ones (PostgreSQL).",
 )

@@ -229,10 +229,10 @@ def test_overlapping_batches_of_two_shards_during_a_handoff_are_stored_once(serv
     the later transaction waits for the first (in key order, no deadlock), then keeps what is new."""
     url = server.fresh_database(f"t{next(_names)}")
     store = PostgresStore(url, connections=2)
-    restaged = metrics.READINGS_RESTAGED._value.get()
+    restaged = metrics.BATCHES_RESTAGED._value.get()
     old_owner = [Reading(f"n{i % 4}", "t", "temperature", float(i), float(i)) for i in range(200)]
     new_owner = old_owner[100:] + [Reading(f"n{i % 4}", "t", "temperature", float(i), float(i)) for i in range(200, 300)]
-    assert store.write(old_owner[:50]) == 50 and metrics.READINGS_RESTAGED._value.get() == restaged  # all new: copied
+    assert store.write(old_owner[:50]) == 50 and metrics.BATCHES_RESTAGED._value.get() == restaged  # all new: copied
     results: dict[str, int] = {}
     with commit_held(store) as (in_flight, go_on):
         first = threading.Thread(target=lambda: results.setdefault("old", store.write(old_owner[50:])))
@@ -246,7 +246,7 @@ def test_overlapping_batches_of_two_shards_during_a_handoff_are_stored_once(serv
         first.join(30)
         second.join(30)
     assert results == {"old": 150, "new": 100}
-    assert metrics.READINGS_RESTAGED._value.get() == restaged + 1
+    assert metrics.BATCHES_RESTAGED._value.get() == restaged + 1
     assert store.query("SELECT count(*), count(DISTINCT ts) FROM readings") == [(300, 300)]
     store.close()
 

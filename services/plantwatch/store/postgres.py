@@ -248,7 +248,7 @@ class Session:
             self._copy(rows, "readings")
         except psycopg.errors.UniqueViolation:
             raw.execute("ROLLBACK TO SAVEPOINT readings_copy")
-            metrics.READINGS_RESTAGED.inc()
+            metrics.BATCHES_RESTAGED.inc()
             self._copy(rows, "staged_readings")
             return raw.execute(
                 "INSERT INTO readings SELECT node, sensor, ts, type, value, unit FROM staged_readings"
